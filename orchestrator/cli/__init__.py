@@ -1,0 +1,1 @@
+"""The `sysops` command line: built-in `plugin` commands plus every command that plugins contribute."""

@@ -1,0 +1,103 @@
+"""Entry point of `sysops`: routes plugin commands fast, and everything else through the typer app.
+
+`sysops greet World` must cost little more than a gRPC call: when the first word is not a built-in, the
+route is looked up in the store and only that command is built, without importing typer's app, the
+Docker SDK or pydantic. Every SysopsError becomes one line on stderr and its stable exit code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from sysops.errors import ExitCode, SysopsError
+from sysops.settings import Settings
+
+BUILTIN_COMMANDS = ("plugin",)
+
+
+def _print_error(error: SysopsError) -> None:
+    sys.stderr.write(f"error: {error}\n")
+    if error.details:
+        sys.stderr.write("".join(f"  {line}\n" for line in error.details.splitlines()))
+
+
+def run_guarded(function: Callable[[], object]) -> int:
+    """Run a CLI function, turning sysops and click errors into messages and exit codes."""
+    try:
+        function()
+    except SysopsError as error:
+        _print_error(error)
+        return int(error.exit_code)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in sysops: still no traceback unless asked for
+        if os.environ.get("SYSOPS_DEBUG"):
+            raise
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc} (set SYSOPS_DEBUG=1 for a traceback)\n")
+        return int(ExitCode.COMMAND_FAILED)
+    return 0
+
+
+def _routed(argv: list[str]) -> int | None:
+    """Run `argv` as a plugin command if its first word is routed; None if it is not."""
+    from sysops.store import Store
+
+    settings = Settings()
+    if not settings.store_path.exists():
+        return None
+    store = Store(settings.store_path)
+    try:
+        routes = store.routes(prefix=argv[0])
+    finally:
+        store.close()
+    if not routes:
+        return None
+    from sysops.cli.routed import add_routes
+
+    group = click.Group("sysops")
+    add_routes(group, routes)
+    return run_guarded(lambda: group.main(argv, prog_name="sysops", standalone_mode=False))
+
+
+def unknown_command(word: str, known: list[str]) -> SysopsError:
+    """An error for an unknown command that suggests close names."""
+    from sysops.errors import UsageError
+
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
+    suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return UsageError(f"unknown command {word!r}{suggestion}", hint="`sysops --help` lists the commands")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in BUILTIN_COMMANDS:
+        code = _routed(argv)
+        if code is not None:
+            return code
+    from sysops.cli.app import build_cli
+
+    return run_guarded(lambda: build_cli(argv).main(argv, prog_name="sysops", standalone_mode=False))
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

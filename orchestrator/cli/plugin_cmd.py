@@ -1,0 +1,159 @@
+"""`sysops plugin ...`: bring plugins up and down, and see what they are doing."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sysops.cli.output import emit
+from sysops.errors import SysopsError, UsageError
+
+plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
+
+
+class Output(StrEnum):
+    """Output formats of commands that print tables."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class RuntimeName(StrEnum):
+    """Runtimes a plugin can be scheduled on."""
+
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Print a table (text) or JSON.")]
+
+
+def progress(message: str) -> None:
+    """Print one progress line on stderr."""
+    sys.stderr.write(f"• {message}\n")
+    sys.stderr.flush()
+
+
+def _orchestrator(runtime: RuntimeName = RuntimeName.DOCKER):  # type: ignore[no-untyped-def]
+    from sysops.core.orchestrator import Orchestrator
+    from sysops.settings import Settings
+
+    if runtime is RuntimeName.KUBERNETES:
+        raise UsageError(
+            "the kubernetes runtime is not available in this version of sysops",
+            hint="use --runtime docker (see docs/kubernetes.md)",
+        )
+    from sysops.runtime.docker_driver import DockerDriver
+
+    return Orchestrator(Settings(), DockerDriver(), progress)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@plugin_app.command("up")
+def up(
+    path: Annotated[Path, typer.Argument(help="Plugin directory (with plugin.yaml)")],
+    watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground and roll on every change")] = False,
+    runtime: Annotated[RuntimeName, typer.Option("--runtime", help="Where to run the plugin")] = RuntimeName.DOCKER,
+) -> None:
+    """Build a plugin, start it (or roll to the new version) and wait until it is ready."""
+    orchestrator = _orchestrator(runtime)
+    started = time.monotonic()
+    instance, changed = orchestrator.up(path)
+    verb = "ready" if changed else "already running"
+    progress(f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {time.monotonic() - started:.1f}s)")
+    if watch:
+        from sysops.core.watch import watch_and_roll
+
+        watch_and_roll(orchestrator, path, progress)
+
+
+@plugin_app.command("down")
+def down(
+    name: Annotated[str, typer.Argument(help="Plugin name")],
+    purge: Annotated[bool, typer.Option("--purge", help="Also remove its images and data volume")] = False,
+) -> None:
+    """Drain and stop a plugin and remove its containers."""
+    _orchestrator().down(name, purge=purge)
+    progress(f"{name} is down")
+
+
+@plugin_app.command("ls")
+def ls(output: OutputOption = Output.TEXT) -> None:
+    """List plugins with their state, version and health."""
+    orchestrator = _orchestrator()
+    orchestrator.reconcile()
+    rows = [
+        {
+            "name": s.name,
+            "state": str(s.state),
+            "version": s.version,
+            "revision": s.revision,
+            "health": s.health,
+            "container": s.container_id,
+            "commands": " ".join(s.commands) if output is Output.TEXT else s.commands,
+        }
+        for s in orchestrator.list()
+    ]
+    emit(rows, output, ["name", "state", "version", "revision", "health", "container", "commands"])
+
+
+@plugin_app.command("status")
+def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
+    """Show a plugin's state, version, image, container, health, last error and recent events."""
+    orchestrator = _orchestrator()
+    orchestrator.reconcile()
+    result = orchestrator.status(name).as_dict()
+    if output is Output.JSON:
+        emit(result, "json")
+        return
+    for key in ("name", "state", "version", "revision", "health", "runtime", "container_id", "image", "image_digest",
+                "source"):  # fmt: skip
+        typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
+    typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
+    typer.echo(f"{'last error':<13} {result['last_error'] or '-'}")
+    typer.echo("events:")
+    for event in result["events"]:
+        typer.echo(f"  {_when(event['time'])}  {event['kind']:<16} {event['message']}")
+
+
+@plugin_app.command("logs")
+def logs(
+    name: Annotated[str, typer.Argument(help="Plugin name")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines")] = None,
+) -> None:
+    """Print the logs of a plugin's active instance."""
+    for line in _orchestrator().logs(name, follow=follow, tail=tail):
+        typer.echo(line)
+
+
+@plugin_app.command("history")
+def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
+    """List the revisions of a plugin."""
+    rows = [
+        {"revision": r.revision, "version": r.version, "image": r.image, "digest": r.image_id, "created": _when(r.created)}
+        for r in _orchestrator().history(name)
+    ]
+    emit(rows, output, ["revision", "version", "created", "image", "digest"])
+
+
+@plugin_app.command("rollback")
+def rollback(
+    name: Annotated[str, typer.Argument(help="Plugin name")],
+    to: Annotated[int | None, typer.Option("--to", help="Revision to roll back to (default: the previous one)")] = None,
+) -> None:
+    """Roll a plugin back to an earlier revision's image, without rebuilding."""
+    instance = _orchestrator().rollback(name, to)
+    progress(f"{name} {instance.version} ready (revision {instance.revision})")
+
+
+__all__ = ["SysopsError", "plugin_app"]

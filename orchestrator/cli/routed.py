@@ -1,0 +1,144 @@
+"""Plugin commands as click commands, built from the CommandSpecs stored when each plugin became active.
+
+This is the hot path of `sysops <command>`: it reads the route from SQLite, builds one click command,
+parses the command line, and streams the Invoke call over the instance's socket. It imports neither
+docker nor kubernetes nor pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+from sysops.cli.output import emit
+from sysops.errors import CommandFailedError
+from sysops.store import Route
+
+_TYPES: dict[str, click.ParamType] = {
+    "str": click.STRING,
+    "int": click.INT,
+    "float": click.FLOAT,
+    "bool": click.BOOL,
+}
+OUTPUT_FORMATS = ("text", "json")
+
+
+class PluginCommand(click.Command):
+    """A click command whose help lists positional arguments with their help texts."""
+
+    def __init__(self, *args: Any, plugin: str = "", argument_help: list[tuple[str, str]] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.plugin = plugin
+        self.argument_help = argument_help or []
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Write an Arguments section before the options."""
+        if self.argument_help:
+            with formatter.section("Arguments"):
+                formatter.write_dl(self.argument_help)
+        super().format_options(ctx, formatter)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Say which plugin provides the command."""
+        formatter.write_paragraph()
+        formatter.write_text(f"Provided by plugin '{self.plugin}'.")
+
+
+def _param_type(spec: pb.ParamSpec) -> click.ParamType:
+    if spec.type == "choice":
+        return click.Choice(list(spec.choices))
+    return _TYPES.get(spec.type, click.STRING)
+
+
+def _click_param(spec: pb.ParamSpec) -> click.Parameter:
+    default = json.loads(spec.default_json) if spec.default_json else None
+    if spec.kind == pb.ParamSpec.ARGUMENT:
+        return click.Argument(
+            [spec.name],
+            type=_param_type(spec),
+            required=spec.required,
+            default=default,
+            metavar=spec.metavar or spec.name.upper(),
+        )
+    help_text = spec.help
+    if spec.default_json and not spec.is_flag:
+        help_text = f"{help_text} [default: {default}]".strip()
+    return click.Option(
+        list(spec.flags),
+        spec.name,
+        type=None if spec.is_flag else _param_type(spec),
+        is_flag=spec.is_flag,
+        default=default,
+        required=spec.required and not spec.is_flag,
+        multiple=spec.multiple,
+        help=help_text,
+        metavar=spec.metavar or None,
+    )
+
+
+def build_command(route: Route, leaf_name: str) -> click.Command:
+    """Build the click command for one route."""
+    spec = pb.CommandSpec.FromString(route.spec)
+    params = [_click_param(param) for param in spec.params]
+    if not any(param.name == "output" for param in params):
+        params.append(
+            click.Option(
+                ["--output", "-o"],
+                type=click.Choice(OUTPUT_FORMATS),
+                default="text",
+                help="Print a dict or list result as a table (text) or as JSON.",
+            )
+        )
+    argument_help = [
+        (param.metavar or param.name.upper(), param.help) for param in spec.params if param.kind == pb.ParamSpec.ARGUMENT
+    ]
+
+    def callback(**kwargs: Any) -> None:
+        output = kwargs.pop("output", "text") if "output" not in {p.name for p in spec.params} else "text"
+        invoke(route, kwargs, output)
+
+    return PluginCommand(
+        leaf_name,
+        params=params,
+        callback=callback,
+        help=spec.help,
+        short_help=(spec.help.splitlines() or [""])[0],
+        plugin=route.plugin,
+        argument_help=argument_help,
+    )
+
+
+def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
+    """Call the plugin, stream its lines, print its result; raise on failure."""
+    from sysops.core.client import InvocationResult, PluginClient
+
+    with PluginClient(route.endpoint, route.plugin) as client:
+        for item in client.invoke(route.command, arguments, output_format=output):
+            if isinstance(item, InvocationResult):
+                if item.exit_code != 0:
+                    raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
+                if item.kind == "text":
+                    sys.stdout.write(item.text + ("\n" if not item.text.endswith("\n") else ""))
+                elif item.kind == "data":
+                    emit(item.data, output)
+            else:
+                sys.stdout.write(item + "\n")
+                sys.stdout.flush()
+
+
+def add_routes(group: click.Group, routes: list[Route]) -> None:
+    """Add commands (and command groups, for names with spaces) to a click group."""
+    for route in routes:
+        *parents, leaf = route.command.split(" ")
+        target = group
+        for word in parents:
+            existing = target.commands.get(word)
+            if not isinstance(existing, click.Group):
+                existing = click.Group(word, help=f"Commands of plugin '{route.plugin}'.")
+                target.add_command(existing)
+            target = existing
+        target.add_command(build_command(route, leaf))

@@ -1,0 +1,133 @@
+"""The orchestrator's side of sysops.plugin.v1: one channel per plugin instance endpoint.
+
+Used both on the routed-command hot path (Invoke) and by the rollout (health, Describe, Snapshot,
+Restore, Shutdown). gRPC's reconnect backoff is shortened, because readiness probing would otherwise
+wait up to a second after the socket appears.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
+from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
+
+from sysops.errors import PluginUnavailableError, ProtocolMismatchError
+
+PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 200),
+    ("grpc.enable_retries", 0),
+]
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    """The final Result of an invocation."""
+
+    kind: str
+    text: str
+    data: Any
+    exit_code: int
+    error: str
+
+
+class PluginClient:
+    """A connection to one plugin instance."""
+
+    def __init__(self, endpoint: str, plugin: str = "") -> None:
+        self.endpoint = endpoint
+        self.plugin = plugin or endpoint
+        self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+        self.stub = pb_grpc.PluginServiceStub(self.channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> PluginClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unavailable(self, exc: grpc.RpcError, action: str) -> PluginUnavailableError:
+        detail = exc.details() if hasattr(exc, "details") else str(exc)
+        return PluginUnavailableError(f"plugin {self.plugin!r} did not answer {action} ({detail})")
+
+    def healthy(self, timeout: float = 0.5) -> bool:
+        """Say whether the instance answers the standard health check with SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            reply = health_pb2_grpc.HealthStub(self.channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def describe(self, timeout: float = 5.0) -> pb.PluginDescriptor:
+        """Fetch the plugin's descriptor and check its protocol version."""
+        try:
+            descriptor = self.stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ProtocolMismatchError(f"plugin {self.plugin!r}: {exc.details()}") from exc
+            raise self._unavailable(exc, "Describe") from exc
+        if not protocol_compatible(descriptor.protocol_version):
+            raise ProtocolMismatchError(
+                f"plugin {self.plugin!r} speaks sysops protocol {descriptor.protocol_version}, "
+                f"this sysops speaks {PROTOCOL_VERSION}",
+                hint="rebuild the plugin on a matching sysops-sdk",
+            )
+        return descriptor
+
+    def invoke(
+        self, command: str, arguments: dict[str, Any], output_format: str = "text", timeout: float | None = None
+    ) -> Iterator[str | InvocationResult]:
+        """Run a command: yield streamed output lines, then its InvocationResult."""
+        request = pb.InvokeRequest(
+            command=command, arguments_json=json.dumps(arguments), output_format=output_format
+        )
+        try:
+            for event in self.stub.Invoke(request, timeout=timeout, metadata=PROTOCOL_METADATA):
+                if event.HasField("output"):
+                    yield event.output.text
+                else:
+                    result = event.result
+                    yield InvocationResult(
+                        kind=pb.Result.Kind.Name(result.kind).lower(),
+                        text=result.text,
+                        data=json.loads(result.data_json) if result.data_json else None,
+                        exit_code=result.exit_code,
+                        error=result.error,
+                    )
+                    return
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ProtocolMismatchError(f"plugin {self.plugin!r}: {exc.details()}") from exc
+            raise self._unavailable(exc, f"command {command!r}") from exc
+        raise PluginUnavailableError(f"plugin {self.plugin!r} ended command {command!r} without a result")
+
+    def snapshot(self, timeout: float = 5.0) -> bytes:
+        """Fetch the state to hand to the next version."""
+        return bytes(self.stub.Snapshot(pb.SnapshotRequest(), timeout=timeout).state)
+
+    def restore(self, state: bytes, timeout: float = 5.0) -> None:
+        """Hand state from the previous version."""
+        self.stub.Restore(pb.RestoreRequest(state=state), timeout=timeout)
+
+    def shutdown(self, grace_seconds: float, timeout: float = 2.0) -> None:
+        """Ask the instance to drain and exit; ignore an instance that is already gone."""
+        try:
+            self.stub.Shutdown(pb.ShutdownRequest(grace_seconds=grace_seconds), timeout=timeout)
+        except grpc.RpcError:
+            pass

@@ -1,0 +1,251 @@
+"""Rolling replacement of a plugin's instance, with automatic rollback when the new one is not ready.
+
+The sequence: start the new instance beside the old one, wait for gRPC readiness (health SERVING and a
+successful Describe), check its commands against every other plugin's, hand state over (Snapshot from
+the old, Restore into the new), switch routing in one store transaction, then drain and stop the old
+instance. Any failure before the switch removes the new instance and leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sysops.core.client import PluginClient
+from sysops.core.manifest import Manifest
+from sysops.errors import CommandConflictError, StartFailedError, SysopsError
+from sysops.runtime.base import (
+    LABEL_FINGERPRINT,
+    LABEL_INSTALLATION,
+    LABEL_INSTANCE,
+    LABEL_PLUGIN,
+    LABEL_REVISION,
+    LABEL_VERSION,
+    InstanceSpec,
+    InstanceStatus,
+    ResourceLimits,
+    RuntimeDriver,
+)
+from sysops.settings import Settings
+from sysops.store import InstanceRecord, RevisionRecord, Store
+
+#: Exit codes of the plugin server (sysops_sdk._server) and what they mean for a user.
+_EXIT_REASONS = {3: "entrypoint failed to load", 4: "initialize() failed", 5: "cannot serve", 137: "killed"}
+_POLL_SECONDS = 0.03
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RollTarget:
+    """What to roll to: an image, the manifest it was built from, and the build's fingerprint."""
+
+    manifest: Manifest
+    image: str
+    image_id: str
+    fingerprint: str
+    source: str
+
+
+def limits_for(manifest: Manifest) -> ResourceLimits:
+    """Translate manifest limits into engine units."""
+    limits = manifest.limits
+    return ResourceLimits(
+        nano_cpus=int(limits.cpu_percent * 10_000_000),
+        memory_bytes=limits.memory_mb * 1024 * 1024,
+        pids=limits.pids,
+        io_bytes_per_sec=int(limits.disk_io_mb_per_sec * 1024 * 1024) if limits.disk_io_mb_per_sec else None,
+        network_connections=limits.network_connections,
+    )
+
+
+class Rollout:
+    """Starts instances, waits for readiness, switches routes, and stops what is replaced."""
+
+    def __init__(self, settings: Settings, store: Store, driver: RuntimeDriver, progress: Progress) -> None:
+        self.settings = settings
+        self.store = store
+        self.driver = driver
+        self.progress = progress
+
+    def data_volume(self, plugin: str) -> str:
+        """Name of the plugin's persistent data volume."""
+        return f"sysops-{self.settings.installation_id}-{plugin}-data"
+
+    def roll(self, target: RollTarget, *, rollback_of: int | None = None) -> InstanceRecord:
+        """Bring `target` into service, replacing the active instance, or raise and keep the old one."""
+        manifest = target.manifest
+        name = manifest.name
+        plugin = self.store.plugin(name)
+        old = self.store.instance(plugin.active_instance) if plugin and plugin.active_instance else None
+        revision = rollback_of or self.store.next_revision(name)
+        self.store.save_plugin(name, target.source, self.driver.name, manifest.model_dump(mode="json"))
+        self.store.add_event(name, "reload-started" if old else "loading", f"{manifest.version} (revision {revision})")
+        instance = self._start(target, revision)
+        try:
+            self.progress(f"waiting for {name} {manifest.version} to be ready")
+            routes = self._wait_ready(instance, manifest)
+            if old is not None:
+                self._hand_over(old, instance)
+        except BaseException as exc:
+            self._discard(instance)
+            reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
+            kind = "rolled-back" if old else "failed"
+            self.store.add_event(name, kind, f"{manifest.version}: {reason}")
+            self.store.set_last_error(name, reason)
+            raise
+        self.store.activate(name, instance.id, instance.endpoint, routes)
+        if rollback_of is None:
+            self.store.add_revision(
+                RevisionRecord(
+                    plugin=name,
+                    revision=revision,
+                    version=manifest.version,
+                    image=target.image,
+                    image_id=target.image_id,
+                    fingerprint=target.fingerprint,
+                    manifest=manifest.model_dump(mode="json"),
+                    created=time.time(),
+                )
+            )
+        self.store.add_event(name, "activated", f"{manifest.version} (revision {revision}) serving")
+        if old is not None:
+            self.progress(f"draining {name} {old.version} (revision {old.revision})")
+            self.retire(old)
+            self.store.add_event(name, "reload-succeeded", f"{old.version} -> {manifest.version}")
+        return instance
+
+    def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
+        manifest = target.manifest
+        instance_id = uuid.uuid4().hex[:10]
+        socket_dir = self.settings.run_dir / instance_id
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(socket_dir, 0o777)  # the plugin runs as uid 10001 and creates its socket here
+        labels = {
+            LABEL_INSTALLATION: self.settings.installation_id,
+            LABEL_PLUGIN: manifest.name,
+            LABEL_VERSION: manifest.version,
+            LABEL_REVISION: str(revision),
+            LABEL_INSTANCE: instance_id,
+            LABEL_FINGERPRINT: target.fingerprint,
+            "sysops.source": target.source,
+        }
+        spec = InstanceSpec(
+            name=f"sysops-{self.settings.installation_id}-{manifest.name}-{instance_id}",
+            image=target.image_id,
+            labels=labels,
+            environment={
+                "SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock",
+                "SYSOPS_INSTANCE": instance_id,
+            },
+            socket_dir=socket_dir,
+            data_volume=self.data_volume(manifest.name),
+            limits=limits_for(manifest),
+            network="none",
+        )
+        self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
+        try:
+            status = self.driver.start(spec)
+        except BaseException:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
+        record = InstanceRecord(
+            id=instance_id,
+            plugin=manifest.name,
+            revision=revision,
+            version=manifest.version,
+            handle=status.handle,
+            image=target.image,
+            image_id=target.image_id,
+            endpoint=f"unix://{socket_dir}/plugin.sock",
+            socket_dir=str(socket_dir),
+            created=time.time(),
+        )
+        self.store.add_instance(record)
+        return record
+
+    def _wait_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
+        deadline = time.monotonic() + min(manifest.readiness.timeout_seconds, self.settings.ready_timeout)
+        socket_path = Path(instance.socket_dir) / "plugin.sock"
+        with PluginClient(instance.endpoint, manifest.name) as client:
+            while True:
+                status = self.driver.inspect(instance.handle)
+                if status is None or not status.running:
+                    raise self.failure(instance, status)
+                if socket_path.exists() and client.healthy(timeout=0.5):
+                    break
+                if time.monotonic() > deadline:
+                    raise StartFailedError(
+                        f"plugin {manifest.name!r} {manifest.version} was not ready within "
+                        f"{manifest.readiness.timeout_seconds:g}s",
+                        details=self.log_tail(instance.handle),
+                    )
+                time.sleep(_POLL_SECONDS)
+            descriptor = client.describe()
+        routes = {command.name: command.SerializeToString() for command in descriptor.commands}
+        self._check_conflicts(manifest.name, routes)
+        return routes
+
+    def _check_conflicts(self, plugin: str, routes: dict[str, bytes]) -> None:
+        for command in sorted(routes):
+            claimed = self.store.route(command)
+            if claimed is not None and claimed.plugin != plugin:
+                raise CommandConflictError(
+                    f"command {command!r} of plugin {plugin!r} is already provided by plugin {claimed.plugin!r}",
+                    hint=f"rename it in one of them, or `sysops plugin down {claimed.plugin}` first",
+                )
+            group = command.split(" ", 1)[0]
+            if " " in command and (clash := self.store.route(group)) is not None and clash.plugin != plugin:
+                raise CommandConflictError(
+                    f"command group {group!r} of plugin {plugin!r} clashes with command {group!r} "
+                    f"of plugin {clash.plugin!r}"
+                )
+
+    def _hand_over(self, old: InstanceRecord, new: InstanceRecord) -> None:
+        with PluginClient(old.endpoint, old.plugin) as old_client, PluginClient(new.endpoint, new.plugin) as client:
+            try:
+                state = old_client.snapshot()
+            except Exception:
+                return  # the old instance is gone or broken: nothing to hand over
+            client.restore(state)
+
+    def failure(self, instance: InstanceRecord, status: InstanceStatus | None) -> StartFailedError:
+        """Explain why an instance stopped, from its exit code and its last log lines."""
+        label = f"plugin {instance.plugin!r} {instance.version}"
+        if status is None:
+            return StartFailedError(f"{label}: its container disappeared")
+        if status.oom_killed:
+            return StartFailedError(f"{label} was OOMKilled (memory limit reached)")
+        lines = list(self.driver.logs(instance.handle, tail=30))
+        own = [line.removeprefix("sysops-plugin: ") for line in lines if line.startswith("sysops-plugin: ")]
+        reason = own[-1] if own else _EXIT_REASONS.get(status.exit_code or 0, f"exited with code {status.exit_code}")
+        tail = "\n".join(lines[-10:])
+        return StartFailedError(f"{label} failed to start: {reason}", details=f"last log lines:\n{tail}" if tail else "")
+
+    def log_tail(self, handle: str, lines: int = 10) -> str:
+        """The last log lines of an instance, for error messages."""
+        tail = "\n".join(self.driver.logs(handle, tail=lines))
+        return f"last log lines:\n{tail}" if tail else "no log output"
+
+    def retire(self, instance: InstanceRecord) -> None:
+        """Drain an instance (in-flight calls finish), stop it, and remove it."""
+        with PluginClient(instance.endpoint, instance.plugin) as client:
+            client.shutdown(grace_seconds=self.settings.drain_timeout)
+        deadline = time.monotonic() + self.settings.drain_timeout + 1
+        while time.monotonic() < deadline:
+            status = self.driver.inspect(instance.handle)
+            if status is None or not status.running:
+                break
+            time.sleep(_POLL_SECONDS)
+        self._discard(instance)
+
+    def _discard(self, instance: InstanceRecord) -> None:
+        self.driver.stop(instance.handle, timeout=1)
+        self.driver.remove(instance.handle)
+        shutil.rmtree(instance.socket_dir, ignore_errors=True)
+        self.store.delete_instance(instance.id)

@@ -1,0 +1,42 @@
+"""`sysops plugin up PATH --watch`: roll the plugin on every relevant change of its directory.
+
+watchfiles debounces bursts of writes (an editor's save is several events); caches, `.git` and editor
+swap files are ignored. A failed roll is reported and the watch goes on: the old version keeps
+serving, and the next save tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sysops.build.image import is_ignored
+from sysops.errors import SysopsError
+
+if TYPE_CHECKING:
+    from sysops.core.orchestrator import Orchestrator
+
+
+def watch_and_roll(
+    orchestrator: Orchestrator, path: Path, progress: Callable[[str], None], *, debounce_ms: int = 150
+) -> None:
+    """Block, rolling the plugin at `path` after each change, until interrupted."""
+    from watchfiles import watch
+
+    root = path.resolve()
+
+    def relevant(change: object, changed_path: str) -> bool:
+        return not is_ignored(Path(changed_path).relative_to(root))
+
+    progress(f"watching {root} (Ctrl-C to stop)")
+    for _changes in watch(root, watch_filter=relevant, debounce=debounce_ms, step=50, rust_timeout=0):
+        try:
+            instance, changed = orchestrator.up(root)
+        except SysopsError as error:
+            progress(f"reload failed, previous version keeps serving: {error}")
+            for line in error.details.splitlines()[-10:]:
+                progress(f"  {line}")
+            continue
+        if changed:
+            progress(f"{instance.plugin} {instance.version} serving (revision {instance.revision})")

@@ -1,0 +1,117 @@
+"""One error root for everything sysops reports to a user, with stable exit codes.
+
+Every error carries a one-line message that names the file, key or plugin concerned and what to do;
+the CLI prints it without a traceback and exits with the error's code. Codes are part of the CLI's
+contract (docs/cli.md) and never change meaning.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the `sysops` CLI."""
+
+    OK = 0
+    COMMAND_FAILED = 1  # the plugin's command raised or returned a failure
+    USAGE = 2  # bad command line: unknown command, missing argument, bad option value
+    PLUGIN_UNAVAILABLE = 3  # no ready instance serves the command, or it died mid-call
+    INVALID_PLUGIN = 4  # plugin.yaml, entrypoint or command declarations are wrong
+    ENGINE_UNAVAILABLE = 5  # the container engine or cluster cannot be reached
+    START_FAILED = 6  # the plugin did not become ready (crashed, initialize() failed, timed out)
+    CONFLICT = 7  # a command name or plugin conflict
+    NOT_FOUND = 8  # no such plugin or revision
+    POLICY_DENIED = 9  # limits or permissions refused by the operator's policy
+    INTERRUPTED = 130
+
+
+class SysopsError(Exception):
+    """Base of all errors shown to users.
+
+    `str(error)` is the one-line message with its hint (what to do); `details` is an optional block
+    (such as a plugin's last log lines) printed below it.
+    """
+
+    exit_code: ExitCode = ExitCode.COMMAND_FAILED
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str = "", details: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        self.details = details
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class UsageError(SysopsError):
+    """The command line is wrong."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ManifestError(SysopsError):
+    """A plugin.yaml is missing or invalid."""
+
+    exit_code = ExitCode.INVALID_PLUGIN
+
+
+class PluginDefinitionError(SysopsError):
+    """A plugin's code cannot be loaded (entrypoint, command declarations)."""
+
+    exit_code = ExitCode.INVALID_PLUGIN
+
+
+class BuildError(SysopsError):
+    """A plugin image could not be built."""
+
+    exit_code = ExitCode.INVALID_PLUGIN
+
+
+class EngineUnavailableError(SysopsError):
+    """The container engine cannot be reached."""
+
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
+    retryable = True
+
+
+class RuntimeOperationError(SysopsError):
+    """The engine refused or failed an operation on a container, image or volume."""
+
+    exit_code = ExitCode.START_FAILED
+
+
+class StartFailedError(SysopsError):
+    """A plugin instance did not become ready."""
+
+    exit_code = ExitCode.START_FAILED
+
+
+class PluginUnavailableError(SysopsError):
+    """No ready instance can serve a call."""
+
+    exit_code = ExitCode.PLUGIN_UNAVAILABLE
+    retryable = True
+
+
+class CommandConflictError(SysopsError):
+    """Two plugins claim the same command, or a plugin conflicts with another."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class NotFoundError(SysopsError):
+    """No such plugin, command or revision."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class ProtocolMismatchError(SysopsError):
+    """A plugin speaks an incompatible protocol version."""
+
+    exit_code = ExitCode.INVALID_PLUGIN
+
+
+class CommandFailedError(SysopsError):
+    """A plugin command reported a failure."""
+
+    exit_code = ExitCode.COMMAND_FAILED

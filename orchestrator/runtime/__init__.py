@@ -1,0 +1,1 @@
+"""Runtime drivers: one interface, chosen by configuration; only driver modules import engine clients."""

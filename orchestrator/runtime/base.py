@@ -1,0 +1,120 @@
+"""The runtime driver interface: how the core starts, watches and stops plugin instances.
+
+Split as go-plugin's runner is (start, inspect, wait, kill, id) so that a restarted orchestrator can
+find what runs by label and re-adopt it. A driver knows containers, not lifecycles: the core decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+LABEL_PREFIX = "sysops."
+LABEL_INSTALLATION = "sysops.installation"
+LABEL_PLUGIN = "sysops.plugin"
+LABEL_VERSION = "sysops.version"
+LABEL_REVISION = "sysops.revision"
+LABEL_INSTANCE = "sysops.instance"
+LABEL_FINGERPRINT = "sysops.fingerprint"
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """Limits to apply to one instance, already checked against policy."""
+
+    nano_cpus: int
+    memory_bytes: int
+    pids: int
+    io_bytes_per_sec: int | None = None
+    network_connections: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a driver needs to start one plugin instance."""
+
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    environment: Mapping[str, str]
+    socket_dir: Path
+    data_volume: str
+    limits: ResourceLimits
+    network: str = "none"
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """What the engine reports about an instance."""
+
+    handle: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+    started_at: str = ""
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image the driver built."""
+
+    id: str
+    tag: str
+    digest: str
+
+
+@dataclass
+class BuildRequest:
+    """A build context (a tar stream with a Dockerfile at its root) and what to call the result."""
+
+    context: bytes
+    tag: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str], None]
+
+
+class RuntimeDriver(Protocol):
+    """Operations every runtime (Docker, Kubernetes, the fake) provides."""
+
+    name: str
+
+    def ping(self) -> None:
+        """Raise EngineUnavailableError if the engine cannot be reached."""
+
+    def image_id(self, reference: str) -> str | None:
+        """Return the id of a local image, or None when it does not exist."""
+
+    def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
+        """Build an image from a context; raise BuildError with the failing step."""
+
+    def remove_image(self, reference: str) -> None:
+        """Remove an image if present."""
+
+    def start(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create and start an instance."""
+
+    def inspect(self, handle: str) -> InstanceStatus | None:
+        """Return the instance's status, or None when it no longer exists."""
+
+    def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
+        """List instances (running or not) that carry all the given labels."""
+
+    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        """Yield log lines of an instance."""
+
+    def stop(self, handle: str, timeout: float) -> None:
+        """Ask an instance to stop (SIGTERM), killing it after `timeout` seconds."""
+
+    def remove(self, handle: str) -> None:
+        """Remove a stopped or running instance."""
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a data volume if present."""

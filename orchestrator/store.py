@@ -1,0 +1,320 @@
+"""Local state that outlives a CLI process: plugins, instances, revisions, routes and events in SQLite.
+
+The engine is the truth about what runs (containers carry labels); the store is the truth about what
+the user asked for and what each command routes to. Reconciliation (core/orchestrator.py) brings the
+two together. The routed-command path reads only the `routes` table, so it stays a single indexed query.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS plugins (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    manifest_json TEXT NOT NULL,
+    active_instance TEXT,
+    last_error TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    image TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    socket_dir TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    plugin TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    image TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    manifest_json TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (plugin, revision)
+);
+CREATE TABLE IF NOT EXISTS routes (
+    command TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    spec BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS routes_by_plugin ON routes (plugin);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin TEXT NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_plugin ON events (plugin, id);
+"""
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """A plugin the user brought up."""
+
+    name: str
+    source: str
+    runtime: str
+    manifest: dict[str, Any]
+    active_instance: str | None
+    last_error: str
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One started instance of a plugin revision."""
+
+    id: str
+    plugin: str
+    revision: int
+    version: str
+    handle: str
+    image: str
+    image_id: str
+    endpoint: str
+    socket_dir: str
+    created: float
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    """A version of a plugin that once served successfully."""
+
+    plugin: str
+    revision: int
+    version: str
+    image: str
+    image_id: str
+    fingerprint: str
+    manifest: dict[str, Any]
+    created: float
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a command goes: the plugin, its ready instance's endpoint, and the serialized CommandSpec."""
+
+    command: str
+    plugin: str
+    endpoint: str
+    spec: bytes
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A lifecycle event of a plugin."""
+
+    plugin: str
+    time: float
+    kind: str
+    message: str
+
+
+class Store:
+    """SQLite-backed state of one sysops installation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, opened (and the schema created) on first use."""
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+            connection.executescript(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run statements atomically (BEGIN IMMEDIATE serializes concurrent sysops processes)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # plugins
+    def save_plugin(self, name: str, source: str, runtime: str, manifest: dict[str, Any]) -> None:
+        """Record (or update) a plugin the user brought up."""
+        self.db.execute(
+            "INSERT INTO plugins (name, source, runtime, manifest_json, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET source=excluded.source, runtime=excluded.runtime, "
+            "manifest_json=excluded.manifest_json, updated=excluded.updated",
+            (name, source, runtime, json.dumps(manifest), time.time()),
+        )
+
+    def plugin(self, name: str) -> PluginRecord | None:
+        """Return a plugin by name."""
+        row = self.db.execute(
+            "SELECT name, source, runtime, manifest_json, active_instance, last_error FROM plugins WHERE name=?",
+            (name,),
+        ).fetchone()
+        return self._plugin(row) if row else None
+
+    def plugins(self) -> list[PluginRecord]:
+        """Return all plugins, by name."""
+        rows = self.db.execute(
+            "SELECT name, source, runtime, manifest_json, active_instance, last_error FROM plugins ORDER BY name"
+        ).fetchall()
+        return [self._plugin(row) for row in rows]
+
+    @staticmethod
+    def _plugin(row: tuple[Any, ...]) -> PluginRecord:
+        return PluginRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+    def set_last_error(self, name: str, error: str) -> None:
+        """Remember why a plugin last failed (empty to clear)."""
+        self.db.execute("UPDATE plugins SET last_error=?, updated=? WHERE name=?", (error, time.time(), name))
+
+    def delete_plugin(self, name: str) -> None:
+        """Forget a plugin, its instances, routes and revisions (events stay for history)."""
+        with self.transaction() as db:
+            for table, column in (("plugins", "name"), ("instances", "plugin"), ("routes", "plugin")):
+                db.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))  # noqa: S608 (fixed names)
+            db.execute("DELETE FROM revisions WHERE plugin=?", (name,))
+
+    # instances
+    def add_instance(self, instance: InstanceRecord) -> None:
+        """Record a started instance."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                instance.id,
+                instance.plugin,
+                instance.revision,
+                instance.version,
+                instance.handle,
+                instance.image,
+                instance.image_id,
+                instance.endpoint,
+                instance.socket_dir,
+                instance.created,
+            ),
+        )
+
+    def instance(self, instance_id: str) -> InstanceRecord | None:
+        """Return an instance by id."""
+        row = self.db.execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+        return InstanceRecord(*row) if row else None
+
+    def instances(self, plugin: str | None = None) -> list[InstanceRecord]:
+        """Return recorded instances, of one plugin or all."""
+        if plugin is None:
+            rows = self.db.execute("SELECT * FROM instances ORDER BY created").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM instances WHERE plugin=? ORDER BY created", (plugin,)).fetchall()
+        return [InstanceRecord(*row) for row in rows]
+
+    def delete_instance(self, instance_id: str) -> None:
+        """Forget an instance."""
+        self.db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+
+    # revisions
+    def next_revision(self, plugin: str) -> int:
+        """Return the number the next revision of `plugin` will get."""
+        row = self.db.execute("SELECT MAX(revision) FROM revisions WHERE plugin=?", (plugin,)).fetchone()
+        return int(row[0] or 0) + 1
+
+    def add_revision(self, revision: RevisionRecord) -> None:
+        """Record a revision that became active."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                revision.plugin,
+                revision.revision,
+                revision.version,
+                revision.image,
+                revision.image_id,
+                revision.fingerprint,
+                json.dumps(revision.manifest),
+                revision.created,
+            ),
+        )
+
+    def revisions(self, plugin: str) -> list[RevisionRecord]:
+        """Return the revisions of a plugin, oldest first."""
+        rows = self.db.execute("SELECT * FROM revisions WHERE plugin=? ORDER BY revision", (plugin,)).fetchall()
+        return [RevisionRecord(*row[:6], json.loads(row[6]), row[7]) for row in rows]
+
+    # routes
+    def activate(self, plugin: str, instance_id: str, endpoint: str, routes: dict[str, bytes]) -> None:
+        """Atomically switch a plugin's routes to a newly ready instance."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
+            db.executemany(
+                "INSERT INTO routes (command, plugin, endpoint, spec) VALUES (?, ?, ?, ?)",
+                [(command, plugin, endpoint, spec) for command, spec in routes.items()],
+            )
+            db.execute(
+                "UPDATE plugins SET active_instance=?, last_error='', updated=? WHERE name=?",
+                (instance_id, time.time(), plugin),
+            )
+
+    def deactivate(self, plugin: str) -> None:
+        """Remove a plugin's routes and active instance."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
+            db.execute("UPDATE plugins SET active_instance=NULL, updated=? WHERE name=?", (time.time(), plugin))
+
+    def route(self, command: str) -> Route | None:
+        """Return the route of a command, or None."""
+        row = self.db.execute("SELECT command, plugin, endpoint, spec FROM routes WHERE command=?", (command,)).fetchone()
+        return Route(*row) if row else None
+
+    def routes(self, prefix: str = "") -> list[Route]:
+        """Return all routes, or those of a command group (`prefix` + space)."""
+        if prefix:
+            rows = self.db.execute(
+                "SELECT command, plugin, endpoint, spec FROM routes WHERE command=? OR command LIKE ? ORDER BY command",
+                (prefix, prefix + " %"),
+            ).fetchall()
+        else:
+            rows = self.db.execute("SELECT command, plugin, endpoint, spec FROM routes ORDER BY command").fetchall()
+        return [Route(*row) for row in rows]
+
+    # events
+    def add_event(self, plugin: str, kind: str, message: str) -> None:
+        """Append a lifecycle event."""
+        self.db.execute(
+            "INSERT INTO events (plugin, time, kind, message) VALUES (?, ?, ?, ?)", (plugin, time.time(), kind, message)
+        )
+
+    def events(self, plugin: str, limit: int = 20) -> list[EventRecord]:
+        """Return the latest events of a plugin, oldest first."""
+        rows = self.db.execute(
+            "SELECT plugin, time, kind, message FROM events WHERE plugin=? ORDER BY id DESC LIMIT ?", (plugin, limit)
+        ).fetchall()
+        return [EventRecord(*row) for row in reversed(rows)]

@@ -1,0 +1,311 @@
+"""The plugin server: runs inside every plugin container and serves sysops.plugin.v1 plus gRPC health.
+
+Start-up order is what readiness means: import the entrypoint, create the plugin, run `initialize()`,
+and only then report SERVING on the standard health service. A failure before that exits with a
+distinct code and one clear line on stderr, which the orchestrator shows as the reason the plugin failed.
+Shutdown (the RPC or SIGTERM) stops new invocations, lets in-flight ones finish within a grace period,
+runs `cleanup()` and exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sysops_sdk._commands import CommandDefinition, collect_commands
+from sysops_sdk._plugin import Plugin
+from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
+from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "sysops.plugin.v1.PluginService"
+PROTOCOL_METADATA_KEY = "sysops-protocol"
+
+#: Process exit codes of the plugin server, read by the orchestrator to name the failure.
+EXIT_ENTRYPOINT = 3
+EXIT_INITIALIZE = 4
+EXIT_SERVE = 5
+
+log = logging.getLogger("sysops_sdk.server")
+
+
+class EntrypointError(Exception):
+    """The manifest's entrypoint cannot be imported or is not a Plugin subclass."""
+
+
+def load_plugin_class(entrypoint: str) -> type[Plugin]:
+    """Import `module.path:ClassName` and check that it names a Plugin subclass."""
+    module_name, _, class_name = entrypoint.partition(":")
+    if not module_name or not class_name:
+        raise EntrypointError(f"entrypoint {entrypoint!r} must look like 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise EntrypointError(f"entrypoint {entrypoint!r} does not import: {type(exc).__name__}: {exc}") from exc
+    candidate = getattr(module, class_name, None)
+    if not (isinstance(candidate, type) and issubclass(candidate, Plugin)):
+        raise EntrypointError(f"entrypoint {entrypoint!r}: {class_name} is not a sysops_sdk.Plugin subclass")
+    return candidate
+
+
+@dataclass
+class InvocationOutcome:
+    """What running a command produced, before it is put on the wire."""
+
+    kind: int
+    text: str = ""
+    data_json: str = ""
+    exit_code: int = 0
+    error: str = ""
+    error_type: str = ""
+
+
+class PluginRuntime:
+    """A created plugin and its commands; runs invocations and tracks the ones in flight."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+        self.commands: dict[str, CommandDefinition] = {c.name: c for c in collect_commands(plugin)}
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self.draining = False
+
+    def describe(self) -> pb.PluginDescriptor:
+        """Describe the plugin and its commands for the orchestrator."""
+        plugin = self.plugin
+        return pb.PluginDescriptor(
+            protocol_version=PROTOCOL_VERSION,
+            sdk_version=SDK_VERSION,
+            name=plugin.name,
+            version=plugin.version,
+            description=plugin.description,
+            commands=[_command_spec(command) for command in self.commands.values()],
+        )
+
+    def run(self, command_name: str, arguments: dict[str, Any]) -> Iterator[str | InvocationOutcome]:
+        """Run a command, yielding streamed lines and finally its outcome."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield from self._run(command_name, arguments)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _run(self, command_name: str, arguments: dict[str, Any]) -> Iterator[str | InvocationOutcome]:
+        command = self.commands.get(command_name)
+        if command is None:
+            yield InvocationOutcome(pb.Result.NONE, exit_code=2, error=f"unknown command {command_name!r}")
+            return
+        try:
+            result = command.function(**arguments)
+            if isinstance(result, Iterator):
+                for item in result:
+                    yield str(item)
+                result = None
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            yield InvocationOutcome(pb.Result.NONE, exit_code=1, error=message, error_type=type(exc).__name__)
+            return
+        if result is None:
+            yield InvocationOutcome(pb.Result.NONE)
+        elif isinstance(result, str):
+            yield InvocationOutcome(pb.Result.TEXT, text=result)
+        else:
+            yield InvocationOutcome(pb.Result.DATA, data_json=json.dumps(result, default=str))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no invocation is in flight; say whether that happened within `timeout`."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+
+def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
+    return pb.CommandSpec(
+        name=command.name,
+        help=command.help,
+        permissions=command.permissions,
+        params=[
+            pb.ParamSpec(
+                name=param.name,
+                kind=pb.ParamSpec.ARGUMENT if param.kind == "argument" else pb.ParamSpec.OPTION,
+                flags=list(param.flags),
+                type=param.type,
+                help=param.help,
+                default_json=json.dumps(param.default) if param.has_default else "",
+                required=bool(param.required),
+                is_flag=param.is_flag,
+                choices=list(param.choices),
+                multiple=param.multiple,
+                metavar=param.metavar,
+            )
+            for param in command.params
+        ],
+    )
+
+
+class PluginServicer(pb_grpc.PluginServiceServicer):  # type: ignore[misc]
+    """gRPC face of a PluginRuntime."""
+
+    def __init__(self, runtime: PluginRuntime, on_shutdown: Any) -> None:
+        self.runtime = runtime
+        self.on_shutdown = on_shutdown
+
+    def _check_protocol(self, context: grpc.ServicerContext, version: str = "") -> None:
+        if not version:
+            version = dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, PROTOCOL_VERSION)
+        if not protocol_compatible(version):
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"plugin speaks sysops protocol {PROTOCOL_VERSION}, caller speaks {version}",
+            )
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.PluginDescriptor:  # noqa: N802
+        """Describe the plugin."""
+        self._check_protocol(context, request.protocol_version)
+        return self.runtime.describe()
+
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeEvent]:  # noqa: N802
+        """Run a command and stream its output."""
+        self._check_protocol(context)
+        if self.runtime.draining:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
+        try:
+            arguments = json.loads(request.arguments_json or "{}")
+        except json.JSONDecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"arguments_json is not JSON: {exc}")
+        for item in self.runtime.run(request.command, arguments):
+            if isinstance(item, str):
+                for line in item.splitlines() or [""]:
+                    yield pb.InvokeEvent(output=pb.OutputChunk(text=line))
+            else:
+                yield pb.InvokeEvent(
+                    result=pb.Result(
+                        kind=item.kind,
+                        text=item.text,
+                        data_json=item.data_json,
+                        exit_code=item.exit_code,
+                        error=item.error,
+                        error_type=item.error_type,
+                    )
+                )
+
+    def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:  # noqa: N802
+        """Return the plugin's state for the next version."""
+        state = self.runtime.plugin.snapshot()
+        return pb.SnapshotReply(state=json.dumps(state, default=str).encode())
+
+    def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:  # noqa: N802
+        """Receive the previous version's state."""
+        self.runtime.plugin.restore(json.loads(request.state.decode() or "{}"))
+        return pb.RestoreReply()
+
+    def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownReply:  # noqa: N802
+        """Drain in the background and exit."""
+        threading.Thread(target=self.on_shutdown, args=(request.grace_seconds or 5.0,), daemon=True).start()
+        return pb.ShutdownReply()
+
+
+class PluginServer:
+    """Owns the gRPC server, the health status and the orderly shutdown of one plugin instance."""
+
+    def __init__(self, runtime: PluginRuntime, listen: str) -> None:
+        self.runtime = runtime
+        self.listen = listen
+        self.health = health.HealthServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        self._stopped = threading.Event()
+        self._shutdown_lock = threading.Lock()
+        pb_grpc.add_PluginServiceServicer_to_server(PluginServicer(runtime, self.shutdown), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+
+    def start(self) -> None:
+        """Bind, start serving and report SERVING."""
+        socket_path = self.listen.removeprefix("unix://") if self.listen.startswith("unix://") else ""
+        if socket_path and os.path.exists(socket_path):
+            os.unlink(socket_path)
+        if self.server.add_insecure_port(self.listen) == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        self.server.start()
+        if socket_path:
+            os.chmod(socket_path, 0o666)  # the orchestrator may run as another user than the plugin
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Stop taking invocations, wait for in-flight ones, clean up, stop the server."""
+        with self._shutdown_lock:
+            if self._stopped.is_set():
+                return
+            self.runtime.draining = True
+            self.health.enter_graceful_shutdown()
+            self.runtime.wait_idle(grace_seconds)
+            try:
+                self.runtime.plugin.cleanup()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+            self.server.stop(grace=min(grace_seconds, 0.5)).wait()
+            self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until shut down."""
+        self._stopped.wait()
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"sysops-plugin: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def serve(entrypoint: str, listen: str) -> int:
+    """Run a plugin until it is shut down; return the process exit code."""
+    try:
+        plugin_class = load_plugin_class(entrypoint)
+        plugin = plugin_class()
+        runtime = PluginRuntime(plugin)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return _fail(EXIT_ENTRYPOINT, str(exc))
+    try:
+        plugin.initialize()
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return _fail(EXIT_INITIALIZE, f"initialize() of plugin {plugin.name!r} failed: {type(exc).__name__}: {exc}")
+    server = PluginServer(runtime, listen)
+    try:
+        server.start()
+    except Exception as exc:
+        return _fail(EXIT_SERVE, f"cannot serve on {listen}: {exc}")
+
+    def on_signal(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, args=(0.8,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"sysops-plugin: {plugin.name} {plugin.version} serving on {listen}", file=sys.stderr, flush=True)
+    server.wait()
+    return 0
+
+
+def main() -> int:
+    """Entry point of the plugin container: configuration comes from the environment."""
+    entrypoint = os.environ.get("SYSOPS_ENTRYPOINT", "")
+    listen = os.environ.get("SYSOPS_LISTEN", "unix:///run/sysops/plugin.sock")
+    if not entrypoint:
+        return _fail(EXIT_ENTRYPOINT, "SYSOPS_ENTRYPOINT is not set (expected 'package.module:ClassName')")
+    return serve(entrypoint, listen)
