@@ -1,0 +1,126 @@
+"""An in-process runtime driver for unit tests of the core (rollout, router, reconciliation).
+
+"Images" are plugin classes registered by id; "containers" are real sysops_sdk plugin servers running on
+threads and serving on the Unix socket in the instance's socket directory, so the core talks real gRPC.
+It is never the proof that a container feature works: integration tests use the Docker driver.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from sysops_sdk import Plugin
+from sysops_sdk._server import EXIT_INITIALIZE, PluginRuntime, PluginServer
+
+from sysops.errors import BuildError
+from sysops.runtime.base import BuildRequest, BuiltImage, InstanceSpec, InstanceStatus, ProgressCallback
+
+
+@dataclass
+class _FakeInstance:
+    status: InstanceStatus
+    server: PluginServer | None = None
+    logs: list[str] = field(default_factory=list)
+
+
+class FakeDriver:
+    """Runs plugin classes in threads, as if they were containers."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.images: dict[str, type[Plugin]] = {}
+        self.instances: dict[str, _FakeInstance] = {}
+        self.started_specs: list[InstanceSpec] = []
+        self._ids = itertools.count(1)
+        self.fail_builds = False
+
+    def add_image(self, image_id: str, plugin_class: type[Plugin]) -> None:
+        """Register a plugin class under an image id."""
+        self.images[image_id] = plugin_class
+
+    def ping(self) -> None:
+        """The fake engine is always reachable."""
+
+    def image_id(self, reference: str) -> str | None:
+        """Return the id if the image is registered."""
+        return reference if reference in self.images else None
+
+    def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
+        """Pretend to build: the tag must already be registered."""
+        if self.fail_builds or request.tag not in self.images:
+            raise BuildError(f"building {request.tag} failed: no such fake image")
+        return BuiltImage(id=request.tag, tag=request.tag, digest=request.tag)
+
+    def remove_image(self, reference: str) -> None:
+        """Forget an image."""
+        self.images.pop(reference, None)
+
+    def start(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create the plugin and serve it on the spec's socket; a failing initialize() 'exits' with 4."""
+        handle = f"fake{next(self._ids):04d}"
+        self.started_specs.append(spec)
+        status = InstanceStatus(handle=handle, name=spec.name, labels=dict(spec.labels), running=True)
+        instance = _FakeInstance(status)
+        self.instances[handle] = instance
+        plugin = self.images[spec.image]()
+        try:
+            plugin.initialize()
+        except Exception as exc:
+            instance.logs.append(f"sysops-plugin: initialize() of plugin {plugin.name!r} failed: {exc}")
+            instance.status = replace(status, running=False, exit_code=EXIT_INITIALIZE)
+            return status
+        server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock")
+        server.start()
+        instance.server = server
+        return status
+
+    def inspect(self, handle: str) -> InstanceStatus | None:
+        """Return the fake container's status."""
+        instance = self.instances.get(handle)
+        if instance is None:
+            return None
+        if instance.server is not None and instance.server._stopped.is_set():
+            instance.status = replace(instance.status, running=False, exit_code=0)
+        return instance.status
+
+    def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
+        """List fake containers carrying all labels."""
+        return [
+            i.status
+            for i in self.instances.values()
+            if all(i.status.labels.get(key) == value for key, value in labels.items())
+        ]
+
+    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        """Yield recorded log lines."""
+        lines = self.instances[handle].logs if handle in self.instances else []
+        return iter(lines[-tail:] if tail else lines)
+
+    def stop(self, handle: str, timeout: float) -> None:
+        """Shut the server down."""
+        instance = self.instances.get(handle)
+        if instance is not None and instance.server is not None:
+            threading.Thread(target=instance.server.shutdown, args=(timeout,), daemon=True).start()
+            instance.server._stopped.wait(timeout + 1)
+        if instance is not None:
+            instance.status = replace(instance.status, running=False, exit_code=0)
+
+    def crash(self, handle: str, exit_code: int = 1, oom_killed: bool = False) -> None:
+        """Simulate a crash of a running instance."""
+        instance = self.instances[handle]
+        if instance.server is not None:
+            instance.server.server.stop(0)
+        instance.status = replace(instance.status, running=False, exit_code=exit_code, oom_killed=oom_killed)
+
+    def remove(self, handle: str) -> None:
+        """Stop and forget an instance."""
+        if handle in self.instances:
+            self.stop(handle, 0.1)
+            del self.instances[handle]
+
+    def remove_volume(self, name: str) -> None:
+        """Volumes are not modelled."""

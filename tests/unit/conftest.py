@@ -1,0 +1,79 @@
+"""Fixtures for engine-free unit tests: an isolated state directory and in-process plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sysops_sdk import Plugin, argument, option, plugin_command
+
+from sysops.settings import Settings
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("SYSOPS_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(home=home, ready_timeout=5.0, drain_timeout=2.0)
+
+
+class EchoV1(Plugin):
+    name = "echo"
+    version = "1.0.0"
+    description = "echo test plugin"
+
+    def initialize(self) -> None:
+        self.calls = 0
+
+    def cleanup(self) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.calls = state["calls"]
+
+    @plugin_command("echo")
+    @argument("text", help="What to echo")
+    @option("--upper", is_flag=True, help="In capitals")
+    def echo(self, text: str, upper: bool = False) -> str:
+        self.calls += 1
+        return f"v1:{text.upper() if upper else text}"
+
+    @plugin_command("calls")
+    def count_calls(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+
+class EchoV2(EchoV1):
+    version = "2.0.0"
+
+    @plugin_command("echo")
+    @argument("text", help="What to echo")
+    @option("--upper", is_flag=True, help="In capitals")
+    def echo(self, text: str, upper: bool = False) -> str:
+        self.calls += 1
+        return f"v2:{text}"
+
+
+class BrokenInit(EchoV1):
+    version = "3.0.0"
+
+    def initialize(self) -> None:
+        raise RuntimeError("database unreachable")
+
+
+class ClashingPlugin(EchoV1):
+    name = "other"
+
+
+@pytest.fixture
+def plugin_classes() -> Iterator[dict[str, type[Plugin]]]:
+    yield {"echo-v1": EchoV1, "echo-v2": EchoV2, "broken": BrokenInit, "clash": ClashingPlugin}

@@ -1,0 +1,67 @@
+"""The CLI's routed path end to end in-process: store routes, click parsing, gRPC to a plugin thread."""
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sysops_sdk import Plugin
+
+from sysops.cli.main import main
+from sysops.core.orchestrator import Orchestrator
+from sysops.errors import ExitCode
+from sysops.runtime.fake import FakeDriver
+from sysops.settings import Settings
+from tests.unit.test_rollout import _target
+
+
+@pytest.fixture
+def running(settings: Settings, plugin_classes: dict[str, type[Plugin]]) -> Iterator[FakeDriver]:
+    driver = FakeDriver()
+    for image, plugin_class in plugin_classes.items():
+        driver.add_image(image, plugin_class)
+    orchestrator = Orchestrator(settings, driver)
+    orchestrator.rollout.roll(_target("echo-v1"))
+    orchestrator.close()
+    yield driver
+    for handle in list(driver.instances):
+        driver.remove(handle)
+
+
+def test_routed_command_prints_result(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["echo", "hello", "--upper"]) == 0
+    assert capsys.readouterr().out == "v1:HELLO\n"
+
+
+def test_dict_result_as_table_and_json(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calls"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["KEY    VALUE", "calls  0"]
+    assert main(["calls", "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"calls": 0}
+
+
+def test_help_lists_plugin_commands(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "echo" in out and "plugin" in out
+    assert main(["echo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "TEXT" in out and "What to echo" in out and "--upper" in out and "In capitals" in out
+    assert "Provided by plugin 'echo'" in out
+
+
+def test_usage_errors_exit_2(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["echo"]) == ExitCode.USAGE
+    assert "Missing argument" in capsys.readouterr().err
+    assert main(["ecoh", "x"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown command 'ecoh'; did you mean 'echo'?")
+    assert "Traceback" not in err
+
+
+def test_dead_instance_gives_unavailable(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
+    for handle in list(running.instances):
+        running.crash(handle)
+    assert main(["echo", "x"]) == ExitCode.PLUGIN_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.startswith("error: plugin 'echo' did not answer command 'echo'")
+    assert len(err.strip().splitlines()) == 1

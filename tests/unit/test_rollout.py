@@ -1,0 +1,139 @@
+"""Rollout decisions on the in-process fake driver: real gRPC to threads, no engine."""
+
+from pathlib import Path
+
+import pytest
+from sysops_sdk import Plugin
+
+from sysops.core.client import InvocationResult, PluginClient
+from sysops.core.manifest import parse_manifest
+from sysops.core.orchestrator import Orchestrator
+from sysops.core.rollout import RollTarget
+from sysops.errors import CommandConflictError, StartFailedError
+from sysops.runtime.fake import FakeDriver
+from sysops.settings import Settings
+
+
+def _target(image: str, name: str = "echo", version: str = "1.0.0") -> RollTarget:
+    manifest = parse_manifest(
+        {"name": name, "version": version, "entrypoint": "x:Y", "limits": {"cpu_percent": 20, "memory_mb": 64}},
+        "test",
+    )
+    return RollTarget(manifest, image, image, f"fp-{image}", "/src/echo")
+
+
+def _call(orchestrator: Orchestrator, command: str, **arguments: object) -> InvocationResult:
+    route = orchestrator.store.route(command)
+    assert route is not None
+    with PluginClient(route.endpoint) as client:
+        *_, result = client.invoke(command, dict(arguments))
+    assert isinstance(result, InvocationResult)
+    return result
+
+
+@pytest.fixture
+def orchestrator(settings: Settings, plugin_classes: dict[str, type[Plugin]]) -> Orchestrator:
+    driver = FakeDriver()
+    for image, plugin_class in plugin_classes.items():
+        driver.add_image(image, plugin_class)
+    orchestrator = Orchestrator(settings, driver)
+    yield orchestrator
+    for handle in list(driver.instances):
+        driver.remove(handle)
+    orchestrator.close()
+
+
+def test_roll_switches_routes_hands_over_state_and_retires_old(orchestrator: Orchestrator) -> None:
+    first = orchestrator.rollout.roll(_target("echo-v1"))
+    assert _call(orchestrator, "echo", text="a").text == "v1:a"
+    assert _call(orchestrator, "echo", text="b", upper=True).text == "v1:B"
+    second = orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))
+    assert _call(orchestrator, "echo", text="a").text == "v2:a"
+    assert _call(orchestrator, "calls").data == {"calls": 3}  # two calls handed over, plus this one's echo
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    assert [i.status.running for i in driver.instances.values()] == [True]
+    assert [i.id for i in orchestrator.store.instances("echo")] == [second.id]
+    assert first.id != second.id
+    assert [r.version for r in orchestrator.history("echo")] == ["1.0.0", "2.0.0"]
+    kinds = [e.kind for e in orchestrator.store.events("echo")]
+    assert kinds[-3:] == ["reload-started", "activated", "reload-succeeded"]
+
+
+def test_limits_reach_the_driver(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    spec = driver.started_specs[-1]
+    assert spec.limits.nano_cpus == 200_000_000
+    assert spec.limits.memory_bytes == 64 * 1024 * 1024
+    assert spec.network == "none"
+    assert spec.labels["sysops.plugin"] == "echo" and spec.labels["sysops.revision"] == "1"
+
+
+def test_failed_initialize_rolls_back_and_old_keeps_serving(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    with pytest.raises(StartFailedError, match="initialize\\(\\) of plugin 'echo' failed: database unreachable"):
+        orchestrator.rollout.roll(_target("broken", version="3.0.0"))
+    assert _call(orchestrator, "echo", text="still").text == "v1:still"
+    status = orchestrator.status("echo")
+    assert status.version == "1.0.0" and str(status.state) == "Active"
+    assert "database unreachable" in status.last_error
+    assert orchestrator.store.events("echo")[-1].kind == "rolled-back"
+    assert len(orchestrator.store.instances("echo")) == 1
+
+
+def test_first_start_failure_is_reported_failed(orchestrator: Orchestrator) -> None:
+    with pytest.raises(StartFailedError):
+        orchestrator.rollout.roll(_target("broken", version="3.0.0"))
+    assert str(orchestrator.status("echo").state) == "Failed"
+    assert orchestrator.store.routes() == []
+
+
+def test_command_clash_is_refused_naming_both(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    with pytest.raises(CommandConflictError, match="of plugin 'other' is already provided by plugin 'echo'"):
+        orchestrator.rollout.roll(_target("clash", name="other"))
+    assert _call(orchestrator, "echo", text="x").text == "v1:x"
+    assert {r.plugin for r in orchestrator.store.routes()} == {"echo"}
+
+
+def test_rollback_to_previous_revision_reuses_its_image(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))
+    orchestrator.store.save_plugin("echo", "/src/echo", "fake", {})
+    instance = orchestrator.rollback("echo")
+    assert instance.revision == 1 and instance.version == "1.0.0"
+    assert _call(orchestrator, "echo", text="r").text == "v1:r"
+    with pytest.raises(Exception, match="has no revision 9"):
+        orchestrator.rollback("echo", to=9)
+
+
+def test_reconcile_forgets_vanished_and_removes_orphans(orchestrator: Orchestrator) -> None:
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    # an orphan from an interrupted roll: a labelled container the store never activated
+    orphan = driver.start(driver.started_specs[-1].__class__(**{**driver.started_specs[-1].__dict__, "name": "orphan"}))
+    orchestrator.reconcile()
+    assert orphan.handle not in driver.instances
+    assert orchestrator.store.plugin("echo").active_instance == instance.id  # type: ignore[union-attr]
+    driver.remove(instance.handle)
+    orchestrator.reconcile()
+    assert orchestrator.store.routes() == []
+    assert "removed outside sysops" in orchestrator.status("echo").last_error
+
+
+def test_crashed_instance_is_failed_with_reason(orchestrator: Orchestrator) -> None:
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.crash(instance.handle, exit_code=137, oom_killed=True)
+    status = orchestrator.status("echo")
+    assert str(status.state) == "Failed"
+    assert "OOMKilled" in status.last_error
+
+
+def test_socket_dirs_fit_unix_socket_paths(tmp_path: Path) -> None:
+    deep = Settings(home=tmp_path / ("x" * 90))
+    assert len(str(deep.run_dir / "0123456789" / "plugin.sock")) < 108
