@@ -48,7 +48,8 @@ class Plugin(ABC):
 
     def snapshot(self) -> dict[str, Any]:
         """Return state to hand to the next version on a hot reload (JSON-serializable)."""
-        return {}
+        return {}  # stateless by default
 
     def restore(self, state: dict[str, Any]) -> None:
         """Receive the state the previous version returned from `snapshot()`."""
+        return None

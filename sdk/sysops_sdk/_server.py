@@ -159,7 +159,7 @@ def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
     )
 
 
-class PluginServicer(pb_grpc.PluginServiceServicer):  # type: ignore[misc]
+class PluginServicer(pb_grpc.PluginServiceServicer):
     """gRPC face of a PluginRuntime."""
 
     def __init__(self, runtime: PluginRuntime, on_shutdown: Any) -> None:
@@ -175,12 +175,12 @@ class PluginServicer(pb_grpc.PluginServiceServicer):  # type: ignore[misc]
                 f"plugin speaks sysops protocol {PROTOCOL_VERSION}, caller speaks {version}",
             )
 
-    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.PluginDescriptor:  # noqa: N802
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.PluginDescriptor:
         """Describe the plugin."""
         self._check_protocol(context, request.protocol_version)
         return self.runtime.describe()
 
-    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeEvent]:  # noqa: N802
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeEvent]:
         """Run a command and stream its output."""
         self._check_protocol(context)
         if self.runtime.draining:
@@ -196,7 +196,7 @@ class PluginServicer(pb_grpc.PluginServiceServicer):  # type: ignore[misc]
             else:
                 yield pb.InvokeEvent(
                     result=pb.Result(
-                        kind=item.kind,
+                        kind=pb.Result.Kind.Name(item.kind),
                         text=item.text,
                         data_json=item.data_json,
                         exit_code=item.exit_code,
@@ -205,17 +205,17 @@ class PluginServicer(pb_grpc.PluginServiceServicer):  # type: ignore[misc]
                     )
                 )
 
-    def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:  # noqa: N802
+    def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:
         """Return the plugin's state for the next version."""
         state = self.runtime.plugin.snapshot()
         return pb.SnapshotReply(state=json.dumps(state, default=str).encode())
 
-    def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:  # noqa: N802
+    def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:
         """Receive the previous version's state."""
         self.runtime.plugin.restore(json.loads(request.state.decode() or "{}"))
         return pb.RestoreReply()
 
-    def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownReply:  # noqa: N802
+    def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownReply:
         """Drain in the background and exit."""
         threading.Thread(target=self.on_shutdown, args=(request.grace_seconds or 5.0,), daemon=True).start()
         return pb.ShutdownReply()

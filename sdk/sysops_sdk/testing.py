@@ -1,7 +1,7 @@
 """Test helpers for plugin authors: run a plugin's commands in-process, without a container.
 
-    harness = PluginHarness(MyPlugin, services={"metrics": FakeMetrics()})
-    assert harness.invoke("greet", name="World").text == "Hello, World!"
+harness = PluginHarness(MyPlugin, services={"metrics": FakeMetrics()})
+assert harness.invoke("greet", name="World").text == "Hello, World!"
 """
 
 from __future__ import annotations

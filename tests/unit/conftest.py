@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sysops_sdk import Plugin, argument, option, plugin_command
-
 from sysops.settings import Settings
+from sysops_sdk import Plugin, argument, option, plugin_command
 
 
 @pytest.fixture

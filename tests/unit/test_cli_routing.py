@@ -4,13 +4,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from sysops_sdk import Plugin
-
 from sysops.cli.main import main
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import ExitCode
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
+from sysops_sdk import Plugin
+
 from tests.unit.test_rollout import _target
 
 

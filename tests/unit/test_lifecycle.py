@@ -1,5 +1,4 @@
 import pytest
-
 from sysops.core.lifecycle import (
     InvalidTransitionError,
     Observation,

@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from sysops.core.manifest import MANIFEST_FILE, json_schema, load_manifest, parse_manifest
 from sysops.errors import ExitCode, ManifestError
 
@@ -55,7 +54,7 @@ def test_missing_key_is_named() -> None:
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="plugin.yaml: file not found"):
+    with pytest.raises(ManifestError, match=r"plugin\.yaml: file not found"):
         load_manifest(tmp_path)
     (tmp_path / MANIFEST_FILE).write_text("name: [unclosed\n")
     with pytest.raises(ManifestError, match=r"plugin.yaml: not valid YAML at line \d"):

@@ -3,8 +3,6 @@
 from pathlib import Path
 
 import pytest
-from sysops_sdk import Plugin
-
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
@@ -12,6 +10,7 @@ from sysops.core.rollout import RollTarget
 from sysops.errors import CommandConflictError, StartFailedError
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
+from sysops_sdk import Plugin
 
 
 def _target(image: str, name: str = "echo", version: str = "1.0.0") -> RollTarget:

@@ -140,6 +140,6 @@ def test_entrypoint_loading_errors_are_clear() -> None:
         load_plugin_class("nocolon")
     with pytest.raises(EntrypointError, match="does not import: ModuleNotFoundError"):
         load_plugin_class("no_such_module_xyz:Plugin")
-    with pytest.raises(EntrypointError, match="is not a sysops_sdk.Plugin subclass"):
+    with pytest.raises(EntrypointError, match=r"is not a sysops_sdk\.Plugin subclass"):
         load_plugin_class("json:JSONDecoder")
     assert load_plugin_class(f"{__name__}:Sample") is Sample

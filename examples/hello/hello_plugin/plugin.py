@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Literal
 
 import humanize
-
 from sysops_sdk import Plugin, argument, option, plugin_command
 
 

@@ -7,10 +7,11 @@ wait up to a second after the socket appears.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
@@ -88,15 +89,13 @@ class PluginClient:
                 f"this sysops speaks {PROTOCOL_VERSION}",
                 hint="rebuild the plugin on a matching sysops-sdk",
             )
-        return descriptor
+        return cast(pb.PluginDescriptor, descriptor)
 
     def invoke(
         self, command: str, arguments: dict[str, Any], output_format: str = "text", timeout: float | None = None
     ) -> Iterator[str | InvocationResult]:
         """Run a command: yield streamed output lines, then its InvocationResult."""
-        request = pb.InvokeRequest(
-            command=command, arguments_json=json.dumps(arguments), output_format=output_format
-        )
+        request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
             for event in self.stub.Invoke(request, timeout=timeout, metadata=PROTOCOL_METADATA):
                 if event.HasField("output"):
@@ -127,7 +126,5 @@ class PluginClient:
 
     def shutdown(self, grace_seconds: float, timeout: float = 2.0) -> None:
         """Ask the instance to drain and exit; ignore an instance that is already gone."""
-        try:
+        with contextlib.suppress(grpc.RpcError):
             self.stub.Shutdown(pb.ShutdownRequest(grace_seconds=grace_seconds), timeout=timeout)
-        except grpc.RpcError:
-            pass

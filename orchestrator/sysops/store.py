@@ -203,7 +203,7 @@ class Store:
         """Forget a plugin, its instances, routes and revisions (events stay for history)."""
         with self.transaction() as db:
             for table, column in (("plugins", "name"), ("instances", "plugin"), ("routes", "plugin")):
-                db.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))  # noqa: S608 (fixed names)
+                db.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))
             db.execute("DELETE FROM revisions WHERE plugin=?", (name,))
 
     # instances
@@ -267,7 +267,19 @@ class Store:
     def revisions(self, plugin: str) -> list[RevisionRecord]:
         """Return the revisions of a plugin, oldest first."""
         rows = self.db.execute("SELECT * FROM revisions WHERE plugin=? ORDER BY revision", (plugin,)).fetchall()
-        return [RevisionRecord(*row[:6], json.loads(row[6]), row[7]) for row in rows]
+        return [
+            RevisionRecord(
+                plugin=row[0],
+                revision=row[1],
+                version=row[2],
+                image=row[3],
+                image_id=row[4],
+                fingerprint=row[5],
+                manifest=json.loads(row[6]),
+                created=row[7],
+            )
+            for row in rows
+        ]
 
     # routes
     def activate(self, plugin: str, instance_id: str, endpoint: str, routes: dict[str, bytes]) -> None:
@@ -291,7 +303,9 @@ class Store:
 
     def route(self, command: str) -> Route | None:
         """Return the route of a command, or None."""
-        row = self.db.execute("SELECT command, plugin, endpoint, spec FROM routes WHERE command=?", (command,)).fetchone()
+        row = self.db.execute(
+            "SELECT command, plugin, endpoint, spec FROM routes WHERE command=?", (command,)
+        ).fetchone()
         return Route(*row) if row else None
 
     def routes(self, prefix: str = "") -> list[Route]:

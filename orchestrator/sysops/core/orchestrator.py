@@ -27,6 +27,7 @@ from sysops.errors import ManifestError, NotFoundError, StartFailedError
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
     LABEL_INSTALLATION,
+    LABEL_INSTANCE,
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
@@ -132,20 +133,20 @@ class Orchestrator:
                     self.store.add_event(name, "failed", f"container of {instance.version} disappeared")
                     active = None
         for container in containers:
-            instance = recorded.get(container.handle)
-            if instance is not None and instance.id == active:
+            known = recorded.get(container.handle)
+            if known is not None and known.id == active:
                 continue
-            if instance is None and active is None and container.running and self._adopt(name, container):
-                active = self.store.plugin(name).active_instance  # type: ignore[union-attr]
+            if known is None and active is None and container.running and self._adopt(name, container):
+                active = container.labels.get(LABEL_INSTANCE)
                 continue
             # Left over by an interrupted roll, or a duplicate: it never served, or was replaced.
             self.driver.remove(container.handle)
-            if instance is not None:
-                self.rollout._discard(instance)
+            if known is not None:
+                self.rollout.discard(known)
 
     def _adopt(self, name: str, container: InstanceStatus) -> bool:
         labels = container.labels
-        instance_id = labels.get("sysops.instance", "")
+        instance_id = labels.get(LABEL_INSTANCE, "")
         socket_dir = self.settings.run_dir / instance_id
         endpoint = f"unix://{socket_dir}/plugin.sock"
         with PluginClient(endpoint, name) as client:
@@ -206,7 +207,8 @@ class Orchestrator:
             if active is not None and active[1].labels.get(LABEL_FINGERPRINT) == context.fingerprint:
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {active[0].revision})")
                 return active[0], False
-            tag = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}:{manifest.version}-{context.fingerprint[:12]}"
+            repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
+            tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
             self.progress(f"building image {tag}")
             built = self.driver.build_image(
                 BuildRequest(
@@ -276,7 +278,9 @@ class Orchestrator:
             current = self.store.instance(plugin.active_instance) if plugin.active_instance else None
             target = self._rollback_target(name, revisions, current, to)
             if self.driver.image_id(target.image_id) is None:
-                raise NotFoundError(f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`")
+                raise NotFoundError(
+                    f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`"
+                )
             manifest = parse_manifest(target.manifest, f"revision {target.revision} of {name}")
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
             return self.rollout.roll(

@@ -93,7 +93,7 @@ class Rollout:
             if old is not None:
                 self._hand_over(old, instance)
         except BaseException as exc:
-            self._discard(instance)
+            self.discard(instance)
             reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
             kind = "rolled-back" if old else "failed"
             self.store.add_event(name, kind, f"{manifest.version}: {reason}")
@@ -225,7 +225,9 @@ class Rollout:
         own = [line.removeprefix("sysops-plugin: ") for line in lines if line.startswith("sysops-plugin: ")]
         reason = own[-1] if own else _EXIT_REASONS.get(status.exit_code or 0, f"exited with code {status.exit_code}")
         tail = "\n".join(lines[-10:])
-        return StartFailedError(f"{label} failed to start: {reason}", details=f"last log lines:\n{tail}" if tail else "")
+        return StartFailedError(
+            f"{label} failed to start: {reason}", details=f"last log lines:\n{tail}" if tail else ""
+        )
 
     def log_tail(self, handle: str, lines: int = 10) -> str:
         """The last log lines of an instance, for error messages."""
@@ -242,9 +244,10 @@ class Rollout:
             if status is None or not status.running:
                 break
             time.sleep(_POLL_SECONDS)
-        self._discard(instance)
+        self.discard(instance)
 
-    def _discard(self, instance: InstanceRecord) -> None:
+    def discard(self, instance: InstanceRecord) -> None:
+        """Remove an instance, its socket directory and its record."""
         self.driver.stop(instance.handle, timeout=1)
         self.driver.remove(instance.handle)
         shutil.rmtree(instance.socket_dir, ignore_errors=True)

@@ -94,7 +94,9 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
             )
         )
     argument_help = [
-        (param.metavar or param.name.upper(), param.help) for param in spec.params if param.kind == pb.ParamSpec.ARGUMENT
+        (param.metavar or param.name.upper(), param.help)
+        for param in spec.params
+        if param.kind == pb.ParamSpec.ARGUMENT
     ]
 
     def callback(**kwargs: Any) -> None:

@@ -48,9 +48,9 @@ class Limits(_Strict):
     disk_io_mb_per_sec: Annotated[
         float | None, Field(gt=0, description="Read and write throttle on the data volume's device")
     ] = None
-    network_connections: Annotated[
-        int | None, Field(ge=1, description="Concurrent outbound connections allowed")
-    ] = None
+    network_connections: Annotated[int | None, Field(ge=1, description="Concurrent outbound connections allowed")] = (
+        None
+    )
     pids: Annotated[int, Field(ge=8, le=1 << 20, description="Maximum processes and threads")] = 128
 
 

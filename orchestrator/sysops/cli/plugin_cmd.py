@@ -69,7 +69,9 @@ def up(
     started = time.monotonic()
     instance, changed = orchestrator.up(path)
     verb = "ready" if changed else "already running"
-    progress(f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {time.monotonic() - started:.1f}s)")
+    progress(
+        f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {time.monotonic() - started:.1f}s)"
+    )
     if watch:
         from sysops.core.watch import watch_and_roll
 
@@ -140,7 +142,13 @@ def logs(
 def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
     """List the revisions of a plugin."""
     rows = [
-        {"revision": r.revision, "version": r.version, "image": r.image, "digest": r.image_id, "created": _when(r.created)}
+        {
+            "revision": r.revision,
+            "version": r.version,
+            "image": r.image,
+            "digest": r.image_id,
+            "created": _when(r.created),
+        }
         for r in _orchestrator().history(name)
     ]
     emit(rows, output, ["revision", "version", "created", "image", "digest"])

@@ -157,7 +157,7 @@ class DockerDriver:
 
     def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
         """List containers carrying all `labels`, running or not."""
-        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        filters: dict[str, str | list[str] | bool] = {"label": [f"{key}={value}" for key, value in labels.items()]}
         try:
             containers = self.client.containers.list(all=True, filters=filters)
         except docker.errors.APIError as exc:
