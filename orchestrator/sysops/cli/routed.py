@@ -15,7 +15,8 @@ import click
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.cli.output import emit
-from sysops.errors import CommandFailedError
+from sysops.core.client import InvocationResult, PluginClient
+from sysops.errors import CommandFailedError, PluginUnavailableError
 from sysops.store import Route
 
 _TYPES: dict[str, click.ParamType] = {
@@ -25,6 +26,7 @@ _TYPES: dict[str, click.ParamType] = {
     "bool": click.BOOL,
 }
 OUTPUT_FORMATS = ("text", "json")
+_MAX_REROUTES = 3
 
 
 class PluginCommand(click.Command):
@@ -115,21 +117,62 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
 
 
 def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
-    """Call the plugin, stream its lines, print its result; raise on failure."""
-    from sysops.core.client import InvocationResult, PluginClient
+    """Call the plugin; if its instance went away before answering, follow the route to its successor."""
+    for _attempt in range(_MAX_REROUTES):
+        try:
+            _invoke_once(route, arguments, output)
+            return
+        except _NotStarted as not_started:
+            successor = _current_route(route.command)
+            if successor is None or successor.endpoint == route.endpoint:
+                raise not_started.error from None
+            route = successor
+    _invoke_once(route, arguments, output)
 
+
+class _NotStarted(Exception):
+    """The instance refused the call before running it (draining, or gone): safe to send elsewhere."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _current_route(command: str) -> Route | None:
+    from sysops.settings import Settings
+    from sysops.store import Store
+
+    store = Store(Settings().store_path)
+    try:
+        return store.route(command)
+    finally:
+        store.close()
+
+
+def _invoke_once(route: Route, arguments: dict[str, Any], output: str) -> None:
+    received = False
     with PluginClient(route.endpoint, route.plugin) as client:
-        for item in client.invoke(route.command, arguments, output_format=output):
-            if isinstance(item, InvocationResult):
-                if item.exit_code != 0:
-                    raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
-                if item.kind == "text":
-                    sys.stdout.write(item.text + ("\n" if not item.text.endswith("\n") else ""))
-                elif item.kind == "data":
-                    emit(item.data, output)
-            else:
-                sys.stdout.write(item + "\n")
-                sys.stdout.flush()
+        try:
+            for item in client.invoke(route.command, arguments, output_format=output):
+                received = True
+                _print_item(item, route, output)
+        except PluginUnavailableError as exc:
+            if received:
+                raise
+            raise _NotStarted(exc) from exc
+
+
+def _print_item(item: str | InvocationResult, route: Route, output: str) -> None:
+    """Print one streamed line, or the final result (raising if the command failed)."""
+    if isinstance(item, InvocationResult):
+        if item.exit_code != 0:
+            raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
+        if item.kind == "text":
+            sys.stdout.write(item.text + ("\n" if not item.text.endswith("\n") else ""))
+        elif item.kind == "data":
+            emit(item.data, output)
+    else:
+        sys.stdout.write(item + "\n")
+        sys.stdout.flush()
 
 
 def add_routes(group: click.Group, routes: list[Route]) -> None:

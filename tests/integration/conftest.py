@@ -1,0 +1,139 @@
+"""Fixtures for tests against the real Docker engine.
+
+Each test module gets its own SYSOPS_HOME, so its containers, images and volumes carry that
+installation's label and names; everything carrying it is removed afterwards, and nothing a user runs
+on the same engine is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSOPS = str(Path(sys.executable).with_name("sysops"))
+
+
+@dataclass
+class Sysops:
+    """Runs the `sysops` CLI as a subprocess against one state directory."""
+
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def installation_id(self) -> str:
+        return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
+
+    def run(self, *args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SYSOPS, *args], env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def ok(self, *args: str, timeout: float = 240) -> str:
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, f"sysops {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"integration tests need a Docker engine ({exc}); run scripts/bootstrap.sh")
+    base = os.environ.get("SYSOPS_BASE_IMAGE", "sysops/plugin-base:0.1.0")
+    try:
+        client.images.get(base)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"base image {base} is missing; run plugin-base-image/build.sh")
+    return client
+
+
+def remove_installation(client: docker.DockerClient, installation_id: str) -> None:
+    """Remove every container, image and volume of one sysops installation."""
+    label = f"sysops.installation={installation_id}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for image in client.images.list(filters={"label": label}):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.NotFound:
+            pass
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"sysops-{installation_id}-"):
+            volume.remove(force=True)
+
+
+def _make_sysops(tmp_path: Path) -> Sysops:
+    home = tmp_path / "home"
+    env = {**os.environ, "SYSOPS_HOME": str(home), "SYSOPS_READY_TIMEOUT": "20", "SYSOPS_DRAIN_TIMEOUT": "3"}
+    env.pop("SYSOPS_DEBUG", None)
+    return Sysops(home=home, env=env)
+
+
+@pytest.fixture(scope="module")
+def sysops(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sysops]:
+    instance = _make_sysops(tmp_path_factory.mktemp("sysops"))
+    yield instance
+    remove_installation(engine, instance.installation_id)
+
+
+@pytest.fixture
+def fresh_sysops(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
+    instance = _make_sysops(tmp_path)
+    yield instance
+    remove_installation(engine, instance.installation_id)
+
+
+def copy_example(name: str, target: Path) -> Path:
+    """Copy an example plugin so a test may edit it."""
+    destination = target / name
+    shutil.copytree(ROOT / "examples" / name, destination, ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
+def write_plugin(directory: Path, *, name: str, code: str, manifest_extra: str = "", command: str = "ping") -> Path:
+    """Write a minimal plugin package whose module is `<name>_plugin.plugin` with class `P`."""
+    package = name.replace("-", "_") + "_plugin"
+    (directory / package).mkdir(parents=True)
+    (directory / package / "__init__.py").write_text("")
+    (directory / package / "plugin.py").write_text(code)
+    (directory / "plugin.yaml").write_text(
+        f"name: {name}\nversion: 1.0.0\nentrypoint: {package}.plugin:P\n{manifest_extra}"
+    )
+    return directory
+
+
+PLUGIN_TEMPLATE = '''
+from sysops_sdk import Plugin, plugin_command
+
+class P(Plugin):
+    name = "{name}"
+    version = "1.0.0"
+
+    def initialize(self) -> None:
+        {initialize}
+
+    def cleanup(self) -> None:
+        pass
+
+    @plugin_command("{command}")
+    def run(self) -> str:
+        return "{answer}"
+'''
+
+
+def plugin_code(name: str, *, command: str = "ping", answer: str = "pong", initialize: str = "pass") -> str:
+    return PLUGIN_TEMPLATE.format(name=name, command=command, answer=answer, initialize=initialize)
