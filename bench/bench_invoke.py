@@ -64,12 +64,11 @@ def main() -> int:
 
 def _run(env: dict[str, str], count: int, processes: int) -> int:
     import grpc
-    from sysops_sdk.protocol.v1 import plugin_pb2 as pb
-    from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
-
     from sysops.core.client import PluginClient
     from sysops.settings import Settings
     from sysops.store import Store
+    from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+    from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
     store = Store(Settings().store_path)
     route = store.route("greet")

@@ -155,7 +155,11 @@ mkdir -p "$WORK/sdk-src"
 tar -C "$SDK" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' --exclude=build --exclude=dist \
     -cf - pyproject.toml sysops_sdk | tar -C "$WORK/sdk-src" -xf -
 build_iso=()
-if "$PY" -c 'import setuptools' >/dev/null 2>&1; then build_iso=(--no-build-isolation); fi
+# Reuse the local setuptools when it can build wheels by itself (>= 70.1): faster, no network.
+if "$PY" -c 'import setuptools, sys; sys.exit(tuple(map(int, setuptools.__version__.split(".")[:2])) < (70, 1))' \
+        >/dev/null 2>&1; then
+    build_iso=(--no-build-isolation)
+fi
 pip wheel -q --no-deps "${build_iso[@]}" -w "$CTX/wheels" "$WORK/sdk-src" >&2 \
     || pip wheel -q --no-deps -w "$CTX/wheels" "$WORK/sdk-src" >&2
 
@@ -174,6 +178,7 @@ fi
 
 # ---------------------------------------------------------------- build + verify
 log "docker build $BASE_IMAGE (fingerprint ${FP:0:12})"
+old_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)"
 if ! docker build --network none \
         --build-arg "PYTHON_IMAGE=$BOOTSTRAP_IMAGE" \
         --label "sysops.base.fingerprint=$FP" \
@@ -187,5 +192,13 @@ log "verifying $BASE_IMAGE"
 docker run --rm --network none --entrypoint python "$BASE_IMAGE" \
     -c "import grpc, grpc_health, sysops_sdk; import os; assert os.getuid()==10001" >&2 \
     || die "verification of $BASE_IMAGE failed"
+
+# Drop the superseded base image. Plain `docker rmi` (no -f) refuses while plugin images
+# built on it or containers still use it, which is what we want (rollbacks keep working).
+# (No label-based prune: plugin images inherit the sysops.base labels.)
+new_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
+if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
+    docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
 
 log "built $BASE_IMAGE ($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -66,6 +66,15 @@ class CommandDefinition:
     params: list[ParamDefinition]
     function: Callable[..., Any]
     permissions: list[str] = field(default_factory=list)
+    enum_types: dict[str, type[enum.Enum]] = field(default_factory=dict)
+
+    def convert(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Turn choice strings back into the Enum members the function's annotations ask for."""
+        converted = dict(arguments)
+        for name, enum_type in self.enum_types.items():
+            if isinstance(converted.get(name), str):
+                converted[name] = enum_type(converted[name])
+        return converted
 
 
 def plugin_command(name: str, *, help: str | None = None) -> Callable[[F], F]:
@@ -101,7 +110,7 @@ def argument(
         help=help,
         type=_type_name(type) if type else "",
         default=default,
-        choices=tuple(choices or ()),
+        choices=tuple(choices or _enum_choices(type)),
         metavar=metavar,
     )
     return _attach(param)
@@ -131,7 +140,7 @@ def option(
         default=False if is_flag and default is _MISSING else default,
         required=required,
         is_flag=is_flag,
-        choices=tuple(choices or ()),
+        choices=tuple(choices or _enum_choices(type)),
         multiple=multiple,
         metavar=metavar,
     )
@@ -167,6 +176,12 @@ def _is_command_word(word: str) -> bool:
 
 def _python_name(name: str) -> str:
     return name.replace("-", "_")
+
+
+def _enum_choices(python_type: Any) -> tuple[str, ...]:
+    if isinstance(python_type, type) and issubclass(python_type, enum.Enum):
+        return tuple(str(member.value) for member in python_type)
+    return ()
 
 
 def _type_name(python_type: Any) -> str:
@@ -206,12 +221,14 @@ def command_definition(function: Callable[..., Any]) -> CommandDefinition:
             f"command {marker['name']!r} declares {unknown} but {function.__name__}() has no such parameter"
         )
     help_text = marker["help"] or inspect.getdoc(function) or ""
+    enum_types = {name: hint for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, enum.Enum)}
     return CommandDefinition(
         name=marker["name"],
         help=help_text,
         params=params,
         function=function,
         permissions=list(getattr(function, _PERMISSIONS_ATTR, [])),
+        enum_types=enum_types,
     )
 
 

@@ -112,7 +112,7 @@ class PluginRuntime:
             yield InvocationOutcome(pb.Result.NONE, exit_code=2, error=f"unknown command {command_name!r}")
             return
         try:
-            result = command.function(**arguments)
+            result = command.function(**command.convert(arguments))
             if isinstance(result, Iterator):
                 for item in result:
                     yield str(item)

@@ -7,6 +7,7 @@ on the same engine is touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -35,9 +36,16 @@ class Sysops:
     def installation_id(self) -> str:
         return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
 
-    def run(self, *args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 240, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [SYSOPS, *args], env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
+            [SYSOPS, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def ok(self, *args: str, timeout: float = 240) -> str:
@@ -67,10 +75,8 @@ def remove_installation(client: docker.DockerClient, installation_id: str) -> No
     for container in client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)
     for image in client.images.list(filters={"label": label}):
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             client.images.remove(image.id, force=True)
-        except docker.errors.NotFound:
-            pass
     for volume in client.volumes.list():
         if volume.name.startswith(f"sysops-{installation_id}-"):
             volume.remove(force=True)
@@ -116,7 +122,7 @@ def write_plugin(directory: Path, *, name: str, code: str, manifest_extra: str =
     return directory
 
 
-PLUGIN_TEMPLATE = '''
+PLUGIN_TEMPLATE = """
 from sysops_sdk import Plugin, plugin_command
 
 class P(Plugin):
@@ -132,7 +138,7 @@ class P(Plugin):
     @plugin_command("{command}")
     def run(self) -> str:
         return "{answer}"
-'''
+"""
 
 
 def plugin_code(name: str, *, command: str = "ping", answer: str = "pong", initialize: str = "pass") -> str:

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 def _assert_clean_error(result: object, code: int, *fragments: str) -> None:
     assert result.returncode == code, result.stderr  # type: ignore[attr-defined]
     stderr: str = result.stderr  # type: ignore[attr-defined]
-    assert stderr.startswith("error: "), stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
     assert "Traceback" not in stderr
     for fragment in fragments:
         assert fragment in stderr, stderr

@@ -54,7 +54,7 @@ def test_usage_errors_exit_2(running: FakeDriver, capsys: pytest.CaptureFixture[
     assert "Missing argument" in capsys.readouterr().err
     assert main(["ecoh", "x"]) == ExitCode.USAGE
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown command 'ecoh'; did you mean 'echo'?")
+    assert err.startswith("error: unknown command 'ecoh' (did you mean 'echo'?)")
     assert "Traceback" not in err
 
 

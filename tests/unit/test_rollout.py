@@ -136,3 +136,10 @@ def test_crashed_instance_is_failed_with_reason(orchestrator: Orchestrator) -> N
 def test_socket_dirs_fit_unix_socket_paths(tmp_path: Path) -> None:
     deep = Settings(home=tmp_path / ("x" * 90))
     assert len(str(deep.run_dir / "0123456789" / "plugin.sock")) < 108
+
+
+def test_reserved_and_self_clashing_names_are_refused(orchestrator: Orchestrator) -> None:
+    with pytest.raises(CommandConflictError, match="uses the reserved name 'plugin'"):
+        orchestrator.rollout._check_conflicts("x", {"plugin hack": b""})
+    with pytest.raises(CommandConflictError, match="defines both a command and a group named 'db'"):
+        orchestrator.rollout._check_conflicts("x", {"db": b"", "db migrate": b""})

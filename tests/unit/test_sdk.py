@@ -79,6 +79,17 @@ def test_decorators_describe_params_in_source_order() -> None:
     assert by_name["dry_run"].is_flag and by_name["dry_run"].default is False
 
 
+def test_enum_typed_argument_offers_its_values() -> None:
+    @plugin_command("shade")
+    @argument("color", type=Color, help="Which")
+    def shade(color: Color) -> str:
+        return color.value
+
+    definition = command_definition(shade)
+    assert definition.params[0].choices == ("red", "blue")
+    assert definition.convert({"color": "blue"}) == {"color": Color.BLUE}
+
+
 def test_types_are_inferred_from_annotations_without_decorators() -> None:
     definition = command_definition(migrate)
     by_name = {p.name: p for p in definition.params}
@@ -94,6 +105,7 @@ def test_harness_runs_methods_functions_generators_and_errors() -> None:
     assert {"method-cmd", "paint", "db migrate", "boom", "stream"} <= set(names)
     assert harness.invoke("method-cmd").data == {"ready": True}
     assert harness.invoke("paint", target="door", coats=2).text == "door:Color.RED:2:False"
+    assert harness.invoke("paint", target="door", color="blue").text == "door:Color.BLUE:1:False"
     assert harness.invoke("db migrate", steps=3).lines == ["up 3 0.5"]
     assert harness.invoke("stream").lines == ["a", "b"]
     failed = harness.invoke("boom")

@@ -78,7 +78,7 @@ def unknown_command(word: str, known: list[str]) -> SysopsError:
     from sysops.errors import UsageError
 
     close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
-    suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    suggestion = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return UsageError(f"unknown command {word!r}{suggestion}", hint="`sysops --help` lists the commands")
 
 

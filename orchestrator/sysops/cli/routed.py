@@ -66,18 +66,15 @@ def _click_param(spec: pb.ParamSpec) -> click.Parameter:
             default=default,
             metavar=spec.metavar or spec.name.upper(),
         )
-    help_text = spec.help
-    if spec.default_json and not spec.is_flag:
-        help_text = f"{help_text} [default: {default}]".strip()
     return click.Option(
-        list(spec.flags),
-        spec.name,
+        [*spec.flags, spec.name],
+        show_default=bool(spec.default_json) and not spec.is_flag,
         type=None if spec.is_flag else _param_type(spec),
         is_flag=spec.is_flag,
         default=default,
         required=spec.required and not spec.is_flag,
         multiple=spec.multiple,
-        help=help_text,
+        help=spec.help,
         metavar=spec.metavar or None,
     )
 
@@ -87,9 +84,10 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
     spec = pb.CommandSpec.FromString(route.spec)
     params = [_click_param(param) for param in spec.params]
     if not any(param.name == "output" for param in params):
+        taken = {flag for param in spec.params for flag in param.flags}
         params.append(
             click.Option(
-                ["--output", "-o"],
+                ["--output"] if "-o" in taken else ["--output", "-o"],
                 type=click.Choice(OUTPUT_FORMATS),
                 default="text",
                 help="Print a dict or list result as a table (text) or as JSON.",

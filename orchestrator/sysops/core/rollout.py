@@ -37,6 +37,8 @@ from sysops.store import InstanceRecord, RevisionRecord, Store
 #: Exit codes of the plugin server (sysops_sdk._server) and what they mean for a user.
 _EXIT_REASONS = {3: "entrypoint failed to load", 4: "initialize() failed", 5: "cannot serve", 137: "killed"}
 _POLL_SECONDS = 0.03
+#: Top-level names that belong to sysops itself.
+RESERVED_COMMANDS = frozenset({"plugin", "serve", "help", "version"})
 
 Progress = Callable[[str], None]
 
@@ -62,6 +64,26 @@ def limits_for(manifest: Manifest) -> ResourceLimits:
         io_bytes_per_sec=int(limits.disk_io_mb_per_sec * 1024 * 1024) if limits.disk_io_mb_per_sec else None,
         network_connections=limits.network_connections,
     )
+
+
+def summarize_log(lines: list[str]) -> list[str]:
+    """Shorten Python tracebacks in plugin logs to the frames of the plugin's own code."""
+    summary: list[str] = []
+    in_frame = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("Traceback (most recent call last)") or (stripped and set(stripped) <= set("^~ ")):
+            continue
+        if stripped.startswith('File "'):
+            in_frame = True
+            if "sysops_sdk" not in stripped and "<frozen" not in stripped:
+                summary.append("at " + stripped.removeprefix("File ").replace('"', ""))
+            continue
+        if in_frame and line.startswith("    "):
+            continue
+        in_frame = False
+        summary.append(line)
+    return summary
 
 
 class Rollout:
@@ -193,6 +215,11 @@ class Rollout:
 
     def _check_conflicts(self, plugin: str, routes: dict[str, bytes]) -> None:
         for command in sorted(routes):
+            first = command.split(" ", 1)[0]
+            if first in RESERVED_COMMANDS:
+                raise CommandConflictError(f"command {command!r} of plugin {plugin!r} uses the reserved name {first!r}")
+            if " " in command and first in routes:
+                raise CommandConflictError(f"plugin {plugin!r} defines both a command and a group named {first!r}")
             claimed = self.store.route(command)
             if claimed is not None and claimed.plugin != plugin:
                 raise CommandConflictError(
@@ -224,14 +251,14 @@ class Rollout:
         lines = list(self.driver.logs(instance.handle, tail=30))
         own = [line.removeprefix("sysops-plugin: ") for line in lines if line.startswith("sysops-plugin: ")]
         reason = own[-1] if own else _EXIT_REASONS.get(status.exit_code or 0, f"exited with code {status.exit_code}")
-        tail = "\n".join(lines[-10:])
+        tail = "\n".join(summarize_log(lines)[-10:])
         return StartFailedError(
             f"{label} failed to start: {reason}", details=f"last log lines:\n{tail}" if tail else ""
         )
 
     def log_tail(self, handle: str, lines: int = 10) -> str:
         """The last log lines of an instance, for error messages."""
-        tail = "\n".join(self.driver.logs(handle, tail=lines))
+        tail = "\n".join(summarize_log(list(self.driver.logs(handle, tail=30)))[-lines:])
         return f"last log lines:\n{tail}" if tail else "no log output"
 
     def retire(self, instance: InstanceRecord) -> None:
