@@ -66,7 +66,7 @@ def test_limits_reach_the_driver(orchestrator: Orchestrator) -> None:
     spec = driver.started_specs[-1]
     assert spec.limits.nano_cpus == 200_000_000
     assert spec.limits.memory_bytes == 64 * 1024 * 1024
-    assert spec.network == "none"
+    assert spec.egress == ()
     assert spec.labels["sysops.plugin"] == "echo" and spec.labels["sysops.revision"] == "1"
 
 
@@ -143,3 +143,13 @@ def test_reserved_and_self_clashing_names_are_refused(orchestrator: Orchestrator
         orchestrator.rollout._check_conflicts("x", {"plugin hack": b""})
     with pytest.raises(CommandConflictError, match="defines both a command and a group named 'db'"):
         orchestrator.rollout._check_conflicts("x", {"db": b"", "db migrate": b""})
+
+
+def test_limits_the_engine_did_not_apply_fail_the_roll(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.limit_mismatches.append("memory_bytes: asked 67108864, applied 0")
+    with pytest.raises(StartFailedError, match=r"did not apply the manifest's limits \(memory_bytes: asked"):
+        orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))
+    assert _call(orchestrator, "echo", text="x").text == "v1:x"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysops.core.client import PluginClient
-from sysops.core.manifest import Manifest
+from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
@@ -26,6 +26,7 @@ from sysops.runtime.base import (
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
+    EgressAllowance,
     InstanceSpec,
     InstanceStatus,
     ResourceLimits,
@@ -52,6 +53,11 @@ class RollTarget:
     image_id: str
     fingerprint: str
     source: str
+
+
+def egress_rules(manifest: Manifest) -> list[EgressRule]:
+    """The manifest's egress allow-list ('none' is the empty list)."""
+    return [] if manifest.network == "none" else list(manifest.network)
 
 
 def limits_for(manifest: Manifest) -> ResourceLimits:
@@ -168,7 +174,7 @@ class Rollout:
             socket_dir=socket_dir,
             data_volume=self.data_volume(manifest.name),
             limits=limits_for(manifest),
-            network="none",
+            egress=tuple(EgressAllowance(rule.host, tuple(rule.ports)) for rule in egress_rules(manifest)),
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:
@@ -211,6 +217,13 @@ class Rollout:
             descriptor = client.describe()
         routes = {command.name: command.SerializeToString() for command in descriptor.commands}
         self._check_conflicts(manifest.name, routes)
+        report = self.driver.resources(instance.handle, limits_for(manifest))
+        if report.mismatches:
+            raise StartFailedError(
+                f"plugin {manifest.name!r}: the engine did not apply the manifest's limits "
+                f"({'; '.join(report.mismatches)})",
+                hint="the engine or its cgroup setup cannot enforce them; see docs/security.md",
+            )
         return routes
 
     def _check_conflicts(self, plugin: str, routes: dict[str, bytes]) -> None:

@@ -32,6 +32,23 @@ class ResourceLimits:
 
 
 @dataclass(frozen=True)
+class EgressAllowance:
+    """One destination an instance may connect to: an IP, CIDR or host name, and ports (empty = any)."""
+
+    host: str
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResourceReport:
+    """Limits the engine actually applied to an instance, its live usage, and where it differs from the spec."""
+
+    applied: Mapping[str, object]
+    usage: Mapping[str, object]
+    mismatches: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """Everything a driver needs to start one plugin instance."""
 
@@ -42,7 +59,8 @@ class InstanceSpec:
     socket_dir: Path
     data_volume: str
     limits: ResourceLimits
-    network: str = "none"
+    #: No network at all when empty; otherwise only these destinations are reachable.
+    egress: tuple[EgressAllowance, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,7 @@ class InstanceStatus:
     error: str = ""
     started_at: str = ""
     pid: int = 0
+    restart_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,9 @@ class RuntimeDriver(Protocol):
 
     def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """Yield log lines of an instance."""
+
+    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
+        """Read back applied limits and live usage; list every difference from `limits` as a mismatch."""
 
     def stop(self, handle: str, timeout: float) -> None:
         """Ask an instance to stop (SIGTERM), killing it after `timeout` seconds."""

@@ -16,7 +16,15 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError
-from sysops.runtime.base import BuildRequest, BuiltImage, InstanceSpec, InstanceStatus, ProgressCallback
+from sysops.runtime.base import (
+    BuildRequest,
+    BuiltImage,
+    InstanceSpec,
+    InstanceStatus,
+    ProgressCallback,
+    ResourceLimits,
+    ResourceReport,
+)
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
@@ -115,6 +123,11 @@ class DockerDriver:
     def start(self, spec: InstanceSpec) -> InstanceStatus:
         """Create and start a hardened container for one plugin instance."""
         limits = spec.limits
+        if spec.egress:
+            raise RuntimeOperationError(
+                f"{spec.labels.get('sysops.plugin', spec.name)}: network allow-lists are not supported by the docker "
+                "runtime yet; use 'network: none'"
+            )
         kwargs: dict[str, Any] = {
             "name": spec.name,
             "labels": dict(spec.labels),
@@ -125,7 +138,7 @@ class DockerDriver:
             "tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges:true"],
-            "network_mode": spec.network,
+            "network_mode": "none",
             "nano_cpus": limits.nano_cpus,
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
@@ -187,6 +200,29 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot read logs of {handle[:12]}: {_short(exc)}") from exc
 
+    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
+        """Compare what the engine applied (container inspect) with the asked limits."""
+        try:
+            host = self.client.api.inspect_container(handle)["HostConfig"]
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot inspect container {handle[:12]}: {_short(exc)}") from exc
+        applied = {
+            "nano_cpus": host.get("NanoCpus"),
+            "memory_bytes": host.get("Memory"),
+            "memory_swap_bytes": host.get("MemorySwap"),
+            "pids": host.get("PidsLimit"),
+        }
+        expected = {
+            "nano_cpus": limits.nano_cpus,
+            "memory_bytes": limits.memory_bytes,
+            "memory_swap_bytes": limits.memory_bytes,
+            "pids": limits.pids,
+        }
+        mismatches = tuple(
+            f"{key}: asked {expected[key]}, applied {applied[key]}" for key in expected if applied[key] != expected[key]
+        )
+        return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
+
     def stop(self, handle: str, timeout: float) -> None:
         """Send SIGTERM and kill after `timeout` seconds."""
         try:
@@ -230,4 +266,5 @@ class DockerDriver:
             error=str(state.get("Error") or ""),
             started_at=str(state.get("StartedAt") or ""),
             pid=int(state.get("Pid") or 0),
+            restart_count=int(attrs.get("RestartCount") or 0),
         )

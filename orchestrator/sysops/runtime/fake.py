@@ -16,7 +16,15 @@ from sysops_sdk import Plugin
 from sysops_sdk._server import EXIT_INITIALIZE, PluginRuntime, PluginServer
 
 from sysops.errors import BuildError
-from sysops.runtime.base import BuildRequest, BuiltImage, InstanceSpec, InstanceStatus, ProgressCallback
+from sysops.runtime.base import (
+    BuildRequest,
+    BuiltImage,
+    InstanceSpec,
+    InstanceStatus,
+    ProgressCallback,
+    ResourceLimits,
+    ResourceReport,
+)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class FakeDriver:
         self.started_specs: list[InstanceSpec] = []
         self._ids = itertools.count(1)
         self.fail_builds = False
+        self.limit_mismatches: list[str] = []
 
     def add_image(self, image_id: str, plugin_class: type[Plugin]) -> None:
         """Register a plugin class under an image id."""
@@ -99,6 +108,11 @@ class FakeDriver:
         """Yield recorded log lines."""
         lines = self.instances[handle].logs if handle in self.instances else []
         return iter(lines[-tail:] if tail else lines)
+
+    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
+        """The fake applies exactly what is asked."""
+        applied = {"nano_cpus": limits.nano_cpus, "memory_bytes": limits.memory_bytes, "pids": limits.pids}
+        return ResourceReport(applied=applied, usage={}, mismatches=tuple(self.limit_mismatches))
 
     def stop(self, handle: str, timeout: float) -> None:
         """Shut the server down."""
