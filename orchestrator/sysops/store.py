@@ -8,6 +8,7 @@ two together. The routed-command path reads only the `routes` table, so it stays
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,7 +23,6 @@ CREATE TABLE IF NOT EXISTS plugins (
     source TEXT NOT NULL,
     runtime TEXT NOT NULL,
     manifest_json TEXT NOT NULL,
-    active_instance TEXT,
     last_error TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL
 );
@@ -36,8 +36,10 @@ CREATE TABLE IF NOT EXISTS instances (
     image_id TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     socket_dir TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS instances_by_plugin ON instances (plugin, active);
 CREATE TABLE IF NOT EXISTS revisions (
     plugin TEXT NOT NULL,
     revision INTEGER NOT NULL,
@@ -52,7 +54,6 @@ CREATE TABLE IF NOT EXISTS revisions (
 CREATE TABLE IF NOT EXISTS routes (
     command TEXT PRIMARY KEY,
     plugin TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
     spec BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS routes_by_plugin ON routes (plugin);
@@ -75,7 +76,6 @@ class PluginRecord:
     source: str
     runtime: str
     manifest: dict[str, Any]
-    active_instance: str | None
     last_error: str
 
 
@@ -93,6 +93,7 @@ class InstanceRecord:
     endpoint: str
     socket_dir: str
     created: float
+    active: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,17 @@ class RevisionRecord:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a command goes: the plugin, its ready instance's endpoint, and the serialized CommandSpec."""
+    """Where a command goes: the plugin, the endpoints of its active instances, the serialized CommandSpec."""
 
     command: str
     plugin: str
-    endpoint: str
     spec: bytes
+    endpoints: tuple[str, ...]
+
+    @property
+    def endpoint(self) -> str:
+        """One active endpoint, chosen at random so calls spread across replicas ('' if none is active)."""
+        return random.choice(self.endpoints) if self.endpoints else ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,7 @@ class Store:
     def plugin(self, name: str) -> PluginRecord | None:
         """Return a plugin by name."""
         row = self.db.execute(
-            "SELECT name, source, runtime, manifest_json, active_instance, last_error FROM plugins WHERE name=?",
+            "SELECT name, source, runtime, manifest_json, last_error FROM plugins WHERE name=?",
             (name,),
         ).fetchone()
         return self._plugin(row) if row else None
@@ -187,13 +193,13 @@ class Store:
     def plugins(self) -> list[PluginRecord]:
         """Return all plugins, by name."""
         rows = self.db.execute(
-            "SELECT name, source, runtime, manifest_json, active_instance, last_error FROM plugins ORDER BY name"
+            "SELECT name, source, runtime, manifest_json, last_error FROM plugins ORDER BY name"
         ).fetchall()
         return [self._plugin(row) for row in rows]
 
     @staticmethod
     def _plugin(row: tuple[Any, ...]) -> PluginRecord:
-        return PluginRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+        return PluginRecord(row[0], row[1], row[2], json.loads(row[3]), row[4])
 
     def set_last_error(self, name: str, error: str) -> None:
         """Remember why a plugin last failed (empty to clear)."""
@@ -210,7 +216,7 @@ class Store:
     def add_instance(self, instance: InstanceRecord) -> None:
         """Record a started instance."""
         self.db.execute(
-            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 instance.id,
                 instance.plugin,
@@ -222,6 +228,7 @@ class Store:
                 instance.endpoint,
                 instance.socket_dir,
                 instance.created,
+                int(instance.active),
             ),
         )
 
@@ -236,6 +243,13 @@ class Store:
             rows = self.db.execute("SELECT * FROM instances ORDER BY created").fetchall()
         else:
             rows = self.db.execute("SELECT * FROM instances WHERE plugin=? ORDER BY created", (plugin,)).fetchall()
+        return [InstanceRecord(*row) for row in rows]
+
+    def active_instances(self, plugin: str) -> list[InstanceRecord]:
+        """Return the instances of a plugin that routing sends calls to, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM instances WHERE plugin=? AND active=1 ORDER BY created", (plugin,)
+        ).fetchall()
         return [InstanceRecord(*row) for row in rows]
 
     def delete_instance(self, instance_id: str) -> None:
@@ -282,42 +296,63 @@ class Store:
         ]
 
     # routes
-    def activate(self, plugin: str, instance_id: str, endpoint: str, routes: dict[str, bytes]) -> None:
-        """Atomically switch a plugin's routes to a newly ready instance."""
+    def switch(
+        self,
+        plugin: str,
+        *,
+        add: list[InstanceRecord],
+        remove: list[InstanceRecord],
+        routes: dict[str, bytes] | None = None,
+    ) -> None:
+        """Atomically put instances into routing and take others out (and replace the command table)."""
         with self.transaction() as db:
-            db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
-            db.executemany(
-                "INSERT INTO routes (command, plugin, endpoint, spec) VALUES (?, ?, ?, ?)",
-                [(command, plugin, endpoint, spec) for command, spec in routes.items()],
-            )
-            db.execute(
-                "UPDATE plugins SET active_instance=?, last_error='', updated=? WHERE name=?",
-                (instance_id, time.time(), plugin),
-            )
+            db.executemany("UPDATE instances SET active=1 WHERE id=?", [(i.id,) for i in add])
+            db.executemany("UPDATE instances SET active=0 WHERE id=?", [(i.id,) for i in remove])
+            if routes is not None:
+                db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
+                db.executemany(
+                    "INSERT INTO routes (command, plugin, spec) VALUES (?, ?, ?)",
+                    [(command, plugin, spec) for command, spec in routes.items()],
+                )
+            db.execute("UPDATE plugins SET last_error='', updated=? WHERE name=?", (time.time(), plugin))
 
     def deactivate(self, plugin: str) -> None:
-        """Remove a plugin's routes and active instance."""
+        """Take all of a plugin's instances out of routing and drop its commands."""
         with self.transaction() as db:
             db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
-            db.execute("UPDATE plugins SET active_instance=NULL, updated=? WHERE name=?", (time.time(), plugin))
+            db.execute("UPDATE instances SET active=0 WHERE plugin=?", (plugin,))
+
+    _ROUTE_QUERY = (
+        "SELECT r.command, r.plugin, r.spec, i.endpoint FROM routes r "
+        "LEFT JOIN instances i ON i.plugin = r.plugin AND i.active = 1 "
+    )
+
+    @staticmethod
+    def _group_routes(rows: list[tuple[Any, ...]]) -> list[Route]:
+        grouped: dict[str, tuple[str, bytes, list[str]]] = {}
+        for command, plugin, spec, endpoint in rows:
+            entry = grouped.setdefault(command, (plugin, spec, []))
+            if endpoint:
+                entry[2].append(endpoint)
+        return [
+            Route(command, plugin, spec, tuple(endpoints)) for command, (plugin, spec, endpoints) in grouped.items()
+        ]
 
     def route(self, command: str) -> Route | None:
         """Return the route of a command, or None."""
-        row = self.db.execute(
-            "SELECT command, plugin, endpoint, spec FROM routes WHERE command=?", (command,)
-        ).fetchone()
-        return Route(*row) if row else None
+        routes = self._group_routes(self.db.execute(self._ROUTE_QUERY + "WHERE r.command=?", (command,)).fetchall())
+        return routes[0] if routes else None
 
     def routes(self, prefix: str = "") -> list[Route]:
         """Return all routes, or those of a command group (`prefix` + space)."""
         if prefix:
             rows = self.db.execute(
-                "SELECT command, plugin, endpoint, spec FROM routes WHERE command=? OR command LIKE ? ORDER BY command",
+                self._ROUTE_QUERY + "WHERE r.command=? OR r.command LIKE ? ORDER BY r.command",
                 (prefix, prefix + " %"),
             ).fetchall()
         else:
-            rows = self.db.execute("SELECT command, plugin, endpoint, spec FROM routes ORDER BY command").fetchall()
-        return [Route(*row) for row in rows]
+            rows = self.db.execute(self._ROUTE_QUERY + "ORDER BY r.command").fetchall()
+        return self._group_routes(rows)
 
     # events
     def add_event(self, plugin: str, kind: str, message: str) -> None:

@@ -89,7 +89,7 @@ def test_ls_status_logs(sysops: Sysops, hello: Path, engine: docker.DockerClient
     container = _container(engine, sysops)
     table = sysops.ok("plugin", "ls").splitlines()
     assert table[0].split()[:4] == ["NAME", "STATE", "VERSION", "REVISION"]
-    assert table[1].split()[:5] == ["hello", "Active", "1.0.0", "1", "SERVING"]
+    assert table[1].split()[:6] == ["hello", "Active", "1.0.0", "1", "1/1", "SERVING"]
     [listed] = json.loads(sysops.ok("plugin", "ls", "--output", "json"))
     assert listed["container"] == container.id[:12] and "greet" in listed["commands"]
     status = json.loads(sysops.ok("plugin", "status", "hello", "--output", "json"))

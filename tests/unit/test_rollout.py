@@ -116,7 +116,7 @@ def test_reconcile_forgets_vanished_and_removes_orphans(orchestrator: Orchestrat
     orphan = driver.start(driver.started_specs[-1].__class__(**{**driver.started_specs[-1].__dict__, "name": "orphan"}))
     orchestrator.reconcile()
     assert orphan.handle not in driver.instances
-    assert orchestrator.store.plugin("echo").active_instance == instance.id  # type: ignore[union-attr]
+    assert [i.id for i in orchestrator.store.active_instances("echo")] == [instance.id]
     driver.remove(instance.handle)
     orchestrator.reconcile()
     assert orchestrator.store.routes() == []
@@ -152,4 +152,60 @@ def test_limits_the_engine_did_not_apply_fail_the_roll(orchestrator: Orchestrato
     driver.limit_mismatches.append("memory_bytes: asked 67108864, applied 0")
     with pytest.raises(StartFailedError, match=r"did not apply the manifest's limits \(memory_bytes: asked"):
         orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))
+    assert _call(orchestrator, "echo", text="x").text == "v1:x"
+
+
+def _replicated(image: str, version: str, replicas: int, **readiness: object) -> RollTarget:
+    manifest = parse_manifest(
+        {"name": "echo", "version": version, "entrypoint": "x:Y", "replicas": replicas, "readiness": readiness},
+        "test",
+    )
+    return RollTarget(manifest, image, image, f"fp-{image}", "/src/echo")
+
+
+def test_replicas_spread_calls_and_roll_one_by_one(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_replicated("echo-v1", "1.0.0", 3))
+    route = orchestrator.store.route("echo")
+    assert route is not None and len(set(route.endpoints)) == 3
+    ready_counts: list[int] = []
+    original_switch = orchestrator.store.switch
+
+    def watching_switch(plugin: str, **kwargs: object) -> None:
+        original_switch(plugin, **kwargs)  # type: ignore[arg-type]
+        ready_counts.append(len(orchestrator.store.active_instances(plugin)))
+
+    orchestrator.store.switch = watching_switch  # type: ignore[method-assign]
+    orchestrator.rollout.roll(_replicated("echo-v2", "2.0.0", 3))
+    assert ready_counts == [3, 3, 3]  # each switch swaps one old for one new: never fewer than 3
+    assert {i.version for i in orchestrator.store.active_instances("echo")} == {"2.0.0"}
+    assert {_call(orchestrator, "echo", text="x").text for _ in range(6)} == {"v2:x"}
+
+
+def test_failed_roll_of_a_later_replica_restores_the_previous_version(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_replicated("echo-v1", "1.0.0", 2))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    starts = 0
+    original_start = driver.start
+
+    def second_new_instance_fails(spec):  # type: ignore[no-untyped-def]
+        nonlocal starts
+        starts += 1
+        if starts == 2:
+            return original_start(spec.__class__(**{**spec.__dict__, "image": "broken"}))
+        return original_start(spec)
+
+    driver.start = second_new_instance_fails  # type: ignore[method-assign]
+    with pytest.raises(StartFailedError):
+        orchestrator.rollout.roll(_replicated("echo-v2", "2.0.0", 2))
+    active = orchestrator.store.active_instances("echo")
+    assert [i.version for i in active] == ["1.0.0", "1.0.0"]
+    assert {_call(orchestrator, "echo", text="x").text for _ in range(4)} == {"v1:x"}
+    assert sum(i.status.running for i in driver.instances.values()) == 2
+
+
+def test_self_test_command_gates_readiness(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_replicated("echo-v1", "1.0.0", 1, command="echo", arguments={"text": "ok"}))
+    with pytest.raises(StartFailedError, match="self-test 'echo' failed"):
+        orchestrator.rollout.roll(_replicated("echo-v2", "2.0.0", 1, command="echo", arguments={}))
     assert _call(orchestrator, "echo", text="x").text == "v1:x"

@@ -31,6 +31,10 @@ class RuntimeName(StrEnum):
     KUBERNETES = "kubernetes"
 
 
+STATUS_FIELDS = (
+    "name", "state", "version", "revision", "replicas", "health", "runtime", "container_id", "image", "image_digest",
+    "source",
+)  # fmt: skip
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Print a table (text) or JSON.")]
 
 
@@ -100,12 +104,13 @@ def ls(output: OutputOption = Output.TEXT) -> None:
             "version": s.version,
             "revision": s.revision,
             "health": s.health,
+            "replicas": s.replicas,
             "container": s.container_id,
             "commands": " ".join(s.commands) if output is Output.TEXT else s.commands,
         }
         for s in orchestrator.list()
     ]
-    emit(rows, output, ["name", "state", "version", "revision", "health", "container", "commands"])
+    emit(rows, output, ["name", "state", "version", "revision", "replicas", "health", "container", "commands"])
 
 
 @plugin_app.command("status")
@@ -117,8 +122,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     if output is Output.JSON:
         emit(result, "json")
         return
-    for key in ("name", "state", "version", "revision", "health", "runtime", "container_id", "image", "image_digest",
-                "source"):  # fmt: skip
+    for key in STATUS_FIELDS:
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
     typer.echo(f"{'last error':<13} {result['last_error'] or '-'}")

@@ -8,6 +8,7 @@ docker nor kubernetes nor pydantic.
 from __future__ import annotations
 
 import json
+import random
 import sys
 from typing import Any
 
@@ -116,16 +117,25 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
 
 def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
     """Call the plugin; if its instance went away before answering, follow the route to its successor."""
+    tried: set[str] = set()
+    endpoint = route.endpoint
+    if not endpoint:
+        raise PluginUnavailableError(
+            f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
+            hint=f"see `sysops plugin status {route.plugin}`",
+        )
     for _attempt in range(_MAX_REROUTES):
         try:
-            _invoke_once(route, arguments, output)
+            _invoke_once(route, endpoint, arguments, output)
             return
         except _NotStarted as not_started:
+            tried.add(endpoint)
             successor = _current_route(route.command)
-            if successor is None or successor.endpoint == route.endpoint:
+            candidates = [e for e in successor.endpoints if e not in tried] if successor else []
+            if not candidates:
                 raise not_started.error from None
-            route = successor
-    _invoke_once(route, arguments, output)
+            endpoint = random.choice(candidates)
+    _invoke_once(route, endpoint, arguments, output)
 
 
 class _NotStarted(Exception):
@@ -146,9 +156,9 @@ def _current_route(command: str) -> Route | None:
         store.close()
 
 
-def _invoke_once(route: Route, arguments: dict[str, Any], output: str) -> None:
+def _invoke_once(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> None:
     received = False
-    with PluginClient(route.endpoint, route.plugin) as client:
+    with PluginClient(endpoint, route.plugin) as client:
         try:
             for item in client.invoke(route.command, arguments, output_format=output):
                 received = True

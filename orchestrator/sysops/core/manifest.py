@@ -88,9 +88,11 @@ class Compatibility(_Strict):
 
 
 class Readiness(_Strict):
-    """How long a new instance has to become ready."""
+    """When a new instance counts as ready: health SERVING, plus an optional self-test command."""
 
-    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30
+    timeout_seconds: Annotated[float, Field(gt=0, le=600, description="Seconds to become ready")] = 30
+    command: str | None = Field(default=None, description="A command of the plugin that must succeed first")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the self-test command")
 
 
 class Manifest(_Strict):
@@ -108,6 +110,7 @@ class Manifest(_Strict):
     limits: Limits = Field(default_factory=Limits)
     network: Literal["none"] | list[EgressRule] = Field(default="none", description="'none' or an allow-list")
     readiness: Readiness = Field(default_factory=Readiness)
+    replicas: Annotated[int, Field(ge=1, le=16, description="Instances serving at once; calls are spread")] = 1
 
     @field_validator("name")
     @classmethod

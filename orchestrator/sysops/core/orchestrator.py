@@ -53,6 +53,7 @@ class PluginStatus:
     image_digest: str = ""
     container_id: str = ""
     health: str = "unknown"
+    replicas: str = "0/1"
     last_error: str = ""
     commands: list[str] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
@@ -70,6 +71,7 @@ class PluginStatus:
             "image_digest": self.image_digest,
             "container_id": self.container_id,
             "health": self.health,
+            "replicas": self.replicas,
             "last_error": self.last_error,
             "commands": self.commands,
             "events": [{"time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
@@ -120,24 +122,24 @@ class Orchestrator:
                     self._reconcile_plugin(name, by_plugin.get(name, []))
 
     def _reconcile_plugin(self, name: str, containers: list[InstanceStatus]) -> None:
-        plugin = self.store.plugin(name)
         recorded = {instance.handle: instance for instance in self.store.instances(name)}
-        active = plugin.active_instance if plugin else None
+        present = {container.handle for container in containers}
         for instance in recorded.values():
-            if instance.handle not in {c.handle for c in containers}:
+            if instance.handle not in present:
+                self.store.switch(name, add=[], remove=[instance])
                 self.store.delete_instance(instance.id)
                 shutil.rmtree(instance.socket_dir, ignore_errors=True)
-                if instance.id == active:
-                    self.store.deactivate(name)
-                    self.store.set_last_error(name, "its container was removed outside sysops")
+                if instance.active:
                     self.store.add_event(name, "failed", f"container of {instance.version} disappeared")
-                    active = None
+                    if not self.store.active_instances(name):
+                        self.store.deactivate(name)
+                        self.store.set_last_error(name, "its container was removed outside sysops")
+        adopting = not self.store.active_instances(name)
         for container in containers:
             known = recorded.get(container.handle)
-            if known is not None and known.id == active:
+            if known is not None and known.active:
                 continue
-            if known is None and active is None and container.running and self._adopt(name, container):
-                active = container.labels.get(LABEL_INSTANCE)
+            if known is None and adopting and container.running and self._adopt(name, container):
                 continue
             # Left over by an interrupted roll, or a duplicate: it never served, or was replaced.
             self.driver.remove(container.handle)
@@ -176,7 +178,9 @@ class Orchestrator:
             )
         )
         routes = {command.name: command.SerializeToString() for command in descriptor.commands}
-        self.store.activate(name, instance_id, endpoint, routes)
+        adopted = self.store.instance(instance_id)
+        assert adopted is not None
+        self.store.switch(name, add=[adopted], remove=[], routes=routes)
         self.store.add_event(name, "adopted", f"re-adopted running container {container.handle[:12]}")
         return True
 
@@ -190,7 +194,10 @@ class Orchestrator:
         self.reconcile()
         with self.plugin_lock(manifest.name):
             existing = self.store.plugin(manifest.name)
-            if existing and existing.source and existing.source != str(plugin_dir) and existing.active_instance:
+            running_elsewhere = (
+                existing and existing.source != str(plugin_dir) and self.store.active_instances(manifest.name)
+            )
+            if existing and existing.source and running_elsewhere:
                 raise ManifestError(
                     f"{plugin_dir / 'plugin.yaml'}: plugin name {manifest.name!r} is already used by {existing.source}",
                     hint="give this plugin another name, or `sysops plugin down` the other one first",
@@ -203,10 +210,12 @@ class Orchestrator:
                 )
             self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
             context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir)
-            active = self._active_instance(manifest.name)
-            if active is not None and active[1].labels.get(LABEL_FINGERPRINT) == context.fingerprint:
-                self.progress(f"{manifest.name} {manifest.version} is up to date (revision {active[0].revision})")
-                return active[0], False
+            current = self._serving(manifest.name)
+            if len(current) == manifest.replicas and all(
+                status.labels.get(LABEL_FINGERPRINT) == context.fingerprint for _, status in current
+            ):
+                self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
+                return current[0][0], False
             repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
             tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
             self.progress(f"building image {tag}")
@@ -235,15 +244,14 @@ class Orchestrator:
                 f"{manifest.compatibility.sysops}, this is sysops {__version__}"
             )
 
-    def _active_instance(self, name: str) -> tuple[InstanceRecord, InstanceStatus] | None:
-        plugin = self.store.plugin(name)
-        if plugin is None or plugin.active_instance is None:
-            return None
-        instance = self.store.instance(plugin.active_instance)
-        status = self.driver.inspect(instance.handle) if instance else None
-        if instance is None or status is None or not status.running:
-            return None
-        return instance, status
+    def _serving(self, name: str) -> list[tuple[InstanceRecord, InstanceStatus]]:
+        """Active instances whose containers run, with their status."""
+        serving = []
+        for instance in self.store.active_instances(name):
+            status = self.driver.inspect(instance.handle)
+            if status is not None and status.running:
+                serving.append((instance, status))
+        return serving
 
     def down(self, name: str, *, purge: bool = False) -> None:
         """Drain and remove a plugin's instances; with `purge`, also its images and data volume."""
@@ -275,7 +283,7 @@ class Orchestrator:
             if plugin is None:
                 raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
             revisions = self.store.revisions(name)
-            current = self.store.instance(plugin.active_instance) if plugin.active_instance else None
+            current = next(iter(self.store.active_instances(name)), None)
             target = self._rollback_target(name, revisions, current, to)
             if self.driver.image_id(target.image_id) is None:
                 raise NotFoundError(
@@ -317,7 +325,9 @@ class Orchestrator:
         result.last_error = plugin.last_error
         result.events = self.store.events(name)
         result.commands = [route.command for route in self.store.routes() if route.plugin == name]
-        instance = self.store.instance(plugin.active_instance) if plugin.active_instance else None
+        active = self.store.active_instances(name)
+        result.replicas = f"{len(active)}/{plugin.manifest.get('replicas', 1)}"
+        instance = active[0] if active else None
         if instance is None:
             result.state = PluginState.FAILED if plugin.last_error else PluginState.UNLOADED
             return result
@@ -352,7 +362,7 @@ class Orchestrator:
         if plugin is None:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
         instances = self.store.instances(name)
-        chosen = next((i for i in instances if i.id == plugin.active_instance), instances[-1] if instances else None)
+        chosen = next((i for i in instances if i.active), instances[-1] if instances else None)
         if chosen is None:
             raise NotFoundError(f"plugin {name!r} has no instance to show logs of")
         return self.driver.logs(chosen.handle, follow=follow, tail=tail)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sysops.core.client import PluginClient
+from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
 from sysops.runtime.base import (
@@ -106,28 +106,34 @@ class Rollout:
         return f"sysops-{self.settings.installation_id}-{plugin}-data"
 
     def roll(self, target: RollTarget, *, rollback_of: int | None = None) -> InstanceRecord:
-        """Bring `target` into service, replacing the active instance, or raise and keep the old one."""
+        """Bring `target` into service replica by replica, or raise with the previous version serving.
+
+        Each slot is replaced in turn: start a new instance, wait until it is ready, hand state over, switch
+        it into routing in place of one old instance, drain and stop that one; so never fewer than
+        `replicas` instances are ready. If a new instance fails, it is removed, and slots already replaced
+        are rolled back to the previous version the same way.
+        """
         manifest = target.manifest
         name = manifest.name
-        plugin = self.store.plugin(name)
-        old = self.store.instance(plugin.active_instance) if plugin and plugin.active_instance else None
+        olds = self.store.active_instances(name)
         revision = rollback_of or self.store.next_revision(name)
         self.store.save_plugin(name, target.source, self.driver.name, manifest.model_dump(mode="json"))
-        self.store.add_event(name, "reload-started" if old else "loading", f"{manifest.version} (revision {revision})")
-        instance = self._start(target, revision)
+        self.store.add_event(name, "reload-started" if olds else "loading", f"{manifest.version} (revision {revision})")
+        news: list[InstanceRecord] = []
         try:
-            self.progress(f"waiting for {name} {manifest.version} to be ready")
-            routes = self._wait_ready(instance, manifest)
-            if old is not None:
-                self._hand_over(old, instance)
+            for slot in range(manifest.replicas):
+                old = olds[slot] if slot < len(olds) else None
+                news.append(self._replace(target, revision, old, state_from=old or (olds[0] if olds else None)))
         except BaseException as exc:
-            self.discard(instance)
             reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
-            kind = "rolled-back" if old else "failed"
-            self.store.add_event(name, kind, f"{manifest.version}: {reason}")
+            self.store.add_event(name, "rolled-back" if olds else "failed", f"{manifest.version}: {reason}")
+            if news and olds:
+                self._undo(news, olds[0])
             self.store.set_last_error(name, reason)
             raise
-        self.store.activate(name, instance.id, instance.endpoint, routes)
+        for surplus in olds[manifest.replicas :]:
+            self.store.switch(name, add=[], remove=[surplus])
+            self.retire(surplus)
         if rollback_of is None:
             self.store.add_revision(
                 RevisionRecord(
@@ -142,11 +148,41 @@ class Rollout:
                 )
             )
         self.store.add_event(name, "activated", f"{manifest.version} (revision {revision}) serving")
+        if olds:
+            self.store.add_event(name, "reload-succeeded", f"{olds[0].version} -> {manifest.version}")
+        return news[0]
+
+    def _replace(
+        self, target: RollTarget, revision: int, old: InstanceRecord | None, state_from: InstanceRecord | None
+    ) -> InstanceRecord:
+        """Start one new instance, make it ready, switch it in for `old`, retire `old`."""
+        manifest = target.manifest
+        instance = self._start(target, revision)
+        try:
+            self.progress(f"waiting for {manifest.name} {manifest.version} to be ready")
+            routes = self._wait_ready(instance, manifest)
+            if state_from is not None:
+                self._hand_over(state_from, instance)
+        except BaseException:
+            self.discard(instance)
+            raise
+        self.store.switch(manifest.name, add=[instance], remove=[old] if old else [], routes=routes)
         if old is not None:
-            self.progress(f"draining {name} {old.version} (revision {old.revision})")
+            self.progress(f"draining {old.plugin} {old.version} (revision {old.revision})")
             self.retire(old)
-            self.store.add_event(name, "reload-succeeded", f"{old.version} -> {manifest.version}")
         return instance
+
+    def _undo(self, replaced: list[InstanceRecord], previous: InstanceRecord) -> None:
+        """Put the previous version back into the slots a failed roll had already replaced."""
+        revisions = {r.revision: r for r in self.store.revisions(previous.plugin)}
+        record = revisions.get(previous.revision)
+        plugin = self.store.plugin(previous.plugin)
+        manifest = Manifest.model_validate(record.manifest if record else (plugin.manifest if plugin else {}))
+        fingerprint = record.fingerprint if record else ""
+        target = RollTarget(manifest, previous.image, previous.image_id, fingerprint, plugin.source if plugin else "")
+        for instance in replaced:
+            self.progress(f"rolling slot of {instance.plugin} back to {previous.version}")
+            self._replace(target, previous.revision, instance, state_from=instance)
 
     def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
         manifest = target.manifest
@@ -215,6 +251,7 @@ class Rollout:
                     )
                 time.sleep(_POLL_SECONDS)
             descriptor = client.describe()
+            self._self_test(client, manifest)
         routes = {command.name: command.SerializeToString() for command in descriptor.commands}
         self._check_conflicts(manifest.name, routes)
         report = self.driver.resources(instance.handle, limits_for(manifest))
@@ -225,6 +262,21 @@ class Rollout:
                 hint="the engine or its cgroup setup cannot enforce them; see docs/security.md",
             )
         return routes
+
+    @staticmethod
+    def _self_test(client: PluginClient, manifest: Manifest) -> None:
+        """Run the manifest's readiness command, if it declares one; a failure means not ready."""
+        command = manifest.readiness.command
+        if not command:
+            return
+        *_, result = client.invoke(
+            command, dict(manifest.readiness.arguments), timeout=manifest.readiness.timeout_seconds
+        )
+        if not isinstance(result, InvocationResult) or result.exit_code != 0:
+            error = result.error if isinstance(result, InvocationResult) else "no result"
+            raise StartFailedError(
+                f"plugin {manifest.name!r} {manifest.version}: self-test {command!r} failed: {error}"
+            )
 
     def _check_conflicts(self, plugin: str, routes: dict[str, bytes]) -> None:
         for command in sorted(routes):
