@@ -209,7 +209,12 @@ class Orchestrator:
                     hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
                 )
             self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
-            context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir)
+            image_labels = {
+                LABEL_INSTALLATION: self.settings.installation_id,
+                LABEL_PLUGIN: manifest.name,
+                LABEL_VERSION: manifest.version,
+            }
+            context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels)
             current = self._serving(manifest.name)
             if len(current) == manifest.replicas and all(
                 status.labels.get(LABEL_FINGERPRINT) == context.fingerprint for _, status in current
@@ -219,19 +224,7 @@ class Orchestrator:
             repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
             tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
             self.progress(f"building image {tag}")
-            built = self.driver.build_image(
-                BuildRequest(
-                    context=context.tar,
-                    tag=tag,
-                    labels={
-                        LABEL_INSTALLATION: self.settings.installation_id,
-                        LABEL_PLUGIN: manifest.name,
-                        LABEL_VERSION: manifest.version,
-                        LABEL_FINGERPRINT: context.fingerprint,
-                    },
-                ),
-                self.progress,
-            )
+            built = self.driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
             target = RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir))
             return self.rollout.roll(target), True
 

@@ -1,0 +1,1 @@
+"""Plugin directory to image: build contexts, wheels, fingerprints."""
