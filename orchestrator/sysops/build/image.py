@@ -60,8 +60,10 @@ class BuildContext:
 
 def is_ignored(path: Path) -> bool:
     """Say whether a file change or file is irrelevant to the plugin image (caches, editor files)."""
-    return any(part in IGNORED_NAMES for part in path.parts) or path.name.endswith(IGNORED_SUFFIXES) or (
-        path.name.startswith(".#")
+    return (
+        any(part in IGNORED_NAMES for part in path.parts)
+        or path.name.endswith(IGNORED_SUFFIXES)
+        or (path.name.startswith(".#"))
     )
 
 
@@ -91,9 +93,7 @@ def _distribution_name(requirement: str) -> str:
 def check_sources(plugin_dir: Path, manifest: Manifest) -> list[Path]:
     """Return the files to ship, after checking syntax and that the entrypoint module exists."""
     files = sorted(
-        path
-        for path in plugin_dir.rglob("*")
-        if path.is_file() and not is_ignored(path.relative_to(plugin_dir))
+        path for path in plugin_dir.rglob("*") if path.is_file() and not is_ignored(path.relative_to(plugin_dir))
     )
     for path in files:
         if path.suffix == ".py":
@@ -101,7 +101,8 @@ def check_sources(plugin_dir: Path, manifest: Manifest) -> list[Path]:
                 ast.parse(path.read_bytes(), filename=str(path))
             except SyntaxError as exc:
                 raise PluginDefinitionError(
-                    f"{path}:{exc.lineno}: {exc.msg} (SyntaxError)", hint="fix the file and run `sysops plugin up` again"
+                    f"{path}:{exc.lineno}: {exc.msg} (SyntaxError)",
+                    hint="fix the file and run `sysops plugin up` again",
                 ) from None
     module = manifest.entrypoint.split(":", 1)[0].replace(".", "/")
     candidates = [plugin_dir / root / f"{module}{suffix}" for root in ("", "src") for suffix in (".py", "/__init__.py")]
@@ -127,7 +128,7 @@ def prepare_wheels(requirements: list[str], cache_dir: Path) -> Path | None:
     if sys.version_info[:2] == BASE_PYTHON:
         command = [*pip, "wheel", "--wheel-dir", str(target), *requirements]
     else:
-        python_version = "%d.%d" % BASE_PYTHON
+        python_version = ".".join(str(part) for part in BASE_PYTHON)
         command = [*pip, "download", "--only-binary=:all:", "--python-version", python_version,
                    "--implementation", "cp", "--dest", str(target), *requirements]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -158,7 +159,9 @@ def make_context(
         dependency_steps=_DEPENDENCY_STEPS if wheels else "",
         entrypoint=manifest.entrypoint,
         uid=PLUGIN_UID,
-        labels=" ".join(f'{key}="{value}"' for key, value in sorted((labels or {"sysops.plugin": manifest.name}).items())),
+        labels=" ".join(
+            f'{key}="{value}"' for key, value in sorted((labels or {"sysops.plugin": manifest.name}).items())
+        ),
     )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
