@@ -101,6 +101,20 @@ def test_ls_status_logs(sysops: Sysops, hello: Path, engine: docker.DockerClient
     assert "hello 1.0.0 serving on unix:///run/sysops/plugin.sock" in sysops.ok("plugin", "logs", "hello")
 
 
+def test_logs_follow_streams_until_interrupted(sysops: Sysops, hello: Path) -> None:
+    process = subprocess.Popen(
+        [SYSOPS, "plugin", "logs", "hello", "-f"], env=sysops.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert "serving on" in process.stdout.readline()
+        time.sleep(0.5)
+        assert process.poll() is None, "--follow must keep running"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_container_is_hardened_labelled_and_limited(sysops: Sysops, hello: Path, engine: docker.DockerClient) -> None:
     attrs = _container(engine, sysops).attrs
     config, host = attrs["Config"], attrs["HostConfig"]

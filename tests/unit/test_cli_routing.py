@@ -65,3 +65,26 @@ def test_dead_instance_gives_unavailable(running: FakeDriver, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.startswith("error: plugin 'echo' did not answer command 'echo'")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_protocol_major_mismatch_is_refused_at_connect(
+    running: FakeDriver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops.core import client as client_module
+    from sysops.core.client import PluginClient
+    from sysops.errors import ProtocolMismatchError
+    from sysops.store import Store
+    from sysops_sdk import _server
+
+    route = Store(Settings().store_path).route("echo")
+    assert route is not None
+    monkeypatch.setattr(client_module, "PROTOCOL_VERSION", "2.0")
+    with (
+        PluginClient(route.endpoint, "echo") as client,
+        pytest.raises(ProtocolMismatchError, match="speaks sysops protocol 1.0"),
+    ):
+        client.describe()
+    monkeypatch.setattr(client_module, "PROTOCOL_METADATA", (("sysops-protocol", "2.0"),))
+    assert main(["echo", "x"]) == ExitCode.INVALID_PLUGIN
+    assert "caller speaks 2.0" in capsys.readouterr().err
+    assert _server.PROTOCOL_VERSION == "1.0"
