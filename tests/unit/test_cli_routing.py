@@ -81,7 +81,7 @@ def test_protocol_major_mismatch_is_refused_at_connect(
     monkeypatch.setattr(client_module, "PROTOCOL_VERSION", "2.0")
     with (
         PluginClient(route.endpoint, "echo") as client,
-        pytest.raises(ProtocolMismatchError, match="speaks sysops protocol 1.0"),
+        pytest.raises(ProtocolMismatchError, match=r"speaks sysops protocol 1\.0"),
     ):
         client.describe()
     monkeypatch.setattr(client_module, "PROTOCOL_METADATA", (("sysops-protocol", "2.0"),))
