@@ -88,7 +88,7 @@ def _run(env: dict[str, str], count: int, processes: int) -> int:
         current = store.route("greet")
         assert current is not None
         client = clients.get(current.endpoint) or clients.setdefault(
-            current.endpoint, PluginClient(current.endpoint, current.plugin)
+            current.endpoint, PluginClient(current.endpoint, current.plugin, current.token_for(current.endpoint))
         )
         for _item in client.invoke("greet", {"name": "bench"}):
             pass

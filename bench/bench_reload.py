@@ -41,7 +41,8 @@ def _greet(env: dict[str, str]) -> str:
         route = store.route("greet")
         if route is None or not route.endpoints:
             return ""
-        with PluginClient(route.endpoint) as client:
+        endpoint = route.endpoint
+        with PluginClient(endpoint, token=route.token_for(endpoint)) as client:
             for item in client.invoke("greet", {"name": "x"}):
                 if isinstance(item, InvocationResult):
                     return item.text

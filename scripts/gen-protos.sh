@@ -3,3 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../sdk"
 python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. sysops_sdk/protocol/v1/plugin.proto
+cd ../orchestrator
+python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. sysops/server/protocol/v1/control.proto

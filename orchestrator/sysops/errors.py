@@ -111,6 +111,12 @@ class ProtocolMismatchError(SysopsError):
     exit_code = ExitCode.INVALID_PLUGIN
 
 
+class PolicyDeniedError(SysopsError):
+    """The operator's policy refuses what a plugin asks for (limits above a cap, an egress allow-list)."""
+
+    exit_code = ExitCode.POLICY_DENIED
+
+
 class CommandFailedError(SysopsError):
     """A plugin command reported a failure."""
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Bumped whenever a table changes shape; see Store._migrate.
+SCHEMA_VERSION = 3
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS plugins (
     name TEXT PRIMARY KEY,
@@ -37,7 +40,8 @@ CREATE TABLE IF NOT EXISTS instances (
     endpoint TEXT NOT NULL,
     socket_dir TEXT NOT NULL,
     created REAL NOT NULL,
-    active INTEGER NOT NULL DEFAULT 0
+    active INTEGER NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS instances_by_plugin ON instances (plugin, active);
 CREATE TABLE IF NOT EXISTS revisions (
@@ -94,6 +98,7 @@ class InstanceRecord:
     socket_dir: str
     created: float
     active: bool = False
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,12 +122,22 @@ class Route:
     command: str
     plugin: str
     spec: bytes
-    endpoints: tuple[str, ...]
+    #: (endpoint, token) of every active instance.
+    targets: tuple[tuple[str, str], ...]
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Endpoints of the active instances."""
+        return tuple(endpoint for endpoint, _ in self.targets)
 
     @property
     def endpoint(self) -> str:
         """One active endpoint, chosen at random so calls spread across replicas ('' if none is active)."""
-        return random.choice(self.endpoints) if self.endpoints else ""
+        return random.choice(self.endpoints) if self.targets else ""
+
+    def token_for(self, endpoint: str) -> str:
+        """The token the instance at `endpoint` requires."""
+        return next((token for candidate, token in self.targets if candidate == endpoint), "")
 
 
 @dataclass(frozen=True)
@@ -150,9 +165,23 @@ class Store:
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA busy_timeout=30000")
+            self._migrate(connection)
             connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._connection = connection
         return self._connection
+
+    @staticmethod
+    def _migrate(connection: sqlite3.Connection) -> None:
+        """Bring a store written by an older sysops to this schema.
+
+        Instances and routes are derived from what runs, so older shapes are dropped and rebuilt by
+        reconciliation (running containers are re-adopted by label); plugins, revisions and events stay.
+        """
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        exists = connection.execute("SELECT 1 FROM sqlite_master WHERE name='instances'").fetchone()
+        if exists and version < SCHEMA_VERSION:
+            connection.executescript("DROP TABLE IF EXISTS instances; DROP TABLE IF EXISTS routes;")
 
     def close(self) -> None:
         """Close the connection."""
@@ -216,7 +245,7 @@ class Store:
     def add_instance(self, instance: InstanceRecord) -> None:
         """Record a started instance."""
         self.db.execute(
-            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 instance.id,
                 instance.plugin,
@@ -229,6 +258,7 @@ class Store:
                 instance.socket_dir,
                 instance.created,
                 int(instance.active),
+                instance.token,
             ),
         )
 
@@ -323,20 +353,18 @@ class Store:
             db.execute("UPDATE instances SET active=0 WHERE plugin=?", (plugin,))
 
     _ROUTE_QUERY = (
-        "SELECT r.command, r.plugin, r.spec, i.endpoint FROM routes r "
+        "SELECT r.command, r.plugin, r.spec, i.endpoint, i.token FROM routes r "
         "LEFT JOIN instances i ON i.plugin = r.plugin AND i.active = 1 "
     )
 
     @staticmethod
     def _group_routes(rows: list[tuple[Any, ...]]) -> list[Route]:
-        grouped: dict[str, tuple[str, bytes, list[str]]] = {}
-        for command, plugin, spec, endpoint in rows:
+        grouped: dict[str, tuple[str, bytes, list[tuple[str, str]]]] = {}
+        for command, plugin, spec, endpoint, token in rows:
             entry = grouped.setdefault(command, (plugin, spec, []))
             if endpoint:
-                entry[2].append(endpoint)
-        return [
-            Route(command, plugin, spec, tuple(endpoints)) for command, (plugin, spec, endpoints) in grouped.items()
-        ]
+                entry[2].append((endpoint, token or ""))
+        return [Route(command, plugin, spec, tuple(targets)) for command, (plugin, spec, targets) in grouped.items()]
 
     def route(self, command: str) -> Route | None:
         """Return the route of a command, or None."""

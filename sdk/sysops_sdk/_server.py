@@ -9,6 +9,7 @@ runs `cleanup()` and exits.
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import json
 import logging
@@ -221,14 +222,43 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
         return pb.ShutdownReply()
 
 
+AUTHORIZATION_METADATA_KEY = "authorization"
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Refuse every call but health checks unless it carries `authorization: Bearer <token>`.
+
+    Over a Unix socket the directory permissions already limit who can connect; over TCP (a pod in a
+    cluster) the token the orchestrator generated for this instance is what authenticates it.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}"
+
+        def deny(request: object, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong sysops instance token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        """Let health checks and authenticated calls through."""
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if hmac.compare_digest(str(metadata.get(AUTHORIZATION_METADATA_KEY, "")), self._expected):
+            return continuation(handler_call_details)
+        return self._deny
+
+
 class PluginServer:
     """Owns the gRPC server, the health status and the orderly shutdown of one plugin instance."""
 
-    def __init__(self, runtime: PluginRuntime, listen: str) -> None:
+    def __init__(self, runtime: PluginRuntime, listen: str, token: str = "") -> None:
         self.runtime = runtime
         self.listen = listen
         self.health = health.HealthServicer()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        interceptors = [TokenAuthInterceptor(token)] if token else []
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=interceptors)
         self._stopped = threading.Event()
         self._shutdown_lock = threading.Lock()
         pb_grpc.add_PluginServiceServicer_to_server(PluginServicer(runtime, self.shutdown), self.server)
@@ -272,7 +302,7 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def serve(entrypoint: str, listen: str) -> int:
+def serve(entrypoint: str, listen: str, token: str = "") -> int:
     """Run a plugin until it is shut down; return the process exit code."""
     try:
         plugin_class = load_plugin_class(entrypoint)
@@ -286,7 +316,7 @@ def serve(entrypoint: str, listen: str) -> int:
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         return _fail(EXIT_INITIALIZE, f"initialize() of plugin {plugin.name!r} failed: {type(exc).__name__}: {exc}")
-    server = PluginServer(runtime, listen)
+    server = PluginServer(runtime, listen, token)
     try:
         server.start()
     except Exception as exc:
@@ -308,4 +338,4 @@ def main() -> int:
     listen = os.environ.get("SYSOPS_LISTEN", "unix:///run/sysops/plugin.sock")
     if not entrypoint:
         return _fail(EXIT_ENTRYPOINT, "SYSOPS_ENTRYPOINT is not set (expected 'package.module:ClassName')")
-    return serve(entrypoint, listen)
+    return serve(entrypoint, listen, os.environ.get("SYSOPS_TOKEN", ""))

@@ -80,7 +80,7 @@ def test_protocol_major_mismatch_is_refused_at_connect(
     assert route is not None
     monkeypatch.setattr(client_module, "PROTOCOL_VERSION", "2.0")
     with (
-        PluginClient(route.endpoint, "echo") as client,
+        PluginClient(route.endpoints[0], "echo", route.token_for(route.endpoints[0])) as client,
         pytest.raises(ProtocolMismatchError, match=r"speaks sysops protocol 1\.0"),
     ):
         client.describe()
@@ -88,3 +88,16 @@ def test_protocol_major_mismatch_is_refused_at_connect(
     assert main(["echo", "x"]) == ExitCode.INVALID_PLUGIN
     assert "caller speaks 2.0" in capsys.readouterr().err
     assert _server.PROTOCOL_VERSION == "1.0"
+
+
+def test_instances_refuse_calls_without_their_token(running: FakeDriver) -> None:
+    from sysops.core.client import PluginClient
+    from sysops.errors import PluginUnavailableError
+    from sysops.store import Store
+
+    route = Store(Settings().store_path).route("echo")
+    assert route is not None and route.token_for(route.endpoints[0])
+    with PluginClient(route.endpoints[0], "echo") as client:
+        assert client.healthy()  # health checks stay open for probes
+        with pytest.raises(PluginUnavailableError, match="wrong sysops instance token"):
+            list(client.invoke("echo", {"text": "x"}))

@@ -24,7 +24,8 @@ def _target(image: str, name: str = "echo", version: str = "1.0.0") -> RollTarge
 def _call(orchestrator: Orchestrator, command: str, **arguments: object) -> InvocationResult:
     route = orchestrator.store.route(command)
     assert route is not None
-    with PluginClient(route.endpoint) as client:
+    endpoint = route.endpoint
+    with PluginClient(endpoint, token=route.token_for(endpoint)) as client:
         *_, result = client.invoke(command, dict(arguments))
     assert isinstance(result, InvocationResult)
     return result

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 import typer
 
 from sysops.cli.plugin_cmd import plugin_app
-from sysops.settings import Settings
+from sysops.cli.server_cmd import context_app, serve
 
 app = typer.Typer(
     name="sysops",
@@ -17,6 +19,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(plugin_app, name="plugin")
+app.add_typer(context_app, name="context")
+app.command("serve")(serve)
 
 
 @app.callback()
@@ -26,19 +30,20 @@ def _root() -> None:
 
 def build_cli(argv: list[str]) -> click.Group:
     """Build the command group: built-ins plus the commands of every active plugin."""
-    from sysops.cli.main import unknown_command
-    from sysops.cli.routed import add_routes
-    from sysops.store import Store
+    from sysops.cli.main import BUILTIN_COMMANDS, unknown_command
+    from sysops.cli.routed import add_routes, known_routes
+    from sysops.errors import SysopsError
 
     group = typer.main.get_command(app)
     assert isinstance(group, click.Group)
-    settings = Settings()
-    if settings.store_path.exists():
-        store = Store(settings.store_path)
-        try:
-            add_routes(group, store.routes())
-        finally:
-            store.close()
+    if argv and argv[0] in BUILTIN_COMMANDS:
+        return group  # built-ins work even when the current context's server is down
+    try:
+        add_routes(group, known_routes())
+    except SysopsError as error:
+        if argv and not argv[0].startswith("-"):
+            raise
+        sys.stderr.write(f"warning: plugin commands not listed: {error}\n")
     if argv and not argv[0].startswith("-") and argv[0] not in group.commands:
         raise unknown_command(argv[0], sorted(group.commands))
     return group

@@ -15,9 +15,8 @@ from collections.abc import Callable
 import click
 
 from sysops.errors import ExitCode, SysopsError
-from sysops.settings import Settings
 
-BUILTIN_COMMANDS = ("plugin",)
+BUILTIN_COMMANDS = ("plugin", "serve", "context")
 
 
 def _print_error(error: SysopsError) -> None:
@@ -54,19 +53,11 @@ def run_guarded(function: Callable[[], object]) -> int:
 
 def _routed(argv: list[str]) -> int | None:
     """Run `argv` as a plugin command if its first word is routed; None if it is not."""
-    from sysops.store import Store
+    from sysops.cli.routed import add_routes, known_routes
 
-    settings = Settings()
-    if not settings.store_path.exists():
-        return None
-    store = Store(settings.store_path)
-    try:
-        routes = store.routes(prefix=argv[0])
-    finally:
-        store.close()
+    routes = known_routes(prefix=argv[0])
     if not routes:
         return None
-    from sysops.cli.routed import add_routes
 
     group = click.Group("sysops")
     add_routes(group, routes)

@@ -44,16 +44,24 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def _orchestrator(runtime: RuntimeName = RuntimeName.DOCKER):  # type: ignore[no-untyped-def]
-    from sysops.core.orchestrator import Orchestrator
-    from sysops.settings import Settings
+def _orchestrator(runtime: RuntimeName | None = None):  # type: ignore[no-untyped-def]
+    """The local orchestrator, or a client of the server of the current context."""
+    from sysops.cli import contexts
 
+    context = contexts.current()
+    if context is not None:
+        from sysops.cli.remote import RemoteClient
+
+        return RemoteClient(context, progress)
     if runtime is RuntimeName.KUBERNETES:
         raise UsageError(
-            "the kubernetes runtime is not available in this version of sysops",
-            hint="use --runtime docker (see docs/kubernetes.md)",
+            "--runtime kubernetes needs a sysops server in the cluster",
+            hint="install the Helm chart, then set SYSOPS_SERVER and SYSOPS_TOKEN or `sysops context use` "
+            "(docs/kubernetes.md)",
         )
+    from sysops.core.orchestrator import Orchestrator
     from sysops.runtime.docker_driver import DockerDriver
+    from sysops.settings import Settings
 
     return Orchestrator(Settings(), DockerDriver(), progress)
 
@@ -66,7 +74,9 @@ def _when(timestamp: float) -> str:
 def up(
     path: Annotated[Path, typer.Argument(help="Plugin directory (with plugin.yaml)")],
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground and roll on every change")] = False,
-    runtime: Annotated[RuntimeName, typer.Option("--runtime", help="Where to run the plugin")] = RuntimeName.DOCKER,
+    runtime: Annotated[
+        RuntimeName | None, typer.Option("--runtime", help="docker (local) or kubernetes (through a sysops server)")
+    ] = None,
 ) -> None:
     """Build a plugin, start it (or roll to the new version) and wait until it is ready."""
     orchestrator = _orchestrator(runtime)
@@ -118,7 +128,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     """Show a plugin's state, version, image, container, health, last error and recent events."""
     orchestrator = _orchestrator()
     orchestrator.reconcile()
-    result = orchestrator.status(name).as_dict()
+    result = orchestrator.status(name, limits=True).as_dict()
     if output is Output.JSON:
         emit(result, "json")
         return
@@ -126,6 +136,13 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
     typer.echo(f"{'last error':<13} {result['last_error'] or '-'}")
+    typer.echo(f"{'fault':<13} {result['fault'] or '-'}")
+    for key in ("asked", "applied", "usage"):
+        values = result["limits"].get(key) or {}
+        shown = ", ".join(f"{k} {'-' if v is None else v}" for k, v in values.items())
+        typer.echo(f"{'limits ' + key if key != 'usage' else 'usage':<13} {shown or '-'}")
+    for mismatch in result["limits"].get("mismatches") or []:
+        typer.echo(f"{'MISMATCH':<13} {mismatch}")
     typer.echo("events:")
     for event in result["events"]:
         typer.echo(f"  {_when(event['time'])}  {event['kind']:<16} {event['message']}")

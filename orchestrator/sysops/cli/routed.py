@@ -15,6 +15,7 @@ from typing import Any
 import click
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
+from sysops.cli.contexts import REMOTE_ENDPOINT
 from sysops.cli.output import emit
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.errors import CommandFailedError, PluginUnavailableError
@@ -145,20 +146,42 @@ class _NotStarted(Exception):
         self.error = error
 
 
-def _current_route(command: str) -> Route | None:
+def known_routes(prefix: str = "") -> list[Route]:
+    """Routes of the current context: the local store's, or a server's."""
+    from sysops.cli import contexts
+
+    context = contexts.current()
+    if context is not None:
+        from sysops.cli.remote import RemoteClient
+
+        client = RemoteClient(context)
+        try:
+            return client.routes(prefix)
+        finally:
+            client.close()
     from sysops.settings import Settings
     from sysops.store import Store
 
-    store = Store(Settings().store_path)
+    settings = Settings()
+    if not settings.store_path.exists():
+        return []
+    store = Store(settings.store_path)
     try:
-        return store.route(command)
+        return store.routes(prefix)
     finally:
         store.close()
 
 
+def _current_route(command: str) -> Route | None:
+    return next((route for route in known_routes(command) if route.command == command), None)
+
+
 def _invoke_once(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> None:
+    if endpoint == REMOTE_ENDPOINT:
+        _invoke_remote(route, arguments, output)
+        return
     received = False
-    with PluginClient(endpoint, route.plugin) as client:
+    with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
         try:
             for item in client.invoke(route.command, arguments, output_format=output):
                 received = True
@@ -167,6 +190,20 @@ def _invoke_once(route: Route, endpoint: str, arguments: dict[str, Any], output:
             if received:
                 raise
             raise _NotStarted(exc) from exc
+
+
+def _invoke_remote(route: Route, arguments: dict[str, Any], output: str) -> None:
+    from sysops.cli import contexts
+    from sysops.cli.remote import RemoteClient
+
+    context = contexts.current()
+    assert context is not None
+    client = RemoteClient(context)
+    try:
+        for item in client.invoke(route.command, arguments, output):
+            _print_item(item, route, output)
+    finally:
+        client.close()
 
 
 def _print_item(item: str | InvocationResult, route: Route, output: str) -> None:

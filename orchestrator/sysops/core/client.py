@@ -43,9 +43,10 @@ class InvocationResult:
 class PluginClient:
     """A connection to one plugin instance."""
 
-    def __init__(self, endpoint: str, plugin: str = "") -> None:
+    def __init__(self, endpoint: str, plugin: str = "", token: str = "") -> None:
         self.endpoint = endpoint
         self.plugin = plugin or endpoint
+        self.metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
         self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
 
@@ -78,7 +79,9 @@ class PluginClient:
     def describe(self, timeout: float = 5.0) -> pb.PluginDescriptor:
         """Fetch the plugin's descriptor and check its protocol version."""
         try:
-            descriptor = self.stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout)
+            descriptor = self.stub.Describe(
+                pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=timeout, metadata=self.metadata
+            )
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise ProtocolMismatchError(f"plugin {self.plugin!r}: {exc.details()}") from exc
@@ -97,7 +100,7 @@ class PluginClient:
         """Run a command: yield streamed output lines, then its InvocationResult."""
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
-            for event in self.stub.Invoke(request, timeout=timeout, metadata=PROTOCOL_METADATA):
+            for event in self.stub.Invoke(request, timeout=timeout, metadata=self.metadata):
                 if event.HasField("output"):
                     yield event.output.text
                 else:
@@ -118,13 +121,13 @@ class PluginClient:
 
     def snapshot(self, timeout: float = 5.0) -> bytes:
         """Fetch the state to hand to the next version."""
-        return bytes(self.stub.Snapshot(pb.SnapshotRequest(), timeout=timeout).state)
+        return bytes(self.stub.Snapshot(pb.SnapshotRequest(), timeout=timeout, metadata=self.metadata).state)
 
     def restore(self, state: bytes, timeout: float = 5.0) -> None:
         """Hand state from the previous version."""
-        self.stub.Restore(pb.RestoreRequest(state=state), timeout=timeout)
+        self.stub.Restore(pb.RestoreRequest(state=state), timeout=timeout, metadata=self.metadata)
 
     def shutdown(self, grace_seconds: float, timeout: float = 2.0) -> None:
         """Ask the instance to drain and exit; ignore an instance that is already gone."""
         with contextlib.suppress(grpc.RpcError):
-            self.stub.Shutdown(pb.ShutdownRequest(grace_seconds=grace_seconds), timeout=timeout)
+            self.stub.Shutdown(pb.ShutdownRequest(grace_seconds=grace_seconds), timeout=timeout, metadata=self.metadata)

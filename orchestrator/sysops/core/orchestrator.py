@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,8 @@ from sysops.build.image import make_context
 from sysops.core.client import PluginClient
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
-from sysops.core.rollout import Progress, Rollout, RollTarget
+from sysops.core.policy import apply_policy, load_policy
+from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.errors import ManifestError, NotFoundError, StartFailedError
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
@@ -34,7 +35,9 @@ from sysops.runtime.base import (
     BuildRequest,
     InstanceStatus,
     RuntimeDriver,
+    StateMirror,
 )
+from sysops.runtime.faults import MAX_RESTARTS, describe_fault
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
 
@@ -57,6 +60,10 @@ class PluginStatus:
     last_error: str = ""
     commands: list[str] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    #: What killed or restarted the instance ("OOMKilled (memory limit ...)", "Failed after 3 restarts: ...").
+    fault: str = ""
+    #: With `status(..., limits=True)`: asked, applied (read back), usage, mismatches.
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -75,15 +82,24 @@ class PluginStatus:
             "last_error": self.last_error,
             "commands": self.commands,
             "events": [{"time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
+            "fault": self.fault,
+            "limits": self.limits,
         }
 
 
 class Orchestrator:
     """Brings plugins up and down and reports on them."""
 
-    def __init__(self, settings: Settings, driver: RuntimeDriver, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        driver: RuntimeDriver,
+        progress: Progress | None = None,
+        mirror: StateMirror | None = None,
+    ) -> None:
         self.settings = settings
         self.driver = driver
+        self.mirror = mirror
         self.store = Store(settings.store_path)
         self.progress: Progress = progress or (lambda message: None)
         self.rollout = Rollout(settings, self.store, driver, self.progress)
@@ -150,8 +166,8 @@ class Orchestrator:
         labels = container.labels
         instance_id = labels.get(LABEL_INSTANCE, "")
         socket_dir = self.settings.run_dir / instance_id
-        endpoint = f"unix://{socket_dir}/plugin.sock"
-        with PluginClient(endpoint, name) as client:
+        endpoint = container.endpoint or f"unix://{socket_dir}/plugin.sock"
+        with PluginClient(endpoint, name, container.token) as client:
             if not client.healthy(timeout=1.0):
                 return False
             descriptor = client.describe()
@@ -175,6 +191,7 @@ class Orchestrator:
                 endpoint=endpoint,
                 socket_dir=str(socket_dir),
                 created=time.time(),
+                token=container.token,
             )
         )
         routes = {command.name: command.SerializeToString() for command in descriptor.commands}
@@ -188,45 +205,109 @@ class Orchestrator:
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
         """Build and start a plugin, or roll it to a new version; return (instance, changed)."""
         plugin_dir = path.resolve()
-        manifest = load_manifest(plugin_dir)
-        self._check_compatibility(manifest, plugin_dir)
-        self.driver.ping()
-        self.reconcile()
-        with self.plugin_lock(manifest.name):
-            existing = self.store.plugin(manifest.name)
-            running_elsewhere = (
-                existing and existing.source != str(plugin_dir) and self.store.active_instances(manifest.name)
+        manifest = self._admit(load_manifest(plugin_dir), str(plugin_dir / "plugin.yaml"))
+        base_image_id = self.driver.image_id(self.settings.base_image)
+        if base_image_id is None:
+            raise StartFailedError(
+                f"base image {self.settings.base_image} not found",
+                hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
             )
-            if existing and existing.source and running_elsewhere:
-                raise ManifestError(
-                    f"{plugin_dir / 'plugin.yaml'}: plugin name {manifest.name!r} is already used by {existing.source}",
-                    hint="give this plugin another name, or `sysops plugin down` the other one first",
-                )
-            base_image_id = self.driver.image_id(self.settings.base_image)
-            if base_image_id is None:
-                raise StartFailedError(
-                    f"base image {self.settings.base_image} not found",
-                    hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
-                )
-            self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
-            image_labels = {
-                LABEL_INSTALLATION: self.settings.installation_id,
-                LABEL_PLUGIN: manifest.name,
-                LABEL_VERSION: manifest.version,
-            }
-            context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels)
-            current = self._serving(manifest.name)
-            if len(current) == manifest.replicas and all(
-                status.labels.get(LABEL_FINGERPRINT) == context.fingerprint for _, status in current
-            ):
-                self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
-                return current[0][0], False
+        self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
+        image_labels = {
+            LABEL_INSTALLATION: self.settings.installation_id,
+            LABEL_PLUGIN: manifest.name,
+            LABEL_VERSION: manifest.version,
+        }
+        context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels)
+
+        def build() -> RollTarget:
             repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
             tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
             self.progress(f"building image {tag}")
             built = self.driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
-            target = RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir))
-            return self.rollout.roll(target), True
+            return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir))
+
+        return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
+
+    def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
+        """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed)."""
+        manifest = self._admit(manifest, f"{source}/plugin.yaml")
+        return self._roll_if_changed(
+            manifest, source, fingerprint, lambda: RollTarget(manifest, image, image, fingerprint, source)
+        )
+
+    def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
+        """Check compatibility and policy, and that the engine answers; return the manifest to run."""
+        self._check_compatibility(manifest, Path(manifest_path).parent)
+        manifest = apply_policy(manifest, load_policy(self.settings.home), manifest_path)
+        self.driver.ping()
+        self.reconcile()
+        return manifest
+
+    def _roll_if_changed(
+        self, manifest: Manifest, source: str, fingerprint: str, target: Callable[[], RollTarget]
+    ) -> tuple[InstanceRecord, bool]:
+        with self.plugin_lock(manifest.name):
+            existing = self.store.plugin(manifest.name)
+            if (
+                existing
+                and existing.source
+                and existing.source != source
+                and self.store.active_instances(manifest.name)
+            ):
+                raise ManifestError(
+                    f"{source}/plugin.yaml: plugin name {manifest.name!r} is already used by {existing.source}",
+                    hint="give this plugin another name, or `sysops plugin down` the other one first",
+                )
+            current = self._serving(manifest.name)
+            if len(current) == manifest.replicas and all(
+                status.labels.get(LABEL_FINGERPRINT) == fingerprint for _, status in current
+            ):
+                self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
+                return current[0][0], False
+            instance = self.rollout.roll(target())
+            self._mirror_save(manifest.name)
+            return instance, True
+
+    def _mirror_save(self, name: str) -> None:
+        plugin = self.store.plugin(name)
+        if self.mirror is None or plugin is None:
+            return
+        revisions = [
+            {
+                "revision": r.revision,
+                "version": r.version,
+                "image": r.image,
+                "image_id": r.image_id,
+                "fingerprint": r.fingerprint,
+                "manifest": r.manifest,
+                "created": r.created,
+            }
+            for r in self.store.revisions(name)
+        ]
+        self.mirror.save(name, plugin.source, plugin.manifest, revisions)
+
+    def restore_from_mirror(self) -> None:
+        """Rebuild plugins and revisions from the mirror (a restarted server), then re-adopt what runs."""
+        if self.mirror is None:
+            return
+        for mirrored in self.mirror.load():
+            if self.store.plugin(mirrored.name) is None:
+                self.store.save_plugin(mirrored.name, mirrored.source, self.driver.name, dict(mirrored.manifest))
+            for revision in mirrored.revisions:
+                self.store.add_revision(
+                    RevisionRecord(
+                        plugin=mirrored.name,
+                        revision=int(str(revision["revision"])),
+                        version=str(revision["version"]),
+                        image=str(revision["image"]),
+                        image_id=str(revision["image_id"]),
+                        fingerprint=str(revision.get("fingerprint", "")),
+                        manifest=dict(revision.get("manifest") or {}),  # type: ignore[call-overload]
+                        created=float(str(revision.get("created", 0))),
+                    )
+                )
+        self.reconcile()
 
     def _check_compatibility(self, manifest: Manifest, plugin_dir: Path) -> None:
         from packaging.specifiers import SpecifierSet
@@ -266,6 +347,8 @@ class Orchestrator:
                     self.driver.remove_image(revision.image)
                 self.driver.remove_volume(self.rollout.data_volume(name))
             self.store.delete_plugin(name)
+            if self.mirror is not None:
+                self.mirror.delete(name)
             self.store.add_event(name, "unloaded", "removed")
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
@@ -284,10 +367,12 @@ class Orchestrator:
                 )
             manifest = parse_manifest(target.manifest, f"revision {target.revision} of {name}")
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
-            return self.rollout.roll(
+            instance = self.rollout.roll(
                 RollTarget(manifest, target.image, target.image_id, target.fingerprint, plugin.source),
                 rollback_of=target.revision,
             )
+            self._mirror_save(name)
+            return instance
 
     @staticmethod
     def _rollback_target(
@@ -309,8 +394,8 @@ class Orchestrator:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
         return self.store.revisions(name)
 
-    def status(self, name: str) -> PluginStatus:
-        """Observe one plugin."""
+    def status(self, name: str, *, limits: bool = False) -> PluginStatus:
+        """Observe one plugin; with `limits`, also read back its limits and sample live usage (0.5 s)."""
         plugin = self.store.plugin(name)
         if plugin is None:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
@@ -327,7 +412,7 @@ class Orchestrator:
         status = self.driver.inspect(instance.handle)
         healthy = False
         if status is not None and status.running:
-            with PluginClient(instance.endpoint, name) as client:
+            with PluginClient(instance.endpoint, name, instance.token) as client:
                 healthy = client.healthy(timeout=1.0)
         result.state = derive_state(
             Observation(
@@ -339,11 +424,41 @@ class Orchestrator:
         )
         if status is not None and not status.running:
             result.last_error = str(self.rollout.failure(instance, status))
+        if status is not None:
+            self._observe_limits(result, plugin.manifest, instance, status, sample=limits)
         result.version, result.revision = instance.version, instance.revision
         result.image, result.image_digest = instance.image, instance.image_id
         result.container_id = instance.handle[:12]
         result.health = "SERVING" if healthy else "NOT_SERVING"
         return result
+
+    def _observe_limits(
+        self, result: PluginStatus, data: dict[str, Any], instance: InstanceRecord, status: InstanceStatus, sample: bool
+    ) -> None:
+        """Name the instance's fault (recording it as an event once), and read back limits and usage if asked."""
+        try:
+            manifest = parse_manifest(data, f"stored manifest of {result.name}")
+        except ManifestError:
+            return
+        asked = limits_for(manifest)
+        result.fault = describe_fault(status, asked.memory_bytes)
+        if result.fault and (status.oom_killed or (not status.running and status.restart_count >= MAX_RESTARTS)):
+            message = f"{result.fault} (container {status.handle[:12]})"
+            kind = "oom-killed" if status.oom_killed else "failed"
+            if not any(
+                e.kind == kind and e.message.endswith(f"(container {status.handle[:12]})") for e in result.events
+            ):
+                self.store.add_event(result.name, kind, message)
+                result.events = self.store.events(result.name)
+        if sample:
+            report = self.driver.resources(instance.handle, asked, sample_seconds=0.5 if status.running else 0.0)
+            result.limits = {
+                "asked": manifest.limits.model_dump(mode="json")
+                | {"network": manifest.model_dump(mode="json")["network"]},
+                "applied": dict(report.applied),
+                "usage": dict(report.usage),
+                "mismatches": list(report.mismatches),
+            }
 
     def list(self) -> list[PluginStatus]:
         """Observe every plugin."""

@@ -9,6 +9,7 @@ instance. Any failure before the switch removes the new instance and leaves the 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 import uuid
@@ -211,6 +212,7 @@ class Rollout:
             data_volume=self.data_volume(manifest.name),
             limits=limits_for(manifest),
             egress=tuple(EgressAllowance(rule.host, tuple(rule.ports)) for rule in egress_rules(manifest)),
+            token=secrets.token_urlsafe(24),
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:
@@ -226,9 +228,10 @@ class Rollout:
             handle=status.handle,
             image=target.image,
             image_id=target.image_id,
-            endpoint=f"unix://{socket_dir}/plugin.sock",
+            endpoint=status.endpoint or f"unix://{socket_dir}/plugin.sock",
             socket_dir=str(socket_dir),
             created=time.time(),
+            token=spec.token,
         )
         self.store.add_instance(record)
         return record
@@ -236,12 +239,12 @@ class Rollout:
     def _wait_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
         deadline = time.monotonic() + min(manifest.readiness.timeout_seconds, self.settings.ready_timeout)
         socket_path = Path(instance.socket_dir) / "plugin.sock"
-        with PluginClient(instance.endpoint, manifest.name) as client:
+        with PluginClient(instance.endpoint, manifest.name, instance.token) as client:
             while True:
                 status = self.driver.inspect(instance.handle)
                 if status is None or not status.running:
                     raise self.failure(instance, status)
-                if socket_path.exists() and client.healthy(timeout=0.5):
+                if (socket_path.exists() or not instance.endpoint.startswith("unix:")) and client.healthy(timeout=0.5):
                     break
                 if time.monotonic() > deadline:
                     raise StartFailedError(
@@ -299,7 +302,10 @@ class Rollout:
                 )
 
     def _hand_over(self, old: InstanceRecord, new: InstanceRecord) -> None:
-        with PluginClient(old.endpoint, old.plugin) as old_client, PluginClient(new.endpoint, new.plugin) as client:
+        with (
+            PluginClient(old.endpoint, old.plugin, old.token) as old_client,
+            PluginClient(new.endpoint, new.plugin, new.token) as client,
+        ):
             try:
                 state = old_client.snapshot()
             except Exception:
@@ -328,7 +334,7 @@ class Rollout:
 
     def retire(self, instance: InstanceRecord) -> None:
         """Drain an instance (in-flight calls finish), stop it, and remove it."""
-        with PluginClient(instance.endpoint, instance.plugin) as client:
+        with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
             client.shutdown(grace_seconds=self.settings.drain_timeout)
         deadline = time.monotonic() + self.settings.drain_timeout + 1
         while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ find what runs by label and re-adopt it. A driver knows containers, not lifecycl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +61,8 @@ class InstanceSpec:
     limits: ResourceLimits
     #: No network at all when empty; otherwise only these destinations are reachable.
     egress: tuple[EgressAllowance, ...] = ()
+    #: Secret the instance requires on every call but health checks (authenticates TCP endpoints).
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class InstanceStatus:
     started_at: str = ""
     pid: int = 0
     restart_count: int = 0
+    #: gRPC address of the instance when the driver decides it (TCP in a cluster); "" for the Unix socket.
+    endpoint: str = ""
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,12 @@ class RuntimeDriver(Protocol):
     def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """Yield log lines of an instance."""
 
-    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
-        """Read back applied limits and live usage; list every difference from `limits` as a mismatch."""
+    def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
+        """Read back applied limits and live usage; list every difference from `limits` as a mismatch.
+
+        `applied` and `usage` use the manifest's keys (`cpu_percent`, `memory_mb`, `pids`, ...); CPU usage
+        is measured over `sample_seconds` (0: averaged since start, so the call does not wait).
+        """
 
     def stop(self, handle: str, timeout: float) -> None:
         """Ask an instance to stop (SIGTERM), killing it after `timeout` seconds."""
@@ -140,3 +149,28 @@ class RuntimeDriver(Protocol):
 
     def remove_volume(self, name: str) -> None:
         """Remove a data volume if present."""
+
+
+@dataclass(frozen=True)
+class MirroredPlugin:
+    """A plugin's desired state as kept outside the local store (e.g. a Plugin custom resource)."""
+
+    name: str
+    source: str
+    manifest: Mapping[str, object]
+    revisions: tuple[Mapping[str, object], ...]
+
+
+class StateMirror(Protocol):
+    """Where a runtime keeps desired state that must survive the orchestrator (in a cluster: the cluster)."""
+
+    def save(
+        self, name: str, source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Record a plugin's manifest and revisions after a successful roll."""
+
+    def delete(self, name: str) -> None:
+        """Forget a plugin (and, in a cluster, everything it owns)."""
+
+    def load(self) -> list[MirroredPlugin]:
+        """Return every recorded plugin."""

@@ -2,12 +2,19 @@
 
 This is the only module that imports `docker`. Engine errors are translated here, at the boundary, into
 sysops errors with one-line messages (bodies truncated so nothing large or secret reaches a terminal).
+Every limit of the manifest is applied at create time (CPU quota, memory = memory+swap, pids, block-I/O
+throttle on the data volume's disk, network mode; egress allow-lists and connection limits through a
+network-holder container, see docker_network.py), and `resources` reads back what the engine and the
+kernel actually enforce (inspect and the cgroup files) so that any difference is an error.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -16,7 +23,11 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError
+from sysops.runtime import docker_network
 from sysops.runtime.base import (
+    LABEL_INSTALLATION,
+    LABEL_INSTANCE,
+    LABEL_PLUGIN,
     BuildRequest,
     BuiltImage,
     InstanceSpec,
@@ -25,10 +36,29 @@ from sysops.runtime.base import (
     ResourceLimits,
     ResourceReport,
 )
+from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
+from sysops.runtime.faults import MAX_RESTARTS
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
 PLUGIN_USER = "10001:10001"
+#: Marks containers that are not plugin instances but serve one (the network holder); never listed as instances.
+LABEL_ROLE = "sysops.role"
+LABEL_EGRESS = "sysops.egress"
+ROLE_NETWORK = "network"
+#: A holder whose plugin container is gone is removed once it is older than this (it may be mid-start before).
+_ORPHAN_HOLDER_AGE = 120.0
+_TMPFS = {"/tmp": "rw,noexec,nosuid,size=16m"}
+_HARDENING: dict[str, Any] = {
+    "user": PLUGIN_USER,
+    "read_only": True,
+    "tmpfs": _TMPFS,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "privileged": False,
+    "init": False,
+}
+_MIB = 1024 * 1024
 _ENGINE_HINT = (
     "start it (Debian: `apt-get install -y docker.io && dockerd &`, or run scripts/bootstrap.sh) "
     "or point DOCKER_HOST at a running engine"
@@ -111,6 +141,15 @@ class DockerDriver:
             raise BuildError(f"building {request.tag} produced no image", details="\n".join(tail[-8:]))
         return BuiltImage(id=image_id, tag=request.tag, digest=image_id)
 
+    def push_image(self, reference: str) -> None:
+        """Push an image to its registry (for clusters whose nodes do not share this engine)."""
+        try:
+            for chunk in self.client.images.push(reference, stream=True, decode=True):
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise BuildError(f"pushing {reference} failed: {_short(chunk['error'])}")
+        except docker.errors.APIError as exc:
+            raise BuildError(f"pushing {reference} failed: {_short(exc)}") from exc
+
     def remove_image(self, reference: str) -> None:
         """Remove an image if present."""
         try:
@@ -121,42 +160,125 @@ class DockerDriver:
             raise RuntimeOperationError(f"cannot remove image {reference}: {_short(exc)}") from exc
 
     def start(self, spec: InstanceSpec) -> InstanceStatus:
-        """Create and start a hardened container for one plugin instance."""
+        """Create and start a hardened, limited container for one plugin instance."""
         limits = spec.limits
-        if spec.egress:
-            raise RuntimeOperationError(
-                f"{spec.labels.get('sysops.plugin', spec.name)}: network allow-lists are not supported by the docker "
-                "runtime yet; use 'network: none'"
-            )
+        plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        mountpoint = self._ensure_volume(spec)
         kwargs: dict[str, Any] = {
+            **_HARDENING,
             "name": spec.name,
             "labels": dict(spec.labels),
-            "environment": dict(spec.environment),
+            "environment": {**spec.environment, **({"SYSOPS_TOKEN": spec.token} if spec.token else {})},
             "detach": True,
-            "user": PLUGIN_USER,
-            "read_only": True,
-            "tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"],
             "network_mode": "none",
             "nano_cpus": limits.nano_cpus,
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids,
-            "init": False,
             "stop_signal": "SIGTERM",
+            # The engine's restart manager backs off exponentially (100 ms doubling) and gives up after the cap.
+            "restart_policy": {"Name": "on-failure", "MaximumRetryCount": MAX_RESTARTS},
             "mounts": [
                 Mount(target=PLUGIN_SOCKET_DIR, source=str(spec.socket_dir), type="bind"),
                 Mount(target=PLUGIN_DATA_DIR, source=spec.data_volume, type="volume"),
             ],
         }
+        if limits.io_bytes_per_sec:
+            device = self._io_device(mountpoint, plugin)
+            throttle = [{"Path": device.path, "Rate": limits.io_bytes_per_sec}]
+            kwargs["device_read_bps"] = throttle
+            kwargs["device_write_bps"] = throttle
+        holder = self._start_network_holder(spec) if spec.egress else None
+        if holder is not None:
+            kwargs["network_mode"] = f"container:{holder.id}"
         try:
             container = self.client.containers.run(spec.image, **kwargs)
         except docker.errors.ImageNotFound as exc:
+            self._remove_holders(spec.labels)
             raise RuntimeOperationError(f"image {spec.image} not found for {spec.name}") from exc
         except docker.errors.APIError as exc:
+            self._remove_holders(spec.labels)
             raise RuntimeOperationError(f"cannot start container {spec.name}: {_short(exc)}") from exc
         return self._status(container)
+
+    def _ensure_volume(self, spec: InstanceSpec) -> str:
+        """Create the plugin's data volume (labelled) if needed; return its mountpoint on the host."""
+        try:
+            try:
+                volume = self.client.volumes.get(spec.data_volume)
+            except docker.errors.NotFound:
+                labels = {key: spec.labels[key] for key in (LABEL_INSTALLATION, LABEL_PLUGIN) if key in spec.labels}
+                volume = self.client.volumes.create(spec.data_volume, labels=labels)
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
+        return str(volume.attrs.get("Mountpoint") or "")
+
+    def _io_device(self, mountpoint: str, plugin: str) -> BlockDevice:
+        """The disk behind the data volume (or the engine's root dir); refuse the limit if there is none."""
+        candidates = [mountpoint] if mountpoint and os.path.exists(mountpoint) else []
+        candidates.append(str(self.client.info().get("DockerRootDir") or "/var/lib/docker"))
+        for directory in candidates:
+            device = block_device_for(directory)
+            if device is not None:
+                return device
+        raise RuntimeOperationError(
+            f"{plugin}: limits.disk_io_mb_per_sec cannot be enforced here: no local block device backs "
+            f"the data volume ({candidates[0]})",
+            hint="remove disk_io_mb_per_sec from plugin.yaml, or run the engine on a host with a block device",
+        )
+
+    def _start_network_holder(self, spec: InstanceSpec) -> Container:
+        """Start the container that owns the instance's network namespace, with the firewall programmed."""
+        plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        docker_network.check_host_support(plugin)
+        resolved = docker_network.resolve(spec.egress, plugin)
+        labels = {key: value for key, value in spec.labels.items() if key != "sysops.source"}
+        labels[LABEL_ROLE] = ROLE_NETWORK
+        labels[LABEL_EGRESS] = ",".join(docker_network.expected_allowed(resolved.destinations))
+        try:
+            holder = self.client.containers.run(
+                spec.image,
+                **_HARDENING,
+                name=f"{spec.name}-net",
+                entrypoint=["python", "-c", "import signal; signal.pause()"],
+                labels=labels,
+                detach=True,
+                nano_cpus=100_000_000,
+                mem_limit=32 * _MIB,
+                memswap_limit=32 * _MIB,
+                pids_limit=8,
+                extra_hosts=resolved.hosts,
+            )
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot start the network holder of {spec.name}: {_short(exc)}") from exc
+        try:
+            holder.reload()
+            pid = int(holder.attrs.get("State", {}).get("Pid") or 0)
+            if pid <= 0:
+                raise RuntimeOperationError(f"the network holder of {spec.name} did not start")
+            docker_network.apply(pid, resolved.destinations, spec.limits.network_connections, plugin)
+        except BaseException:
+            self._remove_holders(spec.labels)
+            raise
+        return holder
+
+    def _holders(self, labels: Mapping[str, str]) -> list[Container]:
+        selector = {LABEL_ROLE: ROLE_NETWORK}
+        for key in (LABEL_INSTALLATION, LABEL_INSTANCE):
+            if key in labels:
+                selector[key] = labels[key]
+        filters: dict[str, str | list[str] | bool] = {"label": [f"{k}={v}" for k, v in selector.items()]}
+        try:
+            return list(self.client.containers.list(all=True, filters=filters))
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot list network holders: {_short(exc)}") from exc
+
+    def _remove_holders(self, labels: Mapping[str, str]) -> None:
+        """Remove the network holder(s) of one instance (both labels must be known)."""
+        if LABEL_INSTANCE not in labels or LABEL_INSTALLATION not in labels:
+            return
+        for holder in self._holders(labels):
+            self._force_remove(str(holder.id))
 
     def inspect(self, handle: str) -> InstanceStatus | None:
         """Return a container's status, or None when it is gone."""
@@ -175,7 +297,20 @@ class DockerDriver:
             containers = self.client.containers.list(all=True, filters=filters)
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot list containers: {_short(exc)}") from exc
-        return [self._status(container) for container in containers]
+        plugins = [c for c in containers if LABEL_ROLE not in (c.labels or {})]
+        instances = {(c.labels or {}).get(LABEL_INSTANCE) for c in plugins}
+        for holder in containers:
+            if (holder.labels or {}).get(LABEL_ROLE) == ROLE_NETWORK and holder.labels.get(
+                LABEL_INSTANCE
+            ) not in instances:
+                self._remove_orphan_holder(holder)
+        return [self._status(container) for container in plugins]
+
+    def _remove_orphan_holder(self, holder: Container) -> None:
+        """Remove a network holder whose plugin container is gone, unless it may still be starting."""
+        created = _timestamp(str(holder.attrs.get("Created") or ""))
+        if created is not None and time.time() - created > _ORPHAN_HOLDER_AGE:
+            self._force_remove(str(holder.id))
 
     def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """Yield log lines (stdout and stderr) of a container."""
@@ -200,28 +335,155 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot read logs of {handle[:12]}: {_short(exc)}") from exc
 
-    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
-        """Compare what the engine applied (container inspect) with the asked limits."""
+    def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
+        """Compare what the engine (inspect) and the kernel (cgroup files, netns firewall) apply with `limits`.
+
+        Keys of `applied` and `usage` are the manifest's (`cpu_percent`, `memory_mb`, ...). CPU usage is
+        sampled from cgroup accounting over `sample_seconds`, or averaged since start when that is 0.
+        """
         try:
-            host = self.client.api.inspect_container(handle)["HostConfig"]
+            attrs = self.client.api.inspect_container(handle)
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot inspect container {handle[:12]}: {_short(exc)}") from exc
-        applied = {
-            "nano_cpus": host.get("NanoCpus"),
-            "memory_bytes": host.get("Memory"),
-            "memory_swap_bytes": host.get("MemorySwap"),
+        host, state = attrs.get("HostConfig") or {}, attrs.get("State") or {}
+        running = bool(state.get("Running")) and not state.get("Restarting")
+        pid = int(state.get("Pid") or 0)
+        mismatches: list[str] = []
+
+        def check(key: str, asked: object, applied: object, where: str) -> None:
+            if asked != applied:
+                mismatches.append(f"{key}: asked {asked}, applied {applied} ({where})")
+
+        io_rate = limits.io_bytes_per_sec
+        engine_io = {
+            d.get("Rate") for d in (host.get("BlkioDeviceReadBps") or []) + (host.get("BlkioDeviceWriteBps") or [])
+        }
+        check("limits.cpu_percent", _percent(limits.nano_cpus), _percent(host.get("NanoCpus") or 0), "engine")
+        check("limits.memory_mb", _mb(limits.memory_bytes), _mb(host.get("Memory") or 0), "engine")
+        check("memory+swap (MiB)", _mb(limits.memory_bytes), _mb(host.get("MemorySwap") or 0), "engine")
+        check("limits.pids", limits.pids, host.get("PidsLimit"), "engine")
+        check("limits.disk_io_mb_per_sec", _rates({io_rate} if io_rate else set()), _rates(engine_io), "engine")
+        self._check_hardening(attrs, check)
+
+        applied: dict[str, object] = {
+            "cpu_percent": _percent(host.get("NanoCpus") or 0),
+            "memory_mb": _mb(host.get("Memory") or 0),
+            "memory_swap_mb": _mb(host.get("MemorySwap") or 0),
             "pids": host.get("PidsLimit"),
+            "disk_io_mb_per_sec": _rates(engine_io),
         }
-        expected = {
-            "nano_cpus": limits.nano_cpus,
-            "memory_bytes": limits.memory_bytes,
-            "memory_swap_bytes": limits.memory_bytes,
-            "pids": limits.pids,
-        }
-        mismatches = tuple(
-            f"{key}: asked {expected[key]}, applied {applied[key]}" for key in expected if applied[key] != expected[key]
+        usage: dict[str, object] = {}
+        reading = CgroupLocator().read(pid, str(attrs.get("Id")), host.get("CgroupParent") or "/docker")
+        if reading is None and running:
+            mismatches.append("cgroup: the container's cgroup files are not readable on this host, limits unverified")
+        if reading is not None:
+            applied.update(self._check_cgroup(reading, limits, check))
+            usage = self._usage(reading, pid, attrs, sample_seconds)
+        applied.update(self._check_network(host, pid, running, limits, check))
+        return ResourceReport(applied=applied, usage=usage, mismatches=tuple(mismatches))
+
+    def _check_hardening(self, attrs: Mapping[str, Any], check: Any) -> None:
+        host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
+        check("user", PLUGIN_USER, config.get("User"), "engine")
+        check("read-only root filesystem", True, host.get("ReadonlyRootfs"), "engine")
+        check("capabilities dropped", ["ALL"], host.get("CapDrop"), "engine")
+        check("capabilities added", [], host.get("CapAdd") or [], "engine")
+        check("privileged", False, host.get("Privileged"), "engine")
+        options = host.get("SecurityOpt") or []
+        check("no-new-privileges", True, "no-new-privileges:true" in options, "engine")
+        check("seccomp", "default", "unconfined" if any("unconfined" in o for o in options) else "default", "engine")
+        sources = sorted(str(m.get("Source") or m.get("Name") or "") for m in attrs.get("Mounts") or [])
+        check("host paths", True, not any("docker.sock" in source for source in sources), "engine")
+        check(
+            "mounts",
+            [PLUGIN_DATA_DIR, PLUGIN_SOCKET_DIR],
+            sorted(m.get("Destination") for m in attrs.get("Mounts") or []),
+            "engine",
         )
-        return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
+
+    @staticmethod
+    def _check_cgroup(reading: CgroupReading, limits: ResourceLimits, check: Any) -> dict[str, object]:
+        values = reading.limits
+        v1 = reading.version == 1
+        quota, period = values.get("cpu_quota_us"), values.get("cpu_period_us")
+        cores = quota / period if isinstance(quota, int) and isinstance(period, int) and period else None
+        cpu = round(cores * 100, 3) if cores is not None else None
+        check("limits.cpu_percent", _percent(limits.nano_cpus), cpu, "cpu.cfs_quota_us" if v1 else "cpu.max")
+        memory = values.get("memory_limit_bytes")
+        check("limits.memory_mb", _mb(limits.memory_bytes), _mb(memory) if isinstance(memory, int) else memory,
+              "memory.limit_in_bytes" if v1 else "memory.max")  # fmt: skip
+        swap = values.get("memory_swap_limit_bytes")
+        if v1 and swap is not None:
+            check("memory+swap (MiB)", _mb(limits.memory_bytes), _mb(int(str(swap))), "memory.memsw.limit_in_bytes")
+        elif not v1:
+            check("swap (MiB)", 0, _mb(swap) if isinstance(swap, int) else swap, "memory.swap.max")
+        check("limits.pids", limits.pids, values.get("pids_max"), "pids.max")
+        rates: set[object] = set()
+        for key in ("read_bps", "write_bps"):
+            per_device = values.get(key)
+            rates |= set(per_device.values()) if isinstance(per_device, dict) else set()
+            asked = {limits.io_bytes_per_sec} if limits.io_bytes_per_sec else set()
+            got = set(per_device.values()) if isinstance(per_device, dict) else set()
+            where = ("blkio.throttle." if v1 else "io.max ") + key
+            check("limits.disk_io_mb_per_sec", _rates(asked), _rates(got), where)
+        applied: dict[str, object] = {"cpu_percent": cpu, "pids": values.get("pids_max")}
+        if isinstance(memory, int):
+            applied["memory_mb"] = _mb(memory)
+        if rates:
+            applied["disk_io_mb_per_sec"] = _rates(rates)
+        return applied
+
+    def _check_network(
+        self, host: Mapping[str, Any], pid: int, running: bool, limits: ResourceLimits, check: Any
+    ) -> dict[str, object]:
+        mode = str(host.get("NetworkMode") or "")
+        if mode == "none":
+            # No interface but loopback: zero outbound connections, whatever the limit says.
+            return {"network": "none", "network_connections": 0}
+        if not mode.startswith("container:"):
+            check("network", "none or an allow-list", mode, "engine")
+            return {"network": mode}
+        holder_id = mode.removeprefix("container:")
+        try:
+            holder = self.client.api.inspect_container(holder_id)
+        except docker.errors.APIError:
+            check("network", "allow-list", "holder container missing", "engine")
+            return {"network": "allow-list (holder missing)"}
+        expected = (holder.get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS, "")
+        if not running:
+            return {"network": f"allow-list {expected}"}
+        firewall = docker_network.read_back(pid)
+        if firewall is None:
+            check("network", "allow-list", "firewall not readable", "iptables -S")
+            return {"network": "allow-list (unverified)"}
+        check("network", expected, ",".join(firewall.allowed), "iptables -S")
+        check("network (reject the rest)", True, firewall.rejects_rest, "iptables -S")
+        check("limits.network_connections", limits.network_connections, firewall.connection_limit, "iptables connlimit")
+        return {"network": f"allow-list {','.join(firewall.allowed)}", "network_connections": firewall.connection_limit}
+
+    @staticmethod
+    def _usage(reading: CgroupReading, pid: int, attrs: Mapping[str, Any], sample_seconds: float) -> dict[str, object]:
+        raw = reading.usage
+        cores: float | None = None
+        if sample_seconds > 0:
+            parent = (attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker"
+            cores = CgroupLocator().sample_cpu_cores(pid, str(attrs.get("Id")), sample_seconds, parent)
+        else:
+            started = _timestamp(str((attrs.get("State") or {}).get("StartedAt") or ""))
+            used = raw.get("cpu_usage_ns")
+            if started is not None and used is not None and time.time() > started:
+                cores = used / 1e9 / (time.time() - started)
+        memory, peak = raw.get("memory_bytes"), raw.get("memory_peak_bytes")
+        return {
+            "cpu_percent": round(cores * 100, 1) if cores is not None else None,
+            "cpu_window": f"{sample_seconds:g}s" if sample_seconds > 0 else "since start",
+            "memory_mb": round(memory / _MIB, 1) if memory is not None else None,
+            "memory_peak_mb": round(peak / _MIB, 1) if peak is not None else None,
+            "memory_limit_hits": raw.get("memory_failcnt"),
+            "oom_kills": raw.get("oom_kills"),
+            "pids": raw.get("pids_current"),
+            "pids_limit_hits": raw.get("pids_max_hits"),
+        }
 
     def stop(self, handle: str, timeout: float) -> None:
         """Send SIGTERM and kill after `timeout` seconds."""
@@ -233,7 +495,18 @@ class DockerDriver:
             raise RuntimeOperationError(f"cannot stop container {handle[:12]}: {_short(exc)}") from exc
 
     def remove(self, handle: str) -> None:
-        """Force-remove a container."""
+        """Force-remove a plugin container and its network holder, if it has one."""
+        try:
+            labels = self.client.api.inspect_container(handle).get("Config", {}).get("Labels") or {}
+        except docker.errors.NotFound:
+            labels = {}
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot inspect container {handle[:12]}: {_short(exc)}") from exc
+        self._force_remove(handle)
+        if LABEL_ROLE not in labels:
+            self._remove_holders(labels)
+
+    def _force_remove(self, handle: str) -> None:
         try:
             self.client.api.remove_container(handle, force=True, v=False)
         except docker.errors.NotFound:
@@ -267,4 +540,37 @@ class DockerDriver:
             started_at=str(state.get("StartedAt") or ""),
             pid=int(state.get("Pid") or 0),
             restart_count=int(attrs.get("RestartCount") or 0),
+            token=next(
+                (
+                    item.split("=", 1)[1]
+                    for item in attrs.get("Config", {}).get("Env") or []
+                    if item.startswith("SYSOPS_TOKEN=")
+                ),
+                "",
+            ),
         )
+
+
+def _percent(nano_cpus: int) -> float:
+    return round(nano_cpus / 10_000_000, 3)
+
+
+def _mb(value: int) -> float | int:
+    mib = value / _MIB
+    return int(mib) if mib.is_integer() else round(mib, 3)
+
+
+def _timestamp(text: str) -> float | None:
+    """Epoch seconds of an engine timestamp such as 2024-05-01T10:00:00.123456789Z."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+def _rates(rates: set[Any]) -> object:
+    """Byte rates as MiB/s for messages: None, one number, or a sorted list when devices differ."""
+    values = sorted(_mb(int(rate)) for rate in rates if rate)
+    return None if not values else values[0] if len(set(values)) == 1 else values

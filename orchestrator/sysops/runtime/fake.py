@@ -82,7 +82,7 @@ class FakeDriver:
             instance.logs.append(f"sysops-plugin: initialize() of plugin {plugin.name!r} failed: {exc}")
             instance.status = replace(status, running=False, exit_code=EXIT_INITIALIZE)
             return status
-        server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock")
+        server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock", spec.token)
         server.start()
         instance.server = server
         return status
@@ -109,9 +109,15 @@ class FakeDriver:
         lines = self.instances[handle].logs if handle in self.instances else []
         return iter(lines[-tail:] if tail else lines)
 
-    def resources(self, handle: str, limits: ResourceLimits) -> ResourceReport:
-        """The fake applies exactly what is asked."""
-        applied = {"nano_cpus": limits.nano_cpus, "memory_bytes": limits.memory_bytes, "pids": limits.pids}
+    def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
+        """The fake applies exactly what is asked and uses nothing."""
+        applied: dict[str, object] = {
+            "cpu_percent": limits.nano_cpus / 10_000_000,
+            "memory_mb": limits.memory_bytes // (1024 * 1024),
+            "pids": limits.pids,
+            "disk_io_mb_per_sec": limits.io_bytes_per_sec / (1024 * 1024) if limits.io_bytes_per_sec else None,
+            "network_connections": limits.network_connections,
+        }
         return ResourceReport(applied=applied, usage={}, mismatches=tuple(self.limit_mismatches))
 
     def stop(self, handle: str, timeout: float) -> None:

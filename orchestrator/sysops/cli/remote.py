@@ -1,0 +1,190 @@
+"""The CLI's side of the control API: the same operations as the local Orchestrator, done by a server.
+
+`up` builds the plugin image with the local Docker engine (the server never builds), pushes it when
+`SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
+shares this engine), then asks the server to roll it. Server errors come back with the CLI exit code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
+
+from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
+from sysops.core.client import InvocationResult
+from sysops.core.lifecycle import PluginState
+from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
+from sysops.server.protocol.v1 import control_pb2 as pb
+from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
+from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
+
+EXIT_CODE_METADATA_KEY = "sysops-exit-code"
+
+
+def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
+    trailing = dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
+    code = trailing.get(EXIT_CODE_METADATA_KEY)
+    if code is None:
+        if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return EngineUnavailableError(
+                f"sysops server {context.server} refused the token of context {context.name!r}",
+                hint="set SYSOPS_TOKEN or `sysops context set` with the server's token",
+            )
+        return EngineUnavailableError(
+            f"sysops server {context.server} not reachable ({error.code().name}: {error.details()})",
+            hint="check `sysops context ls`, SYSOPS_SERVER, and that the server runs",
+        )
+    message, _, details = str(error.details()).partition("\n")
+    translated = SysopsError(message, details=details)
+    translated.exit_code = ExitCode(int(code))
+    return translated
+
+
+class RemoteClient:
+    """A connection to a `sysops serve` control API."""
+
+    def __init__(self, context: ServerContext, progress: Any = None) -> None:
+        self.context = context
+        self.progress = progress or (lambda message: None)
+        self.channel = grpc.insecure_channel(context.server)
+        self.stub = pb_grpc.ControlStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {context.token}"),)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self.stub, method)(request, metadata=self.metadata, timeout=60)
+        except grpc.RpcError as error:
+            raise _translate(error, self.context) from None
+
+    def _stream(self, method: str, request: Any) -> Any:
+        try:
+            for progress in getattr(self.stub, method)(request, metadata=self.metadata):
+                if progress.done:
+                    return json.loads(progress.result_json or "null")
+                self.progress(progress.message)
+        except grpc.RpcError as error:
+            raise _translate(error, self.context) from None
+        return None
+
+    # what the plugin commands call
+    def reconcile(self) -> None:
+        """The server reconciles on its own."""
+
+    def up(self, path: Path) -> tuple[InstanceRecord, bool]:
+        """Build the image locally, then have the server roll it."""
+        from sysops.build.image import make_context
+        from sysops.core.manifest import load_manifest
+        from sysops.runtime.base import BuildRequest
+        from sysops.runtime.docker_driver import DockerDriver
+        from sysops.settings import Settings
+
+        plugin_dir = path.resolve()
+        manifest = load_manifest(plugin_dir)
+        settings = Settings()
+        driver = DockerDriver()
+        base_image_id = driver.image_id(settings.base_image)
+        if base_image_id is None:
+            raise EngineUnavailableError(
+                f"base image {settings.base_image} not found", hint="run plugin-base-image/build.sh"
+            )
+        labels = {"sysops.plugin": manifest.name, "sysops.version": manifest.version}
+        context = make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels)
+        registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
+        repository = f"{registry + '/' if registry else ''}sysops-plugins/{manifest.name}"
+        tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
+        self.progress(f"building image {tag}")
+        driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
+        if registry:
+            self.progress(f"pushing {tag}")
+            driver.push_image(tag)
+        request = pb.UpRequest(
+            manifest_json=manifest.model_dump_json(),
+            image=tag,
+            fingerprint=context.fingerprint,
+            source=str(plugin_dir),
+        )
+        result = self._stream("Up", request)
+        return InstanceRecord(**result["instance"]), bool(result["changed"])
+
+    def down(self, name: str, *, purge: bool = False) -> None:
+        """Remove a plugin."""
+        self._stream("Down", pb.DownRequest(name=name, purge=purge))
+
+    def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
+        """Roll back to an earlier revision."""
+        return InstanceRecord(**self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
+
+    def _query(self, kind: str, name: str = "") -> Any:
+        return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name)).json)
+
+    def list(self) -> builtins.list[Any]:
+        """Every plugin's status."""
+        return [_status(item) for item in self._query("list")]
+
+    def status(self, name: str, *, limits: bool = False) -> Any:
+        """One plugin's status (the server always includes limits and usage)."""
+        return _status(self._query("status", name))
+
+    def history(self, name: str) -> builtins.list[RevisionRecord]:
+        """A plugin's revisions."""
+        return [RevisionRecord(**item) for item in self._query("history", name)]
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """A plugin's log lines."""
+        try:
+            for line in self.stub.Logs(
+                pb.LogsRequest(name=name, follow=follow, tail=tail or 0), metadata=self.metadata
+            ):
+                yield line.text
+        except grpc.RpcError as error:
+            raise _translate(error, self.context) from None
+
+    # routed commands
+    def routes(self, prefix: str = "") -> builtins.list[Route]:
+        """The server's command table (as routes that invoke through the server)."""
+        reply = self._call("Routes", pb.RoutesRequest())
+        return [
+            Route(route.command, route.plugin, route.spec, ((REMOTE_ENDPOINT, ""),))
+            for route in reply.routes
+            if not prefix or route.command == prefix or route.command.startswith(prefix + " ")
+        ]
+
+    def invoke(self, command: str, arguments: dict[str, Any], output_format: str) -> Iterator[str | InvocationResult]:
+        """Run a plugin command through the server."""
+        request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
+        try:
+            for chunk in self.stub.Invoke(request, metadata=self.metadata):
+                event = plugin_pb.InvokeEvent.FromString(chunk.event)
+                if event.HasField("output"):
+                    yield event.output.text
+                else:
+                    result = event.result
+                    yield InvocationResult(
+                        kind=plugin_pb.Result.Kind.Name(result.kind).lower(),
+                        text=result.text,
+                        data=json.loads(result.data_json) if result.data_json else None,
+                        exit_code=result.exit_code,
+                        error=result.error,
+                    )
+        except grpc.RpcError as error:
+            raise _translate(error, self.context) from None
+
+
+def _status(data: dict[str, Any]) -> Any:
+    from sysops.core.orchestrator import PluginStatus
+
+    fields = dict(data)
+    fields["state"] = PluginState(fields["state"])
+    fields["events"] = [EventRecord(plugin=fields["name"], **event) for event in fields.get("events", [])]
+    return PluginStatus(**fields)

@@ -1,0 +1,71 @@
+"""`sysops serve` and `sysops context ...`: run the orchestrator as a server, and point the CLI at one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from sysops.cli.output import emit
+from sysops.cli.plugin_cmd import Output, OutputOption, RuntimeName, progress
+from sysops.errors import UsageError
+
+context_app = typer.Typer(
+    help="Choose which orchestrator the CLI talks to (like kubectl contexts).", no_args_is_help=True
+)
+
+
+def serve(
+    listen: Annotated[str, typer.Option("--listen", help="host:port of the gRPC control API")] = "127.0.0.1:7443",
+    runtime: Annotated[RuntimeName, typer.Option("--runtime", help="Where plugins run")] = RuntimeName.DOCKER,
+) -> None:
+    """Run the orchestrator as a long-lived server with an authenticated gRPC control API."""
+    from sysops.server.service import serve as start_server
+
+    token = os.environ.get("SYSOPS_SERVER_TOKEN", "")
+    if len(token) < 16:
+        raise UsageError("SYSOPS_SERVER_TOKEN must be set to a secret of at least 16 characters")
+    server = start_server(listen, runtime.value, token)
+    progress(f"sysops control API on {listen} (runtime {runtime.value})")
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopped.wait()
+    server.stop(grace=5).wait()
+
+
+@context_app.command("ls")
+def context_ls(output: OutputOption = Output.TEXT) -> None:
+    """List contexts; the current one is marked with *."""
+    from sysops.cli import contexts
+
+    emit(contexts.list_contexts(), output, ["current", "name", "server"])
+
+
+@context_app.command("set")
+def context_set(
+    name: Annotated[str, typer.Argument(help="Context name")],
+    server: Annotated[str, typer.Option("--server", help="host:port of a `sysops serve`")],
+    token: Annotated[str, typer.Option("--token", help="Its bearer token", envvar="SYSOPS_TOKEN")],
+) -> None:
+    """Add or change a context."""
+    from sysops.cli import contexts
+
+    contexts.set_context(name, server, token)
+    progress(f"context {name} -> {server}")
+
+
+@context_app.command("use")
+def context_use(name: Annotated[str, typer.Argument(help="Context name, or 'local'")]) -> None:
+    """Make a context current."""
+    from sysops.cli import contexts
+
+    contexts.use_context(name)
+    progress(f"using context {name}")

@@ -1,0 +1,108 @@
+"""The operator's policy file: defaults and caps for plugin limits, checked at `sysops plugin up`.
+
+A plugin's manifest says what it wants; the operator says what any plugin may have. The file is YAML,
+read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps, built-in defaults):
+
+    defaults: {cpu_percent: 50, memory_mb: 128}          # for limits a manifest leaves out
+    caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20}
+    egress: allow                                        # or deny: refuse any `network:` allow-list
+
+A key the manifest sets above its cap is refused (exit code 9) with a message naming the file, the key,
+the asked value and the cap. A key it leaves out takes the policy default (else the built-in one),
+lowered to the cap; an unlimited key (`disk_io_mb_per_sec`, `network_connections`) takes the cap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sysops.core.manifest import Limits, Manifest
+from sysops.errors import PolicyDeniedError
+
+POLICY_FILE = "policy.yaml"
+
+
+class LimitValues(BaseModel):
+    """Values per limit key (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_percent: Annotated[float | None, Field(gt=0)] = None
+    memory_mb: Annotated[int | None, Field(ge=16)] = None
+    disk_io_mb_per_sec: Annotated[float | None, Field(gt=0)] = None
+    network_connections: Annotated[int | None, Field(ge=1)] = None
+    pids: Annotated[int | None, Field(ge=8)] = None
+
+
+class Policy(BaseModel):
+    """The operator's policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: LimitValues = Field(default_factory=LimitValues)
+    caps: LimitValues = Field(default_factory=LimitValues)
+    egress: Literal["allow", "deny"] = "allow"
+    #: Where the policy came from, for messages ("" = built in).
+    source: str = ""
+
+
+def policy_path(home: Path) -> Path:
+    """The policy file in effect: `$SYSOPS_POLICY`, else `<home>/policy.yaml`."""
+    return Path(os.environ.get("SYSOPS_POLICY") or home / POLICY_FILE)
+
+
+def load_policy(home: Path) -> Policy:
+    """Load the policy; no file means no caps (unless `$SYSOPS_POLICY` names a missing file: an error)."""
+    path = policy_path(home)
+    if not path.is_file():
+        if os.environ.get("SYSOPS_POLICY"):
+            raise PolicyDeniedError(f"{path}: policy file not found (named by SYSOPS_POLICY)")
+        return Policy()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyDeniedError(f"{path}: cannot read the policy file: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyDeniedError(f"{path}: expected a mapping with defaults, caps, egress")
+    try:
+        policy = Policy.model_validate({**data, "source": str(path)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise PolicyDeniedError(f"{path}: key '{key}': {error['msg']} (got {error.get('input')!r})") from None
+    for key, default in policy.defaults.model_dump(exclude_none=True).items():
+        cap = getattr(policy.caps, key)
+        if cap is not None and default > cap:
+            raise PolicyDeniedError(f"{path}: defaults.{key} is {default:g}, above caps.{key} {cap:g}")
+    return policy
+
+
+def apply_policy(manifest: Manifest, policy: Policy, source: str) -> Manifest:
+    """Return the manifest with policy defaults and caps applied, or raise PolicyDeniedError naming the key.
+
+    `source` names the manifest file in messages.
+    """
+    where = f" ({policy.source})" if policy.source else ""
+    if policy.egress == "deny" and manifest.network != "none":
+        raise PolicyDeniedError(f"{source}: network asks for an allow-list, policy allows only 'none'{where}")
+    asked = manifest.limits.model_fields_set
+    values = manifest.limits.model_dump()
+    for key in LimitValues.model_fields:
+        cap = getattr(policy.caps, key)
+        if key in asked:
+            value = values[key]
+            if cap is not None and (value is None or value > cap):
+                shown = "unlimited" if value is None else f"{value:g}"
+                raise PolicyDeniedError(f"{source}: limits.{key} asks {shown}, policy caps it at {cap:g}{where}")
+            continue
+        default = getattr(policy.defaults, key)
+        value = default if default is not None else values[key]
+        if cap is not None and (value is None or value > cap):
+            value = cap
+        values[key] = value
+    return manifest.model_copy(update={"limits": Limits.model_validate(values)})

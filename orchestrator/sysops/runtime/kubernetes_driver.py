@@ -1,0 +1,395 @@
+"""The Kubernetes runtime driver: plugin instances as pods that sysops manages, in one namespace.
+
+Each instance is a Pod (not a Deployment: sysops itself does the rolling replacement and the automatic
+rollback that Deployments lack), owned by the plugin's `Plugin` custom resource, with a NetworkPolicy
+from the manifest's `network:`. Pods listen on TCP and require the per-instance token the rollout
+generated. The plugin's limits become resource requests and limits (Guaranteed QoS) and its hardening a
+restricted security context. This module and kubernetes_state.py are the only ones that import the
+kubernetes client; API errors are translated here into sysops errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError, StartFailedError
+from sysops.runtime.base import (
+    LABEL_INSTANCE,
+    LABEL_PLUGIN,
+    BuildRequest,
+    BuiltImage,
+    InstanceSpec,
+    InstanceStatus,
+    ProgressCallback,
+    ResourceLimits,
+    ResourceReport,
+)
+
+PLUGIN_PORT = 50051
+PLUGIN_UID = 10001
+CRD_GROUP = "sysops.dev"
+CRD_VERSION = "v1alpha1"
+CRD_PLURAL = "plugins"
+ORCHESTRATOR_SELECTOR = {"app.kubernetes.io/name": "sysops"}
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_POD_IP_TIMEOUT = 60.0
+
+
+def _short(exc: ApiException) -> str:
+    return f"{exc.status} {exc.reason}".strip()
+
+
+def load_client_config() -> None:
+    """Use the in-cluster service account when running in a pod, else the user's kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except ConfigException:
+        try:
+            config.load_kube_config()
+        except (ConfigException, OSError) as exc:
+            raise EngineUnavailableError(
+                f"Kubernetes API not reachable ({exc})", hint="set KUBECONFIG or run inside a cluster"
+            ) from exc
+
+
+def cpu_quantity(nano_cpus: int) -> str:
+    """CPU in millicores, as Kubernetes writes it."""
+    return f"{max(1, nano_cpus // 1_000_000)}m"
+
+
+def memory_quantity(memory_bytes: int) -> str:
+    """Memory in MiB, as Kubernetes writes it."""
+    return f"{memory_bytes // (1024 * 1024)}Mi"
+
+
+class KubernetesDriver:
+    """Runs plugin instances as pods in one namespace."""
+
+    name = "kubernetes"
+
+    def __init__(self, namespace: str | None = None, image_pull_policy: str | None = None) -> None:
+        self.namespace = namespace or os.environ.get("SYSOPS_NAMESPACE", "default")
+        self.image_pull_policy = image_pull_policy or os.environ.get("SYSOPS_PLUGIN_IMAGE_PULL_POLICY", "IfNotPresent")
+        # The client's own annotations are looser than its behaviour (dict bodies are accepted): use Any.
+        self._core: Any = None
+
+    @property
+    def core(self) -> Any:
+        """The core API client, configured on first use."""
+        if self._core is None:
+            load_client_config()
+            self._core = client.CoreV1Api()
+        return self._core
+
+    @property
+    def custom(self) -> Any:
+        """The custom objects API (Plugin resources)."""
+        _ = self.core
+        return client.CustomObjectsApi()
+
+    @property
+    def networking(self) -> Any:
+        """The networking API (NetworkPolicies)."""
+        _ = self.core
+        return client.NetworkingV1Api()
+
+    def ping(self) -> None:
+        """Raise EngineUnavailableError if the API server cannot be reached."""
+        try:
+            self.core.list_namespaced_pod(self.namespace, limit=1)
+        except ApiException as exc:
+            raise EngineUnavailableError(
+                f"Kubernetes API refused access to namespace {self.namespace}: {_short(exc)}"
+            ) from exc
+        except Exception as exc:  # urllib3 connection errors
+            raise EngineUnavailableError(f"Kubernetes API not reachable ({type(exc).__name__})") from exc
+
+    def image_id(self, reference: str) -> str | None:
+        """Images live in registries or on nodes; the cluster is trusted to resolve the reference."""
+        return reference or None
+
+    def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
+        """The cluster does not build: the CLI builds with its local engine and pushes or shares the image."""
+        raise BuildError("the kubernetes runtime does not build images", hint="the sysops CLI builds them locally")
+
+    def remove_image(self, reference: str) -> None:
+        """Images on nodes are garbage-collected by the kubelet."""
+
+    def remove_volume(self, name: str) -> None:
+        """Plugin data lives in pod-scoped volumes on this runtime."""
+
+    # owner
+    def ensure_owner(self, plugin: str) -> dict[str, Any]:
+        """Return the Plugin resource that owns the plugin's pods, creating a minimal one if missing."""
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, plugin
+            )
+            return found
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(f"cannot read Plugin {plugin}: {_short(exc)}") from exc
+        body = {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": "Plugin",
+            "metadata": {"name": plugin, "labels": {LABEL_PLUGIN: plugin}},
+            "spec": {"manifest": {}, "image": ""},
+        }
+        try:
+            created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, body
+            )
+            return created
+        except ApiException as exc:
+            raise RuntimeOperationError(
+                f"cannot create Plugin {plugin}: {_short(exc)}", hint="is the sysops CRD installed (helm chart)?"
+            ) from exc
+
+    @staticmethod
+    def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
+            "kind": "Plugin",
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "blockOwnerDeletion": True,
+        }
+
+    # instances
+    def start(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create the instance's pod and NetworkPolicy, and wait until the pod has an IP."""
+        plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        limits = spec.limits
+        if limits.io_bytes_per_sec is not None or limits.network_connections is not None:
+            raise RuntimeOperationError(
+                f"plugin {plugin!r}: limits.disk_io_mb_per_sec and limits.network_connections cannot be enforced "
+                "on the kubernetes runtime; remove them from plugin.yaml (see docs/kubernetes.md)"
+            )
+        owner = self._owner_reference(self.ensure_owner(plugin))
+        labels = {key: value for key, value in spec.labels.items() if _LABEL_VALUE.match(value) and len(value) <= 63}
+        annotations = {key: value for key, value in spec.labels.items() if key not in labels}
+        environment = {**spec.environment, "SYSOPS_LISTEN": f"0.0.0.0:{PLUGIN_PORT}"}
+        if spec.token:
+            environment["SYSOPS_TOKEN"] = spec.token
+        pod = self._pod_body(spec, labels, annotations, environment, owner)
+        try:
+            self.core.create_namespaced_pod(self.namespace, pod)
+            self.networking.create_namespaced_network_policy(self.namespace, self._policy_body(spec, labels, owner))
+        except ApiException as exc:
+            self.remove(spec.name)
+            raise RuntimeOperationError(f"cannot create pod {spec.name}: {_short(exc)}") from exc
+        deadline = time.monotonic() + _POD_IP_TIMEOUT
+        while time.monotonic() < deadline:
+            status = self.inspect(spec.name)
+            if status is None:
+                break
+            if status.endpoint or status.exit_code is not None:
+                return status
+            time.sleep(0.2)
+        self.remove(spec.name)
+        raise StartFailedError(f"pod {spec.name} was not scheduled within {_POD_IP_TIMEOUT:g}s")
+
+    def _pod_body(
+        self,
+        spec: InstanceSpec,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        environment: Mapping[str, str],
+        owner: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        resources = {
+            "cpu": cpu_quantity(spec.limits.nano_cpus),
+            "memory": memory_quantity(spec.limits.memory_bytes),
+            "ephemeral-storage": "64Mi",
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": spec.name,
+                "labels": dict(labels),
+                "annotations": dict(annotations),
+                "ownerReferences": [dict(owner)],
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 10,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": PLUGIN_UID,
+                    "runAsGroup": PLUGIN_UID,
+                    "fsGroup": PLUGIN_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "plugin",
+                        "image": spec.image,
+                        "imagePullPolicy": self.image_pull_policy,
+                        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
+                        "ports": [{"name": "grpc", "containerPort": PLUGIN_PORT}],
+                        "resources": {"limits": resources, "requests": resources},
+                        "securityContext": {
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                            "privileged": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "readinessProbe": {
+                            "exec": {"command": ["/opt/sysops/bin/python", "-m", "sysops_sdk.healthcheck"]},
+                            "periodSeconds": 2,
+                            "timeoutSeconds": 2,
+                        },
+                        "volumeMounts": [
+                            {"name": "tmp", "mountPath": "/tmp"},
+                            {"name": "data", "mountPath": "/data"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                    {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}},
+                ],
+            },
+        }
+
+    def _policy_body(self, spec: InstanceSpec, labels: Mapping[str, str], owner: Mapping[str, Any]) -> dict[str, Any]:
+        egress = []
+        for allowance in spec.egress:
+            cidr = allowance.host if "/" in allowance.host else f"{allowance.host}/32"
+            rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}}]}
+            if allowance.ports:
+                rule["ports"] = [{"protocol": "TCP", "port": port} for port in allowance.ports]
+            egress.append(rule)
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": spec.name, "labels": dict(labels), "ownerReferences": [dict(owner)]},
+            "spec": {
+                "podSelector": {"matchLabels": {LABEL_INSTANCE: labels[LABEL_INSTANCE]}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": ORCHESTRATOR_SELECTOR}}],
+                        "ports": [{"protocol": "TCP", "port": PLUGIN_PORT}],
+                    }
+                ],
+                "egress": egress,
+            },
+        }
+
+    def inspect(self, handle: str) -> InstanceStatus | None:
+        """Return a pod's status, or None when it is gone."""
+        try:
+            pod: Any = self.core.read_namespaced_pod(handle, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeOperationError(f"cannot read pod {handle}: {_short(exc)}") from exc
+        return self._status(pod)
+
+    def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
+        """List pods carrying all `labels`."""
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        try:
+            pods: list[Any] = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        except ApiException as exc:
+            raise RuntimeOperationError(f"cannot list pods: {_short(exc)}") from exc
+        return [self._status(pod) for pod in pods if pod.metadata.deletion_timestamp is None]
+
+    @staticmethod
+    def _status(pod: Any) -> InstanceStatus:
+        metadata, status = pod.metadata, pod.status
+        container_status = (status.container_statuses or [None])[0]
+        running = bool(
+            status.phase == "Running" and container_status is not None and container_status.state.running is not None
+        )
+        exit_code: int | None = None
+        oom_killed = False
+        if container_status is not None and not running:
+            terminated = container_status.state.terminated or (
+                container_status.last_state.terminated if container_status.last_state else None
+            )
+            if terminated is not None:
+                exit_code = int(terminated.exit_code)
+                oom_killed = terminated.reason == "OOMKilled"
+        environment = {item.name: item.value for item in pod.spec.containers[0].env or []}
+        return InstanceStatus(
+            handle=metadata.name,
+            name=metadata.name,
+            labels={**(metadata.annotations or {}), **(metadata.labels or {})},
+            running=running and metadata.deletion_timestamp is None,
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            started_at=str(status.start_time or ""),
+            restart_count=int(container_status.restart_count) if container_status else 0,
+            endpoint=f"{status.pod_ip}:{PLUGIN_PORT}" if status.pod_ip else "",
+            token=environment.get("SYSOPS_TOKEN", ""),
+        )
+
+    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        """Yield log lines of a pod (of its previous run if the current one has not logged yet)."""
+        status = self.inspect(handle)
+        if status is None:
+            return
+        previous = not status.running and status.restart_count > 0
+        try:
+            response = self.core.read_namespaced_pod_log(
+                handle, self.namespace, tail_lines=tail, follow=follow, previous=previous, _preload_content=False
+            )
+            pending = b""
+            for chunk in response.stream(1024):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+            if pending:
+                yield pending.decode(errors="replace")
+        except ApiException as exc:
+            if exc.status in (400, 404):  # container not started yet, or gone
+                return
+            raise RuntimeOperationError(f"cannot read logs of pod {handle}: {_short(exc)}") from exc
+
+    def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
+        """Compare the pod's resource limits as the API server stored them with the manifest's."""
+        try:
+            pod: Any = self.core.read_namespaced_pod(handle, self.namespace)
+        except ApiException as exc:
+            raise RuntimeOperationError(f"cannot read pod {handle}: {_short(exc)}") from exc
+        applied_limits = pod.spec.containers[0].resources.limits or {}
+        applied = {"cpu": applied_limits.get("cpu"), "memory": applied_limits.get("memory")}
+        expected = {"cpu": cpu_quantity(limits.nano_cpus), "memory": memory_quantity(limits.memory_bytes)}
+        mismatches = tuple(
+            f"{key}: asked {expected[key]}, applied {applied[key]}" for key in expected if applied[key] != expected[key]
+        )
+        return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
+
+    def stop(self, handle: str, timeout: float) -> None:
+        """Delete the pod with a grace period (SIGTERM, then SIGKILL)."""
+        self._delete_pod(handle, max(1, round(timeout)))
+
+    def remove(self, handle: str) -> None:
+        """Delete the pod at once, and its NetworkPolicy."""
+        self._delete_pod(handle, 0)
+        try:
+            self.networking.delete_namespaced_network_policy(handle, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(f"cannot delete NetworkPolicy {handle}: {_short(exc)}") from exc
+
+    def _delete_pod(self, handle: str, grace: int) -> None:
+        try:
+            self.core.delete_namespaced_pod(handle, self.namespace, grace_period_seconds=grace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(f"cannot delete pod {handle}: {_short(exc)}") from exc

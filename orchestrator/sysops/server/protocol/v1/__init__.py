@@ -1,0 +1,1 @@
+"""sysops.control.v1: generated from control.proto by scripts/gen-protos.sh."""

@@ -1,0 +1,111 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class UpRequest(_message.Message):
+    __slots__ = ("manifest_json", "image", "fingerprint", "source")
+    MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    manifest_json: str
+    image: str
+    fingerprint: str
+    source: str
+    def __init__(self, manifest_json: _Optional[str] = ..., image: _Optional[str] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("message", "done", "result_json")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    done: bool
+    result_json: str
+    def __init__(self, message: _Optional[str] = ..., done: _Optional[bool] = ..., result_json: _Optional[str] = ...) -> None: ...
+
+class DownRequest(_message.Message):
+    __slots__ = ("name", "purge")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    purge: bool
+    def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name", "to")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    to: int
+    def __init__(self, name: _Optional[str] = ..., to: _Optional[int] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("kind", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class QueryReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ("name", "follow", "tail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    follow: bool
+    tail: int
+    def __init__(self, name: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class RoutesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("command", "plugin", "spec")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    plugin: str
+    spec: bytes
+    def __init__(self, command: _Optional[str] = ..., plugin: _Optional[str] = ..., spec: _Optional[bytes] = ...) -> None: ...
+
+class RoutesReply(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("command", "arguments_json", "output_format")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    arguments_json: str
+    output_format: str
+    def __init__(self, command: _Optional[str] = ..., arguments_json: _Optional[str] = ..., output_format: _Optional[str] = ...) -> None: ...
+
+class InvokeChunk(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: bytes
+    def __init__(self, event: _Optional[bytes] = ...) -> None: ...

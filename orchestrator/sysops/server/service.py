@@ -1,0 +1,238 @@
+"""The control API server behind `sysops serve`: the orchestrator core, reachable over authenticated gRPC.
+
+Each call runs the same Orchestrator operations the local CLI runs, with the configured runtime driver
+(Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
+status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
+A background loop reconciles every few seconds, so crashed or deleted instances are noticed without a
+client asking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from sysops_sdk._server import TokenAuthInterceptor
+from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
+
+from sysops.core.client import InvocationResult, PluginClient
+from sysops.core.manifest import parse_manifest
+from sysops.core.orchestrator import Orchestrator
+from sysops.errors import ExitCode, NotFoundError, PluginUnavailableError, SysopsError
+from sysops.runtime.base import RuntimeDriver, StateMirror
+from sysops.server.protocol.v1 import control_pb2 as pb
+from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
+from sysops.settings import Settings
+
+EXIT_CODE_METADATA_KEY = "sysops-exit-code"
+RECONCILE_SECONDS = 5.0
+_DONE = object()
+
+_STATUS_FOR_EXIT: dict[int, grpc.StatusCode] = {
+    ExitCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ExitCode.USAGE: grpc.StatusCode.INVALID_ARGUMENT,
+    ExitCode.INVALID_PLUGIN: grpc.StatusCode.INVALID_ARGUMENT,
+    ExitCode.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    ExitCode.POLICY_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ExitCode.PLUGIN_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ExitCode.ENGINE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _abort(context: grpc.ServicerContext, error: SysopsError) -> None:
+    context.set_trailing_metadata(((EXIT_CODE_METADATA_KEY, str(int(error.exit_code))),))
+    message = str(error) + (f"\n{error.details}" if error.details else "")
+    context.abort(_STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
+
+
+def to_json(value: Any) -> str:
+    """Serialize dataclasses (and lists of them) for the wire."""
+    if isinstance(value, list):
+        return json.dumps([dataclasses.asdict(item) for item in value], default=str)
+    if hasattr(value, "as_dict"):
+        return json.dumps(value.as_dict(), default=str)
+    return json.dumps(dataclasses.asdict(value), default=str)
+
+
+class ControlServicer(pb_grpc.ControlServicer):
+    """Serves the control API with one Orchestrator per call over a shared driver and state directory."""
+
+    def __init__(self, settings: Settings, driver: RuntimeDriver, mirror: StateMirror | None) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.mirror = mirror
+
+    def orchestrator(self, progress: Callable[[str], None] | None = None) -> Orchestrator:
+        """A fresh Orchestrator (its own store connection) for one call."""
+        return Orchestrator(self.settings, self.driver, progress, self.mirror)
+
+    def _stream(self, context: grpc.ServicerContext, operation: Callable[[Orchestrator], Any]) -> Iterator[pb.Progress]:
+        """Run an operation in a thread and stream its progress lines, then its JSON result."""
+        lines: queue.Queue[object] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            orchestrator = self.orchestrator(lines.put)
+            try:
+                outcome["result"] = operation(orchestrator)
+            except SysopsError as error:
+                outcome["error"] = error
+            except Exception as exc:  # reported to the caller, not swallowed
+                outcome["error"] = SysopsError(f"server error: {type(exc).__name__}: {exc}")
+            finally:
+                orchestrator.close()
+                lines.put(_DONE)
+
+        threading.Thread(target=run, daemon=True).start()
+        while (line := lines.get()) is not _DONE:
+            yield pb.Progress(message=str(line))
+        if "error" in outcome:
+            _abort(context, outcome["error"])
+        yield pb.Progress(done=True, result_json=json.dumps(outcome.get("result"), default=str))
+
+    def Up(self, request: pb.UpRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
+        """Roll a plugin to a prebuilt image."""
+
+        def up(orchestrator: Orchestrator) -> dict[str, Any]:
+            manifest = parse_manifest(json.loads(request.manifest_json), f"{request.source}/plugin.yaml")
+            instance, changed = orchestrator.up_image(manifest, request.image, request.fingerprint, request.source)
+            return {"instance": dataclasses.asdict(instance), "changed": changed}
+
+        yield from self._stream(context, up)
+
+    def Down(self, request: pb.DownRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
+        """Remove a plugin."""
+        yield from self._stream(context, lambda orchestrator: orchestrator.down(request.name, purge=request.purge))
+
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
+        """Roll back to an earlier revision."""
+        yield from self._stream(
+            context,
+            lambda orchestrator: dataclasses.asdict(orchestrator.rollback(request.name, request.to or None)),
+        )
+
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
+        """Answer list, status and history queries."""
+        orchestrator = self.orchestrator()
+        try:
+            if request.kind == "list":
+                return pb.QueryReply(json=json.dumps([s.as_dict() for s in orchestrator.list()], default=str))
+            if request.kind == "status":
+                return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
+            if request.kind == "history":
+                return pb.QueryReply(json=to_json(orchestrator.history(request.name)))
+            raise NotFoundError(f"unknown query {request.kind!r}")
+        except SysopsError as error:
+            _abort(context, error)
+            raise
+        finally:
+            orchestrator.close()
+
+    def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
+        """Stream a plugin's log lines."""
+        orchestrator = self.orchestrator()
+        try:
+            for line in orchestrator.logs(request.name, follow=request.follow, tail=request.tail or None):
+                yield pb.LogLine(text=line)
+        except SysopsError as error:
+            _abort(context, error)
+        finally:
+            orchestrator.close()
+
+    def Routes(self, request: pb.RoutesRequest, context: grpc.ServicerContext) -> pb.RoutesReply:
+        """Return the command table."""
+        orchestrator = self.orchestrator()
+        try:
+            routes = orchestrator.store.routes()
+        finally:
+            orchestrator.close()
+        return pb.RoutesReply(
+            routes=[pb.Route(command=route.command, plugin=route.plugin, spec=route.spec) for route in routes]
+        )
+
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeChunk]:
+        """Forward a command to a ready instance and stream its events back."""
+        orchestrator = self.orchestrator()
+        try:
+            route = orchestrator.store.route(request.command)
+        finally:
+            orchestrator.close()
+        if route is None:
+            _abort(context, NotFoundError(f"no plugin provides command {request.command!r}"))
+            return
+        endpoint = route.endpoint
+        if not endpoint:
+            _abort(context, PluginUnavailableError(f"plugin {route.plugin!r} has no ready instance"))
+            return
+        arguments = json.loads(request.arguments_json or "{}")
+        try:
+            with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
+                for item in client.invoke(request.command, arguments, output_format=request.output_format or "text"):
+                    yield pb.InvokeChunk(event=_event(item).SerializeToString())
+        except SysopsError as error:
+            _abort(context, error)
+
+
+def _event(item: str | InvocationResult) -> plugin_pb.InvokeEvent:
+    if isinstance(item, str):
+        return plugin_pb.InvokeEvent(output=plugin_pb.OutputChunk(text=item))
+    return plugin_pb.InvokeEvent(
+        result=plugin_pb.Result(
+            kind=plugin_pb.Result.Kind.Value(item.kind.upper()),
+            text=item.text,
+            data_json=json.dumps(item.data) if item.data is not None else "",
+            exit_code=item.exit_code,
+            error=item.error,
+        )
+    )
+
+
+def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
+    """The driver (and desired-state mirror) of a runtime."""
+    if runtime == "kubernetes":
+        from sysops.runtime.kubernetes_driver import KubernetesDriver
+        from sysops.runtime.kubernetes_state import PluginResourceMirror
+
+        kubernetes = KubernetesDriver()
+        return kubernetes, PluginResourceMirror(kubernetes)
+    from sysops.runtime.docker_driver import DockerDriver
+
+    return DockerDriver(), None
+
+
+def serve(listen: str, runtime: str, token: str, settings: Settings | None = None) -> grpc.Server:
+    """Start the control server (after restoring state and re-adopting instances); return it running."""
+    settings = settings or Settings()
+    driver, mirror = make_driver(runtime)
+    servicer = ControlServicer(settings, driver, mirror)
+    startup = servicer.orchestrator()
+    try:
+        driver.ping()
+        startup.restore_from_mirror() if mirror is not None else startup.reconcile()
+    finally:
+        startup.close()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[TokenAuthInterceptor(token)])
+    pb_grpc.add_ControlServicer_to_server(servicer, server)
+    if server.add_insecure_port(listen) == 0:
+        raise SysopsError(f"cannot listen on {listen}")
+    server.start()
+    stop = threading.Event()
+
+    def reconcile_forever() -> None:
+        while not stop.wait(RECONCILE_SECONDS):
+            orchestrator = servicer.orchestrator()
+            try:
+                orchestrator.reconcile()
+            except SysopsError:
+                pass  # the next round retries; errors reach clients through their own calls
+            finally:
+                orchestrator.close()
+
+    threading.Thread(target=reconcile_forever, daemon=True).start()
+    return server

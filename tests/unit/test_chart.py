@@ -1,0 +1,271 @@
+"""The Helm chart in charts/sysops: lint, render for Kubernetes 1.20 and current versions, validate, check policy.
+
+Needs the `helm` binary (PATH or /var/cache/sysops-k8s/tools/helm) but no cluster; skipped without helm.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sysops.core.policy import Policy
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "sysops"
+CRD_SOURCE = REPO / "manifests" / "crds" / "plugins.sysops.dev.yaml"
+HELM_FALLBACK = Path("/var/cache/sysops-k8s/tools/helm")
+OLDEST_KUBE = "1.20.2"
+CURRENT_KUBE = "1.32.0"
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+def _find_helm() -> str | None:
+    found = shutil.which("helm")
+    if found:
+        return found
+    if HELM_FALLBACK.is_file() and os.access(HELM_FALLBACK, os.X_OK):
+        return str(HELM_FALLBACK)
+    return None
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = _find_helm()
+    if path is None:
+        pytest.skip(f"helm not found on PATH or at {HELM_FALLBACK} (../shared/k8s/install-helm.sh fetches it)")
+    return path
+
+
+def _run(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def _template(helm: str, *args: str, kube: str = CURRENT_KUBE) -> subprocess.CompletedProcess[str]:
+    return _run(helm, "template", "sysops-test", str(CHART), "--namespace", "sysops-ns", "--kube-version", kube, *args)
+
+
+@pytest.fixture(scope="module")
+def render(helm: str) -> Render:
+    def _render(*args: str, kube: str = CURRENT_KUBE) -> list[dict[str, Any]]:
+        result = _template(helm, *args, kube=kube)
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    return _render
+
+
+def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [obj for obj in objects if obj["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container["env"]}
+
+
+def test_lint_strict(helm: str) -> None:
+    result = _run(helm, "lint", str(CHART), "--strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kube", [OLDEST_KUBE, CURRENT_KUBE])
+def test_renders_for_oldest_and_current_kubernetes(render: Render, kube: str) -> None:
+    objects = render("--include-crds", kube=kube)
+    kinds = sorted(obj["kind"] for obj in objects)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    for obj in objects:
+        if obj["kind"] != "CustomResourceDefinition":
+            assert obj["metadata"]["namespace"] == "sysops-ns", obj["kind"]
+
+
+def test_refuses_kubernetes_older_than_1_20(helm: str) -> None:
+    result = _template(helm, kube="1.19.0")
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr or "incompatible" in result.stderr
+
+
+@pytest.mark.parametrize("kube", ["1.32.0", "1.29.0"])
+def test_rendered_objects_pass_strict_schema_validation(render: Render, kube: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (dev)")
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    if not (schemas / f"v{kube}-local-strict").is_dir():
+        pytest.skip(f"kubernetes-validate {kubernetes_validate.__version__} has no schema for {kube}")
+    for obj in render("--include-crds", kube=kube):
+        kubernetes_validate.validate(obj, kube, strict=True)
+
+
+def test_deployment_is_a_hardened_singleton(render: Render) -> None:
+    deployment = _one(render(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = pod["containers"]
+    assert container["image"] == "sysops/orchestrator:0.1.0"
+    assert container["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["args"] == ["serve", "--runtime", "kubernetes", "--listen", "0.0.0.0:7443"]
+    assert container["ports"] == [{"name": "grpc", "containerPort": 7443, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "grpc"}, probe
+        assert "grpc" not in container[probe] and "httpGet" not in container[probe], probe
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/sysops"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert "configMap" in volumes[mounts["/etc/sysops"]]
+
+
+def test_server_environment(render: Render) -> None:
+    objects = render()
+    (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
+    secret = _one(objects, "Secret")
+    assert env["SYSOPS_SERVER_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "token",
+    }
+    assert env["SYSOPS_NAMESPACE"]["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.namespace"}
+    assert env["SYSOPS_HOME"]["value"] == "/var/lib/sysops"
+    assert env["SYSOPS_POLICY"]["value"] == "/etc/sysops/policy.yaml"
+    assert env["SYSOPS_PLUGIN_IMAGE_PULL_POLICY"]["value"] == "IfNotPresent"
+    assert len(base64.b64decode(secret["data"]["token"])) == 32
+
+
+def test_plugin_pull_policy_and_extra_args_come_from_values(render: Render) -> None:
+    (container,) = _one(
+        render("--set", "plugins.imagePullPolicy=Never", "--set", "server.port=9000", "--set", "server.extraArgs={-v}"),
+        "Deployment",
+    )["spec"]["template"]["spec"]["containers"]
+    assert _env(container)["SYSOPS_PLUGIN_IMAGE_PULL_POLICY"]["value"] == "Never"
+    assert container["args"] == ["serve", "--runtime", "kubernetes", "--listen", "0.0.0.0:9000", "-v"]
+
+
+def test_existing_secret_replaces_the_generated_one(render: Render) -> None:
+    objects = render("--set", "auth.existingSecret=my-token")
+    assert not [obj for obj in objects if obj["kind"] == "Secret"]
+    (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert _env(container)["SYSOPS_SERVER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "my-token", "key": "token"}
+
+
+def test_policy_configmap_is_what_the_server_loads(render: Render) -> None:
+    configmap = _one(render("--set", "policy.caps.pids=128"), "ConfigMap")
+    policy = Policy.model_validate(yaml.safe_load(configmap["data"]["policy.yaml"]))
+    assert policy.caps.memory_mb == 1024
+    assert policy.caps.cpu_percent == 200
+    assert policy.caps.pids == 128
+    assert policy.defaults.memory_mb == 128
+
+
+def test_service_is_cluster_ip_grpc(render: Render) -> None:
+    objects = render()
+    service = _one(objects, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "grpc", "port": 7443, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+    ]
+    pod_labels = _one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
+    objects = render()
+    assert not [obj for obj in objects if obj["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    role = _one(objects, "Role")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    crud = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    assert granted == {
+        ("", "pods"): {"get", "list", "watch", "create", "delete"},
+        ("", "pods/log"): {"get"},
+        ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "delete", "patch", "update"},
+        ("sysops.dev", "plugins"): crud,
+        ("sysops.dev", "plugins/status"): crud,
+    }
+    binding = _one(objects, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    service_account = _one(objects, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": service_account["metadata"]["name"], "namespace": "sysops-ns"}
+    ]
+    deployment = _one(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == service_account["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "bogus=1",
+        "image.bogus=1",
+        "policy.limits.memory_mb=1024",
+        "policy.caps.memory_mb=1",
+        "policy.caps.disk_io_mb_per_sec=50",
+        "policy.defaults.network_connections=10",
+        "plugins.imagePullPolicy=Sometimes",
+        "server.port=http",
+    ],
+)
+def test_schema_refuses_unknown_or_bad_values(helm: str, bad: str) -> None:
+    result = _template(helm, "--set", bad)
+    assert result.returncode != 0, f"--set {bad} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+
+
+def test_chart_crd_is_the_one_in_manifests() -> None:
+    (chart_crd,) = (CHART / "crds").iterdir()
+    assert chart_crd.name == CRD_SOURCE.name
+    assert chart_crd.read_bytes() == CRD_SOURCE.read_bytes(), "copy manifests/crds/ into charts/sysops/crds/"
+
+
+def test_values_are_all_documented() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict) and node and prefix not in ("policy.defaults", "policy.caps", "resources"):
+            return [key for name, child in node.items() for key in leaves(child, f"{prefix}.{name}".lstrip("."))]
+        return [prefix]
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    missing = [key for key in leaves(values, "") if f"`{key}`" not in readme]
+    assert not missing, f"values not documented in charts/sysops/README.md: {missing}"
