@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from typing import Any
 
 import click
@@ -29,6 +30,8 @@ _TYPES: dict[str, click.ParamType] = {
 }
 OUTPUT_FORMATS = ("text", "json")
 _MAX_REROUTES = 3
+#: How gRPC reports a call that never reached the command: the instance drains, or its socket is gone.
+_NOT_STARTED_MARKERS = ("plugin is shutting down", "failed to connect to all addresses")
 
 
 class PluginCommand(click.Command):
@@ -181,15 +184,30 @@ def _invoke_once(route: Route, endpoint: str, arguments: dict[str, Any], output:
         _invoke_remote(route, arguments, output)
         return
     received = False
+    since = time.time()
     with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
         try:
             for item in client.invoke(route.command, arguments, output_format=output):
                 received = True
                 _print_item(item, route, output)
         except PluginUnavailableError as exc:
-            if received:
-                raise
-            raise _NotStarted(exc) from exc
+            if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
+                raise _NotStarted(exc) from exc  # draining or gone before it ran: safe to send elsewhere
+            raise _failure(route, endpoint, since, exc) from exc
+
+
+def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
+    """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK."""
+    if endpoint.startswith("unix://"):
+        from sysops.runtime.faults import describe_instance_failure
+
+        fault = describe_instance_failure(endpoint, since, wait=1.5)
+        if fault:
+            return PluginUnavailableError(
+                f"plugin {route.plugin!r} died during command {route.command!r}: {fault}",
+                hint=f"see `sysops plugin status {route.plugin}`",
+            )
+    return error
 
 
 def _invoke_remote(route: Route, arguments: dict[str, Any], output: str) -> None:
