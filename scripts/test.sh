@@ -8,6 +8,20 @@ cd "$REPO"
 
 scripts/bootstrap.sh || { echo "test: bootstrap failed" >&2; exit 1; }
 
+# Kubernetes end-to-end tests need a cluster. Where this machine offers the workplace's real single-node
+# cluster (../shared/k8s, as in CI), bring it up (first run builds it, about 6-9 minutes; then cached).
+# Elsewhere, or with SYSOPS_SKIP_K8S=1, those tests are skipped and say why.
+K8S_UP="${SYSOPS_K8S_UP:-$REPO/../shared/k8s/up.sh}"
+if [[ -z "${KUBECONFIG:-}" && -z "${SYSOPS_SKIP_K8S:-}" && -x "$K8S_UP" ]]; then
+    echo "==> kubernetes: $K8S_UP" >&2
+    if k8s_env="$("$K8S_UP")"; then
+        eval "$k8s_env"
+        export KUBECONFIG PATH
+    else
+        echo "test: could not bring up the Kubernetes test cluster; its tests will be skipped" >&2
+    fi
+fi
+
 BIN=.venv/bin
 declare -a results=()
 rc=0

@@ -428,7 +428,7 @@ class Orchestrator:
             self._observe_limits(result, plugin.manifest, instance, status, sample=limits)
         result.version, result.revision = instance.version, instance.revision
         result.image, result.image_digest = instance.image, instance.image_id
-        result.container_id = instance.handle[:12]
+        result.container_id = instance.handle[:12] if len(instance.handle) == 64 else instance.handle
         result.health = "SERVING" if healthy else "NOT_SERVING"
         return result
 

@@ -1,7 +1,7 @@
 """The Kubernetes runtime driver: plugin instances as pods that sysops manages, in one namespace.
 
 Each instance is a Pod (not a Deployment: sysops itself does the rolling replacement and the automatic
-rollback that Deployments lack), owned by the plugin's `Plugin` custom resource, with a NetworkPolicy
+rollback that Deployments lack), owned by the plugin's state ConfigMap, with a NetworkPolicy
 from the manifest's `network:`. Pods listen on TCP and require the per-instance token the rollout
 generated. The plugin's limits become resource requests and limits (Guaranteed QoS) and its hardening a
 restricted security context. This module and kubernetes_state.py are the only ones that import the
@@ -10,6 +10,7 @@ kubernetes client; API errors are translated here into sysops errors.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -35,9 +36,7 @@ from sysops.runtime.base import (
 
 PLUGIN_PORT = 50051
 PLUGIN_UID = 10001
-CRD_GROUP = "sysops.dev"
-CRD_VERSION = "v1alpha1"
-CRD_PLURAL = "plugins"
+STATE_ROLE_LABEL = "sysops.dev/role"
 ORCHESTRATOR_SELECTOR = {"app.kubernetes.io/name": "sysops"}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_IP_TIMEOUT = 60.0
@@ -45,6 +44,16 @@ _POD_IP_TIMEOUT = 60.0
 
 def _short(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
+
+
+def state_configmap_name(plugin: str) -> str:
+    """Name of the ConfigMap that holds a plugin's desired state and owns its pods."""
+    return f"sysops-plugin-{plugin}"
+
+
+def state_labels(plugin: str) -> dict[str, str]:
+    """Labels of a plugin's state ConfigMap."""
+    return {"app.kubernetes.io/managed-by": "sysops", STATE_ROLE_LABEL: "plugin-state", LABEL_PLUGIN: plugin}
 
 
 def load_client_config() -> None:
@@ -90,12 +99,6 @@ class KubernetesDriver:
         return self._core
 
     @property
-    def custom(self) -> Any:
-        """The custom objects API (Plugin resources)."""
-        _ = self.core
-        return client.CustomObjectsApi()
-
-    @property
     def networking(self) -> Any:
         """The networking API (NetworkPolicies)."""
         _ = self.core
@@ -128,39 +131,31 @@ class KubernetesDriver:
 
     # owner
     def ensure_owner(self, plugin: str) -> dict[str, Any]:
-        """Return the Plugin resource that owns the plugin's pods, creating a minimal one if missing."""
+        """Return the plugin's state ConfigMap, which owns its pods, creating an empty one if missing."""
+        name = state_configmap_name(plugin)
         try:
-            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, plugin
-            )
-            return found
+            return dict(self.core.read_namespaced_config_map(name, self.namespace).to_dict())
         except ApiException as exc:
             if exc.status != 404:
-                raise RuntimeOperationError(f"cannot read Plugin {plugin}: {_short(exc)}") from exc
+                raise RuntimeOperationError(f"cannot read ConfigMap {name}: {_short(exc)}") from exc
         body = {
-            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
-            "kind": "Plugin",
-            "metadata": {"name": plugin, "labels": {LABEL_PLUGIN: plugin}},
-            "spec": {"manifest": {}, "image": ""},
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": state_labels(plugin)},
+            "data": {},
         }
         try:
-            created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, body
-            )
-            return created
+            return dict(self.core.create_namespaced_config_map(self.namespace, body).to_dict())
         except ApiException as exc:
-            raise RuntimeOperationError(
-                f"cannot create Plugin {plugin}: {_short(exc)}", hint="is the sysops CRD installed (helm chart)?"
-            ) from exc
+            raise RuntimeOperationError(f"cannot create ConfigMap {name}: {_short(exc)}") from exc
 
     @staticmethod
     def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
-            "kind": "Plugin",
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
             "name": owner["metadata"]["name"],
             "uid": owner["metadata"]["uid"],
-            "blockOwnerDeletion": True,
         }
 
     # instances
@@ -173,6 +168,14 @@ class KubernetesDriver:
                 f"plugin {plugin!r}: limits.disk_io_mb_per_sec and limits.network_connections cannot be enforced "
                 "on the kubernetes runtime; remove them from plugin.yaml (see docs/kubernetes.md)"
             )
+        for allowance in spec.egress:
+            try:
+                ipaddress.ip_network(allowance.host, strict=False)
+            except ValueError:
+                raise RuntimeOperationError(
+                    f"plugin {plugin!r}: network allow-list entry {allowance.host!r} is a host name; a NetworkPolicy "
+                    "needs an IP address or CIDR on the kubernetes runtime"
+                ) from None
         owner = self._owner_reference(self.ensure_owner(plugin))
         labels = {key: value for key, value in spec.labels.items() if _LABEL_VALUE.match(value) and len(value) <= 63}
         annotations = {key: value for key, value in spec.labels.items() if key not in labels}
@@ -266,7 +269,7 @@ class KubernetesDriver:
     def _policy_body(self, spec: InstanceSpec, labels: Mapping[str, str], owner: Mapping[str, Any]) -> dict[str, Any]:
         egress = []
         for allowance in spec.egress:
-            cidr = allowance.host if "/" in allowance.host else f"{allowance.host}/32"
+            cidr = str(ipaddress.ip_network(allowance.host, strict=False))
             rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}}]}
             if allowance.ports:
                 rule["ports"] = [{"protocol": "TCP", "port": port} for port in allowance.ports]

@@ -1,13 +1,16 @@
-"""Desired state in the cluster: each plugin's manifest and revisions live in its `Plugin` resource.
+"""Desired state in the cluster: each plugin's manifest and revisions live in a ConfigMap of its own.
 
 The orchestrator's SQLite store is only a cache inside its pod. A restarted orchestrator rebuilds it from
-the Plugin resources (`load`) and re-adopts the running plugin pods by label, so nothing is lost.
-Deleting a Plugin resource deletes its pods and NetworkPolicies too (they carry owner references).
+these ConfigMaps (`load`) and re-adopts the running plugin pods by label, so nothing is lost. The
+ConfigMap owns the plugin's pods and NetworkPolicies, so deleting it deletes them too.
+
+Why not a `Plugin` custom resource: the Kubernetes v1.20 API server these tests run on (built with Go
+1.19 and reflect2 1.0.1) crashes decoding any custom object; a ConfigMap carries the same data safely.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,86 +18,70 @@ from kubernetes.client.exceptions import ApiException
 
 from sysops.errors import RuntimeOperationError
 from sysops.runtime.base import MirroredPlugin
-from sysops.runtime.kubernetes_driver import CRD_GROUP, CRD_PLURAL, CRD_VERSION, KubernetesDriver
+from sysops.runtime.kubernetes_driver import (
+    STATE_ROLE_LABEL,
+    KubernetesDriver,
+    state_configmap_name,
+)
 
-#: Revisions kept in a Plugin's status (the oldest are dropped first).
+#: Revisions kept per plugin (the oldest are dropped first); a ConfigMap holds at most 1 MiB.
 MAX_REVISIONS = 20
 
 
-class PluginResourceMirror:
-    """Mirrors plugins and their revisions into `plugins.sysops.dev` objects."""
+class PluginStateMirror:
+    """Mirrors plugins and their revisions into labelled ConfigMaps."""
 
     def __init__(self, driver: KubernetesDriver) -> None:
         self.driver = driver
 
-    @property
-    def namespace(self) -> str:
-        """Namespace of the Plugin resources (the driver's)."""
-        return self.driver.namespace
-
     def save(
         self, name: str, source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]
     ) -> None:
-        """Write the plugin's spec (manifest, current image) and its revision history."""
+        """Write the plugin's manifest, source and revision history."""
         self.driver.ensure_owner(name)
-        kept = [dict(revision) for revision in revisions[-MAX_REVISIONS:]]
-        current = kept[-1] if kept else {}
-        spec = {
-            "manifest": dict(manifest),
-            "image": str(current.get("image_id") or current.get("image") or ""),
-            "fingerprint": str(current.get("fingerprint", "")),
+        data = {
+            "manifest.json": json.dumps(manifest, sort_keys=True),
+            "revisions.json": json.dumps([dict(r) for r in revisions[-MAX_REVISIONS:]], default=str),
             "source": source,
         }
-        status = {
-            "state": "Active",
-            "version": str(current.get("version", "")),
-            "revision": int(str(current.get("revision", 0))),
-            "lastError": "",
-            "revisions": kept,
-        }
-        custom = self.driver.custom
         try:
-            custom.patch_namespaced_custom_object(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, name, {"spec": spec}
-            )
-            custom.patch_namespaced_custom_object_status(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, name, {"status": status}
+            self.driver.core.patch_namespaced_config_map(
+                state_configmap_name(name), self.driver.namespace, {"data": data}
             )
         except ApiException as exc:
-            raise RuntimeOperationError(f"cannot update Plugin {name}: {exc.status} {exc.reason}") from exc
+            raise RuntimeOperationError(f"cannot update the state of plugin {name}: {exc.status} {exc.reason}") from exc
 
     def delete(self, name: str) -> None:
-        """Delete the Plugin resource; the cluster deletes what it owns."""
+        """Delete the state ConfigMap; the cluster deletes the pods and policies it owns."""
         try:
-            self.driver.custom.delete_namespaced_custom_object(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL, name, propagation_policy="Foreground"
+            self.driver.core.delete_namespaced_config_map(
+                state_configmap_name(name), self.driver.namespace, propagation_policy="Background"
             )
         except ApiException as exc:
             if exc.status != 404:
-                raise RuntimeOperationError(f"cannot delete Plugin {name}: {exc.status} {exc.reason}") from exc
+                raise RuntimeOperationError(
+                    f"cannot delete the state of plugin {name}: {exc.status} {exc.reason}"
+                ) from exc
 
     def load(self) -> list[MirroredPlugin]:
-        """Read every Plugin resource of the namespace."""
+        """Read every plugin's state."""
         try:
-            listed: dict[str, Any] = self.driver.custom.list_namespaced_custom_object(
-                CRD_GROUP, CRD_VERSION, self.namespace, CRD_PLURAL
+            listed: Any = self.driver.core.list_namespaced_config_map(
+                self.driver.namespace, label_selector=f"{STATE_ROLE_LABEL}=plugin-state"
             )
         except ApiException as exc:
-            raise RuntimeOperationError(f"cannot list Plugins: {exc.status} {exc.reason}") from exc
+            raise RuntimeOperationError(f"cannot list plugin state: {exc.status} {exc.reason}") from exc
         plugins = []
-        for item in listed.get("items", []):
-            spec, status = item.get("spec") or {}, item.get("status") or {}
+        for item in listed.items:
+            data = item.data or {}
+            if "manifest.json" not in data:
+                continue  # created as an owner, never completed a roll
             plugins.append(
                 MirroredPlugin(
-                    name=item["metadata"]["name"],
-                    source=str(spec.get("source", "")),
-                    manifest=spec.get("manifest") or {},
-                    revisions=tuple(status.get("revisions") or ()),
+                    name=str(item.metadata.labels.get("sysops.plugin", "")),
+                    source=str(data.get("source", "")),
+                    manifest=json.loads(data["manifest.json"]),
+                    revisions=tuple(json.loads(data.get("revisions.json", "[]"))),
                 )
             )
         return plugins
-
-
-def in_cluster() -> bool:
-    """Say whether this process runs in a Kubernetes pod."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))

@@ -197,10 +197,10 @@ def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
     """The driver (and desired-state mirror) of a runtime."""
     if runtime == "kubernetes":
         from sysops.runtime.kubernetes_driver import KubernetesDriver
-        from sysops.runtime.kubernetes_state import PluginResourceMirror
+        from sysops.runtime.kubernetes_state import PluginStateMirror
 
         kubernetes = KubernetesDriver()
-        return kubernetes, PluginResourceMirror(kubernetes)
+        return kubernetes, PluginStateMirror(kubernetes)
     from sysops.runtime.docker_driver import DockerDriver
 
     return DockerDriver(), None

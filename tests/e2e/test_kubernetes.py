@@ -1,0 +1,182 @@
+"""Kubernetes end to end: the Helm chart installs `sysops serve`, and the CLI drives plugin pods through it.
+
+Needs a cluster: KUBECONFIG set and `helm`/`kubectl` on PATH (`.ci/run` brings up ../shared/k8s). Without
+them every test here is skipped with the reason. Each module run uses its own namespace and removes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Sysops, copy_example
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.environ.get("KUBECONFIG") or not shutil.which("helm") or not shutil.which("kubectl"),
+        reason='no Kubernetes cluster: set KUBECONFIG and put helm and kubectl on PATH (eval "$(../shared/k8s/up.sh)")',
+    ),
+]
+
+
+def kubectl(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Cluster:
+    namespace: str
+    token: str
+
+    def server_address(self) -> str:
+        pods = json.loads(
+            kubectl("-n", self.namespace, "get", "pods", "-l", "app.kubernetes.io/component=server", "-o", "json")
+        )
+        ready = [
+            pod for pod in pods["items"]
+            if pod["metadata"].get("deletionTimestamp") is None
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        ]  # fmt: skip
+        return f"{ready[0]['status']['podIP']}:7443" if ready else ""
+
+    def cli(self, home: Path) -> Sysops:
+        env = {
+            **os.environ,
+            "SYSOPS_HOME": str(home),
+            "SYSOPS_SERVER": self.server_address(),
+            "SYSOPS_TOKEN": self.token,
+        }
+        return Sysops(home=home, env=env)
+
+    def plugin_objects(self) -> list[str]:
+        out = kubectl(
+            "-n", self.namespace, "get", "pods,networkpolicies,configmaps", "-l", "sysops.plugin", "-o", "name"
+        )
+        return out.split()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    subprocess.run([str(ROOT / "scripts" / "build-orchestrator-image.sh")], check=True, timeout=900)
+    namespace = f"sysops-e2e-{uuid.uuid4().hex[:6]}"
+    subprocess.run(
+        ["helm", "install", "sysops", str(ROOT / "charts" / "sysops"), "-n", namespace, "--create-namespace",
+         "--wait", "--timeout", "180s", "--set", "image.pullPolicy=Never"],
+        check=True, timeout=300,
+    )  # fmt: skip
+    try:
+        secret = json.loads(kubectl("-n", namespace, "get", "secret", "sysops-auth", "-o", "json"))
+        yield Cluster(namespace, base64.b64decode(secret["data"]["token"]).decode())
+    finally:
+        subprocess.run(["helm", "uninstall", "sysops", "-n", namespace, "--wait"], check=False, timeout=180)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def hello(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sysops, Path]]:
+    workdir = tmp_path_factory.mktemp("k8s")
+    plugin_dir = copy_example("hello", workdir)
+    cli = cluster.cli(workdir / "home")
+    up = cli.run("plugin", "up", str(plugin_dir), "--runtime", "kubernetes")
+    assert up.returncode == 0, up.stderr
+    yield cli, plugin_dir
+
+
+def _plugin_pods(cluster: Cluster) -> list[dict]:  # type: ignore[type-arg]
+    pods = json.loads(kubectl("-n", cluster.namespace, "get", "pods", "-l", "sysops.plugin=hello", "-o", "json"))
+    return [pod for pod in pods["items"] if pod["metadata"].get("deletionTimestamp") is None]
+
+
+def test_routed_command_answers_from_the_pod(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    cli, _ = hello
+    assert cli.ok("greet", "Kubernetes") == "Hello, Kubernetes!\n"
+    assert json.loads(cli.ok("info", "--output", "json"))["plugin"] == "hello"
+    [listed] = json.loads(cli.ok("plugin", "ls", "--output", "json"))
+    assert (listed["state"], listed["health"]) == ("Active", "SERVING")
+    [pod] = _plugin_pods(cluster)
+    assert listed["container"] == pod["metadata"]["name"]
+    assert "serving on 0.0.0.0:50051" in cli.ok("plugin", "logs", "hello")
+
+
+def test_pod_carries_the_manifest_limits_and_hardening(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    [pod] = _plugin_pods(cluster)
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "500m"  # cpu_percent: 50
+    assert container["resources"]["limits"]["memory"] == "128Mi"  # memory_mb: 128
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+    assert pod["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["metadata"]["ownerReferences"][0]["name"] == "sysops-plugin-hello"
+    assert {e["name"] for e in container["env"]} >= {"SYSOPS_TOKEN", "SYSOPS_LISTEN"}
+    policy = json.loads(kubectl("-n", cluster.namespace, "get", "networkpolicy", pod["metadata"]["name"], "-o", "json"))
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"].get("egress", []) == []
+
+
+def test_broken_version_rolls_back_and_the_old_pod_keeps_serving(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    cli, plugin_dir = hello
+    [before] = _plugin_pods(cluster)
+    source = plugin_dir / "hello_plugin" / "plugin.py"
+    good = source.read_text()
+    source.write_text(good.replace("self.greeted = 0", "raise RuntimeError('no database')"))
+    try:
+        broken = cli.run("plugin", "up", str(plugin_dir))
+        assert broken.returncode == 6, broken.stderr
+        assert "initialize() of plugin 'hello' failed: RuntimeError: no database" in broken.stderr
+    finally:
+        source.write_text(good)
+    assert cli.ok("greet", "still") == "Hello, still!\n"
+    assert [pod["metadata"]["name"] for pod in _plugin_pods(cluster)] == [before["metadata"]["name"]]
+    status = json.loads(cli.ok("plugin", "status", "hello", "--output", "json"))
+    assert status["events"][-1]["kind"] == "rolled-back"
+
+
+def test_restarted_orchestrator_pod_keeps_the_plugin(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    cli, _ = hello
+    [plugin_pod] = _plugin_pods(cluster)
+    kubectl("-n", cluster.namespace, "delete", "pod", "-l", "app.kubernetes.io/component=server", "--wait=true")
+    old_address = cli.env["SYSOPS_SERVER"]
+    wait_for(lambda: cluster.server_address() not in ("", old_address), 120, "a new orchestrator pod")
+    cli = cluster.cli(cli.home)
+    wait_for(lambda: cli.run("plugin", "ls").returncode == 0, 60, "the new server to answer")
+    [listed] = json.loads(cli.ok("plugin", "ls", "--output", "json"))
+    assert (listed["name"], listed["state"]) == ("hello", "Active")
+    assert cli.ok("greet", "again") == "Hello, again!\n"
+    assert [pod["metadata"]["name"] for pod in _plugin_pods(cluster)] == [plugin_pod["metadata"]["name"]]
+    history = json.loads(cli.ok("plugin", "history", "hello", "--output", "json"))
+    assert [r["revision"] for r in history] == [1]
+
+
+def test_down_leaves_no_objects_behind(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    cli = cluster.cli(hello[0].home)
+    cli.ok("plugin", "down", "hello")
+    wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugin's pods, policies and state to be deleted")
+    assert json.loads(cli.ok("plugin", "ls", "--output", "json")) == []
