@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Sysops, copy_example
+from tests.integration.conftest import SYSOPS, Sysops, copy_example
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -180,3 +180,56 @@ def test_down_leaves_no_objects_behind(cluster: Cluster, hello: tuple[Sysops, Pa
     cli.ok("plugin", "down", "hello")
     wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugin's pods, policies and state to be deleted")
     assert json.loads(cli.ok("plugin", "ls", "--output", "json")) == []
+
+
+def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: Path) -> None:
+    """The Kubernetes driver driven from this machine (kubeconfig): state survives losing the server's store."""
+    namespace = f"sysops-host-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    token = uuid.uuid4().hex
+    port = 17000 + int(uuid.uuid4().int % 1000)
+    server_env = {
+        **os.environ, "SYSOPS_NAMESPACE": namespace, "SYSOPS_SERVER_TOKEN": token, "SYSOPS_HOME": str(tmp_path / "srv"),
+    }  # fmt: skip
+
+    def start() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [SYSOPS, "serve", "--runtime", "kubernetes", "--listen", f"127.0.0.1:{port}"],
+            env=server_env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None and "control API on" in process.stderr.readline()
+        return process
+
+    server = start()
+    env = {
+        **os.environ,
+        "SYSOPS_HOME": str(tmp_path / "cli"),
+        "SYSOPS_SERVER": f"127.0.0.1:{port}",
+        "SYSOPS_TOKEN": token,
+    }
+    cli = Sysops(home=tmp_path / "cli", env=env)
+    try:
+        plugin_dir = copy_example("hello", tmp_path)
+        cli.ok("plugin", "up", str(plugin_dir), "--runtime", "kubernetes")
+        assert cli.ok("greet", "host") == "Hello, host!\n"
+        server.terminate()
+        server.wait(timeout=20)
+        shutil.rmtree(tmp_path / "srv")  # the server's local store is gone, as with an emptyDir
+        server = start()
+        [listed] = json.loads(cli.ok("plugin", "ls", "--output", "json"))
+        assert (listed["name"], listed["state"], listed["revision"]) == ("hello", "Active", 1)
+        assert [r["revision"] for r in json.loads(cli.ok("plugin", "history", "hello", "--output", "json"))] == [1]
+        assert cli.ok("greet", "again") == "Hello, again!\n"
+        cli.ok("plugin", "down", "hello")
+        wait_for(
+            lambda: (
+                kubectl("-n", namespace, "get", "pods,networkpolicies,configmaps", "-l", "sysops.plugin", "-o", "name")
+                == ""
+            ),
+            60,
+            "the plugin's objects to be deleted",
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)

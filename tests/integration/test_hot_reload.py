@@ -211,3 +211,24 @@ def test_history_and_rollback_without_rebuilding(
     assert missing.returncode == 8 and "has no revision 9" in missing.stderr
     images = engine.images.list(filters={"label": f"sysops.installation={fresh_sysops.installation_id}"})
     assert len(images) == 3  # one per revision, none rebuilt
+
+
+def test_replicas_serve_together_and_roll_one_by_one(
+    fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    plugin_dir = copy_example("hello", tmp_path)
+    manifest = plugin_dir / "plugin.yaml"
+    manifest.write_text(manifest.read_text() + "replicas: 2\n")
+    fresh_sysops.ok("plugin", "up", str(plugin_dir))
+    assert len(_containers(engine, fresh_sysops)) == 2
+    assert json.loads(fresh_sysops.ok("plugin", "status", "hello", "--output", "json"))["replicas"] == "2/2"
+    with LoadLoop(fresh_sysops, clients=2) as load:
+        _wait_for(lambda: len(load.answers) >= 2, 30, "the first answers")
+        _set_greeting(plugin_dir, "Salut")
+        rolled = fresh_sysops.run("plugin", "up", str(plugin_dir))
+        assert rolled.returncode == 0, rolled.stderr
+        assert rolled.stderr.count("waiting for hello 1.0.0 to be ready") == 2
+        _wait_for(lambda: load.latest().startswith("Salut"), 30, "the new version")
+    assert load.failures == []
+    after = _containers(engine, fresh_sysops)
+    assert len(after) == 2 and {c.labels["sysops.revision"] for c in after} == {"2"}
