@@ -43,28 +43,12 @@ fingerprint() {
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/bootstrap.sh)"
 FP="$(fingerprint)"
-current_fp() {
-    docker image inspect -f '{{ index .Config.Labels "sysops.base.fingerprint" }}' "$BASE_IMAGE" 2>/dev/null || true
-}
-if [[ "$(current_fp)" == "$FP" ]]; then
-    log "$BASE_IMAGE is up to date (${FP:0:12})"
-    exit 0
-fi
-
-# ---------------------------------------------------------------- cache + lock
-CACHE="${SYSOPS_CACHE:-/var/cache/sysops}"
-if ! mkdir -p "$CACHE" 2>/dev/null || [[ ! -w "$CACHE" ]]; then
-    CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sysops"
-    mkdir -p "$CACHE"
-fi
-mkdir -p "$CACHE/wheels"
-exec 9>"$CACHE/.build.lock"
-flock 9
+# shellcheck source=../scripts/lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
+exit_if_current "$BASE_IMAGE" sysops.base.fingerprint "$FP"
+open_cache .build.lock
 # Another run may have finished the build while we waited for the lock.
-if [[ "$(current_fp)" == "$FP" ]]; then
-    log "$BASE_IMAGE is up to date (${FP:0:12})"
-    exit 0
-fi
+exit_if_current "$BASE_IMAGE" sysops.base.fingerprint "$FP"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sysops-base.XXXXXX")"
 cleanup() { rm -rf "$WORK"; }

@@ -43,27 +43,11 @@ command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/boot
 "$REPO/plugin-base-image/build.sh"
 # The id of the base image is part of the fingerprint: a rebuilt base means a rebuilt orchestrator image.
 FP="$({ fingerprint; docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; } | sha256sum | cut -d' ' -f1)"
-current_fp() {
-    docker image inspect -f '{{ index .Config.Labels "sysops.orchestrator.fingerprint" }}' "$IMAGE" 2>/dev/null || true
-}
-if [[ "$(current_fp)" == "$FP" ]]; then
-    log "$IMAGE is up to date (${FP:0:12})"
-    exit 0
-fi
-
-# ---------------------------------------------------------------- cache + lock
-CACHE="${SYSOPS_CACHE:-/var/cache/sysops}"
-if ! mkdir -p "$CACHE" 2>/dev/null || [[ ! -w "$CACHE" ]]; then
-    CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sysops"
-    mkdir -p "$CACHE"
-fi
-mkdir -p "$CACHE/wheels"
-exec 9>"$CACHE/.orchestrator-build.lock"
-flock 9
-if [[ "$(current_fp)" == "$FP" ]]; then
-    log "$IMAGE is up to date (${FP:0:12})"
-    exit 0
-fi
+# shellcheck source=lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
+exit_if_current "$IMAGE" sysops.orchestrator.fingerprint "$FP"
+open_cache .orchestrator-build.lock
+exit_if_current "$IMAGE" sysops.orchestrator.fingerprint "$FP"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sysops-orchestrator.XXXXXX")"
 cleanup() { rm -rf "$WORK"; }

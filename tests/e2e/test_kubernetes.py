@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SYSOPS, Sysops, copy_example
+from tests.integration.conftest import SYSOPS, Sysops, copy_example, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -36,15 +35,6 @@ def kubectl(*args: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
     return result.stdout
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass

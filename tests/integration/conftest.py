@@ -13,7 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,25 @@ def engine() -> docker.DockerClient:
     return client
 
 
+def installation_containers(
+    client: docker.DockerClient, installation_id: str, *, running_only: bool = False
+) -> list[docker.models.containers.Container]:
+    """Containers of one installation; retried when one vanishes between the engine's list and inspect."""
+    filters = {"label": f"sysops.installation={installation_id}"}
+    for _attempt in range(5):
+        try:
+            return list(client.containers.list(all=not running_only, filters=filters))
+        except docker.errors.NotFound:
+            time.sleep(0.2)
+    return list(client.containers.list(all=not running_only, filters=filters))
+
+
 def remove_installation(client: docker.DockerClient, installation_id: str) -> None:
     """Remove every container, image and volume of one sysops installation."""
     label = f"sysops.installation={installation_id}"
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
+    for container in installation_containers(client, installation_id):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
     for image in client.images.list(filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound):
             client.images.remove(image.id, force=True)
@@ -101,6 +116,16 @@ def fresh_sysops(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops
     instance = _make_sysops(tmp_path)
     yield instance
     remove_installation(engine, instance.installation_id)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds, failing with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def copy_example(name: str, target: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import Sysops, plugin_code, write_plugin
+from tests.integration.conftest import Sysops, installation_containers, plugin_code, write_plugin
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +23,7 @@ def _assert_clean_error(result: object, code: int, *fragments: str) -> None:
 
 
 def _containers(engine: docker.DockerClient, sysops: Sysops) -> list[str]:
-    label = f"sysops.installation={sysops.installation_id}"
-    return [c.name for c in engine.containers.list(all=True, filters={"label": label})]
+    return [c.name for c in installation_containers(engine, sysops.installation_id)]
 
 
 def test_invalid_and_missing_manifest(fresh_sysops: Sysops, tmp_path: Path) -> None:

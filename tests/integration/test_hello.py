@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import SYSOPS, Sysops, copy_example
+from tests.integration.conftest import SYSOPS, Sysops, copy_example, installation_containers
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def hello(sysops: Sysops, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _container(engine: docker.DockerClient, sysops: Sysops) -> docker.models.containers.Container:
-    containers = engine.containers.list(filters={"label": f"sysops.installation={sysops.installation_id}"})
+    containers = installation_containers(engine, sysops.installation_id, running_only=True)
     assert len(containers) == 1, [c.name for c in containers]
     return containers[0]
 

@@ -7,14 +7,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.integration.conftest import SYSOPS, Sysops, copy_example
+from tests.integration.conftest import SYSOPS, Sysops, copy_example, installation_containers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +29,8 @@ def _set_greeting(plugin_dir: Path, text: str) -> None:
     source.write_text(code[:start] + f'f"{text}, {{name}}!"' + code[end:])
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _containers(engine: docker.DockerClient, sysops: Sysops) -> list[docker.models.containers.Container]:
-    return engine.containers.list(all=True, filters={"label": f"sysops.installation={sysops.installation_id}"})
+    return installation_containers(engine, sysops.installation_id)
 
 
 @dataclass
@@ -86,7 +77,7 @@ def watched(fresh_sysops: Sysops, tmp_path: Path) -> Iterator[tuple[Sysops, Path
             [SYSOPS, "plugin", "up", str(plugin_dir), "--watch"], env=fresh_sysops.env, stderr=sink, stdout=sink
         )
     try:
-        _wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
+        wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
         yield fresh_sysops, plugin_dir, log
     finally:
         process.send_signal(signal.SIGINT)
@@ -101,10 +92,10 @@ def test_saves_roll_under_load_with_zero_failed_calls(
 ) -> None:
     sysops, plugin_dir, log = watched
     with LoadLoop(sysops) as load:
-        _wait_for(lambda: len(load.answers) >= 3, 30, "the first answers")
+        wait_for(lambda: len(load.answers) >= 3, 30, "the first answers")
         for version in ("Howdy", "Greetings", "Ahoy"):
             _set_greeting(plugin_dir, version)
-            _wait_for(lambda version=version: load.latest().startswith(version), 60, f"{version!r} to answer")
+            wait_for(lambda version=version: load.latest().startswith(version), 60, f"{version!r} to answer")
             time.sleep(0.5)
     assert load.failures == []
     seen = list(dict.fromkeys(answer.split(",")[0] for answer in load.answers))
@@ -121,7 +112,7 @@ def test_state_is_handed_to_the_new_version(watched: tuple[Sysops, Path, Path], 
         sysops.ok("greet", "World")
     before = _containers(engine, sysops)[0].id
     _set_greeting(plugin_dir, "Hiya")
-    _wait_for(lambda: sysops.ok("greet", "World").startswith("Hiya"), 60, "the new version")
+    wait_for(lambda: sysops.ok("greet", "World").startswith("Hiya"), 60, "the new version")
     assert _containers(engine, sysops)[0].id != before
     # three calls on the old version, plus the probes on the new one: the count was carried over
     assert json.loads(sysops.ok("info", "--output", "json"))["greeted"] >= 4
@@ -143,7 +134,7 @@ def test_broken_saves_roll_back_and_the_watch_goes_on(
     good = source.read_text()
     manifest = plugin_dir / "plugin.yaml"
     with LoadLoop(sysops, clients=2) as load:
-        _wait_for(lambda: len(load.answers) >= 2, 30, "the first answers")
+        wait_for(lambda: len(load.answers) >= 2, 30, "the first answers")
         if breakage == "initialize":
             source.write_text(good.replace("self.greeted = 0", "raise RuntimeError('no database')"))
         elif breakage == "syntax":
@@ -151,9 +142,9 @@ def test_broken_saves_roll_back_and_the_watch_goes_on(
         else:
             manifest.write_text(manifest.read_text() + "readiness: {timeout_seconds: 3}\n")
             source.write_text(good.replace("self.greeted = 0", "import time; time.sleep(60)"))
-        _wait_for(lambda: "reload failed" in log.read_text(), 90, "the failed reload to be reported")
+        wait_for(lambda: "reload failed" in log.read_text(), 90, "the failed reload to be reported")
         answers_at_failure = len(load.answers)
-        _wait_for(lambda: len(load.answers) > answers_at_failure + 2, 30, "answers after the failure")
+        wait_for(lambda: len(load.answers) > answers_at_failure + 2, 30, "answers after the failure")
     assert reported in log.read_text()
     assert load.failures == []
     assert {answer for answer in load.answers} == {"Hello, World!"}
@@ -164,7 +155,7 @@ def test_broken_saves_roll_back_and_the_watch_goes_on(
         assert status["events"][-1]["kind"] == "rolled-back"
     # the watch goes on: the next good save rolls
     source.write_text(good.replace('f"{greeting.capitalize()}, {name}!"', 'f"{greeting.capitalize()} again, {name}!"'))
-    _wait_for(lambda: sysops.ok("greet", "World") == "Hello again, World!\n", 60, "the fixed version")
+    wait_for(lambda: sysops.ok("greet", "World") == "Hello again, World!\n", 60, "the fixed version")
 
 
 def test_interrupted_roll_leaves_one_serving_version(
@@ -178,7 +169,7 @@ def test_interrupted_roll_leaves_one_serving_version(
         [SYSOPS, "plugin", "up", str(plugin_dir)], env=fresh_sysops.env, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for(lambda: len(_containers(engine, fresh_sysops)) == 2, 60, "the new instance to start")
+        wait_for(lambda: len(_containers(engine, fresh_sysops)) == 2, 60, "the new instance to start")
     finally:
         process.kill()
         process.wait()
@@ -223,12 +214,12 @@ def test_replicas_serve_together_and_roll_one_by_one(
     assert len(_containers(engine, fresh_sysops)) == 2
     assert json.loads(fresh_sysops.ok("plugin", "status", "hello", "--output", "json"))["replicas"] == "2/2"
     with LoadLoop(fresh_sysops, clients=2) as load:
-        _wait_for(lambda: len(load.answers) >= 2, 30, "the first answers")
+        wait_for(lambda: len(load.answers) >= 2, 30, "the first answers")
         _set_greeting(plugin_dir, "Salut")
         rolled = fresh_sysops.run("plugin", "up", str(plugin_dir))
         assert rolled.returncode == 0, rolled.stderr
         assert rolled.stderr.count("waiting for hello 1.0.0 to be ready") == 2
-        _wait_for(lambda: load.latest().startswith("Salut"), 30, "the new version")
+        wait_for(lambda: load.latest().startswith("Salut"), 30, "the new version")
     assert load.failures == []
     after = _containers(engine, fresh_sysops)
     assert len(after) == 2 and {c.labels["sysops.revision"] for c in after} == {"2"}

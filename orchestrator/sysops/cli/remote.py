@@ -18,7 +18,7 @@ import grpc
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
-from sysops.core.client import InvocationResult
+from sysops.core.client import InvocationResult, from_event
 from sysops.core.lifecycle import PluginState
 from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
 from sysops.server.protocol.v1 import control_pb2 as pb
@@ -165,18 +165,7 @@ class RemoteClient:
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
             for chunk in self.stub.Invoke(request, metadata=self.metadata):
-                event = plugin_pb.InvokeEvent.FromString(chunk.event)
-                if event.HasField("output"):
-                    yield event.output.text
-                else:
-                    result = event.result
-                    yield InvocationResult(
-                        kind=plugin_pb.Result.Kind.Name(result.kind).lower(),
-                        text=result.text,
-                        data=json.loads(result.data_json) if result.data_json else None,
-                        exit_code=result.exit_code,
-                        error=result.error,
-                    )
+                yield from_event(plugin_pb.InvokeEvent.FromString(chunk.event))
         except grpc.RpcError as error:
             raise _translate(error, self.context) from None
 

@@ -136,9 +136,9 @@ def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
             tried.add(endpoint)
             successor = _current_route(route.command)
             candidates = [e for e in successor.endpoints if e not in tried] if successor else []
-            if not candidates:
+            if successor is None or not candidates:
                 raise not_started.error from None
-            endpoint = random.choice(candidates)
+            route, endpoint = successor, random.choice(candidates)
     _invoke_once(route, endpoint, arguments, output)
 
 

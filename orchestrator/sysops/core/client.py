@@ -40,6 +40,20 @@ class InvocationResult:
     error: str
 
 
+def from_event(event: pb.InvokeEvent) -> str | InvocationResult:
+    """An InvokeEvent as the CLI handles it: a streamed line, or the final result."""
+    if event.HasField("output"):
+        return str(event.output.text)
+    result = event.result
+    return InvocationResult(
+        kind=pb.Result.Kind.Name(result.kind).lower(),
+        text=result.text,
+        data=json.loads(result.data_json) if result.data_json else None,
+        exit_code=result.exit_code,
+        error=result.error,
+    )
+
+
 class PluginClient:
     """A connection to one plugin instance."""
 
@@ -101,17 +115,9 @@ class PluginClient:
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
             for event in self.stub.Invoke(request, timeout=timeout, metadata=self.metadata):
-                if event.HasField("output"):
-                    yield event.output.text
-                else:
-                    result = event.result
-                    yield InvocationResult(
-                        kind=pb.Result.Kind.Name(result.kind).lower(),
-                        text=result.text,
-                        data=json.loads(result.data_json) if result.data_json else None,
-                        exit_code=result.exit_code,
-                        error=result.error,
-                    )
+                item = from_event(event)
+                yield item
+                if isinstance(item, InvocationResult):
                     return
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
