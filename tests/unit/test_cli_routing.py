@@ -101,3 +101,27 @@ def test_instances_refuse_calls_without_their_token(running: FakeDriver) -> None
         assert client.healthy()  # health checks stay open for probes
         with pytest.raises(PluginUnavailableError, match="wrong sysops instance token"):
             list(client.invoke("echo", {"text": "x"}))
+
+
+def test_a_stale_route_follows_the_roll_with_the_new_token(
+    settings: Settings, plugin_classes: dict[str, type[Plugin]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops.cli.routed import invoke
+
+    from tests.unit.test_rollout import _target
+
+    driver = FakeDriver()
+    for image, plugin_class in plugin_classes.items():
+        driver.add_image(image, plugin_class)
+    orchestrator = Orchestrator(settings, driver)
+    try:
+        orchestrator.rollout.roll(_target("echo-v1"))
+        stale = orchestrator.store.route("echo")
+        assert stale is not None
+        orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))  # the old instance is gone
+        invoke(stale, {"text": "x"}, "text")
+        assert capsys.readouterr().out == "v2:x\n"
+    finally:
+        for handle in list(driver.instances):
+            driver.remove(handle)
+        orchestrator.close()
