@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a machine for sysops development/CI. Idempotent; a few seconds when all is in place.
 #   1. Docker engine reachable (on Debian as root: install docker.io and start dockerd if needed).
-#   2. .venv with sdk + orchestrator[dev] installed editable (skipped when the stamp matches).
+#   2. .venv with sdk + orchestrator[dev,kubernetes] installed editable (skipped when the stamp matches).
 #   3. plugin base image built (plugin-base-image/build.sh; no-op when up to date).
 set -euo pipefail
 
@@ -66,10 +66,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 STAMP=.venv/.sysops-installed
-want="$(cat pyproject.toml sdk/pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml sdk/pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]]; then
-    log "installing sdk + orchestrator[dev] into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ./sdk -e '.[dev]' >&2
+    log "installing sdk + orchestrator[dev,kubernetes] into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ./sdk -e '.[dev,kubernetes]' >&2
     echo "$want" >"$STAMP"
 else
     log ".venv is up to date"
