@@ -24,7 +24,7 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
-from sysops.errors import ExitCode, NotFoundError, PluginUnavailableError, SysopsError
+from sysops.errors import EngineUnavailableError, ExitCode, NotFoundError, PluginUnavailableError, SysopsError
 from sysops.runtime.base import RuntimeDriver, StateMirror
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
@@ -196,8 +196,13 @@ def _event(item: str | InvocationResult) -> plugin_pb.InvokeEvent:
 def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
     """The driver (and desired-state mirror) of a runtime."""
     if runtime == "kubernetes":
-        from sysops.runtime.kubernetes_driver import KubernetesDriver
-        from sysops.runtime.kubernetes_state import PluginStateMirror
+        try:
+            from sysops.runtime.kubernetes_driver import KubernetesDriver
+            from sysops.runtime.kubernetes_state import PluginStateMirror
+        except ImportError as exc:
+            raise EngineUnavailableError(
+                "the kubernetes runtime needs the kubernetes client", hint="pip install 'sysops[kubernetes]'"
+            ) from exc
 
         kubernetes = KubernetesDriver()
         return kubernetes, PluginStateMirror(kubernetes)
