@@ -75,11 +75,13 @@ def _run(env: dict[str, str], count: int, processes: int) -> int:
     assert route is not None
     arguments = json.dumps({"name": "bench"})
 
-    channel = grpc.insecure_channel(route.endpoint)
+    endpoint = route.endpoints[0]
+    auth = (("authorization", f"Bearer {route.token_for(endpoint)}"),)  # every plugin call carries it
+    channel = grpc.insecure_channel(endpoint)
     stub = pb_grpc.PluginServiceStub(channel)
 
     def raw() -> None:
-        for _event in stub.Invoke(pb.InvokeRequest(command="greet", arguments_json=arguments)):
+        for _event in stub.Invoke(pb.InvokeRequest(command="greet", arguments_json=arguments), metadata=auth):
             pass
 
     clients: dict[str, PluginClient] = {}
