@@ -149,6 +149,22 @@ def test_broken_version_rolls_back_and_the_old_pod_keeps_serving(cluster: Cluste
     assert status["events"][-1]["kind"] == "rolled-back"
 
 
+def test_new_version_then_rollback_to_the_first(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
+    cli, plugin_dir = hello
+    source = plugin_dir / "hello_plugin" / "plugin.py"
+    good = source.read_text()
+    source.write_text(good.replace('f"{greeting.capitalize()}, {name}!"', 'f"{greeting.capitalize()} v2, {name}!"'))
+    try:
+        cli.ok("plugin", "up", str(plugin_dir))
+        assert cli.ok("greet", "k8s") == "Hello v2, k8s!\n"
+        rolled = cli.run("plugin", "rollback", "hello", "--to", "1")
+        assert rolled.returncode == 0 and "building" not in rolled.stderr, rolled.stderr
+        assert cli.ok("greet", "k8s") == "Hello, k8s!\n"
+        assert len(_plugin_pods(cluster)) == 1
+    finally:
+        source.write_text(good)
+
+
 def test_restarted_orchestrator_pod_keeps_the_plugin(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
     cli, _ = hello
     [plugin_pod] = _plugin_pods(cluster)
@@ -162,7 +178,7 @@ def test_restarted_orchestrator_pod_keeps_the_plugin(cluster: Cluster, hello: tu
     assert cli.ok("greet", "again") == "Hello, again!\n"
     assert [pod["metadata"]["name"] for pod in _plugin_pods(cluster)] == [plugin_pod["metadata"]["name"]]
     history = json.loads(cli.ok("plugin", "history", "hello", "--output", "json"))
-    assert [r["revision"] for r in history] == [1]
+    assert [r["revision"] for r in history] == [1, 2]
 
 
 def test_down_leaves_no_objects_behind(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
