@@ -150,15 +150,7 @@ pip wheel -q --no-deps "${build_iso[@]}" -w "$CTX/wheels" "$WORK/sdk-src" >&2 \
 arch="$(uname -m)"
 plat=(--only-binary=:all: --python-version 3.11 --implementation cp
       --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch")
-# Offline from the wheel cache first; download (and fill the cache) only if that fails.
-if ! pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$CTX/wheels" "${SDK_DEPS[@]}" \
-        >/dev/null 2>&1; then
-    log "downloading dependency wheels into $CACHE/wheels"
-    pip download -q "${plat[@]}" --find-links "$CACHE/wheels" -d "$CACHE/wheels" "${SDK_DEPS[@]}" >&2
-    pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$CTX/wheels" "${SDK_DEPS[@]}" >&2
-else
-    log "dependency wheels served from cache"
-fi
+fetch_wheels "$CTX/wheels" "${SDK_DEPS[@]}"
 
 # ---------------------------------------------------------------- build + verify
 log "docker build $BASE_IMAGE (fingerprint ${FP:0:12})"

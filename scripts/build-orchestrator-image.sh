@@ -93,16 +93,7 @@ plat=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 
       --platform "manylinux2014_$arch")
 # The base image is Debian bookworm (glibc 2.36): any manylinux_2_17 .. manylinux_2_36 wheel runs there.
 for minor in $(seq 17 36); do plat+=(--platform "manylinux_2_${minor}_$arch"); done
-# Offline from the wheel cache first; download (and fill the cache) only if that fails.
-if ! pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$CTX/wheels" "${DEPS[@]}" \
-        >/dev/null 2>&1; then
-    log "downloading dependency wheels into $CACHE/wheels"
-    { pip download -q "${plat[@]}" --find-links "$CACHE/wheels" -d "$CACHE/wheels" "${DEPS[@]}" \
-        && pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$CTX/wheels" "${DEPS[@]}"; } \
-        >"$WORK/download.log" 2>&1 || { cat "$WORK/download.log" >&2; die "cannot get the dependency wheels"; }
-else
-    log "dependency wheels served from cache"
-fi
+fetch_wheels "$CTX/wheels" "${DEPS[@]}" || die "cannot get the dependency wheels"
 
 # ---------------------------------------------------------------- build + verify
 log "docker build $IMAGE (fingerprint ${FP:0:12})"

@@ -27,3 +27,18 @@ open_cache() {
     exec 9>"$CACHE/$1"
     flock 9
 }
+
+# fetch_wheels DEST REQUIREMENT...: wheels for the image's Python (pip platform flags in the array `plat`)
+# into DEST, offline from $CACHE/wheels first; download into the cache only when that fails.
+# Callers define pip() (their interpreter's pip).
+fetch_wheels() {
+    local dest="$1"
+    shift
+    if pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$dest" "$@" >/dev/null 2>&1; then
+        log "dependency wheels served from cache"
+        return 0
+    fi
+    log "downloading dependency wheels into $CACHE/wheels"
+    pip download -q "${plat[@]}" --find-links "$CACHE/wheels" -d "$CACHE/wheels" "$@" >&2 \
+        && pip download -q --no-index --find-links "$CACHE/wheels" "${plat[@]}" -d "$dest" "$@" >&2
+}
