@@ -42,7 +42,8 @@ class Cluster:
     namespace: str
     token: str
 
-    def server_address(self) -> str:
+    def server_pod(self) -> tuple[str, str]:
+        """Name and gRPC address of the ready orchestrator pod (empty strings when none is ready)."""
         pods = json.loads(
             kubectl("-n", self.namespace, "get", "pods", "-l", "app.kubernetes.io/component=server", "-o", "json")
         )
@@ -51,7 +52,11 @@ class Cluster:
             if pod["metadata"].get("deletionTimestamp") is None
             and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
         ]  # fmt: skip
-        return f"{ready[0]['status']['podIP']}:7443" if ready else ""
+        return (ready[0]["metadata"]["name"], f"{ready[0]['status']['podIP']}:7443") if ready else ("", "")
+
+    def server_address(self) -> str:
+        """gRPC address of the ready orchestrator pod."""
+        return self.server_pod()[1]
 
     def cli(self, home: Path) -> Sysops:
         env = {
@@ -168,9 +173,10 @@ def test_new_version_then_rollback_to_the_first(cluster: Cluster, hello: tuple[S
 def test_restarted_orchestrator_pod_keeps_the_plugin(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
     cli, _ = hello
     [plugin_pod] = _plugin_pods(cluster)
-    kubectl("-n", cluster.namespace, "delete", "pod", "-l", "app.kubernetes.io/component=server", "--wait=true")
-    old_address = cli.env["SYSOPS_SERVER"]
-    wait_for(lambda: cluster.server_address() not in ("", old_address), 120, "a new orchestrator pod")
+    old_pod, _ = cluster.server_pod()
+    kubectl("-n", cluster.namespace, "delete", "pod", old_pod, "--wait=true")
+    # The new pod may get the old one's IP back: wait for a ready pod with another name.
+    wait_for(lambda: cluster.server_pod()[0] not in ("", old_pod), 120, "a new orchestrator pod")
     cli = cluster.cli(cli.home)
     wait_for(lambda: cli.run("plugin", "ls").returncode == 0, 60, "the new server to answer")
     [listed] = json.loads(cli.ok("plugin", "ls", "--output", "json"))
