@@ -28,23 +28,16 @@ SDK_DEPS=("grpcio>=1.85.1" "grpcio-health-checking>=1.85.1" "protobuf>=7.35.1")
 
 log() { printf 'plugin-base: %s\n' "$*" >&2; }
 die() { printf 'plugin-base: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=../scripts/lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
 
 # ---------------------------------------------------------------- fingerprint
 fingerprint() {
-    (
-        cd "$REPO"
-        {
-            echo "plugin-base-image/Dockerfile"
-            echo "sdk/pyproject.toml"
-            find sdk/sysops_sdk -type f -not -path '*/__pycache__/*' -not -name '*.pyc'
-        } | LC_ALL=C sort | while IFS= read -r f; do sha256sum -- "$f"; done | sha256sum | cut -d' ' -f1
-    )
+    (cd "$REPO" && hash_files plugin-base-image/Dockerfile sdk/pyproject.toml sdk/sysops_sdk)
 }
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/bootstrap.sh)"
 FP="$(fingerprint)"
-# shellcheck source=../scripts/lib/image-build.sh
-source "$REPO/scripts/lib/image-build.sh"
 exit_if_current "$BASE_IMAGE" sysops.base.fingerprint "$FP"
 open_cache .build.lock
 # Another run may have finished the build while we waited for the lock.

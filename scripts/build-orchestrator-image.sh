@@ -25,17 +25,12 @@ BASE_IMAGE="sysops/plugin-base:$SDK_VERSION"
 
 log() { printf 'orchestrator-image: %s\n' "$*" >&2; }
 die() { printf 'orchestrator-image: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/image-build.sh
+source "$REPO/scripts/lib/image-build.sh"
 
 # ---------------------------------------------------------------- fingerprint
 fingerprint() {
-    (
-        cd "$REPO"
-        {
-            echo "orchestrator/Dockerfile"
-            echo "pyproject.toml"
-            find orchestrator/sysops sdk/sysops_sdk -type f -not -path '*/__pycache__/*' -not -name '*.pyc'
-        } | LC_ALL=C sort | while IFS= read -r f; do sha256sum -- "$f"; done | sha256sum | cut -d' ' -f1
-    )
+    (cd "$REPO" && hash_files orchestrator/Dockerfile pyproject.toml orchestrator/sysops sdk/sysops_sdk)
 }
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/bootstrap.sh)"
@@ -43,8 +38,6 @@ command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/boot
 "$REPO/plugin-base-image/build.sh"
 # The id of the base image is part of the fingerprint: a rebuilt base means a rebuilt orchestrator image.
 FP="$({ fingerprint; docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; } | sha256sum | cut -d' ' -f1)"
-# shellcheck source=lib/image-build.sh
-source "$REPO/scripts/lib/image-build.sh"
 exit_if_current "$IMAGE" sysops.orchestrator.fingerprint "$FP"
 open_cache .orchestrator-build.lock
 exit_if_current "$IMAGE" sysops.orchestrator.fingerprint "$FP"

@@ -2,6 +2,13 @@
 # Both skip work when the image already carries the fingerprint of its inputs, and serialize concurrent
 # builds with a lock in the cache directory. Callers define log().
 
+# hash_files PATH...: one sha256 over the named files and every file under the named directories (caches
+# skipped), run from the repository root; the fingerprint of an image's inputs.
+hash_files() {
+    find "$@" -type f -not -path '*/__pycache__/*' -not -name '*.pyc' | LC_ALL=C sort \
+        | while IFS= read -r f; do sha256sum -- "$f"; done | sha256sum | cut -d' ' -f1
+}
+
 # Print the fingerprint label LABEL of IMAGE ("" when the image is missing).
 image_fingerprint() {
     docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true

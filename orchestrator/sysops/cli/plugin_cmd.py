@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from sysops.cli.output import emit
-from sysops.errors import SysopsError, UsageError
+from sysops.errors import UsageError
 
 plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
 
@@ -184,5 +184,3 @@ def rollback(
     instance = _orchestrator().rollback(name, to)
     progress(f"{name} {instance.version} ready (revision {instance.revision})")
 
-
-__all__ = ["SysopsError", "plugin_app"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LABEL_PREFIX = "sysops."
 LABEL_INSTALLATION = "sysops.installation"
 LABEL_PLUGIN = "sysops.plugin"
 LABEL_VERSION = "sysops.version"
