@@ -15,11 +15,13 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.utils import parse_quantity
 
 from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError, StartFailedError
 from sysops.runtime.base import (
@@ -77,6 +79,22 @@ def cpu_quantity(nano_cpus: int) -> str:
 def memory_quantity(memory_bytes: int) -> str:
     """Memory in MiB, as Kubernetes writes it."""
     return f"{memory_bytes // (1024 * 1024)}Mi"
+
+
+def quantities_equal(asked: str | None, applied: str | None) -> bool:
+    """Whether two resource quantities are the same amount (`1000m` and `1`, `1024Mi` and `1Gi` are).
+
+    The API server stores quantities in canonical form, so they cannot be compared as strings; a
+    missing or unparseable quantity equals nothing.
+    """
+    if not asked or not applied:
+        return False
+    try:
+        left: Decimal = parse_quantity(asked)
+        right: Decimal = parse_quantity(applied)
+    except ValueError:
+        return False
+    return left == right
 
 
 class KubernetesDriver:
@@ -364,7 +382,7 @@ class KubernetesDriver:
             raise RuntimeOperationError(f"cannot read logs of pod {handle}: {_short(exc)}") from exc
 
     def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
-        """Compare the pod's resource limits as the API server stored them with the manifest's."""
+        """Compare the pod's resource limits as the API server stored them with the manifest's, as amounts."""
         try:
             pod: Any = self.core.read_namespaced_pod(handle, self.namespace)
         except ApiException as exc:
@@ -373,7 +391,9 @@ class KubernetesDriver:
         applied = {"cpu": applied_limits.get("cpu"), "memory": applied_limits.get("memory")}
         expected = {"cpu": cpu_quantity(limits.nano_cpus), "memory": memory_quantity(limits.memory_bytes)}
         mismatches = tuple(
-            f"{key}: asked {expected[key]}, applied {applied[key]}" for key in expected if applied[key] != expected[key]
+            f"{key}: asked {expected[key]}, applied {applied[key]}"
+            for key in expected
+            if not quantities_equal(expected[key], applied[key])
         )
         return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
 
