@@ -12,7 +12,9 @@ from typing import Annotated
 import typer
 
 from sysops.cli.output import emit
+from sysops.core.names import check_plugin_name
 from sysops.errors import UsageError
+from sysops.safe_text import escape_controls
 
 plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
 
@@ -40,7 +42,7 @@ OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Print a ta
 
 def progress(message: str) -> None:
     """Print one progress line on stderr."""
-    sys.stderr.write(f"• {message}\n")
+    sys.stderr.write(f"• {escape_controls(message)}\n")  # build output and errors may quote a plugin
     sys.stderr.flush()
 
 
@@ -98,6 +100,7 @@ def down(
     purge: Annotated[bool, typer.Option("--purge", help="Also remove its images and data volume")] = False,
 ) -> None:
     """Drain and stop a plugin and remove its containers."""
+    check_plugin_name(name)
     _orchestrator().down(name, purge=purge)
     progress(f"{name} is down")
 
@@ -126,6 +129,7 @@ def ls(output: OutputOption = Output.TEXT) -> None:
 @plugin_app.command("status")
 def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
     """Show a plugin's state, version, image, container, health, last error and recent events."""
+    check_plugin_name(name)
     orchestrator = _orchestrator()
     orchestrator.reconcile()
     result = orchestrator.status(name, limits=True).as_dict()
@@ -135,8 +139,8 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     for key in STATUS_FIELDS:
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
-    typer.echo(f"{'last error':<13} {result['last_error'] or '-'}")
-    typer.echo(f"{'fault':<13} {result['fault'] or '-'}")
+    typer.echo(escape_controls(f"{'last error':<13} {result['last_error'] or '-'}"))
+    typer.echo(escape_controls(f"{'fault':<13} {result['fault'] or '-'}"))
     for key in ("asked", "applied", "usage"):
         values = result["limits"].get(key) or {}
         shown = ", ".join(f"{k} {'-' if v is None else v}" for k, v in values.items())
@@ -145,7 +149,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
         typer.echo(f"{'MISMATCH':<13} {mismatch}")
     typer.echo("events:")
     for event in result["events"]:
-        typer.echo(f"  {_when(event['time'])}  {event['kind']:<16} {event['message']}")
+        typer.echo(escape_controls(f"  {_when(event['time'])}  {event['kind']:<16} {event['message']}"))
 
 
 @plugin_app.command("logs")
@@ -155,13 +159,15 @@ def logs(
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines")] = None,
 ) -> None:
     """Print the logs of a plugin's active instance."""
+    check_plugin_name(name)
     for line in _orchestrator().logs(name, follow=follow, tail=tail):
-        typer.echo(line)
+        typer.echo(escape_controls(line, one_line=True))  # the plugin wrote them: no escape sequences
 
 
 @plugin_app.command("history")
 def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
     """List the revisions of a plugin."""
+    check_plugin_name(name)
     rows = [
         {
             "revision": r.revision,
@@ -181,6 +187,6 @@ def rollback(
     to: Annotated[int | None, typer.Option("--to", help="Revision to roll back to (default: the previous one)")] = None,
 ) -> None:
     """Roll a plugin back to an earlier revision's image, without rebuilding."""
+    check_plugin_name(name)
     instance = _orchestrator().rollback(name, to)
     progress(f"{name} {instance.version} ready (revision {instance.revision})")
-

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import keyword
 import re
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,14 +18,29 @@ from typing import Annotated, Any, Literal
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from sysops.core import safe_yaml
+from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import ManifestError
 
 MANIFEST_FILE = "plugin.yaml"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
-_REQUIREMENT = re.compile(r"^\s*([a-z0-9][-a-z0-9]*)\s*(.*)$")
+# Patterns are used with fullmatch (never `$`, which lets a trailing newline through) and are ASCII-only.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_REQUIREMENT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*([ -~]*)")
+_PERMISSION = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
+_MAX_ENTRYPOINT = 200
+
+
+def _printable_ascii(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError("must be printable ASCII on one line")
+    return value
+
+
+#: A short one-line string: printable ASCII, no control characters or newlines.
+_Line = Annotated[str, StringConstraints(max_length=200), AfterValidator(_printable_ascii)]
 
 
 class PluginType(StrEnum):
@@ -37,45 +54,75 @@ class PluginType(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML `true` is no number and `"50"` no integer; floats must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Limits(_Strict):
     """Resource limits of each instance; absent keys take the operator's defaults."""
 
-    cpu_percent: Annotated[float, Field(gt=0, le=6400, description="Percent of one core (100 = one core)")] = 100
+    # Bounds are what the engine enforces: below 1 % of a core the engine refuses the container, and a
+    # throttle under 0.1 MiB/s rounds to no throttle at all.
+    cpu_percent: Annotated[float, Field(ge=1, le=6400, description="Percent of one core (100 = one core)")] = 100
     memory_mb: Annotated[int, Field(ge=16, le=1 << 20, description="Memory limit; swap is held equal")] = 256
     disk_io_mb_per_sec: Annotated[
-        float | None, Field(gt=0, description="Read and write throttle on the data volume's device")
+        float | None, Field(ge=0.1, le=100_000, description="Read and write throttle on the data volume's device")
     ] = None
-    network_connections: Annotated[int | None, Field(ge=1, description="Concurrent outbound connections allowed")] = (
-        None
-    )
+    network_connections: Annotated[
+        int | None, Field(ge=1, le=1_000_000, description="Concurrent outbound connections allowed")
+    ] = None
     pids: Annotated[int, Field(ge=8, le=1 << 20, description="Maximum processes and threads")] = 128
+
+
+class LogLimits(_Strict):
+    """Log output each instance keeps on the host: `files` rotated files of at most `max_mb` MiB each."""
+
+    max_mb: Annotated[int, Field(ge=1, le=1024, description="Size of one log file before it is rotated")] = 10
+    files: Annotated[int, Field(ge=1, le=20, description="Log files kept (the oldest is dropped)")] = 3
 
 
 class EgressRule(_Strict):
     """One destination a plugin may reach: a host name, an IP or a CIDR, and optional ports."""
 
-    host: str = Field(description="Host name, IP address or CIDR")
-    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
+    host: str = Field(max_length=253, description="Host name, IP address or CIDR")
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list, max_length=64)
 
     @field_validator("host")
     @classmethod
     def _host_is_plausible(cls, host: str) -> str:
         try:
-            ipaddress.ip_network(host, strict=False)
+            network = ipaddress.ip_network(host, strict=False)
         except ValueError:
-            if not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$", host):
-                raise ValueError("must be a host name, an IP address or a CIDR") from None
+            return _check_host_name(host)
+        if network.prefixlen == 0:
+            raise ValueError(f"{shown(host)} allows every address; list the hosts or networks the plugin needs")
         return host
+
+
+def _check_host_name(host: str) -> str:
+    """A host name per RFC 1123: labels of letters, digits and '-', no empty label, not numeric at the end."""
+    labels = host.split(".")
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("must be an IP address, a CIDR, or a host name of dot-separated labels ([A-Za-z0-9-], 1-63)")
+    if labels[-1].isdigit() or _is_inet_aton_address(host):
+        # `0x7f.1`, `127.1` or `017.0.0.1` would reach the resolver, which reads them as an IPv4 address.
+        raise ValueError("looks like an IPv4 address in a non-standard form; write it as four decimals, e.g. 127.0.0.1")
+    return host
+
+
+def _is_inet_aton_address(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
 
 
 class Compatibility(_Strict):
     """Version ranges of sysops and Python the plugin works with."""
 
-    sysops: str = Field(default=">=0.1", description="PEP 440 specifier of supported sysops versions")
-    python: str = Field(default=">=3.11", description="PEP 440 specifier of supported Python versions")
+    sysops: _Line = Field(default=">=0.1", description="PEP 440 specifier of supported sysops versions")
+    python: _Line = Field(default=">=3.11", description="PEP 440 specifier of supported Python versions")
 
     @field_validator("sysops", "python")
     @classmethod
@@ -83,7 +130,7 @@ class Compatibility(_Strict):
         try:
             SpecifierSet(value)
         except InvalidSpecifier:
-            raise ValueError(f"{value!r} is not a version range like '>=0.1,<1.0'") from None
+            raise ValueError(f"{shown(value)} is not a version range like '>=0.1,<1.0'") from None
         return value
 
 
@@ -91,23 +138,24 @@ class Readiness(_Strict):
     """When a new instance counts as ready: health SERVING, plus an optional self-test command."""
 
     timeout_seconds: Annotated[float, Field(gt=0, le=600, description="Seconds to become ready")] = 30
-    command: str | None = Field(default=None, description="A command of the plugin that must succeed first")
+    command: _Line | None = Field(default=None, description="A command of the plugin that must succeed first")
     arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the self-test command")
 
 
 class Manifest(_Strict):
     """A plugin's `plugin.yaml`."""
 
-    name: str = Field(description="DNS-1123 label, unique per installation")
-    version: str = Field(description="Semantic version of the plugin")
-    description: str = ""
-    entrypoint: str = Field(description="'package.module:PluginClass'")
-    types: list[PluginType] = Field(default_factory=lambda: [PluginType.COMMAND])
-    requires: list[str] = Field(default_factory=list, description="Other plugins, e.g. 'monitoring>=1.0'")
-    conflicts: list[str] = Field(default_factory=list, description="Plugins that must not run beside this one")
+    name: str = Field(max_length=63, description="DNS-1123 label, unique per installation")
+    version: _Line = Field(max_length=64, description="Semantic version of the plugin")
+    description: str = Field(default="", max_length=1000)
+    entrypoint: str = Field(max_length=_MAX_ENTRYPOINT, description="'package.module:PluginClass'")
+    types: list[Annotated[PluginType, Field(strict=False)]] = Field(default_factory=lambda: [PluginType.COMMAND])
+    requires: list[_Line] = Field(default_factory=list, description="Other plugins, e.g. 'monitoring>=1.0'")
+    conflicts: list[_Line] = Field(default_factory=list, description="Plugins that must not run beside this one")
     compatibility: Compatibility = Field(default_factory=Compatibility)
-    permissions: list[str] = Field(default_factory=list)
+    permissions: list[_Line] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    logs: LogLimits = Field(default_factory=LogLimits)
     network: Literal["none"] | list[EgressRule] = Field(default="none", description="'none' or an allow-list")
     readiness: Readiness = Field(default_factory=Readiness)
     replicas: Annotated[int, Field(ge=1, le=16, description="Instances serving at once; calls are spread")] = 1
@@ -115,8 +163,8 @@ class Manifest(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_dns_label(cls, name: str) -> str:
-        if not _DNS_LABEL.match(name):
-            raise ValueError("must be a DNS-1123 label: lowercase letters, digits and '-', at most 63")
+        if not is_plugin_name(name):
+            raise ValueError(f"must be a DNS-1123 label: {PLUGIN_NAME_RULE}")
         return name
 
     @field_validator("version")
@@ -125,35 +173,39 @@ class Manifest(_Strict):
         try:
             Version(version)
         except InvalidVersion:
-            raise ValueError(f"{version!r} is not a version like '1.2.3'") from None
+            raise ValueError(f"{shown(version)} is not a version like '1.2.3'") from None
+        if version != version.strip():
+            raise ValueError("must not start or end with spaces")
         return version
 
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_shape(cls, entrypoint: str) -> str:
-        if not _ENTRYPOINT.match(entrypoint):
-            raise ValueError("must look like 'package.module:PluginClass'")
+        module, _, attribute = entrypoint.partition(":")
+        parts = [*module.split("."), attribute]
+        if not all(_IDENTIFIER.fullmatch(part) and not keyword.iskeyword(part) for part in parts):
+            raise ValueError("must look like 'package.module:PluginClass' (ASCII identifiers of at most 64 characters)")
         return entrypoint
 
     @field_validator("requires", "conflicts")
     @classmethod
     def _requirements_shape(cls, values: list[str]) -> list[str]:
         for value in values:
-            match = _REQUIREMENT.match(value)
-            if not match or not _DNS_LABEL.match(match.group(1)):
-                raise ValueError(f"{value!r} must be a plugin name with an optional range, like 'monitoring>=1.0'")
+            match = _REQUIREMENT.fullmatch(value)
+            if not match or not is_plugin_name(match.group(1)):
+                raise ValueError(f"{shown(value)} must be a plugin name with an optional range, like 'monitoring>=1.0'")
             try:
                 SpecifierSet(match.group(2))
             except InvalidSpecifier:
-                raise ValueError(f"{value!r} has an invalid version range") from None
+                raise ValueError(f"{shown(value)} has an invalid version range") from None
         return values
 
     @field_validator("permissions")
     @classmethod
     def _permission_shape(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not re.match(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$", value):
-                raise ValueError(f"{value!r} must be a dotted permission like 'deployment.execute'")
+            if not _PERMISSION.fullmatch(value):
+                raise ValueError(f"{shown(value)} must be a dotted permission like 'deployment.execute'")
         return values
 
 
@@ -185,14 +237,19 @@ def _describe_error(error: Any) -> str:
         return f"unknown key '{key}' (allowed here: {_allowed_keys(Manifest, location)})"
     if error["type"] == "missing":
         return f"missing required key '{key}'"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"key '{key}': {message} (got {json.dumps(error.get('input'), default=str)})"
+    message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
+    return f"key '{key}': {message} (got {shown(error.get('input'))})"
 
 
 def parse_manifest(data: Any, source: str) -> Manifest:
-    """Validate already-loaded manifest data; `source` names the file in errors."""
+    """Validate already-loaded manifest data (YAML, or JSON from the control API); `source` names the file."""
+    source = shown(source, 300)[1:-1]
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: expected a mapping of keys (name, version, entrypoint, ...)")
+    try:
+        safe_yaml.check_tree(data)
+    except safe_yaml.InputLimitError as exc:
+        raise ManifestError(f"{source}: {exc}", hint=_LIMITS_HINT) from None
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -204,19 +261,30 @@ def parse_manifest(data: Any, source: str) -> Manifest:
 
 
 def load_manifest(plugin_dir: Path) -> Manifest:
-    """Load and validate `<plugin_dir>/plugin.yaml`."""
+    """Load and validate `<plugin_dir>/plugin.yaml` within the limits of `sysops.core.safe_yaml`."""
     path = plugin_dir / MANIFEST_FILE
-    if not plugin_dir.is_dir():
-        raise ManifestError(f"{plugin_dir}: no such plugin directory")
-    if not path.is_file():
-        raise ManifestError(f"{path}: file not found; a plugin directory needs a plugin.yaml (see docs/plugins.md)")
+    where = shown(str(path), 300)[1:-1]
     try:
-        data = yaml.safe_load(path.read_text())
+        if not plugin_dir.is_dir():
+            raise ManifestError(f"{shown(str(plugin_dir), 300)[1:-1]}: no such plugin directory")
+        if not path.is_file():
+            raise ManifestError(
+                f"{where}: file not found; a plugin directory needs a plugin.yaml (see docs/plugins.md)"
+            )
+        data = safe_yaml.load(safe_yaml.read_text(path))
+    except OSError as exc:
+        raise ManifestError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except safe_yaml.InputLimitError as exc:
+        raise ManifestError(f"{where}: {exc}", hint=_LIMITS_HINT) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ManifestError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ManifestError(f"{where}: {safe_yaml.describe_yaml_error(exc)}") from None
     return parse_manifest(data, str(path))
+
+
+_LIMITS_HINT = (
+    f"a plugin.yaml is UTF-8 of at most {safe_yaml.MAX_BYTES // 1024} KiB, {safe_yaml.MAX_ALIASES} aliases, "
+    f"{safe_yaml.MAX_NODES} values and {safe_yaml.MAX_DEPTH} levels (docs/plugins.md)"
+)
 
 
 def json_schema() -> dict[str, Any]:
