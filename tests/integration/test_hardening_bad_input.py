@@ -1,0 +1,118 @@
+"""The real `sysops` CLI fed hostile arguments and plugin directories, against the real engine.
+
+Property: the exit code is in the documented set for the command, stderr has exactly one `error:` line
+and no traceback, and nothing is left behind (no container, image or volume of this installation, no
+file outside its SYSOPS_HOME). Example counts are small: each example is a process start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.integration.conftest import SYSOPS, Sysops, installation_containers
+
+pytestmark = pytest.mark.integration
+CLI_FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+# argv cannot hold NUL; any other byte reaches sysops (undecodable ones as surrogates).
+argv_words = st.binary(min_size=0, max_size=80).map(lambda raw: os.fsdecode(raw.replace(b"\0", b""))) | st.sampled_from(
+    ["/srv/app/poetry", "../../x", "Demo", "demo\n", "a" * 64, "x" * 5000, "\udcff", "-", "."]
+)
+manifests = st.sampled_from(
+    [
+        b"name: demo\nversion: 1.0.0\nentrypoint: demo.plugin:Demo\n",
+        b"name: demo\nversion: 1.0.0\nentrypoint: demo.plugin:Demo\nlimits: {cpu_percent: true}\n",
+        b"name: demo\nversion: 1.0.0\nentrypoint: " + b"a" * 1000 + b":B\n",
+        b"name: demo\nversion: 1.0.0\nentrypoint: demo.plugin:Demo\nnetwork: [{host: 0x7f.1}]\n",
+        b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+        "name: demo\n".encode("utf-16"),
+        b"\xff\xfe\x00binary",
+        b"x: " + b"[" * 3000,
+    ]
+) | st.binary(max_size=200)
+
+
+def _run(sysops: Sysops, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SYSOPS, *args], env=sysops.env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _assert_clean(result: subprocess.CompletedProcess[str], codes: set[int]) -> None:
+    stderr = result.stderr
+    assert result.returncode in codes, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    assert len(errors[0]) < 1000, errors[0][:200]
+
+
+def _left_behind(engine: docker.DockerClient, sysops: Sysops) -> list[str]:
+    label = f"sysops.installation={sysops.installation_id}"
+    return [
+        *(c.name for c in installation_containers(engine, sysops.installation_id)),
+        *(i.id for i in engine.images.list(filters={"label": label})),
+        *(v.name for v in engine.volumes.list() if v.name.startswith(f"sysops-{sysops.installation_id}-")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def workdir(sysops: Sysops) -> Path:
+    """The directory commands run in (cwd), next to SYSOPS_HOME; nothing may appear in it."""
+    path = sysops.home.parent / "cwd"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _files(root: Path, home: Path) -> set[Path]:
+    return {path for path in root.rglob("*") if home not in path.parents and path != home}
+
+
+@CLI_FUZZ
+@given(command=st.sampled_from(["status", "down", "history", "logs", "rollback"]), name=argv_words)
+def test_plugin_name_arguments(
+    sysops: Sysops, engine: docker.DockerClient, workdir: Path, command: str, name: str
+) -> None:
+    root = sysops.home.parent
+    before = _files(root, sysops.home)
+    result = _run(sysops, "plugin", command, "--", name, cwd=workdir)
+    _assert_clean(result, {2, 8})
+    assert _files(root, sysops.home) == before
+    assert _left_behind(engine, sysops) == []
+
+
+@CLI_FUZZ
+@given(content=manifests)
+def test_plugin_up_of_hostile_directories(
+    sysops: Sysops, engine: docker.DockerClient, workdir: Path, content: bytes
+) -> None:
+    plugin = workdir / "plugin"
+    plugin.mkdir(exist_ok=True)
+    (plugin / "plugin.yaml").write_bytes(content)
+    result = _run(sysops, "plugin", "up", str(plugin), cwd=workdir)
+    _assert_clean(result, {4})
+    assert _left_behind(engine, sysops) == []
+
+
+@CLI_FUZZ
+@given(path=argv_words)
+def test_plugin_up_of_hostile_paths(sysops: Sysops, engine: docker.DockerClient, workdir: Path, path: str) -> None:
+    result = _run(sysops, "plugin", "up", "--", path, cwd=workdir)
+    _assert_clean(result, {4})
+    assert _left_behind(engine, sysops) == []
+
+
+def test_down_of_a_path_does_not_truncate_it(sysops: Sysops, tmp_path: Path) -> None:
+    victim = tmp_path / "poetry.lock"
+    victim.write_text("precious\n")
+    result = sysops.run("plugin", "down", str(tmp_path / "poetry"))
+    _assert_clean(result, {2})
+    assert "invalid plugin name" in result.stderr
+    assert victim.read_text() == "precious\n"
