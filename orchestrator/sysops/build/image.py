@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sysops.core.manifest import Manifest
+from sysops.core.names import shown
+from sysops.core.safe_yaml import InputLimitError
+from sysops.core.safe_yaml import read_text as read_bounded_text
 from sysops.errors import BuildError, PluginDefinitionError
 
 #: Python of the base image; wheels must be built for it.
@@ -73,16 +76,30 @@ def plugin_requirements(plugin_dir: Path) -> list[str]:
     requirements: list[str] = []
     if pyproject.is_file():
         try:
-            data = tomllib.loads(pyproject.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise PluginDefinitionError(f"{pyproject}: not valid TOML: {exc}") from None
-        requirements = list(data.get("project", {}).get("dependencies", []))
+            data = tomllib.loads(read_plugin_text(pyproject))
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise PluginDefinitionError(f"{pyproject}: not valid TOML: {shown(str(exc), 120)}") from None
+        project = data.get("project", {})
+        dependencies = project.get("dependencies", []) if isinstance(project, dict) else None
+        if not isinstance(dependencies, list) or not all(
+            isinstance(req, str) and not req.lstrip().startswith("-") for req in dependencies
+        ):
+            raise PluginDefinitionError(f"{pyproject}: [project].dependencies must be a list of requirement strings")
+        requirements = dependencies
     elif (plugin_dir / "requirements.txt").is_file():
-        for line in (plugin_dir / "requirements.txt").read_text().splitlines():
+        for line in read_plugin_text(plugin_dir / "requirements.txt").splitlines():
             line = line.split("#", 1)[0].strip()
             if line and not line.startswith("-"):
                 requirements.append(line)
     return [req for req in requirements if _distribution_name(req) not in _SDK_DISTRIBUTIONS]
+
+
+def read_plugin_text(path: Path) -> str:
+    """A plugin's pyproject.toml or requirements.txt: UTF-8 of at most 1 MiB, or one line saying why not."""
+    try:
+        return read_bounded_text(path, max_bytes=1 << 20)
+    except (OSError, InputLimitError) as exc:
+        raise PluginDefinitionError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _distribution_name(requirement: str) -> str:
