@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import SYSOPS, Sysops, installation_containers
+from tests.integration.conftest import SYSOPS, Sysops, installation_containers, plugin_code, write_plugin
 
 pytestmark = pytest.mark.integration
+CPU_6400 = "limits: {cpu_percent: 6400}\n"
 CLI_FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 # argv cannot hold NUL; any other byte reaches sysops (undecodable ones as surrogates).
 argv_words = st.binary(min_size=0, max_size=80).map(lambda raw: os.fsdecode(raw.replace(b"\0", b""))) | st.sampled_from(
@@ -116,3 +117,12 @@ def test_down_of_a_path_does_not_truncate_it(sysops: Sysops, tmp_path: Path) -> 
     _assert_clean(result, {2})
     assert "invalid plugin name" in result.stderr
     assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) >= 64, reason="needs an engine with fewer than 64 CPUs")
+def test_cpu_above_the_engine_names_the_key(fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient) -> None:
+    plugin = write_plugin(tmp_path / "p", name="greedy", code=plugin_code("greedy"), manifest_extra=CPU_6400)
+    result = _run(fresh_sysops, "plugin", "up", str(plugin), cwd=tmp_path, timeout=240)
+    _assert_clean(result, {4})
+    assert "limits.cpu_percent 6400 is more than the engine's" in result.stderr
+    assert _left_behind(engine, fresh_sysops) == []

@@ -22,7 +22,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import Mount
 
-from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError
+from sysops.errors import BuildError, EngineUnavailableError, ManifestError, RuntimeOperationError
 from sysops.runtime import docker_network
 from sysops.runtime.base import (
     LABEL_INSTALLATION,
@@ -172,6 +172,7 @@ class DockerDriver:
             "detach": True,
             "network_mode": "none",
             "nano_cpus": limits.nano_cpus,
+        self._check_cpus(limits.nano_cpus, plugin)
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids,
@@ -211,6 +212,18 @@ class DockerDriver:
                 volume = self.client.volumes.create(spec.data_volume, labels=labels)
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
+    def _check_cpus(self, nano_cpus: int, plugin: str) -> None:
+        """Refuse, naming the key (exit 4), a CPU limit above the engine's CPUs: the engine's refusal names none."""
+        try:
+            cpus = int(self.client.info().get("NCPU") or 0)
+        except docker.errors.APIError:
+            return  # an engine that does not answer is reported by the start itself
+        if cpus and nano_cpus > cpus * 1_000_000_000:
+            raise ManifestError(
+                f"{plugin}: limits.cpu_percent {nano_cpus / 10_000_000:g} is more than the engine's {cpus} CPUs",
+                hint=f"set limits.cpu_percent to at most {cpus * 100} in plugin.yaml",
+            )
+
         return str(volume.attrs.get("Mountpoint") or "")
 
     def _io_device(self, mountpoint: str, plugin: str) -> BlockDevice:
