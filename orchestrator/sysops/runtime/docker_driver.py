@@ -163,6 +163,7 @@ class DockerDriver:
         """Create and start a hardened, limited container for one plugin instance."""
         limits = spec.limits
         plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        self._check_cpus(limits.nano_cpus, plugin)
         mountpoint = self._ensure_volume(spec)
         kwargs: dict[str, Any] = {
             **_HARDENING,
@@ -172,7 +173,6 @@ class DockerDriver:
             "detach": True,
             "network_mode": "none",
             "nano_cpus": limits.nano_cpus,
-        self._check_cpus(limits.nano_cpus, plugin)
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids,
@@ -202,16 +202,6 @@ class DockerDriver:
             raise RuntimeOperationError(f"cannot start container {spec.name}: {_short(exc)}") from exc
         return self._status(container)
 
-    def _ensure_volume(self, spec: InstanceSpec) -> str:
-        """Create the plugin's data volume (labelled) if needed; return its mountpoint on the host."""
-        try:
-            try:
-                volume = self.client.volumes.get(spec.data_volume)
-            except docker.errors.NotFound:
-                labels = {key: spec.labels[key] for key in (LABEL_INSTALLATION, LABEL_PLUGIN) if key in spec.labels}
-                volume = self.client.volumes.create(spec.data_volume, labels=labels)
-        except docker.errors.APIError as exc:
-            raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
     def _check_cpus(self, nano_cpus: int, plugin: str) -> None:
         """Refuse, naming the key (exit 4), a CPU limit above the engine's CPUs: the engine's refusal names none."""
         try:
@@ -224,6 +214,16 @@ class DockerDriver:
                 hint=f"set limits.cpu_percent to at most {cpus * 100} in plugin.yaml",
             )
 
+    def _ensure_volume(self, spec: InstanceSpec) -> str:
+        """Create the plugin's data volume (labelled) if needed; return its mountpoint on the host."""
+        try:
+            try:
+                volume = self.client.volumes.get(spec.data_volume)
+            except docker.errors.NotFound:
+                labels = {key: spec.labels[key] for key in (LABEL_INSTALLATION, LABEL_PLUGIN) if key in spec.labels}
+                volume = self.client.volumes.create(spec.data_volume, labels=labels)
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
         return str(volume.attrs.get("Mountpoint") or "")
 
     def _io_device(self, mountpoint: str, plugin: str) -> BlockDevice:
