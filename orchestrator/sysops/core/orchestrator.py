@@ -22,6 +22,7 @@ from sysops.build.image import make_context
 from sysops.core.client import PluginClient
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
+from sysops.core.names import check_plugin_name, is_plugin_name
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.errors import ManifestError, NotFoundError, StartFailedError
@@ -111,6 +112,7 @@ class Orchestrator:
     @contextmanager
     def plugin_lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
         """Hold the per-plugin lock; yield False if non-blocking and another process holds it."""
+        check_plugin_name(name)  # the name becomes a path: never let `../x` or `/srv/x` through
         lock_dir = self.settings.home / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f"{name}.lock", "w") as handle:
@@ -132,7 +134,7 @@ class Orchestrator:
         for container in running.values():
             by_plugin.setdefault(container.labels.get(LABEL_PLUGIN, ""), []).append(container)
         names = set(by_plugin) | {plugin.name for plugin in self.store.plugins()}
-        for name in sorted(names - {""}):
+        for name in sorted(filter(is_plugin_name, names)):  # a forged label never becomes a lock path
             with self.plugin_lock(name, blocking=False) as acquired:
                 if acquired:
                     self._reconcile_plugin(name, by_plugin.get(name, []))
@@ -390,12 +392,14 @@ class Orchestrator:
 
     def history(self, name: str) -> list[RevisionRecord]:
         """Revisions of a plugin, oldest first."""
+        check_plugin_name(name)
         if self.store.plugin(name) is None and not self.store.revisions(name):
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
         return self.store.revisions(name)
 
     def status(self, name: str, *, limits: bool = False) -> PluginStatus:
         """Observe one plugin; with `limits`, also read back its limits and sample live usage (0.5 s)."""
+        check_plugin_name(name)
         plugin = self.store.plugin(name)
         if plugin is None:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
@@ -466,6 +470,7 @@ class Orchestrator:
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """Log lines of a plugin's active instance."""
+        check_plugin_name(name)
         plugin = self.store.plugin(name)
         if plugin is None:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")

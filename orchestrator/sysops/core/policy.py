@@ -21,16 +21,18 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sysops.core import safe_yaml
 from sysops.core.manifest import Limits, Manifest
+from sysops.core.names import shown
 from sysops.errors import PolicyDeniedError
 
 POLICY_FILE = "policy.yaml"
 
 
 class LimitValues(BaseModel):
-    """Values per limit key (all optional)."""
+    """Values per limit key (all optional); each must also be a valid manifest value (checked at load)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     cpu_percent: Annotated[float | None, Field(gt=0)] = None
     memory_mb: Annotated[int | None, Field(ge=16)] = None
@@ -42,7 +44,7 @@ class LimitValues(BaseModel):
 class Policy(BaseModel):
     """The operator's policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     defaults: LimitValues = Field(default_factory=LimitValues)
     caps: LimitValues = Field(default_factory=LimitValues)
@@ -59,14 +61,18 @@ def policy_path(home: Path) -> Path:
 def load_policy(home: Path) -> Policy:
     """Load the policy; no file means no caps (unless `$SYSOPS_POLICY` names a missing file: an error)."""
     path = policy_path(home)
-    if not path.is_file():
-        if os.environ.get("SYSOPS_POLICY"):
-            raise PolicyDeniedError(f"{path}: policy file not found (named by SYSOPS_POLICY)")
-        return Policy()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyDeniedError(f"{path}: cannot read the policy file: {exc}") from None
+        if not path.is_file():
+            if os.environ.get("SYSOPS_POLICY"):
+                raise PolicyDeniedError(f"{path}: policy file not found (named by SYSOPS_POLICY)")
+            return Policy()
+        data = safe_yaml.load(safe_yaml.read_text(path)) or {}
+    except OSError as exc:
+        raise PolicyDeniedError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from None
+    except safe_yaml.InputLimitError as exc:
+        raise PolicyDeniedError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyDeniedError(f"{path}: {safe_yaml.describe_yaml_error(exc)}") from None
     if not isinstance(data, dict):
         raise PolicyDeniedError(f"{path}: expected a mapping with defaults, caps, egress")
     try:
@@ -74,12 +80,27 @@ def load_policy(home: Path) -> Policy:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise PolicyDeniedError(f"{path}: key '{key}': {error['msg']} (got {error.get('input')!r})") from None
+        raise PolicyDeniedError(f"{path}: key '{key}': {error['msg']} (got {shown(error.get('input'))})") from None
+    _check_manifest_bounds(policy, path)
     for key, default in policy.defaults.model_dump(exclude_none=True).items():
         cap = getattr(policy.caps, key)
         if cap is not None and default > cap:
             raise PolicyDeniedError(f"{path}: defaults.{key} is {default:g}, above caps.{key} {cap:g}")
     return policy
+
+
+def _check_manifest_bounds(policy: Policy, path: Path) -> None:
+    """Refuse a default or cap no manifest could hold (such as cpu_percent 0.5): it would be applied as is."""
+    for section in ("defaults", "caps"):
+        values = getattr(policy, section).model_dump(exclude_none=True)
+        for key, value in values.items():
+            if key not in Limits.model_fields:
+                continue
+            try:
+                Limits.model_validate({key: value})
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"]
+                raise PolicyDeniedError(f"{path}: key '{section}.{key}': {message} (got {shown(value)})") from None
 
 
 def apply_policy(manifest: Manifest, policy: Policy, source: str) -> Manifest:

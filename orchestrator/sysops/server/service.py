@@ -23,8 +23,17 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import parse_manifest
+from sysops.core.names import check_plugin_name, shown
 from sysops.core.orchestrator import Orchestrator
-from sysops.errors import EngineUnavailableError, ExitCode, NotFoundError, PluginUnavailableError, SysopsError
+from sysops.errors import (
+    EngineUnavailableError,
+    ExitCode,
+    ManifestError,
+    NotFoundError,
+    PluginUnavailableError,
+    SysopsError,
+    UsageError,
+)
 from sysops.runtime.base import RuntimeDriver, StateMirror
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
@@ -49,6 +58,23 @@ def _abort(context: grpc.ServicerContext, error: SysopsError) -> None:
     context.set_trailing_metadata(((EXIT_CODE_METADATA_KEY, str(int(error.exit_code))),))
     message = str(error) + (f"\n{error.details}" if error.details else "")
     context.abort(_STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
+
+
+def _checked_name(context: grpc.ServicerContext, name: str) -> str:
+    """The request's plugin name, or the call aborted with INVALID_ARGUMENT (exit 2) before any work."""
+    try:
+        return check_plugin_name(name)
+    except SysopsError as error:
+        _abort(context, error)
+        raise
+
+
+def decode_json(text: str, what: str, error: type[SysopsError]) -> Any:
+    """Parse a JSON field of a request; bad, too deep or oversized JSON raises `error` naming the field."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not valid JSON: {shown(str(exc), 80)}") from None
 
 
 def to_json(value: Any) -> str:
@@ -100,7 +126,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         """Roll a plugin to a prebuilt image."""
 
         def up(orchestrator: Orchestrator) -> dict[str, Any]:
-            manifest = parse_manifest(json.loads(request.manifest_json), f"{request.source}/plugin.yaml")
+            data = decode_json(request.manifest_json, "the manifest", ManifestError)
+            manifest = parse_manifest(data, f"{request.source}/plugin.yaml")
             instance, changed = orchestrator.up_image(manifest, request.image, request.fingerprint, request.source)
             return {"instance": dataclasses.asdict(instance), "changed": changed}
 
@@ -108,10 +135,12 @@ class ControlServicer(pb_grpc.ControlServicer):
 
     def Down(self, request: pb.DownRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
         """Remove a plugin."""
+        _checked_name(context, request.name)
         yield from self._stream(context, lambda orchestrator: orchestrator.down(request.name, purge=request.purge))
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
         """Roll back to an earlier revision."""
+        _checked_name(context, request.name)
         yield from self._stream(
             context,
             lambda orchestrator: dataclasses.asdict(orchestrator.rollback(request.name, request.to or None)),
@@ -121,13 +150,15 @@ class ControlServicer(pb_grpc.ControlServicer):
         """Answer list, status and history queries."""
         orchestrator = self.orchestrator()
         try:
+            if request.kind in ("status", "history"):
+                check_plugin_name(request.name)
             if request.kind == "list":
                 return pb.QueryReply(json=json.dumps([s.as_dict() for s in orchestrator.list()], default=str))
             if request.kind == "status":
                 return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
             if request.kind == "history":
                 return pb.QueryReply(json=to_json(orchestrator.history(request.name)))
-            raise NotFoundError(f"unknown query {request.kind!r}")
+            raise NotFoundError(f"unknown query {shown(request.kind)}")
         except SysopsError as error:
             _abort(context, error)
             raise
@@ -136,6 +167,7 @@ class ControlServicer(pb_grpc.ControlServicer):
 
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
         """Stream a plugin's log lines."""
+        _checked_name(context, request.name)
         orchestrator = self.orchestrator()
         try:
             for line in orchestrator.logs(request.name, follow=request.follow, tail=request.tail or None):
@@ -170,8 +202,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         if not endpoint:
             _abort(context, PluginUnavailableError(f"plugin {route.plugin!r} has no ready instance"))
             return
-        arguments = json.loads(request.arguments_json or "{}")
         try:
+            arguments = decode_json(request.arguments_json or "{}", "the command's arguments", UsageError)
             with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
                 for item in client.invoke(request.command, arguments, output_format=request.output_format or "text"):
                     yield pb.InvokeChunk(event=_event(item).SerializeToString())
