@@ -11,11 +11,13 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sysops.errors import CommandConflictError
 
 #: Bumped whenever a table changes shape; see Store._migrate.
 SCHEMA_VERSION = 3
@@ -234,12 +236,17 @@ class Store:
         """Remember why a plugin last failed (empty to clear)."""
         self.db.execute("UPDATE plugins SET last_error=?, updated=? WHERE name=?", (error, time.time(), name))
 
-    def delete_plugin(self, name: str) -> None:
-        """Forget a plugin, its instances, routes and revisions (events stay for history)."""
+    def delete_plugin(self, name: str, *, revisions: bool = False) -> None:
+        """Forget a plugin, its instances and routes, and with `revisions` its revisions (events stay).
+
+        Revisions are kept by default: they name the images a later `down --purge` removes, and they
+        keep revision numbers growing if the plugin comes back.
+        """
         with self.transaction() as db:
             for table, column in (("plugins", "name"), ("instances", "plugin"), ("routes", "plugin")):
                 db.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))
-            db.execute("DELETE FROM revisions WHERE plugin=?", (name,))
+            if revisions:
+                db.execute("DELETE FROM revisions WHERE plugin=?", (name,))
 
     # instances
     def add_instance(self, instance: InstanceRecord) -> None:
@@ -334,17 +341,55 @@ class Store:
         remove: list[InstanceRecord],
         routes: dict[str, bytes] | None = None,
     ) -> None:
-        """Atomically put instances into routing and take others out (and replace the command table)."""
+        """Atomically put instances into routing and take others out (and replace the command table).
+
+        The command table is checked for claims of other plugins inside the same transaction, so two
+        plugins brought up at once cannot both claim a command: the second gets CommandConflictError and
+        nothing of its switch is applied.
+        """
         with self.transaction() as db:
             db.executemany("UPDATE instances SET active=1 WHERE id=?", [(i.id,) for i in add])
             db.executemany("UPDATE instances SET active=0 WHERE id=?", [(i.id,) for i in remove])
             if routes is not None:
+                conflict = self._route_conflict(db, plugin, routes)
+                if conflict is not None:
+                    raise conflict
                 db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
                 db.executemany(
                     "INSERT INTO routes (command, plugin, spec) VALUES (?, ?, ?)",
                     [(command, plugin, spec) for command, spec in routes.items()],
                 )
             db.execute("UPDATE plugins SET last_error='', updated=? WHERE name=?", (time.time(), plugin))
+
+    def route_conflict(self, plugin: str, commands: Iterable[str]) -> CommandConflictError | None:
+        """The first clash of `commands` (of `plugin`) with another plugin's routes, or None."""
+        return self._route_conflict(self.db, plugin, commands)
+
+    @staticmethod
+    def _route_conflict(db: sqlite3.Connection, plugin: str, commands: Iterable[str]) -> CommandConflictError | None:
+        for command in sorted(commands):
+            group = command.split(" ", 1)[0]
+            row = db.execute("SELECT plugin FROM routes WHERE command=? AND plugin<>?", (command, plugin)).fetchone()
+            if row is not None:
+                return CommandConflictError(
+                    f"command {command!r} of plugin {plugin!r} is already provided by plugin {row[0]!r}",
+                    hint=f"rename it in one of them, or `sysops plugin down {row[0]}` first",
+                )
+            row = db.execute("SELECT plugin FROM routes WHERE command=? AND plugin<>?", (group, plugin)).fetchone()
+            if " " in command and row is not None:
+                return CommandConflictError(
+                    f"command group {group!r} of plugin {plugin!r} clashes with command {group!r} of plugin {row[0]!r}"
+                )
+            row = db.execute(
+                "SELECT plugin FROM routes WHERE substr(command, 1, ?)=? AND plugin<>?",
+                (len(command) + 1, command + " ", plugin),
+            ).fetchone()
+            if row is not None:
+                return CommandConflictError(
+                    f"command {command!r} of plugin {plugin!r} clashes with command group {command!r} "
+                    f"of plugin {row[0]!r}"
+                )
+        return None
 
     def deactivate(self, plugin: str) -> None:
         """Take all of a plugin's instances out of routing and drop its commands."""

@@ -160,12 +160,20 @@ def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
     )
 
 
+def _hook_failure(hook: str, plugin: Plugin, exc: Exception) -> str:
+    """Log a failed snapshot()/restore() with its traceback; return the one line the orchestrator reports."""
+    traceback.print_exc(file=sys.stderr)
+    return f"{hook}() of plugin {plugin.name!r} failed: {type(exc).__name__}: {exc}"
+
+
 class PluginServicer(pb_grpc.PluginServiceServicer):
     """gRPC face of a PluginRuntime."""
 
     def __init__(self, runtime: PluginRuntime, on_shutdown: Any) -> None:
         self.runtime = runtime
         self.on_shutdown = on_shutdown
+        #: Snapshot (not Shutdown) stopped the calls, so a Restore may re-open the instance.
+        self._quiesced = False
 
     def _check_protocol(self, context: grpc.ServicerContext, version: str = "") -> None:
         if not version:
@@ -207,13 +215,38 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
                 )
 
     def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:
-        """Return the plugin's state for the next version."""
-        state = self.runtime.plugin.snapshot()
-        return pb.SnapshotReply(state=json.dumps(state, default=str).encode())
+        """Quiesce, then return the plugin's state for the next version.
+
+        New calls are refused as "shutting down" (callers re-send them to the next version) and the calls
+        in flight are waited for, so no write lands after the snapshot. The instance stays quiesced until
+        it is shut down, or re-opened by a Restore (an empty one when the hand-over failed). If the calls
+        do not finish before the caller's deadline, or snapshot() raises, it re-opens and the call fails.
+        """
+        was_draining = self.runtime.draining
+        self.runtime.draining = True
+        remaining = context.time_remaining()
+        wait = max(0.0, remaining - 0.5) if remaining is not None else 30.0
+        if not self.runtime.wait_idle(wait):
+            self.runtime.draining = was_draining
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"calls still running after {wait:.1f}s, no snapshot")
+        try:
+            state = json.dumps(self.runtime.plugin.snapshot(), default=str).encode()
+        except Exception as exc:
+            self.runtime.draining = was_draining
+            context.abort(grpc.StatusCode.INTERNAL, _hook_failure("snapshot", self.runtime.plugin, exc))
+        self._quiesced = self._quiesced or not was_draining
+        return pb.SnapshotReply(state=state)
 
     def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:
-        """Receive the previous version's state."""
-        self.runtime.plugin.restore(json.loads(request.state.decode() or "{}"))
+        """Receive the previous version's state (an empty one is none); re-open an instance Snapshot quiesced."""
+        if request.state:
+            try:
+                self.runtime.plugin.restore(json.loads(request.state.decode()))
+            except Exception as exc:
+                context.abort(grpc.StatusCode.INTERNAL, _hook_failure("restore", self.runtime.plugin, exc))
+        if self._quiesced:
+            self._quiesced = False
+            self.runtime.draining = False
         return pb.RestoreReply()
 
     def Shutdown(self, request: pb.ShutdownRequest, context: grpc.ServicerContext) -> pb.ShutdownReply:

@@ -30,13 +30,13 @@ def _root() -> None:
 
 def build_cli(argv: list[str]) -> click.Group:
     """Build the command group: built-ins plus the commands of every active plugin."""
-    from sysops.cli.main import BUILTIN_COMMANDS, unknown_command
+    from sysops.cli.main import unknown_command
     from sysops.cli.routed import add_routes, known_routes
     from sysops.errors import SysopsError
 
     group = typer.main.get_command(app)
     assert isinstance(group, click.Group)
-    if argv and argv[0] in BUILTIN_COMMANDS:
+    if argv and argv[0] in group.commands:
         return group  # built-ins work even when the current context's server is down
     try:
         add_routes(group, known_routes())

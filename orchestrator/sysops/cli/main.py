@@ -15,8 +15,7 @@ from collections.abc import Callable
 import click
 
 from sysops.errors import ExitCode, SysopsError
-
-BUILTIN_COMMANDS = ("plugin", "serve", "context")
+from sysops.reserved import RESERVED_COMMANDS
 
 
 def _print_error(error: SysopsError) -> None:
@@ -76,7 +75,7 @@ def unknown_command(word: str, known: list[str]) -> SysopsError:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] not in BUILTIN_COMMANDS:
+    if argv and not argv[0].startswith("-") and argv[0] not in RESERVED_COMMANDS:
         code = _routed(argv)
         if code is not None:
             return code

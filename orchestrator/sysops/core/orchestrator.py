@@ -227,7 +227,7 @@ class Orchestrator:
             tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
             self.progress(f"building image {tag}")
             built = self.driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
-            return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir))
+            return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir), built=True)
 
         return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
 
@@ -330,25 +330,31 @@ class Orchestrator:
         return serving
 
     def down(self, name: str, *, purge: bool = False) -> None:
-        """Drain and remove a plugin's instances; with `purge`, also its images and data volume."""
+        """Drain and remove a plugin's instances; with `purge`, also its images, revisions and data volume.
+
+        Without `purge` the revisions stay (`history` lists them), so a later `down --purge` of the same
+        name still finds and removes their images.
+        """
         self.reconcile()
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
-            if plugin is None:
+            revisions = self.store.revisions(name)
+            if plugin is None and not (purge and revisions):
                 raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
-            self.store.deactivate(name)
-            self.store.add_event(name, "stopping", "sysops plugin down")
-            for instance in self.store.instances(name):
-                self.rollout.retire(instance)
-            for container in self.driver.list_instances(
-                {LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name}
-            ):
-                self.driver.remove(container.handle)
+            if plugin is not None:
+                self.store.deactivate(name)
+                self.store.add_event(name, "stopping", "sysops plugin down")
+                for instance in self.store.instances(name):
+                    self.rollout.retire(instance)
+                for container in self.driver.list_instances(
+                    {LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name}
+                ):
+                    self.driver.remove(container.handle)
             if purge:
-                for revision in self.store.revisions(name):
+                for revision in revisions:
                     self.driver.remove_image(revision.image)
                 self.driver.remove_volume(self.rollout.data_volume(name))
-            self.store.delete_plugin(name)
+            self.store.delete_plugin(name, revisions=purge)
             if self.mirror is not None:
                 self.mirror.delete(name)
             self.store.add_event(name, "unloaded", "removed")
@@ -367,7 +373,8 @@ class Orchestrator:
                 raise NotFoundError(
                     f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`"
                 )
-            manifest = parse_manifest(target.manifest, f"revision {target.revision} of {name}")
+            where = f"revision {target.revision} of {name}"
+            manifest = apply_policy(parse_manifest(target.manifest, where), load_policy(self.settings.home), where)
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
             instance = self.rollout.roll(
                 RollTarget(manifest, target.image, target.image_id, target.fingerprint, plugin.source),

@@ -4,7 +4,8 @@ A plugin's manifest says what it wants; the operator says what any plugin may ha
 read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps, built-in defaults):
 
     defaults: {cpu_percent: 50, memory_mb: 128}          # for limits a manifest leaves out
-    caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20}
+    caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20,
+           replicas: 4}                                  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
 
 A key the manifest sets above its cap is refused (exit code 9) with a message naming the file, the key,
@@ -27,6 +28,8 @@ from sysops.core.names import shown
 from sysops.errors import PolicyDeniedError
 
 POLICY_FILE = "policy.yaml"
+#: Most instances one plugin may run when the policy sets no `caps.replicas`.
+DEFAULT_REPLICAS_CAP = 10
 
 
 class LimitValues(BaseModel):
@@ -41,13 +44,19 @@ class LimitValues(BaseModel):
     pids: Annotated[int | None, Field(ge=8)] = None
 
 
+class Caps(LimitValues):
+    """Caps: one per limit key, and the number of replicas."""
+
+    replicas: Annotated[int | None, Field(ge=1)] = None
+
+
 class Policy(BaseModel):
     """The operator's policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     defaults: LimitValues = Field(default_factory=LimitValues)
-    caps: LimitValues = Field(default_factory=LimitValues)
+    caps: Caps = Field(default_factory=Caps)
     egress: Literal["allow", "deny"] = "allow"
     #: Where the policy came from, for messages ("" = built in).
     source: str = ""
@@ -111,6 +120,12 @@ def apply_policy(manifest: Manifest, policy: Policy, source: str) -> Manifest:
     where = f" ({policy.source})" if policy.source else ""
     if policy.egress == "deny" and manifest.network != "none":
         raise PolicyDeniedError(f"{source}: network asks for an allow-list, policy allows only 'none'{where}")
+    replicas_cap = policy.caps.replicas or DEFAULT_REPLICAS_CAP
+    if manifest.replicas > replicas_cap:
+        raise PolicyDeniedError(
+            f"{source}: replicas asks {manifest.replicas}, policy caps it at {replicas_cap}"
+            f"{where if policy.caps.replicas else ' (the default; an operator may raise caps.replicas)'}"
+        )
     asked = manifest.limits.model_fields_set
     values = manifest.limits.model_dump()
     for key in LimitValues.model_fields:

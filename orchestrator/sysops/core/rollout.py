@@ -1,13 +1,16 @@
 """Rolling replacement of a plugin's instance, with automatic rollback when the new one is not ready.
 
 The sequence: start the new instance beside the old one, wait for gRPC readiness (health SERVING and a
-successful Describe), check its commands against every other plugin's, hand state over (Snapshot from
-the old, Restore into the new), switch routing in one store transaction, then drain and stop the old
-instance. Any failure before the switch removes the new instance and leaves the old one serving.
+successful Describe), check its commands against every other plugin's, quiesce the old one and take
+its state (Snapshot: it refuses new calls, which callers re-send, and its calls in flight finish), hand
+the state to the new one (Restore), switch routing in one store transaction, then stop the old one. Any
+failure before the switch removes the new instance and re-opens the old one, which keeps serving;
+nothing of a failed roll is stored but its events and its error (docs/hot-loading.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,10 +19,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+import grpc
 
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
+from sysops.reserved import RESERVED_COMMANDS
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
     LABEL_INSTALLATION,
@@ -39,10 +46,11 @@ from sysops.store import InstanceRecord, RevisionRecord, Store
 #: Exit codes of the plugin server (sysops_sdk._server) and what they mean for a user.
 _EXIT_REASONS = {3: "entrypoint failed to load", 4: "initialize() failed", 5: "cannot serve", 137: "killed"}
 _POLL_SECONDS = 0.03
-#: Top-level names that belong to sysops itself.
-RESERVED_COMMANDS = frozenset({"plugin", "serve", "help", "version"})
+#: Restore with no state re-opens an instance its Snapshot quiesced, leaving its state as it is.
+_REOPEN = b""
 
 Progress = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class RollTarget:
     image_id: str
     fingerprint: str
     source: str
+    #: This roll built the image: a failed roll removes it (and its layer images) unless a revision uses it.
+    built: bool = False
 
 
 def egress_rules(manifest: Manifest) -> list[EgressRule]:
@@ -118,20 +128,29 @@ class Rollout:
         name = manifest.name
         olds = self.store.active_instances(name)
         revision = rollback_of or self.store.next_revision(name)
-        self.store.save_plugin(name, target.source, self.driver.name, manifest.model_dump(mode="json"))
+        stored = manifest.model_dump(mode="json")
+        if not olds:  # nothing serves: the record describes this attempt (a failed one shows as Failed)
+            self.store.save_plugin(name, target.source, self.driver.name, stored)
         self.store.add_event(name, "reload-started" if olds else "loading", f"{manifest.version} (revision {revision})")
         news: list[InstanceRecord] = []
         try:
             for slot in range(manifest.replicas):
                 old = olds[slot] if slot < len(olds) else None
-                news.append(self._replace(target, revision, old, state_from=old or (olds[0] if olds else None)))
+                # An added replica copies the state of the first new instance, which took over olds[0]'s.
+                peer = news[0] if old is None and olds and news else None
+                news.append(self._replace(target, revision, old, peer=peer))
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
             self.store.add_event(name, "rolled-back" if olds else "failed", f"{manifest.version}: {reason}")
-            if news and olds:
+            if olds:
                 self._undo(news, olds[0])
+            else:
+                self._withdraw(name, news)
+            if target.built:
+                self._remove_unused_image(target)
             self.store.set_last_error(name, reason)
             raise
+        self.store.save_plugin(name, target.source, self.driver.name, stored)
         for surplus in olds[manifest.replicas :]:
             self.store.switch(name, add=[], remove=[surplus])
             self.retire(surplus)
@@ -154,24 +173,103 @@ class Rollout:
         return news[0]
 
     def _replace(
-        self, target: RollTarget, revision: int, old: InstanceRecord | None, state_from: InstanceRecord | None
+        self, target: RollTarget, revision: int, old: InstanceRecord | None, peer: InstanceRecord | None
     ) -> InstanceRecord:
-        """Start one new instance, make it ready, switch it in for `old`, retire `old`."""
+        """Start one new instance, make it ready, take over from `old` (or copy `peer`'s state), retire `old`."""
         manifest = target.manifest
         instance = self._start(target, revision)
         try:
             self.progress(f"waiting for {manifest.name} {manifest.version} to be ready")
             routes = self._wait_ready(instance, manifest)
-            if state_from is not None:
-                self._hand_over(state_from, instance)
+            if old is not None:
+                self._take_over(old, instance, routes)
+            else:
+                if peer is not None:
+                    self._copy_state(peer, instance)
+                self.store.switch(manifest.name, add=[instance], remove=[], routes=routes)
         except BaseException:
             self.discard(instance)
             raise
-        self.store.switch(manifest.name, add=[instance], remove=[old] if old else [], routes=routes)
         if old is not None:
             self.progress(f"draining {old.plugin} {old.version} (revision {old.revision})")
             self.retire(old)
         return instance
+
+    def _take_over(self, old: InstanceRecord, new: InstanceRecord, routes: dict[str, bytes]) -> None:
+        """Quiesce `old`, hand its state to `new`, and switch routing from one to the other.
+
+        Between the Snapshot and the switch, calls reaching `old` are refused before they run and the
+        CLI re-sends them once the route names `new`, so no write lands on `old` after its snapshot. If
+        anything fails, `old` is re-opened and keeps serving.
+        """
+        if not self._serves(old):
+            self.progress(f"{old.plugin} {old.version} does not answer: no state to hand over")
+            self.store.switch(new.plugin, add=[new], remove=[old], routes=routes)
+            return
+        with PluginClient(old.endpoint, old.plugin, old.token) as old_client:
+            state = self._snapshot(old, old_client)
+            try:
+                self._restore(new, state)
+                self.store.switch(new.plugin, add=[new], remove=[old], routes=routes)
+            except BaseException:
+                with contextlib.suppress(grpc.RpcError):
+                    old_client.restore(_REOPEN)
+                raise
+
+    def _copy_state(self, peer: InstanceRecord, new: InstanceRecord) -> None:
+        """Give an added replica the state of a live peer (quiesced only while it is snapshotted)."""
+        with PluginClient(peer.endpoint, peer.plugin, peer.token) as peer_client:
+            try:
+                state = self._snapshot(peer, peer_client)
+            finally:
+                with contextlib.suppress(grpc.RpcError):
+                    peer_client.restore(_REOPEN)
+        self._restore(new, state)
+
+    def _snapshot(self, instance: InstanceRecord, client: PluginClient) -> bytes:
+        """Quiesce an instance and take its state (its calls in flight get the drain timeout to finish)."""
+        return self._rpc(instance, "Snapshot", lambda: client.snapshot(timeout=self.settings.drain_timeout + 5))
+
+    def _restore(self, new: InstanceRecord, state: bytes) -> None:
+        with PluginClient(new.endpoint, new.plugin, new.token) as client:
+            self._rpc(new, "Restore", lambda: client.restore(state, timeout=self.settings.ready_timeout))
+
+    def _serves(self, instance: InstanceRecord) -> bool:
+        """Whether an instance runs and answers health checks (a crashed one has no state to hand over)."""
+        status = self.driver.inspect(instance.handle)
+        if status is None or not status.running:
+            return False
+        with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
+            return client.healthy(timeout=1.0)
+
+    def _rpc(self, instance: InstanceRecord, call: str, function: Callable[[], _T]) -> _T:
+        """Run a hand-over call; a failure becomes a StartFailedError naming the instance and the reason."""
+        try:
+            return function()
+        except grpc.RpcError as exc:
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            raise StartFailedError(
+                f"plugin {instance.plugin!r}: state hand-over failed: {call} on {instance.version} "
+                f"(revision {instance.revision}): {detail}",
+                hint="the previous version keeps serving; fix snapshot()/restore() and save again",
+                details=self.log_tail(instance.handle),
+            ) from None
+
+    def _withdraw(self, name: str, instances: list[InstanceRecord]) -> None:
+        """Take a failed first install out of routing and remove its instances: nothing of it stays up."""
+        self.store.deactivate(name)
+        for instance in instances:
+            self.discard(instance)
+
+    def _remove_unused_image(self, target: RollTarget) -> None:
+        """Remove the image a failed roll built (its untagged layer images go with it), unless still used."""
+        name = target.manifest.name
+        used = {r.image_id for r in self.store.revisions(name)} | {i.image_id for i in self.store.instances(name)}
+        if target.image_id in used:
+            return
+        self.progress(f"removing image {target.image} of the failed roll")
+        with contextlib.suppress(SysopsError):
+            self.driver.remove_image(target.image)
 
     def _undo(self, replaced: list[InstanceRecord], previous: InstanceRecord) -> None:
         """Put the previous version back into the slots a failed roll had already replaced."""
@@ -183,7 +281,7 @@ class Rollout:
         target = RollTarget(manifest, previous.image, previous.image_id, fingerprint, plugin.source if plugin else "")
         for instance in replaced:
             self.progress(f"rolling slot of {instance.plugin} back to {previous.version}")
-            self._replace(target, previous.revision, instance, state_from=instance)
+            self._replace(target, previous.revision, instance, peer=None)
 
     def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
         manifest = target.manifest
@@ -282,35 +380,19 @@ class Rollout:
             )
 
     def _check_conflicts(self, plugin: str, routes: dict[str, bytes]) -> None:
+        """Refuse reserved words and clashes early; the switch checks other plugins' claims again, atomically."""
         for command in sorted(routes):
             first = command.split(" ", 1)[0]
             if first in RESERVED_COMMANDS:
-                raise CommandConflictError(f"command {command!r} of plugin {plugin!r} uses the reserved name {first!r}")
+                raise CommandConflictError(
+                    f"command {command!r} of plugin {plugin!r} uses the reserved name {first!r}",
+                    hint=f"sysops keeps {', '.join(RESERVED_COMMANDS)} for itself; rename the command",
+                )
             if " " in command and first in routes:
                 raise CommandConflictError(f"plugin {plugin!r} defines both a command and a group named {first!r}")
-            claimed = self.store.route(command)
-            if claimed is not None and claimed.plugin != plugin:
-                raise CommandConflictError(
-                    f"command {command!r} of plugin {plugin!r} is already provided by plugin {claimed.plugin!r}",
-                    hint=f"rename it in one of them, or `sysops plugin down {claimed.plugin}` first",
-                )
-            group = command.split(" ", 1)[0]
-            if " " in command and (clash := self.store.route(group)) is not None and clash.plugin != plugin:
-                raise CommandConflictError(
-                    f"command group {group!r} of plugin {plugin!r} clashes with command {group!r} "
-                    f"of plugin {clash.plugin!r}"
-                )
-
-    def _hand_over(self, old: InstanceRecord, new: InstanceRecord) -> None:
-        with (
-            PluginClient(old.endpoint, old.plugin, old.token) as old_client,
-            PluginClient(new.endpoint, new.plugin, new.token) as client,
-        ):
-            try:
-                state = old_client.snapshot()
-            except Exception:
-                return  # the old instance is gone or broken: nothing to hand over
-            client.restore(state)
+        conflict = self.store.route_conflict(plugin, routes)
+        if conflict is not None:
+            raise conflict
 
     def failure(self, instance: InstanceRecord, status: InstanceStatus | None) -> StartFailedError:
         """Explain why an instance stopped, from its exit code and its last log lines."""
