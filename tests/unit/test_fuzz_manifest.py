@@ -167,7 +167,7 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.Contro
 
 # Protobuf strings are UTF-8: lone surrogates cannot be sent at all, so they are left out.
 wire_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80) | st.sampled_from(
-    ["demo", "/etc/passwd", "../x", "a" * 64, "demo\n", "", "status", "history", "list"]
+    ["demo", "/etc/passwd", "../x", "a" * 64, "demo\n", "", "status", "history", "list", "x" * 5000]
 )
 json_text = (
     st.builds(lambda tree: json.dumps(tree, allow_nan=True), trees)
