@@ -67,15 +67,19 @@ def server(engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[Server
         server.stop()
         installation = Sysops(home=server.home, env={}).installation_id
         remove_installation(engine, installation)
-        for image in engine.images.list(name="sysops-plugins/hello"):
-            engine.images.remove(image.id, force=True)
+        for image in engine.images.list(name=f"sysops-plugins/{installation}-hello"):
+            for tag in image.tags:  # untag only: another installation may have built the same content
+                if tag.startswith(f"sysops-plugins/{installation}-hello:"):
+                    engine.images.remove(tag)
 
 
 def test_cli_drives_a_server(server: tuple[Server, Sysops], engine: docker.DockerClient) -> None:
     service, cli = server
     up = cli.run("plugin", "up", str(ROOT / "examples" / "hello"))
     assert up.returncode == 0, up.stderr
-    assert "building image sysops-plugins/hello:1.0.0-" in up.stderr and "waiting for hello" in up.stderr
+    installation = Sysops(home=service.home, env={}).installation_id
+    assert f"building image sysops-plugins/{installation}-hello:1.0.0-" in up.stderr
+    assert "waiting for hello" in up.stderr
     assert cli.ok("greet", "World", "--shout") == "HELLO, WORLD!\n"
     assert json.loads(cli.ok("info", "--output", "json"))["plugin"] == "hello"
     assert cli.ok("count", "--to", "2").split() == ["1", "2"]

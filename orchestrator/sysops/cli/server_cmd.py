@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -21,6 +22,14 @@ context_app = typer.Typer(
 def serve(
     listen: Annotated[str, typer.Option("--listen", help="host:port of the gRPC control API")] = "127.0.0.1:7443",
     runtime: Annotated[RuntimeName, typer.Option("--runtime", help="Where plugins run")] = RuntimeName.DOCKER,
+    max_followers: Annotated[
+        int,
+        typer.Option(
+            "--max-followers",
+            envvar="SYSOPS_SERVER_MAX_FOLLOWERS",
+            help="Followed log streams (`plugin logs -f`) served at once; more are refused",
+        ),
+    ] = 64,
 ) -> None:
     """Run the orchestrator as a long-lived server with an authenticated gRPC control API."""
     from sysops.server.service import serve as start_server
@@ -28,7 +37,8 @@ def serve(
     token = os.environ.get("SYSOPS_SERVER_TOKEN", "")
     if len(token) < 16:
         raise UsageError("SYSOPS_SERVER_TOKEN must be set to a secret of at least 16 characters")
-    server = start_server(listen, runtime.value, token)
+    logging.basicConfig(format="sysops serve: %(levelname)s %(message)s", level=logging.INFO)
+    server = start_server(listen, runtime.value, token, max_followers=max_followers)
     progress(f"sysops control API on {listen} (runtime {runtime.value})")
     stopped = threading.Event()
 

@@ -9,6 +9,7 @@ and the leftovers of an interrupted roll are removed. Operations on one plugin h
 from __future__ import annotations
 
 import fcntl
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from sysops.build.image import make_context
 from sysops.core.client import PluginClient
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
-from sysops.core.names import check_plugin_name, is_plugin_name
+from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.errors import ManifestError, NotFoundError, StartFailedError
@@ -37,6 +38,7 @@ from sysops.runtime.base import (
     InstanceStatus,
     RuntimeDriver,
     StateMirror,
+    StreamCancel,
 )
 from sysops.runtime.faults import MAX_RESTARTS, describe_fault
 from sysops.settings import Settings
@@ -88,6 +90,11 @@ class PluginStatus:
         }
 
 
+LOG = logging.getLogger("sysops.reconcile")
+#: Labels already reported as not being plugin names (each is logged once per process).
+_IGNORED_LABELS: set[str] = set()
+
+
 class Orchestrator:
     """Brings plugins up and down and reports on them."""
 
@@ -134,10 +141,20 @@ class Orchestrator:
         for container in running.values():
             by_plugin.setdefault(container.labels.get(LABEL_PLUGIN, ""), []).append(container)
         names = set(by_plugin) | {plugin.name for plugin in self.store.plugins()}
+        for name in names - {""} - _IGNORED_LABELS:
+            if not is_plugin_name(name):
+                _IGNORED_LABELS.add(name)
+                LOG.warning("ignoring instances labelled %s=%s: not a valid plugin name", LABEL_PLUGIN, shown(name))
+        failures: list[Exception] = []
         for name in sorted(filter(is_plugin_name, names)):  # a forged label never becomes a lock path
-            with self.plugin_lock(name, blocking=False) as acquired:
-                if acquired:
-                    self._reconcile_plugin(name, by_plugin.get(name, []))
+            try:
+                with self.plugin_lock(name, blocking=False) as acquired:
+                    if acquired:
+                        self._reconcile_plugin(name, by_plugin.get(name, []))
+            except Exception as exc:  # one plugin's failure must not stop the others' reconciliation
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _reconcile_plugin(self, name: str, containers: list[InstanceStatus]) -> None:
         recorded = {instance.handle: instance for instance in self.store.instances(name)}
@@ -475,8 +492,10 @@ class Orchestrator:
         """Observe every plugin."""
         return [self.status(plugin.name) for plugin in self.store.plugins()]
 
-    def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """Log lines of a plugin's active instance."""
+    def logs(
+        self, name: str, *, follow: bool = False, tail: int | None = None, cancel: StreamCancel | None = None
+    ) -> Iterator[str]:
+        """Log lines of a plugin's active instance; `cancel` can end a follow from another thread."""
         check_plugin_name(name)
         plugin = self.store.plugin(name)
         if plugin is None:
@@ -485,4 +504,4 @@ class Orchestrator:
         chosen = next((i for i in instances if i.active), instances[-1] if instances else None)
         if chosen is None:
             raise NotFoundError(f"plugin {name!r} has no instance to show logs of")
-        return self.driver.logs(chosen.handle, follow=follow, tail=tail)
+        return self.driver.logs(chosen.handle, follow=follow, tail=tail, cancel=cancel)

@@ -6,6 +6,8 @@ find what runs by label and re-adopt it. A driver knows containers, not lifecycl
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,44 @@ class BuildRequest:
 ProgressCallback = Callable[[str], None]
 
 
+class StreamCancel:
+    """Ends a blocking log follow from another thread (a server whose client went away).
+
+    The driver attaches how to close its stream as soon as it opens one; `cancel()` closes it, so the
+    thread reading it returns at once instead of waiting for the next log line.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel()` was called."""
+        return self._cancelled
+
+    def attach(self, close: Callable[[], None]) -> None:
+        """Register how to close a stream; close it at once if already cancelled."""
+        with self._lock:
+            if not self._cancelled:
+                self._closers.append(close)
+                return
+        with contextlib.suppress(Exception):
+            close()
+
+    def cancel(self) -> None:
+        """Close every attached stream (once)."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            closers, self._closers = self._closers, []
+        for close in closers:
+            with contextlib.suppress(Exception):  # already closed, or the connection is gone
+                close()
+
+
 class RuntimeDriver(Protocol):
     """Operations every runtime (Docker, Kubernetes, the fake) provides."""
 
@@ -130,8 +170,10 @@ class RuntimeDriver(Protocol):
     def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
         """List instances (running or not) that carry all the given labels."""
 
-    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        """Yield log lines of an instance."""
+    def logs(
+        self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
+    ) -> Iterator[str]:
+        """Yield log lines of an instance; `cancel` can end a follow from another thread."""
 
     def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
         """Read back applied limits and live usage; list every difference from `limits` as a mismatch.

@@ -35,6 +35,7 @@ from sysops.runtime.base import (
     ProgressCallback,
     ResourceLimits,
     ResourceReport,
+    StreamCancel,
 )
 from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
 from sysops.runtime.faults import MAX_RESTARTS
@@ -325,8 +326,10 @@ class DockerDriver:
         if created is not None and time.time() - created > _ORPHAN_HOLDER_AGE:
             self._force_remove(str(holder.id))
 
-    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        """Yield log lines (stdout and stderr) of a container."""
+    def logs(
+        self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
+    ) -> Iterator[str]:
+        """Yield log lines (stdout and stderr) of a container; `cancel` closes a follow from another thread."""
         try:
             container = self.client.containers.get(handle)
             if not follow:
@@ -334,9 +337,12 @@ class DockerDriver:
                 yield from raw.decode(errors="replace").splitlines()
                 return
             pending = b""
-            for chunk in container.logs(
+            stream = container.logs(
                 stdout=True, stderr=True, stream=True, follow=True, tail=tail if tail is not None else "all"
-            ):
+            )
+            if cancel is not None:
+                cancel.attach(stream.close)
+            for chunk in stream:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:

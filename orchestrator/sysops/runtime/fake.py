@@ -24,6 +24,7 @@ from sysops.runtime.base import (
     ProgressCallback,
     ResourceLimits,
     ResourceReport,
+    StreamCancel,
 )
 
 
@@ -104,7 +105,9 @@ class FakeDriver:
             if all(i.status.labels.get(key) == value for key, value in labels.items())
         ]
 
-    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+    def logs(
+        self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
+    ) -> Iterator[str]:
         """Yield recorded log lines."""
         lines = self.instances[handle].logs if handle in self.instances else []
         return iter(lines[-tail:] if tail else lines)

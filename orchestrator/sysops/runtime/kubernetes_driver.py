@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -34,6 +35,7 @@ from sysops.runtime.base import (
     ProgressCallback,
     ResourceLimits,
     ResourceReport,
+    StreamCancel,
 )
 
 PLUGIN_PORT = 50051
@@ -358,8 +360,13 @@ class KubernetesDriver:
             token=environment.get("SYSOPS_TOKEN", ""),
         )
 
-    def logs(self, handle: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        """Yield log lines of a pod (of its previous run if the current one has not logged yet)."""
+    def logs(
+        self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
+    ) -> Iterator[str]:
+        """Yield log lines of a pod (of its previous run if the current one has not logged yet).
+
+        `cancel` shuts the follow's connection from another thread, which ends the iteration at once.
+        """
         status = self.inspect(handle)
         if status is None:
             return
@@ -368,6 +375,8 @@ class KubernetesDriver:
             response = self.core.read_namespaced_pod_log(
                 handle, self.namespace, tail_lines=tail, follow=follow, previous=previous, _preload_content=False
             )
+            if cancel is not None:
+                cancel.attach(response.shutdown)
             pending = b""
             for chunk in response.stream(1024):
                 pending += chunk
@@ -380,6 +389,10 @@ class KubernetesDriver:
             if exc.status in (400, 404):  # container not started yet, or gone
                 return
             raise RuntimeOperationError(f"cannot read logs of pod {handle}: {_short(exc)}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if cancel is not None and cancel.cancelled:
+                return  # the connection was shut on purpose
+            raise RuntimeOperationError(f"lost the logs of pod {handle} ({type(exc).__name__})") from exc
 
     def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
         """Compare the pod's resource limits as the API server stored them with the manifest's, as amounts."""
