@@ -26,6 +26,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from sysops_sdk._chunks import (
+    MAX_REPLY_BYTES,
+    output_events,
+    result_events,
+    speaks_chunks,
+    too_large_message,
+    utf8_size,
+)
 from sysops_sdk._commands import CommandDefinition, collect_commands
 from sysops_sdk._plugin import Plugin
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
@@ -82,7 +90,7 @@ class PluginRuntime:
         self.commands: dict[str, CommandDefinition] = {c.name: c for c in collect_commands(plugin)}
         self._in_flight = 0
         self._idle = threading.Condition()
-        self.draining = False
+        self._draining = False
 
     def describe(self) -> pb.PluginDescriptor:
         """Describe the plugin and its commands for the orchestrator."""
@@ -96,18 +104,36 @@ class PluginRuntime:
             commands=[_command_spec(command) for command in self.commands.values()],
         )
 
-    def run(self, command_name: str, arguments: dict[str, Any]) -> Iterator[str | InvocationOutcome]:
-        """Run a command, yielding streamed lines and finally its outcome."""
+    @property
+    def draining(self) -> bool:
+        """Whether new invocations are refused (a drain, or a Snapshot quiescing the instance)."""
         with self._idle:
-            self._in_flight += 1
-        try:
-            yield from self._run(command_name, arguments)
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
+            return self._draining
 
-    def _run(self, command_name: str, arguments: dict[str, Any]) -> Iterator[str | InvocationOutcome]:
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        with self._idle:
+            self._draining = value
+
+    def enter(self) -> bool:
+        """Count one invocation in flight, unless draining: one lock, so none starts after a drain saw idle."""
+        with self._idle:
+            if self._draining:
+                return False
+            self._in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        """An invocation counted by `enter` is over."""
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def run(self, command_name: str, arguments: dict[str, Any]) -> Iterator[str | InvocationOutcome]:
+        """Run a command (counted in flight by `enter`), yielding streamed lines and finally its outcome.
+
+        A result, or one streamed item, over MAX_REPLY_BYTES becomes a failure that says so.
+        """
         command = self.commands.get(command_name)
         if command is None:
             yield InvocationOutcome(pb.Result.NONE, exit_code=2, error=f"unknown command {command_name!r}")
@@ -116,7 +142,11 @@ class PluginRuntime:
             result = command.function(**command.convert(arguments))
             if isinstance(result, Iterator):
                 for item in result:
-                    yield str(item)
+                    line = str(item)
+                    if (size := utf8_size(line)) > MAX_REPLY_BYTES:
+                        yield _too_large(size)
+                        return
+                    yield line
                 result = None
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
@@ -125,15 +155,23 @@ class PluginRuntime:
             return
         if result is None:
             yield InvocationOutcome(pb.Result.NONE)
-        elif isinstance(result, str):
-            yield InvocationOutcome(pb.Result.TEXT, text=result)
-        else:
-            yield InvocationOutcome(pb.Result.DATA, data_json=json.dumps(result, default=str))
+            return
+        outcome = (
+            InvocationOutcome(pb.Result.TEXT, text=result)
+            if isinstance(result, str)
+            else InvocationOutcome(pb.Result.DATA, data_json=json.dumps(result, default=str))
+        )
+        size = utf8_size(outcome.text or outcome.data_json)
+        yield _too_large(size) if size > MAX_REPLY_BYTES else outcome
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no invocation is in flight; say whether that happened within `timeout`."""
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+
+def _too_large(size: int) -> InvocationOutcome:
+    return InvocationOutcome(pb.Result.NONE, exit_code=1, error=too_large_message(size), error_type="ReplyTooLarge")
 
 
 def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
@@ -190,21 +228,24 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
         return self.runtime.describe()
 
     def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeEvent]:
-        """Run a command and stream its output."""
+        """Run a command and stream its output; large lines and results go in pieces to callers of 1.1+."""
         self._check_protocol(context)
-        if self.runtime.draining:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
         try:
             arguments = json.loads(request.arguments_json or "{}")
         except json.JSONDecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"arguments_json is not JSON: {exc}")
-        for item in self.runtime.run(request.command, arguments):
-            if isinstance(item, str):
-                for line in item.splitlines() or [""]:
-                    yield pb.InvokeEvent(output=pb.OutputChunk(text=line))
-            else:
-                yield pb.InvokeEvent(
-                    result=pb.Result(
+        if not isinstance(arguments, dict):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "arguments_json is not a JSON object")
+        chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
+        if not self.runtime.enter():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
+        try:
+            for item in self.runtime.run(request.command, arguments):
+                if isinstance(item, str):
+                    for line in item.splitlines() or [""]:
+                        yield from output_events(line, chunked)
+                else:
+                    result = pb.Result(
                         kind=pb.Result.Kind.Name(item.kind),
                         text=item.text,
                         data_json=item.data_json,
@@ -212,7 +253,9 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
                         error=item.error,
                         error_type=item.error_type,
                     )
-                )
+                    yield from result_events(result, chunked)
+        finally:
+            self.runtime.leave()
 
     def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:
         """Quiesce, then return the plugin's state for the next version.

@@ -16,12 +16,15 @@ import click
 
 from sysops.errors import ExitCode, SysopsError
 from sysops.reserved import RESERVED_COMMANDS
+from sysops.safe_text import for_terminal
 
 
 def _print_error(error: SysopsError) -> None:
-    sys.stderr.write(f"error: {error}\n")
+    """One line (capped, control characters escaped: it may quote a plugin), then the details block."""
+    hint = f"; {for_terminal(error.hint)}" if error.hint else ""
+    sys.stderr.write(f"error: {for_terminal(error.message)}{hint}\n")
     if error.details:
-        sys.stderr.write("".join(f"  {line}\n" for line in error.details.splitlines()))
+        sys.stderr.write("".join(f"  {for_terminal(line)}\n" for line in error.details.rstrip("\n").split("\n")))
 
 
 def run_guarded(function: Callable[[], object]) -> int:
@@ -34,6 +37,7 @@ def run_guarded(function: Callable[[], object]) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
+        exc.message = for_terminal(exc.message)  # it may echo thousands of arguments
         exc.show()
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -45,7 +49,8 @@ def run_guarded(function: Callable[[], object]) -> int:
     except Exception as exc:  # a bug in sysops: still no traceback unless asked for
         if os.environ.get("SYSOPS_DEBUG"):
             raise
-        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc} (set SYSOPS_DEBUG=1 for a traceback)\n")
+        detail = for_terminal(f"{type(exc).__name__}: {exc}")
+        sys.stderr.write(f"error: internal error: {detail} (set SYSOPS_DEBUG=1 for a traceback)\n")
         return int(ExitCode.COMMAND_FAILED)
     return 0
 

@@ -1,11 +1,22 @@
-"""Plain-text tables and JSON for everything the CLI prints, without importing anything heavy."""
+"""Plain-text tables and JSON for everything the CLI prints, without importing anything heavy.
+
+A command's result goes to stdout through `write_result`: on a terminal, control characters a plugin put
+in it are escaped (they could set the clipboard, retitle or rewrite the screen) unless the user asked for
+raw output with SYSOPS_RAW_OUTPUT=1; to a pipe or a file it is written as it is, byte for byte.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from sysops.safe_text import escape_controls
+
+#: Set to 1 to let a command's result reach the terminal unescaped.
+RAW_OUTPUT_VARIABLE = "SYSOPS_RAW_OUTPUT"
 
 
 def _cell(value: Any) -> str:
@@ -38,11 +49,18 @@ def format_data(data: Any) -> str:
     return _cell(data)
 
 
+def write_result(text: str) -> None:
+    """Write a command's result to stdout: escaped on a terminal unless SYSOPS_RAW_OUTPUT=1, else as it is."""
+    if sys.stdout.isatty() and os.environ.get(RAW_OUTPUT_VARIABLE) != "1":
+        text = escape_controls(text)
+    sys.stdout.write(text)
+
+
 def emit(data: Any, output: str, columns: Sequence[str] | None = None) -> None:
-    """Print data as JSON or as a table."""
+    """Print data as JSON (whose strings escape every control character) or as a table."""
     if output == "json":
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     elif isinstance(data, list) and columns is not None:
-        sys.stdout.write(format_table(data, columns) + "\n")
+        write_result(format_table(data, columns) + "\n")
     else:
-        sys.stdout.write(format_data(data) + "\n")
+        write_result(format_data(data) + "\n")

@@ -2,9 +2,7 @@
 
 `up` builds the plugin image with the local Docker engine (the server never builds), pushes it when
 `SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
-shares this engine), then asks the server to roll it. The image is tagged with the server's installation
-id, as a local build is with its own, so `down --purge` on one server never untags an image another
-server runs. Server errors come back with the CLI exit code.
+shares this engine), then asks the server to roll it. Server errors come back with the CLI exit code.
 """
 
 from __future__ import annotations
@@ -17,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from sysops_sdk._chunks import MAX_MESSAGE_BYTES
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
-from sysops.core.client import InvocationResult, from_event
+from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
 from sysops.core.lifecycle import PluginState
 from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
-from sysops.runtime.base import LABEL_PLUGIN, LABEL_VERSION
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
@@ -56,7 +54,9 @@ class RemoteClient:
     def __init__(self, context: ServerContext, progress: Any = None) -> None:
         self.context = context
         self.progress = progress or (lambda message: None)
-        self.channel = grpc.insecure_channel(context.server)
+        self.channel = grpc.insecure_channel(
+            context.server, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        )
         self.stub = pb_grpc.ControlStub(self.channel)
         self.metadata = (("authorization", f"Bearer {context.token}"),)
 
@@ -101,12 +101,10 @@ class RemoteClient:
             raise EngineUnavailableError(
                 f"base image {settings.base_image} not found", hint="run plugin-base-image/build.sh"
             )
-        installation_id = str(self._query("server")["installation_id"])
-        # Not labelled with the installation: the server's reconcile would take build containers for orphans.
-        labels = {LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
+        labels = {"sysops.plugin": manifest.name, "sysops.version": manifest.version}
         context = make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels)
         registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
-        repository = f"{registry + '/' if registry else ''}sysops-plugins/{installation_id}-{manifest.name}"
+        repository = f"{registry + '/' if registry else ''}sysops-plugins/{manifest.name}"
         tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
         self.progress(f"building image {tag}")
         driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
@@ -120,7 +118,7 @@ class RemoteClient:
             source=str(plugin_dir),
         )
         result = self._stream("Up", request)
-        return _instance(result["instance"]), bool(result["changed"])
+        return InstanceRecord(**result["instance"]), bool(result["changed"])
 
     def down(self, name: str, *, purge: bool = False) -> None:
         """Remove a plugin."""
@@ -128,7 +126,7 @@ class RemoteClient:
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
         """Roll back to an earlier revision."""
-        return _instance(self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
+        return InstanceRecord(**self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
 
     def _query(self, kind: str, name: str = "") -> Any:
         return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name)).json)
@@ -165,19 +163,16 @@ class RemoteClient:
             if not prefix or route.command == prefix or route.command.startswith(prefix + " ")
         ]
 
-    def invoke(self, command: str, arguments: dict[str, Any], output_format: str) -> Iterator[str | InvocationResult]:
-        """Run a plugin command through the server."""
+    def invoke(
+        self, command: str, arguments: dict[str, Any], output_format: str, plugin: str = ""
+    ) -> Iterator[str | InvocationResult]:
+        """Run a plugin command through the server (which re-sends it if an instance refused it during a roll)."""
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
-            for chunk in self.stub.Invoke(request, metadata=self.metadata):
-                yield from_event(plugin_pb.InvokeEvent.FromString(chunk.event))
+            chunks = self.stub.Invoke(request, metadata=(*self.metadata, *PROTOCOL_METADATA))
+            yield from invocation_items((plugin_pb.InvokeEvent.FromString(chunk.event) for chunk in chunks), plugin)
         except grpc.RpcError as error:
             raise _translate(error, self.context) from None
-
-
-def _instance(data: dict[str, Any]) -> InstanceRecord:
-    """An instance from a server's reply, which leaves out its token, socket directory and endpoint."""
-    return InstanceRecord(**{"endpoint": "", "socket_dir": "", **data})
 
 
 def _status(data: dict[str, Any]) -> Any:

@@ -1,25 +1,25 @@
 """Plugin commands as click commands, built from the CommandSpecs stored when each plugin became active.
 
 This is the hot path of `sysops <command>`: it reads the route from SQLite, builds one click command,
-parses the command line, and streams the Invoke call over the instance's socket. It imports neither
-docker nor kubernetes nor pydantic.
+parses the command line, and streams the Invoke call over the instance's socket (core/router.py, which
+re-sends a call refused during a roll). It imports neither docker nor kubernetes nor pydantic.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sys
-import time
 from typing import Any
 
 import click
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.cli.contexts import REMOTE_ENDPOINT
-from sysops.cli.output import emit
-from sysops.core.client import InvocationResult, PluginClient
-from sysops.errors import CommandFailedError, PluginUnavailableError
+from sysops.cli.output import emit, write_result
+from sysops.core import router
+from sysops.core.client import InvocationResult
+from sysops.core.router import check_arguments
+from sysops.errors import CommandFailedError
 from sysops.store import Route
 
 _TYPES: dict[str, click.ParamType] = {
@@ -29,9 +29,8 @@ _TYPES: dict[str, click.ParamType] = {
     "bool": click.BOOL,
 }
 OUTPUT_FORMATS = ("text", "json")
-_MAX_REROUTES = 3
-#: How gRPC reports a call that never reached the command: the instance drains, or its socket is gone.
-_NOT_STARTED_MARKERS = ("plugin is shutting down", "failed to connect to all addresses")
+# Re-sending a call refused during a roll (and waiting for the hand-over) is core/router.py's job, shared
+# with the server's Invoke.
 
 
 class PluginCommand(click.Command):
@@ -120,33 +119,13 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
 
 
 def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
-    """Call the plugin; if its instance went away before answering, follow the route to its successor."""
-    tried: set[str] = set()
-    endpoint = route.endpoint
-    if not endpoint:
-        raise PluginUnavailableError(
-            f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
-            hint=f"see `sysops plugin status {route.plugin}`",
-        )
-    for _attempt in range(_MAX_REROUTES):
-        try:
-            _invoke_once(route, endpoint, arguments, output)
-            return
-        except _NotStarted as not_started:
-            tried.add(endpoint)
-            successor = _current_route(route.command)
-            candidates = [e for e in successor.endpoints if e not in tried] if successor else []
-            if successor is None or not candidates:
-                raise not_started.error from None
-            route, endpoint = successor, random.choice(candidates)
-    _invoke_once(route, endpoint, arguments, output)
-
-
-class _NotStarted(Exception):
-    """The instance refused the call before running it (draining, or gone): safe to send elsewhere."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+    """Check the arguments, call the plugin (directly, or through the context's server) and print what it says."""
+    check_arguments(route.command, arguments)
+    if route.endpoint == REMOTE_ENDPOINT:
+        _invoke_remote(route, arguments, output)
+        return
+    for item in router.call(route, arguments, output, _current_route):
+        _print_item(item, route, output)
 
 
 def known_routes(prefix: str = "") -> list[Route]:
@@ -179,37 +158,6 @@ def _current_route(command: str) -> Route | None:
     return next((route for route in known_routes(command) if route.command == command), None)
 
 
-def _invoke_once(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> None:
-    if endpoint == REMOTE_ENDPOINT:
-        _invoke_remote(route, arguments, output)
-        return
-    received = False
-    since = time.time()
-    with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
-        try:
-            for item in client.invoke(route.command, arguments, output_format=output):
-                received = True
-                _print_item(item, route, output)
-        except PluginUnavailableError as exc:
-            if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
-                raise _NotStarted(exc) from exc  # draining or gone before it ran: safe to send elsewhere
-            raise _failure(route, endpoint, since, exc) from exc
-
-
-def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
-    """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK."""
-    if endpoint.startswith("unix://"):
-        from sysops.runtime.faults import describe_instance_failure
-
-        fault = describe_instance_failure(endpoint, since, wait=1.5)
-        if fault:
-            return PluginUnavailableError(
-                f"plugin {route.plugin!r} died during command {route.command!r}: {fault}",
-                hint=f"see `sysops plugin status {route.plugin}`",
-            )
-    return error
-
-
 def _invoke_remote(route: Route, arguments: dict[str, Any], output: str) -> None:
     from sysops.cli import contexts
     from sysops.cli.remote import RemoteClient
@@ -218,7 +166,7 @@ def _invoke_remote(route: Route, arguments: dict[str, Any], output: str) -> None
     assert context is not None
     client = RemoteClient(context)
     try:
-        for item in client.invoke(route.command, arguments, output):
+        for item in client.invoke(route.command, arguments, output, route.plugin):
             _print_item(item, route, output)
     finally:
         client.close()
@@ -230,11 +178,11 @@ def _print_item(item: str | InvocationResult, route: Route, output: str) -> None
         if item.exit_code != 0:
             raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
         if item.kind == "text":
-            sys.stdout.write(item.text + ("\n" if not item.text.endswith("\n") else ""))
+            write_result(item.text + ("\n" if not item.text.endswith("\n") else ""))
         elif item.kind == "data":
             emit(item.data, output)
     else:
-        sys.stdout.write(item + "\n")
+        write_result(item + "\n")
         sys.stdout.flush()
 
 

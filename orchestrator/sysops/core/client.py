@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
+from sysops_sdk._chunks import MAX_MESSAGE_BYTES, Reassembler, ReplyTooLargeError
 from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
-from sysops.errors import PluginUnavailableError, ProtocolMismatchError
+from sysops.errors import CommandFailedError, PluginUnavailableError, ProtocolMismatchError
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _CHANNEL_OPTIONS = [
@@ -26,6 +27,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 20),
     ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.enable_retries", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 
 
@@ -40,18 +42,41 @@ class InvocationResult:
     error: str
 
 
-def from_event(event: pb.InvokeEvent) -> str | InvocationResult:
-    """An InvokeEvent as the CLI handles it: a streamed line, or the final result."""
+def from_event(event: pb.InvokeEvent, plugin: str) -> str | InvocationResult:
+    """A whole InvokeEvent as the CLI handles it: a streamed line, or the final result."""
     if event.HasField("output"):
         return str(event.output.text)
     result = event.result
+    try:
+        data = json.loads(result.data_json) if result.data_json else None
+    except json.JSONDecodeError as exc:
+        raise PluginUnavailableError(f"plugin {plugin!r} sent a result that is not JSON ({exc})") from None
     return InvocationResult(
         kind=pb.Result.Kind.Name(result.kind).lower(),
         text=result.text,
-        data=json.loads(result.data_json) if result.data_json else None,
+        data=data,
         exit_code=result.exit_code,
         error=result.error,
     )
+
+
+def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[str | InvocationResult]:
+    """Streamed lines, then the result, of an Invoke stream whose large parts may come in pieces.
+
+    Stops after the result; more than MAX_REPLY_BYTES in one line or result is a PluginUnavailableError.
+    """
+    pieces = Reassembler()
+    for event in events:
+        try:
+            whole = pieces.feed(event)
+        except ReplyTooLargeError as exc:
+            raise CommandFailedError(f"plugin {plugin!r} sent a {exc}") from None
+        if whole is None:
+            continue
+        item = from_event(whole, plugin)
+        yield item
+        if isinstance(item, InvocationResult):
+            return
 
 
 class PluginClient:
@@ -114,8 +139,8 @@ class PluginClient:
         """Run a command: yield streamed output lines, then its InvocationResult."""
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
         try:
-            for event in self.stub.Invoke(request, timeout=timeout, metadata=self.metadata):
-                item = from_event(event)
+            items = invocation_items(self.stub.Invoke(request, timeout=timeout, metadata=self.metadata), self.plugin)
+            for item in items:
                 yield item
                 if isinstance(item, InvocationResult):
                     return

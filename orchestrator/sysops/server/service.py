@@ -4,12 +4,7 @@ Each call runs the same Orchestrator operations the local CLI runs, with the con
 (Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
 status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
 A background loop reconciles every few seconds, so crashed or deleted instances are noticed without a
-client asking; a failing pass is logged and the next one runs.
-
-A followed log stream (`plugin logs -f`) holds a worker thread for as long as its client listens, so
-followers are capped below the worker pool (the rest stay free for every other call), and a follower
-whose client goes away ends at once: its log stream is closed, not left waiting for the next line.
-Replies never carry instance tokens or socket paths.
+client asking.
 """
 
 from __future__ import annotations
@@ -24,39 +19,32 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from sysops_sdk._server import TokenAuthInterceptor
+from sysops_sdk._chunks import output_events, result_events, speaks_chunks
+from sysops_sdk._server import PROTOCOL_METADATA_KEY, TokenAuthInterceptor
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
-from sysops.core.client import InvocationResult, PluginClient
+from sysops.core import router
+from sysops.core.client import InvocationResult
 from sysops.core.manifest import parse_manifest
 from sysops.core.names import check_plugin_name, shown
 from sysops.core.orchestrator import Orchestrator
+from sysops.core.router import check_arguments
 from sysops.errors import (
     EngineUnavailableError,
     ExitCode,
     ManifestError,
     NotFoundError,
-    PluginUnavailableError,
     SysopsError,
     UsageError,
 )
-from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
+from sysops.runtime.base import RuntimeDriver, StateMirror
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.settings import Settings
-from sysops.store import InstanceRecord
+from sysops.store import Route
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 RECONCILE_SECONDS = 5.0
-#: Followed log streams served at once (`sysops serve --max-followers`); one more is refused.
-DEFAULT_MAX_FOLLOWERS = 64
-#: Worker threads kept for every other call, on top of one per follower.
-RESERVED_WORKERS = 32
-#: How often a follower checks that its client still listens; lines buffered per follower.
-FOLLOW_POLL_SECONDS = 0.2
-FOLLOW_BUFFER_LINES = 1000
-#: Fields of an instance that stay inside the server (credentials and host paths).
-PRIVATE_INSTANCE_FIELDS = frozenset({"token", "socket_dir", "endpoint"})
 LOG = logging.getLogger("sysops.server")
 _DONE = object()
 
@@ -71,10 +59,10 @@ _STATUS_FOR_EXIT: dict[int, grpc.StatusCode] = {
 }
 
 
-def _abort(context: grpc.ServicerContext, error: SysopsError, status: grpc.StatusCode | None = None) -> None:
+def _abort(context: grpc.ServicerContext, error: SysopsError) -> None:
     context.set_trailing_metadata(((EXIT_CODE_METADATA_KEY, str(int(error.exit_code))),))
     message = str(error) + (f"\n{error.details}" if error.details else "")
-    context.abort(status or _STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
+    context.abort(_STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
 
 
 def _checked_name(context: grpc.ServicerContext, name: str) -> str:
@@ -94,11 +82,6 @@ def decode_json(text: str, what: str, error: type[SysopsError]) -> Any:
         raise error(f"{what} is not valid JSON: {shown(str(exc), 80)}") from None
 
 
-def public_instance(instance: InstanceRecord) -> dict[str, Any]:
-    """An instance as clients see it: without its token, socket directory or endpoint."""
-    return {key: value for key, value in dataclasses.asdict(instance).items() if key not in PRIVATE_INSTANCE_FIELDS}
-
-
 def to_json(value: Any) -> str:
     """Serialize dataclasses (and lists of them) for the wire."""
     if isinstance(value, list):
@@ -108,38 +91,13 @@ def to_json(value: Any) -> str:
     return json.dumps(dataclasses.asdict(value), default=str)
 
 
-def check_own_image(image: str, installation_id: str, plugin: str) -> None:
-    """Refuse an image reference that is not one of this installation's images of `plugin`.
-
-    Tags carry the installation id, and `down --purge` removes the tags of a plugin's revisions: a roll to
-    another installation's tag would let a purge here untag that installation's image.
-    """
-    repository, _, tag = image.rpartition(":")
-    if "/" in tag:  # the colon was a registry port: no tag
-        repository, tag = image, ""
-    expected = f"sysops-plugins/{installation_id}-{plugin}"
-    if not tag or not (repository == expected or repository.endswith(f"/{expected}")):
-        raise UsageError(
-            f"image {shown(image)} is not a plugin image of this server; expected [REGISTRY/]{expected}:TAG",
-            hint="roll plugins with `sysops plugin up` against this server",
-        )
-
-
 class ControlServicer(pb_grpc.ControlServicer):
     """Serves the control API with one Orchestrator per call over a shared driver and state directory."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        driver: RuntimeDriver,
-        mirror: StateMirror | None,
-        max_followers: int = DEFAULT_MAX_FOLLOWERS,
-    ) -> None:
+    def __init__(self, settings: Settings, driver: RuntimeDriver, mirror: StateMirror | None) -> None:
         self.settings = settings
         self.driver = driver
         self.mirror = mirror
-        self.max_followers = max_followers
-        self.follower_slots = threading.BoundedSemaphore(max_followers)
 
     def orchestrator(self, progress: Callable[[str], None] | None = None) -> Orchestrator:
         """A fresh Orchestrator (its own store connection) for one call."""
@@ -175,9 +133,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         def up(orchestrator: Orchestrator) -> dict[str, Any]:
             data = decode_json(request.manifest_json, "the manifest", ManifestError)
             manifest = parse_manifest(data, f"{request.source}/plugin.yaml")
-            check_own_image(request.image, self.settings.installation_id, manifest.name)
             instance, changed = orchestrator.up_image(manifest, request.image, request.fingerprint, request.source)
-            return {"instance": public_instance(instance), "changed": changed}
+            return {"instance": dataclasses.asdict(instance), "changed": changed}
 
         yield from self._stream(context, up)
 
@@ -191,7 +148,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         _checked_name(context, request.name)
         yield from self._stream(
             context,
-            lambda orchestrator: public_instance(orchestrator.rollback(request.name, request.to or None)),
+            lambda orchestrator: dataclasses.asdict(orchestrator.rollback(request.name, request.to or None)),
         )
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
@@ -206,9 +163,6 @@ class ControlServicer(pb_grpc.ControlServicer):
                 return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
             if request.kind == "history":
                 return pb.QueryReply(json=to_json(orchestrator.history(request.name)))
-            if request.kind == "server":
-                server = {"installation_id": self.settings.installation_id, "runtime": self.driver.name}
-                return pb.QueryReply(json=json.dumps(server))
             raise NotFoundError(f"unknown query {shown(request.kind)}")
         except SysopsError as error:
             _abort(context, error)
@@ -217,79 +171,16 @@ class ControlServicer(pb_grpc.ControlServicer):
             orchestrator.close()
 
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
-        """Stream a plugin's log lines; a follow ends as soon as its client goes away."""
+        """Stream a plugin's log lines."""
         _checked_name(context, request.name)
-        if request.follow:
-            yield from self._follow(request, context)
-            return
         orchestrator = self.orchestrator()
         try:
-            for line in orchestrator.logs(request.name, tail=request.tail or None):
+            for line in orchestrator.logs(request.name, follow=request.follow, tail=request.tail or None):
                 yield pb.LogLine(text=line)
         except SysopsError as error:
             _abort(context, error)
         finally:
             orchestrator.close()
-
-    def _follow(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
-        """Follow logs in a thread of its own, so this worker notices at once when the client goes away.
-
-        The reading thread blocks on the engine's stream until the plugin writes; the client's cancel
-        closes that stream (`StreamCancel`), and this worker polls the buffer and the call's state.
-        """
-        if not self.follower_slots.acquire(blocking=False):
-            busy = EngineUnavailableError(
-                f"the sysops server already follows {self.max_followers} log streams",
-                hint="stop a `sysops plugin logs -f`, retry later, or start the server with a higher --max-followers",
-            )
-            _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            return
-        cancel = StreamCancel()
-        buffered: queue.Queue[str] = queue.Queue(maxsize=FOLLOW_BUFFER_LINES)
-        ended = threading.Event()
-        outcome: dict[str, SysopsError] = {}
-
-        def offer(line: str) -> bool:
-            while not cancel.cancelled:
-                try:
-                    buffered.put(line, timeout=FOLLOW_POLL_SECONDS)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def read() -> None:
-            orchestrator = self.orchestrator()
-            try:
-                for line in orchestrator.logs(request.name, follow=True, tail=request.tail or None, cancel=cancel):
-                    if not offer(line):
-                        break
-            except SysopsError as error:
-                outcome["error"] = error
-            except Exception as exc:  # reported to the caller and logged, not swallowed
-                LOG.exception("following the logs of %r failed", request.name)
-                outcome["error"] = SysopsError(f"server error: {type(exc).__name__}: {exc}")
-            finally:
-                orchestrator.close()
-                self.follower_slots.release()
-                ended.set()
-
-        if not context.add_callback(cancel.cancel):
-            cancel.cancel()
-        threading.Thread(target=read, name="sysops-follow", daemon=True).start()
-        try:
-            while True:
-                try:
-                    line = buffered.get(timeout=FOLLOW_POLL_SECONDS)
-                except queue.Empty:
-                    if (ended.is_set() and buffered.empty()) or not context.is_active():
-                        break
-                    continue
-                yield pb.LogLine(text=line)
-        finally:
-            cancel.cancel()
-        if "error" in outcome:
-            _abort(context, outcome["error"])
 
     def Routes(self, request: pb.RoutesRequest, context: grpc.ServicerContext) -> pb.RoutesReply:
         """Return the command table."""
@@ -302,41 +193,49 @@ class ControlServicer(pb_grpc.ControlServicer):
             routes=[pb.Route(command=route.command, plugin=route.plugin, spec=route.spec) for route in routes]
         )
 
-    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeChunk]:
-        """Forward a command to a ready instance and stream its events back."""
+    def _route(self, command: str) -> Route | None:
         orchestrator = self.orchestrator()
         try:
-            route = orchestrator.store.route(request.command)
+            return orchestrator.store.route(command)
         finally:
             orchestrator.close()
-        if route is None:
-            _abort(context, NotFoundError(f"no plugin provides command {request.command!r}"))
-            return
-        endpoint = route.endpoint
-        if not endpoint:
-            _abort(context, PluginUnavailableError(f"plugin {route.plugin!r} has no ready instance"))
-            return
+
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeChunk]:
+        """Forward a command to a ready instance and stream its events back, as the local CLI does.
+
+        The call goes through the same router as `sysops <command>` on a host (a call an instance refused
+        during a roll is re-sent to its successor); large lines and results go in pieces to 1.1+ callers.
+        Bad arguments are INVALID_ARGUMENT with exit code 2, and logged.
+        """
+        chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
         try:
             arguments = decode_json(request.arguments_json or "{}", "the command's arguments", UsageError)
-            with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
-                for item in client.invoke(request.command, arguments, output_format=request.output_format or "text"):
-                    yield pb.InvokeChunk(event=_event(item).SerializeToString())
+            if not isinstance(arguments, dict):
+                raise UsageError("the command's arguments are not a JSON object")
+            check_arguments(request.command, arguments)
+            route = self._route(request.command)
+            if route is None:
+                raise NotFoundError(f"no plugin provides command {shown(request.command)}")
+            for item in router.call(route, arguments, request.output_format or "text", self._route):
+                for event in _events(item, chunked):
+                    yield pb.InvokeChunk(event=event.SerializeToString())
         except SysopsError as error:
+            if error.exit_code == ExitCode.USAGE:
+                LOG.warning("Invoke of %s refused: %s", shown(request.command), shown(str(error)))
             _abort(context, error)
 
 
-def _event(item: str | InvocationResult) -> plugin_pb.InvokeEvent:
+def _events(item: str | InvocationResult, chunked: bool) -> Iterator[plugin_pb.InvokeEvent]:
     if isinstance(item, str):
-        return plugin_pb.InvokeEvent(output=plugin_pb.OutputChunk(text=item))
-    return plugin_pb.InvokeEvent(
-        result=plugin_pb.Result(
-            kind=plugin_pb.Result.Kind.Value(item.kind.upper()),
-            text=item.text,
-            data_json=json.dumps(item.data) if item.data is not None else "",
-            exit_code=item.exit_code,
-            error=item.error,
-        )
+        return output_events(item, chunked)
+    result = plugin_pb.Result(
+        kind=plugin_pb.Result.Kind.Value(item.kind.upper()),
+        text=item.text,
+        data_json=json.dumps(item.data) if item.data is not None else "",
+        exit_code=item.exit_code,
+        error=item.error,
     )
+    return result_events(result, chunked)
 
 
 def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
@@ -357,75 +256,33 @@ def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
     return DockerDriver(), None
 
 
-class ControlServer:
-    """A running control server and its reconcile loop; `stop` ends both."""
-
-    def __init__(self, server: grpc.Server, port: int, stop_reconciling: threading.Event) -> None:
-        self.server = server
-        self.port = port
-        self._stop_reconciling = stop_reconciling
-
-    def stop(self, grace: float | None) -> threading.Event:
-        """Stop reconciling and serving (in-flight calls get `grace` seconds); return the server's stop event."""
-        self._stop_reconciling.set()
-        stopped: threading.Event = self.server.stop(grace)
-        return stopped
-
-
-def reconcile_forever(servicer: ControlServicer, stop: threading.Event, interval: float) -> None:
-    """Reconcile every `interval` seconds until `stop`; a failing pass is logged once, and the next runs."""
-    failing = ""
-    while not stop.wait(interval):
-        try:
-            orchestrator = servicer.orchestrator()
-            try:
-                orchestrator.reconcile()
-            finally:
-                orchestrator.close()
-        except Exception as exc:  # whatever one pass hits (an odd object, a lost engine), the next pass runs
-            summary = f"{type(exc).__name__}: {exc}"
-            if summary != failing:
-                LOG.exception("reconcile failed (retrying every %gs): %s", interval, summary)
-            failing = summary
-            continue
-        if failing:
-            LOG.warning("reconcile works again")
-            failing = ""
-
-
-def serve(
-    listen: str,
-    runtime: str,
-    token: str,
-    settings: Settings | None = None,
-    *,
-    max_followers: int = DEFAULT_MAX_FOLLOWERS,
-    reconcile_seconds: float = RECONCILE_SECONDS,
-) -> ControlServer:
-    """Start the control server (after restoring state and re-adopting instances); return it running.
-
-    Its pool has a worker per follower slot plus RESERVED_WORKERS, so followers never starve other calls.
-    """
-    if max_followers < 1:
-        raise UsageError(f"--max-followers must be at least 1, not {max_followers}")
+def serve(listen: str, runtime: str, token: str, settings: Settings | None = None) -> grpc.Server:
+    """Start the control server (after restoring state and re-adopting instances); return it running."""
     settings = settings or Settings()
     driver, mirror = make_driver(runtime)
-    servicer = ControlServicer(settings, driver, mirror, max_followers)
+    servicer = ControlServicer(settings, driver, mirror)
     startup = servicer.orchestrator()
     try:
         driver.ping()
         startup.restore_from_mirror() if mirror is not None else startup.reconcile()
     finally:
         startup.close()
-    workers = futures.ThreadPoolExecutor(max_workers=max_followers + RESERVED_WORKERS, thread_name_prefix="sysops-rpc")
-    server = grpc.server(workers, interceptors=[TokenAuthInterceptor(token)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[TokenAuthInterceptor(token)])
     pb_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
+    if server.add_insecure_port(listen) == 0:
         raise SysopsError(f"cannot listen on {listen}")
     server.start()
     stop = threading.Event()
-    threading.Thread(
-        target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
-    ).start()
-    return ControlServer(server, port, stop)
+
+    def reconcile_forever() -> None:
+        while not stop.wait(RECONCILE_SECONDS):
+            orchestrator = servicer.orchestrator()
+            try:
+                orchestrator.reconcile()
+            except SysopsError:
+                pass  # the next round retries; errors reach clients through their own calls
+            finally:
+                orchestrator.close()
+
+    threading.Thread(target=reconcile_forever, daemon=True).start()
+    return server

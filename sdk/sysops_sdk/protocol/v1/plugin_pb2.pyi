@@ -100,13 +100,15 @@ class InvokeRequest(_message.Message):
     def __init__(self, command: _Optional[str] = ..., arguments_json: _Optional[str] = ..., caller: _Optional[_Union[CallerIdentity, _Mapping]] = ..., output_format: _Optional[str] = ...) -> None: ...
 
 class OutputChunk(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "continued")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    continued: bool
+    def __init__(self, text: _Optional[str] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("kind", "text", "data_json", "exit_code", "error", "error_type")
+    __slots__ = ("kind", "text", "data_json", "exit_code", "error", "error_type", "continued")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NONE: _ClassVar[Result.Kind]
@@ -121,13 +123,15 @@ class Result(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
     kind: Result.Kind
     text: str
     data_json: str
     exit_code: int
     error: str
     error_type: str
-    def __init__(self, kind: _Optional[_Union[Result.Kind, str]] = ..., text: _Optional[str] = ..., data_json: _Optional[str] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ...) -> None: ...
+    continued: bool
+    def __init__(self, kind: _Optional[_Union[Result.Kind, str]] = ..., text: _Optional[str] = ..., data_json: _Optional[str] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class InvokeEvent(_message.Message):
     __slots__ = ("output", "result")

@@ -1,7 +1,7 @@
 """A plugin that misbehaves on purpose: every command attacks one limit or one part of the sandbox.
 
-Used only by tests/integration/test_limits.py. Every loop is bounded in count and time, so a broken
-limit makes a test fail instead of taking the machine down.
+Used by tests/integration/test_limits.py and test_hardening_callpath.py. Every loop is bounded in count and
+time, so a broken limit makes a test fail instead of taking the machine down.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sysops_sdk import Plugin, argument, option, plugin_command
 
 _MIB = 1 << 20
+#: Terminal attacks: OSC 52 (set the clipboard), OSC 0 (title), clear screen, CR, backspace, RLO, C1 CSI.
+ESCAPES = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2J\rsafe\x08\u202eexe.txt\x9b31m"
 _CRASH_MARKER = "/data/crashloop"
+_CRASH_LATER_MARKER = "/data/crash-later"
 _FORK_BOMB = r"""
 import ctypes, os, sys, time
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: reap the bomb's orphans
@@ -56,15 +60,40 @@ class HostilePlugin(Plugin):
 
     def initialize(self) -> None:
         self.hoard: list[bytes] = []
+        self.cleaned_up = False
         if os.path.exists(_CRASH_MARKER):  # armed by `crashloop`: crash shortly after every start
             threading.Timer(0.5, os._exit, args=(1,)).start()
+        if os.path.exists(_CRASH_LATER_MARKER):  # armed by `crash-later`: crash this long after every start
+            with open(_CRASH_LATER_MARKER) as handle:
+                threading.Timer(float(handle.read()), os._exit, args=(1,)).start()
 
     def cleanup(self) -> None:
         self.hoard.clear()
+        self.cleaned_up = True
 
     @plugin_command("ping")
     def ping(self) -> str:
         return "pong"
+
+    @plugin_command("crash-later")
+    @option("--seconds", help="Run this long after every start, then crash with exit code 1")
+    def crash_later(self, seconds: float = 3.0) -> str:
+        """Crash now and then `seconds` after every restart (the marker lives on the data volume)."""
+        with open(_CRASH_LATER_MARKER, "w") as handle:
+            handle.write(str(seconds))
+        print("sysops-plugin-test: about to crash", file=sys.stderr, flush=True)
+        threading.Timer(0.3, os._exit, args=(1,)).start()
+        return "armed"
+
+    @plugin_command("flood")
+    @option("--mb", help="MiB to write to stdout as fast as possible")
+    def flood(self, mb: int = 100) -> str:
+        """Write `mb` MiB of 4 KiB lines to stdout (the container log)."""
+        line = "x" * 4095 + "\n"
+        for _ in range(min(mb, 1024) * 256):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return f"wrote {mb} MiB"
 
     @plugin_command("crashloop")
     def crashloop(self) -> str:
@@ -205,3 +234,33 @@ class HostilePlugin(Plugin):
             return "sent"
         except OSError as exc:
             return _error(exc)
+
+    # The call path (tests/integration/test_hardening_callpath.py): terminal attacks, huge replies, slow calls.
+
+    @plugin_command("escapes")
+    @option("--fail", is_flag=True, help="Raise with the escapes in the error instead")
+    @option("--stream", is_flag=True, help="Stream them as output lines instead")
+    def escapes(self, fail: bool = False, stream: bool = False) -> Iterator[str] | str:
+        """Log, return, stream or raise OSC 52 (clipboard), a title, a screen clear, CR, backspace, bidi, C1."""
+        attack = ESCAPES
+        print(f"log line {attack}", file=sys.stderr, flush=True)
+        if fail:
+            raise RuntimeError(f"boom {attack}")
+        return iter([f"line {attack}"]) if stream else f"result {attack}"
+
+    @plugin_command("big")
+    @option("--mb", help="MiB of text to return")
+    @option("--data", is_flag=True, help="Return a dict holding the text instead")
+    def big(self, mb: float = 5.0, data: bool = False) -> str | dict[str, str]:
+        """Return `mb` MiB of text (bounded at 100 MiB)."""
+        text = "x" * int(min(mb, 100.0) * _MIB)
+        return {"payload": text} if data else text
+
+    @plugin_command("slow")
+    @option("--seconds", help="How long the call takes")
+    def slow(self, seconds: float = 0.3) -> str:
+        """Sleep a while (bounded at 10 s), then answer: keeps calls in flight during a drain."""
+        time.sleep(min(seconds, 10.0))
+        if self.cleaned_up:
+            return "ran after cleanup"
+        return "done"

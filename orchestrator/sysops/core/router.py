@@ -1,0 +1,147 @@
+"""One routed call, wherever it starts: `sysops <command>` on this host, or `Invoke` of `sysops serve`.
+
+A roll retires an instance while calls are on their way to it. A call the instance refused before running
+it (draining, or its socket already gone) is safe to send again, so it is re-sent to the route's current
+instances, at most MAX_RESENDS times; a call that started is never re-sent, because commands need not be
+idempotent. Both the local CLI and the control server go through `call`, so "no failed calls during a
+roll" holds for both. Arguments are checked here before anything is sent. Light to import: this is the
+hot path of the CLI (no docker, kubernetes, pydantic or typer).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sysops.core.client import InvocationResult, PluginClient
+from sysops.errors import PluginUnavailableError, UsageError
+from sysops.safe_text import cap
+from sysops.store import Route
+
+#: Re-sends of a call that did not start, after the first attempt.
+MAX_RESENDS = 3
+#: Largest arguments of one call, as JSON in UTF-8 (the command line of Linux is about 2 MiB in all).
+MAX_ARGUMENTS_BYTES = 1 << 20
+#: How a refusal before the command ran reads: the instance drains, or its socket is gone.
+_DRAINING = "plugin is shutting down"
+_NOT_STARTED_MARKERS = (_DRAINING, "failed to connect to all addresses")
+#: How long a refused call waits for its route to name another instance: a roll quiesces the old instance
+#: (its calls in flight get SYSOPS_DRAIN_TIMEOUT, 10 s by default) before it switches the route to the new one.
+HANDOVER_WAIT_SECONDS = 15.0
+_POLL_SECONDS = 0.05
+
+#: Finds the route a command has now (after a roll), or None when no plugin provides it any more.
+RouteLookup = Callable[[str], Route | None]
+
+
+class _NotStarted(Exception):
+    """The instance refused the call before running it: safe to send elsewhere."""
+
+    def __init__(self, error: PluginUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def check_arguments(command: str, arguments: dict[str, Any]) -> str:
+    """The arguments as JSON, or a UsageError naming the argument that is not UTF-8, or saying they are too big."""
+    for name, value in arguments.items():
+        for text in (name, *(value if isinstance(value, list | tuple) else (value,))):
+            if isinstance(text, str) and not _is_utf8(text):
+                raise UsageError(
+                    f"{command}: argument {cap(ascii(name), 80)} is not valid UTF-8",
+                    hint="pass text in UTF-8 (check the terminal's or file's encoding)",
+                )
+    encoded = json.dumps(arguments)
+    if len(encoded) > MAX_ARGUMENTS_BYTES:  # ASCII (json.dumps escapes the rest): characters are bytes
+        raise UsageError(
+            f"{command}: arguments are {len(encoded)} bytes as JSON, more than the {MAX_ARGUMENTS_BYTES} allowed",
+            hint="pass less on the command line",
+        )
+    return encoded
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (surrogateescape)
+        return False
+    return True
+
+
+def call(
+    route: Route, arguments: dict[str, Any], output_format: str, current_route: RouteLookup
+) -> Iterator[str | InvocationResult]:
+    """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start."""
+    endpoint = route.endpoint
+    if not endpoint:
+        raise PluginUnavailableError(
+            f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
+            hint=f"see `sysops plugin status {route.plugin}`",
+        )
+    tried: set[str] = set()
+    for _attempt in range(1 + MAX_RESENDS):
+        try:
+            yield from _call_once(route, endpoint, arguments, output_format)
+            return
+        except _NotStarted as not_started:
+            tried.add(endpoint)
+            wait = HANDOVER_WAIT_SECONDS if _DRAINING in str(not_started) else 0.0  # gone: its route moved already
+            successor = _next_route(route.command, tried, current_route, wait)
+            if successor is None:
+                from sysops.runtime.faults import unreachable_error  # only once a call found no instance
+
+                raise unreachable_error(route.plugin, endpoint, not_started.error) from None
+            route = successor
+            endpoint = random.choice([e for e in successor.endpoints if e not in tried])
+    raise PluginUnavailableError(
+        f"plugin {route.plugin!r} did not take command {route.command!r}: "
+        f"{1 + MAX_RESENDS} instances in a row were shutting down",
+        hint=f"try again; see `sysops plugin status {route.plugin}`",
+    )
+
+
+def _next_route(command: str, tried: set[str], current_route: RouteLookup, wait: float) -> Route | None:
+    """The command's route once it names an instance not tried yet (None if it does not within `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        route = current_route(command)
+        if route is None:
+            return None
+        if any(endpoint not in tried for endpoint in route.endpoints):
+            return route
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(_POLL_SECONDS)
+
+
+def _call_once(
+    route: Route, endpoint: str, arguments: dict[str, Any], output_format: str
+) -> Iterator[str | InvocationResult]:
+    received = False
+    since = time.time()
+    with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
+        try:
+            for item in client.invoke(route.command, arguments, output_format=output_format):
+                received = True
+                yield item
+        except PluginUnavailableError as exc:
+            if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
+                raise _NotStarted(exc) from exc
+            raise _failure(route, endpoint, since, exc) from exc
+
+
+def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
+    """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK."""
+    if endpoint.startswith("unix://"):
+        from sysops.runtime.faults import describe_instance_failure
+
+        fault = describe_instance_failure(endpoint, since, wait=1.5)
+        if fault:
+            return PluginUnavailableError(
+                f"plugin {route.plugin!r} died during command {route.command!r}: {fault}",
+                hint=f"see `sysops plugin status {route.plugin}`",
+            )
+    return error

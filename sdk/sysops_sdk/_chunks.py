@@ -1,0 +1,120 @@
+"""Large Invoke replies in pieces: the split on the sending side, the bounded reassembly on the receiving side.
+
+gRPC refuses any message above its receive limit (4 MiB by default), so a command that returns a large
+text or dict would otherwise fail as "did not answer" although the plugin is healthy. Since protocol
+1.1 a long result or output line is sent as several `Result`/`OutputChunk` messages marked `continued`,
+each at most `CHUNK_CHARS` characters, to callers that announce 1.1 or later; the receiver joins them
+and refuses more than `MAX_REPLY_BYTES` in all, so a hostile plugin cannot exhaust the caller's memory.
+The plugin server, the orchestrator's client and the control API (`sysops serve`) share this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+#: Characters per piece: at most 4 MiB of UTF-8, so a piece always fits the transport's message limit.
+CHUNK_CHARS = 1 << 20
+#: Largest result (or single output line) a command may return, in bytes of UTF-8.
+MAX_REPLY_BYTES = 64 << 20
+MAX_REPLY_MIB = MAX_REPLY_BYTES >> 20
+#: The gRPC message limit both sides configure: a piece plus its envelope, with room to spare.
+MAX_MESSAGE_BYTES = 8 << 20
+#: The first protocol version whose callers understand `continued`.
+CHUNKED_SINCE = (1, 1)
+
+
+def speaks_chunks(version: str) -> bool:
+    """Say whether a peer announcing protocol `version` ("MAJOR.MINOR") joins continued pieces."""
+    try:
+        major, minor = (int(part) for part in version.split(".", 1))
+    except ValueError:
+        return False
+    return (major, minor) >= CHUNKED_SINCE
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8, without encoding it when its length alone decides the bound."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def too_large_message(size: int) -> str:
+    """The one-line error of a reply over the cap."""
+    return f"reply larger than {MAX_REPLY_MIB} MiB ({size / (1 << 20):.1f} MiB): return less, or write it to /data"
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[start : start + CHUNK_CHARS] for start in range(0, len(text), CHUNK_CHARS)] or [""]
+
+
+def output_events(line: str, chunked: bool) -> Iterator[pb.InvokeEvent]:
+    """The events of one output line: one, or pieces marked continued but the last."""
+    pieces = _pieces(line) if chunked else [line]
+    for index, piece in enumerate(pieces):
+        yield pb.InvokeEvent(output=pb.OutputChunk(text=piece, continued=index < len(pieces) - 1))
+
+
+def result_events(result: pb.Result, chunked: bool) -> Iterator[pb.InvokeEvent]:
+    """The events of a final Result: itself, or pieces of its text or data_json and a last full Result."""
+    body_field = "data_json" if result.data_json else "text"
+    body = getattr(result, body_field)
+    if not chunked or len(body) <= CHUNK_CHARS:
+        yield pb.InvokeEvent(result=result)
+        return
+    pieces = _pieces(body)
+    for piece in pieces[:-1]:
+        part = pb.Result(continued=True)
+        setattr(part, body_field, piece)
+        yield pb.InvokeEvent(result=part)
+    last = pb.Result()
+    last.CopyFrom(result)
+    setattr(last, body_field, pieces[-1])
+    yield pb.InvokeEvent(result=last)
+
+
+class ReplyTooLargeError(Exception):
+    """The peer sent more than MAX_REPLY_BYTES for one result or line."""
+
+
+@dataclass
+class Reassembler:
+    """Joins continued pieces back into whole output lines and one whole Result, within MAX_REPLY_BYTES."""
+
+    _parts: list[str] = field(default_factory=list)
+    _size: int = 0
+
+    def _add(self, piece: str) -> None:
+        self._size += utf8_size(piece)
+        if self._size > MAX_REPLY_BYTES:
+            raise ReplyTooLargeError(too_large_message(self._size))
+        self._parts.append(piece)
+
+    def _take(self, last: str) -> str:
+        joined = "".join(self._parts) + last if self._parts else last
+        self._parts, self._size = [], 0
+        return joined
+
+    def feed(self, event: pb.InvokeEvent) -> pb.InvokeEvent | None:
+        """Take one event; return a whole event (line or Result) when one is complete, else None."""
+        if event.HasField("output"):
+            if event.output.continued:
+                self._add(event.output.text)
+                return None
+            if not self._parts:
+                return event
+            self._add(event.output.text)
+            return pb.InvokeEvent(output=pb.OutputChunk(text=self._take("")))
+        result = event.result
+        body_field = "data_json" if result.data_json or (self._parts and not result.text) else "text"
+        if result.continued:
+            self._add(getattr(result, body_field))
+            return None
+        if not self._parts:
+            return event
+        self._add(getattr(result, body_field))
+        whole = pb.Result()
+        whole.CopyFrom(result)
+        setattr(whole, body_field, self._take(""))
+        return pb.InvokeEvent(result=whole)
