@@ -2,7 +2,9 @@
 
 `up` builds the plugin image with the local Docker engine (the server never builds), pushes it when
 `SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
-shares this engine), then asks the server to roll it. Server errors come back with the CLI exit code.
+shares this engine), then asks the server to roll it. The image is tagged with the server's installation
+id, as a local build is with its own, so `down --purge` on one server never untags an image another
+server runs. Server errors come back with the CLI exit code.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
 from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
 from sysops.core.lifecycle import PluginState
 from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
+from sysops.runtime.base import LABEL_PLUGIN, LABEL_VERSION
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
@@ -101,10 +104,12 @@ class RemoteClient:
             raise EngineUnavailableError(
                 f"base image {settings.base_image} not found", hint="run plugin-base-image/build.sh"
             )
-        labels = {"sysops.plugin": manifest.name, "sysops.version": manifest.version}
+        installation_id = str(self._query("server")["installation_id"])
+        # Not labelled with the installation: the server's reconcile would take build containers for orphans.
+        labels = {LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
         context = make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels)
         registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
-        repository = f"{registry + '/' if registry else ''}sysops-plugins/{manifest.name}"
+        repository = f"{registry + '/' if registry else ''}sysops-plugins/{installation_id}-{manifest.name}"
         tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
         self.progress(f"building image {tag}")
         driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
@@ -118,7 +123,7 @@ class RemoteClient:
             source=str(plugin_dir),
         )
         result = self._stream("Up", request)
-        return InstanceRecord(**result["instance"]), bool(result["changed"])
+        return _instance(result["instance"]), bool(result["changed"])
 
     def down(self, name: str, *, purge: bool = False) -> None:
         """Remove a plugin."""
@@ -126,7 +131,7 @@ class RemoteClient:
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
         """Roll back to an earlier revision."""
-        return InstanceRecord(**self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
+        return _instance(self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
 
     def _query(self, kind: str, name: str = "") -> Any:
         return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name)).json)
@@ -173,6 +178,11 @@ class RemoteClient:
             yield from invocation_items((plugin_pb.InvokeEvent.FromString(chunk.event) for chunk in chunks), plugin)
         except grpc.RpcError as error:
             raise _translate(error, self.context) from None
+
+
+def _instance(data: dict[str, Any]) -> InstanceRecord:
+    """An instance from a server's reply, which leaves out its token, socket directory and endpoint."""
+    return InstanceRecord(**{"endpoint": "", "socket_dir": "", **data})
 
 
 def _status(data: dict[str, Any]) -> Any:

@@ -4,7 +4,12 @@ Each call runs the same Orchestrator operations the local CLI runs, with the con
 (Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
 status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
 A background loop reconciles every few seconds, so crashed or deleted instances are noticed without a
-client asking.
+client asking; a failing pass is logged and the next one runs.
+
+A followed log stream (`plugin logs -f`) holds a worker thread for as long as its client listens, so
+followers are capped below the worker pool (the rest stay free for every other call), and a follower
+whose client goes away ends at once: its log stream is closed, not left waiting for the next line.
+Replies never carry instance tokens or socket paths.
 """
 
 from __future__ import annotations
@@ -37,14 +42,23 @@ from sysops.errors import (
     SysopsError,
     UsageError,
 )
-from sysops.runtime.base import RuntimeDriver, StateMirror
+from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.settings import Settings
-from sysops.store import Route
+from sysops.store import InstanceRecord, Route
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 RECONCILE_SECONDS = 5.0
+#: Followed log streams served at once (`sysops serve --max-followers`); one more is refused.
+DEFAULT_MAX_FOLLOWERS = 64
+#: Worker threads kept for every other call, on top of one per follower.
+RESERVED_WORKERS = 32
+#: How often a follower checks that its client still listens; lines buffered per follower.
+FOLLOW_POLL_SECONDS = 0.2
+FOLLOW_BUFFER_LINES = 1000
+#: Fields of an instance that stay inside the server (credentials and host paths).
+PRIVATE_INSTANCE_FIELDS = frozenset({"token", "socket_dir", "endpoint"})
 LOG = logging.getLogger("sysops.server")
 _DONE = object()
 
@@ -59,10 +73,10 @@ _STATUS_FOR_EXIT: dict[int, grpc.StatusCode] = {
 }
 
 
-def _abort(context: grpc.ServicerContext, error: SysopsError) -> None:
+def _abort(context: grpc.ServicerContext, error: SysopsError, status: grpc.StatusCode | None = None) -> None:
     context.set_trailing_metadata(((EXIT_CODE_METADATA_KEY, str(int(error.exit_code))),))
     message = str(error) + (f"\n{error.details}" if error.details else "")
-    context.abort(_STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
+    context.abort(status or _STATUS_FOR_EXIT.get(int(error.exit_code), grpc.StatusCode.FAILED_PRECONDITION), message)
 
 
 def _checked_name(context: grpc.ServicerContext, name: str) -> str:
@@ -82,6 +96,11 @@ def decode_json(text: str, what: str, error: type[SysopsError]) -> Any:
         raise error(f"{what} is not valid JSON: {shown(str(exc), 80)}") from None
 
 
+def public_instance(instance: InstanceRecord) -> dict[str, Any]:
+    """An instance as clients see it: without its token, socket directory or endpoint."""
+    return {key: value for key, value in dataclasses.asdict(instance).items() if key not in PRIVATE_INSTANCE_FIELDS}
+
+
 def to_json(value: Any) -> str:
     """Serialize dataclasses (and lists of them) for the wire."""
     if isinstance(value, list):
@@ -91,13 +110,38 @@ def to_json(value: Any) -> str:
     return json.dumps(dataclasses.asdict(value), default=str)
 
 
+def check_own_image(image: str, installation_id: str, plugin: str) -> None:
+    """Refuse an image reference that is not one of this installation's images of `plugin`.
+
+    Tags carry the installation id, and `down --purge` removes the tags of a plugin's revisions: a roll to
+    another installation's tag would let a purge here untag that installation's image.
+    """
+    repository, _, tag = image.rpartition(":")
+    if "/" in tag:  # the colon was a registry port: no tag
+        repository, tag = image, ""
+    expected = f"sysops-plugins/{installation_id}-{plugin}"
+    if not tag or not (repository == expected or repository.endswith(f"/{expected}")):
+        raise UsageError(
+            f"image {shown(image)} is not a plugin image of this server; expected [REGISTRY/]{expected}:TAG",
+            hint="roll plugins with `sysops plugin up` against this server",
+        )
+
+
 class ControlServicer(pb_grpc.ControlServicer):
     """Serves the control API with one Orchestrator per call over a shared driver and state directory."""
 
-    def __init__(self, settings: Settings, driver: RuntimeDriver, mirror: StateMirror | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        driver: RuntimeDriver,
+        mirror: StateMirror | None,
+        max_followers: int = DEFAULT_MAX_FOLLOWERS,
+    ) -> None:
         self.settings = settings
         self.driver = driver
         self.mirror = mirror
+        self.max_followers = max_followers
+        self.follower_slots = threading.BoundedSemaphore(max_followers)
 
     def orchestrator(self, progress: Callable[[str], None] | None = None) -> Orchestrator:
         """A fresh Orchestrator (its own store connection) for one call."""
@@ -133,8 +177,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         def up(orchestrator: Orchestrator) -> dict[str, Any]:
             data = decode_json(request.manifest_json, "the manifest", ManifestError)
             manifest = parse_manifest(data, f"{request.source}/plugin.yaml")
+            check_own_image(request.image, self.settings.installation_id, manifest.name)
             instance, changed = orchestrator.up_image(manifest, request.image, request.fingerprint, request.source)
-            return {"instance": dataclasses.asdict(instance), "changed": changed}
+            return {"instance": public_instance(instance), "changed": changed}
 
         yield from self._stream(context, up)
 
@@ -148,7 +193,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         _checked_name(context, request.name)
         yield from self._stream(
             context,
-            lambda orchestrator: dataclasses.asdict(orchestrator.rollback(request.name, request.to or None)),
+            lambda orchestrator: public_instance(orchestrator.rollback(request.name, request.to or None)),
         )
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
@@ -163,6 +208,9 @@ class ControlServicer(pb_grpc.ControlServicer):
                 return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
             if request.kind == "history":
                 return pb.QueryReply(json=to_json(orchestrator.history(request.name)))
+            if request.kind == "server":
+                server = {"installation_id": self.settings.installation_id, "runtime": self.driver.name}
+                return pb.QueryReply(json=json.dumps(server))
             raise NotFoundError(f"unknown query {shown(request.kind)}")
         except SysopsError as error:
             _abort(context, error)
@@ -171,16 +219,79 @@ class ControlServicer(pb_grpc.ControlServicer):
             orchestrator.close()
 
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
-        """Stream a plugin's log lines."""
+        """Stream a plugin's log lines; a follow ends as soon as its client goes away."""
         _checked_name(context, request.name)
+        if request.follow:
+            yield from self._follow(request, context)
+            return
         orchestrator = self.orchestrator()
         try:
-            for line in orchestrator.logs(request.name, follow=request.follow, tail=request.tail or None):
+            for line in orchestrator.logs(request.name, tail=request.tail or None):
                 yield pb.LogLine(text=line)
         except SysopsError as error:
             _abort(context, error)
         finally:
             orchestrator.close()
+
+    def _follow(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
+        """Follow logs in a thread of its own, so this worker notices at once when the client goes away.
+
+        The reading thread blocks on the engine's stream until the plugin writes; the client's cancel
+        closes that stream (`StreamCancel`), and this worker polls the buffer and the call's state.
+        """
+        if not self.follower_slots.acquire(blocking=False):
+            busy = EngineUnavailableError(
+                f"the sysops server already follows {self.max_followers} log streams",
+                hint="stop a `sysops plugin logs -f`, retry later, or start the server with a higher --max-followers",
+            )
+            _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return
+        cancel = StreamCancel()
+        buffered: queue.Queue[str] = queue.Queue(maxsize=FOLLOW_BUFFER_LINES)
+        ended = threading.Event()
+        outcome: dict[str, SysopsError] = {}
+
+        def offer(line: str) -> bool:
+            while not cancel.cancelled:
+                try:
+                    buffered.put(line, timeout=FOLLOW_POLL_SECONDS)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            orchestrator = self.orchestrator()
+            try:
+                for line in orchestrator.logs(request.name, follow=True, tail=request.tail or None, cancel=cancel):
+                    if not offer(line):
+                        break
+            except SysopsError as error:
+                outcome["error"] = error
+            except Exception as exc:  # reported to the caller and logged, not swallowed
+                LOG.exception("following the logs of %r failed", request.name)
+                outcome["error"] = SysopsError(f"server error: {type(exc).__name__}: {exc}")
+            finally:
+                orchestrator.close()
+                self.follower_slots.release()
+                ended.set()
+
+        if not context.add_callback(cancel.cancel):
+            cancel.cancel()
+        threading.Thread(target=read, name="sysops-follow", daemon=True).start()
+        try:
+            while True:
+                try:
+                    line = buffered.get(timeout=FOLLOW_POLL_SECONDS)
+                except queue.Empty:
+                    if (ended.is_set() and buffered.empty()) or not context.is_active():
+                        break
+                    continue
+                yield pb.LogLine(text=line)
+        finally:
+            cancel.cancel()
+        if "error" in outcome:
+            _abort(context, outcome["error"])
 
     def Routes(self, request: pb.RoutesRequest, context: grpc.ServicerContext) -> pb.RoutesReply:
         """Return the command table."""
@@ -256,33 +367,75 @@ def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
     return DockerDriver(), None
 
 
-def serve(listen: str, runtime: str, token: str, settings: Settings | None = None) -> grpc.Server:
-    """Start the control server (after restoring state and re-adopting instances); return it running."""
+class ControlServer:
+    """A running control server and its reconcile loop; `stop` ends both."""
+
+    def __init__(self, server: grpc.Server, port: int, stop_reconciling: threading.Event) -> None:
+        self.server = server
+        self.port = port
+        self._stop_reconciling = stop_reconciling
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop reconciling and serving (in-flight calls get `grace` seconds); return the server's stop event."""
+        self._stop_reconciling.set()
+        stopped: threading.Event = self.server.stop(grace)
+        return stopped
+
+
+def reconcile_forever(servicer: ControlServicer, stop: threading.Event, interval: float) -> None:
+    """Reconcile every `interval` seconds until `stop`; a failing pass is logged once, and the next runs."""
+    failing = ""
+    while not stop.wait(interval):
+        try:
+            orchestrator = servicer.orchestrator()
+            try:
+                orchestrator.reconcile()
+            finally:
+                orchestrator.close()
+        except Exception as exc:  # whatever one pass hits (an odd object, a lost engine), the next pass runs
+            summary = f"{type(exc).__name__}: {exc}"
+            if summary != failing:
+                LOG.exception("reconcile failed (retrying every %gs): %s", interval, summary)
+            failing = summary
+            continue
+        if failing:
+            LOG.warning("reconcile works again")
+            failing = ""
+
+
+def serve(
+    listen: str,
+    runtime: str,
+    token: str,
+    settings: Settings | None = None,
+    *,
+    max_followers: int = DEFAULT_MAX_FOLLOWERS,
+    reconcile_seconds: float = RECONCILE_SECONDS,
+) -> ControlServer:
+    """Start the control server (after restoring state and re-adopting instances); return it running.
+
+    Its pool has a worker per follower slot plus RESERVED_WORKERS, so followers never starve other calls.
+    """
+    if max_followers < 1:
+        raise UsageError(f"--max-followers must be at least 1, not {max_followers}")
     settings = settings or Settings()
     driver, mirror = make_driver(runtime)
-    servicer = ControlServicer(settings, driver, mirror)
+    servicer = ControlServicer(settings, driver, mirror, max_followers)
     startup = servicer.orchestrator()
     try:
         driver.ping()
         startup.restore_from_mirror() if mirror is not None else startup.reconcile()
     finally:
         startup.close()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[TokenAuthInterceptor(token)])
+    workers = futures.ThreadPoolExecutor(max_workers=max_followers + RESERVED_WORKERS, thread_name_prefix="sysops-rpc")
+    server = grpc.server(workers, interceptors=[TokenAuthInterceptor(token)])
     pb_grpc.add_ControlServicer_to_server(servicer, server)
-    if server.add_insecure_port(listen) == 0:
+    port = server.add_insecure_port(listen)
+    if port == 0:
         raise SysopsError(f"cannot listen on {listen}")
     server.start()
     stop = threading.Event()
-
-    def reconcile_forever() -> None:
-        while not stop.wait(RECONCILE_SECONDS):
-            orchestrator = servicer.orchestrator()
-            try:
-                orchestrator.reconcile()
-            except SysopsError:
-                pass  # the next round retries; errors reach clients through their own calls
-            finally:
-                orchestrator.close()
-
-    threading.Thread(target=reconcile_forever, daemon=True).start()
-    return server
+    threading.Thread(
+        target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
+    ).start()
+    return ControlServer(server, port, stop)
