@@ -160,8 +160,12 @@ def logs(
 ) -> None:
     """Print the logs of a plugin's active instance."""
     check_plugin_name(name)
+    # Streamed line by line (memory stays bounded); flushed per line only when following.
     for line in _orchestrator().logs(name, follow=follow, tail=tail):
-        typer.echo(escape_controls(line, one_line=True))  # the plugin wrote them: no escape sequences
+        sys.stdout.write(escape_controls(line, one_line=True) + "\n")  # the plugin wrote them: no escape sequences
+        if follow:
+            sys.stdout.flush()
+    sys.stdout.flush()
 
 
 @plugin_app.command("history")

@@ -12,7 +12,7 @@ import fcntl
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from sysops.core.manifest import Manifest, load_manifest, parse_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
-from sysops.errors import ManifestError, NotFoundError, StartFailedError
+from sysops.errors import ManifestError, NotFoundError, StartFailedError, SysopsError
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
     LABEL_INSTALLATION,
@@ -40,9 +40,14 @@ from sysops.runtime.base import (
     StateMirror,
     StreamCancel,
 )
-from sysops.runtime.faults import MAX_RESTARTS, describe_fault
+from sysops.runtime.faults import MAX_RESTARTS, describe_fault, last_error
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
+
+#: A socket directory no container or record uses is removed once idle this long (a start may be creating it).
+_ORPHAN_SOCKET_DIR_AGE = 120.0
+#: Log lines `status` reads to find an instance's last error.
+_LAST_ERROR_LINES = 50
 
 
 @dataclass
@@ -150,9 +155,11 @@ class Orchestrator:
             try:
                 with self.plugin_lock(name, blocking=False) as acquired:
                     if acquired:
+                        self.driver.maintain({LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name})
                         self._reconcile_plugin(name, by_plugin.get(name, []))
             except Exception as exc:  # one plugin's failure must not stop the others' reconciliation
                 failures.append(exc)
+        self._sweep_socket_dirs({c.labels.get(LABEL_INSTANCE, "") for c in running.values()})
         if failures:
             raise failures[0]
 
@@ -174,51 +181,114 @@ class Orchestrator:
             known = recorded.get(container.handle)
             if known is not None and known.active:
                 continue
-            if known is None and adopting and container.running and self._adopt(name, container):
+            if adopting and container.running and self._adopt(name, container, known):
                 continue
             # Left over by an interrupted roll, or a duplicate: it never served, or was replaced.
             self.driver.remove(container.handle)
             if known is not None:
                 self.rollout.discard(known)
+            elif (instance_id := container.labels.get(LABEL_INSTANCE, "")).isalnum():  # never a forged path
+                shutil.rmtree(self.settings.run_dir / instance_id, ignore_errors=True)
+        self._record_serving_revision(name, {container.handle: container for container in containers})
 
-    def _adopt(self, name: str, container: InstanceStatus) -> bool:
+    def _adopt(self, name: str, container: InstanceStatus, known: InstanceRecord | None) -> bool:
+        """Put a running instance that nothing serves beside into service (a lost store, or an `up` killed
+        before its switch), only once it passes what a roll checks: health, Describe, the self-test,
+        command conflicts and the limit read-back; return False to have it removed."""
         labels = container.labels
         instance_id = labels.get(LABEL_INSTANCE, "")
+        revision = labels.get(LABEL_REVISION, "0")
+        manifest = self._manifest_of(name, int(revision) if revision.isdecimal() else 0, labels)
+        if manifest is None or not instance_id.isalnum():
+            return False
         socket_dir = self.settings.run_dir / instance_id
-        endpoint = container.endpoint or f"unix://{socket_dir}/plugin.sock"
-        with PluginClient(endpoint, name, container.token) as client:
-            if not client.healthy(timeout=1.0):
-                return False
-            descriptor = client.describe()
-        plugin = self.store.plugin(name)
-        if plugin is None:
-            source = labels.get("sysops.source", "")
-            try:
-                manifest = load_manifest(Path(source)).model_dump(mode="json")
-            except ManifestError:
-                manifest = {}
-            self.store.save_plugin(name, source, self.driver.name, manifest)
-        self.store.add_instance(
-            InstanceRecord(
-                id=instance_id,
-                plugin=name,
-                revision=int(labels.get(LABEL_REVISION, "0")),
-                version=labels.get(LABEL_VERSION, ""),
-                handle=container.handle,
-                image="",
-                image_id=self.driver.image_id(container.handle) or "",
-                endpoint=endpoint,
-                socket_dir=str(socket_dir),
-                created=time.time(),
-                token=container.token,
-            )
+        record = known or InstanceRecord(
+            id=instance_id,
+            plugin=name,
+            revision=int(revision) if revision.isdecimal() else 0,
+            version=labels.get(LABEL_VERSION, ""),
+            handle=container.handle,
+            image=container.image,
+            image_id=container.image,
+            endpoint=container.endpoint or f"unix://{socket_dir}/plugin.sock",
+            socket_dir=str(socket_dir),
+            created=time.time(),
+            token=container.token,
         )
-        routes = {command.name: command.SerializeToString() for command in descriptor.commands}
+        try:
+            routes = self.rollout.verify_ready(record, manifest)
+        except SysopsError as exc:
+            self.store.add_event(name, "discarded", f"unverified container {container.handle[:12]}: {exc.message}")
+            return False
+        if self.store.plugin(name) is None:
+            source = labels.get("sysops.source", "")
+            self.store.save_plugin(name, source, self.driver.name, manifest.model_dump(mode="json"))
+        if known is None:
+            self.store.add_instance(record)
         adopted = self.store.instance(instance_id)
         assert adopted is not None
         self.store.switch(name, add=[adopted], remove=[], routes=routes)
-        self.store.add_event(name, "adopted", f"re-adopted running container {container.handle[:12]}")
+        self.store.add_event(name, "adopted", f"verified and adopted running container {container.handle[:12]}")
         return True
+
+    def _manifest_of(self, name: str, revision: int, labels: Mapping[str, str]) -> Manifest | None:
+        """The manifest an instance was started with: its revision's, the plugin's, or its source's (policy applied)."""
+        recorded = {r.revision: r.manifest for r in self.store.revisions(name)}
+        plugin = self.store.plugin(name)
+        data = recorded.get(revision) or (plugin.manifest if plugin else None)
+        try:
+            if data and data.get("version") == labels.get(LABEL_VERSION):
+                return parse_manifest(data, f"stored manifest of {name}")
+            source = Path(labels.get("sysops.source", ""))
+            manifest = load_manifest(source)
+            if manifest.name != name or manifest.version != labels.get(LABEL_VERSION):
+                return None
+            return apply_policy(manifest, load_policy(self.settings.home), str(source / "plugin.yaml"))
+        except SysopsError:
+            return None
+
+    def _record_serving_revision(self, name: str, containers: Mapping[str, InstanceStatus]) -> None:
+        """Give a serving revision its history row when the roll that started it was killed before writing it."""
+        rows = {r.revision for r in self.store.revisions(name)}
+        for instance in self.store.active_instances(name):
+            container = containers.get(instance.handle)
+            if instance.revision in rows or container is None:
+                continue
+            manifest = self._manifest_of(name, instance.revision, container.labels)
+            if manifest is None:
+                continue
+            stored = manifest.model_dump(mode="json")
+            self.store.add_revision(
+                RevisionRecord(
+                    plugin=name,
+                    revision=instance.revision,
+                    version=instance.version,
+                    image=instance.image,
+                    image_id=instance.image_id,
+                    fingerprint=container.labels.get(LABEL_FINGERPRINT, ""),
+                    manifest=stored,
+                    created=instance.created,
+                )
+            )
+            plugin = self.store.plugin(name)
+            self.store.save_plugin(name, plugin.source if plugin else "", self.driver.name, stored)
+            self.store.add_event(name, "recovered", f"{instance.version} (revision {instance.revision}) serving")
+            rows.add(instance.revision)
+
+    def _sweep_socket_dirs(self, running_ids: set[str]) -> None:
+        """Remove socket directories no container or record uses (an up killed before its container started)."""
+        used = running_ids | {instance.id for instance in self.store.instances()}
+        try:
+            entries = list(self.settings.run_dir.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                idle = time.time() - entry.lstat().st_mtime > _ORPHAN_SOCKET_DIR_AGE
+            except OSError:
+                continue
+            if entry.name not in used and idle and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
 
     # operations
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
@@ -356,7 +426,8 @@ class Orchestrator:
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
             revisions = self.store.revisions(name)
-            if plugin is None and not (purge and revisions):
+            labels = {LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name}
+            if plugin is None and not (purge and revisions) and not self._remove_leftovers(labels, purge=purge):
                 raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
             if plugin is not None:
                 self.store.deactivate(name)
@@ -371,10 +442,20 @@ class Orchestrator:
                 for revision in revisions:
                     self.driver.remove_image(revision.image)
                 self.driver.remove_volume(self.rollout.data_volume(name))
+                self.driver.remove_labelled(labels)  # builds of interrupted rolls have no revision
             self.store.delete_plugin(name, revisions=purge)
             if self.mirror is not None:
                 self.mirror.delete(name)
             self.store.add_event(name, "unloaded", "removed")
+
+    def _remove_leftovers(self, labels: Mapping[str, str], *, purge: bool) -> int:
+        """Remove what a plugin without a record left (its containers; with `purge` also images and volume)."""
+        if purge:
+            return self.driver.remove_labelled(labels)
+        containers = self.driver.list_instances(labels)
+        for container in containers:
+            self.driver.remove(container.handle)
+        return len(containers)
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
         """Roll back to an earlier revision's image (the previous one by default), without rebuilding."""
@@ -432,16 +513,13 @@ class Orchestrator:
         result.events = self.store.events(name)
         result.commands = [route.command for route in self.store.routes() if route.plugin == name]
         active = self.store.active_instances(name)
-        result.replicas = f"{len(active)}/{plugin.manifest.get('replicas', 1)}"
-        instance = active[0] if active else None
-        if instance is None:
+        observed = [(instance, self.driver.inspect(instance.handle)) for instance in active]
+        ready = [status is not None and status.running and self._healthy(instance) for instance, status in observed]
+        result.replicas = f"{sum(ready)}/{plugin.manifest.get('replicas', 1)}"
+        if not observed:
             result.state = PluginState.FAILED if plugin.last_error else PluginState.UNLOADED
             return result
-        status = self.driver.inspect(instance.handle)
-        healthy = False
-        if status is not None and status.running:
-            with PluginClient(instance.endpoint, name, instance.token) as client:
-                healthy = client.healthy(timeout=1.0)
+        (instance, status), healthy = observed[0], ready[0]
         result.state = derive_state(
             Observation(
                 exists=status is not None,
@@ -450,8 +528,10 @@ class Orchestrator:
                 exit_code=status.exit_code if status else None,
             )
         )
-        if status is not None and not status.running:
-            result.last_error = str(self.rollout.failure(instance, status))
+        if status is not None and (not status.running or status.restart_count):
+            memory_mb = int((plugin.manifest.get("limits") or {}).get("memory_mb") or 0)
+            lines = list(self.driver.logs(instance.handle, tail=_LAST_ERROR_LINES))
+            result.last_error = last_error(status, lines, memory_mb * 1024 * 1024) or result.last_error
         if status is not None:
             self._observe_limits(result, plugin.manifest, instance, status, sample=limits)
         result.version, result.revision = instance.version, instance.revision
@@ -459,6 +539,10 @@ class Orchestrator:
         result.container_id = instance.handle[:12] if len(instance.handle) == 64 else instance.handle
         result.health = "SERVING" if healthy else "NOT_SERVING"
         return result
+
+    def _healthy(self, instance: InstanceRecord) -> bool:
+        with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
+            return client.healthy(timeout=1.0)
 
     def _observe_limits(
         self, result: PluginStatus, data: dict[str, Any], instance: InstanceRecord, status: InstanceStatus, sample: bool

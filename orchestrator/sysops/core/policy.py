@@ -5,7 +5,7 @@ read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps
 
     defaults: {cpu_percent: 50, memory_mb: 128}          # for limits a manifest leaves out
     caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20,
-           replicas: 4}                                  # replicas: 10 unless the policy says otherwise
+           replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
 
 A key the manifest sets above its cap is refused (exit code 9) with a message naming the file, the key,
@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sysops.core import safe_yaml
-from sysops.core.manifest import Limits, Manifest
+from sysops.core.manifest import Limits, LogLimits, Manifest
 from sysops.core.names import shown
 from sysops.errors import PolicyDeniedError
 
@@ -48,6 +48,9 @@ class Caps(LimitValues):
     """Caps: one per limit key, and the number of replicas."""
 
     replicas: Annotated[int | None, Field(ge=1)] = None
+    #: Caps of the manifest's `logs.max_mb` and `logs.files` (log output an instance keeps on the host).
+    logs_max_mb: Annotated[int | None, Field(ge=1)] = None
+    logs_files: Annotated[int | None, Field(ge=1)] = None
 
 
 class Policy(BaseModel):

@@ -334,6 +334,10 @@ class Rollout:
         self.store.add_instance(record)
         return record
 
+    def verify_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
+        """Check a started instance as a roll does before it serves (for re-adoption); return its routes."""
+        return self._wait_ready(instance, manifest)
+
     def _wait_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
         deadline = time.monotonic() + min(manifest.readiness.timeout_seconds, self.settings.ready_timeout)
         socket_path = Path(instance.socket_dir) / "plugin.sock"

@@ -30,6 +30,9 @@ class ResourceLimits:
     pids: int
     io_bytes_per_sec: int | None = None
     network_connections: int | None = None
+    #: Log output kept on the host: at most `log_files` files of `log_max_bytes` each (rotated, oldest dropped).
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_files: int = 3
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class InstanceStatus:
     started_at: str = ""
     pid: int = 0
     restart_count: int = 0
+    #: Image the instance was created from (an image id locally), "" when unknown.
+    image: str = ""
     #: gRPC address of the instance when the driver decides it (TCP in a cluster); "" for the Unix socket.
     endpoint: str = ""
     token: str = ""
@@ -190,6 +195,13 @@ class RuntimeDriver(Protocol):
 
     def remove_volume(self, name: str) -> None:
         """Remove a data volume if present."""
+
+    def maintain(self, labels: Mapping[str, str]) -> None:
+        """Supervise instances carrying `labels` where the runtime needs it (Docker: restart budget, orphaned
+        network holders); called by reconciliation while it holds the plugin's lock."""
+
+    def remove_labelled(self, labels: Mapping[str, str]) -> int:
+        """Remove every container, image and volume carrying all `labels` (left by a lost plugin); return the count."""
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import Mount
+from docker.types import LogConfig, Mount
 
 from sysops.errors import BuildError, EngineUnavailableError, ManifestError, RuntimeOperationError
 from sysops.runtime import docker_network
@@ -38,7 +37,14 @@ from sysops.runtime.base import (
     StreamCancel,
 )
 from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
-from sysops.runtime.faults import MAX_RESTARTS
+from sysops.runtime.faults import (
+    MAX_RESTARTS,
+    BudgetAction,
+    budget_action,
+    engine_timestamp,
+    stability_window,
+    status_from_attrs,
+)
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
@@ -49,6 +55,8 @@ LABEL_EGRESS = "sysops.egress"
 ROLE_NETWORK = "network"
 #: A holder whose plugin container is gone is removed once it is older than this (it may be mid-start before).
 _ORPHAN_HOLDER_AGE = 120.0
+#: Longest log line `logs` yields in one piece (a plugin may print megabytes without a newline).
+_MAX_LOG_LINE = 64 * 1024
 _TMPFS = {"/tmp": "rw,noexec,nosuid,size=16m"}
 _HARDENING: dict[str, Any] = {
     "user": PLUGIN_USER,
@@ -178,6 +186,7 @@ class DockerDriver:
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids,
             "stop_signal": "SIGTERM",
+            "log_config": _log_config(limits),
             # The engine's restart manager backs off exponentially (100 ms doubling) and gives up after the cap.
             "restart_policy": {"Name": "on-failure", "MaximumRetryCount": MAX_RESTARTS},
             "mounts": [
@@ -306,49 +315,93 @@ class DockerDriver:
 
     def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
         """List containers carrying all `labels`, running or not."""
+        containers = self._labelled(labels)
+        for holder in _orphan_holders(containers):
+            self._remove_orphan_holder(holder)
+        return [self._status(container) for container in containers if LABEL_ROLE not in (container.labels or {})]
+
+    def _labelled(self, labels: Mapping[str, str]) -> list[Container]:
         filters: dict[str, str | list[str] | bool] = {"label": [f"{key}={value}" for key, value in labels.items()]}
         try:
-            containers = self.client.containers.list(all=True, filters=filters)
+            return list(self.client.containers.list(all=True, filters=filters))
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot list containers: {_short(exc)}") from exc
-        plugins = [c for c in containers if LABEL_ROLE not in (c.labels or {})]
-        instances = {(c.labels or {}).get(LABEL_INSTANCE) for c in plugins}
-        for holder in containers:
-            if (holder.labels or {}).get(LABEL_ROLE) == ROLE_NETWORK and holder.labels.get(
-                LABEL_INSTANCE
-            ) not in instances:
-                self._remove_orphan_holder(holder)
-        return [self._status(container) for container in plugins]
+
+    def maintain(self, labels: Mapping[str, str]) -> None:
+        """Supervise the instances carrying `labels`; call it holding their plugin's lock (no start in progress).
+
+        Removes network holders whose plugin container is gone (at once: no start can be between the two),
+        and keeps the restart budget fair (`faults.budget_action`): an instance that ran stably gets its
+        budget back, and one the engine gave up on after a crash that ended a stable run is started again.
+        """
+        containers = self._labelled(labels)
+        for holder in _orphan_holders(containers):
+            self._force_remove(str(holder.id))
+        window = stability_window()
+        for container in containers:
+            if LABEL_ROLE in (container.labels or {}):
+                continue
+            action = budget_action(container.attrs, time.time(), window)
+            if action is BudgetAction.KEEP:
+                continue
+            restarts = int(container.attrs.get("RestartCount") or 0)
+            # `docker start` sets the engine's count back to 0; a running instance keeps its count.
+            allowed = MAX_RESTARTS if action is BudgetAction.RESTART else restarts + MAX_RESTARTS
+            try:
+                container.update(restart_policy={"Name": "on-failure", "MaximumRetryCount": allowed})
+                if action is BudgetAction.RESTART:
+                    container.start()
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:
+                raise RuntimeOperationError(
+                    f"cannot renew the restart budget of {container.name}: {_short(exc)}"
+                ) from exc
+
+    def remove_labelled(self, labels: Mapping[str, str]) -> int:
+        """Remove every container, image and volume carrying all `labels`; return how many objects were removed."""
+        selector = [f"{key}={value}" for key, value in labels.items()]
+        removed = 0
+        try:
+            for container in self.client.containers.list(all=True, filters={"label": selector}):
+                self._force_remove(str(container.id))
+                removed += 1
+            for image in self.client.images.list(filters={"label": selector}):
+                self.remove_image(str(image.id))
+                removed += 1
+            for volume in self.client.volumes.list(filters={"label": selector}):
+                self.remove_volume(str(volume.name))
+                removed += 1
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot remove what carries {', '.join(selector)}: {_short(exc)}") from exc
+        return removed
 
     def _remove_orphan_holder(self, holder: Container) -> None:
         """Remove a network holder whose plugin container is gone, unless it may still be starting."""
-        created = _timestamp(str(holder.attrs.get("Created") or ""))
+        created = engine_timestamp(str(holder.attrs.get("Created") or ""))
         if created is not None and time.time() - created > _ORPHAN_HOLDER_AGE:
             self._force_remove(str(holder.id))
 
     def logs(
         self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
     ) -> Iterator[str]:
-        """Yield log lines (stdout and stderr) of a container; `cancel` closes a follow from another thread."""
+        """Yield log lines (stdout and stderr) of a container as the engine streams them.
+
+        Memory stays bounded whatever the log size: chunks are split into lines as they arrive, and a line
+        longer than `_MAX_LOG_LINE` bytes is cut into pieces of that size. `tail` is read by the engine
+        from the end of the log; `cancel` closes a follow from another thread.
+        """
         try:
             container = self.client.containers.get(handle)
-            if not follow:
-                raw = container.logs(stdout=True, stderr=True, tail=tail if tail is not None else "all")
-                yield from raw.decode(errors="replace").splitlines()
-                return
-            pending = b""
             stream = container.logs(
-                stdout=True, stderr=True, stream=True, follow=True, tail=tail if tail is not None else "all"
+                stdout=True, stderr=True, stream=True, follow=follow, tail=tail if tail is not None else "all"
             )
             if cancel is not None:
                 cancel.attach(stream.close)
-            for chunk in stream:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield line.decode(errors="replace")
-            if pending:
-                yield pending.decode(errors="replace")
+            try:
+                yield from _lines(stream)
+            finally:
+                stream.close()
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
@@ -383,6 +436,7 @@ class DockerDriver:
         check("limits.pids", limits.pids, host.get("PidsLimit"), "engine")
         check("limits.disk_io_mb_per_sec", _rates({io_rate} if io_rate else set()), _rates(engine_io), "engine")
         self._check_hardening(attrs, check)
+        check("logs", _log_text(_log_config(limits)), _log_text(host.get("LogConfig") or {}), "engine")
 
         applied: dict[str, object] = {
             "cpu_percent": _percent(host.get("NanoCpus") or 0),
@@ -390,6 +444,7 @@ class DockerDriver:
             "memory_swap_mb": _mb(host.get("MemorySwap") or 0),
             "pids": host.get("PidsLimit"),
             "disk_io_mb_per_sec": _rates(engine_io),
+            "logs": _log_text(host.get("LogConfig") or {}),
         }
         usage: dict[str, object] = {}
         reading = CgroupLocator().read(pid, str(attrs.get("Id")), host.get("CgroupParent") or "/docker")
@@ -488,7 +543,7 @@ class DockerDriver:
             parent = (attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker"
             cores = CgroupLocator().sample_cpu_cores(pid, str(attrs.get("Id")), sample_seconds, parent)
         else:
-            started = _timestamp(str((attrs.get("State") or {}).get("StartedAt") or ""))
+            started = engine_timestamp(str((attrs.get("State") or {}).get("StartedAt") or ""))
             used = raw.get("cpu_usage_ns")
             if started is not None and used is not None and time.time() > started:
                 cores = used / 1e9 / (time.time() - started)
@@ -545,29 +600,51 @@ class DockerDriver:
 
     @staticmethod
     def _status(container: Container) -> InstanceStatus:
-        attrs = container.attrs
-        state = attrs.get("State", {})
-        running = bool(state.get("Running")) and not state.get("Restarting")
-        return InstanceStatus(
-            handle=str(container.id),
-            name=str(container.name),
-            labels=dict(attrs.get("Config", {}).get("Labels") or {}),
-            running=running,
-            exit_code=None if running else int(state.get("ExitCode", 0)),
-            oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-            started_at=str(state.get("StartedAt") or ""),
-            pid=int(state.get("Pid") or 0),
-            restart_count=int(attrs.get("RestartCount") or 0),
-            token=next(
-                (
-                    item.split("=", 1)[1]
-                    for item in attrs.get("Config", {}).get("Env") or []
-                    if item.startswith("SYSOPS_TOKEN=")
-                ),
-                "",
-            ),
-        )
+        return status_from_attrs(container.attrs)
+
+
+def _orphan_holders(containers: Iterable[Container]) -> list[Container]:
+    """The network holders among `containers` whose plugin container is not among them."""
+    listed = list(containers)
+    instances = {(c.labels or {}).get(LABEL_INSTANCE) for c in listed if LABEL_ROLE not in (c.labels or {})}
+    return [
+        c
+        for c in listed
+        if (c.labels or {}).get(LABEL_ROLE) == ROLE_NETWORK and c.labels.get(LABEL_INSTANCE) not in instances
+    ]
+
+
+def _log_config(limits: ResourceLimits) -> LogConfig:
+    """json-file logs rotated at `log_max_bytes`, `log_files` files kept: the host disk a plugin's output may use."""
+    return LogConfig(
+        type="json-file", config={"max-size": str(limits.log_max_bytes), "max-file": str(limits.log_files)}
+    )
+
+
+def _log_text(config: Mapping[str, Any]) -> str:
+    """`json-file, max-size 10485760, max-file 3` from a LogConfig as the engine reports it."""
+    settings = config.get("Config") or {}
+    return f"{config.get('Type')}, max-size {settings.get('max-size')}, max-file {settings.get('max-file')}"
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Split a stream of byte chunks into text lines, holding at most one line of `_MAX_LOG_LINE` bytes."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield from _pieces(line)
+        while len(pending) > _MAX_LOG_LINE:
+            yield pending[:_MAX_LOG_LINE].decode(errors="replace")
+            pending = pending[_MAX_LOG_LINE:]
+    if pending:
+        yield pending.decode(errors="replace")
+
+
+def _pieces(line: bytes) -> Iterator[str]:
+    for start in range(0, max(len(line), 1), _MAX_LOG_LINE):
+        yield line[start : start + _MAX_LOG_LINE].decode(errors="replace")
 
 
 def _percent(nano_cpus: int) -> float:
@@ -577,16 +654,6 @@ def _percent(nano_cpus: int) -> float:
 def _mb(value: int) -> float | int:
     mib = value / _MIB
     return int(mib) if mib.is_integer() else round(mib, 3)
-
-
-def _timestamp(text: str) -> float | None:
-    """Epoch seconds of an engine timestamp such as 2024-05-01T10:00:00.123456789Z."""
-    if not text or text.startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return None
 
 
 def _rates(rates: set[Any]) -> object:

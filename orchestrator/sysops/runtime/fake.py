@@ -147,3 +147,13 @@ class FakeDriver:
 
     def remove_volume(self, name: str) -> None:
         """Volumes are not modelled."""
+
+    def maintain(self, labels: Mapping[str, str]) -> None:
+        """Nothing to supervise: fake instances change only when a test says so."""
+
+    def remove_labelled(self, labels: Mapping[str, str]) -> int:
+        """Remove fake instances carrying `labels` (images and volumes are not modelled)."""
+        doomed = [s.handle for s in self.list_instances(labels)]
+        for handle in doomed:
+            self.remove(handle)
+        return len(doomed)

@@ -149,6 +149,16 @@ class KubernetesDriver:
     def remove_volume(self, name: str) -> None:
         """Plugin data lives in pod-scoped volumes on this runtime."""
 
+    def maintain(self, labels: Mapping[str, str]) -> None:
+        """The kubelet restarts crashed pods with its own back-off, which resets after a stable run."""
+
+    def remove_labelled(self, labels: Mapping[str, str]) -> int:
+        """Delete the pods carrying `labels` (images and pod-scoped volumes are the kubelet's)."""
+        pods = self.list_instances(labels)
+        for pod in pods:
+            self.remove(pod.handle)
+        return len(pods)
+
     # owner
     def ensure_owner(self, plugin: str) -> dict[str, Any]:
         """Return the plugin's state ConfigMap, which owns its pods, creating an empty one if missing."""
