@@ -144,4 +144,19 @@ def apply_policy(manifest: Manifest, policy: Policy, source: str) -> Manifest:
         if cap is not None and (value is None or value > cap):
             value = cap
         values[key] = value
-    return manifest.model_copy(update={"limits": Limits.model_validate(values)})
+    return manifest.model_copy(
+        update={"limits": Limits.model_validate(values), "logs": _capped_logs(manifest, policy, source)}
+    )
+
+
+def _capped_logs(manifest: Manifest, policy: Policy, source: str) -> LogLimits:
+    """The manifest's `logs`, refused above a cap it asks for explicitly, lowered to the cap when left default."""
+    where = f" ({policy.source})" if policy.source else ""
+    values = manifest.logs.model_dump()
+    for key, cap in (("max_mb", policy.caps.logs_max_mb), ("files", policy.caps.logs_files)):
+        if cap is None or values[key] <= cap:
+            continue
+        if key in manifest.logs.model_fields_set:
+            raise PolicyDeniedError(f"{source}: logs.{key} asks {values[key]}, policy caps it at {cap}{where}")
+        values[key] = cap
+    return LogLimits.model_validate(values)

@@ -80,6 +80,8 @@ def limits_for(manifest: Manifest) -> ResourceLimits:
         pids=limits.pids,
         io_bytes_per_sec=int(limits.disk_io_mb_per_sec * 1024 * 1024) if limits.disk_io_mb_per_sec else None,
         network_connections=limits.network_connections,
+        log_max_bytes=manifest.logs.max_mb * 1024 * 1024,
+        log_files=manifest.logs.files,
     )
 
 
