@@ -1,4 +1,5 @@
-"""Kubernetes read-back on a real cluster: a plugin asking for whole cores and whole GiB rolls out.
+"""Kubernetes on a real cluster: a plugin asking for whole cores and whole GiB rolls out, and cancelled log
+followers give their slot back at once.
 
 The API server stores `1000m` as `1` and `1024Mi` as `1Gi`; the read-back after a roll compared them as
 strings and failed every such rollout. Runs `sysops serve --runtime kubernetes` on this machine
@@ -12,14 +13,20 @@ import os
 import re
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
+
+import grpc
+from sysops.server.protocol.v1 import control_pb2 as pb
+from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 
 from tests.e2e.test_kubernetes import kubectl
 from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import SYSOPS, Sysops, copy_example
 
 pytestmark = kubernetes_marks
+FOLLOWERS = 2
 
 
 def _free_port() -> int:
@@ -28,12 +35,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_whole_cores_and_gibibytes_roll_out(tmp_path: Path) -> None:
+def test_whole_cores_and_gibibytes_roll_out_and_cancelled_followers_free_their_slots(tmp_path: Path) -> None:
     namespace = f"sysops-quantities-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
     token, port = uuid.uuid4().hex, _free_port()
     server_env = {
         **os.environ, "SYSOPS_NAMESPACE": namespace, "SYSOPS_SERVER_TOKEN": token, "SYSOPS_HOME": str(tmp_path / "srv"),
+        "SYSOPS_SERVER_MAX_FOLLOWERS": str(FOLLOWERS),
     }  # fmt: skip
     server = subprocess.Popen(
         [SYSOPS, "serve", "--runtime", "kubernetes", "--listen", f"127.0.0.1:{port}"],
@@ -54,8 +62,25 @@ def test_whole_cores_and_gibibytes_roll_out(tmp_path: Path) -> None:
         status = json.loads(cli.ok("plugin", "status", "hello", "--output", "json"))
         assert status["limits"]["mismatches"] == []
         assert status["limits"]["applied"] == {"cpu": "1", "memory": "1Gi"}  # canonical, as the API server stores them
+        _cancelled_followers_free_their_slots(port, token)
         cli.ok("plugin", "down", "hello")
     finally:
         server.terminate()
         server.wait(timeout=20)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _cancelled_followers_free_their_slots(port: int, token: str) -> None:
+    """Fill the follower slots, cancel, and fill them again: the pod log streams were closed, not abandoned."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ControlStub(channel)
+        for _round in range(2):
+            calls = [
+                stub.Logs(pb.LogsRequest(name="hello", follow=True, tail=1), metadata=metadata)
+                for _ in range(FOLLOWERS)
+            ]
+            assert all("serving on" in next(call).text for call in calls)
+            for call in calls:
+                call.cancel()
+            time.sleep(1.0)  # the server polls its followers every 0.2 s
