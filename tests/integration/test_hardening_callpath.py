@@ -8,6 +8,7 @@ import pty
 import select
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,11 +32,16 @@ RAW_CONTROLS = ("\x1b", "\x07", "\r", "\x08", "\x9b", "\u202e")
 
 
 @pytest.fixture(scope="module")
-def hostile(sysops: Sysops, tmp_path_factory: pytest.TempPathFactory) -> Sysops:
+def hostile_dir(sysops: Sysops, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("callpath") / "hostile"
     shutil.copytree(HOSTILE, target, ignore=shutil.ignore_patterns("__pycache__"))
     result = sysops.run("plugin", "up", str(target), timeout=180)
     assert result.returncode == 0, result.stderr
+    return target
+
+
+@pytest.fixture(scope="module")
+def hostile(sysops: Sysops, hostile_dir: Path) -> Sysops:
     return sysops
 
 
@@ -104,6 +110,28 @@ def test_bad_arguments_stop_before_anything_is_sent(hostile: Sysops) -> None:
     )
     many = hostile.run("ping", *(["x"] * 10_000))
     assert many.returncode == 2 and len(many.stderr) < 1000 and "more characters" in many.stderr
+
+
+def test_calls_in_flight_during_a_roll_finish_before_cleanup_and_none_fails(hostile: Sysops, hostile_dir: Path) -> None:
+    """Slow calls keep the old instance busy while it is quiesced and drained; new calls are re-sent to the new one."""
+    answers: list[tuple[int, str, str]] = []
+
+    def caller() -> None:
+        for _ in range(4):
+            done = hostile.run("slow", "--seconds", "0.7", timeout=60)
+            answers.append((done.returncode, done.stdout, done.stderr))
+
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for thread in callers:
+        thread.start()
+    time.sleep(1.0)
+    manifest = hostile_dir / "plugin.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    rolled = hostile.run("plugin", "up", str(hostile_dir), timeout=180)
+    for thread in callers:
+        thread.join(120)
+    assert rolled.returncode == 0, rolled.stderr
+    assert answers == [(0, "done\n", "")] * 12  # none failed, none ran after cleanup()
 
 
 @dataclass

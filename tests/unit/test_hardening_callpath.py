@@ -214,3 +214,50 @@ def test_the_server_refuses_bad_arguments_with_exit_2_and_logs_it(
     assert context.status == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(context.trailing) == {"sysops-exit-code": "2"}
     assert "Invoke of 'echo' refused" in caplog.text
+
+
+def test_a_call_between_the_drain_check_and_its_count_never_runs_after_cleanup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hold a call right after it passed the point where it used to check draining, then drain: it must not run."""
+    import threading
+    import types
+
+    from sysops_sdk import _server
+
+    runtime = PluginRuntime(EchoV1())
+    runtime.plugin.initialize()
+    cleaned = threading.Event()
+    parsing, drained = threading.Event(), threading.Event()
+
+    def held_loads(text: str) -> Any:
+        parsing.set()
+        drained.wait(5)
+        return json.loads(text)
+
+    monkeypatch.setattr(_server, "json", types.SimpleNamespace(loads=held_loads, dumps=json.dumps))
+    servicer = _server.PluginServicer(runtime, on_shutdown=None)
+    outcome: list[Any] = []
+
+    def call() -> None:
+        request = pb.InvokeRequest(command="echo", arguments_json='{"text": "late"}')
+        try:
+            outcome.extend(servicer.Invoke(request, _PluginContext()))  # type: ignore[arg-type]
+        except _AbortedError as refused:
+            outcome.append(str(refused))
+        outcome.append("after cleanup" if cleaned.is_set() else "before cleanup")
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert parsing.wait(5)
+    runtime.draining = True  # what PluginServer.shutdown does, in this order
+    assert runtime.wait_idle(1.0)
+    cleaned.set()  # cleanup() ran
+    drained.set()
+    caller.join(5)
+    assert outcome == ["plugin is shutting down", "after cleanup"]  # refused: it never ran
+
+
+class _PluginContext(_Context):
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
