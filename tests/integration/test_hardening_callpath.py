@@ -21,7 +21,15 @@ from sysops.cli.remote import RemoteClient
 from sysops.core.client import InvocationResult
 from sysops.errors import SysopsError
 
-from tests.integration.conftest import SYSOPS, Sysops, copy_example, remove_installation, wait_for
+from tests.integration.conftest import (
+    SYSOPS,
+    Sysops,
+    copy_example,
+    plugin_code,
+    remove_installation,
+    wait_for,
+    write_plugin,
+)
 from tests.integration.test_hot_reload import LoadLoop, _set_greeting
 from tests.integration.test_server import TOKEN, Server, _free_port
 
@@ -132,6 +140,16 @@ def test_calls_in_flight_during_a_roll_finish_before_cleanup_and_none_fails(host
         thread.join(120)
     assert rolled.returncode == 0, rolled.stderr
     assert answers == [(0, "done\n", "")] * 12  # none failed, none ran after cleanup()
+
+
+def test_up_failure_details_are_escaped(fresh_sysops: Sysops, tmp_path: Path) -> None:
+    attack = "\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b]0;pwned\\x07\\r\\u202e"
+    initialize = f"print('{attack}', file=__import__('sys').stderr, flush=True); raise RuntimeError('{attack}')"
+    plugin_dir = write_plugin(tmp_path / "evil", name="evil", code=plugin_code("evil", initialize=initialize))
+    failed = fresh_sysops.run("plugin", "up", str(plugin_dir), timeout=180)
+    assert failed.returncode == 6, failed.stderr
+    assert not any(control in failed.stderr for control in RAW_CONTROLS), failed.stderr
+    assert failed.stderr.count("\\x1b]52;c;cm0gLXJmIH4=") >= 2  # the error line and the log lines below it
 
 
 @dataclass
