@@ -46,7 +46,7 @@ from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.settings import Settings
-from sysops.store import InstanceRecord, Route
+from sysops.store import InstanceRecord, Route, Store
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 RECONCILE_SECONDS = 5.0
@@ -305,11 +305,12 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
     def _route(self, command: str) -> Route | None:
-        orchestrator = self.orchestrator()
+        """The command's route now (read again while a call waits for a roll's hand-over)."""
+        store = Store(self.settings.store_path)
         try:
-            return orchestrator.store.route(command)
+            return store.route(command)
         finally:
-            orchestrator.close()
+            store.close()
 
     def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeChunk]:
         """Forward a command to a ready instance and stream its events back, as the local CLI does.
