@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ def test_flooded_logs_stay_under_the_cap_and_stream_in_bounded_memory(
     peak_mib = int(peak_kib) // 1024
     print(f"plugin logs: {int(printed) / _MIB:.1f} MiB printed in {float(seconds):.1f}s, peak RSS {peak_mib} MiB")
     assert int(printed) >= 30 * _MIB
-    assert peak_mib < 160, f"plugin logs peaked at {peak_mib} MiB"
+    assert peak_mib < 100, f"plugin logs peaked at {peak_mib} MiB"  # reading it whole peaked at 150 MiB
 
     # A plugin that exits 0 on the engine's SIGTERM (every plugin server does): not Active, 0/1, the truth.
     target.stop(timeout=5)  # type: ignore[attr-defined]
@@ -174,7 +175,9 @@ def test_first_install_killed_mid_start_is_verified_or_discarded(
     plugins = ls(fresh_sysops)
     history = fresh_sysops.run("plugin", "history", "hostile", "--output", "json")
     containers = plugin_containers(engine, fresh_sysops)
-    if "hostile" in plugins and plugins["hostile"]["state"] == "Active":
+    adopted = "hostile" in plugins and plugins["hostile"]["state"] == "Active"
+    print(f"first install killed mid-start: {'verified and adopted' if adopted else 'discarded'}")
+    if adopted:
         assert [row["revision"] for row in json.loads(history.stdout)] == [1]
         assert len(containers) == 1
         kinds = {(e["kind"], "verified" in e["message"]) for e in status(fresh_sysops)["events"]}  # type: ignore[union-attr]
@@ -184,6 +187,30 @@ def test_first_install_killed_mid_start_is_verified_or_discarded(
     assert socket_dirs(fresh_sysops) <= {c.labels["sysops.instance"] for c in containers}  # type: ignore[attr-defined]
     fresh_sysops.ok("plugin", "up", str(plugin_dir))
     assert fresh_sysops.ok("ping") == "pong\n"
+
+
+def test_an_instance_the_store_lost_is_adopted_only_if_its_limits_read_back(
+    fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    fresh_sysops.ok("plugin", "up", str(hostile(tmp_path, "readiness: {command: ping}\n")))
+    [target] = plugin_containers(engine, fresh_sysops)
+    forget_instances(fresh_sysops)  # what an `up` killed between starting the container and recording it leaves
+    ls(fresh_sysops)  # verified (self-test, read-back): adopted again
+    assert plugin_containers(engine, fresh_sysops) == [target]
+    assert fresh_sysops.ok("ping") == "pong\n"
+    target.update(mem_limit=300 * _MIB, memswap_limit=300 * _MIB)  # type: ignore[attr-defined]
+    forget_instances(fresh_sysops)
+    plugins = ls(fresh_sysops)  # its limits no longer read back as the manifest's: removed, not adopted
+    assert plugins["hostile"]["state"] != "Active"
+    assert plugin_containers(engine, fresh_sysops) == []
+    events = [e["message"] for e in status(fresh_sysops)["events"]]  # type: ignore[union-attr]
+    assert any("unverified container" in message and "limits.memory_mb" in message for message in events), events
+
+
+def forget_instances(sysops: Sysops) -> None:
+    with sqlite3.connect(sysops.home / "state.db") as db:
+        db.execute("DELETE FROM instances")
+        db.execute("DELETE FROM routes")
 
 
 def test_upgrade_killed_while_draining_keeps_history_and_leaves_no_holder(
