@@ -103,8 +103,10 @@ def _follow(served: Served, count: int) -> tuple[list[Any], list[str]]:
     first_lines: list[str] = []
 
     def first_line(call: Any) -> None:
-        with contextlib.suppress(grpc.RpcError, StopIteration):
+        try:
             first_lines.append(next(call).text)
+        except grpc.RpcError as error:  # named in the failing assertion
+            first_lines.append(f"error: {error.code().name}: {error.details()}")
 
     readers = [threading.Thread(target=first_line, args=(call,), daemon=True) for call in calls]
     for reader in readers:
@@ -127,6 +129,7 @@ def test_cancelled_followers_free_their_workers_at_once(served: Served) -> None:
         call.cancel()
     took = _timed_list(served)  # the plugin is idle: no log line will come to wake a wedged follower
     assert len(first_lines) == FOLLOWERS, f"only {len(first_lines)} of {FOLLOWERS} followers were served"
+    assert all("serving on" in line for line in first_lines), first_lines
     assert took < PROMPT_SECONDS
     anonymous = pb_grpc.ControlStub(served.channel)
     with pytest.raises(grpc.RpcError) as refused:
@@ -136,13 +139,14 @@ def test_cancelled_followers_free_their_workers_at_once(served: Served) -> None:
     again, again_lines = _follow(served, FOLLOWERS)
     for call in again:
         call.cancel()
-    assert len(again_lines) == FOLLOWERS
+    assert len(again_lines) == FOLLOWERS and all("serving on" in line for line in again_lines), again_lines
 
 
 def test_live_followers_do_not_block_other_calls_and_are_capped(served: Served) -> None:
     calls, first_lines = _follow(served, FOLLOWERS)
     try:
         assert len(first_lines) == FOLLOWERS
+        assert all("serving on" in line for line in first_lines), first_lines
         assert _timed_list(served) < PROMPT_SECONDS
         logs = served.stub.Logs(pb.LogsRequest(name="hello", tail=5), metadata=METADATA, timeout=PROMPT_SECONDS)
         assert any("serving on" in line.text for line in logs)
@@ -155,6 +159,10 @@ def test_live_followers_do_not_block_other_calls_and_are_capped(served: Served) 
     finally:
         for call in calls:
             call.cancel()
+    unknown = served.stub.Logs(pb.LogsRequest(name="nope", follow=True), metadata=METADATA)
+    with pytest.raises(grpc.RpcError) as missing:
+        next(unknown)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_reconcile_outlives_a_fault_and_a_forged_label(
