@@ -261,3 +261,17 @@ def test_a_call_between_the_drain_check_and_its_count_never_runs_after_cleanup(
 class _PluginContext(_Context):
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
+
+
+def test_plugin_help_texts_are_escaped() -> None:
+    import click
+    from sysops.cli.routed import build_command
+
+    spec = pb.CommandSpec(
+        name="evil",
+        help=f"Looks nice {ATTACK}",
+        params=[pb.ParamSpec(name="target", kind=pb.ParamSpec.ARGUMENT, type="str", help=ATTACK, metavar=ATTACK)],
+    )
+    command = build_command(Route("evil", "evil", spec.SerializeToString(), (("unix:///x", "t"),)), "evil")
+    shown = command.get_help(click.Context(command))
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b]52;c;" in shown

@@ -20,6 +20,7 @@ from sysops.core import router
 from sysops.core.client import InvocationResult
 from sysops.core.router import check_arguments
 from sysops.errors import CommandFailedError
+from sysops.safe_text import escape_controls
 from sysops.store import Route
 
 _TYPES: dict[str, click.ParamType] = {
@@ -86,6 +87,9 @@ def _click_param(spec: pb.ParamSpec) -> click.Parameter:
 def build_command(route: Route, leaf_name: str) -> click.Command:
     """Build the click command for one route."""
     spec = pb.CommandSpec.FromString(route.spec)
+    spec.help = escape_controls(spec.help)  # the plugin wrote its help texts: `--help` must not obey them
+    for param in spec.params:
+        param.help, param.metavar = escape_controls(param.help), escape_controls(param.metavar)
     params = [_click_param(param) for param in spec.params]
     if not any(param.name == "output" for param in params):
         taken = {flag for param in spec.params for flag in param.flags}
