@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,24 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def watch_session(sysops: Sysops, plugin_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `sysops plugin up DIR --watch` (output to `log`) until the block ends, then Ctrl-C it."""
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            [SYSOPS, "plugin", "up", str(plugin_dir), "--watch"], env=sysops.env, stderr=sink, stdout=sink
+        )
+    try:
+        wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def copy_example(name: str, target: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import threading
 import time
@@ -12,7 +11,15 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import SYSOPS, Sysops, installation_containers, plugin_code, wait_for, write_plugin
+from tests.integration.conftest import (
+    SYSOPS,
+    Sysops,
+    installation_containers,
+    plugin_code,
+    wait_for,
+    watch_session,
+    write_plugin,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -128,26 +135,15 @@ def test_a_failed_restore_is_one_line_and_the_old_version_keeps_serving(
 def test_the_watch_goes_on_after_a_failed_restore(fresh_sysops: Sysops, tmp_path: Path) -> None:
     plugin_dir = _tally(tmp_path / "tally")
     log = tmp_path / "watch.log"
-    with open(log, "w") as sink:
-        watch = subprocess.Popen(
-            [SYSOPS, "plugin", "up", str(plugin_dir), "--watch"], env=fresh_sysops.env, stdout=sink, stderr=sink
-        )
-    try:
-        wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
+    with watch_session(fresh_sysops, plugin_dir, log) as watch:
         fresh_sysops.ok("bump")
         _tally(plugin_dir, marker="v2", restore='self.count = state["renamed"]')
-        wait_for(lambda: "reload failed" in log.read_text(), 90, "the failed reload to be reported")
+        wait_for(lambda: "reload failed" in log.read_text(), 180, "the failed reload to be reported")
         assert "state hand-over failed" in log.read_text() and "internal error" not in log.read_text()
         assert watch.poll() is None
         _tally(plugin_dir, marker="v3")
-        wait_for(lambda: fresh_sysops.ok("bump") == "v3\n", 90, "the fixed version")
+        wait_for(lambda: fresh_sysops.ok("bump") == "v3\n", 180, "the fixed version")
         assert _total(fresh_sysops) >= 2  # the count from v1 was handed to v3
-    finally:
-        watch.send_signal(signal.SIGINT)
-        try:
-            watch.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            watch.kill()
 
 
 def test_images_of_failed_rolls_go_and_down_then_purge_removes_the_rest(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import threading
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import SYSOPS, Sysops, copy_example, installation_containers, wait_for
+from tests.integration.conftest import SYSOPS, Sysops, copy_example, installation_containers, wait_for, watch_session
 
 pytestmark = pytest.mark.integration
 
@@ -72,19 +71,8 @@ class LoadLoop:
 def watched(fresh_sysops: Sysops, tmp_path: Path) -> Iterator[tuple[Sysops, Path, Path]]:
     plugin_dir = copy_example("hello", tmp_path)
     log = tmp_path / "watch.log"
-    with open(log, "w") as sink:
-        process = subprocess.Popen(
-            [SYSOPS, "plugin", "up", str(plugin_dir), "--watch"], env=fresh_sysops.env, stderr=sink, stdout=sink
-        )
-    try:
-        wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
+    with watch_session(fresh_sysops, plugin_dir, log):
         yield fresh_sysops, plugin_dir, log
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_saves_roll_under_load_with_zero_failed_calls(
