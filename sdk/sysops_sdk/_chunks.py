@@ -56,20 +56,27 @@ def output_events(line: str, chunked: bool) -> Iterator[pb.InvokeEvent]:
         yield pb.InvokeEvent(output=pb.OutputChunk(text=piece, continued=index < len(pieces) - 1))
 
 
-def result_events(result: pb.Result, chunked: bool) -> Iterator[pb.InvokeEvent]:
-    """The events of a final Result: itself, or pieces of its text or data_json and a last full Result."""
-    body_field = "data_json" if result.data_json else "text"
-    body = getattr(result, body_field)
-    if not chunked or len(body) <= CHUNK_CHARS:
-        yield pb.InvokeEvent(result=result)
-        return
-    pieces = _pieces(body)
+def result_events(
+    chunked: bool,
+    *,
+    kind: int,
+    text: str = "",
+    data_json: str = "",
+    exit_code: int = 0,
+    error: str = "",
+    error_type: str = "",
+) -> Iterator[pb.InvokeEvent]:
+    """The events of a final Result: one, or pieces of its text (or data_json) and a last piece with the rest.
+
+    Built from the fields, not from a whole Result, so a large body is never held twice as a message.
+    """
+    body_field, body = ("data_json", data_json) if data_json else ("text", text)
+    pieces = _pieces(body) if chunked else [body]
     for piece in pieces[:-1]:
         part = pb.Result(continued=True)
         setattr(part, body_field, piece)
         yield pb.InvokeEvent(result=part)
-    last = pb.Result()
-    last.CopyFrom(result)
+    last = pb.Result(kind=kind, exit_code=exit_code, error=error, error_type=error_type)  # type: ignore[arg-type]
     setattr(last, body_field, pieces[-1])
     yield pb.InvokeEvent(result=last)
 
@@ -78,12 +85,25 @@ class ReplyTooLargeError(Exception):
     """The peer sent more than MAX_REPLY_BYTES for one result or line."""
 
 
+@dataclass(frozen=True)
+class WholeResult:
+    """A complete Result: the fields of its last piece, and its body joined from every piece."""
+
+    kind: int
+    text: str
+    data_json: str
+    exit_code: int
+    error: str
+    error_type: str
+
+
 @dataclass
 class Reassembler:
-    """Joins continued pieces back into whole output lines and one whole Result, within MAX_REPLY_BYTES."""
+    """Joins continued pieces back into whole output lines and one whole result, within MAX_REPLY_BYTES."""
 
     _parts: list[str] = field(default_factory=list)
     _size: int = 0
+    _is_data: bool = False
 
     def _add(self, piece: str) -> None:
         self._size += utf8_size(piece)
@@ -91,30 +111,27 @@ class Reassembler:
             raise ReplyTooLargeError(too_large_message(self._size))
         self._parts.append(piece)
 
-    def _take(self, last: str) -> str:
-        joined = "".join(self._parts) + last if self._parts else last
+    def _take(self) -> str:
+        joined = "".join(self._parts)  # one part: that very string, not a copy
         self._parts, self._size = [], 0
         return joined
 
-    def feed(self, event: pb.InvokeEvent) -> pb.InvokeEvent | None:
-        """Take one event; return a whole event (line or Result) when one is complete, else None."""
+    def feed(self, event: pb.InvokeEvent) -> str | WholeResult | None:
+        """Take one event; return a whole output line or the whole result once complete, else None."""
         if event.HasField("output"):
-            if event.output.continued:
-                self._add(event.output.text)
-                return None
-            if not self._parts:
-                return event
             self._add(event.output.text)
-            return pb.InvokeEvent(output=pb.OutputChunk(text=self._take("")))
+            return None if event.output.continued else self._take()
         result = event.result
-        body_field = "data_json" if result.data_json or (self._parts and not result.text) else "text"
+        self._is_data = self._is_data or bool(result.data_json)
+        self._add(result.data_json or result.text)
         if result.continued:
-            self._add(getattr(result, body_field))
             return None
-        if not self._parts:
-            return event
-        self._add(getattr(result, body_field))
-        whole = pb.Result()
-        whole.CopyFrom(result)
-        setattr(whole, body_field, self._take(""))
-        return pb.InvokeEvent(result=whole)
+        body, is_data, self._is_data = self._take(), self._is_data, False
+        return WholeResult(
+            kind=result.kind,
+            text="" if is_data else body,
+            data_json=body if is_data else "",
+            exit_code=result.exit_code,
+            error=result.error,
+            error_type=result.error_type,
+        )

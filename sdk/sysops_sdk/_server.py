@@ -245,15 +245,15 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
                     for line in item.splitlines() or [""]:
                         yield from output_events(line, chunked)
                 else:
-                    result = pb.Result(
-                        kind=pb.Result.Kind.Name(item.kind),
+                    yield from result_events(
+                        chunked,
+                        kind=item.kind,
                         text=item.text,
                         data_json=item.data_json,
                         exit_code=item.exit_code,
                         error=item.error,
                         error_type=item.error_type,
                     )
-                    yield from result_events(result, chunked)
         finally:
             self.runtime.leave()
 

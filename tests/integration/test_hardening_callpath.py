@@ -93,11 +93,12 @@ def test_raw_output_is_the_users_choice_and_pipes_get_the_bytes(hostile: Sysops)
     assert failed.returncode == 1 and "\x1b" not in failed.stderr and "boom \\x1b]52" in failed.stderr
 
 
-@pytest.mark.parametrize("as_data", [False, True])
-def test_a_5_mib_result_arrives_whole(hostile: Sysops, as_data: bool) -> None:
-    result = hostile.run("big", "--mb", "5", *(["--data", "--output", "json"] if as_data else []), timeout=60)
+@pytest.mark.parametrize(("mib", "as_data"), [(5, False), (5, True), (60, False)])
+def test_results_up_to_the_cap_arrive_whole(hostile: Sysops, mib: int, as_data: bool) -> None:
+    """5 MiB was over gRPC's default 4 MiB message limit; 60 MiB fits the plugin's default 256 MiB of memory."""
+    result = hostile.run("big", "--mb", str(mib), *(["--data", "--output", "json"] if as_data else []), timeout=60)
     assert result.returncode == 0, result.stderr[:500]
-    assert result.stdout.count("x") == 5 << 20
+    assert result.stdout.count("x") == mib << 20
 
 
 def test_a_70_mib_result_is_a_clear_error(hostile: Sysops) -> None:

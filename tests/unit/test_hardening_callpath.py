@@ -16,7 +16,7 @@ from sysops.errors import CommandFailedError, ExitCode, PluginUnavailableError, 
 from sysops.safe_text import cap, escape_controls, for_terminal
 from sysops.store import Route
 from sysops_sdk import _chunks
-from sysops_sdk._chunks import CHUNK_CHARS, Reassembler, output_events, result_events, speaks_chunks
+from sysops_sdk._chunks import CHUNK_CHARS, Reassembler, WholeResult, output_events, result_events, speaks_chunks
 from sysops_sdk._server import PluginRuntime
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
@@ -58,11 +58,7 @@ def test_sysops_errors_and_click_errors_are_one_short_escaped_line(capsys: pytes
     assert len(err) < 1500 and "more characters" in err
 
 
-def _events(result: pb.Result, chunked: bool) -> list[pb.InvokeEvent]:
-    return list(result_events(result, chunked))
-
-
-def _reassemble(events: list[pb.InvokeEvent]) -> list[pb.InvokeEvent]:
+def _reassemble(events: list[pb.InvokeEvent]) -> list[str | WholeResult]:
     pieces = Reassembler()
     return [whole for event in events if (whole := pieces.feed(event)) is not None]
 
@@ -70,21 +66,19 @@ def _reassemble(events: list[pb.InvokeEvent]) -> list[pb.InvokeEvent]:
 @pytest.mark.parametrize("field", ["text", "data_json"])
 def test_large_results_go_in_pieces_and_come_back_whole(field: str) -> None:
     body = "é" * (2 * CHUNK_CHARS + 5)  # 2 bytes a character: three pieces, none over 2 MiB
-    result = pb.Result(kind=pb.Result.TEXT, exit_code=0)
-    setattr(result, field, body)
-    events = _events(result, chunked=True)
+    fields: dict[str, Any] = {"kind": pb.Result.TEXT, "exit_code": 0, field: body}
+    events = list(result_events(True, **fields))
     assert len(events) == 3 and all(event.ByteSize() <= _chunks.MAX_MESSAGE_BYTES for event in events)
     assert [event.result.continued for event in events] == [True, True, False]
     [whole] = _reassemble(events)
-    assert getattr(whole.result, field) == body and whole.result.kind == pb.Result.TEXT
-    assert len(_events(result, chunked=False)) == 1  # a 1.0 caller gets it whole, as before
+    assert isinstance(whole, WholeResult) and getattr(whole, field) == body and whole.kind == pb.Result.TEXT
+    assert len(list(result_events(False, **fields))) == 1  # a 1.0 caller gets it whole
 
 
 def test_a_long_output_line_goes_in_pieces() -> None:
     events = list(output_events("z" * (CHUNK_CHARS + 1), chunked=True))
     assert [event.output.continued for event in events] == [True, False]
-    [whole] = _reassemble([*events, pb.InvokeEvent(result=pb.Result())])[:1]
-    assert whole.output.text == "z" * (CHUNK_CHARS + 1)
+    assert _reassemble(events) == ["z" * (CHUNK_CHARS + 1)]
 
 
 def test_only_callers_of_1_1_get_pieces() -> None:

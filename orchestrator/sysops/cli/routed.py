@@ -182,7 +182,9 @@ def _print_item(item: str | InvocationResult, route: Route, output: str) -> None
         if item.exit_code != 0:
             raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
         if item.kind == "text":
-            write_result(item.text + ("\n" if not item.text.endswith("\n") else ""))
+            write_result(item.text)  # not joined to its newline: a result can be 64 MiB
+            if not item.text.endswith("\n"):
+                sys.stdout.write("\n")
         elif item.kind == "data":
             emit(item.data, output)
     else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-from sysops_sdk._chunks import MAX_MESSAGE_BYTES, Reassembler, ReplyTooLargeError
+from sysops_sdk._chunks import MAX_MESSAGE_BYTES, Reassembler, ReplyTooLargeError, WholeResult
 from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
@@ -42,28 +42,22 @@ class InvocationResult:
     error: str
 
 
-def from_event(event: pb.InvokeEvent, plugin: str) -> str | InvocationResult:
-    """A whole InvokeEvent as the CLI handles it: a streamed line, or the final result."""
-    if event.HasField("output"):
-        return str(event.output.text)
-    result = event.result
+def _invocation_item(whole: str | WholeResult, plugin: str) -> str | InvocationResult:
+    """A whole line or result as the CLI handles it; a result that is not JSON is the plugin's fault."""
+    if isinstance(whole, str):
+        return whole
     try:
-        data = json.loads(result.data_json) if result.data_json else None
-    except json.JSONDecodeError as exc:
+        data = json.loads(whole.data_json) if whole.data_json else None
+    except (ValueError, RecursionError) as exc:
         raise PluginUnavailableError(f"plugin {plugin!r} sent a result that is not JSON ({exc})") from None
-    return InvocationResult(
-        kind=pb.Result.Kind.Name(result.kind).lower(),
-        text=result.text,
-        data=data,
-        exit_code=result.exit_code,
-        error=result.error,
-    )
+    kind = pb.Result.Kind.Name(whole.kind) if whole.kind in pb.Result.Kind.values() else "NONE"
+    return InvocationResult(kind=kind.lower(), text=whole.text, data=data, exit_code=whole.exit_code, error=whole.error)
 
 
 def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[str | InvocationResult]:
     """Streamed lines, then the result, of an Invoke stream whose large parts may come in pieces.
 
-    Stops after the result; more than MAX_REPLY_BYTES in one line or result is a PluginUnavailableError.
+    Stops after the result; more than MAX_REPLY_BYTES in one line or result is a CommandFailedError.
     """
     pieces = Reassembler()
     for event in events:
@@ -73,7 +67,7 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
             raise CommandFailedError(f"plugin {plugin!r} sent a {exc}") from None
         if whole is None:
             continue
-        item = from_event(whole, plugin)
+        item = _invocation_item(whole, plugin)
         yield item
         if isinstance(item, InvocationResult):
             return

@@ -340,14 +340,14 @@ class ControlServicer(pb_grpc.ControlServicer):
 def _events(item: str | InvocationResult, chunked: bool) -> Iterator[plugin_pb.InvokeEvent]:
     if isinstance(item, str):
         return output_events(item, chunked)
-    result = plugin_pb.Result(
+    return result_events(
+        chunked,
         kind=plugin_pb.Result.Kind.Value(item.kind.upper()),
         text=item.text,
         data_json=json.dumps(item.data) if item.data is not None else "",
         exit_code=item.exit_code,
         error=item.error,
     )
-    return result_events(result, chunked)
 
 
 def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
