@@ -45,15 +45,20 @@ def too_large_message(size: int) -> str:
     return f"reply larger than {MAX_REPLY_MIB} MiB ({size / (1 << 20):.1f} MiB): return less, or write it to /data"
 
 
-def _pieces(text: str) -> list[str]:
-    return [text[start : start + CHUNK_CHARS] for start in range(0, len(text), CHUNK_CHARS)] or [""]
+def _pieces(text: str, chunked: bool) -> Iterator[tuple[str, bool]]:
+    """Slices of at most CHUNK_CHARS (the whole text unless `chunked`), one at a time, each with whether more follow."""
+    if not chunked:
+        yield text, False
+        return
+    starts = range(0, len(text), CHUNK_CHARS) or range(1)  # an empty text is one empty piece
+    for start in starts:
+        yield text[start : start + CHUNK_CHARS], start != starts[-1]
 
 
 def output_events(line: str, chunked: bool) -> Iterator[pb.InvokeEvent]:
     """The events of one output line: one, or pieces marked continued but the last."""
-    pieces = _pieces(line) if chunked else [line]
-    for index, piece in enumerate(pieces):
-        yield pb.InvokeEvent(output=pb.OutputChunk(text=piece, continued=index < len(pieces) - 1))
+    for piece, more in _pieces(line, chunked):
+        yield pb.InvokeEvent(output=pb.OutputChunk(text=piece, continued=more))
 
 
 def result_events(
@@ -71,14 +76,14 @@ def result_events(
     Built from the fields, not from a whole Result, so a large body is never held twice as a message.
     """
     body_field, body = ("data_json", data_json) if data_json else ("text", text)
-    pieces = _pieces(body) if chunked else [body]
-    for piece in pieces[:-1]:
-        part = pb.Result(continued=True)
+    for piece, more in _pieces(body, chunked):
+        part = (
+            pb.Result(continued=True)
+            if more
+            else pb.Result(kind=kind, exit_code=exit_code, error=error, error_type=error_type)  # type: ignore[arg-type]
+        )
         setattr(part, body_field, piece)
         yield pb.InvokeEvent(result=part)
-    last = pb.Result(kind=kind, exit_code=exit_code, error=error, error_type=error_type)  # type: ignore[arg-type]
-    setattr(last, body_field, pieces[-1])
-    yield pb.InvokeEvent(result=last)
 
 
 class ReplyTooLargeError(Exception):
