@@ -10,8 +10,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sysops.private_paths import ensure_private_dir
+
 # A Unix socket path must fit in sun_path (108 bytes); leave room for "<instance>/plugin.sock".
 _MAX_RUN_DIR_LENGTH = 70
+#: Where the short run directory goes when `<home>/run` is too long for socket paths (tests change it).
+FALLBACK_RUN_BASE = Path("/tmp")
 
 
 def _default_home() -> Path:
@@ -52,7 +56,24 @@ class Settings:
         preferred = self.home / "run"
         if len(str(preferred.resolve())) <= _MAX_RUN_DIR_LENGTH:
             return preferred
-        return Path("/tmp") / f"sysops-run-{os.getuid()}" / self.installation_id
+        return FALLBACK_RUN_BASE / f"sysops-run-{os.geteuid()}" / self.installation_id
+
+    def ensure_home(self) -> Path:
+        """Create (or check) the state directory, private to this user (it holds every instance token)."""
+        return ensure_private_dir(self.home)
+
+    def ensure_run_dir(self) -> Path:
+        """Create (or check) the socket parent directory and every sysops directory above it, all 0700.
+
+        The /tmp fallback is refused when someone else owns it or it is a symlink: another local user
+        could otherwise pre-create it and replace the plugin sockets inside.
+        """
+        run_dir = self.run_dir
+        if run_dir.parent == self.home:
+            self.ensure_home()
+        else:
+            ensure_private_dir(run_dir.parent)
+        return ensure_private_dir(run_dir)
 
     @property
     def cache_dir(self) -> Path:

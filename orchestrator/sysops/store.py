@@ -7,7 +7,9 @@ two together. The routed-command path reads only the `routes` table, so it stays
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import sqlite3
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sysops.errors import CommandConflictError
+from sysops.private_paths import create_private_file, ensure_private_dir, private_umask, tighten_file
 
 #: Bumped whenever a table changes shape; see Store._migrate.
 SCHEMA_VERSION = 3
@@ -163,15 +166,25 @@ class Store:
     def db(self) -> sqlite3.Connection:
         """The connection, opened (and the schema created) on first use."""
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection = self._connect_private()
             connection.execute("PRAGMA busy_timeout=30000")
             self._migrate(connection)
             connection.executescript(_SCHEMA)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._connection = connection
         return self._connection
+
+    def _connect_private(self) -> sqlite3.Connection:
+        """Open the database with it and its -wal/-shm files 0600 in a 0700 directory (they hold instance tokens)."""
+        ensure_private_dir(self.path.parent)
+        with contextlib.suppress(FileExistsError):
+            os.close(create_private_file(self.path))
+        for suffix in ("", "-wal", "-shm"):  # made 0644 by an older sysops
+            tighten_file(self.path.with_name(self.path.name + suffix))
+        with private_umask():  # SQLite creates -wal and -shm itself, with the umask's mode
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+        return connection
 
     @staticmethod
     def _migrate(connection: sqlite3.Connection) -> None:

@@ -345,11 +345,15 @@ class PluginServer:
         socket_path = self.listen.removeprefix("unix://") if self.listen.startswith("unix://") else ""
         if socket_path and os.path.exists(socket_path):
             os.unlink(socket_path)
-        if self.server.add_insecure_port(self.listen) == 0:
-            raise OSError(f"cannot listen on {self.listen}")
-        self.server.start()
+        previous_umask = os.umask(0o077)  # the socket is 0600 from the moment it exists
+        try:
+            if self.server.add_insecure_port(self.listen) == 0:
+                raise OSError(f"cannot listen on {self.listen}")
+            self.server.start()
+        finally:
+            os.umask(previous_umask)
         if socket_path:
-            os.chmod(socket_path, 0o666)  # the orchestrator may run as another user than the plugin
+            os.chmod(socket_path, 0o600)  # only the plugin's uid and root (the orchestrator) may connect
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 

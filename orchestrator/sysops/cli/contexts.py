@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sysops.errors import NotFoundError, UsageError
+from sysops.private_paths import ensure_private_dir, write_private_file
 
 LOCAL = "local"
 #: The endpoint of routes that go through a server rather than straight to an instance.
@@ -55,9 +56,11 @@ def _save(data: dict[str, Any]) -> None:
     import yaml
 
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=True))
-    path.chmod(0o600)  # it holds tokens
+    if os.environ.get("SYSOPS_CONFIG"):
+        path.parent.mkdir(parents=True, exist_ok=True)  # a directory the user chose: leave its mode alone
+    else:
+        ensure_private_dir(path.parent)
+    write_private_file(path, yaml.safe_dump(data, sort_keys=True))  # it holds tokens: 0600 from creation
 
 
 def current() -> ServerContext | None:

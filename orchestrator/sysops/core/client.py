@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,6 +22,7 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
 from sysops.errors import CommandFailedError, PluginUnavailableError, ProtocolMismatchError
+from sysops.runtime.base import PLUGIN_UID
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _CHANNEL_OPTIONS = [
@@ -73,15 +76,49 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
             return
 
 
+def check_socket_owner(path: str, plugin: str) -> None:
+    """Refuse a plugin socket another local user could have put there, before a token is sent to it.
+
+    The socket must be a socket owned by the plugin's uid, root or us, in a directory only its owner can
+    write to: anything else may be an impostor waiting for the next bearer token. A missing socket passes
+    (the call then fails to connect, and sends nothing).
+    """
+    try:
+        info = os.lstat(path)
+        directory = os.lstat(os.path.dirname(path) or ".")
+    except FileNotFoundError:
+        return
+    trusted = {0, os.geteuid(), PLUGIN_UID}
+    problem = ""
+    if not stat.S_ISSOCK(info.st_mode):
+        problem = "it is not a socket"
+    elif info.st_uid not in trusted:
+        problem = f"it is owned by uid {info.st_uid}, not by the plugin (uid {PLUGIN_UID}), root or you"
+    elif stat.S_ISLNK(directory.st_mode) or directory.st_mode & 0o022 or directory.st_uid not in trusted:
+        problem = f"its directory is a symlink, writable by others, or owned by uid {directory.st_uid}"
+    if problem:
+        raise PluginUnavailableError(
+            f"plugin {plugin!r}: refusing to send its token to {path}: {problem}",
+            hint=f"another local user may have replaced it; `sysops plugin down {plugin}` and up again",
+        )
+
+
 class PluginClient:
     """A connection to one plugin instance."""
 
     def __init__(self, endpoint: str, plugin: str = "", token: str = "") -> None:
         self.endpoint = endpoint
         self.plugin = plugin or endpoint
-        self.metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
+        self._metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
         self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata of every call but health checks; checks first that the socket may be sent the token."""
+        if len(self._metadata) > len(PROTOCOL_METADATA) and self.endpoint.startswith("unix://"):
+            check_socket_owner(self.endpoint.removeprefix("unix://"), self.plugin)
+        return self._metadata
 
     def close(self) -> None:
         """Close the channel."""

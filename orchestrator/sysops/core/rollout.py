@@ -26,6 +26,7 @@ import grpc
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
+from sysops.private_paths import ensure_private_dir
 from sysops.reserved import RESERVED_COMMANDS
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
@@ -34,6 +35,7 @@ from sysops.runtime.base import (
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
+    PLUGIN_UID,
     EgressAllowance,
     InstanceSpec,
     InstanceStatus,
@@ -288,9 +290,9 @@ class Rollout:
     def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
         manifest = target.manifest
         instance_id = uuid.uuid4().hex[:10]
-        socket_dir = self.settings.run_dir / instance_id
-        socket_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(socket_dir, 0o777)  # the plugin runs as uid 10001 and creates its socket here
+        socket_dir = ensure_private_dir(self.settings.ensure_run_dir() / instance_id)
+        if os.geteuid() == 0:  # the plugin runs as PLUGIN_UID and creates its socket here; nobody else may
+            os.chown(socket_dir, PLUGIN_UID, PLUGIN_UID)
         labels = {
             LABEL_INSTALLATION: self.settings.installation_id,
             LABEL_PLUGIN: manifest.name,

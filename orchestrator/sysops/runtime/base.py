@@ -19,6 +19,8 @@ LABEL_VERSION = "sysops.version"
 LABEL_REVISION = "sysops.revision"
 LABEL_INSTANCE = "sysops.instance"
 LABEL_FINGERPRINT = "sysops.fingerprint"
+#: The uid (and gid) plugin processes run as; it alone (and root) may own their socket.
+PLUGIN_UID = 10001
 
 
 @dataclass(frozen=True)

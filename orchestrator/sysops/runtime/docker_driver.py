@@ -27,6 +27,7 @@ from sysops.runtime.base import (
     LABEL_INSTALLATION,
     LABEL_INSTANCE,
     LABEL_PLUGIN,
+    PLUGIN_UID,
     BuildRequest,
     BuiltImage,
     InstanceSpec,
@@ -48,7 +49,7 @@ from sysops.runtime.faults import (
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
-PLUGIN_USER = "10001:10001"
+PLUGIN_USER = f"{PLUGIN_UID}:{PLUGIN_UID}"
 #: Marks containers that are not plugin instances but serve one (the network holder); never listed as instances.
 LABEL_ROLE = "sysops.role"
 LABEL_EGRESS = "sysops.egress"
