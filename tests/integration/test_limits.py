@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 from sysops.core.manifest import parse_manifest
-from sysops.core.policy import LimitValues, Policy, apply_policy
+from sysops.core.policy import Caps, LimitValues, Policy, apply_policy
 from sysops.errors import PolicyDeniedError
 from sysops.runtime.cgroups import CgroupLocator
 from sysops.runtime.faults import describe_instance_failure
@@ -125,14 +125,14 @@ def _manifest(limits: str) -> object:
 
 
 def test_policy_defaults_fill_absent_keys_and_caps_lower_them() -> None:
-    policy = Policy(defaults=LimitValues(memory_mb=128), caps=LimitValues(cpu_percent=50, network_connections=10))
+    policy = Policy(defaults=LimitValues(memory_mb=128), caps=Caps(cpu_percent=50, network_connections=10))
     manifest = apply_policy(_manifest('{"limits": {"pids": 64}}'), policy, "p.yaml")  # type: ignore[arg-type]
     limits = manifest.limits
     assert (limits.memory_mb, limits.cpu_percent, limits.pids, limits.network_connections) == (128, 50, 64, 10)
 
 
 def test_policy_refuses_a_limit_above_its_cap() -> None:
-    policy = Policy(caps=LimitValues(memory_mb=256), source="/etc/sysops/policy.yaml")
+    policy = Policy(caps=Caps(memory_mb=256), source="/etc/sysops/policy.yaml")
     with pytest.raises(PolicyDeniedError) as caught:
         apply_policy(_manifest('{"limits": {"memory_mb": 512}}'), policy, "x/plugin.yaml")  # type: ignore[arg-type]
     assert str(caught.value) == (

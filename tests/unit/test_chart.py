@@ -160,7 +160,8 @@ def test_server_environment(render: Render) -> None:
         "key": "token",
     }
     assert env["SYSOPS_NAMESPACE"]["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.namespace"}
-    assert env["SYSOPS_HOME"]["value"] == "/var/lib/sysops"
+    # Not the emptyDir's root (owned by root, so the server refuses to keep secrets there) but a directory below it.
+    assert env["SYSOPS_HOME"]["value"] == "/var/lib/sysops/home"
     assert env["SYSOPS_POLICY"]["value"] == "/etc/sysops/policy.yaml"
     assert env["SYSOPS_PLUGIN_IMAGE_PULL_POLICY"]["value"] == "IfNotPresent"
     assert len(base64.b64decode(secret["data"]["token"])) == 32
