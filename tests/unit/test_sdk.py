@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 import sysops_sdk
 from sysops_sdk import CommandDefinitionError, Plugin, argument, option, plugin_command, requires_permission
-from sysops_sdk._commands import collect_commands, command_definition
+from sysops_sdk._commands import _registry, collect_commands, command_definition
 from sysops_sdk._server import EntrypointError, load_plugin_class
 from sysops_sdk.testing import PluginHarness
 
@@ -30,6 +30,22 @@ def paint(target: str, color: Color = Color.RED, coats: int = 1, dry_run: bool =
 @plugin_command("db migrate")
 def migrate(steps: int, mode: Literal["up", "down"] = "up", ratio: float = 0.5) -> Iterator[str]:
     yield f"{mode} {steps} {ratio}"
+
+
+#: Module-level commands register themselves for every plugin in the process: these are taken out of the
+#: SDK's registry again at once, and put back only while a test of this module runs (`_own_registry`).
+_MODULE_COMMANDS = [paint, migrate]
+for _command in _MODULE_COMMANDS:
+    _registry.remove(_command)
+
+
+@pytest.fixture(autouse=True)
+def _own_registry() -> Iterator[None]:
+    """Each test sees this module's commands, and nothing it registers (ghost, shade...) outlives it."""
+    saved = list(_registry)
+    _registry.extend(_MODULE_COMMANDS)
+    yield
+    _registry[:] = saved
 
 
 class Sample(Plugin):
