@@ -107,9 +107,7 @@ def status_from_attrs(attrs: Mapping[str, Any]) -> InstanceStatus:
         pid=int(state.get("Pid") or 0),
         restart_count=crashes_in_budget(attrs),
         image=str(attrs.get("Image") or ""),
-        token=next(
-            (item.split("=", 1)[1] for item in config.get("Env") or [] if item.startswith("SYSOPS_TOKEN=")), ""
-        ),
+        token=next((item.split("=", 1)[1] for item in config.get("Env") or [] if item.startswith("SYSOPS_TOKEN=")), ""),
     )
 
 
