@@ -315,14 +315,20 @@ class DockerDriver:
         return self._status(container)
 
     def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
-        """List containers carrying all `labels`, running or not."""
+        """List instances carrying all `labels`, running or not (never a build's containers: see `_labelled`)."""
         containers = self._labelled(labels)
         for holder in _orphan_holders(containers):
             self._remove_orphan_holder(holder)
         return [self._status(container) for container in containers if LABEL_ROLE not in (container.labels or {})]
 
     def _labelled(self, labels: Mapping[str, str]) -> list[Container]:
-        filters: dict[str, str | list[str] | bool] = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        """Instances and network holders carrying all `labels`: only those carry LABEL_INSTANCE (set by `start`).
+
+        The steps of a `docker build` of a plugin's image run in containers with the image's labels
+        (installation, plugin): counting those as instances would let a reconcile remove a build in progress.
+        """
+        selector = [f"{key}={value}" for key, value in labels.items()] + [LABEL_INSTANCE]
+        filters: dict[str, str | list[str] | bool] = {"label": selector}
         try:
             return list(self.client.containers.list(all=True, filters=filters))
         except docker.errors.APIError as exc:
