@@ -2,10 +2,13 @@
 
 A roll retires an instance while calls are on their way to it. A call the instance refused before running
 it (draining, or its socket already gone) is safe to send again, so it is re-sent to the route's current
-instances, at most MAX_RESENDS times; a call that started is never re-sent, because commands need not be
-idempotent. Both the local CLI and the control server go through `call`, so "no failed calls during a
-roll" holds for both. Arguments are checked here before anything is sent. Light to import: this is the
-hot path of the CLI (no docker, kubernetes, pydantic or typer).
+instances: at once to one it has not tried, else (the route still names only instances that are quiescing)
+again every RETRY_SECONDS to those, for up to HANDOVER_WAIT_SECONDS, because a failed hand-over re-opens
+the old instance instead of switching. At most MAX_RESENDS other instances are tried; a call that started
+is never re-sent, because commands need not be idempotent. Both the local CLI and the control server go
+through `call`, so "no failed calls during a roll" holds for both. Arguments are checked here before
+anything is sent. Light to import: this is the hot path of the CLI (no docker, kubernetes, pydantic or
+typer).
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from sysops.errors import PluginUnavailableError, UsageError
 from sysops.safe_text import cap
 from sysops.store import Route
 
-#: Re-sends of a call that did not start, after the first attempt.
+#: Instances a call that did not start is re-sent to, after the first one (re-tries of one count once).
 MAX_RESENDS = 3
 #: Largest arguments of one call, as JSON in UTF-8 (the command line of Linux is about 2 MiB in all).
 MAX_ARGUMENTS_BYTES = 1 << 20
 #: How a refusal before the command ran reads: the instance drains, or its socket is gone.
 _DRAINING = "plugin is shutting down"
 _NOT_STARTED_MARKERS = (_DRAINING, "failed to connect to all addresses")
-#: How long a refused call waits for its route to name another instance: a roll quiesces the old instance
-#: (its calls in flight get SYSOPS_DRAIN_TIMEOUT, 10 s by default) before it switches the route to the new one.
+#: How long a refused call keeps trying: a roll quiesces the old instance (its calls in flight get
+#: SYSOPS_DRAIN_TIMEOUT, 10 s by default), then switches the route to the new one or, if the hand-over
+#: failed, re-opens the old one.
 HANDOVER_WAIT_SECONDS = 15.0
+#: How often a quiescing instance is asked again; the store is read every _POLL_SECONDS for a new instance.
+RETRY_SECONDS = 0.5
 _POLL_SECONDS = 0.05
 
 #: Finds the route a command has now (after a roll), or None when no plugin provides it any more.
@@ -81,39 +87,52 @@ def call(
             f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
             hint=f"see `sysops plugin status {route.plugin}`",
         )
-    tried: set[str] = set()
-    for _attempt in range(1 + MAX_RESENDS):
+    refused: set[str] = set()
+    gone: set[str] = set()
+    deadline = time.monotonic() + HANDOVER_WAIT_SECONDS
+    while True:
         try:
             yield from _call_once(route, endpoint, arguments, output_format)
             return
         except _NotStarted as not_started:
-            tried.add(endpoint)
-            wait = HANDOVER_WAIT_SECONDS if _DRAINING in str(not_started) else 0.0  # gone: its route moved already
-            successor = _next_route(route.command, tried, current_route, wait)
+            if _DRAINING not in str(not_started):  # its socket is gone: its route moved already
+                gone.add(endpoint)
+            refused.add(endpoint)
+            if len(refused) >= 1 + MAX_RESENDS:
+                raise PluginUnavailableError(
+                    f"plugin {route.plugin!r} did not take command {route.command!r}: "
+                    f"{len(refused)} instances in a row were shutting down",
+                    hint=f"try again; see `sysops plugin status {route.plugin}`",
+                ) from None
+            successor = _next_instance(route.command, endpoint, refused, gone, current_route, deadline)
             if successor is None:
                 from sysops.runtime.faults import unreachable_error  # only once a call found no instance
 
                 raise unreachable_error(route.plugin, endpoint, not_started.error) from None
-            route = successor
-            endpoint = random.choice([e for e in successor.endpoints if e not in tried])
-    raise PluginUnavailableError(
-        f"plugin {route.plugin!r} did not take command {route.command!r}: "
-        f"{1 + MAX_RESENDS} instances in a row were shutting down",
-        hint=f"try again; see `sysops plugin status {route.plugin}`",
-    )
+            route, endpoint = successor
 
 
-def _next_route(command: str, tried: set[str], current_route: RouteLookup, wait: float) -> Route | None:
-    """The command's route once it names an instance not tried yet (None if it does not within `wait` seconds)."""
-    deadline = time.monotonic() + wait
+def _next_instance(
+    command: str, refused_now: str, refused: set[str], gone: set[str], current_route: RouteLookup, deadline: float
+) -> tuple[Route, str] | None:
+    """Where to send a refused call next: at once an instance of its route not tried yet; else, after
+    RETRY_SECONDS, one that refused it while quiescing (a failed hand-over re-opens it), `refused_now` only
+    if no other; None if the route is gone, names only instances whose socket is gone, or `deadline` passed."""
+    retry_at = time.monotonic() + RETRY_SECONDS
     while True:
         route = current_route(command)
         if route is None:
             return None
-        if any(endpoint not in tried for endpoint in route.endpoints):
-            return route
-        if time.monotonic() >= deadline:
+        untried = [endpoint for endpoint in route.endpoints if endpoint not in refused]
+        if untried:
+            return route, random.choice(untried)
+        quiescing = [endpoint for endpoint in route.endpoints if endpoint not in gone]
+        now = time.monotonic()
+        if not quiescing or now >= deadline:
             return None
+        if now >= retry_at:
+            others = [endpoint for endpoint in quiescing if endpoint != refused_now]
+            return route, random.choice(others or quiescing)
         time.sleep(_POLL_SECONDS)
 
 
