@@ -319,10 +319,13 @@ class Orchestrator:
         return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
 
     def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
-        """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed)."""
+        """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed).
+
+        The client built the image for this roll, so a failed roll removes it as it does a local build's.
+        """
         manifest = self._admit(manifest, f"{source}/plugin.yaml")
         return self._roll_if_changed(
-            manifest, source, fingerprint, lambda: RollTarget(manifest, image, image, fingerprint, source)
+            manifest, source, fingerprint, lambda: RollTarget(manifest, image, image, fingerprint, source, built=True)
         )
 
     def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
