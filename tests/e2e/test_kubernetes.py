@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sysops.runtime.base import is_plugin_uid
 
 from tests.integration.conftest import SYSOPS, Sysops, copy_example, wait_for
 
@@ -127,7 +128,8 @@ def test_pod_carries_the_manifest_limits_and_hardening(cluster: Cluster, hello: 
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+    context = pod["spec"]["securityContext"]
+    assert is_plugin_uid(context["runAsUser"]) and context["runAsGroup"] == context["fsGroup"] == context["runAsUser"]
     assert pod["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["metadata"]["ownerReferences"][0]["name"] == "sysops-plugin-hello"

@@ -98,6 +98,15 @@ def remove_installation(client: docker.DockerClient, installation_id: str) -> No
             volume.remove(force=True)
 
 
+def unmount_installation(sysops: Sysops) -> None:
+    """Unmount what sysops mounted for an installation (socket tmpfs, data filesystems) once its containers are gone."""
+    roots = (f"{sysops.home.resolve()}/", f"/tmp/sysops-run-{os.geteuid()}/{sysops.installation_id}/")
+    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        target = line.split()[1].replace("\\040", " ")
+        if target.startswith(roots):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
 def _make_sysops(tmp_path: Path) -> Sysops:
     home = tmp_path / "home"
     env = {**os.environ, "SYSOPS_HOME": str(home), "SYSOPS_READY_TIMEOUT": "20", "SYSOPS_DRAIN_TIMEOUT": "3"}
@@ -110,6 +119,7 @@ def sysops(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
     instance = _make_sysops(tmp_path_factory.mktemp("sysops"))
     yield instance
     remove_installation(engine, instance.installation_id)
+    unmount_installation(instance)
 
 
 @pytest.fixture
@@ -117,6 +127,7 @@ def fresh_sysops(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops
     instance = _make_sysops(tmp_path)
     yield instance
     remove_installation(engine, instance.installation_id)
+    unmount_installation(instance)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from sysops.runtime.base import plugin_uid
 
 from tests.integration.conftest import SYSOPS, Sysops, copy_example, installation_containers
 
@@ -118,7 +119,8 @@ def test_logs_follow_streams_until_interrupted(sysops: Sysops, hello: Path) -> N
 def test_container_is_hardened_labelled_and_limited(sysops: Sysops, hello: Path, engine: docker.DockerClient) -> None:
     attrs = _container(engine, sysops).attrs
     config, host = attrs["Config"], attrs["HostConfig"]
-    assert config["User"] == "10001:10001"
+    uid = plugin_uid(sysops.installation_id, "hello")
+    assert config["User"] == f"{uid}:{uid}"  # the plugin's own uid, not the shared 10001 of the image
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in host["SecurityOpt"]

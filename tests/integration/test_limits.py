@@ -22,6 +22,7 @@ import pytest
 from sysops.core.manifest import parse_manifest
 from sysops.core.policy import Caps, LimitValues, Policy, apply_policy
 from sysops.errors import PolicyDeniedError
+from sysops.runtime.base import plugin_uid
 from sysops.runtime.cgroups import CgroupLocator
 from sysops.runtime.faults import describe_instance_failure
 
@@ -267,7 +268,7 @@ def test_network_none_reaches_nothing_and_the_sandbox_holds(
     assert allowed.accepted == 0
     assert fresh_sysops.ok("ping") == "pong\n"  # commands still work over the plugin socket
     probe = json.loads(fresh_sysops.ok("probe", "--output", "json"))
-    assert probe["uid"] == 10001
+    assert probe["uid"] == plugin_uid(fresh_sysops.installation_id, "hostile")
     assert probe["write_root"] == "refused: EROFS"
     assert probe["setuid_root"] == probe["setgid_root"] == "refused: EPERM"
     assert probe["mount"] == "refused: EPERM" and probe["user_namespace"] == "refused: EPERM"

@@ -22,7 +22,7 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
 from sysops.errors import CommandFailedError, PluginUnavailableError, ProtocolMismatchError
-from sysops.runtime.base import PLUGIN_UID
+from sysops.runtime.base import PLUGIN_UID, is_plugin_uid
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _CHANNEL_OPTIONS = [
@@ -79,28 +79,44 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
 def check_socket_owner(path: str, plugin: str) -> None:
     """Refuse a plugin socket another local user could have put there, before a token is sent to it.
 
-    The socket must be a socket owned by the plugin's uid, root or us, in a directory only its owner can
-    write to: anything else may be an impostor waiting for the next bearer token. A missing socket passes
-    (the call then fails to connect, and sends nothing).
+    The socket must be a socket owned by root, us, or the plugin, in a directory only its owner can write
+    to. The plugin's uid is its own (`plugin_uid`), so it is trusted as the owner of the socket's directory
+    when that directory sits in one of ours (root's or ours, writable by nobody else): only sysops could
+    have made it and given it to the plugin. Anything else may be an impostor waiting for the next bearer
+    token. A missing socket passes (the call then fails to connect, and sends nothing).
     """
     try:
         info = os.lstat(path)
         directory = os.lstat(os.path.dirname(path) or ".")
+        parent = os.lstat(os.path.dirname(os.path.dirname(path)) or ".")
     except FileNotFoundError:
         return
-    trusted = {0, os.geteuid(), PLUGIN_UID}
+    ours = {0, os.geteuid()}
+    trusted = ours | ({directory.st_uid} if _plugin_owned(directory, parent, ours) else set())
     problem = ""
     if not stat.S_ISSOCK(info.st_mode):
         problem = "it is not a socket"
     elif info.st_uid not in trusted:
-        problem = f"it is owned by uid {info.st_uid}, not by the plugin (uid {PLUGIN_UID}), root or you"
-    elif stat.S_ISLNK(directory.st_mode) or directory.st_mode & 0o022 or directory.st_uid not in trusted:
+        problem = f"it is owned by uid {info.st_uid}, not by the plugin, root or you"
+    elif not _private(directory, trusted):
         problem = f"its directory is a symlink, writable by others, or owned by uid {directory.st_uid}"
     if problem:
         raise PluginUnavailableError(
             f"plugin {plugin!r}: refusing to send its token to {path}: {problem}",
             hint=f"another local user may have replaced it; `sysops plugin down {plugin}` and up again",
         )
+
+
+def _private(directory: os.stat_result, owners: set[int]) -> bool:
+    """A real directory owned by one of `owners` that group and others cannot write to."""
+    return stat.S_ISDIR(directory.st_mode) and not directory.st_mode & 0o022 and directory.st_uid in owners
+
+
+def _plugin_owned(directory: os.stat_result, parent: os.stat_result, ours: set[int]) -> bool:
+    """A plugin's socket directory: owned by a plugin uid (or 10001 of instances started before per-plugin
+    uids), inside a private directory of ours."""
+    plugin_owner = is_plugin_uid(directory.st_uid) or directory.st_uid == PLUGIN_UID
+    return plugin_owner and _private(parent, ours)
 
 
 class PluginClient:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from sysops.runtime.base import (
     StreamCancel,
 )
 from sysops.runtime.faults import MAX_RESTARTS, describe_fault, last_error
+from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
 
@@ -170,7 +170,7 @@ class Orchestrator:
             if instance.handle not in present:
                 self.store.switch(name, add=[], remove=[instance])
                 self.store.delete_instance(instance.id)
-                shutil.rmtree(instance.socket_dir, ignore_errors=True)
+                remove_socket_dir(instance.socket_dir)
                 if instance.active:
                     self.store.add_event(name, "failed", f"container of {instance.version} disappeared")
                     if not self.store.active_instances(name):
@@ -188,7 +188,7 @@ class Orchestrator:
             if known is not None:
                 self.rollout.discard(known)
             elif (instance_id := container.labels.get(LABEL_INSTANCE, "")).isalnum():  # never a forged path
-                shutil.rmtree(self.settings.run_dir / instance_id, ignore_errors=True)
+                remove_socket_dir(self.settings.run_dir / instance_id)
         self._record_serving_revision(name, {container.handle: container for container in containers})
 
     def _adopt(self, name: str, container: InstanceStatus, known: InstanceRecord | None) -> bool:
@@ -288,7 +288,7 @@ class Orchestrator:
             except OSError:
                 continue
             if entry.name not in used and idle and entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_socket_dir(entry)
 
     # operations
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:

@@ -11,9 +11,7 @@ nothing of a failed roll is stored but its events and its error (docs/hot-loadin
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -35,13 +33,14 @@ from sysops.runtime.base import (
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
-    PLUGIN_UID,
     EgressAllowance,
     InstanceSpec,
     InstanceStatus,
     ResourceLimits,
     RuntimeDriver,
+    plugin_uid,
 )
+from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, RevisionRecord, Store
 
@@ -290,9 +289,8 @@ class Rollout:
     def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
         manifest = target.manifest
         instance_id = uuid.uuid4().hex[:10]
+        # The driver gives the directory to the plugin's uid (Docker: a tmpfs of its own, see socket_dirs.py).
         socket_dir = ensure_private_dir(self.settings.ensure_run_dir() / instance_id)
-        if os.geteuid() == 0:  # the plugin runs as PLUGIN_UID and creates its socket here; nobody else may
-            os.chown(socket_dir, PLUGIN_UID, PLUGIN_UID)
         labels = {
             LABEL_INSTALLATION: self.settings.installation_id,
             LABEL_PLUGIN: manifest.name,
@@ -315,12 +313,13 @@ class Rollout:
             limits=limits_for(manifest),
             egress=tuple(EgressAllowance(rule.host, tuple(rule.ports)) for rule in egress_rules(manifest)),
             token=secrets.token_urlsafe(24),
+            uid=plugin_uid(self.settings.installation_id, manifest.name),
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:
             status = self.driver.start(spec)
         except BaseException:
-            shutil.rmtree(socket_dir, ignore_errors=True)
+            remove_socket_dir(socket_dir)
             raise
         record = InstanceRecord(
             id=instance_id,
@@ -438,5 +437,5 @@ class Rollout:
         """Remove an instance, its socket directory and its record."""
         self.driver.stop(instance.handle, timeout=1)
         self.driver.remove(instance.handle)
-        shutil.rmtree(instance.socket_dir, ignore_errors=True)
+        remove_socket_dir(instance.socket_dir)
         self.store.delete_instance(instance.id)

@@ -7,6 +7,7 @@ find what runs by label and re-adopt it. A driver knows containers, not lifecycl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,24 @@ LABEL_VERSION = "sysops.version"
 LABEL_REVISION = "sysops.revision"
 LABEL_INSTANCE = "sysops.instance"
 LABEL_FINGERPRINT = "sysops.fingerprint"
-#: The uid (and gid) plugin processes run as; it alone (and root) may own their socket.
+#: The uid (and gid) of the base image's user; containers run as the plugin's own uid instead (`plugin_uid`).
 PLUGIN_UID = 10001
+#: Plugin uids are taken from [PLUGIN_UID_BASE, PLUGIN_UID_BASE + PLUGIN_UID_SPAN): far above login and
+#: system users (and the 10001 of images), so a plugin never shares its uid with a local user.
+PLUGIN_UID_BASE = 0x10000000
+PLUGIN_UID_SPAN = 0x0FFFFFFF
+
+
+def plugin_uid(installation_id: str, plugin: str) -> int:
+    """The uid (and gid) one plugin of one installation runs as: its replicas and revisions share it, and
+    two plugins or two installations get different ones (a collision is a 1 in 2**28 chance per pair)."""
+    digest = hashlib.sha256(f"{installation_id}\0{plugin}".encode()).digest()
+    return PLUGIN_UID_BASE + int.from_bytes(digest[:8], "big") % PLUGIN_UID_SPAN
+
+
+def is_plugin_uid(uid: int) -> bool:
+    """Whether `uid` is in the range `plugin_uid` draws from."""
+    return PLUGIN_UID_BASE <= uid < PLUGIN_UID_BASE + PLUGIN_UID_SPAN
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,8 @@ class InstanceSpec:
     egress: tuple[EgressAllowance, ...] = ()
     #: Secret the instance requires on every call but health checks (authenticates TCP endpoints).
     token: str = ""
+    #: The plugin's own uid and gid (`plugin_uid`); the image's files stay root's.
+    uid: int = PLUGIN_UID
 
 
 @dataclass(frozen=True)
@@ -103,9 +122,9 @@ class BuiltImage:
 
 @dataclass
 class BuildRequest:
-    """A build context (a tar stream with a Dockerfile at its root) and what to call the result."""
+    """A build context (a tar file, Dockerfile at its root, streamed to the engine) and what to call the result."""
 
-    context: bytes
+    context: Path
     tag: str
     labels: dict[str, str] = field(default_factory=dict)
 

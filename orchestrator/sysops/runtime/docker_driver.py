@@ -27,7 +27,6 @@ from sysops.runtime.base import (
     LABEL_INSTALLATION,
     LABEL_INSTANCE,
     LABEL_PLUGIN,
-    PLUGIN_UID,
     BuildRequest,
     BuiltImage,
     InstanceSpec,
@@ -36,6 +35,7 @@ from sysops.runtime.base import (
     ResourceLimits,
     ResourceReport,
     StreamCancel,
+    plugin_uid,
 )
 from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
 from sysops.runtime.faults import (
@@ -46,10 +46,10 @@ from sysops.runtime.faults import (
     stability_window,
     status_from_attrs,
 )
+from sysops.runtime.socket_dirs import mount_socket_tmpfs, unmount_socket_tmpfs
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
-PLUGIN_USER = f"{PLUGIN_UID}:{PLUGIN_UID}"
 #: Marks containers that are not plugin instances but serve one (the network holder); never listed as instances.
 LABEL_ROLE = "sysops.role"
 LABEL_EGRESS = "sysops.egress"
@@ -60,7 +60,6 @@ _ORPHAN_HOLDER_AGE = 120.0
 _MAX_LOG_LINE = 64 * 1024
 _TMPFS = {"/tmp": "rw,noexec,nosuid,size=16m"}
 _HARDENING: dict[str, Any] = {
-    "user": PLUGIN_USER,
     "read_only": True,
     "tmpfs": _TMPFS,
     "cap_drop": ["ALL"],
@@ -175,8 +174,11 @@ class DockerDriver:
         plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
         self._check_cpus(limits.nano_cpus, plugin)
         mountpoint = self._ensure_volume(spec)
+        if os.geteuid() == 0:  # the caller removes the directory, and with it this mount, if the start fails
+            mount_socket_tmpfs(spec.socket_dir, spec.uid)
         kwargs: dict[str, Any] = {
             **_HARDENING,
+            "user": _user(spec.uid),
             "name": spec.name,
             "labels": dict(spec.labels),
             "environment": {**spec.environment, **({"SYSOPS_TOKEN": spec.token} if spec.token else {})},
@@ -192,7 +194,8 @@ class DockerDriver:
             "restart_policy": {"Name": "on-failure", "MaximumRetryCount": MAX_RESTARTS},
             "mounts": [
                 Mount(target=PLUGIN_SOCKET_DIR, source=str(spec.socket_dir), type="bind"),
-                Mount(target=PLUGIN_DATA_DIR, source=spec.data_volume, type="volume"),
+                # no_copy: the engine would give the volume the image's /data owner (the base image's uid).
+                Mount(target=PLUGIN_DATA_DIR, source=spec.data_volume, type="volume", no_copy=True),
             ],
         }
         if limits.io_bytes_per_sec:
@@ -235,7 +238,10 @@ class DockerDriver:
                 volume = self.client.volumes.create(spec.data_volume, labels=labels)
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
-        return str(volume.attrs.get("Mountpoint") or "")
+        mountpoint = str(volume.attrs.get("Mountpoint") or "")
+        if os.geteuid() == 0 and mountpoint and os.path.isdir(mountpoint):
+            _give_data_to(mountpoint, spec.uid)
+        return mountpoint
 
     def _io_device(self, mountpoint: str, plugin: str) -> BlockDevice:
         """The disk behind the data volume (or the engine's root dir); refuse the limit if there is none."""
@@ -263,6 +269,7 @@ class DockerDriver:
             holder = self.client.containers.run(
                 spec.image,
                 **_HARDENING,
+                user=_user(spec.uid),
                 name=f"{spec.name}-net",
                 entrypoint=["python", "-c", "import signal; signal.pause()"],
                 labels=labels,
@@ -372,6 +379,7 @@ class DockerDriver:
         try:
             for container in self.client.containers.list(all=True, filters={"label": selector}):
                 self._force_remove(str(container.id))
+                unmount_socket_tmpfs(_socket_dir(container.attrs))
                 removed += 1
             for image in self.client.images.list(filters={"label": selector}):
                 self.remove_image(str(image.id))
@@ -465,7 +473,9 @@ class DockerDriver:
 
     def _check_hardening(self, attrs: Mapping[str, Any], check: Any) -> None:
         host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
-        check("user", PLUGIN_USER, config.get("User"), "engine")
+        labels = config.get("Labels") or {}
+        owner = plugin_uid(str(labels.get(LABEL_INSTALLATION, "")), str(labels.get(LABEL_PLUGIN, "")))
+        check("user", _user(owner), config.get("User"), "engine")
         check("read-only root filesystem", True, host.get("ReadonlyRootfs"), "engine")
         check("capabilities dropped", ["ALL"], host.get("CapDrop"), "engine")
         check("capabilities added", [], host.get("CapAdd") or [], "engine")
@@ -578,14 +588,16 @@ class DockerDriver:
     def remove(self, handle: str) -> None:
         """Force-remove a plugin container and its network holder, if it has one."""
         try:
-            labels = self.client.api.inspect_container(handle).get("Config", {}).get("Labels") or {}
+            attrs = self.client.api.inspect_container(handle)
         except docker.errors.NotFound:
-            labels = {}
+            attrs = {}
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot inspect container {handle[:12]}: {_short(exc)}") from exc
+        labels, socket_dir = attrs.get("Config", {}).get("Labels") or {}, _socket_dir(attrs)
         self._force_remove(handle)
         if LABEL_ROLE not in labels:
             self._remove_holders(labels)
+            unmount_socket_tmpfs(socket_dir)
 
     def _force_remove(self, handle: str) -> None:
         try:
@@ -619,6 +631,29 @@ def _orphan_holders(containers: Iterable[Container]) -> list[Container]:
         for c in listed
         if (c.labels or {}).get(LABEL_ROLE) == ROLE_NETWORK and c.labels.get(LABEL_INSTANCE) not in instances
     ]
+
+
+def _socket_dir(attrs: Mapping[str, Any]) -> str:
+    """The host directory a container has at /run/sysops ("" when none)."""
+    sources = [m.get("Source") for m in attrs.get("Mounts") or [] if m.get("Destination") == PLUGIN_SOCKET_DIR]
+    return str(sources[0] or "") if sources else ""
+
+
+def _give_data_to(mountpoint: str, uid: int) -> None:
+    """Make the data volume the plugin's: its root, and what an earlier uid (shared 10001) left in it."""
+    if os.lstat(mountpoint).st_uid == uid:
+        return
+    # fwalk works on directory descriptors: a plugin swapping a directory for a symlink cannot redirect it.
+    for _directory, subdirectories, files, fd in os.fwalk(mountpoint, follow_symlinks=False):
+        for name in (*subdirectories, *files):
+            os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
+    os.chown(mountpoint, uid, uid, follow_symlinks=False)
+    os.chmod(mountpoint, 0o700)
+
+
+def _user(uid: int) -> str:
+    """The container's `user`: the plugin's own uid and gid."""
+    return f"{uid}:{uid}"
 
 
 def _log_config(limits: ResourceLimits) -> LogConfig:

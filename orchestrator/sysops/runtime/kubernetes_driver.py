@@ -39,7 +39,6 @@ from sysops.runtime.base import (
 )
 
 PLUGIN_PORT = 50051
-PLUGIN_UID = 10001
 STATE_ROLE_LABEL = "sysops.dev/role"
 ORCHESTRATOR_SELECTOR = {"app.kubernetes.io/name": "sysops"}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -259,9 +258,9 @@ class KubernetesDriver:
                 "terminationGracePeriodSeconds": 10,
                 "securityContext": {
                     "runAsNonRoot": True,
-                    "runAsUser": PLUGIN_UID,
-                    "runAsGroup": PLUGIN_UID,
-                    "fsGroup": PLUGIN_UID,
+                    "runAsUser": spec.uid,
+                    "runAsGroup": spec.uid,
+                    "fsGroup": spec.uid,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [

@@ -1,0 +1,71 @@
+"""Instance socket directories as small private tmpfs mounts, and their removal.
+
+A plugin creates its gRPC socket in a host directory that its container sees at /run/sysops. On the
+host's disk, that directory let a plugin fill the disk and plant setuid or device files for a local user
+to run. So, when sysops runs as root, the Docker driver mounts a tmpfs there before the container starts:
+1 MiB and 64 inodes, owned by the plugin's own uid, mode 0700, nosuid,nodev,noexec (the container's bind
+mount keeps those flags). Whoever removes a socket directory calls `remove_socket_dir`, which unmounts it
+first; only a tmpfs mounted by sysops (source `sysops-socket`) is ever unmounted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from sysops.errors import StartFailedError
+
+SOCKET_TMPFS_SIZE = "1m"
+SOCKET_TMPFS_INODES = 64
+#: The tmpfs "device" name: `mount` lists socket directories under it, and only those are unmounted.
+SOCKET_TMPFS_SOURCE = "sysops-socket"
+
+
+def socket_tmpfs_options(uid: int) -> str:
+    """Mount options of a socket directory whose plugin runs as `uid`."""
+    return f"size={SOCKET_TMPFS_SIZE},nr_inodes={SOCKET_TMPFS_INODES},mode=0700,uid={uid},gid={uid},nosuid,nodev,noexec"
+
+
+def mount_socket_tmpfs(path: Path, uid: int) -> None:
+    """Mount a socket directory's tmpfs on `path` (an empty directory of root's); raise StartFailedError."""
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", socket_tmpfs_options(uid), SOCKET_TMPFS_SOURCE, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StartFailedError(
+            f"cannot mount the socket directory {path} as a tmpfs: {' '.join(result.stderr.split())[:300]}",
+            hint="sysops running as root mounts a small tmpfs per instance; check that mount(8) works here",
+        )
+
+
+def is_socket_tmpfs(path: Path | str) -> bool:
+    """Whether a socket directory's tmpfs is mounted on `path`."""
+    target = os.path.realpath(path)
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        source_and_type = fields[0::2][:2] if len(fields) > 2 else []
+        if source_and_type == [SOCKET_TMPFS_SOURCE, "tmpfs"] and fields[1].replace("\\040", " ") == target:
+            return True
+    return False
+
+
+def unmount_socket_tmpfs(path: Path | str) -> None:
+    """Unmount the socket directory's tmpfs on `path`, if there is one (nothing else is ever unmounted)."""
+    if str(path) and is_socket_tmpfs(path):
+        # Lazy: a process of ours may still hold the socket open; the tmpfs goes once it lets go.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def remove_socket_dir(path: Path | str) -> None:
+    """Unmount a socket directory's tmpfs, then remove the directory (missing: nothing to do)."""
+    unmount_socket_tmpfs(path)
+    shutil.rmtree(path, ignore_errors=True)
