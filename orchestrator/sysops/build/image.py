@@ -5,22 +5,33 @@ are resolved into wheels on the host first and cached by the hash of the require
 Dockerfile installs them in a layer of their own, before the plugin's code is copied, so a code-only
 change reuses the dependency layer and adds a single COPY layer (no RUN step, which would cost a
 container start per build). Source files are checked with `ast` before anything is built, so a syntax
-error names the file and line at once.
+error names the file and line at once. What of the directory ships, and how the tar is streamed, is
+`context.py`'s job; the image tag spells the plugin's PEP 440 version in Docker's tag alphabet.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import io
+import os
 import re
 import subprocess
 import sys
-import tarfile
 import tomllib
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from packaging.version import Version
+
+from sysops.build.context import (
+    BuildContext,
+    ContextArchive,
+    IgnoreRules,
+    PluginEntry,
+    named,
+    open_plugin_file,
+    plugin_entries,
+    shipped_files,
+)
 from sysops.core.manifest import Manifest
 from sysops.core.names import shown
 from sysops.core.safe_yaml import InputLimitError
@@ -30,8 +41,8 @@ from sysops.errors import BuildError, PluginDefinitionError
 #: Python of the base image; wheels must be built for it.
 BASE_PYTHON = (3, 11)
 PLUGIN_UID = 10001
-IGNORED_NAMES = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store"}
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", "~", ".tmp")
+#: Docker allows 128 characters in a tag; 13 go to "-<fingerprint[:12]>".
+_MAX_VERSION_TAG = 115
 _SDK_DISTRIBUTIONS = {"sysops-sdk", "sysops_sdk"}
 
 # Everything that does not depend on the plugin's code comes before its COPY, so that a code-only change
@@ -52,22 +63,17 @@ RUN ["pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-ch
 """
 
 
-@dataclass(frozen=True)
-class BuildContext:
-    """A ready-to-send build context and the fingerprint that identifies its result."""
+def image_tag(repository: str, version: str, fingerprint: str) -> str:
+    """`repository:<version>-<fingerprint[:12]>`, the PEP 440 version spelt in Docker's tag alphabet.
 
-    tar: bytes
-    fingerprint: str
-    requirements: list[str]
-
-
-def is_ignored(path: Path) -> bool:
-    """Say whether a file change or file is irrelevant to the plugin image (caches, editor files)."""
-    return (
-        any(part in IGNORED_NAMES for part in path.parts)
-        or path.name.endswith(IGNORED_SUFFIXES)
-        or (path.name.startswith(".#"))
-    )
+    The version is normalised (`1.0.0RC1` -> `1.0.0rc1`); a normalised version holds only `[0-9a-z.+!]`,
+    so mapping `+` to `_` and `!` to `-epoch-` stays injective. The exact version is the image's
+    `sysops.version` label.
+    """
+    spelt = str(Version(version)).replace("+", "_").replace("!", "-epoch-")
+    if len(spelt) > _MAX_VERSION_TAG:
+        spelt = f"{spelt[: _MAX_VERSION_TAG - 9]}.{hashlib.sha256(spelt.encode()).hexdigest()[:8]}"
+    return f"{repository}:{spelt}-{fingerprint[:12]}"
 
 
 def plugin_requirements(plugin_dir: Path) -> list[str]:
@@ -107,29 +113,29 @@ def _distribution_name(requirement: str) -> str:
     return match.group(1).lower().replace("_", "-") if match else requirement
 
 
-def check_sources(plugin_dir: Path, manifest: Manifest) -> list[Path]:
-    """Return the files to ship, after checking syntax and that the entrypoint module exists."""
-    files = sorted(
-        path for path in plugin_dir.rglob("*") if path.is_file() and not is_ignored(path.relative_to(plugin_dir))
-    )
-    for path in files:
-        if path.suffix == ".py":
+def check_sources(plugin_dir: Path, manifest: Manifest, entries: list[PluginEntry], rules: IgnoreRules) -> None:
+    """Check the syntax of every shipped `.py` file and that the entrypoint module ships."""
+    for relative in shipped_files(entries):
+        if relative.suffix == ".py":
+            with open_plugin_file(plugin_dir, relative) as handle:
+                source = handle.read()
             try:
-                ast.parse(path.read_bytes(), filename=str(path))
+                ast.parse(source, filename=str(plugin_dir / relative))
             except SyntaxError as exc:
                 raise PluginDefinitionError(
-                    f"{path}:{exc.lineno}: {exc.msg} (SyntaxError)",
+                    f"{named(plugin_dir, relative)}:{exc.lineno}: {exc.msg} (SyntaxError)",
                     hint="fix the file and run `sysops plugin up` again",
                 ) from None
     module = manifest.entrypoint.split(":", 1)[0].replace(".", "/")
-    candidates = [plugin_dir / root / f"{module}{suffix}" for root in ("", "src") for suffix in (".py", "/__init__.py")]
-    if not any(candidate.is_file() for candidate in candidates):
+    candidates = [
+        PurePosixPath(root, f"{module}{suffix}") for root in ("", "src") for suffix in (".py", "/__init__.py")
+    ]
+    if not any((plugin_dir / candidate).is_file() and not rules.ignores_within(candidate) for candidate in candidates):
         raise PluginDefinitionError(
             f"{plugin_dir / 'plugin.yaml'}: entrypoint {manifest.entrypoint!r} not found: "
-            f"no {module}.py in {plugin_dir}",
+            f"no {module}.py in {plugin_dir} (or it is ignored by .dockerignore or .gitignore)",
             hint="set 'entrypoint' to 'package.module:PluginClass'",
         )
-    return files
 
 
 def prepare_wheels(requirements: list[str], cache_dir: Path) -> Path | None:
@@ -156,17 +162,14 @@ def prepare_wheels(requirements: list[str], cache_dir: Path) -> Path | None:
     return target
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, 0
-    tar.addfile(info, io.BytesIO(data))
-
-
 def make_context(
     plugin_dir: Path, manifest: Manifest, base_image_id: str, cache_dir: Path, labels: dict[str, str] | None = None
 ) -> BuildContext:
-    """Assemble the build context of a plugin (deterministic: same inputs, same bytes, same fingerprint)."""
-    files = check_sources(plugin_dir, manifest)
+    """Write the build context of a plugin to a private temporary tar (deterministic: same inputs, same
+    bytes, same fingerprint); the caller removes it with `with` or `close()`."""
+    rules = IgnoreRules.load(plugin_dir)
+    entries = plugin_entries(plugin_dir, rules)
+    check_sources(plugin_dir, manifest, entries, rules)
     requirements = plugin_requirements(plugin_dir)
     wheels = prepare_wheels(requirements, cache_dir)
     dockerfile = _DOCKERFILE.format(
@@ -180,16 +183,16 @@ def make_context(
             f'{key}="{value}"' for key, value in sorted((labels or {"sysops.plugin": manifest.name}).items())
         ),
     )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        _add_bytes(tar, "Dockerfile", dockerfile.encode())
+    archive = ContextArchive(cache_dir / "contexts", seed=base_image_id.encode())
+    try:
+        archive.add_bytes("Dockerfile", dockerfile.encode())
         if wheels:
-            _add_bytes(tar, "deps/requirements.txt", "\n".join(requirements).encode() + b"\n")
+            archive.add_bytes("deps/requirements.txt", "\n".join(requirements).encode() + b"\n")
             for wheel in sorted(wheels.glob("*.whl")):
-                _add_bytes(tar, f"deps/wheels/{wheel.name}", wheel.read_bytes())
-        for path in files:
-            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-            _add_bytes(tar, f"plugin/{path.relative_to(plugin_dir).as_posix()}", path.read_bytes(), mode)
-    data = buffer.getvalue()
-    fingerprint = hashlib.sha256(base_image_id.encode() + data).hexdigest()
-    return BuildContext(tar=data, fingerprint=fingerprint, requirements=requirements)
+                with open(wheel, "rb") as handle:
+                    archive.add_stream(f"deps/wheels/{wheel.name}", handle, os.fstat(handle.fileno()).st_size)
+        archive.add_plugin_tree(plugin_dir, entries, prefix="plugin/")
+        return archive.finish(requirements)
+    except BaseException:
+        archive.discard()
+        raise

@@ -89,7 +89,7 @@ class RemoteClient:
 
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
         """Build the image locally, then have the server roll it."""
-        from sysops.build.image import make_context
+        from sysops.build.image import image_tag, make_context
         from sysops.core.manifest import load_manifest
         from sysops.runtime.base import BuildRequest
         from sysops.runtime.docker_driver import DockerDriver
@@ -107,12 +107,12 @@ class RemoteClient:
         installation_id = str(self._query("server")["installation_id"])
         # Not labelled with the installation: the server's reconcile would take build containers for orphans.
         labels = {LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
-        context = make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels)
         registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
         repository = f"{registry + '/' if registry else ''}sysops-plugins/{installation_id}-{manifest.name}"
-        tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
-        self.progress(f"building image {tag}")
-        driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
+        with make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels) as context:
+            tag = image_tag(repository, manifest.version, context.fingerprint)
+            self.progress(f"building image {tag}")
+            driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
         if registry:
             self.progress(f"pushing {tag}")
             driver.push_image(tag)

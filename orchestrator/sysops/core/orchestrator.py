@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sysops import __version__
-from sysops.build.image import make_context
+from sysops.build.image import image_tag, make_context
 from sysops.core.client import PluginClient
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
@@ -307,16 +307,16 @@ class Orchestrator:
             LABEL_PLUGIN: manifest.name,
             LABEL_VERSION: manifest.version,
         }
-        context = make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels)
+        with make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels) as context:
 
-        def build() -> RollTarget:
-            repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
-            tag = f"{repository}:{manifest.version}-{context.fingerprint[:12]}"
-            self.progress(f"building image {tag}")
-            built = self.driver.build_image(BuildRequest(context=context.tar, tag=tag), self.progress)
-            return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir), built=True)
+            def build() -> RollTarget:
+                repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
+                tag = image_tag(repository, manifest.version, context.fingerprint)
+                self.progress(f"building image {tag}")
+                built = self.driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
+                return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir), built=True)
 
-        return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
+            return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
 
     def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
         """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed).

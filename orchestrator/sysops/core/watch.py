@@ -1,17 +1,18 @@
 """`sysops plugin up PATH --watch`: roll the plugin on every relevant change of its directory.
 
-watchfiles debounces bursts of writes (an editor's save is several events); caches, `.git` and editor
-swap files are ignored. A failed roll is reported and the watch goes on: the old version keeps
+watchfiles debounces bursts of writes (an editor's save is several events); what the image leaves out
+(caches, `.git`, editor swap files, the plugin's `.dockerignore` and `.gitignore`) is ignored, with the
+rules re-read after each roll. A failed roll is reported and the watch goes on: the old version keeps
 serving, and the next save tries again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from sysops.build.image import is_ignored
+from sysops.build.context import IgnoreRules
 from sysops.errors import SysopsError
 
 if TYPE_CHECKING:
@@ -25,13 +26,16 @@ def watch_and_roll(
     from watchfiles import watch
 
     root = path.resolve()
+    rules = IgnoreRules.load(root)
 
     def relevant(change: object, changed_path: str) -> bool:
-        return not is_ignored(Path(changed_path).relative_to(root))
+        relative = PurePosixPath(Path(changed_path).relative_to(root).as_posix())
+        return not rules.ignores(relative, is_dir=Path(changed_path).is_dir())
 
     progress(f"watching {root} (Ctrl-C to stop)")
     for _changes in watch(root, watch_filter=relevant, debounce=debounce_ms, step=50, rust_timeout=0):
         try:
+            rules = IgnoreRules.load(root)
             instance, changed = orchestrator.up(root)
         except SysopsError as error:
             progress(f"reload failed, previous version keeps serving: {error}")

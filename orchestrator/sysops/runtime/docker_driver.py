@@ -10,7 +10,6 @@ kernel actually enforce (inspect and the cgroup files) so that any difference is
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -118,28 +117,29 @@ class DockerDriver:
         image_id = ""
         tail: list[str] = []
         try:
-            stream = self.client.api.build(
-                fileobj=io.BytesIO(request.context),
-                custom_context=True,
-                tag=request.tag,
-                labels=request.labels,
-                rm=True,
-                forcerm=True,
-                network_mode="none",
-                decode=True,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    detail = "\n".join(tail[-8:])
-                    raise BuildError(f"building {request.tag} failed: {_short(chunk['error'])}", details=detail)
-                line = str(chunk.get("stream", "")).rstrip()
-                if line:
-                    tail.append(line)
-                    if line.startswith("Step ") or line.startswith(" ---> Using cache"):
-                        progress(line)
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and "ID" in aux:
-                    image_id = str(aux["ID"])
+            with open(request.context, "rb") as context:
+                stream = self.client.api.build(
+                    fileobj=context,
+                    custom_context=True,
+                    tag=request.tag,
+                    labels=request.labels,
+                    rm=True,
+                    forcerm=True,
+                    network_mode="none",
+                    decode=True,
+                )
+                for chunk in stream:
+                    if "error" in chunk:
+                        detail = "\n".join(tail[-8:])
+                        raise BuildError(f"building {request.tag} failed: {_short(chunk['error'])}", details=detail)
+                    line = str(chunk.get("stream", "")).rstrip()
+                    if line:
+                        tail.append(line)
+                        if line.startswith("Step ") or line.startswith(" ---> Using cache"):
+                            progress(line)
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and "ID" in aux:
+                        image_id = str(aux["ID"])
         except docker.errors.APIError as exc:
             raise BuildError(f"building {request.tag} failed: {_short(exc)}") from exc
         except docker.errors.DockerException as exc:
