@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import tarfile
+import time
 import tracemalloc
 from pathlib import Path, PurePosixPath
 
@@ -216,3 +217,17 @@ def test_a_version_that_is_not_pep440_is_refused_naming_the_key(tmp_path: Path) 
         load_manifest(plugin)
     assert caught.value.exit_code == ExitCode.INVALID_PLUGIN
     assert str(caught.value).startswith(f"{plugin / 'plugin.yaml'}: key 'version':")
+
+
+def test_contexts_left_by_a_killed_sysops_are_swept(tmp_path: Path) -> None:
+    plugin = _plugin(tmp_path / "plugin")
+    contexts = tmp_path / "cache" / "contexts"
+    stale, recent = contexts / "context-killed", contexts / "context-running"
+    for directory in (stale, recent):
+        directory.mkdir(parents=True)
+        (directory / "context.tar").write_bytes(b"x")
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    with make_context(plugin, load_manifest(plugin), "sha256:base", tmp_path / "cache"):
+        pass
+    assert not stale.exists() and recent.exists()

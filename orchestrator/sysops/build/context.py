@@ -19,6 +19,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,8 @@ _COPY_BUFFER = 1 << 20
 _NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
 _REFUSED_HINT = "remove it, or list it in the plugin's .dockerignore"
+#: A context directory this old was left by a killed `sysops` (a build never lasts this long).
+_STALE_CONTEXT_SECONDS = 24 * 3600
 
 
 def _pattern_factory() -> Callable[[str], pathspec.Pattern]:
@@ -250,11 +253,23 @@ class BuildContext:
         self.close()
 
 
+def _remove_stale_contexts(work_dir: Path) -> None:
+    """Remove the contexts that a `sysops` killed mid-build (SIGKILL runs no cleanup) left behind."""
+    for entry in work_dir.glob("context-*"):
+        try:
+            status = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(status.st_mode) and time.time() - status.st_mtime > _STALE_CONTEXT_SECONDS:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 class ContextArchive:
     """A deterministic tar (mtime 0, root-owned) streamed to a temporary file while it is hashed."""
 
     def __init__(self, work_dir: Path, seed: bytes) -> None:
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _remove_stale_contexts(work_dir)
         self.directory = Path(tempfile.mkdtemp(prefix="context-", dir=work_dir))
         self.path = self.directory / "context.tar"
         self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish()/discard()

@@ -313,7 +313,8 @@ class Orchestrator:
                 repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
                 tag = image_tag(repository, manifest.version, context.fingerprint)
                 self.progress(f"building image {tag}")
-                built = self.driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
+                with context:  # the engine has the tar once the build returns: remove it before the roll
+                    built = self.driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
                 return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir), built=True)
 
             return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
