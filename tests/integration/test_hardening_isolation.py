@@ -2,14 +2,17 @@
 
 Every plugin ran as the image's uid 10001, and its socket directory and /data were host directories
 mounted without nosuid,nodev,noexec: a plugin planted a setuid binary there that a local user ran to
-become every plugin at once. Now each plugin has its own uid, and its socket directory is a 1 MiB tmpfs
-of that uid, nosuid,nodev,noexec on the host and in the container.
+become every plugin at once, and wrote 300 MiB into each. Now each plugin has its own uid, its socket
+directory is a 1 MiB tmpfs of that uid, and /data an ext4 filesystem of `limits.data_mb` in a private
+directory, both nosuid,nodev,noexec on the host and in the container.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
 from pathlib import Path
 
 import docker
@@ -46,6 +49,15 @@ class P(Plugin):
                     mounts[target] = {{"type": kind, "options": options.split(",")}}
         return {{"uid": os.getuid(), "gid": os.getgid(), "mounts": mounts}}
 
+    @plugin_command("{name}-note")
+    @option("--text", help="Keep this text in /data/note")
+    def note(self, text: str = "") -> str:
+        if text:
+            with open("/data/note", "w") as note:
+                note.write(text)
+        with open("/data/note") as note:
+            return note.read()
+
     @plugin_command("{name}-fill")
     @option("--mb", help="MiB to write into the directory")
     @option("--where", help="Directory to write into")
@@ -66,16 +78,25 @@ class P(Plugin):
         return f"{{written}} MiB"
 """
 NAMES = ("iso-a", "iso-b")
+_MIB = 1 << 20
+
+
+def plugin_dir(parent: Path, name: str, data_mb: int, version: str = "1.0.0") -> Path:
+    directory = parent / name
+    if not directory.exists():
+        write_plugin(directory, name=name, code=PROBE.format(name=name), command=f"{name}-probe")
+    manifest = f"name: {name}\nversion: {version}\nentrypoint: {name.replace('-', '_')}_plugin.plugin:P\n"
+    (directory / "plugin.yaml").write_text(manifest + f"limits: {{data_mb: {data_mb}}}\n")
+    return directory
 
 
 @pytest.fixture(scope="module")
 def plugins(sysops: Sysops, tmp_path_factory: pytest.TempPathFactory) -> Sysops:
+    parent = tmp_path_factory.mktemp("plugins")
     for name in NAMES:
-        directory = write_plugin(
-            tmp_path_factory.mktemp(name), name=name, code=PROBE.format(name=name), command=f"{name}-probe"
-        )
-        result = sysops.run("plugin", "up", str(directory), timeout=180)
+        result = sysops.run("plugin", "up", str(plugin_dir(parent, name, data_mb=32)), timeout=180)
         assert result.returncode == 0, result.stderr
+    sysops.env["ISOLATION_PLUGINS"] = str(parent)
     return sysops
 
 
@@ -83,10 +104,18 @@ def probe(sysops: Sysops, name: str) -> dict[str, object]:
     return dict(json.loads(sysops.ok(f"{name}-probe", "--output", "json")))
 
 
-def socket_mounts(home: Path) -> list[list[str]]:
-    """Socket tmpfs mounts of an installation on the host: [source, target, type, options]."""
+def host_mounts(home: Path) -> list[list[str]]:
+    """Mounts of an installation on the host: [source, target, type, options]."""
     lines = Path("/proc/self/mounts").read_text().splitlines()
     return [line.split()[:4] for line in lines if line.split()[1].startswith(f"{home.resolve()}/")]
+
+
+def socket_mounts(home: Path) -> list[list[str]]:
+    return [mount for mount in host_mounts(home) if mount[0] == "sysops-socket"]
+
+
+def data_dir(sysops: Sysops, name: str) -> Path:
+    return sysops.home / "data" / name
 
 
 def test_each_plugin_runs_as_its_own_uid(plugins: Sysops, engine: docker.DockerClient) -> None:
@@ -108,7 +137,7 @@ def test_socket_dir_is_a_small_inert_tmpfs_of_the_plugin(plugins: Sysops) -> Non
         mount = probe(plugins, name)["mounts"]["/run/sysops"]  # type: ignore[index]
         assert mount["type"] == "tmpfs"
         assert {"nosuid", "nodev", "noexec", "size=1024k"} <= set(mount["options"]), mount
-    host = [m for m in socket_mounts(plugins.home) if m[0] == "sysops-socket"]
+    host = socket_mounts(plugins.home)
     assert len(host) == 2
     for _source, target, kind, options in host:
         assert kind == "tmpfs" and {"nosuid", "nodev", "noexec", "mode=700"} <= set(options.split(","))
@@ -120,8 +149,56 @@ def test_a_plugin_cannot_fill_the_host_disk_through_its_socket_dir(plugins: Syso
     assert answer in {"0 MiB, then No space left on device\n", "1 MiB, then No space left on device\n"}
 
 
-def test_down_purge_unmounts_the_socket_dir(plugins: Sysops) -> None:
+def test_data_is_a_size_limited_inert_filesystem_of_the_plugin(plugins: Sysops) -> None:
+    mount = probe(plugins, "iso-a")["mounts"]["/data"]  # type: ignore[index]
+    assert mount["type"] == "ext4" and {"nosuid", "nodev", "noexec"} <= set(mount["options"]), mount
+    host = data_dir(plugins, "iso-a") / "mnt"
+    flags = os.statvfs(host).f_flag
+    assert flags & os.ST_NOSUID and flags & os.ST_NODEV and flags & os.ST_NOEXEC
+    assert os.stat(host).st_uid == plugin_uid(plugins.installation_id, "iso-a")
+    assert stat.S_IMODE(os.stat(data_dir(plugins, "iso-a")).st_mode) == 0o700  # no local user reaches it
+
+
+def test_writing_past_data_mb_gets_enospc_and_the_host_disk_keeps_the_rest(plugins: Sysops) -> None:
+    answer = plugins.ok("iso-a-fill", "--mb", "64")
+    written = int(answer.split()[0])
+    assert answer.endswith("MiB, then No space left on device\n") and 16 <= written < 32, answer
+    image = data_dir(plugins, "iso-a") / "data.ext4"
+    assert os.stat(image).st_size == 32 * _MIB and os.stat(image).st_blocks * 512 <= 32 * _MIB
+    status = json.loads(plugins.ok("plugin", "status", "iso-a", "--output", "json"))
+    assert status["limits"]["asked"]["data_mb"] == status["limits"]["applied"]["data_mb"] == 32
+
+
+def test_a_larger_data_mb_grows_the_filesystem_and_a_smaller_one_is_refused(plugins: Sysops) -> None:
+    parent = Path(plugins.env["ISOLATION_PLUGINS"])
+    assert plugins.ok("iso-a-note", "--text", "kept") == "kept\n"
+    larger = plugin_dir(parent, "iso-a", data_mb=48, version="1.0.1")
+    grown = plugins.run("plugin", "up", str(larger), timeout=180)
+    if grown.returncode != 0:  # without CAP_SYS_RESOURCE (this sandbox) a mounted filesystem cannot grow
+        assert grown.returncode == 6 and "cannot grow /data while a running instance uses it" in grown.stderr
+        assert "`sysops plugin down iso-a` first" in grown.stderr and "Traceback" not in grown.stderr
+        plugins.ok("plugin", "down", "iso-a")
+        assert not os.path.ismount(data_dir(plugins, "iso-a") / "mnt")  # down released /data
+        plugins.ok("plugin", "up", str(larger), timeout=180)
+    assert plugins.ok("iso-a-note") == "kept\n"
+    assert plugins.ok("iso-a-fill", "--mb", "32") == "32 MiB\n"  # more than 32 MiB ever held
+    assert os.stat(data_dir(plugins, "iso-a") / "data.ext4").st_size == 48 * _MIB
+    refused = plugins.run("plugin", "up", str(plugin_dir(parent, "iso-a", data_mb=16, version="1.0.2")), timeout=180)
+    assert refused.returncode == 4, refused.stderr
+    assert "limits.data_mb 16 is below the 48 MiB its /data already has" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert json.loads(plugins.ok("plugin", "status", "iso-a", "--output", "json"))["version"] == "1.0.1"
+    assert plugins.ok("iso-a-note") == "kept\n"
+
+
+def test_down_purge_removes_mounts_loop_device_image_and_volume(plugins: Sysops, engine: docker.DockerClient) -> None:
+    image = data_dir(plugins, "iso-b") / "data.ext4"
+    assert image.is_file()
     plugins.ok("plugin", "down", "iso-b", "--purge")
+    assert not data_dir(plugins, "iso-b").exists()
+    assert str(image) not in subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    assert not [m for m in host_mounts(plugins.home) if "/iso-b/" in m[1]]
+    assert not engine.volumes.list(filters={"name": f"sysops-{plugins.installation_id}-iso-b"})
     host = socket_mounts(plugins.home)
     assert len(host) == 1 and os.stat(host[0][1]).st_uid == plugin_uid(plugins.installation_id, "iso-a")
-    assert plugins.ok("iso-a-probe", "--output", "json")
+    assert probe(plugins, "iso-a")["uid"] == plugin_uid(plugins.installation_id, "iso-a")

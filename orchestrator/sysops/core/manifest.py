@@ -72,6 +72,9 @@ class Limits(_Strict):
         int | None, Field(ge=1, le=1_000_000, description="Concurrent outbound connections allowed")
     ] = None
     pids: Annotated[int, Field(ge=8, le=1 << 20, description="Maximum processes and threads")] = 128
+    data_mb: Annotated[
+        int, Field(ge=16, le=1 << 20, description="Size of the /data filesystem; writes beyond it get ENOSPC")
+    ] = 256
 
 
 class LogLimits(_Strict):

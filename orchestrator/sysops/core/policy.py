@@ -5,7 +5,7 @@ read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps
 
     defaults: {cpu_percent: 50, memory_mb: 128}          # for limits a manifest leaves out
     caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20,
-           replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
+           data_mb: 1024, replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
 
 A key the manifest sets above its cap is refused (exit code 9) with a message naming the file, the key,
@@ -42,6 +42,7 @@ class LimitValues(BaseModel):
     disk_io_mb_per_sec: Annotated[float | None, Field(gt=0)] = None
     network_connections: Annotated[int | None, Field(ge=1)] = None
     pids: Annotated[int | None, Field(ge=8)] = None
+    data_mb: Annotated[int | None, Field(ge=16)] = None
 
 
 class Caps(LimitValues):

@@ -83,6 +83,7 @@ def limits_for(manifest: Manifest) -> ResourceLimits:
         network_connections=limits.network_connections,
         log_max_bytes=manifest.logs.max_mb * 1024 * 1024,
         log_files=manifest.logs.files,
+        data_bytes=limits.data_mb * 1024 * 1024,
     )
 
 
@@ -116,8 +117,9 @@ class Rollout:
         self.progress = progress
 
     def data_volume(self, plugin: str) -> str:
-        """Name of the plugin's persistent data volume."""
-        return f"sysops-{self.settings.installation_id}-{plugin}-data"
+        """Name of the plugin's persistent data volume (`-datafs`: a filesystem of `limits.data_mb`, which an
+        older sysops's `-data` volume, still removed by label on purge, was not)."""
+        return f"sysops-{self.settings.installation_id}-{plugin}-datafs"
 
     def roll(self, target: RollTarget, *, rollback_of: int | None = None) -> InstanceRecord:
         """Bring `target` into service replica by replica, or raise with the previous version serving.
@@ -314,6 +316,7 @@ class Rollout:
             egress=tuple(EgressAllowance(rule.host, tuple(rule.ports)) for rule in egress_rules(manifest)),
             token=secrets.token_urlsafe(24),
             uid=plugin_uid(self.settings.installation_id, manifest.name),
+            data_dir=self.settings.home / "data" / manifest.name,
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:

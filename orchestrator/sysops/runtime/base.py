@@ -52,6 +52,8 @@ class ResourceLimits:
     #: Log output kept on the host: at most `log_files` files of `log_max_bytes` each (rotated, oldest dropped).
     log_max_bytes: int = 10 * 1024 * 1024
     log_files: int = 3
+    #: Size of the plugin's /data filesystem (None: the runtime's own default, e.g. a cluster's emptyDir).
+    data_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class InstanceSpec:
     labels: Mapping[str, str]
     environment: Mapping[str, str]
     socket_dir: Path
+    #: Name of the plugin's persistent data volume (shared by its instances and revisions).
     data_volume: str
     limits: ResourceLimits
     #: No network at all when empty; otherwise only these destinations are reachable.
@@ -88,6 +91,8 @@ class InstanceSpec:
     token: str = ""
     #: The plugin's own uid and gid (`plugin_uid`); the image's files stay root's.
     uid: int = PLUGIN_UID
+    #: Private host directory of the plugin's data (Docker: its filesystem image and mountpoint).
+    data_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ from sysops.runtime.base import (
     plugin_uid,
 )
 from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
+from sysops.runtime.data_filesystems import (
+    data_size_bytes,
+    ensure_data_filesystem,
+    remove_data_filesystem,
+    unmount_data_filesystem,
+)
 from sysops.runtime.faults import (
     MAX_RESTARTS,
     BudgetAction,
@@ -229,19 +235,35 @@ class DockerDriver:
             )
 
     def _ensure_volume(self, spec: InstanceSpec) -> str:
-        """Create the plugin's data volume (labelled) if needed; return its mountpoint on the host."""
+        """Mount the plugin's size-limited data filesystem (data_filesystems.py) and hand it to the engine as
+        the plugin's labelled volume; return where it is mounted on the host."""
+        plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        if spec.data_dir is None or spec.limits.data_bytes is None:
+            raise RuntimeOperationError(f"{plugin}: no data directory and size given for /data")
+        labels = {key: spec.labels[key] for key in (LABEL_INSTALLATION, LABEL_PLUGIN) if key in spec.labels}
         try:
             try:
                 volume = self.client.volumes.get(spec.data_volume)
             except docker.errors.NotFound:
-                labels = {key: spec.labels[key] for key in (LABEL_INSTALLATION, LABEL_PLUGIN) if key in spec.labels}
-                volume = self.client.volumes.create(spec.data_volume, labels=labels)
+                volume = None
+            older = "" if volume is not None else self._older_data_volume(labels)
+            mountpoint = ensure_data_filesystem(spec.data_dir, spec.limits.data_bytes, spec.uid, plugin, older)
+            if volume is None:
+                options = {"type": "none", "o": "bind", "device": str(mountpoint)}
+                self.client.volumes.create(spec.data_volume, driver="local", driver_opts=options, labels=labels)
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot create volume {spec.data_volume}: {_short(exc)}") from exc
-        mountpoint = str(volume.attrs.get("Mountpoint") or "")
-        if os.geteuid() == 0 and mountpoint and os.path.isdir(mountpoint):
-            _give_data_to(mountpoint, spec.uid)
-        return mountpoint
+        return str(mountpoint)
+
+    def _older_data_volume(self, labels: Mapping[str, str]) -> str:
+        """Where the plugin's data volume of an older sysops (a plain directory, no size) is, "" if none."""
+        if len(labels) < 2:
+            return ""
+        selector = [f"{key}={value}" for key, value in labels.items()]
+        for volume in self.client.volumes.list(filters={"label": selector}):
+            if not (volume.attrs.get("Options") or {}).get("device"):
+                return str(volume.attrs.get("Mountpoint") or "")
+        return ""
 
     def _io_device(self, mountpoint: str, plugin: str) -> BlockDevice:
         """The disk behind the data volume (or the engine's root dir); refuse the limit if there is none."""
@@ -379,7 +401,7 @@ class DockerDriver:
         try:
             for container in self.client.containers.list(all=True, filters={"label": selector}):
                 self._force_remove(str(container.id))
-                unmount_socket_tmpfs(_socket_dir(container.attrs))
+                unmount_socket_tmpfs(_mount_source(container.attrs, PLUGIN_SOCKET_DIR))
                 removed += 1
             for image in self.client.images.list(filters={"label": selector}):
                 self.remove_image(str(image.id))
@@ -461,6 +483,10 @@ class DockerDriver:
             "disk_io_mb_per_sec": _rates(engine_io),
             "logs": _log_text(host.get("LogConfig") or {}),
         }
+        if limits.data_bytes is not None:
+            size = self._data_size(attrs)
+            applied["data_mb"] = _mb(size) if size is not None else None
+            check("limits.data_mb", _mb(limits.data_bytes), applied["data_mb"], "/data filesystem image")
         usage: dict[str, object] = {}
         reading = CgroupLocator().read(pid, str(attrs.get("Id")), host.get("CgroupParent") or "/docker")
         if reading is None and running:
@@ -470,6 +496,22 @@ class DockerDriver:
             usage = self._usage(reading, pid, attrs, sample_seconds)
         applied.update(self._check_network(host, pid, running, limits, check))
         return ResourceReport(applied=applied, usage=usage, mismatches=tuple(mismatches))
+
+    def _data_size(self, attrs: Mapping[str, Any]) -> int | None:
+        """Size of the filesystem behind the container's /data volume (None: not a data filesystem of ours)."""
+        name = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")
+        device = self._data_device(name) if name else ""
+        return data_size_bytes(device) if device else None
+
+    def _data_device(self, name: str) -> str:
+        """The host mountpoint a data volume binds ("" when the volume is gone or a plain one)."""
+        try:
+            volume = self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            return ""
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot inspect volume {name}: {_short(exc)}") from exc
+        return str((volume.attrs.get("Options") or {}).get("device") or "")
 
     def _check_hardening(self, attrs: Mapping[str, Any], check: Any) -> None:
         host, config = attrs.get("HostConfig") or {}, attrs.get("Config") or {}
@@ -593,11 +635,26 @@ class DockerDriver:
             attrs = {}
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot inspect container {handle[:12]}: {_short(exc)}") from exc
-        labels, socket_dir = attrs.get("Config", {}).get("Labels") or {}, _socket_dir(attrs)
+        labels, socket_dir = attrs.get("Config", {}).get("Labels") or {}, _mount_source(attrs, PLUGIN_SOCKET_DIR)
         self._force_remove(handle)
         if LABEL_ROLE not in labels:
             self._remove_holders(labels)
             unmount_socket_tmpfs(socket_dir)
+            self._release_data(attrs)
+
+    def _release_data(self, attrs: Mapping[str, Any]) -> None:
+        """Unmount the plugin's data filesystem once no container of it is left (`down` without purge)."""
+        name = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")
+        if not name:
+            return
+        try:
+            if self.client.containers.list(all=True, filters={"volume": name}):
+                return
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot list the containers of volume {name}: {_short(exc)}") from exc
+        device = self._data_device(name)
+        if device:
+            unmount_data_filesystem(device)
 
     def _force_remove(self, handle: str) -> None:
         try:
@@ -609,13 +666,17 @@ class DockerDriver:
                 raise RuntimeOperationError(f"cannot remove container {handle[:12]}: {_short(exc)}") from exc
 
     def remove_volume(self, name: str) -> None:
-        """Remove a volume if present."""
+        """Remove a volume if present, and the data filesystem it stands for (unmounted, image deleted)."""
         try:
-            self.client.volumes.get(name).remove(force=True)
+            volume = self.client.volumes.get(name)
+            device = str((volume.attrs.get("Options") or {}).get("device") or "")
+            volume.remove(force=True)
         except docker.errors.NotFound:
-            pass
+            return
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot remove volume {name}: {_short(exc)}") from exc
+        if device:
+            remove_data_filesystem(device)
 
     @staticmethod
     def _status(container: Container) -> InstanceStatus:
@@ -633,22 +694,10 @@ def _orphan_holders(containers: Iterable[Container]) -> list[Container]:
     ]
 
 
-def _socket_dir(attrs: Mapping[str, Any]) -> str:
-    """The host directory a container has at /run/sysops ("" when none)."""
-    sources = [m.get("Source") for m in attrs.get("Mounts") or [] if m.get("Destination") == PLUGIN_SOCKET_DIR]
+def _mount_source(attrs: Mapping[str, Any], destination: str, field: str = "Source") -> str:
+    """The host path (or, with `field="Name"`, the volume) a container has at `destination` ("" when none)."""
+    sources = [m.get(field) for m in attrs.get("Mounts") or [] if m.get("Destination") == destination]
     return str(sources[0] or "") if sources else ""
-
-
-def _give_data_to(mountpoint: str, uid: int) -> None:
-    """Make the data volume the plugin's: its root, and what an earlier uid (shared 10001) left in it."""
-    if os.lstat(mountpoint).st_uid == uid:
-        return
-    # fwalk works on directory descriptors: a plugin swapping a directory for a symlink cannot redirect it.
-    for _directory, subdirectories, files, fd in os.fwalk(mountpoint, follow_symlinks=False):
-        for name in (*subdirectories, *files):
-            os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
-    os.chown(mountpoint, uid, uid, follow_symlinks=False)
-    os.chmod(mountpoint, 0o700)
 
 
 def _user(uid: int) -> str:

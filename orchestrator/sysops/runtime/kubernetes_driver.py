@@ -290,7 +290,7 @@ class KubernetesDriver:
                 ],
                 "volumes": [
                     {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                    {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}},
+                    {"name": "data", "emptyDir": {"sizeLimit": memory_quantity(spec.limits.data_bytes or 256 << 20)}},
                 ],
             },
         }
