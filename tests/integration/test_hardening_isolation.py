@@ -202,3 +202,19 @@ def test_down_purge_removes_mounts_loop_device_image_and_volume(plugins: Sysops,
     host = socket_mounts(plugins.home)
     assert len(host) == 1 and os.stat(host[0][1]).st_uid == plugin_uid(plugins.installation_id, "iso-a")
     assert probe(plugins, "iso-a")["uid"] == plugin_uid(plugins.installation_id, "iso-a")
+
+
+def test_data_of_an_older_plain_volume_is_copied_in_once(plugins: Sysops, engine: docker.DockerClient) -> None:
+    labels = {"sysops.installation": plugins.installation_id, "sysops.plugin": "iso-m"}
+    older = engine.volumes.create(f"sysops-{plugins.installation_id}-iso-m-data", labels=labels)
+    note = Path(older.attrs["Mountpoint"]) / "note"
+    note.write_text("from 10001")
+    os.chown(note, PLUGIN_UID, PLUGIN_UID)  # what the shared uid of an older sysops left
+    parent = Path(plugins.env["ISOLATION_PLUGINS"])
+    plugins.ok("plugin", "up", str(plugin_dir(parent, "iso-m", data_mb=16)), timeout=180)
+    assert plugins.ok("iso-m-note") == "from 10001\n"
+    assert plugins.ok("iso-m-note", "--text", "mine now") == "mine now\n"  # owned by the plugin's uid now
+    assert note.read_text() == "from 10001"  # the older volume is left as it was, for down --purge
+    plugins.ok("plugin", "down", "iso-m", "--purge")
+    assert not engine.volumes.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+    assert not data_dir(plugins, "iso-m").exists()
