@@ -263,10 +263,14 @@ def test_a_purge_on_one_server_keeps_another_servers_image(
     kept = served.query("history", "hello")[0]["image"]
     with running_server(engine, tmp_path) as other:
         purged = other.query("history", "hello")[0]["image"]
+        other_label = f"sysops.installation={other.settings.installation_id}"
+        assert engine.images.get(purged).labels["sysops.installation"] == other.settings.installation_id
         other.cli.ok("plugin", "down", "hello", "--purge")
         with pytest.raises(docker.errors.ImageNotFound):
             engine.images.get(purged)
-        assert kept in engine.images.get(kept).tags  # the same plugin, built alike: only the tags differ
+        assert engine.images.list(filters={"label": other_label}) == []  # its build layers went too
+        assert kept in engine.images.get(kept).tags
+        assert engine.images.get(kept).labels["sysops.installation"] == served.settings.installation_id
         served.cli.ok("plugin", "rollback", "hello", "--to", "1")
     assert kept.startswith(f"sysops-plugins/{served.settings.installation_id}-hello:")
     assert purged.startswith(f"sysops-plugins/{other.settings.installation_id}-hello:")

@@ -24,7 +24,7 @@ from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
 from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
 from sysops.core.lifecycle import PluginState
 from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
-from sysops.runtime.base import LABEL_PLUGIN, LABEL_VERSION
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, LABEL_VERSION
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
@@ -105,8 +105,9 @@ class RemoteClient:
                 f"base image {settings.base_image} not found", hint="run plugin-base-image/build.sh"
             )
         installation_id = str(self._query("server")["installation_id"])
-        # Not labelled with the installation: the server's reconcile would take build containers for orphans.
-        labels = {LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
+        # Labelled with the server's installation, so its `down --purge` finds the image and its build layers
+        # (reconcile counts only containers with an instance label, so build steps are left alone).
+        labels = {LABEL_INSTALLATION: installation_id, LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
         registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
         repository = f"{registry + '/' if registry else ''}sysops-plugins/{installation_id}-{manifest.name}"
         with make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels) as context:
