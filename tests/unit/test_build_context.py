@@ -168,10 +168,11 @@ def test_a_context_is_removed_after_use_and_is_deterministic(tmp_path: Path) -> 
         assert third.fingerprint != first.fingerprint
 
 
-def test_a_large_file_streams_with_bounded_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["data.bin", "generated.py"])  # a huge .py is shipped, not parsed whole
+def test_a_large_file_streams_with_bounded_memory(tmp_path: Path, name: str) -> None:
     size = 200 << 20
     plugin = _plugin(tmp_path / "plugin")
-    with open(plugin / "data.bin", "wb") as sparse:
+    with open(plugin / name, "wb") as sparse:
         sparse.truncate(size)
     manifest = load_manifest(plugin)
     tracemalloc.start()
