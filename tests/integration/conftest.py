@@ -22,6 +22,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from sysops.runtime.data_filesystems import unmount_data_filesystem
+from sysops.runtime.socket_dirs import unmount_socket_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSOPS = str(Path(sys.executable).with_name("sysops"))
@@ -85,17 +87,24 @@ def installation_containers(
 
 
 def remove_installation(client: docker.DockerClient, installation_id: str) -> None:
-    """Remove every container, image and volume of one sysops installation."""
+    """Remove every container, image and volume of one sysops installation, and unmount what they used."""
     label = f"sysops.installation={installation_id}"
     for container in installation_containers(client, installation_id):
+        mounts = container.attrs.get("Mounts") or []
+        sockets = [m.get("Source", "") for m in mounts if m.get("Destination") == "/run/sysops"]
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+        for socket_dir in sockets:
+            unmount_socket_tmpfs(socket_dir)
     for image in client.images.list(filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound):
             client.images.remove(image.id, force=True)
     for volume in client.volumes.list():
         if volume.name.startswith(f"sysops-{installation_id}-"):
+            device = (volume.attrs.get("Options") or {}).get("device")
             volume.remove(force=True)
+            if device:
+                unmount_data_filesystem(device)
 
 
 def unmount_installation(sysops: Sysops) -> None:
