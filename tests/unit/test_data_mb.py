@@ -69,3 +69,28 @@ def test_a_smaller_data_mb_is_refused_before_anything_changes(tmp_path: Path) ->
     finally:
         data_filesystems.remove_data_filesystem(str(mountpoint))
     assert not directory.exists() and not os.path.ismount(mountpoint)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")
+def test_an_older_volume_is_copied_in_and_given_to_the_plugin_or_nothing_is_kept(tmp_path: Path) -> None:
+    older = tmp_path / "older"
+    (older / "sub").mkdir(parents=True)
+    (older / "sub" / "note").write_text("old")
+    os.symlink("/etc/shadow", older / "link")  # copied as a link, never followed
+    for path in (older / "sub", older / "sub" / "note"):
+        os.chown(path, 10001, 10001, follow_symlinks=False)
+    directory = tmp_path / "data" / "hello"
+    mountpoint = data_filesystems.ensure_data_filesystem(directory, 16 << 20, 0x10000001, "hello", str(older))
+    try:
+        assert (mountpoint / "sub" / "note").read_text() == "old"
+        assert os.readlink(mountpoint / "link") == "/etc/shadow"
+        owners = {os.lstat(path).st_uid for path in (mountpoint, mountpoint / "sub", mountpoint / "sub" / "note")}
+        assert owners == {0x10000001} and os.stat("/etc/shadow").st_uid == 0
+    finally:
+        data_filesystems.remove_data_filesystem(str(mountpoint))
+    with open(older / "big", "wb") as big:
+        big.write(b"x" * (24 << 20))
+    with pytest.raises(RuntimeOperationError, match="hello: cannot copy its older data volume into /data") as error:
+        data_filesystems.ensure_data_filesystem(directory, 16 << 20, 0x10000001, "hello", str(older))
+    assert "raise limits.data_mb" in str(error.value)
+    assert not directory.exists() and not os.path.ismount(mountpoint)

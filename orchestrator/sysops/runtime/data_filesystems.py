@@ -59,9 +59,10 @@ def ensure_data_filesystem(directory: Path, size_bytes: int, uid: int, plugin: s
         _grow(image, mountpoint if mounted else None, size_bytes, plugin)
     if not mounted:
         _run(["mount", "-o", DATA_MOUNT_OPTIONS, str(image), str(mountpoint)], plugin, "mount /data")
-    if created and copy_from and os.path.isdir(copy_from):
-        _run(["cp", "-a", "--", f"{copy_from}/.", f"{mountpoint}/"], plugin, "copy the old data volume into /data")
-    give_to(str(mountpoint), uid)
+    copied = created and bool(copy_from) and os.path.isdir(copy_from)
+    if copied:
+        _copy_older_data(copy_from, mountpoint, plugin)
+    give_to(str(mountpoint), uid, everything=copied)
     return mountpoint
 
 
@@ -97,9 +98,9 @@ def is_data_mount(path: Path) -> bool:
     return os.path.ismount(path)
 
 
-def give_to(root: str, uid: int) -> None:
-    """Make a plugin's data its own: the root, and what an earlier uid (the shared 10001) left there."""
-    if os.lstat(root).st_uid == uid:
+def give_to(root: str, uid: int, *, everything: bool = False) -> None:
+    """Make a plugin's data its own: the root, and (when the root is not, or with `everything`) all in it."""
+    if os.lstat(root).st_uid == uid and not everything:
         return
     # fwalk works on directory descriptors: a plugin swapping a directory for a symlink cannot redirect it.
     for _directory, subdirectories, files, fd in os.fwalk(root, follow_symlinks=False):
@@ -107,6 +108,18 @@ def give_to(root: str, uid: int) -> None:
             os.chown(name, uid, uid, dir_fd=fd, follow_symlinks=False)
     os.chown(root, uid, uid, follow_symlinks=False)
     os.chmod(root, 0o700)
+
+
+def _copy_older_data(source: str, mountpoint: Path, plugin: str) -> None:
+    """Copy an older data volume in (links as links, nothing followed); on failure remove the new filesystem,
+    so that the next start copies again instead of keeping half of it."""
+    try:
+        _run(["cp", "-a", "--", f"{source}/.", f"{mountpoint}/"], plugin, "copy its older data volume into /data")
+    except RuntimeOperationError as exc:
+        remove_data_filesystem(str(mountpoint))
+        raise RuntimeOperationError(
+            exc.message, hint="if /data is too small for it, raise limits.data_mb in plugin.yaml"
+        ) from None
 
 
 def _create(image: Path, size_bytes: int, uid: int, plugin: str) -> None:
