@@ -14,12 +14,13 @@ import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 from sysops.runtime.base import PLUGIN_UID, plugin_uid
 
-from tests.integration.conftest import Sysops, installation_containers, write_plugin
+from tests.integration.conftest import Sysops, installation_containers, wait_for, write_plugin
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +190,32 @@ def test_a_larger_data_mb_grows_the_filesystem_and_a_smaller_one_is_refused(plug
     assert "Traceback" not in refused.stderr
     assert json.loads(plugins.ok("plugin", "status", "iso-a", "--output", "json"))["version"] == "1.0.1"
     assert plugins.ok("iso-a-note") == "kept\n"
+
+
+def test_after_a_reboot_drops_the_mounts_the_next_command_restores_them(
+    plugins: Sysops, engine: docker.DockerClient
+) -> None:
+    [container] = [
+        c for c in installation_containers(engine, plugins.installation_id) if c.labels["sysops.plugin"] == "iso-a"
+    ]
+    mounted = [m[1] for m in host_mounts(plugins.home) if "/iso-a/" in m[1] or m[1] == _socket_of(container)]
+    assert len(mounted) == 2
+    for target in mounted:  # what a host reboot does to them; the engine then restarts the container
+        subprocess.run(["umount", target], check=True)
+    container.kill()
+    wait_for(lambda: not _state(engine, container.id)["Running"] and not _state(engine, container.id)["Restarting"], 60,
+             "the engine to give up on an instance without its socket directory")  # fmt: skip
+    plugins.ok("plugin", "ls")  # reconciliation mounts them again and starts the instance
+    wait_for(lambda: plugins.run("iso-a-note").stdout == "kept\n", 60, "iso-a to serve its /data again")
+    assert sorted(m[1] for m in host_mounts(plugins.home) if m[1] in mounted) == sorted(mounted)
+
+
+def _socket_of(container: Any) -> str:
+    return next(m["Source"] for m in container.attrs["Mounts"] if m["Destination"] == "/run/sysops")
+
+
+def _state(engine: docker.DockerClient, handle: str) -> dict[str, Any]:
+    return dict(engine.api.inspect_container(handle)["State"])
 
 
 def test_down_purge_removes_mounts_loop_device_image_and_volume(plugins: Sysops, engine: docker.DockerClient) -> None:

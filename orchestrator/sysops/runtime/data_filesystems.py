@@ -58,12 +58,22 @@ def ensure_data_filesystem(directory: Path, size_bytes: int, uid: int, plugin: s
     if size_bytes > current:
         _grow(image, mountpoint if mounted else None, size_bytes, plugin)
     if not mounted:
-        _run(["mount", "-o", DATA_MOUNT_OPTIONS, str(image), str(mountpoint)], plugin, "mount /data")
+        remount_data_filesystem(str(mountpoint), plugin)
     copied = created and bool(copy_from) and os.path.isdir(copy_from)
     if copied:
         _copy_older_data(copy_from, mountpoint, plugin)
     give_to(str(mountpoint), uid, everything=copied)
     return mountpoint
+
+
+def remount_data_filesystem(mountpoint: str, plugin: str) -> bool:
+    """Mount a data filesystem of ours if it is not (at a start, or after a host reboot); return whether it was."""
+    path = Path(mountpoint)
+    image = path.parent / DATA_IMAGE
+    if path.name != DATA_MOUNTPOINT or not image.is_file() or is_data_mount(path):
+        return False
+    _run(["mount", "-o", DATA_MOUNT_OPTIONS, str(image), str(path)], plugin, "mount /data")
+    return True
 
 
 def data_size_bytes(mountpoint: str) -> int | None:

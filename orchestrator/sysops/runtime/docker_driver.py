@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -34,12 +35,14 @@ from sysops.runtime.base import (
     ResourceLimits,
     ResourceReport,
     StreamCancel,
+    is_plugin_uid,
     plugin_uid,
 )
 from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
 from sysops.runtime.data_filesystems import (
     data_size_bytes,
     ensure_data_filesystem,
+    remount_data_filesystem,
     remove_data_filesystem,
     unmount_data_filesystem,
 )
@@ -51,7 +54,7 @@ from sysops.runtime.faults import (
     stability_window,
     status_from_attrs,
 )
-from sysops.runtime.socket_dirs import mount_socket_tmpfs, unmount_socket_tmpfs
+from sysops.runtime.socket_dirs import is_private_dir, is_socket_tmpfs, mount_socket_tmpfs, unmount_socket_tmpfs
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
@@ -367,8 +370,10 @@ class DockerDriver:
         """Supervise the instances carrying `labels`; call it holding their plugin's lock (no start in progress).
 
         Removes network holders whose plugin container is gone (at once: no start can be between the two),
-        and keeps the restart budget fair (`faults.budget_action`): an instance that ran stably gets its
-        budget back, and one the engine gave up on after a crash that ended a stable run is started again.
+        keeps the restart budget fair (`faults.budget_action`): an instance that ran stably gets its budget
+        back, and one the engine gave up on after a crash that ended a stable run is started again. An
+        instance whose socket tmpfs or /data was not mounted (after a host reboot) gets them back, and is
+        started again if it stopped for want of them.
         """
         containers = self._labelled(labels)
         for holder in _orphan_holders(containers):
@@ -377,7 +382,12 @@ class DockerDriver:
         for container in containers:
             if LABEL_ROLE in (container.labels or {}):
                 continue
-            action = budget_action(container.attrs, time.time(), window)
+            state = container.attrs.get("State") or {}
+            remounted = self._restore_mounts(container.attrs)
+            if remounted and not state.get("Running") and not state.get("Restarting"):
+                action = BudgetAction.RESTART
+            else:
+                action = budget_action(container.attrs, time.time(), window)
             if action is BudgetAction.KEEP:
                 continue
             restarts = int(container.attrs.get("RestartCount") or 0)
@@ -393,6 +403,23 @@ class DockerDriver:
                 raise RuntimeOperationError(
                     f"cannot renew the restart budget of {container.name}: {_short(exc)}"
                 ) from exc
+
+    def _restore_mounts(self, attrs: Mapping[str, Any]) -> bool:
+        """Mount a plugin container's socket tmpfs and data filesystem again where they are missing (a host
+        reboot drops both); return whether anything was mounted."""
+        if os.geteuid() != 0:
+            return False
+        restored = False
+        user = str((attrs.get("Config") or {}).get("User") or "")
+        uid = int(user.split(":")[0]) if user.split(":")[0].isdecimal() else -1
+        socket_dir = _mount_source(attrs, PLUGIN_SOCKET_DIR)
+        if is_plugin_uid(uid) and is_private_dir(socket_dir) and not is_socket_tmpfs(socket_dir):
+            mount_socket_tmpfs(Path(socket_dir), uid)
+            restored = True
+        volume = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")
+        device = self._data_device(volume) if volume else ""
+        plugin = str(((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_PLUGIN, ""))
+        return (bool(device) and remount_data_filesystem(device, plugin)) or restored
 
     def remove_labelled(self, labels: Mapping[str, str]) -> int:
         """Remove every container, image and volume carrying all `labels`; return how many objects were removed."""

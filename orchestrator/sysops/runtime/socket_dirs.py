@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -56,6 +57,21 @@ def is_socket_tmpfs(path: Path | str) -> bool:
         if source_and_type == [SOCKET_TMPFS_SOURCE, "tmpfs"] and fields[1].replace("\\040", " ") == target:
             return True
     return False
+
+
+def is_private_dir(path: Path | str) -> bool:
+    """A real directory of ours, 0700, in a real directory of ours, 0700: where sysops makes socket directories
+    (so a socket tmpfs is never mounted over anything else)."""
+    if not str(path):
+        return False
+    try:
+        infos = [os.lstat(path), os.lstat(os.path.dirname(os.path.abspath(path)))]
+    except OSError:
+        return False
+    return all(
+        stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
+        for info in infos
+    )
 
 
 def unmount_socket_tmpfs(path: Path | str) -> None:
