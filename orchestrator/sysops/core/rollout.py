@@ -316,7 +316,7 @@ class Rollout:
             egress=tuple(EgressAllowance(rule.host, tuple(rule.ports)) for rule in egress_rules(manifest)),
             token=secrets.token_urlsafe(24),
             uid=plugin_uid(self.settings.installation_id, manifest.name),
-            data_dir=self.settings.home / "data" / manifest.name,
+            data_dir=self.settings.home.resolve() / "data" / manifest.name,
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:
