@@ -61,7 +61,8 @@ def test_whole_cores_and_gibibytes_roll_out_and_cancelled_followers_free_their_s
         assert cli.ok("greet", "cores") == "Hello, cores!\n"
         status = json.loads(cli.ok("plugin", "status", "hello", "--output", "json"))
         assert status["limits"]["mismatches"] == []
-        assert status["limits"]["applied"] == {"cpu": "1", "memory": "1Gi"}  # canonical, as the API server stores them
+        # canonical, as the API server stores them
+        assert status["limits"]["applied"] == {"cpu": "1", "memory": "1Gi", "data": "256Mi"}
         _cancelled_followers_free_their_slots(port, token)
         cli.ok("plugin", "down", "hello")
     finally:

@@ -43,6 +43,8 @@ STATE_ROLE_LABEL = "sysops.dev/role"
 ORCHESTRATOR_SELECTOR = {"app.kubernetes.io/name": "sysops"}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_IP_TIMEOUT = 60.0
+#: Ephemeral storage of a plugin pod besides its /data: container logs and the writable layer.
+EPHEMERAL_STORAGE_BASE_BYTES = 64 << 20
 
 
 def _short(exc: ApiException) -> str:
@@ -80,6 +82,11 @@ def cpu_quantity(nano_cpus: int) -> str:
 def memory_quantity(memory_bytes: int) -> str:
     """Memory in MiB, as Kubernetes writes it."""
     return f"{memory_bytes // (1024 * 1024)}Mi"
+
+
+def data_bytes(limits: ResourceLimits) -> int:
+    """Size of the plugin's /data emptyDir: the manifest's `data_mb` (rollouts always set it; 256 MiB otherwise)."""
+    return limits.data_bytes or 256 << 20
 
 
 def quantities_equal(asked: str | None, applied: str | None) -> bool:
@@ -240,7 +247,9 @@ class KubernetesDriver:
         resources = {
             "cpu": cpu_quantity(spec.limits.nano_cpus),
             "memory": memory_quantity(spec.limits.memory_bytes),
-            "ephemeral-storage": "64Mi",
+            # The /data emptyDir counts against the pod's ephemeral storage: without its size here the kubelet
+            # would evict a plugin long before its /data is full.
+            "ephemeral-storage": memory_quantity(data_bytes(spec.limits) + EPHEMERAL_STORAGE_BASE_BYTES),
         }
         return {
             "apiVersion": "v1",
@@ -290,7 +299,7 @@ class KubernetesDriver:
                 ],
                 "volumes": [
                     {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                    {"name": "data", "emptyDir": {"sizeLimit": memory_quantity(spec.limits.data_bytes or 256 << 20)}},
+                    {"name": "data", "emptyDir": {"sizeLimit": memory_quantity(data_bytes(spec.limits))}},
                 ],
             },
         }
@@ -410,8 +419,17 @@ class KubernetesDriver:
         except ApiException as exc:
             raise RuntimeOperationError(f"cannot read pod {handle}: {_short(exc)}") from exc
         applied_limits = pod.spec.containers[0].resources.limits or {}
-        applied = {"cpu": applied_limits.get("cpu"), "memory": applied_limits.get("memory")}
-        expected = {"cpu": cpu_quantity(limits.nano_cpus), "memory": memory_quantity(limits.memory_bytes)}
+        data_volume = next((volume for volume in pod.spec.volumes or [] if volume.name == "data"), None)
+        applied = {
+            "cpu": applied_limits.get("cpu"),
+            "memory": applied_limits.get("memory"),
+            "data": data_volume.empty_dir.size_limit if data_volume and data_volume.empty_dir else None,
+        }
+        expected = {
+            "cpu": cpu_quantity(limits.nano_cpus),
+            "memory": memory_quantity(limits.memory_bytes),
+            "data": memory_quantity(data_bytes(limits)),
+        }
         mismatches = tuple(
             f"{key}: asked {expected[key]}, applied {applied[key]}"
             for key in expected
