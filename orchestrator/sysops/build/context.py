@@ -5,9 +5,13 @@ file, a FIFO, or a `.venv` full of links to the host's Python. This module decid
 (ignore rules: built-in caches and editor files, the plugin's `.dockerignore` and `.gitignore`), refuses
 what must not ship (links that leave the directory or lead nowhere, devices, FIFOs, sockets), keeps
 links that stay inside as links, and opens files only through `O_NOFOLLOW` descriptors, component by
-component, so that no file is ever read through a link. The context is written as a tar to a private
-temporary directory and hashed while it is written: no file, and not the context, is ever held whole in
-memory. `sysops plugin up --watch` uses the same rules to decide which changes matter.
+component, so that no file is ever read through a link. A file is written only if it is still the file
+(device and inode) that the listing checked: the plugin's owner may swap the directory, or a file in it,
+for a link or a hard link to a host file between the two. A hard link to a file of another owner is
+refused (root runs the build and could read it; the directory's owner perhaps not). The context is
+written as a tar to a private temporary directory and hashed while it is written: no file, and not the
+context, is ever held whole in memory. `sysops plugin up --watch` uses the same rules to decide which
+changes matter.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", "~", ".tmp")
 IGNORE_FILES = (".dockerignore", ".gitignore")
 #: Shipped (and watched) even when an ignore rule matches them: the build reads them from the directory.
 ALWAYS_SHIPPED = frozenset({"plugin.yaml", "pyproject.toml", "requirements.txt", *IGNORE_FILES})
-_MAX_IGNORE_FILE_BYTES = 1 << 20
+_MAX_PLUGIN_TEXT_BYTES = 1 << 20
 _COPY_BUFFER = 1 << 20
 _NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
@@ -58,8 +62,9 @@ def named(plugin_dir: Path, relative: PurePosixPath) -> str:
     return shown(str(plugin_dir / relative), 300)[1:-1]
 
 
-def open_plugin_file(plugin_dir: Path, relative: PurePosixPath) -> BinaryIO:
-    """Open a regular file of the plugin without following any link on the way; refuse anything else."""
+def open_plugin_file(plugin_dir: Path, relative: PurePosixPath, identity: tuple[int, int] | None = None) -> BinaryIO:
+    """Open a regular file of the plugin without following any link on the way; refuse anything else, and
+    (with `identity`, the device and inode the listing saw) a file that is no longer the one listed."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         directory = os.open(plugin_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -77,23 +82,36 @@ def open_plugin_file(plugin_dir: Path, relative: PurePosixPath) -> BinaryIO:
             hint="make it a regular file inside the plugin directory, or list it in .dockerignore",
         ) from None
     handle = os.fdopen(descriptor, "rb")
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
         handle.close()
         raise PluginDefinitionError(f"{named(plugin_dir, relative)}: not a regular file", hint=_REFUSED_HINT)
+    if identity is not None and (status.st_dev, status.st_ino) != identity:
+        handle.close()
+        raise PluginDefinitionError(
+            f"{named(plugin_dir, relative)}: changed while the image context was written (another file is there now)",
+            hint="run `sysops plugin up` again once nothing changes the plugin directory",
+        )
     return handle
+
+
+def read_small_plugin_text(plugin_dir: Path, relative: PurePosixPath) -> str:
+    """A small text file of the plugin (ignore files, requirements): UTF-8 of at most 1 MiB, read without
+    following a link, or one line saying why not."""
+    with open_plugin_file(plugin_dir, relative) as handle:
+        data = handle.read(_MAX_PLUGIN_TEXT_BYTES + 1)
+    if len(data) > _MAX_PLUGIN_TEXT_BYTES:
+        raise PluginDefinitionError(f"{named(plugin_dir, relative)}: larger than 1 MiB", hint="shorten the file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PluginDefinitionError(f"{named(plugin_dir, relative)}: not UTF-8 text", hint="save it as UTF-8") from None
 
 
 def _read_ignore_file(plugin_dir: Path, name: str) -> list[str]:
     if not os.path.lexists(plugin_dir / name):
         return []
-    with open_plugin_file(plugin_dir, PurePosixPath(name)) as handle:
-        data = handle.read(_MAX_IGNORE_FILE_BYTES + 1)
-    if len(data) > _MAX_IGNORE_FILE_BYTES:
-        raise PluginDefinitionError(f"{plugin_dir / name}: larger than 1 MiB", hint="shorten the ignore file")
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise PluginDefinitionError(f"{plugin_dir / name}: not UTF-8 text", hint="save it as UTF-8") from None
+    return read_small_plugin_text(plugin_dir, PurePosixPath(name)).splitlines()
 
 
 def _docker_patterns(lines: list[str]) -> list[str]:
@@ -152,6 +170,8 @@ class PluginEntry:
     relative: PurePosixPath
     kind: Literal["dir", "file", "link"]
     link_target: str = ""
+    #: A file's device and inode when it was listed: only that file is written to the context.
+    identity: tuple[int, int] | None = None
 
 
 def _checked_link(plugin_dir: Path, relative: PurePosixPath) -> PluginEntry:
@@ -174,9 +194,25 @@ def _checked_link(plugin_dir: Path, relative: PurePosixPath) -> PluginEntry:
     return PluginEntry(relative, "link", target)
 
 
+def _checked_file(plugin_dir: Path, relative: PurePosixPath, status: os.stat_result, owner: int) -> PluginEntry:
+    """A regular file that may ship, or one line saying why not (a hard link to a file of another owner)."""
+    if status.st_nlink > 1 and status.st_uid != owner:
+        raise PluginDefinitionError(
+            f"{named(plugin_dir, relative)}: a hard link to a file of another owner (uid {status.st_uid}, "
+            f"the plugin directory's is {owner}) cannot be shipped in a plugin image",
+            hint=f"copy the file into the plugin directory instead, or {_REFUSED_HINT}",
+        )
+    return PluginEntry(relative, "file", identity=(status.st_dev, status.st_ino))
+
+
 def plugin_entries(plugin_dir: Path, rules: IgnoreRules) -> list[PluginEntry]:
-    """Every shipped path of a plugin directory (sorted), refusing links out, dangling links and specials."""
+    """Every shipped path of a plugin directory (sorted), refusing links out, dangling links, specials and
+    hard links to files of another owner."""
     entries: list[PluginEntry] = []
+    try:
+        owner = os.stat(plugin_dir).st_uid
+    except OSError as exc:
+        raise PluginDefinitionError(f"{named(plugin_dir, PurePosixPath())}: cannot read: {exc.strerror}") from None
     pending = [PurePosixPath()]
     while pending:
         directory = pending.pop()
@@ -198,7 +234,7 @@ def plugin_entries(plugin_dir: Path, rules: IgnoreRules) -> list[PluginEntry]:
                 entries.append(PluginEntry(relative, "dir"))
                 pending.append(relative)
             elif child.is_file(follow_symlinks=False):
-                entries.append(PluginEntry(relative, "file"))
+                entries.append(_checked_file(plugin_dir, relative, child.stat(follow_symlinks=False), owner))
             else:
                 kind = _SPECIAL_KINDS.get(stat.S_IFMT(child.stat(follow_symlinks=False).st_mode), "special file")
                 raise PluginDefinitionError(
@@ -298,10 +334,11 @@ class ContextArchive:
                 info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.link_target
                 self._tar.addfile(info)
             else:
-                self._add_plugin_file(plugin_dir, entry.relative, info)
+                self._add_plugin_file(plugin_dir, entry, info)
 
-    def _add_plugin_file(self, plugin_dir: Path, relative: PurePosixPath, info: tarfile.TarInfo) -> None:
-        with open_plugin_file(plugin_dir, relative) as handle:
+    def _add_plugin_file(self, plugin_dir: Path, entry: PluginEntry, info: tarfile.TarInfo) -> None:
+        relative = entry.relative
+        with open_plugin_file(plugin_dir, relative, entry.identity) as handle:
             status = os.fstat(handle.fileno())
             info.size, info.mode = status.st_size, 0o755 if status.st_mode & 0o111 else 0o644
             try:

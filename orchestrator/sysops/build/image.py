@@ -30,12 +30,11 @@ from sysops.build.context import (
     named,
     open_plugin_file,
     plugin_entries,
+    read_small_plugin_text,
     shipped_files,
 )
 from sysops.core.manifest import Manifest
 from sysops.core.names import shown
-from sysops.core.safe_yaml import InputLimitError
-from sysops.core.safe_yaml import read_text as read_bounded_text
 from sysops.errors import BuildError, PluginDefinitionError
 
 #: Python of the base image; wheels must be built for it.
@@ -103,11 +102,9 @@ def plugin_requirements(plugin_dir: Path) -> list[str]:
 
 
 def read_plugin_text(path: Path) -> str:
-    """A plugin's pyproject.toml or requirements.txt: UTF-8 of at most 1 MiB, or one line saying why not."""
-    try:
-        return read_bounded_text(path, max_bytes=1 << 20)
-    except (OSError, InputLimitError) as exc:
-        raise PluginDefinitionError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    """A plugin's pyproject.toml or requirements.txt (never read through a link: one swapped in after the
+    listing could name a host file)."""
+    return read_small_plugin_text(path.parent, PurePosixPath(path.name))
 
 
 def _distribution_name(requirement: str) -> str:
