@@ -5,7 +5,9 @@ device files that local users reached through /var/lib/docker/volumes. So each p
 sparse image file of `limits.data_mb` MiB in a private directory of its installation
 (`<SYSOPS_HOME>/data/<plugin>/data.ext4`), loop-mounted on `<...>/mnt` with nosuid,nodev,noexec (the
 loop device goes with the unmount), the filesystem's root owned by the plugin's uid. A write beyond the
-size gets ENOSPC inside the filesystem; the host disk holds at most the image. A larger `data_mb` grows
+size gets ENOSPC inside the filesystem. The image's space is reserved when it is made or grown: a sparse
+image let a plugin fill the filesystem of SYSOPS_HOME (state.db then failed in every command) whenever
+less than `data_mb` was free there; an image that does not fit is refused instead. A larger `data_mb` grows
 the filesystem (online if it is mounted); a smaller one is refused, as shrinking could lose data.
 Mounting needs root: sysops as another user refuses to start a Docker plugin with one clear line.
 """
@@ -134,12 +136,13 @@ def _copy_older_data(source: str, mountpoint: Path, plugin: str) -> None:
 
 def _create(image: Path, size_bytes: int, uid: int, plugin: str) -> None:
     partial = image.with_name(f".{DATA_IMAGE}.new")
-    with open(partial, "wb") as sparse:
-        sparse.truncate(size_bytes)
+    partial.unlink(missing_ok=True)  # left by a killed start; O_EXCL then makes sure the file is ours and 0600
     try:
-        _run(
-            ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={uid}:{uid}", str(partial)], plugin, "create /data"
-        )
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as new:
+            _reserve(new.fileno(), size_bytes, plugin)
+            options = f"root_owner={uid}:{uid},nodiscard"
+            _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", options, str(partial)], plugin, "create /data")
+            _reserve(new.fileno(), size_bytes, plugin)  # mkfs punches holes where it zeroes: fill them again
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -148,11 +151,17 @@ def _create(image: Path, size_bytes: int, uid: int, plugin: str) -> None:
 
 def _grow(image: Path, mountpoint: Path | None, size_bytes: int, plugin: str) -> None:
     current = image.stat().st_size
-    with open(image, "r+b") as sparse:
-        sparse.truncate(size_bytes)
+    with open(image, "r+b") as grown:
+        try:
+            _reserve(grown.fileno(), size_bytes, plugin)
+        except RuntimeOperationError:
+            grown.truncate(current)
+            raise
     if mountpoint is None:
         _run(["e2fsck", "-f", "-p", str(image)], plugin, "check /data before growing it", ok=(0, 1))
         _run(["resize2fs", str(image)], plugin, "grow /data")
+        with open(image, "r+b") as grown:
+            _reserve(grown.fileno(), size_bytes, plugin)  # resize2fs, like mkfs, may punch what it zeroes
         return
     device = _loop_device(image, plugin)
     _run(["losetup", "-c", device], plugin, "grow /data's loop device")
@@ -164,6 +173,19 @@ def _grow(image: Path, mountpoint: Path | None, size_bytes: int, plugin: str) ->
         _run(["losetup", "-c", device], plugin, "restore /data's loop device")
         raise RuntimeOperationError(
             exc.message, hint=f"`sysops plugin down {plugin}` first: /data then grows while nothing uses it"
+        ) from None
+
+
+def _reserve(descriptor: int, size_bytes: int, plugin: str) -> None:
+    """Give the image `size_bytes` of real disk space, or say in one line that there is no room for it."""
+    try:
+        os.posix_fallocate(descriptor, 0, size_bytes)
+    except OSError as exc:
+        free = os.fstatvfs(descriptor)
+        raise RuntimeOperationError(
+            f"{plugin}: no room for its /data of {size_bytes // _MIB} MiB in the filesystem of SYSOPS_HOME "
+            f"({free.f_bavail * free.f_frsize // _MIB} MiB free): {exc.strerror or exc}",
+            hint="free space there, or lower limits.data_mb in plugin.yaml",
         ) from None
 
 
