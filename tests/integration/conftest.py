@@ -114,8 +114,10 @@ def unmount_installation(sysops: Sysops) -> None:
         target = line.split()[1].replace("\\040", " ")
         if target.startswith(roots):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-    # /data images hold their space (256 MiB each by default): pytest keeps the last runs' temporary directories
+    # /data images hold their space (256 MiB each by default): pytest keeps the last runs' temporary directories;
+    # the socket directories of a long SYSOPS_HOME are in the shared /tmp fallback, which nothing else empties
     shutil.rmtree(sysops.home / "data", ignore_errors=True)
+    shutil.rmtree(roots[1], ignore_errors=True)
 
 
 def _make_sysops(tmp_path: Path) -> Sysops:

@@ -167,6 +167,8 @@ def test_a_data_image_that_fits_holds_its_space_from_the_start(small_filesystem:
     try:
         image = directory / data_filesystems.DATA_IMAGE
         assert image.stat().st_blocks * 512 >= 16 << 20, "the image is sparse: the plugin could fill the host"
+        root = mountpoint.stat()
+        assert (root.st_uid, stat.S_IMODE(root.st_mode)) == (4242, 0o700), "mkfs leaves the root 0755"
         with pytest.raises(RuntimeOperationError, match=r"limits\.data_mb"):
             data_filesystems.ensure_data_filesystem(directory, 64 << 20, 4242, "demo")
         assert image.stat().st_size == 16 << 20

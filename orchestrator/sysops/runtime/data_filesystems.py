@@ -65,6 +65,8 @@ def ensure_data_filesystem(directory: Path, size_bytes: int, uid: int, plugin: s
     if copied:
         _copy_older_data(copy_from, mountpoint, plugin)
     give_to(str(mountpoint), uid, everything=copied)
+    if created:  # mkfs makes the root 0755; the plugin may open it up later, but it starts private
+        os.chmod(mountpoint, 0o700)
     return mountpoint
 
 
