@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,22 @@ def test_a_data_image_that_fits_holds_its_space_from_the_start(small_filesystem:
         assert image.stat().st_size == 16 << 20
     finally:
         data_filesystems.unmount_data_filesystem(str(mountpoint))
+
+
+@pytest.mark.parametrize("name", [".gitignore", ".dockerignore"])
+def test_an_ignore_file_with_too_many_patterns_is_refused_at_once(tmp_path: Path, name: str) -> None:
+    """1 MiB of patterns took 8 s to load and 14 ms per shipped file (10,000 files: over 2 minutes)."""
+    plugin = _plugin(tmp_path / "plugin")
+    lines = [f"**/a{index}*b/**/c{index}?[a-z]*" for index in range(30000)]
+    (plugin / name).write_text("# generated\n" + "\n".join(lines)[:1_000_000])
+    started = time.monotonic()
+    shipped = _shipped_text(plugin, tmp_path / "cache")
+    assert time.monotonic() - started < 2
+    assert shipped.startswith("refused: ") and f"{plugin / name}: " in shipped and "more than 2000" in shipped
+
+
+def test_an_ignore_file_of_ordinary_size_still_applies(tmp_path: Path) -> None:
+    plugin = _plugin(tmp_path / "plugin")
+    (plugin / "secret.env").write_text("TOKEN=x\n")
+    (plugin / ".gitignore").write_text("\n".join(f"pattern{index}/" for index in range(1999)) + "\n*.env\n")
+    assert "TOKEN" not in _shipped_text(plugin, tmp_path / "cache")

@@ -41,6 +41,8 @@ IGNORE_FILES = (".dockerignore", ".gitignore")
 #: Shipped (and watched) even when an ignore rule matches them: the build reads them from the directory.
 ALWAYS_SHIPPED = frozenset({"plugin.yaml", "pyproject.toml", "requirements.txt", *IGNORE_FILES})
 _MAX_PLUGIN_TEXT_BYTES = 1 << 20
+#: Patterns per ignore file: each shipped path is matched against every one of them.
+MAX_IGNORE_PATTERNS = 2000
 _COPY_BUFFER = 1 << 20
 _NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
@@ -109,9 +111,18 @@ def read_small_plugin_text(plugin_dir: Path, relative: PurePosixPath) -> str:
 
 
 def _read_ignore_file(plugin_dir: Path, name: str) -> list[str]:
+    """The lines of an ignore file; refused beyond `MAX_IGNORE_PATTERNS` patterns (every path of the plugin is
+    matched against each: 45,000 patterns took 8 s to load and 14 ms per file)."""
     if not os.path.lexists(plugin_dir / name):
         return []
-    return read_small_plugin_text(plugin_dir, PurePosixPath(name)).splitlines()
+    lines = read_small_plugin_text(plugin_dir, PurePosixPath(name)).splitlines()
+    patterns = sum(1 for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if patterns > MAX_IGNORE_PATTERNS:
+        raise PluginDefinitionError(
+            f"{named(plugin_dir, PurePosixPath(name))}: {patterns} patterns, more than {MAX_IGNORE_PATTERNS}",
+            hint="shorten it (a directory pattern such as `data/` covers everything below it)",
+        )
+    return lines
 
 
 def _docker_patterns(lines: list[str]) -> list[str]:
