@@ -194,3 +194,12 @@ def test_an_ignore_file_of_ordinary_size_still_applies(tmp_path: Path) -> None:
     (plugin / "secret.env").write_text("TOKEN=x\n")
     (plugin / ".gitignore").write_text("\n".join(f"pattern{index}/" for index in range(1999)) + "\n*.env\n")
     assert "TOKEN" not in _shipped_text(plugin, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", [".gitignore", ".dockerignore"])
+def test_an_ignore_file_that_is_a_directory_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    """A directory named .gitignore was an internal error (IsADirectoryError)."""
+    plugin = _plugin(tmp_path / "plugin")
+    (plugin / name).mkdir()
+    shipped = _shipped_text(plugin, tmp_path / "cache")
+    assert shipped.startswith("refused: ") and f"{plugin / name}: not a regular file" in shipped

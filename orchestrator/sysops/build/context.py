@@ -83,18 +83,17 @@ def open_plugin_file(plugin_dir: Path, relative: PurePosixPath, identity: tuple[
             f"{named(plugin_dir, relative)}: cannot read: {exc.strerror or exc} (a symbolic link is not followed here)",
             hint="make it a regular file inside the plugin directory, or list it in .dockerignore",
         ) from None
-    handle = os.fdopen(descriptor, "rb")
-    status = os.fstat(descriptor)
+    status = os.fstat(descriptor)  # before fdopen, which raises IsADirectoryError for a directory
     if not stat.S_ISREG(status.st_mode):
-        handle.close()
+        os.close(descriptor)
         raise PluginDefinitionError(f"{named(plugin_dir, relative)}: not a regular file", hint=_REFUSED_HINT)
     if identity is not None and (status.st_dev, status.st_ino) != identity:
-        handle.close()
+        os.close(descriptor)
         raise PluginDefinitionError(
             f"{named(plugin_dir, relative)}: changed while the image context was written (another file is there now)",
             hint="run `sysops plugin up` again once nothing changes the plugin directory",
         )
-    return handle
+    return os.fdopen(descriptor, "rb")
 
 
 def read_small_plugin_text(plugin_dir: Path, relative: PurePosixPath) -> str:
