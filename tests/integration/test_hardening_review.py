@@ -10,6 +10,7 @@ reserved, and a `plugin up` it does not fit is refused in one line, leaving noth
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,11 @@ import pytest
 
 from tests.integration.conftest import (
     Sysops,
+    installation_containers,
+    plugin_code,
     remove_installation,
     unmount_installation,
+    wait_for,
     write_plugin,
 )
 
@@ -117,3 +121,34 @@ def test_a_data_mb_larger_than_the_free_space_of_sysops_home_is_refused(small_ho
     assert "limits.data_mb" in errors[0] and "Traceback" not in result.stderr
     assert not _mounts_of(str(small_home.home.resolve()) + "/"), "a refused start left a mount behind"
     assert small_home.run("plugin", "ls").returncode == 0  # state.db still works
+
+
+@pytest.fixture
+def long_home(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
+    """A SYSOPS_HOME too long for a socket path: its socket directories are in the /tmp fallback."""
+    home = tmp_path / ("long-" * 16) / "home"
+    sysops = Sysops(home=home, env={**os.environ, "SYSOPS_HOME": str(home), "SYSOPS_READY_TIMEOUT": "20"})
+    yield sysops
+    remove_installation(engine, sysops.installation_id)
+    unmount_installation(sysops)
+
+
+def test_after_a_reboot_emptied_tmp_a_plugin_of_the_tmp_fallback_comes_back(
+    long_home: Sysops, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The reboot drops the mounts and empties /tmp: the socket directory, the bind mount's source, is gone
+    (the engine refused to start the container: `plugin ls` and every later command failed with its raw
+    'bind source path does not exist', and the plugin never came back)."""
+    plugin = write_plugin(tmp_path / "rv-back", name="rv-back", code=plugin_code("rv-back", command="rv-back-ping"))
+    result = long_home.run("plugin", "up", str(plugin), timeout=180)
+    assert result.returncode == 0, result.stderr
+    fallback = Path(f"/tmp/sysops-run-{os.geteuid()}/{long_home.installation_id}")
+    (container,) = installation_containers(engine, long_home.installation_id)
+    assert any(mount["Source"].startswith(f"{fallback}/") for mount in container.attrs["Mounts"])
+    container.stop(timeout=1)
+    for _source, target, _kind, _options in _mounts_of(f"{long_home.home.resolve()}/") + _mounts_of(f"{fallback}/"):
+        subprocess.run(["umount", target], check=True)  # what the reboot does to the mounts ...
+    shutil.rmtree(fallback)  # ... and to /tmp
+    assert not fallback.exists() and not installation_containers(engine, long_home.installation_id, running_only=True)
+    long_home.ok("plugin", "ls")  # reconciliation makes the directory again, mounts it and starts the instance
+    wait_for(lambda: long_home.run("rv-back-ping").stdout.strip() == "pong", 60, "the plugin to come back")

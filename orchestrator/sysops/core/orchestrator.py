@@ -151,6 +151,8 @@ class Orchestrator:
                 _IGNORED_LABELS.add(name)
                 LOG.warning("ignoring instances labelled %s=%s: not a valid plugin name", LABEL_PLUGIN, shown(name))
         failures: list[Exception] = []
+        if running:  # after a reboot emptied /tmp, the run directory of the /tmp fallback is made again
+            self.settings.ensure_run_dir()
         for name in sorted(filter(is_plugin_name, names)):  # a forged label never becomes a lock path
             try:
                 with self.plugin_lock(name, blocking=False) as acquired:

@@ -54,7 +54,12 @@ from sysops.runtime.faults import (
     stability_window,
     status_from_attrs,
 )
-from sysops.runtime.socket_dirs import is_private_dir, is_socket_tmpfs, mount_socket_tmpfs, unmount_socket_tmpfs
+from sysops.runtime.socket_dirs import (
+    is_socket_tmpfs,
+    mount_socket_tmpfs,
+    recreate_socket_dir,
+    unmount_socket_tmpfs,
+)
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
@@ -413,7 +418,7 @@ class DockerDriver:
         user = str((attrs.get("Config") or {}).get("User") or "")
         uid = int(user.split(":")[0]) if user.split(":")[0].isdecimal() else -1
         socket_dir = _mount_source(attrs, PLUGIN_SOCKET_DIR)
-        if is_plugin_uid(uid) and is_private_dir(socket_dir) and not is_socket_tmpfs(socket_dir):
+        if is_plugin_uid(uid) and recreate_socket_dir(socket_dir) and not is_socket_tmpfs(socket_dir):
             mount_socket_tmpfs(Path(socket_dir), uid)
             restored = True
         volume = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")

@@ -74,6 +74,16 @@ def is_private_dir(path: Path | str) -> bool:
     )
 
 
+def recreate_socket_dir(path: Path | str) -> bool:
+    """Make a missing socket directory again (0700, root's) in a private directory of ours; return whether it
+    is there now. A reboot that empties /tmp removes the socket directories of the /tmp fallback, and the
+    engine then refuses to start their containers (the bind mount's source is gone)."""
+    if not str(path) or os.path.lexists(path) or not is_private_dir(os.path.dirname(os.path.abspath(path))):
+        return is_private_dir(path)
+    os.mkdir(path, 0o700)
+    return is_private_dir(path)
+
+
 def unmount_socket_tmpfs(path: Path | str) -> None:
     """Unmount the socket directory's tmpfs on `path`, if there is one (nothing else is ever unmounted)."""
     if str(path) and is_socket_tmpfs(path):
