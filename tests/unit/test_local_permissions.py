@@ -6,19 +6,28 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from sysops import settings as settings_module
+from sysops.build import image
+from sysops.build.context import ContextArchive
 from sysops.cli import contexts
 from sysops.core.client import PluginClient
+from sysops.core.orchestrator import Orchestrator
 from sysops.errors import PluginUnavailableError, UsageError
 from sysops.private_paths import ensure_private_dir
+from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 from sysops.store import Store
+from sysops_sdk._server import PluginRuntime, PluginServer
+
+from tests.unit.conftest import EchoV1
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
@@ -191,3 +200,44 @@ def test_socket_in_a_world_writable_directory_is_refused(tmp_path: Path) -> None
     finally:
         impostor.close()
     assert b"the-secret-token" not in impostor.received
+
+
+def test_build_cache_directories_are_private_from_creation(
+    tmp_path: Path, loose_umask: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache/, cache/contexts and cache/wheels/<key> were made 0755 (a wheel another user swaps is installed)."""
+    cache = tmp_path / "home" / "cache"
+    cache.parent.mkdir(mode=0o700)
+    monkeypatch.setattr(image.subprocess, "run", lambda *_a, **_k: subprocess.CompletedProcess([], 0, "", ""))
+    wheels = image.prepare_wheels(["requests"], cache)
+    assert wheels is not None
+    archive = ContextArchive(cache / "contexts", seed=b"base")
+    try:
+        for directory in (cache, cache / "contexts", archive.directory, cache / "wheels", wheels):
+            assert mode(directory) == 0o700, directory
+    finally:
+        archive.discard()
+
+
+def test_lock_directory_is_private(tmp_path: Path, loose_umask: None) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    store = Store(settings.store_path)
+    try:
+        orchestrator = Orchestrator(settings, FakeDriver(), store)
+        with orchestrator.plugin_lock("demo"):
+            assert mode(settings.home / "locks") == 0o700
+    finally:
+        store.close()
+
+
+def test_the_plugin_socket_is_private_from_creation(tmp_path: Path, loose_umask: None) -> None:
+    """The SDK binds plugin.sock under umask 077: even without its later chmod it is never open to others."""
+    path = tmp_path / "plugin.sock"
+    server = PluginServer(PluginRuntime(EchoV1()), f"unix://{path}")
+    with patch.object(os, "chmod"):  # what the bind alone gives
+        server.start()
+    try:
+        assert stat.S_ISSOCK(os.lstat(path).st_mode) and mode(path) & 0o077 == 0
+    finally:
+        server.server.stop(0)

@@ -34,6 +34,7 @@ import pathspec
 
 from sysops.core.names import shown
 from sysops.errors import PluginDefinitionError
+from sysops.private_paths import ensure_private_dir
 
 IGNORED_NAMES = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store"}
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", "~", ".tmp")
@@ -314,7 +315,8 @@ class ContextArchive:
     """A deterministic tar (mtime 0, root-owned) streamed to a temporary file while it is hashed."""
 
     def __init__(self, work_dir: Path, seed: bytes) -> None:
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in (work_dir.parent, work_dir):  # the cache directory and its contexts are private
+            ensure_private_dir(directory)
         _remove_stale_contexts(work_dir)
         self.directory = Path(tempfile.mkdtemp(prefix="context-", dir=work_dir))
         self.path = self.directory / "context.tar"

@@ -36,6 +36,7 @@ from sysops.build.context import (
 from sysops.core.manifest import Manifest
 from sysops.core.names import shown
 from sysops.errors import BuildError, PluginDefinitionError
+from sysops.private_paths import ensure_private_dir
 
 #: Python of the base image; wheels must be built for it.
 BASE_PYTHON = (3, 11)
@@ -147,7 +148,8 @@ def prepare_wheels(requirements: list[str], cache_dir: Path) -> Path | None:
     target = cache_dir / "wheels" / key
     if (target / ".complete").exists():
         return target
-    target.mkdir(parents=True, exist_ok=True)
+    for directory in (cache_dir, cache_dir / "wheels", target):  # another local user must not swap a wheel
+        ensure_private_dir(directory)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     if sys.version_info[:2] == BASE_PYTHON:
         command = [*pip, "wheel", "--wheel-dir", str(target), *requirements]

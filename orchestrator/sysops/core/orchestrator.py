@@ -26,6 +26,7 @@ from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.errors import ManifestError, NotFoundError, StartFailedError, SysopsError
+from sysops.private_paths import ensure_private_dir
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
     LABEL_INSTALLATION,
@@ -126,7 +127,7 @@ class Orchestrator:
         """Hold the per-plugin lock; yield False if non-blocking and another process holds it."""
         check_plugin_name(name)  # the name becomes a path: never let `../x` or `/srv/x` through
         lock_dir = self.settings.home / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(lock_dir)
         with open(lock_dir / f"{name}.lock", "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
