@@ -31,9 +31,11 @@ from tests.integration.conftest import (
     SYSOPS,
     Sysops,
     installation_containers,
+    plugin_code,
     remove_installation,
     unmount_installation,
     wait_for,
+    write_plugin,
 )
 from tests.integration.test_hardening_callpath import RAW_CONTROLS, on_terminal
 from tests.integration.test_server import TOKEN, Server, _free_port
@@ -296,3 +298,23 @@ def test_malformed_json_in_invoke_is_refused_with_exit_2_in_one_line_and_logged(
     assert "WARNING Invoke of 'ping' refused: 'the command's arguments are not a JSON object'" in logged, logged
     assert "Traceback" not in logged, logged
     assert served.cli.ok("ping") == "pong\n"  # the server and the plugin are fine
+
+
+def test_a_plugin_without_a_logs_key_gets_the_default_cap_and_a_policy_lowers_it(
+    fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    """Item 20: no `logs:` in the manifest still means rotated, capped json-file logs (10 MiB x 3), and the
+    operator's policy lowers that default; the engine's container carries exactly what status reads back."""
+    plugin = write_plugin(tmp_path / "quiet", name="quiet", code=plugin_code("quiet"))
+    fresh_sysops.ok("plugin", "up", str(plugin))
+    (container,) = installation_containers(engine, fresh_sysops.installation_id)
+    assert container.attrs["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": str(10 * _MIB), "max-file": "3"},
+    }
+    assert status(fresh_sysops, "quiet")["limits"]["applied"]["logs"] == f"json-file, max-size {10 * _MIB}, max-file 3"  # type: ignore[index]
+    fresh_sysops.ok("plugin", "down", "quiet")
+    (fresh_sysops.home / "policy.yaml").write_text("caps: {logs_max_mb: 2, logs_files: 2}\n")
+    fresh_sysops.ok("plugin", "up", str(plugin))
+    (container,) = installation_containers(engine, fresh_sysops.installation_id)
+    assert container.attrs["HostConfig"]["LogConfig"]["Config"] == {"max-size": str(2 * _MIB), "max-file": "2"}

@@ -224,3 +224,26 @@ def test_a_plugin_cannot_claim_a_builtin_name(
     assert "\nerror: command 'context' of plugin 'ctx' uses the reserved name 'context'" in refused.stderr
     assert installation_containers(engine, fresh_sysops.installation_id) == []
     assert "plugin 'ctx'" not in fresh_sysops.run("context", "--help").stdout
+
+
+def test_a_failed_snapshot_fails_the_roll_and_the_old_version_keeps_its_state(
+    fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    """A Snapshot that raises stops the roll before anything switches (it was ignored: the old instance was
+    retired anyway and the new one started empty)."""
+    plugin_dir = tmp_path / "tally"
+    failing = TALLY.format(marker="v1", restore=RESTORE, initialize="").replace(
+        'return {"count": self.count}', 'raise RuntimeError("snapshot broke")'
+    )
+    write_plugin(plugin_dir, name="tally", code=failing)
+    fresh_sysops.ok("plugin", "up", str(plugin_dir))
+    fresh_sysops.ok("bump")
+    fresh_sysops.ok("bump")
+    _tally(plugin_dir, marker="v2")
+    failed = fresh_sysops.run("plugin", "up", str(plugin_dir))
+    assert failed.returncode == 6, failed.stderr
+    (error,) = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert "state hand-over failed: Snapshot on 1.0.0" in error and "snapshot broke" in error
+    assert "Traceback" not in failed.stderr
+    assert fresh_sysops.ok("bump") == "v1\n" and _total(fresh_sysops) == 3  # the old one serves, state whole
+    assert len(installation_containers(engine, fresh_sysops.installation_id)) == 1
