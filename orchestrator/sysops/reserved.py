@@ -8,5 +8,5 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve` and `context` are the CLI's built-in groups; `help` and `version` are kept for sysops.
-RESERVED_COMMANDS: tuple[str, ...] = ("plugin", "serve", "context", "help", "version")
+#: `plugin`, `serve`, `context` and `events` are the CLI's built-ins; `help` and `version` are kept for sysops.
+RESERVED_COMMANDS: tuple[str, ...] = ("plugin", "serve", "context", "events", "help", "version")

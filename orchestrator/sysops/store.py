@@ -24,6 +24,9 @@ from sysops.private_paths import create_private_file, ensure_private_dir, privat
 
 #: Bumped whenever a table changes shape; see Store._migrate.
 SCHEMA_VERSION = 3
+#: Events kept: the latest of each plugin, and the latest in all (older ones are deleted as new ones come).
+EVENTS_PER_PLUGIN = 1000
+EVENTS_TOTAL = 20_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS plugins (
@@ -147,12 +150,14 @@ class Route:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """A lifecycle event of a plugin."""
+    """A lifecycle event of a plugin (`kind` is one of sysops.core.events.EventKind)."""
 
     plugin: str
     time: float
     kind: str
     message: str
+    #: Grows with every event stored and is never reused (SQLite AUTOINCREMENT), so a follower reads by id.
+    id: int = 0
 
 
 class Store:
@@ -442,14 +447,37 @@ class Store:
 
     # events
     def add_event(self, plugin: str, kind: str, message: str) -> None:
-        """Append a lifecycle event."""
-        self.db.execute(
-            "INSERT INTO events (plugin, time, kind, message) VALUES (?, ?, ?, ?)", (plugin, time.time(), kind, message)
-        )
+        """Append a lifecycle event (through sysops.core.events.record), dropping what is past the retention."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events (plugin, time, kind, message) VALUES (?, ?, ?, ?)",
+                (plugin, time.time(), kind, message),
+            )
+            db.execute(
+                "DELETE FROM events WHERE plugin=? AND id <= "
+                "(SELECT id FROM events WHERE plugin=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (plugin, plugin, EVENTS_PER_PLUGIN),
+            )
+            db.execute(
+                "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (EVENTS_TOTAL,),
+            )
+
+    _EVENT_COLUMNS = "SELECT plugin, time, kind, message, id FROM events "
 
     def events(self, plugin: str, limit: int = 20) -> list[EventRecord]:
         """Return the latest events of a plugin, oldest first."""
         rows = self.db.execute(
-            "SELECT plugin, time, kind, message FROM events WHERE plugin=? ORDER BY id DESC LIMIT ?", (plugin, limit)
+            self._EVENT_COLUMNS + "WHERE plugin=? ORDER BY id DESC LIMIT ?", (plugin, limit)
         ).fetchall()
         return [EventRecord(*row) for row in reversed(rows)]
+
+    def events_after(self, after: int, plugin: str | None = None, limit: int = 500) -> list[EventRecord]:
+        """Return up to `limit` events (of one plugin or all) with an id above `after`, oldest first."""
+        if plugin is None:
+            rows = self.db.execute(self._EVENT_COLUMNS + "WHERE id>? ORDER BY id LIMIT ?", (after, limit)).fetchall()
+        else:
+            rows = self.db.execute(
+                self._EVENT_COLUMNS + "WHERE plugin=? AND id>? ORDER BY id LIMIT ?", (plugin, after, limit)
+            ).fetchall()
+        return [EventRecord(*row) for row in rows]

@@ -164,11 +164,17 @@ def watch_session(sysops: Sysops, plugin_dir: Path, log: Path) -> Iterator[subpr
         wait_for(lambda: "watching" in log.read_text(), 120, "the watch session to start")
         yield process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        interrupt(process, 20)
+
+
+def interrupt(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Ctrl-C a sysops process and wait for it; kill it if it is still there after `timeout` seconds."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def copy_example(name: str, target: Path) -> Path:

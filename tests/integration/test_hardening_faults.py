@@ -181,7 +181,7 @@ def test_first_install_killed_mid_start_is_verified_or_discarded(
         assert [row["revision"] for row in json.loads(history.stdout)] == [1]
         assert len(containers) == 1
         kinds = {(e["kind"], "verified" in e["message"]) for e in status(fresh_sysops)["events"]}  # type: ignore[union-attr]
-        assert ("adopted", True) in kinds or ("activated", False) in kinds, kinds
+        assert ("adopted", True) in kinds or ("active", False) in kinds, kinds
     else:
         assert containers == [], "a half-started instance was neither verified nor removed"
     assert socket_dirs(fresh_sysops) <= {c.labels["sysops.instance"] for c in containers}  # type: ignore[attr-defined]

@@ -96,7 +96,7 @@ def test_ls_status_logs(sysops: Sysops, hello: Path, engine: docker.DockerClient
     status = json.loads(sysops.ok("plugin", "status", "hello", "--output", "json"))
     assert status["state"] == "Active" and status["health"] == "SERVING"
     assert status["image_digest"] == container.image.id
-    assert [e["kind"] for e in status["events"]][-1] == "activated"
+    assert [e["kind"] for e in status["events"]][-1] == "active"
     text = sysops.ok("plugin", "status", "hello")
     assert "state         Active" in text and "last error    -" in text
     assert "hello 1.0.0 serving on unix:///run/sysops/plugin.sock" in sysops.ok("plugin", "logs", "hello")

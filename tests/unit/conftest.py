@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sysops.core.orchestrator import Orchestrator
+from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 from sysops_sdk import Plugin, argument, option, plugin_command
 
@@ -76,3 +78,16 @@ class ClashingPlugin(EchoV1):
 @pytest.fixture
 def plugin_classes() -> Iterator[dict[str, type[Plugin]]]:
     yield {"echo-v1": EchoV1, "echo-v2": EchoV2, "broken": BrokenInit, "clash": ClashingPlugin}
+
+
+@pytest.fixture
+def orchestrator(settings: Settings, plugin_classes: dict[str, type[Plugin]]) -> Iterator[Orchestrator]:
+    """An orchestrator over the fake driver, with the images of `plugin_classes`; its instances removed after."""
+    driver = FakeDriver()
+    for image, plugin_class in plugin_classes.items():
+        driver.add_image(image, plugin_class)
+    orchestrator = Orchestrator(settings, driver)
+    yield orchestrator
+    for handle in list(driver.instances):
+        driver.remove(handle)
+    orchestrator.close()

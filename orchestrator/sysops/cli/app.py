@@ -7,6 +7,7 @@ import sys
 import click
 import typer
 
+from sysops.cli.events_cmd import events
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.server_cmd import context_app, serve
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(context_app, name="context")
 app.command("serve")(serve)
+app.command("events")(events)
 
 
 @app.callback()

@@ -28,9 +28,15 @@ def _print_error(error: SysopsError) -> None:
 
 
 def run_guarded(function: Callable[[], object]) -> int:
-    """Run a CLI function, turning sysops and click errors into messages and exit codes."""
+    """Run a CLI function, turning sysops and click errors into messages and exit codes.
+
+    Click's `main(standalone_mode=False)` returns the code of an exit it caught: typer turns Ctrl-C into
+    one with code 130 (`plugin logs -f`, `events -f`, `up --watch`), which must not become exit 0.
+    """
     try:
-        function()
+        code = function()
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            return code
     except SysopsError as error:
         _print_error(error)
         return int(error.exit_code)

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sysops.safe_text import escape_controls
@@ -47,6 +48,11 @@ def format_data(data: Any) -> str:
             return format_table(data)
         return "\n".join(_cell(item) for item in data)
     return _cell(data)
+
+
+def when(timestamp: float) -> str:
+    """A Unix time as the CLI shows it: UTC, to the second (`2026-01-31 17:05:09`)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def write_result(text: str) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sysops.cli.output import emit
+from sysops.cli.output import emit, when
 from sysops.core.names import check_plugin_name
 from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
@@ -37,6 +36,8 @@ STATUS_FIELDS = (
     "name", "state", "version", "revision", "replicas", "health", "runtime", "container_id", "image", "image_digest",
     "source",
 )  # fmt: skip
+#: Events `plugin status` prints (the latest; `sysops events --plugin NAME` prints them all).
+STATUS_EVENTS = 10
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Print a table (text) or JSON.")]
 
 
@@ -46,7 +47,7 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def _orchestrator(runtime: RuntimeName | None = None):  # type: ignore[no-untyped-def]
+def orchestrator_for_cli(runtime: RuntimeName | None = None):  # type: ignore[no-untyped-def]
     """The local orchestrator, or a client of the server of the current context."""
     from sysops.cli import contexts
 
@@ -68,10 +69,6 @@ def _orchestrator(runtime: RuntimeName | None = None):  # type: ignore[no-untype
     return Orchestrator(Settings(), DockerDriver(), progress)
 
 
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @plugin_app.command("up")
 def up(
     path: Annotated[Path, typer.Argument(help="Plugin directory (with plugin.yaml)")],
@@ -81,7 +78,7 @@ def up(
     ] = None,
 ) -> None:
     """Build a plugin, start it (or roll to the new version) and wait until it is ready."""
-    orchestrator = _orchestrator(runtime)
+    orchestrator = orchestrator_for_cli(runtime)
     started = time.monotonic()
     instance, changed = orchestrator.up(path)
     verb = "ready" if changed else "already running"
@@ -101,14 +98,14 @@ def down(
 ) -> None:
     """Drain and stop a plugin and remove its containers."""
     check_plugin_name(name)
-    _orchestrator().down(name, purge=purge)
+    orchestrator_for_cli().down(name, purge=purge)
     progress(f"{name} is down")
 
 
 @plugin_app.command("ls")
 def ls(output: OutputOption = Output.TEXT) -> None:
     """List plugins with their state, version and health."""
-    orchestrator = _orchestrator()
+    orchestrator = orchestrator_for_cli()
     orchestrator.reconcile()
     rows = [
         {
@@ -130,7 +127,7 @@ def ls(output: OutputOption = Output.TEXT) -> None:
 def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
     """Show a plugin's state, version, image, container, health, last error and recent events."""
     check_plugin_name(name)
-    orchestrator = _orchestrator()
+    orchestrator = orchestrator_for_cli()
     orchestrator.reconcile()
     result = orchestrator.status(name, limits=True).as_dict()
     if output is Output.JSON:
@@ -148,8 +145,10 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     for mismatch in result["limits"].get("mismatches") or []:
         typer.echo(f"{'MISMATCH':<13} {mismatch}")
     typer.echo("events:")
-    for event in result["events"]:
-        typer.echo(escape_controls(f"  {_when(event['time'])}  {event['kind']:<16} {event['message']}"))
+    from sysops.cli.events_cmd import event_line
+
+    for event in result["events"][-STATUS_EVENTS:]:
+        typer.echo("  " + event_line(event["time"], event["kind"], event["message"]))
 
 
 @plugin_app.command("logs")
@@ -161,7 +160,7 @@ def logs(
     """Print the logs of a plugin's active instance."""
     check_plugin_name(name)
     # Streamed line by line (memory stays bounded); flushed per line only when following.
-    for line in _orchestrator().logs(name, follow=follow, tail=tail):
+    for line in orchestrator_for_cli().logs(name, follow=follow, tail=tail):
         sys.stdout.write(escape_controls(line, one_line=True) + "\n")  # the plugin wrote them: no escape sequences
         if follow:
             sys.stdout.flush()
@@ -178,9 +177,9 @@ def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: Ou
             "version": r.version,
             "image": r.image,
             "digest": r.image_id,
-            "created": _when(r.created),
+            "created": when(r.created),
         }
-        for r in _orchestrator().history(name)
+        for r in orchestrator_for_cli().history(name)
     ]
     emit(rows, output, ["revision", "version", "created", "image", "digest"])
 
@@ -192,5 +191,5 @@ def rollback(
 ) -> None:
     """Roll a plugin back to an earlier revision's image, without rebuilding."""
     check_plugin_name(name)
-    instance = _orchestrator().rollback(name, to)
+    instance = orchestrator_for_cli().rollback(name, to)
     progress(f"{name} {instance.version} ready (revision {instance.revision})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,18 @@ class RemoteClient:
                 yield line.text
         except grpc.RpcError as error:
             raise _translate(error, self.context) from None
+
+    def events(self, plugin: str | None = None, *, follow: bool = False) -> Generator[EventRecord]:
+        """Lifecycle events from the server; a follow's call is cancelled when the caller stops reading."""
+        request = pb.EventsRequest(plugin=plugin or "", follow=follow)
+        call = self.stub.Events(request, metadata=self.metadata)
+        try:
+            for event in call:
+                yield EventRecord(event.plugin, event.time, event.kind, event.message, event.id)
+        except grpc.RpcError as error:
+            raise _translate(error, self.context) from None
+        finally:
+            call.cancel()
 
     # routed commands
     def routes(self, prefix: str = "") -> builtins.list[Route]:

@@ -27,7 +27,7 @@ def serve(
         typer.Option(
             "--max-followers",
             envvar="SYSOPS_SERVER_MAX_FOLLOWERS",
-            help="Followed log streams (`plugin logs -f`) served at once; more are refused",
+            help="Followed streams (`plugin logs -f`, `events -f`) served at once; more are refused",
         ),
     ] = 64,
 ) -> None:

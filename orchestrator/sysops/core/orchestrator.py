@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,9 @@ from typing import Any
 
 from sysops import __version__
 from sysops.build.image import image_tag, make_context
+from sysops.core import events
 from sysops.core.client import PluginClient
+from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
@@ -90,7 +93,7 @@ class PluginStatus:
             "replicas": self.replicas,
             "last_error": self.last_error,
             "commands": self.commands,
-            "events": [{"time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
+            "events": [{"id": e.id, "time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
             "fault": self.fault,
             "limits": self.limits,
         }
@@ -175,7 +178,7 @@ class Orchestrator:
                 self.store.delete_instance(instance.id)
                 remove_socket_dir(instance.socket_dir)
                 if instance.active:
-                    self.store.add_event(name, "failed", f"container of {instance.version} disappeared")
+                    events.record(self.store, name, EventKind.FAILED, f"container of {instance.version} disappeared")
                     if not self.store.active_instances(name):
                         self.store.deactivate(name)
                         self.store.set_last_error(name, "its container was removed outside sysops")
@@ -221,7 +224,8 @@ class Orchestrator:
         try:
             routes = self.rollout.verify_ready(record, manifest)
         except SysopsError as exc:
-            self.store.add_event(name, "discarded", f"unverified container {container.handle[:12]}: {exc.message}")
+            message = f"unverified container {container.handle[:12]}: {exc.message}"
+            events.record(self.store, name, EventKind.DISCARDED, message)
             return False
         if self.store.plugin(name) is None:
             source = labels.get("sysops.source", "")
@@ -231,7 +235,8 @@ class Orchestrator:
         adopted = self.store.instance(instance_id)
         assert adopted is not None
         self.store.switch(name, add=[adopted], remove=[], routes=routes)
-        self.store.add_event(name, "adopted", f"verified and adopted running container {container.handle[:12]}")
+        message = f"verified and adopted running container {container.handle[:12]}"
+        events.record(self.store, name, EventKind.ADOPTED, message)
         return True
 
     def _manifest_of(self, name: str, revision: int, labels: Mapping[str, str]) -> Manifest | None:
@@ -275,7 +280,8 @@ class Orchestrator:
             )
             plugin = self.store.plugin(name)
             self.store.save_plugin(name, plugin.source if plugin else "", self.driver.name, stored)
-            self.store.add_event(name, "recovered", f"{instance.version} (revision {instance.revision}) serving")
+            message = f"{instance.version} (revision {instance.revision}) serving"
+            events.record(self.store, name, EventKind.RECOVERED, message)
             rows.add(instance.revision)
 
     def _sweep_socket_dirs(self, running_ids: set[str]) -> None:
@@ -438,7 +444,7 @@ class Orchestrator:
                 raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
             if plugin is not None:
                 self.store.deactivate(name)
-                self.store.add_event(name, "stopping", "sysops plugin down")
+                events.record(self.store, name, EventKind.STOPPING, "sysops plugin down")
                 for instance in self.store.instances(name):
                     self.rollout.retire(instance)
                 for container in self.driver.list_instances(
@@ -453,7 +459,7 @@ class Orchestrator:
             self.store.delete_plugin(name, revisions=purge)
             if self.mirror is not None:
                 self.mirror.delete(name)
-            self.store.add_event(name, "unloaded", "removed")
+            events.record(self.store, name, EventKind.UNLOADED, "removed")
 
     def _remove_leftovers(self, labels: Mapping[str, str], *, purge: bool) -> int:
         """Remove what a plugin without a record left (its containers; with `purge` also images and volume)."""
@@ -561,14 +567,8 @@ class Orchestrator:
             return
         asked = limits_for(manifest)
         result.fault = describe_fault(status, asked.memory_bytes)
-        if result.fault and (status.oom_killed or (not status.running and status.restart_count >= MAX_RESTARTS)):
-            message = f"{result.fault} (container {status.handle[:12]})"
-            kind = "oom-killed" if status.oom_killed else "failed"
-            if not any(
-                e.kind == kind and e.message.endswith(f"(container {status.handle[:12]})") for e in result.events
-            ):
-                self.store.add_event(result.name, kind, message)
-                result.events = self.store.events(result.name)
+        if result.fault:
+            self._record_fault(result, status)
         if sample:
             report = self.driver.resources(instance.handle, asked, sample_seconds=0.5 if status.running else 0.0)
             result.limits = {
@@ -579,9 +579,44 @@ class Orchestrator:
                 "mismatches": list(report.mismatches),
             }
 
+    def _record_fault(self, result: PluginStatus, status: InstanceStatus) -> None:
+        """Record, once each, what the engine did to an instance: an OOM kill, a restart, giving up (Failed)."""
+        container = status.handle[:12]
+        observed: list[tuple[EventKind, str]] = []
+        if status.oom_killed:
+            observed.append((EventKind.OOM_KILLED, f"(container {container})"))
+        if status.running and status.restart_count:
+            observed.append((EventKind.RESTARTED, f"(container {container}, restart {status.restart_count})"))
+        if not status.running and status.restart_count >= MAX_RESTARTS:
+            observed.append((EventKind.FAILED, f"(container {container})"))
+        for kind, where in observed:
+            if not any(e.kind == kind and e.message.endswith(where) for e in result.events):
+                events.record(self.store, result.name, kind, f"{result.fault} {where}")
+                result.events = self.store.events(result.name)
+
     def list(self) -> list[PluginStatus]:
         """Observe every plugin."""
         return [self.status(plugin.name) for plugin in self.store.plugins()]
+
+    def events(
+        self,
+        plugin: str | None = None,
+        *,
+        follow: bool = False,
+        after: int = 0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[EventRecord]:
+        """Stored lifecycle events (of one plugin or all) with an id above `after`, oldest first; with `follow`,
+        then new ones until `stop`.
+
+        A name that is not a plugin name is UsageError (exit 2); without `follow`, a plugin with neither a
+        record nor events is NotFoundError (exit 8); a follow waits for it to appear.
+        """
+        if plugin is not None:
+            check_plugin_name(plugin)
+            if not follow and self.store.plugin(plugin) is None and not self.store.events(plugin, limit=1):
+                raise NotFoundError(f"no plugin named {plugin!r}", hint="`sysops plugin ls` lists them")
+        return events.read_events(self.store, plugin, after=after, follow=follow, stop=stop)
 
     def logs(
         self, name: str, *, follow: bool = False, tail: int | None = None, cancel: StreamCancel | None = None

@@ -21,7 +21,9 @@ from typing import TypeVar
 
 import grpc
 
+from sysops.core import events
 from sysops.core.client import InvocationResult, PluginClient
+from sysops.core.events import EventKind
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
 from sysops.private_paths import ensure_private_dir
@@ -136,7 +138,6 @@ class Rollout:
         stored = manifest.model_dump(mode="json")
         if not olds:  # nothing serves: the record describes this attempt (a failed one shows as Failed)
             self.store.save_plugin(name, target.source, self.driver.name, stored)
-        self.store.add_event(name, "reload-started" if olds else "loading", f"{manifest.version} (revision {revision})")
         news: list[InstanceRecord] = []
         try:
             for slot in range(manifest.replicas):
@@ -146,10 +147,13 @@ class Rollout:
                 news.append(self._replace(target, revision, old, peer=peer))
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
-            self.store.add_event(name, "rolled-back" if olds else "failed", f"{manifest.version}: {reason}")
+            attempt = f"{manifest.version} (revision {revision}): {reason}"
             if olds:
+                kept = f"; {olds[0].version} (revision {olds[0].revision}) keeps serving"
+                events.record(self.store, name, EventKind.ROLLED_BACK, attempt + kept)
                 self._undo(news, olds[0])
             else:
+                events.record(self.store, name, EventKind.FAILED, attempt)
                 self._withdraw(name, news)
             if target.built:
                 self._remove_unused_image(target)
@@ -172,9 +176,12 @@ class Rollout:
                     created=time.time(),
                 )
             )
-        self.store.add_event(name, "activated", f"{manifest.version} (revision {revision}) serving")
         if olds:
-            self.store.add_event(name, "reload-succeeded", f"{olds[0].version} -> {manifest.version}")
+            how = " (`plugin rollback`)" if rollback_of is not None else ""
+            message = f"{olds[0].version} -> {manifest.version} (revision {revision}) serving{how}"
+            events.record(self.store, name, EventKind.ROLLED, message)
+        else:
+            events.record(self.store, name, EventKind.ACTIVE, f"{manifest.version} (revision {revision}) serving")
         return news[0]
 
     def _replace(
@@ -338,6 +345,8 @@ class Rollout:
             token=spec.token,
         )
         self.store.add_instance(record)
+        message = f"{manifest.version} (revision {revision}) started in {status.handle[:12]}, waiting for readiness"
+        events.record(self.store, manifest.name, EventKind.LOADED, message)
         return record
 
     def verify_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:

@@ -293,6 +293,36 @@ class ControlServicer(pb_grpc.ControlServicer):
         if "error" in outcome:
             _abort(context, outcome["error"])
 
+    def Events(self, request: pb.EventsRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
+        """Stream lifecycle events; a follow takes a follower slot and ends as soon as its client goes away.
+
+        The follow polls the store by id in this worker, waiting on an event the client's cancel sets, so a
+        cancelled follow returns its worker and slot within one poll, never later.
+        """
+        plugin = _checked_name(context, request.plugin) if request.plugin else None
+        if request.follow and not self.follower_slots.acquire(blocking=False):
+            busy = EngineUnavailableError(
+                f"the sysops server already serves {self.max_followers} followed streams",
+                hint="stop a `sysops events -f` or `plugin logs -f`, or start the server with a higher --max-followers",
+            )
+            _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return
+        stop = threading.Event()
+        if not context.add_callback(stop.set):
+            stop.set()
+        orchestrator = self.orchestrator()
+        try:
+            for event in orchestrator.events(plugin, follow=request.follow, after=request.after_id, stop=stop):
+                yield pb.Event(
+                    id=event.id, time=event.time, plugin=event.plugin, kind=event.kind, message=event.message
+                )
+        except SysopsError as error:
+            _abort(context, error)
+        finally:
+            orchestrator.close()
+            if request.follow:
+                self.follower_slots.release()
+
     def Routes(self, request: pb.RoutesRequest, context: grpc.ServicerContext) -> pb.RoutesReply:
         """Return the command table."""
         orchestrator = self.orchestrator()

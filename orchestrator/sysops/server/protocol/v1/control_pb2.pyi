@@ -109,3 +109,27 @@ class InvokeChunk(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     event: bytes
     def __init__(self, event: _Optional[bytes] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("plugin", "follow", "after_id")
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    plugin: str
+    follow: bool
+    after_id: int
+    def __init__(self, plugin: _Optional[str] = ..., follow: _Optional[bool] = ..., after_id: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "time", "plugin", "kind", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    time: float
+    plugin: str
+    kind: str
+    message: str
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[float] = ..., plugin: _Optional[str] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

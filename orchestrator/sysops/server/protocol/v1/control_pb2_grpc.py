@@ -69,6 +69,11 @@ class ControlStub:
                 request_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeChunk.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/sysops.control.v1.Control/Events',
+                request_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.EventsRequest.SerializeToString,
+                response_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -120,6 +125,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Lifecycle events (docs/cli.md#sysops-events), oldest first: the stored ones with an id above
+        `after_id`, then, with `follow`, each new one as it is stored until the client cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +170,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeRequest.FromString,
                     response_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeChunk.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.EventsRequest.FromString,
+                    response_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +366,33 @@ class Control:
             '/sysops.control.v1.Control/Invoke',
             sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeRequest.SerializeToString,
             sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.InvokeChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sysops.control.v1.Control/Events',
+            sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.EventsRequest.SerializeToString,
+            sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

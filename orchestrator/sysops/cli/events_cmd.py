@@ -1,0 +1,87 @@
+"""`sysops events`: the plugins' lifecycle events, as aligned text or JSON Lines, optionally followed.
+
+The rows come from the local store or, in a remote context, from the server's Events stream; either way
+they are printed one at a time (a follow never holds more than one batch). Messages quote plugins (their
+errors and log lines), so text is always escaped onto one line; JSON escapes every control character.
+`plugin status` prints its last events with the same `event_line`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from sysops.cli.output import when
+from sysops.cli.plugin_cmd import Output, orchestrator_for_cli
+from sysops.core.events import KIND_WIDTH
+from sysops.core.names import check_plugin_name
+from sysops.safe_text import for_terminal
+from sysops.store import EventRecord
+
+#: Width of the PLUGIN column (a longer name widens its own row only); with --plugin, that name's length.
+PLUGIN_WIDTH = 16
+#: Keys of a JSON line, in this order (stable: scripts rely on them).
+JSON_KEYS = ("id", "time", "unix_time", "plugin", "kind", "message")
+
+
+def event_line(time: float, kind: str, message: str, plugin: str | None = None, plugin_width: int = 0) -> str:
+    """One aligned text row, TIME  [PLUGIN]  KIND  MESSAGE, the message capped and escaped onto one line."""
+    columns = [when(time)]
+    if plugin is not None:
+        columns.append(plugin.ljust(plugin_width))
+    columns += [kind.ljust(KIND_WIDTH), for_terminal(message)]
+    return "  ".join(columns).rstrip()
+
+
+def header(plugin_width: int) -> str:
+    """The header row of the text output."""
+    columns = ["TIME".ljust(len(when(0))), "PLUGIN".ljust(plugin_width), "KIND".ljust(KIND_WIDTH), "MESSAGE"]
+    return "  ".join(columns)
+
+
+def event_json(event: EventRecord) -> str:
+    """One JSON Lines row: `time` is ISO 8601 UTC to the second (jq's `fromdate` reads it), `unix_time` exact."""
+    iso = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    row: dict[str, Any] = {
+        "id": event.id,
+        "time": iso,
+        "unix_time": event.time,
+        "plugin": event.plugin,
+        "kind": event.kind,
+        "message": event.message,
+    }
+    return json.dumps({key: row[key] for key in JSON_KEYS})
+
+
+def events(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they are stored")] = False,
+    plugin: Annotated[str | None, typer.Option("--plugin", help="Only this plugin's events")] = None,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="Aligned text, or JSON Lines (one object per event).")
+    ] = Output.TEXT,
+) -> None:
+    """Print the lifecycle events of every plugin (or one), oldest first; Ctrl-C ends a follow (exit 130)."""
+    if plugin is not None:
+        check_plugin_name(plugin)
+    width = len(plugin) if plugin is not None else PLUGIN_WIDTH
+    headed = output is Output.JSON
+    if follow and not headed:  # at once, so a follower shows it is there
+        sys.stdout.write(header(width) + "\n")
+        sys.stdout.flush()
+        headed = True
+    for event in orchestrator_for_cli().events(plugin, follow=follow):
+        if not headed:  # with the first event: a refused --plugin prints its one error line only
+            sys.stdout.write(header(width) + "\n")
+            headed = True
+        if output is Output.JSON:
+            sys.stdout.write(event_json(event) + "\n")
+        else:
+            sys.stdout.write(event_line(event.time, event.kind, event.message, event.plugin, width) + "\n")
+        if follow:
+            sys.stdout.flush()
+    if not headed:
+        sys.stdout.write(header(width) + "\n")
