@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 
-#: C0 controls but newline and tab, DEL, C1 controls, the Unicode line and paragraph separators, and the
-#: bidi embedding/override/isolate characters.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: C0 controls but newline and tab, DEL, C1 controls, the Unicode line and paragraph separators, the
+#: bidi embedding/override/isolate characters, and lone surrogates (bytes of a command line that were not
+#: UTF-8: stderr would print each as 6 characters, past the cap).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _UNSAFE_IN_A_LINE = re.compile(f"{_UNSAFE.pattern[:-1]}\n]")
 #: Echoed messages longer than this are cut, saying how much was left out.
 MESSAGE_CAP = 500
@@ -40,5 +41,20 @@ def cap(text: str, limit: int = MESSAGE_CAP) -> str:
 
 
 def for_terminal(text: str, limit: int = MESSAGE_CAP) -> str:
-    """A plugin-controlled message as sysops echoes it on one line: capped, then escaped (newlines too)."""
-    return escape_controls(cap(text, limit), one_line=True)
+    """A plugin-controlled message as sysops echoes it on one line: escaped (newlines too), then capped.
+
+    The cap counts the escaped text (an escape is up to 6 characters: a message of control characters
+    would be 6 times `limit` long) and never cuts an escape in two.
+    """
+    escaped = escape_controls(text[:limit], one_line=True)
+    if len(escaped) <= limit and len(text) <= limit:
+        return escaped
+    shown = 0
+    pieces: list[str] = []
+    for character in text[:limit]:
+        piece = escape_controls(character, one_line=True)
+        if shown + len(piece) > limit:
+            break
+        pieces.append(piece)
+        shown += len(piece)
+    return f"{''.join(pieces)}… ({len(text) - len(pieces)} more characters)"

@@ -27,6 +27,12 @@ def _print_error(error: SysopsError) -> None:
         sys.stderr.write("".join(f"  {for_terminal(line)}\n" for line in error.details.rstrip("\n").split("\n")))
 
 
+def _help_hint(error: click.ClickException) -> str:
+    """Where the usage of the command a usage error is about is shown."""
+    context = error.ctx if isinstance(error, click.UsageError) else None
+    return f"`{context.command_path} --help` shows the usage" if context is not None else ""
+
+
 def run_guarded(function: Callable[[], object]) -> int:
     """Run a CLI function, turning sysops and click errors into messages and exit codes.
 
@@ -42,9 +48,11 @@ def run_guarded(function: Callable[[], object]) -> int:
         return int(error.exit_code)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.message = for_terminal(exc.message)  # it may echo thousands of arguments
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group named alone: its help is the answer
         exc.show()
+        return int(exc.exit_code)
+    except click.ClickException as exc:  # one line like every other error (click's usage block is four)
+        _print_error(SysopsError(exc.format_message().rstrip("."), hint=_help_hint(exc)))
         return int(exc.exit_code)
     except click.exceptions.Abort:
         return int(ExitCode.INTERRUPTED)
