@@ -1,38 +1,29 @@
-"""Property-based fuzzing of what users and cluster clients send: manifests, policy files, control API requests.
+"""Property-based fuzzing of the files users write: manifests (as files and as control-API data), policy files.
 
 The property is always the same: the input is accepted, or refused with a sysops error of one bounded
 line (the documented exit code, no traceback); never an internal error, a hang or a crash. Example counts
-are bounded so the suite stays well under a minute in CI.
+are bounded (tests/fuzz_properties.py). The control API's requests are fuzzed in test_fuzz_control_api.py,
+routed command lines in test_fuzz_cli.py.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from sysops.core.manifest import MANIFEST_FILE, load_manifest, parse_manifest
 from sysops.core.policy import load_policy
 from sysops.core.safe_yaml import MAX_NODES
 from sysops.errors import ExitCode, ManifestError, PolicyDeniedError
-from sysops.runtime.fake import FakeDriver
-from sysops.server.protocol.v1 import control_pb2 as pb
-from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
-from sysops.server.service import ControlServicer
-from sysops.settings import Settings
 
-MESSAGE_LIMIT = 1000
-FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-)
+from tests.fuzz_properties import assert_exit_code, assert_one_line, fuzz_settings
+
+FUZZ = fuzz_settings(150)
 VALID = {"name": "demo", "version": "1.2.3", "entrypoint": "demo.plugin:Demo"}
 KEYS = [
     "name", "version", "description", "entrypoint", "types", "requires", "conflicts", "compatibility", "permissions",
@@ -64,19 +55,13 @@ trees = st.recursive(
 )
 
 
-def _assert_one_line(error: Exception) -> None:
-    message = str(error)
-    assert "\n" not in message and "\r" not in message, message
-    assert len(message) <= MESSAGE_LIMIT, message[:200]
-
-
 def _check_load(directory: Path, content: bytes) -> None:
     (directory / MANIFEST_FILE).write_bytes(content)
     try:
         load_manifest(directory)
     except ManifestError as error:
-        assert error.exit_code == ExitCode.INVALID_PLUGIN
-        _assert_one_line(error)
+        assert_exit_code(error.exit_code, {ExitCode.INVALID_PLUGIN})
+        assert_one_line(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +92,7 @@ def test_hostile_bytes(plugin_dir: Path, data: bytes, encoding: str) -> None:
     _check_load(plugin_dir, content)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz_settings(20)
 @given(width=st.integers(2, 12), depth=st.integers(2, 12))
 def test_alias_bombs_of_any_shape_are_refused_quickly(plugin_dir: Path, width: int, depth: int) -> None:
     lines = [
@@ -126,7 +111,7 @@ def test_alias_bombs_of_any_shape_are_refused_quickly(plugin_dir: Path, width: i
         load_manifest(plugin_dir)
         assert width**depth <= MAX_NODES, "a bomb expanding beyond the node budget was accepted"
     except ManifestError as error:
-        _assert_one_line(error)
+        assert_one_line(str(error))
     assert time.monotonic() - started < 2
 
 
@@ -137,95 +122,18 @@ def test_manifest_data_from_the_control_api(data: Any) -> None:
     try:
         parse_manifest({**VALID, "readiness": {"arguments": {"x": data}}} if isinstance(data, list) else data, "p")
     except ManifestError as error:
-        _assert_one_line(error)
+        assert_exit_code(error.exit_code, {ExitCode.INVALID_PLUGIN})
+        assert_one_line(str(error))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz_settings(60)
 @given(policy=st.dictionaries(st.sampled_from(["defaults", "caps", "egress", "x"]), trees, max_size=3))
+@example(policy={"defaults": {"\n\x1b[2J": None}})  # an unknown key was echoed raw: two lines
 def test_hostile_policy_files(tmp_path_factory: pytest.TempPathFactory, policy: dict[str, Any]) -> None:
     home = tmp_path_factory.mktemp("policy-home")
     (home / "policy.yaml").write_bytes(yaml.safe_dump(policy, allow_unicode=True).encode("utf-8", "surrogatepass"))
     try:
         load_policy(home)
     except PolicyDeniedError as error:
-        _assert_one_line(error)
-
-
-# The control API, in process: the real servicer over the fake driver, random requests through the stub.
-@pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.ControlStub]:
-    home = tmp_path_factory.mktemp("control-home")
-    servicer = ControlServicer(Settings(home=home, ready_timeout=2.0, drain_timeout=1.0), FakeDriver(), None)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.ControlStub(channel)
-    server.stop(None)
-
-
-# Protobuf strings are UTF-8: lone surrogates cannot be sent at all, so they are left out.
-wire_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80) | st.sampled_from(
-    ["demo", "/etc/passwd", "../x", "a" * 64, "demo\n", "", "status", "history", "list", "x" * 5000]
-)
-json_text = (
-    st.builds(lambda tree: json.dumps(tree, allow_nan=True), trees)
-    | wire_text
-    | st.sampled_from(
-        ["[" * 100_000, '{"a":' * 50_000, "1" * 5000, json.dumps({**VALID, "limits": {"cpu_percent": True}})]
-    )
-)
-
-
-def _call(stub: pb_grpc.ControlStub, method: str, request: Any) -> None:
-    try:
-        reply = getattr(stub, method)(request, timeout=30)
-        if not isinstance(reply, pb.QueryReply):
-            list(reply)
-    except grpc.RpcError as error:
-        code, details = error.code(), error.details() or ""
-        assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (method, details)
-        assert "server error" not in details, (method, details)  # an internal error wrapped by the servicer
-        assert "\n" not in details and len(details) <= MESSAGE_LIMIT, (method, details[:300])
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    method=st.sampled_from(["Down", "Rollback", "Query", "Logs", "Up", "Invoke"]),
-    name=wire_text,
-    text=json_text,
-    number=st.integers(min_value=-(2**31), max_value=2**31 - 1),
-)
-def test_control_api_requests(control: pb_grpc.ControlStub, method: str, name: str, text: str, number: int) -> None:
-    kind = text if number % 3 == 0 else ("status", "history")[number % 2]
-    requests = {
-        "Down": lambda: pb.DownRequest(name=name, purge=number % 2 == 0),
-        "Rollback": lambda: pb.RollbackRequest(name=name, to=number),
-        "Query": lambda: pb.QueryRequest(kind=kind, name=name),
-        "Logs": lambda: pb.LogsRequest(name=name, tail=number),
-        "Up": lambda: pb.UpRequest(manifest_json=text, image=name, fingerprint=name, source=name),
-        "Invoke": lambda: pb.InvokeRequest(command=name, arguments_json=text),
-    }
-    _call(control, method, requests[method]())
-
-
-@pytest.mark.parametrize("method", ["Down", "Rollback", "Logs", "Query"])
-def test_control_api_refuses_a_path_for_a_name(control: pb_grpc.ControlStub, tmp_path: Path, method: str) -> None:
-    victim = tmp_path / "poetry.lock"
-    victim.write_text("precious\n")
-    name = str(tmp_path / "poetry")
-    request = {
-        "Down": pb.DownRequest(name=name),
-        "Rollback": pb.RollbackRequest(name=name),
-        "Logs": pb.LogsRequest(name=name),
-        "Query": pb.QueryRequest(kind="status", name=name),
-    }[method]
-    with pytest.raises(grpc.RpcError) as caught:
-        reply = getattr(control, method)(request, timeout=30)
-        if not isinstance(reply, pb.QueryReply):
-            list(reply)
-    error: Any = caught.value
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid plugin name" in error.details()
-    assert ("sysops-exit-code", str(int(ExitCode.USAGE))) in tuple(error.trailing_metadata())
-    assert victim.read_text() == "precious\n"
+        assert_exit_code(error.exit_code, {ExitCode.POLICY_DENIED})
+        assert_one_line(str(error))

@@ -8,7 +8,6 @@ and the leftovers of an interrupted roll are removed. Operations on one plugin h
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ from sysops.core import events
 from sysops.core.client import PluginClient
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
+from sysops.core.locks import held_lock
 from sysops.core.manifest import Manifest, load_manifest, parse_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
@@ -127,20 +127,12 @@ class Orchestrator:
 
     @contextmanager
     def plugin_lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
-        """Hold the per-plugin lock; yield False if non-blocking and another process holds it."""
+        """Hold the per-plugin lock (its file exists only while held); yield False if non-blocking and taken."""
         check_plugin_name(name)  # the name becomes a path: never let `../x` or `/srv/x` through
         lock_dir = self.settings.home / "locks"
         ensure_private_dir(lock_dir)
-        with open(lock_dir / f"{name}.lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with held_lock(lock_dir / f"{name}.lock", blocking=blocking) as acquired:
+            yield acquired
 
     # reconciliation
     def reconcile(self) -> None:

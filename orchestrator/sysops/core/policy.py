@@ -93,7 +93,7 @@ def load_policy(home: Path) -> Policy:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise PolicyDeniedError(f"{path}: key '{key}': {error['msg']} (got {shown(error.get('input'))})") from None
+        raise PolicyDeniedError(f"{path}: key {shown(key)}: {error['msg']} (got {shown(error.get('input'))})") from None
     _check_manifest_bounds(policy, path)
     for key, default in policy.defaults.model_dump(exclude_none=True).items():
         cap = getattr(policy.caps, key)

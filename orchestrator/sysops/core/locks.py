@@ -1,0 +1,46 @@
+"""Lock files that exist only while they are held, so that locking any name leaves nothing behind.
+
+`flock` on one file per plugin keeps two sysops processes (or two threads of `sysops serve`) from rolling
+the same plugin at once. A lock file kept after its release stayed for good, one per name ever asked for:
+a `plugin down` of a plugin that does not exist, from the CLI or through the control API, left one more
+file in SYSOPS_HOME. So the holder removes the file before it unlocks, and a waiter that then gets the
+lock of the removed file tries again on the file now at the path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def held_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold the lock of `path` (created if missing); yield False if not `blocking` and another holds it."""
+    while True:
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                if not _still_at(handle, path):
+                    continue  # the holder we waited for removed this file: lock the one there now
+                yield True
+                return
+            finally:
+                if _still_at(handle, path):
+                    path.unlink()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _still_at(handle: IO[str], path: Path) -> bool:
+    """Whether `path` still names the open file `handle`."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
