@@ -1,8 +1,9 @@
 """The real `sysops` CLI fed hostile arguments and plugin directories, against the real engine.
 
 Property: the exit code is in the documented set for the command, stderr has exactly one `error:` line
-and no traceback, and nothing is left behind (no container, image or volume of this installation, no
-file outside its SYSOPS_HOME). Example counts are small: each example is a process start.
+and no traceback, and nothing is left behind: no container, image or volume of this installation, no file
+outside its SYSOPS_HOME, none in it but sysops's bookkeeping, none in the process's temporary directory
+(tests/fuzz_properties.py). Example counts are small: each example is a process start.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from pathlib import Path
 
 import docker
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz_properties import assert_clean_error, assert_exit_code, assert_nothing_left, files_under, fuzz_settings
 from tests.integration.conftest import SYSOPS, Sysops, installation_containers, plugin_code, write_plugin
 
 pytestmark = pytest.mark.integration
 CPU_6400 = "limits: {cpu_percent: 6400}\n"
-CLI_FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+CLI_FUZZ = fuzz_settings(12)
 # argv cannot hold NUL; any other byte reaches sysops (undecodable ones as surrogates).
 argv_words = st.binary(min_size=0, max_size=80).map(lambda raw: os.fsdecode(raw.replace(b"\0", b""))) | st.sampled_from(
     ["/srv/app/poetry", "../../x", "Demo", "demo\n", "a" * 64, "x" * 5000, "\udcff", "-", "."]
@@ -41,18 +43,22 @@ manifests = st.sampled_from(
 
 
 def _run(sysops: Sysops, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with its own temporary directory (`cwd/tmp`), which must stay empty."""
+    (cwd / "tmp").mkdir(exist_ok=True)
     return subprocess.run(
-        [SYSOPS, *args], env=sysops.env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        [SYSOPS, *args],
+        env={**sysops.env, "TMPDIR": str(cwd / "tmp")},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def _assert_clean(result: subprocess.CompletedProcess[str], codes: set[int]) -> None:
-    stderr = result.stderr
-    assert result.returncode in codes, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr
-    assert len(errors[0]) < 1000, errors[0][:200]
+    assert_exit_code(result.returncode, codes)
+    assert_clean_error(result.stderr, only_line=False)  # `plugin up` prints progress lines first
 
 
 def _left_behind(engine: docker.DockerClient, sysops: Sysops) -> list[str]:
@@ -68,7 +74,7 @@ def _left_behind(engine: docker.DockerClient, sysops: Sysops) -> list[str]:
 def workdir(sysops: Sysops) -> Path:
     """The directory commands run in (cwd), next to SYSOPS_HOME; nothing may appear in it."""
     path = sysops.home.parent / "cwd"
-    path.mkdir(exist_ok=True)
+    (path / "tmp").mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -82,10 +88,11 @@ def test_plugin_name_arguments(
     sysops: Sysops, engine: docker.DockerClient, workdir: Path, command: str, name: str
 ) -> None:
     root = sysops.home.parent
-    before = _files(root, sysops.home)
+    before, in_home = _files(root, sysops.home), files_under(sysops.home)
     result = _run(sysops, "plugin", command, "--", name, cwd=workdir)
     _assert_clean(result, {2, 8})
     assert _files(root, sysops.home) == before
+    assert_nothing_left(sysops.home, in_home, workdir / "tmp")  # no lock file of a plugin that does not exist
     assert _left_behind(engine, sysops) == []
 
 
@@ -97,16 +104,20 @@ def test_plugin_up_of_hostile_directories(
     plugin = workdir / "plugin"
     plugin.mkdir(exist_ok=True)
     (plugin / "plugin.yaml").write_bytes(content)
+    before = files_under(sysops.home)
     result = _run(sysops, "plugin", "up", str(plugin), cwd=workdir)
     _assert_clean(result, {4})
+    assert_nothing_left(sysops.home, before, workdir / "tmp")
     assert _left_behind(engine, sysops) == []
 
 
 @CLI_FUZZ
 @given(path=argv_words)
 def test_plugin_up_of_hostile_paths(sysops: Sysops, engine: docker.DockerClient, workdir: Path, path: str) -> None:
+    before = files_under(sysops.home)
     result = _run(sysops, "plugin", "up", "--", path, cwd=workdir)
     _assert_clean(result, {4})
+    assert_nothing_left(sysops.home, before, workdir / "tmp")
     assert _left_behind(engine, sysops) == []
 
 
