@@ -1,12 +1,12 @@
 """Property-based fuzzing of the control API (`sysops serve`): every RPC with random fields, in process.
 
 The real ControlServicer behind a real gRPC server, over the fake driver with one plugin rolled so that
-`Invoke` reaches a plugin. Property, for every RPC: the call succeeds, or fails with a status whose
-`sysops-exit-code` trailer is in the documented set and whose message is one line (never UNKNOWN,
-INTERNAL or a wrapped internal error); a result that `Invoke` streams carries a documented exit code and
-a one-line error; and nothing is left behind: no new file under the server's SYSOPS_HOME but sysops's
-bookkeeping (tests/fuzz_properties.py), nothing in the temporary directory, no instance or image more in
-the driver.
+`Invoke` reaches a plugin (`Events` is not followed: a follow never ends). Property, for every RPC: the
+call succeeds, or fails with a status whose `sysops-exit-code` trailer is in the documented set and whose
+message is one line (never UNKNOWN, INTERNAL or a wrapped internal error); a result that `Invoke`
+streams carries a documented exit code and a one-line error; and nothing is left behind: no new file
+under the server's SYSOPS_HOME but sysops's bookkeeping (tests/fuzz_properties.py), nothing in the
+temporary directory, no instance or image more in the driver.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _call(stub: pb_grpc.ControlStub, method: str, request: Any) -> int:
 
 @fuzz_settings(100)
 @given(
-    method=st.sampled_from(["Down", "Rollback", "Query", "Logs", "Up", "Invoke", "Routes"]),
+    method=st.sampled_from(["Down", "Rollback", "Query", "Logs", "Up", "Invoke", "Routes", "Events"]),
     name=wire_text,
     text=json_text,
     command=commands,
@@ -154,6 +154,7 @@ def test_control_api_requests(
         "Up": lambda: pb.UpRequest(manifest_json=text, image=name, fingerprint=name, source=name),
         "Invoke": lambda: pb.InvokeRequest(command=command, arguments_json=arguments, output_format=name[:10]),
         "Routes": lambda: pb.RoutesRequest(),
+        "Events": lambda: pb.EventsRequest(plugin=name if number % 3 else "", after_id=number),  # a follow never ends
     }
     files, instances, images = files_under(served.home), set(served.driver.instances), set(served.driver.images)
     event(f"{method}: exit {_call(served.stub, method, requests[method]())}")
