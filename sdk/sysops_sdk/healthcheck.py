@@ -1,6 +1,7 @@
-"""`python -m sysops_sdk.healthcheck [ADDRESS]`: exit 0 when the plugin answers SERVING, else 1.
+"""`python -m sysops_sdk.healthcheck [ADDRESS [TIMEOUT]]`: exit 0 when the plugin answers SERVING within
+TIMEOUT seconds (default 1), else 1.
 
-For platforms without native gRPC probes (Kubernetes before 1.24): an exec readiness probe.
+For platforms without native gRPC probes (Kubernetes before 1.24): the exec readiness and liveness probes.
 """
 
 from __future__ import annotations
@@ -24,4 +25,5 @@ def check(address: str, timeout: float = 1.0) -> bool:
 
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SYSOPS_LISTEN", "127.0.0.1:50051")
-    sys.exit(0 if check(target.replace("0.0.0.0", "127.0.0.1")) else 1)
+    deadline = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    sys.exit(0 if check(target.replace("0.0.0.0", "127.0.0.1"), deadline) else 1)

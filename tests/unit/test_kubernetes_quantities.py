@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sysops.runtime.base import ResourceLimits
+from sysops.runtime.base import LivenessCheck, ResourceLimits
 from sysops.runtime.kubernetes_driver import KubernetesDriver, quantities_equal
 
 # What a v1.20 API server stores for the quantities the driver asks for (canonical form).
@@ -65,7 +65,9 @@ def test_the_data_size_is_read_back_too() -> None:
 def test_ephemeral_storage_leaves_room_for_a_full_data_volume() -> None:
     """The /data emptyDir counts against the pod's ephemeral storage: a 64Mi limit evicted a plugin at 64 MiB."""
     driver = KubernetesDriver(namespace="unit")
-    spec = SimpleNamespace(name="p", image="i", uid=0x10000001, limits=_limits(100, 128, data_mb=1024))
+    spec = SimpleNamespace(
+        name="p", image="i", uid=0x10000001, limits=_limits(100, 128, data_mb=1024), liveness=LivenessCheck()
+    )
     pod = driver._pod_body(spec, {}, {}, {}, {})  # type: ignore[arg-type]
     (container,) = pod["spec"]["containers"]
     assert container["resources"]["limits"]["ephemeral-storage"] == "1088Mi"

@@ -84,6 +84,14 @@ class LogLimits(_Strict):
     files: Annotated[int, Field(ge=1, le=20, description="Log files kept (the oldest is dropped)")] = 3
 
 
+class Liveness(_Strict):
+    """How a supervising host (`sysops serve`) probes each instance, and when it restarts a wedged one."""
+
+    interval_s: Annotated[float, Field(ge=0.5, le=3600, description="Seconds between health probes")] = 10
+    timeout_s: Annotated[float, Field(gt=0, le=60, description="Seconds a probe waits for SERVING")] = 2
+    failures: Annotated[int, Field(ge=1, le=100, description="Failed probes in a row before a restart")] = 3
+
+
 class EgressRule(_Strict):
     """One destination a plugin may reach: a host name, an IP or a CIDR, and optional ports."""
 
@@ -161,6 +169,7 @@ class Manifest(_Strict):
     logs: LogLimits = Field(default_factory=LogLimits)
     network: Literal["none"] | list[EgressRule] = Field(default="none", description="'none' or an allow-list")
     readiness: Readiness = Field(default_factory=Readiness)
+    liveness: Liveness = Field(default_factory=Liveness)
     replicas: Annotated[int, Field(ge=1, le=16, description="Instances serving at once; calls are spread")] = 1
 
     @field_validator("name")

@@ -38,6 +38,7 @@ from sysops.runtime.base import (
     EgressAllowance,
     InstanceSpec,
     InstanceStatus,
+    LivenessCheck,
     ResourceLimits,
     RuntimeDriver,
     plugin_uid,
@@ -324,6 +325,7 @@ class Rollout:
             token=secrets.token_urlsafe(24),
             uid=plugin_uid(self.settings.installation_id, manifest.name),
             data_dir=self.settings.home.resolve() / "data" / manifest.name,
+            liveness=LivenessCheck(**manifest.liveness.model_dump(), start_s=manifest.readiness.timeout_seconds),
         )
         self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:

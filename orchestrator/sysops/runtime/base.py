@@ -57,6 +57,18 @@ class ResourceLimits:
 
 
 @dataclass(frozen=True)
+class LivenessCheck:
+    """How often an instance's health is probed, how long a probe waits, and how many failures in a row
+    mean it is wedged (the manifest's `liveness:`; Kubernetes turns it into the pod's livenessProbe)."""
+
+    interval_s: float = 10.0
+    timeout_s: float = 2.0
+    failures: int = 3
+    #: Seconds a starting instance gets before failed probes count (the manifest's readiness timeout).
+    start_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class EgressAllowance:
     """One destination an instance may connect to: an IP, CIDR or host name, and ports (empty = any)."""
 
@@ -93,6 +105,8 @@ class InstanceSpec:
     uid: int = PLUGIN_UID
     #: Private host directory of the plugin's data (Docker: its filesystem image and mountpoint).
     data_dir: Path | None = None
+    #: When the runtime restarts a wedged instance by itself (Kubernetes); `sysops serve` supervises Docker.
+    liveness: LivenessCheck = LivenessCheck()
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,10 @@ class RuntimeDriver(Protocol):
 
     def stop(self, handle: str, timeout: float) -> None:
         """Ask an instance to stop (SIGTERM), killing it after `timeout` seconds."""
+
+    def restart(self, handle: str, timeout: float) -> None:
+        """Stop an instance (SIGTERM, SIGKILL after `timeout` s) and start it again as the same instance: same
+        id, socket, token and data, so routing keeps working (the supervisor restarts a wedged one)."""
 
     def remove(self, handle: str) -> None:
         """Remove a stopped or running instance."""

@@ -659,6 +659,17 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot stop container {handle[:12]}: {_short(exc)}") from exc
 
+    def restart(self, handle: str, timeout: float) -> None:
+        """Restart the container in place (same id, socket, token, data). The engine zeroes its crash count on
+        a restart, so the retry cap goes back to MAX_RESTARTS: the count and the cap stay one budget."""
+        try:
+            self.client.api.restart(handle, timeout=max(1, round(timeout)))
+            self.client.api.update_container(
+                handle, restart_policy={"Name": "on-failure", "MaximumRetryCount": MAX_RESTARTS}
+            )
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot restart container {handle[:12]}: {_short(exc)}") from exc
+
     def remove(self, handle: str) -> None:
         """Force-remove a plugin container and its network holder, if it has one."""
         try:

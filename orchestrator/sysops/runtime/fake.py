@@ -47,6 +47,8 @@ class FakeDriver:
         self._ids = itertools.count(1)
         self.fail_builds = False
         self.limit_mismatches: list[str] = []
+        #: Handles of instances `restart` restarted, in order.
+        self.restarted: list[str] = []
 
     def add_image(self, image_id: str, plugin_class: type[Plugin]) -> None:
         """Register a plugin class under an image id."""
@@ -131,6 +133,18 @@ class FakeDriver:
             instance.server._stopped.wait(timeout + 1)
         if instance is not None:
             instance.status = replace(instance.status, running=False, exit_code=0)
+
+    def restart(self, handle: str, timeout: float) -> None:
+        """Stop the instance and serve a fresh plugin object on the same socket with the same token."""
+        instance = self.instances[handle]
+        spec = next(spec for spec in self.started_specs if spec.name == instance.status.name)
+        self.stop(handle, timeout)
+        self.restarted.append(handle)
+        plugin = self.images[spec.image]()
+        plugin.initialize()
+        instance.server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock", spec.token)
+        instance.server.start()
+        instance.status = replace(instance.status, running=True, exit_code=None)
 
     def crash(self, handle: str, exit_code: int = 1, oom_killed: bool = False) -> None:
         """Simulate a crash of a running instance."""

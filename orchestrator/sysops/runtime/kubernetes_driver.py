@@ -11,6 +11,7 @@ kubernetes client; API errors are translated here into sysops errors.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import time
@@ -32,6 +33,7 @@ from sysops.runtime.base import (
     BuiltImage,
     InstanceSpec,
     InstanceStatus,
+    LivenessCheck,
     ProgressCallback,
     ResourceLimits,
     ResourceReport,
@@ -45,6 +47,8 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_IP_TIMEOUT = 60.0
 #: Ephemeral storage of a plugin pod besides its /data: container logs and the writable layer.
 EPHEMERAL_STORAGE_BASE_BYTES = 64 << 20
+#: Seconds the kubelet allows an exec probe beyond its gRPC deadline (the interpreter starting).
+EXEC_STARTUP_SECONDS = 2
 
 
 def _short(exc: ApiException) -> str:
@@ -87,6 +91,28 @@ def memory_quantity(memory_bytes: int) -> str:
 def data_bytes(limits: ResourceLimits) -> int:
     """Size of the plugin's /data emptyDir: the manifest's `data_mb` (rollouts always set it; 256 MiB otherwise)."""
     return limits.data_bytes or 256 << 20
+
+
+def liveness_probe(liveness: LivenessCheck) -> dict[str, Any]:
+    """The pod's livenessProbe from the manifest's `liveness:`: the kubelet restarts the container after
+    `failures` probes in a row found no SERVING answer within `timeout_s` (the same rule `sysops serve`
+    applies to Docker instances). The exec probe starts an interpreter, so the kubelet allows it
+    EXEC_STARTUP_SECONDS on top of the gRPC deadline; the first probe waits out the readiness timeout."""
+    return {
+        "exec": {
+            "command": [
+                "/opt/sysops/bin/python",
+                "-m",
+                "sysops_sdk.healthcheck",
+                f"127.0.0.1:{PLUGIN_PORT}",
+                f"{liveness.timeout_s:g}",
+            ]
+        },
+        "periodSeconds": max(1, math.ceil(liveness.interval_s)),
+        "timeoutSeconds": math.ceil(liveness.timeout_s) + EXEC_STARTUP_SECONDS,
+        "failureThreshold": liveness.failures,
+        "initialDelaySeconds": math.ceil(liveness.start_s),
+    }
 
 
 def quantities_equal(asked: str | None, applied: str | None) -> bool:
@@ -291,6 +317,7 @@ class KubernetesDriver:
                             "periodSeconds": 2,
                             "timeoutSeconds": 2,
                         },
+                        "livenessProbe": liveness_probe(spec.liveness),
                         "volumeMounts": [
                             {"name": "tmp", "mountPath": "/tmp"},
                             {"name": "data", "mountPath": "/data"},
@@ -440,6 +467,10 @@ class KubernetesDriver:
     def stop(self, handle: str, timeout: float) -> None:
         """Delete the pod with a grace period (SIGTERM, then SIGKILL)."""
         self._delete_pod(handle, max(1, round(timeout)))
+
+    def restart(self, handle: str, timeout: float) -> None:
+        """Refused: a pod's liveness is the kubelet's (its livenessProbe restarts the container in place)."""
+        raise RuntimeOperationError(f"pod {handle} is restarted by the kubelet's livenessProbe, not by sysops")
 
     def remove(self, handle: str) -> None:
         """Delete the pod at once, and its NetworkPolicy."""

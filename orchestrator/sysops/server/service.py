@@ -4,7 +4,8 @@ Each call runs the same Orchestrator operations the local CLI runs, with the con
 (Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
 status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
 A background loop reconciles every few seconds, so crashed or deleted instances are noticed without a
-client asking; a failing pass is logged and the next one runs.
+client asking; a failing pass is logged and the next one runs. Beside it the supervisor (core/supervisor.py)
+probes every instance and restarts a wedged one (Docker; on Kubernetes the kubelet does).
 
 A followed log stream (`plugin logs -f`) holds a worker thread for as long as its client listens, so
 followers are capped below the worker pool (the rest stay free for every other call), and a follower
@@ -34,6 +35,7 @@ from sysops.core.manifest import parse_manifest
 from sysops.core.names import check_plugin_name, shown
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.router import check_arguments
+from sysops.core.supervisor import Supervisor
 from sysops.errors import (
     EngineUnavailableError,
     ExitCode,
@@ -469,4 +471,7 @@ def serve(
     threading.Thread(
         target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
     ).start()
+    if driver.name != "kubernetes":  # there the kubelet's livenessProbe restarts a wedged pod
+        supervisor = Supervisor(settings, driver)
+        threading.Thread(target=supervisor.run, args=(stop,), name="sysops-supervisor", daemon=True).start()
     return ControlServer(server, port, stop)

@@ -1,0 +1,264 @@
+"""Supervision: probe every serving instance's health and restart one that stopped answering.
+
+The engine's restart policy restarts an instance that crashes; nothing restarted one that runs but no
+longer answers (a command that wedged its own server). `decide` is the rule, free of I/O: probe results in,
+`Action`s out. After `liveness.failures` failed probes in a row the instance is restarted in place (same
+id, socket and token, so routes keep working), the restarts spaced by an exponential backoff (1 s doubling
+to a cap); a restarted instance gets the readiness timeout to start before failures count again; a run of
+`stability_window()` healthy seconds makes the budget whole; once MAX_RESTARTS restarts did not help, it
+gives up: the instance is taken out of routing and removed, and the plugin is Failed with the reason (as
+when reconciliation finds its container gone); `sysops plugin up` starts it again.
+
+`Supervisor` is the loop that applies it to every plugin of an installation; `sysops serve` runs it in a
+thread beside reconciliation (the resident host will run the same class). It acts only while it can take
+the plugin's lock without waiting, so a roll or `plugin down` in progress is never disturbed. On Kubernetes
+the kubelet supervises instead (the manifest's `liveness:` becomes the pod's livenessProbe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sysops.core import events
+from sysops.core.client import PluginClient
+from sysops.core.events import EventKind
+from sysops.core.manifest import Liveness, Manifest, parse_manifest
+from sysops.core.orchestrator import Orchestrator
+from sysops.core.rollout import limits_for
+from sysops.errors import SysopsError
+from sysops.runtime.base import RuntimeDriver
+from sysops.runtime.faults import MAX_RESTARTS, stability_window
+from sysops.settings import Settings
+from sysops.store import InstanceRecord
+
+LOG = logging.getLogger("sysops.supervisor")
+#: How often the loop looks for instances due a probe (each has its own `liveness.interval_s`).
+TICK_SECONDS = 0.25
+#: Seconds a restarted or given-up instance gets to stop on SIGTERM before it is killed.
+STOP_SECONDS = 1.0
+#: Probes run at once (a wedged instance holds its probe for `timeout_s`; the others are not held up).
+PROBE_WORKERS = 8
+SERVING = "SERVING"
+
+
+class Action(StrEnum):
+    """What the supervisor does about an instance after a probe."""
+
+    KEEP = "keep"
+    RESTART = "restart"
+    GIVE_UP = "give-up"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds between supervisor restarts of one instance: `first_s` doubling up to `cap_s`."""
+
+    first_s: float = 1.0
+    cap_s: float = 60.0
+
+    def delay(self, restarts: int) -> float:
+        """The least time after restart number `restarts` (1, 2, ...) before the next one."""
+        return min(self.cap_s, self.first_s * 2.0 ** max(0, restarts - 1))
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the supervisor remembers about one instance between probes (monotonic seconds)."""
+
+    failures: int = 0
+    restarts: int = 0
+    reason: str = ""
+    #: Failed probes before this time do not count: the instance is starting (ended by a healthy probe).
+    starting_until: float = 0.0
+    #: No restart before this time (the backoff after the previous one).
+    not_before: float = 0.0
+    healthy_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The supervision parameters of one plugin."""
+
+    liveness: Liveness
+    start_s: float = 30.0
+    budget: int = MAX_RESTARTS
+    stable_s: float = 600.0
+    backoff: Backoff = Backoff()
+
+
+def decide(watch: Watch, answer: str, now: float, rules: Rules) -> tuple[Watch, Action]:
+    """The watch after a probe that got `answer` ("SERVING", or why not) at `now`, and what to do."""
+    if answer == SERVING:
+        since = watch.healthy_since if watch.healthy_since is not None else now
+        whole = watch.restarts and now - since >= rules.stable_s
+        healthy = Watch(restarts=0 if whole else watch.restarts, not_before=watch.not_before, healthy_since=since)
+        return healthy, Action.KEEP
+    if now < watch.starting_until:
+        return dataclasses.replace(watch, healthy_since=None), Action.KEEP
+    failing = dataclasses.replace(watch, failures=watch.failures + 1, reason=answer, healthy_since=None)
+    if failing.failures < rules.liveness.failures or now < watch.not_before:
+        return failing, Action.KEEP
+    if watch.restarts >= rules.budget:
+        return failing, Action.GIVE_UP
+    restarts = watch.restarts + 1
+    restarted = Watch(
+        restarts=restarts,
+        reason=answer,
+        starting_until=now + rules.start_s,
+        not_before=now + rules.backoff.delay(restarts),
+    )
+    return restarted, Action.RESTART
+
+
+def probe(instance: InstanceRecord, timeout: float) -> str:
+    """The instance's answer to a health check within `timeout` seconds ("SERVING", or why not)."""
+    with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
+        return SERVING if client.healthy(timeout) else f"no SERVING answer within {timeout:g}s"
+
+
+@dataclass
+class _Due:
+    plugin: str
+    manifest: Manifest
+    instance: InstanceRecord
+
+
+class Supervisor:
+    """Probes the serving instances of one installation and restarts the wedged ones (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        driver: RuntimeDriver,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        prober: Callable[[InstanceRecord, float], str] = probe,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.clock = clock
+        self.prober = prober
+        self.backoff = backoff
+        self.watches: dict[str, Watch] = {}
+        self._next_probe: dict[str, float] = {}
+
+    def run(self, stop: threading.Event, tick: float = TICK_SECONDS) -> None:
+        """Supervise until `stop`; a failing pass is logged once (until one works again) and the next runs."""
+        orchestrator = Orchestrator(self.settings, self.driver)
+        failing = False
+        try:
+            with futures.ThreadPoolExecutor(PROBE_WORKERS, thread_name_prefix="sysops-probe") as pool:
+                while not stop.wait(tick):
+                    try:
+                        self.supervise(orchestrator, pool)
+                    except Exception as exc:  # a broken pass must not end supervision
+                        if not failing:
+                            LOG.exception("supervision failed (retrying every %gs): %s", tick, exc)
+                        failing = True
+                        continue
+                    if failing:
+                        LOG.warning("supervision works again")
+                    failing = False
+        finally:
+            orchestrator.close()
+
+    def supervise(self, orchestrator: Orchestrator, pool: futures.Executor) -> None:
+        """One pass: probe every instance whose interval is up, and act on the answers."""
+        now = self.clock()
+        due: list[_Due] = []
+        serving: set[str] = set()
+        for plugin in orchestrator.store.plugins():
+            try:
+                manifest = parse_manifest(plugin.manifest, f"stored manifest of {plugin.name}")
+            except SysopsError:
+                continue
+            for instance in orchestrator.store.active_instances(plugin.name):
+                serving.add(instance.id)
+                if self._next_probe.get(instance.id, 0.0) <= now:
+                    due.append(_Due(plugin.name, manifest, instance))
+        for gone in set(self.watches) - serving:
+            del self.watches[gone]
+        for gone in set(self._next_probe) - serving:
+            del self._next_probe[gone]
+        answers = pool.map(lambda item: self.prober(item.instance, item.manifest.liveness.timeout_s), due)
+        for item, answer in zip(due, answers, strict=True):
+            self._next_probe[item.instance.id] = self.clock() + item.manifest.liveness.interval_s
+            self._judge(orchestrator, item, answer)
+
+    def _judge(self, orchestrator: Orchestrator, item: _Due, answer: str) -> None:
+        instance = item.instance
+        if answer != SERVING:
+            status = self.driver.inspect(instance.handle)
+            if status is None or not status.running:  # crashed or stopped: the engine's and reconcile's case
+                self.watches.pop(instance.id, None)
+                return
+        rules = Rules(
+            item.manifest.liveness,
+            start_s=item.manifest.readiness.timeout_seconds,
+            stable_s=stability_window(),
+            backoff=self.backoff,
+        )
+        watch = self.watches.get(instance.id, Watch())
+        after, action = decide(watch, answer, self.clock(), rules)
+        if action is Action.KEEP:
+            self.watches[instance.id] = after
+            return
+        with orchestrator.plugin_lock(item.plugin, blocking=False) as acquired:
+            current = orchestrator.store.instance(instance.id)
+            if not acquired or current is None or not current.active:
+                return  # a roll or `plugin down` is under way: it decides; probe again next interval
+            self._act(orchestrator, item, watch, after, action, rules)
+        self.watches[instance.id] = after
+
+    def _act(
+        self, orchestrator: Orchestrator, item: _Due, before: Watch, after: Watch, action: Action, rules: Rules
+    ) -> None:
+        instance, store = item.instance, orchestrator.store
+        failed = before.failures + 1
+        why = f"health check failed {failed} time{'s' * (failed != 1)} in a row ({after.reason})"
+        why += self._observed(item)
+        if action is Action.RESTART:
+            events.record(
+                store, item.plugin, EventKind.UNRESPONSIVE, f"{why}; restart {after.restarts} of {rules.budget}"
+            )
+            LOG.warning("%s is unresponsive: %s; restarting it", item.plugin, why)
+            self.driver.restart(instance.handle, STOP_SECONDS)
+            message = (
+                f"instance {instance.id} restarted by the supervisor (restart {after.restarts} of {rules.budget}; "
+                f"no next one within {rules.backoff.delay(after.restarts):g}s)"
+            )
+            events.record(store, item.plugin, EventKind.RESTARTED, message)
+            return
+        events.record(store, item.plugin, EventKind.UNRESPONSIVE, why)
+        reason = f"Failed after {before.restarts} restarts: unresponsive: {why}"
+        LOG.warning("%s: %s; removing the instance", item.plugin, reason)
+        store.switch(item.plugin, add=[], remove=[instance])
+        orchestrator.rollout.discard(instance)
+        if not store.active_instances(item.plugin):
+            store.deactivate(item.plugin)
+        store.set_last_error(item.plugin, reason)
+        events.record(store, item.plugin, EventKind.FAILED, f"{reason} (instance {instance.id})")
+
+    def _observed(self, item: _Due) -> str:
+        """What the runtime counted that may explain a wedge: "; pids limit hit 61 times; 1 OOM kill"."""
+        try:
+            usage: Mapping[str, object] = self.driver.resources(item.instance.handle, limits_for(item.manifest)).usage
+        except Exception:  # the explanation is a bonus; the restart must not wait on it
+            return ""
+        text = ""
+        for key, what in (("pids_limit_hits", "pids limit hit"), ("memory_limit_hits", "memory limit hit")):
+            count = usage.get(key)
+            if isinstance(count, int) and count:
+                text += f"; {what} {count} time{'s' * (count != 1)}"
+        kills = usage.get("oom_kills")
+        if isinstance(kills, int) and kills:
+            text += f"; {kills} process{'es' * (kills != 1)} OOM-killed"
+        return text
