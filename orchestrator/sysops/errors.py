@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     CONFLICT = 7  # a command name or plugin conflict
     NOT_FOUND = 8  # no such plugin or revision
     POLICY_DENIED = 9  # limits or permissions refused by the operator's policy
+    DEADLINE_EXCEEDED = 10  # a routed command did not finish within its deadline (cancelled in the plugin)
     INTERRUPTED = 130
 
 
@@ -115,6 +116,18 @@ class PolicyDeniedError(SysopsError):
     """The operator's policy refuses what a plugin asks for (limits above a cap, an egress allow-list)."""
 
     exit_code = ExitCode.POLICY_DENIED
+
+
+class DeadlineExceededError(SysopsError):
+    """A routed command did not finish within its deadline; the call was cancelled in the plugin."""
+
+    exit_code = ExitCode.DEADLINE_EXCEEDED
+
+
+class CallInterruptedError(SysopsError):
+    """The user interrupted a routed command (Ctrl-C); the call was cancelled in the plugin."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class CommandFailedError(SysopsError):

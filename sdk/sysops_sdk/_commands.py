@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ _MISSING: Any = object()
 _registry: list[Callable[..., Any]] = []
 
 SUPPORTED_TYPES = ("str", "int", "float", "bool", "choice")
+#: Largest deadline a command may declare (`@plugin_command(timeout=...)`), in seconds: one day.
+MAX_TIMEOUT_SECONDS = 86_400.0
 
 
 class CommandDefinitionError(ValueError):
@@ -67,6 +70,8 @@ class CommandDefinition:
     function: Callable[..., Any]
     permissions: list[str] = field(default_factory=list)
     enum_types: dict[str, type[enum.Enum]] = field(default_factory=dict)
+    #: The deadline the author declared, in seconds (None: the orchestrator's default applies).
+    timeout: float | None = None
 
     def convert(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Turn choice strings back into the Enum members the function's annotations ask for."""
@@ -77,21 +82,40 @@ class CommandDefinition:
         return converted
 
 
-def plugin_command(name: str, *, help: str | None = None) -> Callable[[F], F]:
-    """Register a function or plugin method as the CLI command `name` ("db migrate" makes a group)."""
+def plugin_command(name: str, *, help: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+    """Register a function or plugin method as the CLI command `name` ("db migrate" makes a group).
+
+    `timeout` is the command's deadline in seconds (the orchestrator's default, 60 s, applies without
+    it); a call still running then is cancelled (see `sysops_sdk.cancelled`).
+    """
     words = name.split()
     if not words or any(not _is_command_word(word) for word in words):
         raise CommandDefinitionError(
             f"invalid command name {name!r}: use lowercase words of letters, digits and '-', like 'db migrate'"
         )
+    _check_timeout(name, timeout)
 
     def decorate(function: F) -> F:
-        setattr(function, _COMMAND_ATTR, {"name": " ".join(words), "help": help})
+        setattr(function, _COMMAND_ATTR, {"name": " ".join(words), "help": help, "timeout": timeout})
         if "." not in function.__qualname__ or "<locals>" in function.__qualname__:
             _registry.append(function)
         return function
 
     return decorate
+
+
+def _check_timeout(name: str, timeout: object) -> None:
+    if timeout is None:
+        return
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_SECONDS)
+    ):
+        raise CommandDefinitionError(
+            f"command {name!r}: timeout={timeout!r} must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT_SECONDS:g}"
+        )
 
 
 def argument(
@@ -229,6 +253,7 @@ def command_definition(function: Callable[..., Any]) -> CommandDefinition:
         function=function,
         permissions=list(getattr(function, _PERMISSIONS_ATTR, [])),
         enum_types=enum_types,
+        timeout=float(marker["timeout"]) if marker.get("timeout") is not None else None,
     )
 
 

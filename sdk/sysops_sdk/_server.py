@@ -4,7 +4,8 @@ Start-up order is what readiness means: import the entrypoint, create the plugin
 and only then report SERVING on the standard health service. A failure before that exits with a
 distinct code and one clear line on stderr, which the orchestrator shows as the reason the plugin failed.
 Shutdown (the RPC or SIGTERM) stops new invocations, lets in-flight ones finish within a grace period,
-runs `cleanup()` and exits.
+runs `cleanup()` and exits. A call its caller abandons (deadline, Ctrl-C) is cancelled in its handler
+(`_cancel.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from sysops_sdk._cancel import Cancellation, CommandCancelled, install_interruptible_sleep, start_reaper
 from sysops_sdk._chunks import (
     MAX_REPLY_BYTES,
     output_events,
@@ -179,6 +181,7 @@ def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
         name=command.name,
         help=command.help,
         permissions=command.permissions,
+        timeout_seconds=command.timeout or 0.0,
         params=[
             pb.ParamSpec(
                 name=param.name,
@@ -240,22 +243,44 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
         if not self.runtime.enter():
             context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
         try:
-            for item in self.runtime.run(request.command, arguments):
-                if isinstance(item, str):
-                    for line in item.splitlines() or [""]:
-                        yield from output_events(line, chunked)
-                else:
-                    yield from result_events(
-                        chunked,
-                        kind=item.kind,
-                        text=item.text,
-                        data_json=item.data_json,
-                        exit_code=item.exit_code,
-                        error=item.error,
-                        error_type=item.error_type,
-                    )
+            with Cancellation(request.command) as call:
+                # Runs when the call ends (a no-op once `call` finished). A call that waited for a worker
+                # may have ended already: then it is cancelled before the handler starts.
+                if not context.add_callback(call.cancel):
+                    call.cancel()
+                try:
+                    yield from self._events(request.command, arguments, chunked, call)
+                except CommandCancelled:
+                    log.info("command %r stopped after its caller abandoned it", request.command)
         finally:
             self.runtime.leave()
+
+    def _events(
+        self, command: str, arguments: dict[str, Any], chunked: bool, call: Cancellation
+    ) -> Iterator[pb.InvokeEvent]:
+        """The events of one command; the handler runs (and may be interrupted) only inside `next`."""
+        items = self.runtime.run(command, arguments)
+        while True:
+            call.enter_handler()
+            try:
+                item = next(items, None)
+            finally:
+                call.leave_handler()
+            if item is None:
+                return
+            if isinstance(item, str):
+                for line in item.splitlines() or [""]:
+                    yield from output_events(line, chunked)
+            else:
+                yield from result_events(
+                    chunked,
+                    kind=item.kind,
+                    text=item.text,
+                    data_json=item.data_json,
+                    exit_code=item.exit_code,
+                    error=item.error,
+                    error_type=item.error_type,
+                )
 
     def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:
         """Quiesce, then return the plugin's state for the next version.
@@ -384,6 +409,7 @@ def _fail(code: int, message: str) -> int:
 
 def serve(entrypoint: str, listen: str, token: str = "") -> int:
     """Run a plugin until it is shut down; return the process exit code."""
+    install_interruptible_sleep()  # before the plugin's `from time import sleep` binds the original
     try:
         plugin_class = load_plugin_class(entrypoint)
         plugin = plugin_class()
@@ -398,6 +424,7 @@ def serve(entrypoint: str, listen: str, token: str = "") -> int:
         return _fail(EXIT_INITIALIZE, f"initialize() of plugin {plugin.name!r} failed: {type(exc).__name__}: {exc}")
     server = PluginServer(runtime, listen, token)
     try:
+        start_reaper()
         server.start()
     except Exception as exc:
         return _fail(EXIT_SERVE, f"cannot serve on {listen}: {exc}")

@@ -135,7 +135,9 @@ def _route(*endpoints: str) -> Route:
 def test_a_call_refused_before_it_started_is_re_sent_to_the_successor(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
-    def once(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> Iterator[str | InvocationResult]:
+    def once(
+        route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object
+    ) -> Iterator[str | InvocationResult]:
         calls.append(endpoint)
         if endpoint == "old":
             raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
@@ -147,7 +149,7 @@ def test_a_call_refused_before_it_started_is_re_sent_to_the_successor(monkeypatc
 
 
 def test_re_sends_run_out_as_a_clear_unavailable_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> Iterator[str]:
+    def refused(route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object) -> Iterator[str]:
         raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
         yield ""
 
@@ -189,6 +191,9 @@ class _Context:
     def abort(self, status: Any, message: str) -> None:
         self.status = status
         raise _AbortedError(message)
+
+    def add_callback(self, callback: Any) -> bool:
+        return True
 
 
 @pytest.mark.parametrize("arguments_json", ["{not json", "[1, 2]", '{"text": "\\udcff"}'])

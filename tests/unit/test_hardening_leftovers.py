@@ -28,7 +28,7 @@ def test_a_call_refused_during_a_failed_hand_over_runs_on_the_re_opened_instance
     calls: list[str] = []
 
     def old_instance(
-        route: Route, endpoint: str, arguments: dict[str, Any], output: str
+        route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object
     ) -> Iterator[str | InvocationResult]:
         calls.append(endpoint)
         if time.monotonic() < reopened_at:
@@ -46,7 +46,7 @@ def test_a_call_refused_during_a_failed_hand_over_runs_on_the_re_opened_instance
 
 
 def test_a_call_whose_only_instance_is_gone_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    def gone(route: Route, endpoint: str, arguments: dict[str, Any], output: str) -> Iterator[str]:
+    def gone(route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object) -> Iterator[str]:
         refused = PluginUnavailableError("plugin 'hello' did not answer (failed to connect to all addresses)")
         raise router._NotStarted(refused)
         yield ""

@@ -19,7 +19,7 @@ from sysops.cli.output import emit, write_result
 from sysops.core import router
 from sysops.core.client import InvocationResult
 from sysops.core.router import check_arguments
-from sysops.errors import CommandFailedError
+from sysops.errors import CallInterruptedError, CommandFailedError
 from sysops.safe_text import escape_controls
 from sysops.store import Route
 
@@ -123,13 +123,21 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
 
 
 def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
-    """Check the arguments, call the plugin (directly, or through the context's server) and print what it says."""
+    """Check the arguments, call the plugin (directly, or through the context's server) and print what it says.
+
+    Ctrl-C cancels the call in the plugin (the gRPC call is cancelled as it is abandoned) and is one line.
+    """
     check_arguments(route.command, arguments)
-    if route.endpoint == REMOTE_ENDPOINT:
-        _invoke_remote(route, arguments, output)
-        return
-    for item in router.call(route, arguments, output, _current_route):
-        _print_item(item, route, output)
+    try:
+        if route.endpoint == REMOTE_ENDPOINT:
+            _invoke_remote(route, arguments, output)
+            return
+        for item in router.call(route, arguments, output, _current_route):
+            _print_item(item, route, output)
+    except KeyboardInterrupt:
+        raise CallInterruptedError(
+            f"{route.plugin}: {route.command}: interrupted (Ctrl-C); the call was cancelled in the plugin"
+        ) from None
 
 
 def known_routes(prefix: str = "") -> list[Route]:

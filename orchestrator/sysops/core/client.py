@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,13 +22,22 @@ from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
-from sysops.errors import CommandFailedError, PluginUnavailableError, ProtocolMismatchError
+from sysops.errors import (
+    CallInterruptedError,
+    CommandFailedError,
+    DeadlineExceededError,
+    PluginUnavailableError,
+    ProtocolMismatchError,
+)
 from sysops.runtime.base import PLUGIN_UID, is_plugin_uid
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 20),
-    ("grpc.min_reconnect_backoff_ms", 20),
+    # Also the time one connection attempt may take (gRPC's MIN_CONNECT_TIMEOUT): at 20 ms, a call to a
+    # busy plugin (a handler filling its CPU quota) failed with "connection attempt timed out before
+    # receiving SETTINGS frame" instead of waiting, within its deadline, for the handshake.
+    ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.enable_retries", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -43,6 +53,40 @@ class InvocationResult:
     data: Any
     exit_code: int
     error: str
+
+
+class Abandon:
+    """Lets another thread abandon a routed call: its gRPC call to the plugin is cancelled, now or as it starts.
+
+    `sysops serve` registers one as the termination callback of its own Invoke, so a client that goes
+    away (Ctrl-C, its deadline) cancels the plugin's call too. Calling it after the call ended is harmless.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[grpc.Future] = set()
+        self.abandoned = False
+
+    def __call__(self) -> None:
+        """Abandon the call: cancel what is in flight, and what starts later."""
+        with self._lock:
+            self.abandoned = True
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+
+    def track(self, call: grpc.Future) -> None:
+        """Cancel `call` when the caller abandons it (at once if it already did)."""
+        with self._lock:
+            self._calls.add(call)
+            abandoned = self.abandoned
+        if abandoned:
+            call.cancel()
+
+    def untrack(self, call: grpc.Future) -> None:
+        """`call` is over."""
+        with self._lock:
+            self._calls.discard(call)
 
 
 def _invocation_item(whole: str | WholeResult, plugin: str) -> str | InvocationResult:
@@ -152,15 +196,21 @@ class PluginClient:
 
     def healthy(self, timeout: float = 0.5) -> bool:
         """Say whether the instance answers the standard health check with SERVING."""
+        return self.health(timeout) == "SERVING"
+
+    def health(self, timeout: float = 0.5) -> str:
+        """The instance's answer to the standard health check ("SERVING", "NOT_SERVING"), or why there is none."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
             reply = health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"no answer within {timeout:g}s"
+            return f"no answer: {exc.code().name}"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def describe(self, timeout: float = 5.0) -> pb.PluginDescriptor:
         """Fetch the plugin's descriptor and check its protocol version."""
@@ -181,20 +231,46 @@ class PluginClient:
         return cast(pb.PluginDescriptor, descriptor)
 
     def invoke(
-        self, command: str, arguments: dict[str, Any], output_format: str = "text", timeout: float | None = None
+        self,
+        command: str,
+        arguments: dict[str, Any],
+        output_format: str = "text",
+        timeout: float | None = None,
+        abandon: Abandon | None = None,
     ) -> Iterator[str | InvocationResult]:
-        """Run a command: yield streamed output lines, then its InvocationResult."""
+        """Run a command: yield streamed output lines, then its InvocationResult.
+
+        The deadline (`timeout`) travels with the call, so the plugin cancels it too; its expiry is a
+        DeadlineExceededError. A caller that stops before the result (Ctrl-C, an error, `abandon`)
+        cancels the call in the plugin.
+        """
         request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
+        call = self.stub.Invoke(request, timeout=timeout, metadata=self.metadata)
+        if abandon is not None:
+            abandon.track(call)
+        finished = False
         try:
-            items = invocation_items(self.stub.Invoke(request, timeout=timeout, metadata=self.metadata), self.plugin)
-            for item in items:
+            for item in invocation_items(call, self.plugin):
                 yield item
                 if isinstance(item, InvocationResult):
+                    finished = True
                     return
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise ProtocolMismatchError(f"plugin {self.plugin!r}: {exc.details()}") from exc
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+                raise DeadlineExceededError(
+                    f"plugin {self.plugin!r}: command {command!r} did not finish within {timeout:g}s"
+                ) from exc
+            if exc.code() == grpc.StatusCode.CANCELLED and abandon is not None and abandon.abandoned:
+                message = f"plugin {self.plugin!r}: command {command!r} abandoned by its caller"
+                raise CallInterruptedError(message) from exc
             raise self._unavailable(exc, f"command {command!r}") from exc
+        finally:
+            if not finished:
+                call.cancel()  # the caller stopped reading (or it failed): stop the command in the plugin
+            if abandon is not None:
+                abandon.untrack(call)
         raise PluginUnavailableError(f"plugin {self.plugin!r} ended command {command!r} without a result")
 
     def snapshot(self, timeout: float = 5.0) -> bytes:

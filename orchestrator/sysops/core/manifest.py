@@ -11,6 +11,7 @@ import json
 import keyword
 import re
 import socket
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -153,6 +154,24 @@ class Readiness(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the self-test command")
 
 
+_COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}( [a-z][a-z0-9-]{0,62}){0,7}")
+
+
+def _command_name(value: str) -> str:
+    if not _COMMAND_NAME.fullmatch(value):
+        raise ValueError("must be a command name of lowercase words, like 'greet' or 'db migrate'")
+    return value
+
+
+class CommandSettings(_Strict):
+    """What the manifest sets for one of the plugin's commands (overriding what its code declares)."""
+
+    timeout_seconds: Annotated[
+        float | None,
+        Field(gt=0, le=86_400, description="Deadline of one call in seconds; overrides @plugin_command(timeout=)"),
+    ] = None
+
+
 class Manifest(_Strict):
     """A plugin's `plugin.yaml`."""
 
@@ -171,6 +190,11 @@ class Manifest(_Strict):
     readiness: Readiness = Field(default_factory=Readiness)
     liveness: Liveness = Field(default_factory=Liveness)
     replicas: Annotated[int, Field(ge=1, le=16, description="Instances serving at once; calls are spread")] = 1
+    commands: dict[Annotated[str, AfterValidator(_command_name)], CommandSettings] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="Settings per command, e.g. {'db migrate': {timeout_seconds: 300}}",
+    )
 
     @field_validator("name")
     @classmethod
@@ -226,7 +250,7 @@ def _format_location(location: tuple[int | str, ...]) -> str:
     for item in location:
         if isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-        elif item not in ("list[EgressRule]", "literal['none']"):
+        elif item not in ("list[EgressRule]", "literal['none']", "[key]"):
             parts.append(str(item))
     return ".".join(parts) or "(top level)"
 
@@ -237,6 +261,8 @@ def _allowed_keys(model: type[BaseModel], location: tuple[int | str, ...]) -> st
             continue
         field = model.model_fields.get(str(item))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is dict:  # `commands`: the next item is a command name
+            annotation = typing.get_args(annotation)[1]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
     return ", ".join(model.model_fields)

@@ -23,6 +23,7 @@ import grpc
 
 from sysops.core import events
 from sysops.core.client import InvocationResult, PluginClient
+from sysops.core.deadlines import stored_routes
 from sysops.core.events import EventKind
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
@@ -374,7 +375,7 @@ class Rollout:
                 time.sleep(_POLL_SECONDS)
             descriptor = client.describe()
             self._self_test(client, manifest)
-        routes = {command.name: command.SerializeToString() for command in descriptor.commands}
+        routes = stored_routes(manifest, descriptor)
         self._check_conflicts(manifest.name, routes)
         report = self.driver.resources(instance.handle, limits_for(manifest))
         if report.mismatches:

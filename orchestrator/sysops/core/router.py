@@ -6,7 +6,9 @@ instances: at once to one it has not tried, else (the route still names only ins
 again every RETRY_SECONDS to those, for up to HANDOVER_WAIT_SECONDS, because a failed hand-over re-opens
 the old instance instead of switching. At most MAX_RESENDS other instances are tried; a call that started
 is never re-sent, because commands need not be idempotent. Both the local CLI and the control server go
-through `call`, so "no failed calls during a roll" holds for both. Arguments are checked here before
+through `call`, so "no failed calls during a roll" holds for both. The call's deadline (core/deadlines.py)
+spans the re-sends and travels with the gRPC call; a caller that abandons the call (Ctrl-C, an `Abandon`
+fired by `sysops serve` when its client goes away) cancels it in the plugin. Arguments are checked here before
 anything is sent. Light to import: this is the hot path of the CLI (no docker, kubernetes, pydantic or
 typer).
 """
@@ -19,8 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sysops.core.client import InvocationResult, PluginClient
-from sysops.errors import PluginUnavailableError, UsageError
+from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+from sysops.core.client import Abandon, InvocationResult, PluginClient
+from sysops.core.deadlines import command_timeout, deadline_error, remaining
+from sysops.errors import CallInterruptedError, DeadlineExceededError, PluginUnavailableError, UsageError
 from sysops.safe_text import cap
 from sysops.store import Route
 
@@ -78,7 +83,11 @@ def _is_utf8(text: str) -> bool:
 
 
 def call(
-    route: Route, arguments: dict[str, Any], output_format: str, current_route: RouteLookup
+    route: Route,
+    arguments: dict[str, Any],
+    output_format: str,
+    current_route: RouteLookup,
+    abandon: Abandon | None = None,
 ) -> Iterator[str | InvocationResult]:
     """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start."""
     endpoint = route.endpoint
@@ -87,12 +96,16 @@ def call(
             f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
             hint=f"see `sysops plugin status {route.plugin}`",
         )
+    timeout = command_timeout(pb.CommandSpec.FromString(route.spec).timeout_seconds)
+    call_deadline = time.monotonic() + timeout
     refused: set[str] = set()
     gone: set[str] = set()
     deadline = time.monotonic() + HANDOVER_WAIT_SECONDS
     while True:
+        if abandon is not None and abandon.abandoned:
+            raise CallInterruptedError(f"plugin {route.plugin!r}: command {route.command!r} abandoned by its caller")
         try:
-            yield from _call_once(route, endpoint, arguments, output_format)
+            yield from _call_once(route, endpoint, arguments, output_format, (timeout, call_deadline), abandon)
             return
         except _NotStarted as not_started:
             if _DRAINING not in str(not_started):  # its socket is gone: its route moved already
@@ -137,15 +150,26 @@ def _next_instance(
 
 
 def _call_once(
-    route: Route, endpoint: str, arguments: dict[str, Any], output_format: str
+    route: Route,
+    endpoint: str,
+    arguments: dict[str, Any],
+    output_format: str,
+    deadline: tuple[float, float],
+    abandon: Abandon | None,
 ) -> Iterator[str | InvocationResult]:
+    """One attempt; `deadline` is (the call's timeout, the monotonic time it ends)."""
     received = False
     since = time.time()
-    with PluginClient(endpoint, route.plugin, route.token_for(endpoint)) as client:
+    timeout, ends = deadline
+    token = route.token_for(endpoint)
+    with PluginClient(endpoint, route.plugin, token) as client:
         try:
-            for item in client.invoke(route.command, arguments, output_format=output_format):
+            items = client.invoke(route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon)
+            for item in items:
                 received = True
                 yield item
+        except DeadlineExceededError:
+            raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
         except PluginUnavailableError as exc:
             if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
                 raise _NotStarted(exc) from exc

@@ -2,9 +2,10 @@
 
 Used by `plugin status` (fault and last error), by rollout errors, by the Docker driver (restart budget,
 instance status from the engine's JSON), and by the routed CLI when a call finds its instance dead or
-restarting (`describe_instance_failure`, `unreachable_error`). That last caller is the hot path of
-`sysops <command>`, which must not import the Docker SDK, so this module talks to the engine's HTTP API
-over its Unix socket with the standard library only, and only after a call has already failed.
+restarting (`describe_instance_failure`, `unreachable_error`) or overran its deadline (`pids_limit_hits`).
+That last caller is the hot path of `sysops <command>`, which must not import the Docker SDK, so this
+module talks to the engine's HTTP API over its Unix socket with the standard library only, and only after
+a call has already failed.
 
 The restart budget: the engine restarts a crashed container at most MAX_RESTARTS times and never forgets
 a crash (its on-failure count only grows). An instance that then runs for `stability_window()` seconds
@@ -260,6 +261,24 @@ def describe_instance_failure(endpoint: str, since: float, wait: float = 3.0) ->
         if found is None or time.monotonic() > deadline:
             return None
         time.sleep(0.1)
+
+
+def pids_limit_hits(endpoint: str) -> tuple[int, int] | None:
+    """(times the pids limit refused a fork, the limit) of the running instance serving `endpoint`, from its
+    cgroup's `pids.events` (v1 and v2); None when it is not running here or the count cannot be read."""
+    from sysops.runtime.cgroups import CgroupLocator
+
+    for attrs in _instance_attrs(endpoint) or []:
+        state = attrs.get("State") or {}
+        if not state.get("Running"):
+            continue
+        parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker")
+        reading = CgroupLocator().read(int(state.get("Pid") or 0), str(attrs.get("Id")), parent)
+        hits = reading.usage.get("pids_max_hits") if reading else None
+        limit = reading.limits.get("pids_max") if reading else None
+        if isinstance(hits, int) and isinstance(limit, int):
+            return hits, limit
+    return None
 
 
 def unreachable_error(plugin: str, endpoint: str, error: PluginUnavailableError, wait: float = 1.5) -> Exception:

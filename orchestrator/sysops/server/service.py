@@ -30,7 +30,7 @@ from sysops_sdk._server import PROTOCOL_METADATA_KEY, TokenAuthInterceptor
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 from sysops.core import router
-from sysops.core.client import InvocationResult
+from sysops.core.client import Abandon, InvocationResult
 from sysops.core.manifest import parse_manifest
 from sysops.core.names import check_plugin_name, shown
 from sysops.core.orchestrator import Orchestrator
@@ -72,6 +72,7 @@ _STATUS_FOR_EXIT: dict[int, grpc.StatusCode] = {
     ExitCode.POLICY_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ExitCode.PLUGIN_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ExitCode.ENGINE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ExitCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -349,9 +350,13 @@ class ControlServicer(pb_grpc.ControlServicer):
 
         The call goes through the same router as `sysops <command>` on a host (a call an instance refused
         during a roll is re-sent to its successor); large lines and results go in pieces to 1.1+ callers.
-        Bad arguments are INVALID_ARGUMENT with exit code 2, and logged.
+        Bad arguments are INVALID_ARGUMENT with exit code 2, and logged. A client that goes away (Ctrl-C,
+        its own deadline) cancels the plugin's call: the command is cancelled in the plugin, not left running.
         """
         chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
+        abandon = Abandon()
+        if not context.add_callback(abandon):
+            abandon()
         try:
             arguments = decode_json(request.arguments_json or "{}", "the command's arguments", UsageError)
             if not isinstance(arguments, dict):
@@ -360,7 +365,7 @@ class ControlServicer(pb_grpc.ControlServicer):
             route = self._route(request.command)
             if route is None:
                 raise NotFoundError(f"no plugin provides command {shown(request.command)}")
-            for item in router.call(route, arguments, request.output_format or "text", self._route):
+            for item in router.call(route, arguments, request.output_format or "text", self._route, abandon):
                 for event in _events(item, chunked):
                     yield pb.InvokeChunk(event=event.SerializeToString())
         except SysopsError as error:

@@ -56,16 +56,18 @@ class ParamSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ParamSpec.Kind, str]] = ..., flags: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., help: _Optional[str] = ..., default_json: _Optional[str] = ..., required: _Optional[bool] = ..., is_flag: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., multiple: _Optional[bool] = ..., metavar: _Optional[str] = ...) -> None: ...
 
 class CommandSpec(_message.Message):
-    __slots__ = ("name", "help", "params", "permissions")
+    __slots__ = ("name", "help", "params", "permissions", "timeout_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     help: str
     params: _containers.RepeatedCompositeFieldContainer[ParamSpec]
     permissions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., help: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+    timeout_seconds: float
+    def __init__(self, name: _Optional[str] = ..., help: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., permissions: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class PluginDescriptor(_message.Message):
     __slots__ = ("protocol_version", "name", "version", "description", "commands", "subscriptions", "types", "sdk_version")
