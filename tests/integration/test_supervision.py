@@ -51,6 +51,26 @@ WEDGE_CODE = (
 """
 )
 STEADY_CODE = plugin_code("steady", command="steady-ping", answer="steady")
+#: Wedges on command, and again half a second after every start once it did: restarts cannot help.
+RELAPSE_CODE = (
+    "import re, threading, time\nfrom pathlib import Path\n"
+    + plugin_code(
+        "relapse",
+        command="relapse-ping",
+        initialize='if Path("/data/wedged").exists(): threading.Thread(target=self._wedge, daemon=True).start()',
+    )
+    + """
+    def _wedge(self) -> None:
+        time.sleep(0.5)
+        re.match(r"(a+)+$", "a" * 64 + "b")
+
+    @plugin_command("relapse-wedge")
+    def wedge(self) -> str:
+        Path("/data/wedged").touch()
+        re.match(r"(a+)+$", "a" * 64 + "b")
+        return "never"
+"""
+)
 
 
 @dataclass
@@ -133,6 +153,41 @@ def test_a_wedged_plugin_is_restarted_in_place_while_another_keeps_serving(
         print(f"the wedged call ended with exit {hang.returncode}: {hang_error.strip()}")
         assert cli.ok("steady-ping").strip() == "steady"
         assert len(steady_answers) >= 2
+    finally:
+        hang.kill()
+        hang.wait(timeout=10)
+
+
+def test_a_plugin_that_wedges_again_after_each_restart_ends_failed_with_the_reason(
+    supervised: Supervised, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    """Three restarts (each after the 3 s start window and the backoff) do not help: the instance is removed
+    and the plugin is Failed, saying why; the other plugins keep serving."""
+    cli = supervised.cli
+    readiness = "readiness:\n  timeout_seconds: 3\n"
+    directory = write_plugin(
+        tmp_path / "relapse", name="relapse", code=RELAPSE_CODE, manifest_extra=LIVENESS + readiness
+    )
+    assert cli.run("plugin", "up", str(directory), timeout=180).returncode == 0
+    hang = subprocess.Popen([SYSOPS, "relapse-wedge"], env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 90:
+            kinds = [e["kind"] for e in _events(cli, "relapse")]
+            if "failed" in kinds:
+                break
+            assert cli.ok("steady-ping").strip() == "steady"
+            time.sleep(1)
+        took = time.monotonic() - started
+        assert kinds[-8:] == ["unresponsive", "restarted"] * 3 + ["unresponsive", "failed"], kinds
+        status = json.loads(cli.ok("plugin", "status", "relapse", "--output", "json"))
+        assert status["state"] == "Failed", status
+        assert str(status["last_error"]).startswith(
+            "Failed after 3 restarts: unresponsive: health check failed 2 times"
+        )
+        assert _containers(engine, supervised.installation, "relapse") == []
+        assert cli.ok("wedge-ping").strip() == "pong"
+        print(f"Failed {took:.1f}s after the wedge: {status['last_error']}")
     finally:
         hang.kill()
         hang.wait(timeout=10)
