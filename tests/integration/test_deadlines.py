@@ -243,6 +243,16 @@ def test_ctrl_c_cancels_the_call_in_the_plugin(slowpoke: Sysops) -> None:
     wait_for(lambda: seen(slowpoke).count("polite saw its cancellation") > before, 10, "the handler to see the Ctrl-C")
 
 
+def test_a_killed_client_cancels_the_call_in_the_plugin(slowpoke: Sysops) -> None:
+    before = seen(slowpoke).count("polite saw its cancellation")
+    started = seen(slowpoke).count("polite started") + 1
+    process = subprocess.Popen([SYSOPS, "polite"], env=slowpoke.env, stderr=subprocess.DEVNULL)
+    wait_for(lambda: seen(slowpoke).count("polite started") >= started, 30, "polite to start")
+    process.kill()  # no Ctrl-C handler runs: the closed connection is what cancels the call
+    process.wait(timeout=10)
+    wait_for(lambda: seen(slowpoke).count("polite saw its cancellation") > before, 10, "the plugin to see it")
+
+
 @pytest.fixture
 def served(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
     server = Server(tmp_path / "server-home", _free_port())
