@@ -142,7 +142,7 @@ def test_a_wedged_plugin_is_restarted_in_place_while_another_keeps_serving(
         assert took < WINDOW, f"restarted after {took:.1f}s, the window is {WINDOW}s"
         print(f"restarted {took:.1f}s after the wedge; steady answered {len(steady_answers)} times; {kinds}")
         assert [e["kind"] for e in kinds][:2] == ["unresponsive", "restarted"]
-        assert "health check failed 2 times in a row (no SERVING answer within 1s)" in str(kinds[0]["message"])
+        assert "health check failed 2 times in a row (no answer within 1s)" in str(kinds[0]["message"])
         deadline = time.monotonic() + 30
         while (again := cli.run("wedge-ping", timeout=30)).returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.5)

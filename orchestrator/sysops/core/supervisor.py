@@ -120,7 +120,7 @@ def decide(watch: Watch, answer: str, now: float, rules: Rules) -> tuple[Watch, 
 def probe(instance: InstanceRecord, timeout: float) -> str:
     """The instance's answer to a health check within `timeout` seconds ("SERVING", or why not)."""
     with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
-        return SERVING if client.healthy(timeout) else f"no SERVING answer within {timeout:g}s"
+        return client.health(timeout)
 
 
 @dataclass
