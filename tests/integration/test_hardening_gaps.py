@@ -292,9 +292,9 @@ def test_malformed_json_in_invoke_is_refused_with_exit_2_in_one_line_and_logged(
         request = pb.InvokeRequest(command="ping", arguments_json=arguments)
         code, exit_code, message = _refusal(control.Invoke(request, metadata=METADATA))
         assert (code, exit_code) == (grpc.StatusCode.INVALID_ARGUMENT, "2"), message  # documented: exit 2
-        assert "\n" not in message and message.startswith("the command's arguments "), message
+        assert "\n" not in message and message.startswith("the command's argument"), message
     logged = served.server.log.read_text()
-    assert "WARNING Invoke of 'ping' refused: 'the command's arguments is not valid JSON" in logged, logged
+    assert "WARNING Invoke of 'ping' refused: 'the command's argument object is not valid JSON" in logged, logged
     assert "WARNING Invoke of 'ping' refused: 'the command's arguments are not a JSON object'" in logged, logged
     assert "Traceback" not in logged, logged
     assert served.cli.ok("ping") == "pong\n"  # the server and the plugin are fine

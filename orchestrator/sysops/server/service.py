@@ -358,7 +358,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         if not context.add_callback(abandon):
             abandon()
         try:
-            arguments = decode_json(request.arguments_json or "{}", "the command's arguments", UsageError)
+            arguments = decode_json(request.arguments_json or "{}", "the command's argument object", UsageError)
             if not isinstance(arguments, dict):
                 raise UsageError("the command's arguments are not a JSON object")
             check_arguments(request.command, arguments)
