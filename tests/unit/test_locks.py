@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from sysops.core.locks import held_lock
 from sysops.core.orchestrator import Orchestrator
+from sysops.errors import SysopsError
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 
@@ -58,3 +62,23 @@ def test_down_of_a_plugin_that_does_not_exist_leaves_no_lock_file(settings: Sett
     finally:
         orchestrator.close()
     assert list((settings.home / "locks").iterdir()) == []
+
+
+def test_a_symlink_planted_at_the_lock_path_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    path = tmp_path / "demo.lock"
+    path.symlink_to(target)
+    with pytest.raises(SysopsError, match=r"demo\.lock"), held_lock(path):
+        pass
+    assert not target.exists()  # it was created (0644) and the link removed, hiding what was done
+    assert path.is_symlink()
+
+
+def test_the_lock_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "demo.lock"
+    previous = os.umask(0o022)
+    try:
+        with held_lock(path):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
