@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sysops.core.client import PluginClient
 from sysops.core.deadlines import (
     DEFAULT_TIMEOUT_SECONDS,
     command_timeout,
@@ -77,3 +84,25 @@ def test_the_cause_names_a_death_or_a_wedge() -> None:
         "did not answer within 2.5s (health: no answer within 1s; pids limit 64 hit 61 times since it started)"
     )
     assert describe_overrun(2, None, "NOT_SERVING", (1, 8)).endswith("pids limit 8 hit 1 time since it started)")
+
+
+class _OddHealth(health.HealthServicer):
+    """Answers with a status no ServingStatus names (proto3 enums are open: a plugin can send any number)."""
+
+    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Any:
+        return health_pb2.HealthCheckResponse(status=99)  # type: ignore[arg-type]
+
+
+def test_a_health_status_with_no_name_is_not_serving_and_no_crash(tmp_path: Path) -> None:
+    """healthy() (readiness, plugin status) and the deadline line read an unknown status as an answer."""
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    health_pb2_grpc.add_HealthServicer_to_server(_OddHealth(), server)
+    endpoint = f"unix://{tmp_path}/plugin.sock"
+    server.add_insecure_port(endpoint)
+    server.start()
+    try:
+        with PluginClient(endpoint, "odd") as client:
+            assert client.health(timeout=2) == "status 99"
+            assert not client.healthy(timeout=2)
+    finally:
+        server.stop(0)

@@ -210,7 +210,8 @@ class PluginClient:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return f"no answer within {timeout:g}s"
             return f"no answer: {exc.code().name}"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        names = health_pb2.HealthCheckResponse.ServingStatus
+        return str(names.Name(reply.status)) if reply.status in names.values() else f"status {reply.status}"
 
     def describe(self, timeout: float = 5.0) -> pb.PluginDescriptor:
         """Fetch the plugin's descriptor and check its protocol version."""
