@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sysops.core import router
 from sysops.core.client import PluginClient
 from sysops.core.deadlines import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -18,7 +21,8 @@ from sysops.core.deadlines import (
     stored_routes,
 )
 from sysops.core.manifest import parse_manifest
-from sysops.errors import ExitCode, ManifestError, UsageError
+from sysops.errors import ExitCode, ManifestError, PluginUnavailableError, UsageError
+from sysops.store import Route
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 BASE = {"name": "slow", "version": "1.0.0", "entrypoint": "slow.plugin:P"}
@@ -106,3 +110,20 @@ def test_a_health_status_with_no_name_is_not_serving_and_no_crash(tmp_path: Path
             assert not client.healthy(timeout=2)
     finally:
         server.stop(0)
+
+
+def test_the_deadline_spans_the_wait_for_a_hand_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call refused by a quiescing instance stops waiting for the hand-over when its deadline (1 s) ends,
+    not after HANDOVER_WAIT_SECONDS (15 s)."""
+
+    def quiescing(route: Route, endpoint: str, *_: object) -> Iterator[str]:
+        raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
+        yield ""
+
+    spec = pb.CommandSpec(name="greet", timeout_seconds=1).SerializeToString()
+    route = Route("greet", "hello", spec, (("old", "token"),))
+    monkeypatch.setattr(router, "_call_once", quiescing)
+    started = time.monotonic()
+    with pytest.raises(PluginUnavailableError, match="plugin is shutting down"):
+        list(router.call(route, {}, "text", lambda command: route))
+    assert time.monotonic() - started < 1 + 2 * router.RETRY_SECONDS

@@ -100,7 +100,7 @@ def call(
     call_deadline = time.monotonic() + timeout
     refused: set[str] = set()
     gone: set[str] = set()
-    deadline = time.monotonic() + HANDOVER_WAIT_SECONDS
+    deadline = min(time.monotonic() + HANDOVER_WAIT_SECONDS, call_deadline)
     while True:
         if abandon is not None and abandon.abandoned:
             raise CallInterruptedError(f"plugin {route.plugin!r}: command {route.command!r} abandoned by its caller")
