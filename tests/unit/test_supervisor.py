@@ -3,11 +3,13 @@ and the pod's livenessProbe on Kubernetes."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
 import time
 from concurrent import futures
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -182,6 +184,22 @@ def test_a_wedged_instance_whose_restarts_do_not_help_ends_failed(orchestrator: 
     assert status.state == "Failed"
     assert "Failed after 3 restarts: unresponsive: health check failed" in orchestrator.store.plugin("echo").last_error
     assert orchestrator.store.events("echo")[-1].kind == "failed"
+
+
+def test_an_instance_the_engine_just_restarted_gets_its_start_time(orchestrator: Orchestrator) -> None:
+    supervisor, prober, clock, instance = _supervised(orchestrator)  # readiness timeout 30 s (the default)
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    fake = driver.instances[instance.handle]
+    prober.wedged.add(instance.id)  # still starting after a crash: its server does not answer yet
+    for _ in range(20):  # 20 s of the 30 s, at 1 s intervals with failures 2
+        started = datetime.fromtimestamp(time.time() - 5, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        fake.status = dataclasses.replace(fake.status, started_at=started, restart_count=1)
+        _passes(supervisor, orchestrator, clock, 1)
+    assert driver.restarted == [], "an instance the engine restarted 5 s ago is starting, not wedged"
+    fake.status = dataclasses.replace(fake.status, started_at="2020-01-01T00:00:00Z")
+    _passes(supervisor, orchestrator, clock, 2)
+    assert driver.restarted == [instance.handle]
 
 
 def test_a_roll_in_progress_is_not_disturbed(orchestrator: Orchestrator) -> None:

@@ -4,10 +4,11 @@ The engine's restart policy restarts an instance that crashes; nothing restarted
 longer answers (a command that wedged its own server). `decide` is the rule, free of I/O: probe results in,
 `Action`s out. After `liveness.failures` failed probes in a row the instance is restarted in place (same
 id, socket and token, so routes keep working), the restarts spaced by an exponential backoff (1 s doubling
-to a cap); a restarted instance gets the readiness timeout to start before failures count again; a run of
-`stability_window()` healthy seconds makes the budget whole; once MAX_RESTARTS restarts did not help, it
-gives up: the instance is taken out of routing and removed, and the plugin is Failed with the reason (as
-when reconciliation finds its container gone); `sysops plugin up` starts it again.
+to a cap); a restarted instance (by us, or by the engine after a crash) gets the readiness timeout to
+start before failures count again; a run of `stability_window()` healthy seconds makes the budget whole;
+once MAX_RESTARTS restarts did not help, it gives up: the instance is taken out of routing and removed,
+and the plugin is Failed with the reason (as when reconciliation finds its container gone); `sysops plugin up`
+starts it again.
 
 `Supervisor` is the loop that applies it to every plugin of an installation; `sysops serve` runs it in a
 thread beside reconciliation (the resident host will run the same class). It acts only while it can take
@@ -34,7 +35,7 @@ from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import limits_for
 from sysops.errors import SysopsError
 from sysops.runtime.base import RuntimeDriver
-from sysops.runtime.faults import MAX_RESTARTS, stability_window
+from sysops.runtime.faults import MAX_RESTARTS, engine_timestamp, stability_window
 from sysops.settings import Settings
 from sysops.store import InstanceRecord
 
@@ -200,6 +201,9 @@ class Supervisor:
             if status is None or not status.running:  # crashed or stopped: the engine's and reconcile's case
                 self.watches.pop(instance.id, None)
                 return
+            started = engine_timestamp(status.started_at) if status.restart_count else None
+            if started is not None and time.time() - started < item.manifest.readiness.timeout_seconds:
+                return  # the engine restarted it after a crash: starting, as after our own restarts
         rules = Rules(
             item.manifest.liveness,
             start_s=item.manifest.readiness.timeout_seconds,
