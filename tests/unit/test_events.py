@@ -30,6 +30,7 @@ from sysops.settings import Settings
 from sysops.store import EventRecord, Store
 from sysops_sdk._server import TokenAuthInterceptor
 
+from tests.unit.conftest import EchoV1
 from tests.unit.test_rollout import _target
 
 ORCHESTRATOR_SOURCES = Path(__file__).resolve().parents[2] / "orchestrator" / "sysops"
@@ -110,6 +111,22 @@ def test_engine_restarts_and_oom_kills_are_recorded_once_each(orchestrator: Orch
     orchestrator.status("echo")
     orchestrator.status("echo")
     assert _kinds(orchestrator)[-2:] == ["oom-killed", "failed"]
+
+
+def test_a_plugin_cannot_make_an_event_as_long_as_it_likes(orchestrator: Orchestrator) -> None:
+    """The reason of a failed start quotes the plugin (its last line); 1 MB of it was stored whole per event."""
+
+    class Verbose(EchoV1):
+        def initialize(self) -> None:
+            raise RuntimeError("x" * 1_000_000)
+
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("verbose", Verbose)
+    with pytest.raises(StartFailedError):
+        orchestrator.rollout.roll(_target("verbose"))
+    (failed,) = [e for e in orchestrator.store.events("echo") if e.kind == "failed"]
+    assert len(failed.message) <= events.MESSAGE_CAP + 100 and failed.message.endswith("more characters)")
 
 
 # bounded storage, ids

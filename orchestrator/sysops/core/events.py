@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 
 from sysops.core.lifecycle import PluginState
+from sysops.safe_text import cap
 from sysops.store import EventRecord, Store
 
 
@@ -57,11 +58,14 @@ KIND_WIDTH = max(len(kind) for kind in EventKind)
 #: How often a follower looks for new events, and how many it reads at once (its memory stays bounded).
 FOLLOW_POLL_SECONDS = 0.25
 BATCH = 500
+#: Characters of a message stored: some quote a plugin (the last line of a failed start, a self-test's error).
+MESSAGE_CAP = 2000
 
 
 def record(store: Store, plugin: str, kind: EventKind, message: str) -> None:
-    """Store one event of `plugin` (the store keeps the last EVENTS_PER_PLUGIN of each, EVENTS_TOTAL in all)."""
-    store.add_event(plugin, kind.value, message)
+    """Store one event of `plugin`, its message capped (the store keeps the last EVENTS_PER_PLUGIN of each,
+    EVENTS_TOTAL in all)."""
+    store.add_event(plugin, kind.value, cap(message, MESSAGE_CAP))
 
 
 def read_events(
