@@ -202,6 +202,26 @@ def test_an_instance_the_engine_just_restarted_gets_its_start_time(orchestrator:
     assert driver.restarted == [instance.handle]
 
 
+def test_a_crash_between_wedges_does_not_make_the_restart_budget_whole(orchestrator: Orchestrator) -> None:
+    supervisor, prober, clock, instance = _supervised(orchestrator)
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    fake = driver.instances[instance.handle]
+    prober.wedged.add(instance.id)
+    _passes(supervisor, orchestrator, clock, 2)
+    assert driver.restarted == [instance.handle]
+    prober.wedged.clear()
+    _passes(supervisor, orchestrator, clock, 3)  # it answers again, for a while
+    prober.wedged.add(instance.id)
+    fake.status = dataclasses.replace(fake.status, running=False, exit_code=1)  # a probe finds it crashed
+    _passes(supervisor, orchestrator, clock, 1)
+    fake.status = dataclasses.replace(fake.status, running=True, exit_code=None)  # the engine restarted it
+    _passes(supervisor, orchestrator, clock, 2)  # and it wedges again
+    assert driver.restarted == [instance.handle] * 2
+    restarted = [e.message for e in orchestrator.store.events("echo") if e.kind == "restarted"]
+    assert "restart 2 of 3" in restarted[-1], "the crash the engine handled must not reset the supervisor's budget"
+
+
 def test_a_roll_in_progress_is_not_disturbed(orchestrator: Orchestrator) -> None:
     supervisor, prober, clock, instance = _supervised(orchestrator)
     prober.wedged.add(instance.id)

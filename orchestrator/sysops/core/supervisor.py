@@ -199,8 +199,7 @@ class Supervisor:
         if answer != SERVING:
             status = self.driver.inspect(instance.handle)
             if status is None or not status.running:  # crashed or stopped: the engine's and reconcile's case
-                self.watches.pop(instance.id, None)
-                return
+                return  # its restarts so far still count (a crash between wedges made the budget whole)
             started = engine_timestamp(status.started_at) if status.restart_count else None
             if started is not None and time.time() - started < item.manifest.readiness.timeout_seconds:
                 return  # the engine restarted it after a crash: starting, as after our own restarts
