@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -111,6 +112,30 @@ def test_engine_restarts_and_oom_kills_are_recorded_once_each(orchestrator: Orch
     orchestrator.status("echo")
     orchestrator.status("echo")
     assert _kinds(orchestrator)[-2:] == ["oom-killed", "failed"]
+
+
+def test_an_engine_restart_after_a_supervisor_restart_is_recorded(orchestrator: Orchestrator) -> None:
+    """A supervisor restart (or a stable run) zeroes the engine's count: the next crash is 'restart 1' again."""
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    fake = driver.instances[instance.handle]
+
+    def started(seconds_ago: float) -> str:
+        return datetime.fromtimestamp(time.time() - seconds_ago, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    fake.status = replace(fake.status, restart_count=1, started_at=started(60))
+    orchestrator.status("echo")
+    orchestrator.status("echo")
+    time.sleep(0.01)
+    fake.status = replace(fake.status, restart_count=0, started_at=started(0))  # `docker restart` by the supervisor
+    orchestrator.status("echo")
+    time.sleep(0.01)
+    fake.status = replace(fake.status, restart_count=1, started_at=started(0))  # it crashed; the engine restarted it
+    orchestrator.status("echo")
+    orchestrator.status("echo")
+    restarts = [e.message for e in orchestrator.store.events("echo") if e.kind == "restarted"]
+    assert len(restarts) == 2 and all(m.endswith(", restart 1)") for m in restarts), restarts
 
 
 def test_a_plugin_cannot_make_an_event_as_long_as_it_likes(orchestrator: Orchestrator) -> None:

@@ -43,7 +43,7 @@ from sysops.runtime.base import (
     StateMirror,
     StreamCancel,
 )
-from sysops.runtime.faults import MAX_RESTARTS, describe_fault, last_error
+from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, last_error
 from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
@@ -581,8 +581,11 @@ class Orchestrator:
             observed.append((EventKind.RESTARTED, f"(container {container}, restart {status.restart_count})"))
         if not status.running and status.restart_count >= MAX_RESTARTS:
             observed.append((EventKind.FAILED, f"(container {container})"))
+        # Only events since the container's last start count: a supervisor restart or a stable run zeroes the
+        # engine's count, so a later crash is "restart 1" again (and was taken for the one recorded before).
+        since = engine_timestamp(status.started_at) or 0.0
         for kind, where in observed:
-            if not any(e.kind == kind and e.message.endswith(where) for e in result.events):
+            if not any(e.kind == kind and e.message.endswith(where) and e.time >= since for e in result.events):
                 events.record(self.store, result.name, kind, f"{result.fault} {where}")
                 result.events = self.store.events(result.name)
 
