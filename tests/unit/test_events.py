@@ -136,6 +136,12 @@ def test_an_engine_restart_after_a_supervisor_restart_is_recorded(orchestrator: 
     orchestrator.status("echo")
     restarts = [e.message for e in orchestrator.store.events("echo") if e.kind == "restarted"]
     assert len(restarts) == 2 and all(m.endswith(", restart 1)") for m in restarts), restarts
+    driver.crash(instance.handle, exit_code=137, oom_killed=True)  # seen while the engine restarts it
+    orchestrator.status("echo")
+    time.sleep(0.01)
+    fake.status = replace(fake.status, running=True, restart_count=2, started_at=started(0))  # OOMKilled stays
+    orchestrator.status("echo")
+    assert _kinds(orchestrator).count("oom-killed") == 1, "one OOM kill, one event, before and after its restart"
 
 
 def test_a_plugin_cannot_make_an_event_as_long_as_it_likes(orchestrator: Orchestrator) -> None:

@@ -581,10 +581,12 @@ class Orchestrator:
             observed.append((EventKind.RESTARTED, f"(container {container}, restart {status.restart_count})"))
         if not status.running and status.restart_count >= MAX_RESTARTS:
             observed.append((EventKind.FAILED, f"(container {container})"))
-        # Only events since the container's last start count: a supervisor restart or a stable run zeroes the
-        # engine's count, so a later crash is "restart 1" again (and was taken for the one recorded before).
-        since = engine_timestamp(status.started_at) or 0.0
+        # A restart counts as recorded only by an event since the container's current start: a supervisor
+        # restart or a stable run zeroes the engine's count, so a later crash is "restart 1" again (and was
+        # taken for the one recorded before). An OOM kill stays flagged across the restart that follows it.
+        started = engine_timestamp(status.started_at) or 0.0
         for kind, where in observed:
+            since = started if kind is EventKind.RESTARTED else 0.0
             if not any(e.kind == kind and e.message.endswith(where) and e.time >= since for e in result.events):
                 events.record(self.store, result.name, kind, f"{result.fault} {where}")
                 result.events = self.store.events(result.name)
