@@ -296,3 +296,14 @@ def test_every_refusal_is_a_sysops_error_with_one_line() -> None:
         except (safe_yaml.InputLimitError, Exception) as exc:
             assert isinstance(exc, safe_yaml.InputLimitError | safe_yaml.yaml.YAMLError), type(exc)
             assert not isinstance(exc, SysopsError)
+
+
+def test_an_unknown_key_with_control_characters_is_echoed_on_one_line(tmp_path: Path) -> None:
+    """A key is plugin text too: `{'compatibility': {'\\n': None}}` gave a two-line error."""
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(
+            {"name": "demo", "version": "1.0.0", "entrypoint": "demo.plugin:P", "compatibility": {"\n\x1b[2J": None}},
+            str(tmp_path / "plugin.yaml"),
+        )
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and "unknown key 'compatibility.\\n\\x1b[2J'" in message

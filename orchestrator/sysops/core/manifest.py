@@ -270,7 +270,7 @@ def _allowed_keys(model: type[BaseModel], location: tuple[int | str, ...]) -> st
 
 def _describe_error(error: Any) -> str:
     location = tuple(error["loc"])
-    key = _format_location(location)
+    key = shown(_format_location(location))[1:-1]  # a key a hostile manifest names is escaped and capped too
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}' (allowed here: {_allowed_keys(Manifest, location)})"
     if error["type"] == "missing":
