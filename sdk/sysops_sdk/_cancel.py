@@ -8,7 +8,10 @@ something a handler can see and, for a handler that does not look, into an end:
    `interruptible_sleep` as `time.sleep` before it imports the plugin);
 2. after a grace (`SYSOPS_CANCEL_GRACE`, 1 s), a handler still running gets `CommandCancelled` raised
    in its thread (an asynchronous exception, `PyThreadState_SetAsyncExc`), so a `while True:` loop stops
-   and gives its gRPC worker thread and its CPU back. The interruption is counted and logged.
+   and gives its gRPC worker thread and its CPU back. The interruption is counted and logged. It waits
+   while the handler is inside the standard library (logging, threading, queue, an import): raised there,
+   between a lock's acquire and the `try` that releases it, it would leave the lock held for good and
+   hang every later call that needs it. It is raised once the handler is back in its own code.
 
 What cannot be stopped: Python delivers an asynchronous exception only between bytecodes, so a thread
 blocked in C (a socket read without timeout, `subprocess.wait`, a lock, a C extension's loop) goes on
@@ -24,13 +27,18 @@ import heapq
 import logging
 import os
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import SupportsIndex
 
 #: Seconds a cancelled handler may run on (to finish cleanly) before CommandCancelled is raised in it.
 DEFAULT_GRACE_SECONDS = 1.0
+#: How often an interruption waiting for the handler to leave the standard library looks again.
+RETRY_SECONDS = 0.02
+_STDLIB = tuple({os.path.join(sysconfig.get_path(name), "") for name in ("stdlib", "platstdlib")})
 
 log = logging.getLogger("sysops_sdk.server")
 _original_sleep: Callable[[float | SupportsIndex], None] = time.sleep
@@ -74,6 +82,7 @@ class Cancellation:
         self._finished = False
         self._running = False
         self._pending = False  # CommandCancelled sent to the thread, perhaps not delivered yet
+        self._caller: FrameType | None = None  # the frame that called enter_handler: frames above are the handler's
 
     def __enter__(self) -> Cancellation:
         _current.call = self
@@ -94,6 +103,7 @@ class Cancellation:
         """The thread runs the handler's code from now on."""
         with self._lock:
             self._running = True
+            self._caller = sys._getframe(1)
 
     def leave_handler(self) -> None:
         """The handler returned or yielded: an interruption not delivered yet must not hit other code."""
@@ -106,6 +116,7 @@ class Cancellation:
         with self._lock:
             self._finished = True
             self._running = False
+            self._caller = None
             self._withdraw()
         if getattr(_current, "call", None) is self:
             _current.call = None
@@ -120,6 +131,9 @@ class Cancellation:
         with self._lock:
             if self._finished or not self._running:
                 return
+            if self._in_standard_library():
+                _reaper.schedule(time.monotonic() + RETRY_SECONDS, self._interrupt)
+                return
             self._pending = True
             _async_raise(self._thread, CommandCancelled)
         with _interrupted_lock:
@@ -131,6 +145,16 @@ class Cancellation:
             file=sys.stderr,
             flush=True,
         )
+
+    def _in_standard_library(self) -> bool:
+        """Whether the handler's thread runs standard-library code (which may hold a lock) now."""
+        frame = sys._current_frames().get(self._thread)
+        while frame is not None and frame is not self._caller:
+            name = frame.f_code.co_filename
+            if name.startswith("<frozen ") or (name.startswith(_STDLIB) and "-packages" + os.sep not in name):
+                return True
+            frame = frame.f_back
+        return False
 
 
 class _Reaper:

@@ -7,6 +7,8 @@ grace, and abandoned calls give their worker threads back.
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -167,3 +169,47 @@ def test_an_interruption_is_never_delivered_after_the_handler_finished() -> None
             while True:
                 pass
         cancellation.leave_handler()
+
+
+def test_an_interruption_never_leaves_a_standard_library_lock_held() -> None:
+    """CommandCancelled raised inside logging, just after its handler lock was taken and before the `try`
+    that releases it, left the lock held for good: every later log call in the plugin hung (and so did its
+    exit). The interruption waits until the handler is back in its own code."""
+    logger = logging.getLogger("test_sdk_cancel.chatty")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    log_handler = logging.StreamHandler(io.StringIO())
+    logger.addHandler(log_handler)
+    calls: list[_cancel.Cancellation] = []
+    stopped = threading.Event()
+
+    def chatty() -> None:
+        with _cancel.Cancellation("chatty", grace=0.0) as call:
+            calls.append(call)
+            call.enter_handler()
+            try:
+                while True:
+                    logger.info("working")
+                    for _ in range(1000):  # and some work of its own, where the interruption lands
+                        pass
+            except CommandCancelled:
+                stopped.set()
+            finally:
+                call.leave_handler()
+
+    log_handler.acquire()  # the handler's thread waits inside logging for this lock
+    thread = threading.Thread(target=chatty, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.2)
+        calls[0].cancel()
+        time.sleep(0.2)  # the reaper ran while the thread was inside logging
+    finally:
+        log_handler.release()
+    thread.join(timeout=10)
+    try:
+        assert stopped.is_set(), "the loop was interrupted"
+        assert log_handler.lock.acquire(timeout=1), "logging's lock is free"
+        log_handler.lock.release()
+    finally:
+        logger.removeHandler(log_handler)
