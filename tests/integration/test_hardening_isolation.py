@@ -165,7 +165,8 @@ def test_writing_past_data_mb_gets_enospc_and_the_host_disk_keeps_the_rest(plugi
     written = int(answer.split()[0])
     assert answer.endswith("MiB, then No space left on device\n") and 16 <= written < 32, answer
     image = data_dir(plugins, "iso-a") / "data.ext4"
-    assert os.stat(image).st_size == 32 * _MIB and os.stat(image).st_blocks * 512 <= 32 * _MIB
+    # Reserved in full when made; the host filesystem may add a block or two of its own extent metadata.
+    assert os.stat(image).st_size == 32 * _MIB and os.stat(image).st_blocks * 512 <= 32 * _MIB + 64 * 1024
     status = json.loads(plugins.ok("plugin", "status", "iso-a", "--output", "json"))
     assert status["limits"]["asked"]["data_mb"] == status["limits"]["applied"]["data_mb"] == 32
 
