@@ -1,7 +1,6 @@
 """The CLI's routed path end to end in-process: store routes, click parsing, gRPC to a plugin thread."""
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from sysops.cli.main import main
@@ -15,16 +14,11 @@ from tests.unit.test_rollout import _target
 
 
 @pytest.fixture
-def running(settings: Settings, plugin_classes: dict[str, type[Plugin]]) -> Iterator[FakeDriver]:
-    driver = FakeDriver()
-    for image, plugin_class in plugin_classes.items():
-        driver.add_image(image, plugin_class)
-    orchestrator = Orchestrator(settings, driver)
+def running(orchestrator: Orchestrator) -> FakeDriver:
+    """The fake driver of `orchestrator` (conftest) with echo-v1 rolled out and serving."""
     orchestrator.rollout.roll(_target("echo-v1"))
-    orchestrator.close()
-    yield driver
-    for handle in list(driver.instances):
-        driver.remove(handle)
+    assert isinstance(orchestrator.driver, FakeDriver)
+    return orchestrator.driver
 
 
 def test_routed_command_prints_result(running: FakeDriver, capsys: pytest.CaptureFixture[str]) -> None:
