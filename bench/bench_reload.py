@@ -63,12 +63,12 @@ def _set_greeting(plugin_dir: Path, text: str) -> None:
 
 def baseline(plugin_dir: Path, home: Path) -> float:
     """`docker build` (cache hit) + `docker run` until gRPC health is SERVING."""
-    from sysops.build.image import make_context
     from sysops.core.client import PluginClient
     from sysops.core.manifest import load_manifest
     from sysops.core.rollout import limits_for
+    from sysops.imaging.image import make_context
     from sysops.runtime.base import BuildRequest, InstanceSpec
-    from sysops.runtime.docker_driver import DockerDriver
+    from sysops.runtime.docker.driver import DockerDriver
     from sysops.settings import Settings
 
     settings = Settings(home=home)

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sysops_sdk._plugin import Plugin
-from sysops_sdk._server import InvocationOutcome, PluginRuntime
+from sysops_sdk._server import InvocationOutcome, PluginRuntime, PluginServer
+
+#: A real plugin server run in-process (the orchestrator's fake runtime driver serves plugins with it).
+__all__ = ["InvocationResult", "PluginHarness", "PluginRuntime", "PluginServer"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from sysops.runtime.data_filesystems import unmount_data_filesystem
+from sysops.runtime.docker.data_filesystems import unmount_data_filesystem
 from sysops.runtime.socket_dirs import unmount_socket_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]

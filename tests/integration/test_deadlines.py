@@ -24,7 +24,7 @@ import pytest
 from docker.models.containers import Container
 from sysops.core.client import PluginClient
 from sysops.errors import DeadlineExceededError
-from sysops.runtime.cgroups import CgroupLocator
+from sysops.runtime.docker.cgroups import CgroupLocator
 from sysops.settings import Settings
 from sysops.store import Route, Store
 

@@ -30,7 +30,7 @@ BASE_IMAGE = "sysops/plugin-base:0.1.0"
 #: How long the new version's restore() takes before it fails: the old instance stays quiesced that long.
 RESTORE_SECONDS = 2.0
 
-# As build/image.py generates it: LABEL first, so every later step's container carries the labels.
+# As imaging/image.py generates it: LABEL first, so every later step's container carries the labels.
 SLOW_DOCKERFILE = """\
 FROM {base}
 LABEL sysops.installation="{installation}" sysops.plugin="builder" sysops.version="1.0.0"

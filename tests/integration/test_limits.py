@@ -23,7 +23,7 @@ from sysops.core.manifest import parse_manifest
 from sysops.core.policy import Caps, LimitValues, Policy, apply_policy
 from sysops.errors import PolicyDeniedError
 from sysops.runtime.base import plugin_uid
-from sysops.runtime.cgroups import CgroupLocator
+from sysops.runtime.docker.cgroups import CgroupLocator
 from sysops.runtime.faults import describe_instance_failure
 
 from tests.integration.conftest import SYSOPS, Sysops, plugin_code, write_plugin

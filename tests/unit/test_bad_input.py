@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sysops.build.image import plugin_requirements
 from sysops.cli.main import main
 from sysops.core import safe_yaml
 from sysops.core.manifest import MANIFEST_FILE, load_manifest, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.policy import load_policy
 from sysops.errors import ExitCode, ManifestError, PluginDefinitionError, PolicyDeniedError, SysopsError, UsageError
+from sysops.imaging.image import plugin_requirements
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 

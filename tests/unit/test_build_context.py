@@ -16,10 +16,10 @@ import tracemalloc
 from pathlib import Path, PurePosixPath
 
 import pytest
-from sysops.build.context import IgnoreRules
-from sysops.build.image import image_tag, make_context
 from sysops.core.manifest import load_manifest
 from sysops.errors import ExitCode, ManifestError, PluginDefinitionError
+from sysops.imaging.context import IgnoreRules
+from sysops.imaging.image import image_tag, make_context
 
 _DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -149,7 +149,7 @@ def test_a_failed_write_leaves_no_context_behind(tmp_path: Path, monkeypatch: py
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sysops.build.context.ContextArchive.add_plugin_tree", interrupted)
+    monkeypatch.setattr("sysops.imaging.context.ContextArchive.add_plugin_tree", interrupted)
     with pytest.raises(KeyboardInterrupt):
         make_context(plugin, load_manifest(plugin), "sha256:base", tmp_path / "cache")
     assert not list((tmp_path / "cache" / "contexts").iterdir())

@@ -13,7 +13,7 @@ from sysops.core.manifest import parse_manifest
 from sysops.core.policy import Caps, LimitValues, Policy, apply_policy
 from sysops.core.rollout import limits_for
 from sysops.errors import ManifestError, PolicyDeniedError, RuntimeOperationError
-from sysops.runtime import data_filesystems
+from sysops.runtime.docker import data_filesystems
 
 BASE = {"name": "hello", "version": "1.0.0", "entrypoint": "hello.plugin:P"}
 

@@ -10,7 +10,7 @@ from sysops.core.manifest import parse_manifest
 from sysops.core.policy import Caps, Policy, apply_policy
 from sysops.errors import PolicyDeniedError
 from sysops.runtime.base import InstanceStatus
-from sysops.runtime.docker_driver import _MAX_LOG_LINE, _lines
+from sysops.runtime.docker.driver import _MAX_LOG_LINE, _lines
 from sysops.runtime.faults import (
     MAX_RESTARTS,
     BudgetAction,

@@ -103,7 +103,7 @@ class Up:
 def up(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Up]:
     driver = RecordingDriver()
     driver.add_image(Settings().base_image, Fuzzed)
-    monkeypatch.setattr("sysops.runtime.docker_driver.DockerDriver", lambda: driver)
+    monkeypatch.setattr("sysops.runtime.docker.driver.DockerDriver", lambda: driver)
     monkeypatch.setenv("SYSOPS_CONFIG", str(tmp_path / "no-config.yaml"))  # local: no server context
     for variable in ("SYSOPS_SERVER", "SYSOPS_TOKEN", "SYSOPS_CONTEXT"):
         monkeypatch.delenv(variable, raising=False)

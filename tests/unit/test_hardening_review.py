@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sysops.build import image
-from sysops.build.image import make_context
 from sysops.core.manifest import load_manifest
 from sysops.errors import ExitCode, PluginDefinitionError, RuntimeOperationError
-from sysops.runtime import data_filesystems
+from sysops.imaging import image
+from sysops.imaging.image import make_context
+from sysops.runtime.docker import data_filesystems
 
 SECRET = "host secret the plugin's owner cannot read"
 

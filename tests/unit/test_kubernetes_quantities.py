@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sysops.runtime.base import LivenessCheck, ResourceLimits
-from sysops.runtime.kubernetes_driver import KubernetesDriver, quantities_equal
+from sysops.runtime.kubernetes.driver import KubernetesDriver, quantities_equal
 
 # What a v1.20 API server stores for the quantities the driver asks for (canonical form).
 CANONICAL_CPU = {100: "1", 200: "2", 50: "500m", 20: "200m"}

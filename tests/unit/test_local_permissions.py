@@ -15,12 +15,12 @@ from unittest.mock import patch
 
 import pytest
 from sysops import settings as settings_module
-from sysops.build import image
-from sysops.build.context import ContextArchive
 from sysops.cli import contexts
 from sysops.core.client import PluginClient
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import PluginUnavailableError, UsageError
+from sysops.imaging import image
+from sysops.imaging.context import ContextArchive
 from sysops.private_paths import ensure_private_dir
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings

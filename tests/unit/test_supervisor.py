@@ -22,7 +22,7 @@ from sysops.core.supervisor import SERVING, Action, Backoff, Rules, Supervisor, 
 from sysops.errors import ManifestError
 from sysops.runtime.base import LivenessCheck, ResourceLimits, ResourceReport
 from sysops.runtime.fake import FakeDriver
-from sysops.runtime.kubernetes_driver import KubernetesDriver
+from sysops.runtime.kubernetes.driver import KubernetesDriver
 from sysops.store import InstanceRecord
 
 from tests.unit.test_rollout import _target

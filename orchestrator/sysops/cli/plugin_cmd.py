@@ -63,10 +63,10 @@ def orchestrator_for_cli(runtime: RuntimeName | None = None):  # type: ignore[no
             "(docs/kubernetes.md)",
         )
     from sysops.core.orchestrator import Orchestrator
-    from sysops.runtime.docker_driver import DockerDriver
+    from sysops.runtime.factory import docker_driver
     from sysops.settings import Settings
 
-    return Orchestrator(Settings(), DockerDriver(), progress)
+    return Orchestrator(Settings(), docker_driver(), progress)
 
 
 @plugin_app.command("up")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sysops_sdk._chunks import MAX_MESSAGE_BYTES
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
+from sysops_sdk.wire import MAX_MESSAGE_BYTES
 
 from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
 from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
@@ -89,16 +89,16 @@ class RemoteClient:
 
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
         """Build the image locally, then have the server roll it."""
-        from sysops.build.image import image_tag, make_context
         from sysops.core.manifest import load_manifest
+        from sysops.imaging.image import image_tag, make_context
         from sysops.runtime.base import BuildRequest
-        from sysops.runtime.docker_driver import DockerDriver
+        from sysops.runtime.factory import docker_driver
         from sysops.settings import Settings
 
         plugin_dir = path.resolve()
         manifest = load_manifest(plugin_dir)
         settings = Settings()
-        driver = DockerDriver()
+        driver = docker_driver()
         base_image_id = driver.image_id(settings.base_image)
         if base_image_id is None:
             raise EngineUnavailableError(

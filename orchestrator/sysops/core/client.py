@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-from sysops_sdk._chunks import MAX_MESSAGE_BYTES, Reassembler, ReplyTooLargeError, WholeResult
-from sysops_sdk._version import PROTOCOL_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
+from sysops_sdk.wire import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Reassembler,
+    ReplyTooLargeError,
+    WholeResult,
+    protocol_compatible,
+)
 
 from sysops.errors import (
     CallInterruptedError,

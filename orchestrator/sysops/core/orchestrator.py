@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sysops import __version__
-from sysops.build.image import image_tag, make_context
 from sysops.core import events
 from sysops.core.client import PluginClient
 from sysops.core.events import EventKind
@@ -29,6 +28,7 @@ from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.errors import ManifestError, NotFoundError, StartFailedError, SysopsError
+from sysops.imaging.image import image_tag, make_context
 from sysops.private_paths import ensure_private_dir
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,

@@ -48,7 +48,7 @@ from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, RevisionRecord, Store
 
-#: Exit codes of the plugin server (sysops_sdk._server) and what they mean for a user.
+#: Exit codes of the plugin server (sysops_sdk.wire) and what they mean for a user.
 _EXIT_REASONS = {3: "entrypoint failed to load", 4: "initialize() failed", 5: "cannot serve", 137: "killed"}
 _POLL_SECONDS = 0.03
 #: Restore with no state re-opens an instance its Snapshot quiesced, leaving its state as it is.

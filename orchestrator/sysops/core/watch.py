@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from sysops.build.context import IgnoreRules
 from sysops.errors import SysopsError
+from sysops.imaging.context import IgnoreRules
 
 if TYPE_CHECKING:
     from sysops.core.orchestrator import Orchestrator

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from sysops_sdk import Plugin
-from sysops_sdk._server import EXIT_INITIALIZE, PluginRuntime, PluginServer
+from sysops_sdk.testing import PluginRuntime, PluginServer
+from sysops_sdk.wire import EXIT_INITIALIZE
 
 from sysops.errors import BuildError
 from sysops.runtime.base import (

@@ -266,7 +266,7 @@ def describe_instance_failure(endpoint: str, since: float, wait: float = 3.0) ->
 def pids_limit_hits(endpoint: str) -> tuple[int, int] | None:
     """(times the pids limit refused a fork, the limit) of the running instance serving `endpoint`, from its
     cgroup's `pids.events` (v1 and v2); None when it is not running here or the count cannot be read."""
-    from sysops.runtime.cgroups import CgroupLocator
+    from sysops.runtime.docker.cgroups import CgroupLocator
 
     for attrs in _instance_attrs(endpoint) or []:
         state = attrs.get("State") or {}

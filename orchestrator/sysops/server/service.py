@@ -25,9 +25,8 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from sysops_sdk._chunks import output_events, result_events, speaks_chunks
-from sysops_sdk._server import PROTOCOL_METADATA_KEY, TokenAuthInterceptor
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
+from sysops_sdk.wire import PROTOCOL_METADATA_KEY, TokenAuthInterceptor, output_events, result_events, speaks_chunks
 
 from sysops.core import router
 from sysops.core.client import Abandon, InvocationResult
@@ -45,6 +44,7 @@ from sysops.errors import (
     UsageError,
 )
 from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
+from sysops.runtime.factory import make_driver
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.settings import Settings
@@ -385,24 +385,6 @@ def _events(item: str | InvocationResult, chunked: bool) -> Iterator[plugin_pb.I
         exit_code=item.exit_code,
         error=item.error,
     )
-
-
-def make_driver(runtime: str) -> tuple[RuntimeDriver, StateMirror | None]:
-    """The driver (and desired-state mirror) of a runtime."""
-    if runtime == "kubernetes":
-        try:
-            from sysops.runtime.kubernetes_driver import KubernetesDriver
-            from sysops.runtime.kubernetes_state import PluginStateMirror
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                "the kubernetes runtime needs the kubernetes client", hint="pip install 'sysops[kubernetes]'"
-            ) from exc
-
-        kubernetes = KubernetesDriver()
-        return kubernetes, PluginStateMirror(kubernetes)
-    from sysops.runtime.docker_driver import DockerDriver
-
-    return DockerDriver(), None
 
 
 class ControlServer:

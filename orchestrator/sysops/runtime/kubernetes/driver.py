@@ -4,7 +4,7 @@ Each instance is a Pod (not a Deployment: sysops itself does the rolling replace
 rollback that Deployments lack), owned by the plugin's state ConfigMap, with a NetworkPolicy
 from the manifest's `network:`. Pods listen on TCP and require the per-instance token the rollout
 generated. The plugin's limits become resource requests and limits (Guaranteed QoS) and its hardening a
-restricted security context. This module and kubernetes_state.py are the only ones that import the
+restricted security context. This module and state.py are the only ones that import the
 kubernetes client; API errors are translated here into sysops errors.
 """
 

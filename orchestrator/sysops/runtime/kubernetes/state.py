@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sysops.errors import RuntimeOperationError
 from sysops.runtime.base import MirroredPlugin
-from sysops.runtime.kubernetes_driver import (
+from sysops.runtime.kubernetes.driver import (
     STATE_ROLE_LABEL,
     KubernetesDriver,
     state_configmap_name,

@@ -4,7 +4,7 @@ This is the only module that imports `docker`. Engine errors are translated here
 sysops errors with one-line messages (bodies truncated so nothing large or secret reaches a terminal).
 Every limit of the manifest is applied at create time (CPU quota, memory = memory+swap, pids, block-I/O
 throttle on the data volume's disk, network mode; egress allow-lists and connection limits through a
-network-holder container, see docker_network.py), and `resources` reads back what the engine and the
+network-holder container, see network.py), and `resources` reads back what the engine and the
 kernel actually enforce (inspect and the cgroup files) so that any difference is an error.
 """
 
@@ -22,7 +22,6 @@ from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
 from sysops.errors import BuildError, EngineUnavailableError, ManifestError, RuntimeOperationError
-from sysops.runtime import docker_network
 from sysops.runtime.base import (
     LABEL_INSTALLATION,
     LABEL_INSTANCE,
@@ -38,8 +37,9 @@ from sysops.runtime.base import (
     is_plugin_uid,
     plugin_uid,
 )
-from sysops.runtime.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
-from sysops.runtime.data_filesystems import (
+from sysops.runtime.docker import network as docker_network
+from sysops.runtime.docker.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
+from sysops.runtime.docker.data_filesystems import (
     data_size_bytes,
     ensure_data_filesystem,
     remount_data_filesystem,

@@ -22,7 +22,10 @@ from pathlib import Path, PurePosixPath
 
 from packaging.version import Version
 
-from sysops.build.context import (
+from sysops.core.manifest import Manifest
+from sysops.core.names import shown
+from sysops.errors import BuildError, PluginDefinitionError
+from sysops.imaging.context import (
     BuildContext,
     ContextArchive,
     IgnoreRules,
@@ -33,9 +36,6 @@ from sysops.build.context import (
     read_small_plugin_text,
     shipped_files,
 )
-from sysops.core.manifest import Manifest
-from sysops.core.names import shown
-from sysops.errors import BuildError, PluginDefinitionError
 from sysops.private_paths import ensure_private_dir
 
 #: Python of the base image; wheels must be built for it.

@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: driver and the desired-state mirror."""
