@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint, type-check and test. Extra arguments go to pytest. Runs all three checks and
+# Lint, check the import layers, type-check and test. Extra arguments go to pytest. Runs every check and
 # exits non-zero if any of them failed.
 set -uo pipefail
 
@@ -36,6 +36,8 @@ run() {
 
 run ruff   "$BIN/ruff" check .
 run mypy   "$BIN/mypy"
+# Layer contracts ([tool.importlinter] in pyproject.toml): which package may import which.
+run imports "$BIN/lint-imports" --no-cache
 run pytest "$BIN/pytest" -q --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
 # Tests that raise real asynchronous interruptions in their own process run apart, untraced (see
 # tests/unit/test_sdk_cancel.py): coverage's tracer and those interruptions wedged thread starts.
