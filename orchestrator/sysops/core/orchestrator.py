@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sysops import __version__
-from sysops.core import events
+from sysops.core import events, recovery
 from sysops.core.client import PluginClient
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
@@ -43,7 +43,7 @@ from sysops.runtime.base import (
     StateMirror,
     StreamCancel,
 )
-from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, last_error
+from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, last_error, stability_window
 from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
@@ -52,6 +52,10 @@ from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
 _ORPHAN_SOCKET_DIR_AGE = 120.0
 #: Log lines `status` reads to find an instance's last error.
 _LAST_ERROR_LINES = 50
+#: Seconds an instance started again by reconciliation gets to stop on SIGTERM first (it is stopped already).
+_RESTART_STOP_SECONDS = 1.0
+#: Events of a plugin read to count reconciliation's restarts within the stability window.
+_RESTART_EVENTS = 200
 
 
 @dataclass
@@ -188,6 +192,51 @@ class Orchestrator:
             elif (instance_id := container.labels.get(LABEL_INSTANCE, "")).isalnum():  # never a forged path
                 remove_socket_dir(self.settings.run_dir / instance_id)
         self._record_serving_revision(name, {container.handle: container for container in containers})
+        if self.driver.restarts_stopped_instances:
+            self._restart_stopped(name, {container.handle for container in containers if not container.running})
+
+    def _restart_stopped(self, name: str, stopped: set[str]) -> None:
+        """Start again the active instances the engine stopped cleanly (core/recovery.py), or give up on one."""
+        window = stability_window()
+        for instance in self.store.active_instances(name):
+            if instance.handle not in stopped:
+                continue
+            status = self.driver.inspect(instance.handle)  # `maintain` may have started it since the listing
+            if status is None:
+                continue
+            now = time.time()
+            earlier = recovery.restarts_since(self.store.events(name, _RESTART_EVENTS), instance.id, now - window)
+            verdict = recovery.judge(status, now, earlier)
+            if verdict is recovery.Verdict.GIVE_UP:
+                self.give_up(name, instance, recovery.give_up_reason(earlier, status.exit_code, window))
+            elif verdict is recovery.Verdict.RESTART:
+                LOG.warning("%s: instance %s stopped (exit code %s); starting it", name, instance.id, status.exit_code)
+                self.driver.restart(instance.handle, _RESTART_STOP_SECONDS)
+                message = recovery.restart_message(instance.id, status.exit_code, earlier + 1, window, MAX_RESTARTS)
+                events.record(self.store, name, EventKind.RESTARTED, message)
+                self._await_serving(instance)
+
+    def _await_serving(self, instance: InstanceRecord) -> None:
+        """Wait (up to the ready timeout) until a restarted instance answers its health check, so the listing
+        that follows says Active; one that does not is the supervisor's and the engine's to judge."""
+        deadline = time.monotonic() + self.settings.ready_timeout
+        with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
+            while not client.healthy(timeout=0.5) and time.monotonic() < deadline:
+                status = self.driver.inspect(instance.handle)
+                if status is None or not status.running:
+                    return
+                time.sleep(0.1)
+
+    def give_up(self, name: str, instance: InstanceRecord, reason: str) -> None:
+        """Take an instance that restarts did not help out of routing and remove it; the plugin is Failed with
+        `reason` once none of its instances serves (the supervisor's and reconciliation's last resort)."""
+        LOG.warning("%s: %s; removing the instance", name, reason)
+        self.store.switch(name, add=[], remove=[instance])
+        self.rollout.discard(instance)
+        if not self.store.active_instances(name):
+            self.store.deactivate(name)
+        self.store.set_last_error(name, reason)
+        events.record(self.store, name, EventKind.FAILED, f"{reason} (instance {instance.id})")
 
     def _adopt(self, name: str, container: InstanceStatus, known: InstanceRecord | None) -> bool:
         """Put a running instance that nothing serves beside into service (a lost store, or an `up` killed

@@ -241,14 +241,7 @@ class Supervisor:
             events.record(store, item.plugin, EventKind.RESTARTED, message)
             return
         events.record(store, item.plugin, EventKind.UNRESPONSIVE, why)
-        reason = f"Failed after {before.restarts} restarts: unresponsive: {why}"
-        LOG.warning("%s: %s; removing the instance", item.plugin, reason)
-        store.switch(item.plugin, add=[], remove=[instance])
-        orchestrator.rollout.discard(instance)
-        if not store.active_instances(item.plugin):
-            store.deactivate(item.plugin)
-        store.set_last_error(item.plugin, reason)
-        events.record(store, item.plugin, EventKind.FAILED, f"{reason} (instance {instance.id})")
+        orchestrator.give_up(item.plugin, instance, f"Failed after {before.restarts} restarts: unresponsive: {why}")
 
     def _observed(self, item: _Due) -> str:
         """What the runtime counted that may explain a wedge: "; pids limit hit 61 times; 1 OOM kill"."""

@@ -121,6 +121,8 @@ class InstanceStatus:
     oom_killed: bool = False
     error: str = ""
     started_at: str = ""
+    #: When the instance last stopped (engine timestamp), "" when unknown or never.
+    finished_at: str = ""
     pid: int = 0
     restart_count: int = 0
     #: Image the instance was created from (an image id locally), "" when unknown.
@@ -193,6 +195,13 @@ class RuntimeDriver(Protocol):
     """Operations every runtime (Docker, Kubernetes, the fake) provides."""
 
     name: str
+
+    @property
+    def restarts_stopped_instances(self) -> bool:
+        """Whether reconciliation must start again an instance that stopped cleanly (exit 0, or 143/137 from a
+        stop) without sysops asking: True for Docker, whose on-failure policy leaves such an instance stopped
+        after an engine restart or a reboot; False where the runtime restarts it itself (Kubernetes: the kubelet).
+        """
 
     def ping(self) -> None:
         """Raise EngineUnavailableError if the engine cannot be reached."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from sysops_sdk import Plugin
 from sysops_sdk.testing import PluginRuntime, PluginServer
@@ -40,6 +42,8 @@ class FakeDriver:
     """Runs plugin classes in threads, as if they were containers."""
 
     name = "fake"
+    #: Like Docker: an instance that stopped cleanly stays stopped until the core starts it again.
+    restarts_stopped_instances = True
 
     def __init__(self) -> None:
         self.images: dict[str, type[Plugin]] = {}
@@ -133,7 +137,7 @@ class FakeDriver:
             threading.Thread(target=instance.server.shutdown, args=(timeout,), daemon=True).start()
             instance.server._stopped.wait(timeout + 1)
         if instance is not None:
-            instance.status = replace(instance.status, running=False, exit_code=0)
+            instance.status = replace(instance.status, running=False, exit_code=0, finished_at=_engine_time())
 
     def restart(self, handle: str, timeout: float) -> None:
         """Stop the instance and serve a fresh plugin object on the same socket with the same token."""
@@ -147,12 +151,16 @@ class FakeDriver:
         instance.server.start()
         instance.status = replace(instance.status, running=True, exit_code=None)
 
-    def crash(self, handle: str, exit_code: int = 1, oom_killed: bool = False) -> None:
-        """Simulate a crash of a running instance."""
+    def crash(self, handle: str, exit_code: int = 1, oom_killed: bool = False, seconds_ago: float = 0.0) -> None:
+        """Simulate a crash of a running instance (or, with exit code 0, 143 or 137, a stop by the engine)
+        that happened `seconds_ago`."""
         instance = self.instances[handle]
         if instance.server is not None:
             instance.server.server.stop(0)
-        instance.status = replace(instance.status, running=False, exit_code=exit_code, oom_killed=oom_killed)
+        finished = _engine_time(time.time() - seconds_ago)
+        instance.status = replace(
+            instance.status, running=False, exit_code=exit_code, oom_killed=oom_killed, finished_at=finished
+        )
 
     def remove(self, handle: str) -> None:
         """Stop and forget an instance."""
@@ -172,3 +180,9 @@ class FakeDriver:
         for handle in doomed:
             self.remove(handle)
         return len(doomed)
+
+
+def _engine_time(epoch: float | None = None) -> str:
+    """An engine timestamp (2024-05-01T10:00:00.123456Z) of `epoch` seconds, now by default."""
+    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

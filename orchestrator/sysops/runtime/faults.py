@@ -105,6 +105,7 @@ def status_from_attrs(attrs: Mapping[str, Any]) -> InstanceStatus:
         oom_killed=bool(state.get("OOMKilled")),
         error=str(state.get("Error") or ""),
         started_at=str(state.get("StartedAt") or ""),
+        finished_at=str(state.get("FinishedAt") or ""),
         pid=int(state.get("Pid") or 0),
         restart_count=crashes_in_budget(attrs),
         image=str(attrs.get("Image") or ""),
@@ -172,7 +173,7 @@ def last_error(status: InstanceStatus, log_lines: Sequence[str], memory_limit: i
     if status.exit_code == 0:
         return (
             "stopped outside sysops with exit code 0 (the engine restarted, or `docker stop`); "
-            "`sysops plugin up` starts it again"
+            "reconciliation starts it again a few seconds after the stop"
         )
     reason = _reason(log_lines[serving[-1] + 1 :] if serving else log_lines) or status.error
     code = f"exited with code {status.exit_code}"

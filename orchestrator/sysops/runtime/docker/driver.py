@@ -96,6 +96,8 @@ class DockerDriver:
     """Runs plugin instances as local Docker containers."""
 
     name = "docker"
+    #: The on-failure policy leaves an instance the engine stopped (its restart, a reboot) stopped: the core starts it.
+    restarts_stopped_instances = True
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client

@@ -135,6 +135,8 @@ class KubernetesDriver:
     """Runs plugin instances as pods in one namespace."""
 
     name = "kubernetes"
+    #: The kubelet restarts a pod's stopped container itself (restartPolicy Always).
+    restarts_stopped_instances = False
 
     def __init__(self, namespace: str | None = None, image_pull_policy: str | None = None) -> None:
         self.namespace = namespace or os.environ.get("SYSOPS_NAMESPACE", "default")
