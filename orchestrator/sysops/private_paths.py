@@ -68,10 +68,14 @@ def write_private_file(path: Path, text: str) -> None:
         raise
 
 
+#: The umask under which a library-created Unix socket is born 0600 (bind() gives sockets 0777 & ~umask).
+SOCKET_UMASK = 0o177
+
+
 @contextlib.contextmanager
-def private_umask() -> Iterator[None]:
+def private_umask(mask: int = 0o077) -> Iterator[None]:
     """Create files 0600 / directories 0700 inside the block (for files a library creates, e.g. SQLite's WAL)."""
-    previous = os.umask(0o077)
+    previous = os.umask(mask)
     try:
         yield
     finally:

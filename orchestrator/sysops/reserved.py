@@ -8,5 +8,5 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve`, `context` and `events` are the CLI's built-ins; `help` and `version` are kept for sysops.
-RESERVED_COMMANDS: tuple[str, ...] = ("plugin", "serve", "context", "events", "help", "version")
+#: `plugin`, `serve`, `context`, `events` and `host` are the CLI's built-ins; `help` and `version` are kept for sysops.
+RESERVED_COMMANDS: tuple[str, ...] = ("plugin", "serve", "context", "events", "host", "help", "version")

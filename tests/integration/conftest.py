@@ -22,8 +22,10 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from sysops.host.launcher import stop_host
 from sysops.runtime.docker.data_filesystems import unmount_data_filesystem
 from sysops.runtime.socket_dirs import unmount_socket_tmpfs
+from sysops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSOPS = str(Path(sys.executable).with_name("sysops"))
@@ -56,6 +58,38 @@ class Sysops:
         result = self.run(*args, timeout=timeout)
         assert result.returncode == 0, f"sysops {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
         return result.stdout
+
+    def stop_host(self) -> None:
+        """Stop the installation's resident host, if the CLI started one (plugins keep running)."""
+        stop_host(Settings(home=self.home))
+
+
+def host_processes(under: Path) -> list[int]:
+    """Pids of resident hosts whose SYSOPS_HOME is inside `under` (what this test session started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sysops.cli.main" not in words or b"host" not in words:
+            continue
+        homes = [item[len(b"SYSOPS_HOME=") :] for item in environment if item.startswith(b"SYSOPS_HOME=")]
+        if homes and homes[0].decode(errors="replace").startswith(f"{under.resolve()}/"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_host_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop every resident host this session's CLIs started (each fixture stops its own; this is the net)."""
+    yield
+    for pid in host_processes(tmp_path_factory.getbasetemp()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +143,7 @@ def remove_installation(client: docker.DockerClient, installation_id: str) -> No
 
 def unmount_installation(sysops: Sysops) -> None:
     """Unmount what sysops mounted for an installation (socket tmpfs, data filesystems) once its containers are gone."""
+    sysops.stop_host()  # normally done before its containers are removed; a host left running would redo them
     roots = (f"{sysops.home.resolve()}/", f"/tmp/sysops-run-{os.geteuid()}/{sysops.installation_id}/")
     for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
         target = line.split()[1].replace("\\040", " ")
@@ -131,6 +166,7 @@ def _make_sysops(tmp_path: Path) -> Sysops:
 def sysops(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sysops]:
     instance = _make_sysops(tmp_path_factory.mktemp("sysops"))
     yield instance
+    instance.stop_host()
     remove_installation(engine, instance.installation_id)
     unmount_installation(instance)
 
@@ -139,6 +175,7 @@ def sysops(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 def fresh_sysops(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
     instance = _make_sysops(tmp_path)
     yield instance
+    instance.stop_host()
     remove_installation(engine, instance.installation_id)
     unmount_installation(instance)
 

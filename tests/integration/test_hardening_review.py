@@ -107,6 +107,7 @@ def small_home(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
     try:
         yield sysops
     finally:
+        sysops.stop_host()
         remove_installation(engine, sysops.installation_id)
         unmount_installation(sysops)
         subprocess.run(["umount", "-l", str(filesystem)], check=False)
@@ -129,6 +130,7 @@ def long_home(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
     home = tmp_path / ("long-" * 16) / "home"
     sysops = Sysops(home=home, env={**os.environ, "SYSOPS_HOME": str(home), "SYSOPS_READY_TIMEOUT": "20"})
     yield sysops
+    sysops.stop_host()
     remove_installation(engine, sysops.installation_id)
     unmount_installation(sysops)
 

@@ -8,6 +8,7 @@ import click
 import typer
 
 from sysops.cli.events_cmd import events
+from sysops.cli.host_cmd import host_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.server_cmd import context_app, serve
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(context_app, name="context")
+app.add_typer(host_app, name="host")
 app.command("serve")(serve)
 app.command("events")(events)
 
@@ -33,7 +35,7 @@ def _root() -> None:
 def build_cli(argv: list[str]) -> click.Group:
     """Build the command group: built-ins plus the commands of every active plugin."""
     from sysops.cli.main import unknown_command
-    from sysops.cli.routed import add_routes, known_routes
+    from sysops.cli.routed import add_routes, context_commands
     from sysops.errors import SysopsError
 
     group = typer.main.get_command(app)
@@ -41,7 +43,9 @@ def build_cli(argv: list[str]) -> click.Group:
     if argv and argv[0] in group.commands:
         return group  # built-ins work even when the current context's server is down
     try:
-        add_routes(group, known_routes())
+        commands = context_commands()
+        commands.close()  # a routed command is run by main's fast path; a late call here reconnects
+        add_routes(group, commands)
     except SysopsError as error:
         if argv and not argv[0].startswith("-"):
             raise

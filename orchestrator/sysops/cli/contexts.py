@@ -80,6 +80,13 @@ def current() -> ServerContext | None:
     return ServerContext(name, str(entry.get("server", "")), str(entry.get("token", "")))
 
 
+def local_host() -> ServerContext:
+    """The context of this installation's resident host, started if it does not run (no token: its socket is 0600)."""
+    from sysops.host.launcher import ensure_host
+
+    return ServerContext(LOCAL, f"unix:{ensure_host().control_socket}", "")
+
+
 def set_context(name: str, server: str, token: str) -> None:
     """Add or change a context."""
     if name == LOCAL:

@@ -6,7 +6,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ from sysops.cli.output import emit, when
 from sysops.core.names import check_plugin_name
 from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
+
+if TYPE_CHECKING:
+    from sysops.core.operations import PluginOperations
 
 plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
 
@@ -47,26 +50,22 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def orchestrator_for_cli(runtime: RuntimeName | None = None):  # type: ignore[no-untyped-def]
-    """The local orchestrator, or a client of the server of the current context."""
+def orchestrator_for_cli(runtime: RuntimeName | None = None) -> PluginOperations:
+    """The door to the orchestrator of the current context: this installation's host (started if needed) or a
+    `sysops serve` of another context. The one place the CLI chooses (core/operations.py)."""
     from sysops.cli import contexts
+    from sysops.cli.remote import RemoteClient
 
     context = contexts.current()
-    if context is not None:
-        from sysops.cli.remote import RemoteClient
-
-        return RemoteClient(context, progress)
-    if runtime is RuntimeName.KUBERNETES:
-        raise UsageError(
-            "--runtime kubernetes needs a sysops server in the cluster",
-            hint="install the Helm chart, then set SYSOPS_SERVER and SYSOPS_TOKEN or `sysops context use` "
-            "(docs/kubernetes.md)",
-        )
-    from sysops.core.orchestrator import Orchestrator
-    from sysops.runtime.factory import docker_driver
-    from sysops.settings import Settings
-
-    return Orchestrator(Settings(), docker_driver(), progress)
+    if context is None:
+        if runtime is RuntimeName.KUBERNETES:
+            raise UsageError(
+                "--runtime kubernetes needs a sysops server in the cluster",
+                hint="install the Helm chart, then set SYSOPS_SERVER and SYSOPS_TOKEN or `sysops context use` "
+                "(docs/kubernetes.md)",
+            )
+        context = contexts.local_host()
+    return RemoteClient(context, progress)
 
 
 @plugin_app.command("up")
@@ -106,7 +105,6 @@ def down(
 def ls(output: OutputOption = Output.TEXT) -> None:
     """List plugins with their state, version and health."""
     orchestrator = orchestrator_for_cli()
-    orchestrator.reconcile()
     rows = [
         {
             "name": s.name,
@@ -128,7 +126,6 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     """Show a plugin's state, version, image, container, health, last error and recent events."""
     check_plugin_name(name)
     orchestrator = orchestrator_for_cli()
-    orchestrator.reconcile()
     result = orchestrator.status(name, limits=True).as_dict()
     if output is Output.JSON:
         emit(result, "json")

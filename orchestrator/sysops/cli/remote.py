@@ -1,10 +1,11 @@
-"""The CLI's side of the control API: the same operations as the local Orchestrator, done by a server.
+"""The CLI's side of the control API: the plugin operations, done by this installation's resident host (over
+its 0600 Unix socket) or by a `sysops serve` of another context (over TCP with its token).
 
-`up` builds the plugin image with the local Docker engine (the server never builds), pushes it when
-`SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
-shares this engine), then asks the server to roll it. The image is tagged with the server's installation
-id, as a local build is with its own, so `down --purge` on one server never untags an image another
-server runs. Server errors come back with the CLI exit code.
+`up` builds the plugin image with the local Docker engine (the host and servers never build), pushes it
+when `SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
+shares this engine), then asks the host or server to roll it. The image is tagged with that side's
+installation id, so `down --purge` on one server never untags an image another server runs. Errors come
+back with the CLI exit code.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import json
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 from sysops_sdk.wire import MAX_MESSAGE_BYTES
 
-from sysops.cli.contexts import REMOTE_ENDPOINT, ServerContext
+from sysops.cli.contexts import LOCAL, REMOTE_ENDPOINT, ServerContext
 from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
 from sysops.core.lifecycle import PluginState
 from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
-from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, LABEL_VERSION
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
+
+if TYPE_CHECKING:
+    from sysops.core.operations import PluginOperations
+    from sysops.core.orchestrator import PluginStatus
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 
@@ -41,6 +45,11 @@ def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
                 f"sysops server {context.server} refused the token of context {context.name!r}",
                 hint="set SYSOPS_TOKEN or `sysops context set` with the server's token",
             )
+        if context.name == LOCAL:
+            return EngineUnavailableError(
+                f"the sysops host stopped answering ({error.code().name}: {error.details()})",
+                hint="`sysops host status` and `sysops host logs` say why; the next command starts it again",
+            )
         return EngineUnavailableError(
             f"sysops server {context.server} not reachable ({error.code().name}: {error.details()})",
             hint="check `sysops context ls`, SYSOPS_SERVER, and that the server runs",
@@ -52,7 +61,7 @@ def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
 
 
 class RemoteClient:
-    """A connection to a `sysops serve` control API."""
+    """A connection to a control API: the local host's (Unix socket) or a `sysops serve`'s (TCP, token)."""
 
     def __init__(self, context: ServerContext, progress: Any = None) -> None:
         self.context = context
@@ -88,10 +97,9 @@ class RemoteClient:
         """The server reconciles on its own."""
 
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
-        """Build the image locally, then have the server roll it."""
+        """Build the image with the local engine (imaging/plugin_image.py), then have the host or server roll it."""
         from sysops.core.manifest import load_manifest
-        from sysops.imaging.image import image_tag, make_context
-        from sysops.runtime.base import BuildRequest
+        from sysops.imaging.plugin_image import plugin_build
         from sysops.runtime.factory import docker_driver
         from sysops.settings import Settings
 
@@ -99,28 +107,27 @@ class RemoteClient:
         manifest = load_manifest(plugin_dir)
         settings = Settings()
         driver = docker_driver()
-        base_image_id = driver.image_id(settings.base_image)
-        if base_image_id is None:
-            raise EngineUnavailableError(
-                f"base image {settings.base_image} not found", hint="run plugin-base-image/build.sh"
-            )
+        registry = os.environ.get("SYSOPS_REGISTRY", "")
         installation_id = str(self._query("server")["installation_id"])
-        # Labelled with the server's installation, so its `down --purge` finds the image and its build layers
-        # (reconcile counts only containers with an instance label, so build steps are left alone).
-        labels = {LABEL_INSTALLATION: installation_id, LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
-        registry = os.environ.get("SYSOPS_REGISTRY", "").rstrip("/")
-        repository = f"{registry + '/' if registry else ''}sysops-plugins/{installation_id}-{manifest.name}"
-        with make_context(plugin_dir, manifest, base_image_id, settings.cache_dir, labels) as context:
-            tag = image_tag(repository, manifest.version, context.fingerprint)
-            self.progress(f"building image {tag}")
-            driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
+        self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
+        with plugin_build(
+            driver,
+            plugin_dir,
+            manifest,
+            base_image=settings.base_image,
+            installation_id=installation_id,  # the server's: its `down --purge` finds the image
+            cache_dir=settings.cache_dir,
+            progress=self.progress,
+            registry=registry,
+        ) as build:
+            build.build()
         if registry:
-            self.progress(f"pushing {tag}")
-            driver.push_image(tag)
+            self.progress(f"pushing {build.tag}")
+            driver.push_image(build.tag)
         request = pb.UpRequest(
             manifest_json=manifest.model_dump_json(),
-            image=tag,
-            fingerprint=context.fingerprint,
+            image=build.tag,
+            fingerprint=build.fingerprint,
             source=str(plugin_dir),
         )
         result = self._stream("Up", request)
@@ -137,11 +144,11 @@ class RemoteClient:
     def _query(self, kind: str, name: str = "") -> Any:
         return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name)).json)
 
-    def list(self) -> builtins.list[Any]:
+    def list(self) -> builtins.list[PluginStatus]:
         """Every plugin's status."""
         return [_status(item) for item in self._query("list")]
 
-    def status(self, name: str, *, limits: bool = False) -> Any:
+    def status(self, name: str, *, limits: bool = False) -> PluginStatus:
         """One plugin's status (the server always includes limits and usage)."""
         return _status(self._query("status", name))
 
@@ -198,10 +205,14 @@ def _instance(data: dict[str, Any]) -> InstanceRecord:
     return InstanceRecord(**{"endpoint": "", "socket_dir": "", **data})
 
 
-def _status(data: dict[str, Any]) -> Any:
+def _status(data: dict[str, Any]) -> PluginStatus:
     from sysops.core.orchestrator import PluginStatus
 
     fields = dict(data)
     fields["state"] = PluginState(fields["state"])
     fields["events"] = [EventRecord(plugin=fields["name"], **event) for event in fields.get("events", [])]
     return PluginStatus(**fields)
+
+
+if TYPE_CHECKING:
+    _checked: type[PluginOperations] = RemoteClient  # mypy: the client is a whole door (core/operations.py)

@@ -16,11 +16,11 @@ from sysops.errors import SysopsError
 from sysops.imaging.context import IgnoreRules
 
 if TYPE_CHECKING:
-    from sysops.core.orchestrator import Orchestrator
+    from sysops.core.operations import PluginOperations
 
 
 def watch_and_roll(
-    orchestrator: Orchestrator, path: Path, progress: Callable[[str], None], *, debounce_ms: int = 150
+    orchestrator: PluginOperations, path: Path, progress: Callable[[str], None], *, debounce_ms: int = 150
 ) -> None:
     """Block, rolling the plugin at `path` after each change, until interrupted."""
     from watchfiles import watch

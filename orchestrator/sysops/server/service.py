@@ -22,6 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,6 +44,7 @@ from sysops.errors import (
     SysopsError,
     UsageError,
 )
+from sysops.private_paths import SOCKET_UMASK, private_umask
 from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
 from sysops.server.protocol.v1 import control_pb2 as pb
@@ -205,6 +207,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         try:
             if request.kind in ("status", "history"):
                 check_plugin_name(request.name)
+            if request.kind in ("list", "status"):
+                orchestrator.reconcile()  # what the engine did since the last pass, so the answer is the truth
             if request.kind == "list":
                 return pb.QueryReply(json=json.dumps([s.as_dict() for s in orchestrator.list()], default=str))
             if request.kind == "status":
@@ -424,18 +428,24 @@ def reconcile_forever(servicer: ControlServicer, stop: threading.Event, interval
 
 
 def serve(
-    listen: str,
+    listen: str | None,
     runtime: str,
     token: str,
     settings: Settings | None = None,
     *,
+    unix_socket: Path | None = None,
     max_followers: int = DEFAULT_MAX_FOLLOWERS,
     reconcile_seconds: float = RECONCILE_SECONDS,
 ) -> ControlServer:
     """Start the control server (after restoring state and re-adopting instances); return it running.
 
-    Its pool has a worker per follower slot plus RESERVED_WORKERS, so followers never starve other calls.
+    It listens on TCP at `listen` (every call but health needs the bearer `token`) or, for the resident
+    host, on the Unix socket `unix_socket`, created 0600 (its permissions are the authentication, as with
+    the Docker socket; no token). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
+    followers never starve other calls.
     """
+    if (listen is None) == (unix_socket is None):
+        raise UsageError("the control server listens on TCP or on a Unix socket: give exactly one")
     if max_followers < 1:
         raise UsageError(f"--max-followers must be at least 1, not {max_followers}")
     settings = settings or Settings()
@@ -448,11 +458,13 @@ def serve(
     finally:
         startup.close()
     workers = futures.ThreadPoolExecutor(max_workers=max_followers + RESERVED_WORKERS, thread_name_prefix="sysops-rpc")
-    server = grpc.server(workers, interceptors=[TokenAuthInterceptor(token)])
+    server = grpc.server(workers, interceptors=[] if unix_socket is not None else [TokenAuthInterceptor(token)])
     pb_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port(listen)
+    address = f"unix:{unix_socket}" if unix_socket is not None else str(listen)
+    with private_umask(SOCKET_UMASK):  # gRPC creates the socket file: 0600 from its first moment
+        port = server.add_insecure_port(address)
     if port == 0:
-        raise SysopsError(f"cannot listen on {listen}")
+        raise SysopsError(f"cannot listen on {address}")
     server.start()
     stop = threading.Event()
     threading.Thread(

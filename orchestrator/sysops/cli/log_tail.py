@@ -1,0 +1,28 @@
+"""Printing a log file as `tail [-n N] [-f]` does, with bounded memory and escaped control characters."""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import TextIO
+
+from sysops.safe_text import escape_controls
+
+_FOLLOW_POLL_SECONDS = 0.2
+
+
+def print_file(path: Path, *, tail: int | None, follow: bool, out: TextIO) -> None:
+    """Print `path` (its last `tail` lines), then, with `follow`, the lines it gains until Ctrl-C."""
+    with open(path, "rb") as handle:
+        lines = collections.deque(handle, maxlen=tail) if tail is not None else handle
+        for line in lines:
+            out.write(escape_controls(line.decode(errors="replace").rstrip("\n"), one_line=True) + "\n")
+        out.flush()
+        while follow:
+            line = handle.readline()
+            if not line:
+                time.sleep(_FOLLOW_POLL_SECONDS)
+                continue
+            out.write(escape_controls(line.decode(errors="replace").rstrip("\n"), one_line=True) + "\n")
+            out.flush()

@@ -1,0 +1,197 @@
+"""Finding, starting and stopping the resident host of an installation, from the CLI's side.
+
+The first CLI command that needs the host starts it in the background (`sysops host run`, in a session of
+its own, its output appended to SYSOPS_HOME/host.log) and waits until its control socket answers. A lock
+in SYSOPS_HOME keeps two CLIs that start at once from starting two hosts; the host itself also holds a
+lock for as long as it runs, so a second one started by hand refuses to run. A host of another protocol
+(an upgraded sysops) is stopped and replaced. Kept free of heavy imports: the routed-command path calls
+`ensure_host` when its socket is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sysops.core.locks import held_lock
+from sysops.errors import EngineUnavailableError
+from sysops.host.paths import HostPaths, host_paths
+from sysops.private_paths import PRIVATE_FILE_MODE, ensure_private_dir
+from sysops.settings import Settings
+
+#: Bumped when the CLI and the host stop understanding each other; a host of another protocol is replaced.
+HOST_PROTOCOL = "1"
+#: Seconds a starting host has to answer (it reconciles every plugin first).
+START_TIMEOUT_SECONDS = 60.0
+#: Seconds `stop` waits for a host to exit after SIGTERM before it kills it.
+STOP_TIMEOUT_SECONDS = 20.0
+#: host.log is moved to host.log.1 when a host starts and finds it larger than this.
+LOG_ROTATE_BYTES = 10 << 20
+_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """What a running host wrote about itself in host.json."""
+
+    pid: int
+    protocol: str
+    started: float
+    runtime: str
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as JSON-able data."""
+        return {"pid": self.pid, "protocol": self.protocol, "started": self.started, "runtime": self.runtime}
+
+
+def read_record(paths: HostPaths) -> HostRecord | None:
+    """The record of the host, or None when there is none or it is unreadable."""
+    try:
+        data = json.loads(paths.record.read_text())
+        return HostRecord(int(data["pid"]), str(data["protocol"]), float(data["started"]), str(data["runtime"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def answers(path: Path, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections on the Unix socket `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def running_host(settings: Settings | None = None) -> HostRecord | None:
+    """The record of the host that runs and answers for this installation, or None."""
+    paths = host_paths(settings)
+    record = read_record(paths)
+    if record is None or not _alive(record.pid) or not answers(paths.control_socket):
+        return None
+    return record
+
+
+def ensure_host(settings: Settings | None = None) -> HostPaths:
+    """Make sure the installation's host runs and answers (starting it if needed); return its paths."""
+    settings = settings or Settings()
+    paths = host_paths(settings)
+    record = running_host(settings)
+    if record is not None and record.protocol == HOST_PROTOCOL:
+        return paths
+    settings.ensure_home()
+    ensure_private_dir(paths.start_lock.parent)
+    with held_lock(paths.start_lock):
+        record = running_host(settings)  # another CLI may have started it while we waited for the lock
+        if record is not None and record.protocol == HOST_PROTOCOL:
+            return paths
+        if record is not None:
+            stop_host(settings)  # a host of an older (or newer) sysops: replaced by ours
+        _start(paths)
+    return paths
+
+
+def _start(paths: HostPaths) -> None:
+    """Start `sysops host run` in the background and wait until its control socket answers."""
+    _rotate(paths.log)
+    log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sysops.cli.main", "host", "run"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # a Ctrl-C in the terminal that started it must not stop it
+            close_fds=True,
+        )
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineUnavailableError(
+                f"the sysops host did not start (exit code {process.returncode}): {last_log_line(paths.log)}",
+                hint=f"see `sysops host logs` ({paths.log})",
+            )
+        record = read_record(paths)
+        if record is not None and record.pid == process.pid and answers(paths.control_socket):
+            return
+        time.sleep(_POLL_SECONDS)
+    raise EngineUnavailableError(
+        f"the sysops host did not answer within {START_TIMEOUT_SECONDS:g}s (pid {process.pid})",
+        hint=f"see `sysops host logs` ({paths.log})",
+    )
+
+
+def _rotate(log: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if log.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(log, log.with_name(log.name + ".1"))
+
+
+def last_log_line(log: Path) -> str:
+    """The last non-empty line of the host's log (what it said before it stopped)."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:500] if lines else "no log"
+
+
+def stop_host(settings: Settings | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> HostRecord | None:
+    """Stop the installation's host (SIGTERM, then SIGKILL after `timeout`); return what was stopped.
+
+    Plugins keep running: the next host re-adopts them.
+    """
+    paths = host_paths(settings)
+    record = read_record(paths)
+    if record is None or not _alive(record.pid) or not _is_host_process(record.pid):
+        return None
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(record.pid):
+        time.sleep(_POLL_SECONDS)
+    if _alive(record.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
+        while _alive(record.pid):
+            time.sleep(_POLL_SECONDS)
+    return record
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie child of ours counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _is_host_process(pid: int) -> bool:
+    """Whether `pid` is a sysops host (a recycled pid of some other program is never signalled)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"host" in words and b"run" in words

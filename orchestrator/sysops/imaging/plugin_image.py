@@ -1,0 +1,86 @@
+"""The one build path from a plugin directory to a tagged plugin image, for the local host and for servers.
+
+The CLI builds with the local engine before it asks the host (or a remote server) to roll, and the
+in-process orchestrator builds the same way: one repository formula (`[REGISTRY/]sysops-plugins/
+<installation>-<plugin>`, tagged `<version>-<fingerprint>`), one set of labels (installation, plugin,
+version: a `down --purge` of that installation finds the image and its build layers), one base-image check.
+The fingerprint is known before anything is built, so a caller can skip the build when nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sysops.core.manifest import Manifest
+from sysops.errors import StartFailedError
+from sysops.imaging.context import BuildContext
+from sysops.imaging.image import image_tag, make_context
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, LABEL_VERSION, BuildRequest, BuiltImage
+
+
+class ImageBuilder(Protocol):
+    """What a build needs of a driver."""
+
+    def image_id(self, reference: str) -> str | None:
+        """The id of an image, or None when the engine does not have it."""
+
+    def build_image(self, request: BuildRequest, progress: Callable[[str], None]) -> BuiltImage:
+        """Build an image from a context tar."""
+
+
+def plugin_repository(installation_id: str, plugin: str, registry: str = "") -> str:
+    """The image repository of a plugin of an installation (in `registry` when given)."""
+    prefix = f"{registry.rstrip('/')}/" if registry else ""
+    return f"{prefix}sysops-plugins/{installation_id}-{plugin}"
+
+
+@dataclass
+class PluginBuild:
+    """A prepared build: its fingerprint and tag are known; `build()` makes the image."""
+
+    driver: ImageBuilder
+    context: BuildContext
+    tag: str
+    progress: Callable[[str], None]
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that goes into the image."""
+        return self.context.fingerprint
+
+    def build(self) -> BuiltImage:
+        """Build the image (the context tar is removed once the engine has it)."""
+        self.progress(f"building image {self.tag}")
+        with self.context:
+            return self.driver.build_image(BuildRequest(context=self.context.tar_path, tag=self.tag), self.progress)
+
+
+@contextmanager
+def plugin_build(
+    driver: ImageBuilder,
+    plugin_dir: Path,
+    manifest: Manifest,
+    *,
+    base_image: str,
+    installation_id: str,
+    cache_dir: Path,
+    progress: Callable[[str], None],
+    registry: str = "",
+) -> Iterator[PluginBuild]:
+    """Prepare the build of `plugin_dir` (context written, fingerprint known); remove the context afterwards."""
+    base_image_id = driver.image_id(base_image)
+    if base_image_id is None:
+        raise StartFailedError(
+            f"base image {base_image} not found",
+            hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
+        )
+    labels = {LABEL_INSTALLATION: installation_id, LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
+    with make_context(plugin_dir, manifest, base_image_id, cache_dir, labels) as context:
+        tag = image_tag(
+            plugin_repository(installation_id, manifest.name, registry), manifest.version, context.fingerprint
+        )
+        yield PluginBuild(driver, context, tag, progress)

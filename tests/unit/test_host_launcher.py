@@ -1,0 +1,59 @@
+"""The host's files and the launcher's checks, without starting a host (tests/integration/test_host.py does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sysops.host import launcher
+from sysops.host.paths import host_paths
+from sysops.settings import Settings
+
+
+def test_sockets_are_inside_sysops_home_when_the_path_fits(tmp_path: Path) -> None:
+    paths = host_paths(Settings(home=tmp_path / "home"))
+    assert paths.control_socket == tmp_path / "home" / "host.sock"
+    assert paths.call_socket.parent == paths.record.parent == tmp_path / "home"
+
+
+def test_a_home_too_deep_for_a_socket_path_uses_the_private_run_directory(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / ("deep-" * 20) / "home")
+    paths = host_paths(settings)
+    assert paths.control_socket.parent == settings.run_dir
+    assert len(str(paths.control_socket)) < 108 and len(str(paths.call_socket)) < 108
+    assert paths.record.parent == settings.home  # only the sockets move
+
+
+def test_a_record_naming_a_process_that_is_not_a_host_is_never_signalled(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        record = {"pid": bystander.pid, "protocol": launcher.HOST_PROTOCOL, "started": 0, "runtime": "docker"}
+        host_paths(settings).record.write_text(json.dumps(record))
+        assert launcher.stop_host(settings) is None
+        assert bystander.poll() is None, "stop_host signalled a process that is not a sysops host"
+        assert launcher.running_host(settings) is None  # and it is not taken for a running host (no socket)
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"pid": "x"}', '{"pid": 1}'])
+def test_an_unreadable_record_means_no_host(tmp_path: Path, content: str) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    host_paths(settings).record.write_text(content)
+    assert launcher.read_record(host_paths(settings)) is None
+
+
+def test_the_last_log_line_is_capped_and_says_no_log_when_there_is_none(tmp_path: Path) -> None:
+    log = tmp_path / "host.log"
+    assert launcher.last_log_line(log) == "no log"
+    log.write_bytes(b"first\n" + b"x" * 5000 + b"\n\n")
+    assert launcher.last_log_line(log) == "x" * 500
+    assert os.path.exists(log)
