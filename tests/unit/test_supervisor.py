@@ -16,10 +16,13 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sysops.core import router
+from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.manifest import Liveness, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.supervisor import SERVING, Action, Backoff, Rules, Supervisor, Watch, decide
-from sysops.errors import ManifestError
+from sysops.core.suspects import REGISTRY, Suspects
+from sysops.errors import DeadlineExceededError, ManifestError
 from sysops.runtime.base import LivenessCheck, ResourceLimits, ResourceReport
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes.driver import KubernetesDriver
@@ -118,16 +121,22 @@ class _Prober:
         return f"no answer within {timeout:g}s" if instance.id in self.wedged else SERVING
 
 
-def _supervised(orchestrator: Orchestrator) -> tuple[Supervisor, _Prober, list[float], InstanceRecord]:
+def _supervised(
+    orchestrator: Orchestrator, interval_s: float = 1, suspects: Suspects | None = None
+) -> tuple[Supervisor, _Prober, list[float], InstanceRecord]:
     instance = orchestrator.rollout.roll(_target("echo-v1"))
-    manifest = parse_manifest(
-        {"name": "echo", "version": "1.0.0", "entrypoint": "x:Y", "liveness": {"interval_s": 1, "failures": 2}},
-        "test",
-    )
+    liveness = {"interval_s": interval_s, "failures": 2}
+    manifest = parse_manifest({"name": "echo", "version": "1.0.0", "entrypoint": "x:Y", "liveness": liveness}, "test")
     orchestrator.store.save_plugin("echo", "/src/echo", "fake", manifest.model_dump(mode="json"))
     clock = [1000.0]
     prober = _Prober()
-    supervisor = Supervisor(orchestrator.settings, orchestrator.driver, clock=lambda: clock[0], prober=prober)
+    supervisor = Supervisor(
+        orchestrator.settings,
+        orchestrator.driver,
+        clock=lambda: clock[0],
+        prober=prober,
+        suspects=suspects or Suspects(),
+    )
     return supervisor, prober, clock, instance
 
 
@@ -288,3 +297,89 @@ def test_the_health_check_takes_the_probe_deadline() -> None:
         assert subprocess.run([*check, "4"], capture_output=True, timeout=30).returncode == 0
     finally:
         server.stop(0)
+
+
+# what the router tells the supervisor and back (core/suspects.py)
+def test_a_suspect_that_fails_one_probe_is_restarted_without_waiting_for_its_interval(
+    orchestrator: Orchestrator,
+) -> None:
+    suspects = Suspects()
+    supervisor, prober, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    _passes(supervisor, orchestrator, clock, 2)  # probed at 1000 s; next due at 1030 s
+    prober.wedged.add(instance.id)
+    suspects.suspect(instance.endpoint)  # a routed call overran its deadline
+    _passes(supervisor, orchestrator, clock, 1)
+    assert driver.restarted == [instance.handle], "probed at once, and one failure after an overrun is enough"
+    unresponsive = [e.message for e in orchestrator.store.events("echo") if e.kind == "unresponsive"]
+    assert unresponsive == [
+        "a command overran its deadline and the health check then failed (no answer within 2s); restart 1 of 3"
+    ]
+    assert not suspects.is_suspect(instance.endpoint)
+
+
+def test_a_suspect_that_answers_is_left_alone(orchestrator: Orchestrator) -> None:
+    suspects = Suspects()
+    supervisor, _, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
+    _passes(supervisor, orchestrator, clock, 1)
+    suspects.suspect(instance.endpoint)  # the command was slow, the instance is fine
+    _passes(supervisor, orchestrator, clock, 3)
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    assert driver.restarted == [] and not suspects.is_suspect(instance.endpoint)
+    assert supervisor.watches[instance.id].failures == 0
+
+
+def test_an_instance_is_marked_restarting_until_a_probe_finds_it_serving(orchestrator: Orchestrator) -> None:
+    suspects = Suspects()
+    supervisor, prober, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
+    prober.wedged.add(instance.id)
+    suspects.suspect(instance.endpoint)
+    _passes(supervisor, orchestrator, clock, 1)
+    assert suspects.is_restarting(instance.endpoint)
+    _passes(supervisor, orchestrator, clock, 1)  # still not answering, within its start time
+    assert suspects.is_restarting(instance.endpoint)
+    prober.wedged.clear()
+    _passes(supervisor, orchestrator, clock, 1)  # probed at the next tick, not after 30 s
+    assert not suspects.is_restarting(instance.endpoint)
+
+
+def test_a_call_that_finds_its_instance_restarting_waits_for_it(orchestrator: Orchestrator) -> None:
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.crash(instance.handle, exit_code=137)  # the supervisor's restart killed it: its socket is closed
+    REGISTRY.restarting(instance.endpoint)
+
+    def restart() -> None:
+        time.sleep(0.5)
+        driver.restart(instance.handle, 0.1)
+        REGISTRY.restarted(instance.endpoint)
+
+    helper = threading.Thread(target=restart)
+    helper.start()
+    try:
+        route = orchestrator.store.route("echo")
+        assert route is not None
+        *_, result = router.call(route, {"text": "a"}, "text", orchestrator.store.route)
+    finally:
+        helper.join()
+        REGISTRY.restarted(instance.endpoint)
+    assert isinstance(result, InvocationResult) and result.text == "v1:a"
+
+
+def test_a_call_that_overruns_its_deadline_marks_its_instance_suspect(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+
+    def overrun(*_: object, **__: object) -> None:
+        raise DeadlineExceededError("deadline exceeded")
+
+    monkeypatch.setattr(PluginClient, "invoke", overrun)
+    route = orchestrator.store.route("echo")
+    assert route is not None
+    with pytest.raises(DeadlineExceededError, match="overran its"):
+        list(router.call(route, {"text": "a"}, "text", orchestrator.store.route))
+    assert REGISTRY.take_suspect(instance.endpoint), "the supervisor is told to probe it at once"

@@ -25,6 +25,7 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.core.client import Abandon, InvocationResult, PluginClient
 from sysops.core.deadlines import command_timeout, deadline_error, remaining
+from sysops.core.suspects import REGISTRY as SUSPECTS
 from sysops.errors import CallInterruptedError, DeadlineExceededError, PluginUnavailableError, UsageError
 from sysops.safe_text import cap
 from sysops.store import Route
@@ -108,6 +109,8 @@ def call(
             yield from _call_once(route, endpoint, arguments, output_format, (timeout, call_deadline), abandon)
             return
         except _NotStarted as not_started:
+            if SUSPECTS.wait_restarted(endpoint, call_deadline):  # the supervisor restarted it: try it again
+                continue
             if _DRAINING not in str(not_started):  # its socket is gone: its route moved already
                 gone.add(endpoint)
             refused.add(endpoint)
@@ -169,6 +172,7 @@ def _call_once(
                 received = True
                 yield item
         except DeadlineExceededError:
+            SUSPECTS.suspect(endpoint)  # the supervisor probes it at once (core/suspects.py)
             raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
         except PluginUnavailableError as exc:
             if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):

@@ -8,7 +8,10 @@ to a cap); a restarted instance (by us, or by the engine after a crash) gets the
 start before failures count again; a run of `stability_window()` healthy seconds makes the budget whole;
 once MAX_RESTARTS restarts did not help, it gives up: the instance is taken out of routing and removed,
 and the plugin is Failed with the reason (as when reconciliation finds its container gone); `sysops plugin up`
-starts it again.
+starts it again. A routed call that overran its deadline marks its instance suspect (core/suspects.py): it is
+probed at the next tick, and if that probe fails the failures count as reached. While it restarts an
+instance, the supervisor marks it restarting until a probe finds it serving, and calls that cannot reach it
+wait for that instead of failing.
 
 `Supervisor` is the loop that applies it to every plugin of an installation; `sysops serve` runs it in a
 thread beside reconciliation (the resident host will run the same class). It acts only while it can take
@@ -33,6 +36,7 @@ from sysops.core.events import EventKind
 from sysops.core.manifest import Liveness, Manifest, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import limits_for
+from sysops.core.suspects import REGISTRY, Suspects
 from sysops.errors import SysopsError
 from sysops.runtime.base import RuntimeDriver
 from sysops.runtime.faults import MAX_RESTARTS, engine_timestamp, stability_window
@@ -94,8 +98,9 @@ class Rules:
     backoff: Backoff = Backoff()
 
 
-def decide(watch: Watch, answer: str, now: float, rules: Rules) -> tuple[Watch, Action]:
-    """The watch after a probe that got `answer` ("SERVING", or why not) at `now`, and what to do."""
+def decide(watch: Watch, answer: str, now: float, rules: Rules, *, suspect: bool = False) -> tuple[Watch, Action]:
+    """The watch after a probe that got `answer` ("SERVING", or why not) at `now`, and what to do; the probe of
+    a `suspect` (a call to it overran its deadline) that fails counts as `liveness.failures` failures."""
     if answer == SERVING:
         since = watch.healthy_since if watch.healthy_since is not None else now
         whole = watch.restarts and now - since >= rules.stable_s
@@ -103,7 +108,8 @@ def decide(watch: Watch, answer: str, now: float, rules: Rules) -> tuple[Watch, 
         return healthy, Action.KEEP
     if now < watch.starting_until:
         return dataclasses.replace(watch, healthy_since=None), Action.KEEP
-    failing = dataclasses.replace(watch, failures=watch.failures + 1, reason=answer, healthy_since=None)
+    failures = max(watch.failures + 1, rules.liveness.failures if suspect else 0)
+    failing = dataclasses.replace(watch, failures=failures, reason=answer, healthy_since=None)
     if failing.failures < rules.liveness.failures or now < watch.not_before:
         return failing, Action.KEEP
     if watch.restarts >= rules.budget:
@@ -129,6 +135,8 @@ class _Due:
     plugin: str
     manifest: Manifest
     instance: InstanceRecord
+    #: A routed call to it overran its deadline (core/suspects.py): probed at once, and a failure is final.
+    suspect: bool = False
 
 
 class Supervisor:
@@ -142,12 +150,14 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         prober: Callable[[InstanceRecord, float], str] = probe,
         backoff: Backoff = Backoff(),
+        suspects: Suspects = REGISTRY,
     ) -> None:
         self.settings = settings
         self.driver = driver
         self.clock = clock
         self.prober = prober
         self.backoff = backoff
+        self.suspects = suspects
         self.watches: dict[str, Watch] = {}
         self._next_probe: dict[str, float] = {}
 
@@ -176,6 +186,7 @@ class Supervisor:
         now = self.clock()
         due: list[_Due] = []
         serving: set[str] = set()
+        endpoints: set[str] = set()
         for plugin in orchestrator.store.plugins():
             try:
                 manifest = parse_manifest(plugin.manifest, f"stored manifest of {plugin.name}")
@@ -183,8 +194,12 @@ class Supervisor:
                 continue
             for instance in orchestrator.store.active_instances(plugin.name):
                 serving.add(instance.id)
-                if self._next_probe.get(instance.id, 0.0) <= now:
-                    due.append(_Due(plugin.name, manifest, instance))
+                endpoints.add(instance.endpoint)
+                suspect = self.suspects.take_suspect(instance.endpoint)
+                urgent = suspect or self.suspects.is_restarting(instance.endpoint)
+                if urgent or self._next_probe.get(instance.id, 0.0) <= now:
+                    due.append(_Due(plugin.name, manifest, instance, suspect))
+        self.suspects.forget(endpoints)
         for gone in set(self.watches) - serving:
             del self.watches[gone]
         for gone in set(self._next_probe) - serving:
@@ -196,6 +211,9 @@ class Supervisor:
 
     def _judge(self, orchestrator: Orchestrator, item: _Due, answer: str) -> None:
         instance = item.instance
+        watch = self.watches.get(instance.id, Watch())
+        if answer == SERVING or self.clock() >= watch.starting_until:
+            self.suspects.restarted(instance.endpoint)  # serving again, or its start time is up: calls stop waiting
         if answer != SERVING:
             status = self.driver.inspect(instance.handle)
             if status is None or not status.running:  # crashed or stopped: the engine's and reconcile's case
@@ -209,8 +227,7 @@ class Supervisor:
             stable_s=stability_window(),
             backoff=self.backoff,
         )
-        watch = self.watches.get(instance.id, Watch())
-        after, action = decide(watch, answer, self.clock(), rules)
+        after, action = decide(watch, answer, self.clock(), rules, suspect=item.suspect)
         if action is Action.KEEP:
             self.watches[instance.id] = after
             return
@@ -227,13 +244,20 @@ class Supervisor:
         instance, store = item.instance, orchestrator.store
         failed = before.failures + 1
         why = f"health check failed {failed} time{'s' * (failed != 1)} in a row ({after.reason})"
+        if item.suspect:
+            why = f"a command overran its deadline and the health check then failed ({after.reason})"
         why += self._observed(item)
         if action is Action.RESTART:
             events.record(
                 store, item.plugin, EventKind.UNRESPONSIVE, f"{why}; restart {after.restarts} of {rules.budget}"
             )
             LOG.warning("%s is unresponsive: %s; restarting it", item.plugin, why)
-            self.driver.restart(instance.handle, STOP_SECONDS)
+            self.suspects.restarting(instance.endpoint)  # until a probe finds it serving (see `_judge`)
+            try:
+                self.driver.restart(instance.handle, STOP_SECONDS)
+            except Exception:
+                self.suspects.restarted(instance.endpoint)
+                raise
             message = (
                 f"instance {instance.id} restarted by the supervisor (restart {after.restarts} of {rules.budget}; "
                 f"no next one within {rules.backoff.delay(after.restarts):g}s)"
@@ -242,6 +266,7 @@ class Supervisor:
             return
         events.record(store, item.plugin, EventKind.UNRESPONSIVE, why)
         orchestrator.give_up(item.plugin, instance, f"Failed after {before.restarts} restarts: unresponsive: {why}")
+        self.suspects.restarted(instance.endpoint)
 
     def _observed(self, item: _Due) -> str:
         """What the runtime counted that may explain a wedge: "; pids limit hit 61 times; 1 OOM kill"."""
