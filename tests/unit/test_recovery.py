@@ -115,3 +115,11 @@ def test_stopped_again_and_again_it_ends_failed_with_the_reason(orchestrator: Or
     assert status.last_error.startswith("Failed after 3 restarts: the engine stopped it 4 times within 600s")
     assert orchestrator.store.events("echo")[-1].kind == "failed"
     assert instance.handle not in driver.instances and orchestrator.store.routes() == []
+
+
+def test_each_driver_says_whether_it_applies() -> None:
+    from sysops.runtime.docker.driver import DockerDriver
+    from sysops.runtime.kubernetes.driver import KubernetesDriver
+
+    assert DockerDriver.restarts_stopped_instances is True, "on-failure leaves an exit 0 stopped"
+    assert KubernetesDriver.restarts_stopped_instances is False, "the kubelet restarts it (restartPolicy Always)"
