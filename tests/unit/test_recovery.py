@@ -11,6 +11,7 @@ import pytest
 from sysops.core import recovery
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.recovery import Verdict, judge
+from sysops.errors import RuntimeOperationError
 from sysops.runtime.base import InstanceStatus
 from sysops.runtime.fake import FakeDriver, _engine_time
 
@@ -123,3 +124,24 @@ def test_each_driver_says_whether_it_applies() -> None:
 
     assert DockerDriver.restarts_stopped_instances is True, "on-failure leaves an exit 0 stopped"
     assert KubernetesDriver.restarts_stopped_instances is False, "the kubelet restarts it (restartPolicy Always)"
+
+
+def test_a_start_the_runtime_refuses_counts_and_never_blocks_reconciliation(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = orchestrator.rollout.roll(_target("echo-v1"))
+    orchestrator.store.save_plugin("echo", "/src/echo", "fake", _target("echo-v1").manifest.model_dump(mode="json"))
+
+    def refuse(handle: str, timeout: float) -> None:
+        raise RuntimeOperationError("cannot restart container: joining the network of a stopped container")
+
+    monkeypatch.setattr(orchestrator.driver, "restart", refuse)
+    _stop_by_engine(orchestrator, instance.handle)
+    for _ in range(3):
+        orchestrator.reconcile()  # does not raise: `plugin down` and the others still work
+    failed = [e.message for e in orchestrator.store.events("echo") if e.kind == "failed"]
+    assert len(failed) == 3 and "starting it again failed (attempt 3 of 3 within 600s)" in failed[-1]
+    orchestrator.reconcile()
+    assert orchestrator.status("echo").state == "Failed"
+    assert orchestrator.store.plugin("echo").last_error.startswith("Failed after 3 restarts")  # type: ignore[union-attr]
+    orchestrator.down("echo")

@@ -211,9 +211,13 @@ class Orchestrator:
                 self.give_up(name, instance, recovery.give_up_reason(earlier, status.exit_code, window))
             elif verdict is recovery.Verdict.RESTART:
                 LOG.warning("%s: instance %s stopped (exit code %s); starting it", name, instance.id, status.exit_code)
-                self.driver.restart(instance.handle, _RESTART_STOP_SECONDS)
-                message = recovery.restart_message(instance.id, status.exit_code, earlier + 1, window, MAX_RESTARTS)
-                events.record(self.store, name, EventKind.RESTARTED, message)
+                attempt = recovery.Attempt(instance.id, status.exit_code, earlier + 1, window, MAX_RESTARTS)
+                try:
+                    self.driver.restart(instance.handle, _RESTART_STOP_SECONDS)
+                except SysopsError as exc:  # an attempt all the same: the budget ends in give-up, never a stuck loop
+                    events.record(self.store, name, EventKind.FAILED, attempt.failed(exc.message))
+                    continue
+                events.record(self.store, name, EventKind.RESTARTED, attempt.restarted())
                 self._await_serving(instance)
 
     def _await_serving(self, instance: InstanceRecord) -> None:

@@ -11,7 +11,8 @@ routing first, and a supervisor restart starts it again in one driver call) and 
 stopped: after GRACE_SECONDS since it stopped, it is started again in place, at most MAX_RESTARTS times
 within the stability window (runtime/faults.py `stability_window()`); the next stop is given up on: the
 plugin is Failed with the reason, through the supervisor's give-up path. Each restart is a `restarted`
-event whose message starts with `restart_marker(instance)`: the events are the count, so every process
+event whose message starts with `restart_marker(instance)` (a start the runtime refused, a `failed` one: it
+counts too, so reconciliation never fails on it for good): the events are the count, so every process
 that reconciles (the host, a CLI) shares it. Only drivers whose runtime leaves such instances stopped ask
 for this (`RuntimeDriver.restarts_stopped_instances`: Docker yes, Kubernetes no: the kubelet restarts them).
 """
@@ -19,6 +20,7 @@ for this (`RuntimeDriver.restarts_stopped_instances`: Docker yes, Kubernetes no:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sysops.core.events import EventKind
@@ -67,17 +69,36 @@ def restart_marker(instance_id: str) -> str:
 
 
 def restarts_since(records: Iterable[EventRecord], instance_id: str, since: float) -> int:
-    """Restarts of `instance_id` by reconciliation recorded at or after `since` (epoch seconds)."""
+    """Attempts to start `instance_id` again by reconciliation (done or refused) recorded at or after `since`
+    (epoch seconds)."""
     marker = restart_marker(instance_id)
-    return sum(1 for e in records if e.kind == EventKind.RESTARTED and e.message.startswith(marker) and e.time >= since)
+    kinds = (EventKind.RESTARTED, EventKind.FAILED)
+    return sum(1 for e in records if e.kind in kinds and e.message.startswith(marker) and e.time >= since)
 
 
-def restart_message(instance_id: str, exit_code: int | None, restart: int, window: float, budget: int) -> str:
-    """`instance X: the engine stopped it (exit code 0); started again (restart 1 of 3 within 600s)`."""
-    return (
-        f"{restart_marker(instance_id)} (exit code {exit_code}); started again "
-        f"(restart {restart} of {budget} within {window:g}s)"
-    )
+@dataclass(frozen=True)
+class Attempt:
+    """One start of an instance again by reconciliation, and the event messages that record it."""
+
+    instance_id: str
+    exit_code: int | None
+    number: int
+    window: float
+    budget: int = MAX_RESTARTS
+
+    def _head(self) -> str:
+        return f"{restart_marker(self.instance_id)} (exit code {self.exit_code})"
+
+    def restarted(self) -> str:
+        """`instance X: the engine stopped it (exit code 0); started again (restart 1 of 3 within 600s)`."""
+        return f"{self._head()}; started again (restart {self.number} of {self.budget} within {self.window:g}s)"
+
+    def failed(self, error: str) -> str:
+        """The message of an attempt the runtime refused (it counts against the budget all the same)."""
+        return (
+            f"{self._head()}; starting it again failed (attempt {self.number} of {self.budget} "
+            f"within {self.window:g}s): {error}"
+        )
 
 
 def give_up_reason(restarts: int, exit_code: int | None, window: float) -> str:
