@@ -136,7 +136,8 @@ def test_container_is_hardened_labelled_and_limited(sysops: Sysops, hello: Path,
 def test_routed_command_does_not_import_engine_clients(sysops: Sysops, hello: Path) -> None:
     code = (
         "import sys; from sysops.cli.main import main; code = main(['greet', 'X']); "
-        "assert code == 0; bad = {'docker', 'kubernetes', 'pydantic', 'typer'} & set(sys.modules); "
+        "assert code == 0; bad = {'docker', 'kubernetes', 'pydantic', 'typer', 'grpc', 'google.protobuf'} "
+        "& set(sys.modules); "
         "assert not bad, bad"
     )
     result = subprocess.run([SYSOPS.replace("sysops", "python"), "-c", code], env=sysops.env, capture_output=True)

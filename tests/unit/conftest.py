@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from sysops.core.orchestrator import Orchestrator
+from sysops.host.call_server import CallServer, start_call_server
+from sysops.host.paths import host_paths
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 from sysops_sdk import Plugin, argument, option, plugin_command
@@ -91,3 +93,11 @@ def orchestrator(settings: Settings, plugin_classes: dict[str, type[Plugin]]) ->
     for handle in list(driver.instances):
         driver.remove(handle)
     orchestrator.close()
+
+
+@pytest.fixture
+def call_host(settings: Settings) -> Iterator[CallServer]:
+    """The resident host's call socket served in this process, so routed `main([...])` calls never start a host."""
+    server = start_call_server(settings, host_paths(settings).call_socket)
+    yield server
+    server.stop()

@@ -6,6 +6,7 @@ import pytest
 from sysops.cli.main import main
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import ExitCode
+from sysops.host.call_server import CallServer
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 from sysops_sdk import Plugin
@@ -14,8 +15,8 @@ from tests.unit.test_rollout import _target
 
 
 @pytest.fixture
-def running(orchestrator: Orchestrator) -> FakeDriver:
-    """The fake driver of `orchestrator` (conftest) with echo-v1 rolled out and serving."""
+def running(orchestrator: Orchestrator, call_host: CallServer) -> FakeDriver:
+    """The fake driver of `orchestrator` (conftest) with echo-v1 rolled out and serving, calls through `call_host`."""
     orchestrator.rollout.roll(_target("echo-v1"))
     assert isinstance(orchestrator.driver, FakeDriver)
     return orchestrator.driver
@@ -100,7 +101,7 @@ def test_instances_refuse_calls_without_their_token(running: FakeDriver) -> None
 def test_a_stale_route_follows_the_roll_with_the_new_token(
     settings: Settings, plugin_classes: dict[str, type[Plugin]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sysops.cli.routed import invoke
+    from sysops.core import router
 
     from tests.unit.test_rollout import _target
 
@@ -113,8 +114,8 @@ def test_a_stale_route_follows_the_roll_with_the_new_token(
         stale = orchestrator.store.route("echo")
         assert stale is not None
         orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))  # the old instance is gone
-        invoke(stale, {"text": "x"}, "text")
-        assert capsys.readouterr().out == "v2:x\n"
+        items = list(router.call(stale, {"text": "x"}, "text", orchestrator.store.route))
+        assert [item.text for item in items if not isinstance(item, str)] == ["v2:x"]
     finally:
         for handle in list(driver.instances):
             driver.remove(handle)

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from sysops.cli.host_call import HostCall
 from sysops.cli.main import main
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import ExitCode
+from sysops.host.call_server import CallServer
 from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 from sysops_sdk import Plugin, argument, option, plugin_command
@@ -136,12 +138,14 @@ command_lines = st.sampled_from(WELL_FORMED).flatmap(lambda spec: _well_formed(*
 
 
 @pytest.fixture
-def fuzzed(settings: Settings) -> Iterator[FakeDriver]:
+def fuzzed(settings: Settings, call_host: CallServer) -> Iterator[FakeDriver]:
     driver = FakeDriver()
     driver.add_image("fuzzed", Fuzzed)
     orchestrator = Orchestrator(settings, driver)
     orchestrator.rollout.roll(_target("fuzzed", name="fuzzed"))
     orchestrator.close()
+    with HostCall(settings) as host:
+        host.routes()  # the host opens its store now (its -wal and -shm files are not the CLI call's doing)
     yield driver
     for handle in list(driver.instances):
         driver.remove(handle)

@@ -262,6 +262,10 @@ class _PluginContext(_Context):
         return ()
 
 
+def _never_called(*_: object) -> None:
+    raise AssertionError("the command is only asked for its help")
+
+
 def test_plugin_help_texts_are_escaped() -> None:
     import click
     from sysops.cli.routed import build_command
@@ -271,6 +275,8 @@ def test_plugin_help_texts_are_escaped() -> None:
         help=f"Looks nice {ATTACK}",
         params=[pb.ParamSpec(name="target", kind=pb.ParamSpec.ARGUMENT, type="str", help=ATTACK, metavar=ATTACK)],
     )
-    command = build_command(Route("evil", "evil", spec.SerializeToString(), (("unix:///x", "t"),)), "evil")
+    from sysops.core.command_shape import shape_from_spec
+
+    command = build_command(shape_from_spec("evil", "evil", spec.SerializeToString()), "evil", _never_called)
     shown = command.get_help(click.Context(command))
     assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b]52;c;" in shown

@@ -1,8 +1,9 @@
 """Entry point of `sysops`: routes plugin commands fast, and everything else through the typer app.
 
 `sysops greet World` must cost little more than a gRPC call: when the first word is not a built-in, the
-route is looked up in the store and only that command is built, without importing typer's app, the
-Docker SDK or pydantic. Every SysopsError becomes one line on stderr and its stable exit code.
+resident host is asked for that command's shape and runs the call (cli/host_call.py), and only that
+command is built, without importing typer's app, gRPC, protobuf, the Docker SDK or pydantic. Every
+SysopsError becomes one line on stderr and its stable exit code.
 """
 
 from __future__ import annotations
@@ -70,16 +71,25 @@ def run_guarded(function: Callable[[], object]) -> int:
 
 
 def _routed(argv: list[str]) -> int | None:
-    """Run `argv` as a plugin command if its first word is routed; None if it is not."""
-    from sysops.cli.routed import add_routes, known_routes
+    """Run `argv` as a plugin command if its first word is routed; None if it is not.
 
-    routes = known_routes(prefix=argv[0])
-    if not routes:
-        return None
+    Locally the command's shape and its call go over one connection to the resident host (cli/host_call.py).
+    """
+    from sysops.cli.routed import Commands, add_routes, context_commands
 
-    group = click.Group("sysops")
-    add_routes(group, routes)
-    return run_guarded(lambda: group.main(argv, prog_name="sysops", standalone_mode=False))
+    found: list[Commands] = []
+    code = run_guarded(lambda: found.append(context_commands(prefix=argv[0])))
+    if not found:
+        return code
+    commands = found[0]
+    try:
+        if not commands.shapes:
+            return None
+        group = click.Group("sysops")
+        add_routes(group, commands)
+        return run_guarded(lambda: group.main(argv, prog_name="sysops", standalone_mode=False))
+    finally:
+        commands.close()
 
 
 def unknown_command(word: str, known: list[str]) -> SysopsError:

@@ -1,27 +1,27 @@
-"""Plugin commands as click commands, built from the CommandSpecs stored when each plugin became active.
+"""Plugin commands as click commands, built from command shapes (core/command_shape.py), and run where they live.
 
-This is the hot path of `sysops <command>`: it reads the route from SQLite, builds one click command,
-parses the command line, and streams the Invoke call over the instance's socket (core/router.py, which
-re-sends a call refused during a roll). It imports neither docker nor kubernetes nor pydantic.
+This is the hot path of `sysops <command>`. In the local context the shapes come from the resident host
+over its call socket (cli/host_call.py), which also runs the call: the CLI imports neither gRPC nor
+protobuf, docker, kubernetes, typer or pydantic. In a remote context (SYSOPS_SERVER) the shapes come from
+the control server's Routes reply and the call goes through its Invoke, over gRPC.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import click
-from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
-from sysops.cli.contexts import REMOTE_ENDPOINT
 from sysops.cli.output import emit, write_result
-from sysops.core import router
-from sysops.core.client import InvocationResult
-from sysops.core.router import check_arguments
+from sysops.core.command_shape import ARGUMENT, CommandShape, ParamShape
 from sysops.errors import CallInterruptedError, CommandFailedError
 from sysops.safe_text import escape_controls
-from sysops.store import Route
+
+if TYPE_CHECKING:
+    from sysops.core.client import InvocationResult
 
 _TYPES: dict[str, click.ParamType] = {
     "str": click.STRING,
@@ -30,8 +30,8 @@ _TYPES: dict[str, click.ParamType] = {
     "bool": click.BOOL,
 }
 OUTPUT_FORMATS = ("text", "json")
-# Re-sending a call refused during a roll (and waiting for the hand-over) is core/router.py's job, shared
-# with the server's Invoke.
+#: Runs a command with its parsed arguments and output format, printing what it says.
+Invoker = Callable[[CommandShape, dict[str, Any], str], None]
 
 
 class PluginCommand(click.Command):
@@ -55,44 +55,41 @@ class PluginCommand(click.Command):
         formatter.write_text(f"Provided by plugin '{self.plugin}'.")
 
 
-def _param_type(spec: pb.ParamSpec) -> click.ParamType:
-    if spec.type == "choice":
-        return click.Choice(list(spec.choices))
-    return _TYPES.get(spec.type, click.STRING)
+def _param_type(param: ParamShape) -> click.ParamType:
+    if param.type == "choice":
+        return click.Choice(list(param.choices))
+    return _TYPES.get(param.type, click.STRING)
 
 
-def _click_param(spec: pb.ParamSpec) -> click.Parameter:
-    default = json.loads(spec.default_json) if spec.default_json else None
-    if spec.kind == pb.ParamSpec.ARGUMENT:
+def _click_param(param: ParamShape) -> click.Parameter:
+    help_text, metavar = escape_controls(param.help), escape_controls(param.metavar)  # the plugin wrote them
+    if param.kind == ARGUMENT:
         return click.Argument(
-            [spec.name],
-            type=_param_type(spec),
-            required=spec.required,
-            default=default,
-            metavar=spec.metavar or spec.name.upper(),
+            [param.name],
+            type=_param_type(param),
+            required=param.required,
+            default=param.default,
+            metavar=metavar or param.name.upper(),
         )
     return click.Option(
-        [*spec.flags, spec.name],
-        show_default=bool(spec.default_json) and not spec.is_flag,
-        type=None if spec.is_flag else _param_type(spec),
-        is_flag=spec.is_flag,
-        default=default,
-        required=spec.required and not spec.is_flag,
-        multiple=spec.multiple,
-        help=spec.help,
-        metavar=spec.metavar or None,
+        [*param.flags, param.name],
+        show_default=param.has_default and not param.is_flag,
+        type=None if param.is_flag else _param_type(param),
+        is_flag=param.is_flag,
+        default=param.default,
+        required=param.required and not param.is_flag,
+        multiple=param.multiple,
+        help=help_text,
+        metavar=metavar or None,
     )
 
 
-def build_command(route: Route, leaf_name: str) -> click.Command:
-    """Build the click command for one route."""
-    spec = pb.CommandSpec.FromString(route.spec)
-    spec.help = escape_controls(spec.help)  # the plugin wrote its help texts: `--help` must not obey them
-    for param in spec.params:
-        param.help, param.metavar = escape_controls(param.help), escape_controls(param.metavar)
-    params = [_click_param(param) for param in spec.params]
-    if not any(param.name == "output" for param in params):
-        taken = {flag for param in spec.params for flag in param.flags}
+def build_command(shape: CommandShape, leaf_name: str, invoker: Invoker) -> click.Command:
+    """Build the click command for one routed command, run by `invoker`."""
+    params = [_click_param(param) for param in shape.params]
+    declares_output = any(param.name == "output" for param in shape.params)
+    if not declares_output:
+        taken = {flag for param in shape.params for flag in param.flags}
         params.append(
             click.Option(
                 ["--output"] if "-o" in taken else ["--output", "-o"],
@@ -102,113 +99,120 @@ def build_command(route: Route, leaf_name: str) -> click.Command:
             )
         )
     argument_help = [
-        (param.metavar or param.name.upper(), param.help)
-        for param in spec.params
-        if param.kind == pb.ParamSpec.ARGUMENT
+        (escape_controls(param.metavar) or param.name.upper(), escape_controls(param.help))
+        for param in shape.params
+        if param.kind == ARGUMENT
     ]
 
     def callback(**kwargs: Any) -> None:
-        output = kwargs.pop("output", "text") if "output" not in {p.name for p in spec.params} else "text"
-        invoke(route, kwargs, output)
+        output = "text" if declares_output else kwargs.pop("output", "text")
+        invoker(shape, kwargs, output)
 
+    help_text = escape_controls(shape.help)  # the plugin wrote its help texts: `--help` must not obey them
     return PluginCommand(
         leaf_name,
         params=params,
         callback=callback,
-        help=spec.help,
-        short_help=(spec.help.splitlines() or [""])[0],
-        plugin=route.plugin,
+        help=help_text,
+        short_help=(help_text.splitlines() or [""])[0],
+        plugin=shape.plugin,
         argument_help=argument_help,
     )
 
 
-def invoke(route: Route, arguments: dict[str, Any], output: str) -> None:
-    """Check the arguments, call the plugin (directly, or through the context's server) and print what it says.
+@dataclass
+class Commands:
+    """The routed commands of the current context, and how to run them; `close` ends the host connection."""
 
-    Ctrl-C cancels the call in the plugin (the gRPC call is cancelled as it is abandoned) and is one line.
-    """
-    check_arguments(route.command, arguments)
-    try:
-        if route.endpoint == REMOTE_ENDPOINT:
-            _invoke_remote(route, arguments, output)
-            return
-        for item in router.call(route, arguments, output, _current_route):
-            _print_item(item, route, output)
-    except KeyboardInterrupt:
-        raise CallInterruptedError(
-            f"{route.plugin}: {route.command}: interrupted (Ctrl-C); the call was cancelled in the plugin"
-        ) from None
+    shapes: list[CommandShape]
+    invoker: Invoker
+    close: Callable[[], None] = field(default=lambda: None)
 
 
-def known_routes(prefix: str = "") -> list[Route]:
-    """Routes of the current context: the local store's, or a server's."""
+def context_commands(prefix: str = "") -> Commands:
+    """The commands named `prefix` (or in its group; all if empty) of the current context: the local host's or a
+    server's. Locally, the connection that fetched them stays open for the call (`close` it after)."""
     from sysops.cli import contexts
 
     context = contexts.current()
     if context is not None:
-        from sysops.cli.remote import RemoteClient
-
-        client = RemoteClient(context)
-        try:
-            return client.routes(prefix)
-        finally:
-            client.close()
+        return Commands(_remote_shapes(context, prefix), _invoke_remote)
     from sysops.settings import Settings
-    from sysops.store import Store
 
     settings = Settings()
-    if not settings.store_path.exists():
-        return []
-    store = Store(settings.store_path)
+    if not settings.store_path.exists():  # nothing was ever up here: no host to start for that
+        return Commands([], _no_invoker)
+    from sysops.cli.host_call import HostCall
+
+    host = HostCall(settings)
     try:
-        return store.routes(prefix)
-    finally:
-        store.close()
+        return Commands(host.routes(prefix), host.invoke, host.close)
+    except BaseException:
+        host.close()
+        raise
 
 
-def _current_route(command: str) -> Route | None:
-    return next((route for route in known_routes(command) if route.command == command), None)
+def _no_invoker(shape: CommandShape, arguments: dict[str, Any], output: str) -> None:
+    raise AssertionError(f"no command {shape.name!r} to run")  # pragma: no cover - no shape to call it with
 
 
-def _invoke_remote(route: Route, arguments: dict[str, Any], output: str) -> None:
-    from sysops.cli import contexts
+def _remote_shapes(context: Any, prefix: str) -> list[CommandShape]:
     from sysops.cli.remote import RemoteClient
+    from sysops.core.command_shape import shape_from_spec
 
-    context = contexts.current()
-    assert context is not None
     client = RemoteClient(context)
     try:
-        for item in client.invoke(route.command, arguments, output, route.plugin):
-            _print_item(item, route, output)
+        return [shape_from_spec(route.command, route.plugin, route.spec) for route in client.routes(prefix)]
     finally:
         client.close()
 
 
-def _print_item(item: str | InvocationResult, route: Route, output: str) -> None:
+def _invoke_remote(shape: CommandShape, arguments: dict[str, Any], output: str) -> None:
+    """Check the arguments and call the command through the context's server; Ctrl-C is one line."""
+    from sysops.cli import contexts
+    from sysops.cli.remote import RemoteClient
+    from sysops.core.router import check_arguments
+
+    check_arguments(shape.name, arguments)
+    context = contexts.current()
+    assert context is not None
+    client = RemoteClient(context)
+    try:
+        for item in client.invoke(shape.name, arguments, output, shape.plugin):
+            _print_item(item, shape, output)
+    except KeyboardInterrupt:
+        raise CallInterruptedError(
+            f"{shape.plugin}: {shape.name}: interrupted (Ctrl-C); the call was cancelled in the plugin"
+        ) from None
+    finally:
+        client.close()
+
+
+def _print_item(item: str | InvocationResult, shape: CommandShape, output: str) -> None:
     """Print one streamed line, or the final result (raising if the command failed)."""
-    if isinstance(item, InvocationResult):
-        if item.exit_code != 0:
-            raise CommandFailedError(f"{route.plugin}: {route.command}: {item.error}")
-        if item.kind == "text":
-            write_result(item.text)  # not joined to its newline: a result can be 64 MiB
-            if not item.text.endswith("\n"):
-                sys.stdout.write("\n")
-        elif item.kind == "data":
-            emit(item.data, output)
-    else:
+    if isinstance(item, str):
         write_result(item + "\n")
         sys.stdout.flush()
+        return
+    if item.exit_code != 0:
+        raise CommandFailedError(f"{shape.plugin}: {shape.name}: {item.error}")
+    if item.kind == "text":
+        write_result(item.text)  # not joined to its newline: a result can be 64 MiB
+        if not item.text.endswith("\n"):
+            sys.stdout.write("\n")
+    elif item.kind == "data":
+        emit(item.data, output)
 
 
-def add_routes(group: click.Group, routes: list[Route]) -> None:
+def add_routes(group: click.Group, commands: Commands) -> None:
     """Add commands (and command groups, for names with spaces) to a click group."""
-    for route in routes:
-        *parents, leaf = route.command.split(" ")
+    for shape in commands.shapes:
+        *parents, leaf = shape.name.split(" ")
         target = group
         for word in parents:
             existing = target.commands.get(word)
             if not isinstance(existing, click.Group):
-                existing = click.Group(word, help=f"Commands of plugin '{route.plugin}'.")
+                existing = click.Group(word, help=f"Commands of plugin '{escape_controls(shape.plugin)}'.")
                 target.add_command(existing)
             target = existing
-        target.add_command(build_command(route, leaf))
+        target.add_command(build_command(shape, leaf, commands.invoker))

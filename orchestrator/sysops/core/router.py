@@ -24,6 +24,7 @@ from typing import Any
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.core.client import Abandon, InvocationResult, PluginClient
+from sysops.core.client_pool import ClientPool
 from sysops.core.deadlines import command_timeout, deadline_error, remaining
 from sysops.core.suspects import REGISTRY as SUSPECTS
 from sysops.errors import CallInterruptedError, DeadlineExceededError, PluginUnavailableError, UsageError
@@ -89,8 +90,12 @@ def call(
     output_format: str,
     current_route: RouteLookup,
     abandon: Abandon | None = None,
+    pool: ClientPool | None = None,
 ) -> Iterator[str | InvocationResult]:
-    """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start."""
+    """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start.
+
+    With a `pool` (the resident host's), the connection to the instance is reused across calls.
+    """
     endpoint = route.endpoint
     if not endpoint:
         raise PluginUnavailableError(
@@ -106,7 +111,7 @@ def call(
         if abandon is not None and abandon.abandoned:
             raise CallInterruptedError(f"plugin {route.plugin!r}: command {route.command!r} abandoned by its caller")
         try:
-            yield from _call_once(route, endpoint, arguments, output_format, (timeout, call_deadline), abandon)
+            yield from _call_once(route, endpoint, arguments, output_format, (timeout, call_deadline), abandon, pool)
             return
         except _NotStarted as not_started:
             if SUSPECTS.wait_restarted(endpoint, call_deadline):  # the supervisor restarted it: try it again
@@ -159,25 +164,31 @@ def _call_once(
     output_format: str,
     deadline: tuple[float, float],
     abandon: Abandon | None,
+    pool: ClientPool | None,
 ) -> Iterator[str | InvocationResult]:
     """One attempt; `deadline` is (the call's timeout, the monotonic time it ends)."""
     received = False
     since = time.time()
     timeout, ends = deadline
     token = route.token_for(endpoint)
-    with PluginClient(endpoint, route.plugin, token) as client:
-        try:
-            items = client.invoke(route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon)
-            for item in items:
-                received = True
-                yield item
-        except DeadlineExceededError:
-            SUSPECTS.suspect(endpoint)  # the supervisor probes it at once (core/suspects.py)
-            raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
-        except PluginUnavailableError as exc:
-            if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
-                raise _NotStarted(exc) from exc
-            raise _failure(route, endpoint, since, exc) from exc
+    client = PluginClient(endpoint, route.plugin, token) if pool is None else pool.client(endpoint, route.plugin, token)
+    try:
+        items = client.invoke(route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon)
+        for item in items:
+            received = True
+            yield item
+    except DeadlineExceededError:
+        SUSPECTS.suspect(endpoint)  # the supervisor probes it at once (core/suspects.py)
+        raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
+    except PluginUnavailableError as exc:
+        if pool is not None:
+            pool.drop(endpoint)  # its instance may be gone: the next call connects afresh
+        if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
+            raise _NotStarted(exc) from exc
+        raise _failure(route, endpoint, since, exc) from exc
+    finally:
+        if pool is None:
+            client.close()
 
 
 def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:

@@ -1,0 +1,201 @@
+"""The CLI's side of the host's call socket: a routed command's shape, then its call, over one connection.
+
+This is the hot path of `sysops <command>` in the local context, so it imports no gRPC, protobuf, Docker,
+Kubernetes, typer or pydantic: it speaks host/call_wire.py's newline-delimited JSON to the resident host
+(host/call_server.py), which runs the call. If the host does not run, the launcher starts it. Output goes
+through cli/output.py, so plugin text reaches a terminal escaped. Ctrl-C closes the connection, which
+cancels the call in the plugin (exit 130); a host that goes away mid-call is one line with the exit code of
+an unreachable engine.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from sysops.cli.output import RAW_OUTPUT_VARIABLE, emit, write_result
+from sysops.core.command_shape import CommandShape
+from sysops.errors import CallInterruptedError, EngineUnavailableError, ExitCode, SysopsError
+from sysops.host import call_wire as wire
+from sysops.host.paths import host_paths
+from sysops.settings import Settings
+
+_PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
+_HOST_HINT = "`sysops host status` says whether it runs; `sysops host logs` shows why it stopped"
+
+
+class HostError(SysopsError):
+    """An error the host reported, with the exit code it gave."""
+
+    def __init__(self, message: str, *, hint: str, details: str, exit_code: object) -> None:
+        super().__init__(message, hint=hint, details=details)
+        known = isinstance(exit_code, int) and exit_code in ExitCode.__members__.values()
+        self.exit_code = ExitCode(exit_code) if isinstance(exit_code, int) and known else ExitCode.COMMAND_FAILED
+
+
+class HostCall:
+    """One CLI run's connection to the host: `routes`, then `invoke` on the same connection."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._connection: socket.socket | None = None
+        self._reader: wire.Reader | None = None
+
+    def routes(self, prefix: str = "") -> list[CommandShape]:
+        """The shapes of the commands named `prefix` or in its group (all if empty)."""
+        try:
+            reply = self._reply(self._request({"op": wire.ROUTES, "prefix": prefix}))
+        except (OSError, wire.WireError) as exc:
+            raise self._broken(f"did not answer which commands there are ({exc})") from None
+        try:
+            return [CommandShape.from_json(shape) for shape in reply["commands"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._broken(f"sent a malformed command list ({exc})") from None
+
+    def invoke(self, shape: CommandShape, arguments: dict[str, Any], output: str) -> None:
+        """Run the command in the host and print its lines and result; Ctrl-C cancels it in the plugin."""
+        what = f"{shape.plugin}: {shape.name}"
+        try:
+            reader = self._request({"op": wire.INVOKE, "command": shape.name, "arguments": arguments, "output": output})
+            while True:
+                reply = self._reply(reader)
+                kind = reply.get("type")
+                if kind == wire.LINE:
+                    write_result(reader.text(reply.get("bytes")) + "\n")
+                    sys.stdout.flush()
+                elif kind == wire.RESULT:
+                    _print_result(reply, reader, output)
+                    return
+                else:
+                    raise wire.WireError(f"it sent {str(kind)[:40]!r}")
+        except KeyboardInterrupt:
+            self.close()  # the host sees the connection close and cancels the plugin call
+            raise CallInterruptedError(f"{what}: interrupted (Ctrl-C); the call was cancelled in the plugin") from None
+        except (OSError, wire.WireError) as exc:
+            self.close()
+            raise EngineUnavailableError(
+                f"{what}: the sysops host went away during the call ({exc})", hint=_HOST_HINT
+            ) from None
+
+    def close(self) -> None:
+        """Close the connection (a later request opens a new one)."""
+        if self._reader is not None:
+            self._reader.close()
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = self._reader = None
+
+    def __enter__(self) -> HostCall:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # the connection
+    def _request(self, message: dict[str, Any]) -> wire.Reader:
+        if self._connection is None or self._reader is None:
+            self._connection = self._connect()
+            self._reader = wire.Reader(self._connection)
+        wire.send(self._connection, message)
+        return self._reader
+
+    @staticmethod
+    def _reply(reader: wire.Reader) -> dict[str, Any]:
+        """The next reply; a host error is raised with its exit code, a broken connection as a WireError."""
+        reply = reader.message()
+        if reply is None:
+            raise wire.WireError("it closed the connection")
+        if reply.get("type") == wire.ERROR:
+            raise HostError(
+                str(reply.get("message", "the host reported an error")),
+                hint=str(reply.get("hint") or ""),
+                details=str(reply.get("details") or ""),
+                exit_code=reply.get("exit_code", 1),
+            )
+        return reply
+
+    def _broken(self, what: str) -> EngineUnavailableError:
+        self.close()
+        return EngineUnavailableError(f"the sysops host {what}", hint=_HOST_HINT)
+
+    def _connect(self) -> socket.socket:
+        """A connection to the host's call socket, starting the host if it does not run."""
+        path = str(host_paths(self.settings).call_socket)
+        try:
+            return _open(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        from sysops.host.launcher import ensure_host
+
+        ensure_host(self.settings)
+        try:
+            return _open(path)
+        except OSError as exc:
+            raise EngineUnavailableError(
+                f"the sysops host does not answer on {path} ({exc.strerror or exc})", hint=_HOST_HINT
+            ) from None
+
+
+def _open(path: str) -> socket.socket:
+    """Connect to `path`; refuse a listener that is neither us nor root (it would see our arguments)."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(path)
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+    except BaseException:
+        connection.close()
+        raise
+    _, uid, _ = _PEER_CREDENTIALS.unpack(credentials)
+    if uid not in (0, os.geteuid()):
+        connection.close()
+        raise EngineUnavailableError(
+            f"refusing the call socket {path}: it is served by uid {uid}, not by you or root",
+            hint="another local user may have replaced it; check the permissions of SYSOPS_HOME",
+        )
+    return connection
+
+
+def _print_result(reply: dict[str, Any], reader: wire.Reader, output: str) -> None:
+    kind = reply.get("kind")
+    if kind == "text":
+        _write_text(reader.chunks(reply.get("bytes", -1)))
+    elif kind == "data":
+        emit(reply.get("data"), output)
+
+
+def _write_text(chunks: Iterator[bytes]) -> None:
+    """Write a text result as it arrives (it can be 64 MiB), ending it with a newline if it has none.
+
+    On a terminal it is decoded and escaped (cli/output.py); to a pipe or file it goes byte for byte.
+    """
+    raw = _binary_stdout()
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+    last = b""
+    for chunk in chunks:
+        if raw is not None:
+            raw.write(chunk)
+        else:
+            write_result(decoder.decode(chunk))
+        last = chunk[-1:]
+    if raw is None:
+        write_result(decoder.decode(b"", final=True) + ("" if last == b"\n" else "\n"))
+        return
+    if last != b"\n":
+        raw.write(b"\n")
+    raw.flush()
+
+
+def _binary_stdout() -> Any:
+    """stdout's byte stream when text may go there as it is (not a terminal, UTF-8), else None."""
+    if sys.stdout.isatty() and os.environ.get(RAW_OUTPUT_VARIABLE) != "1":
+        return None
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None or (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        return None
+    sys.stdout.flush()
+    return buffer

@@ -1,0 +1,419 @@
+"""The host's call socket: where `sysops <command>` gets its command's shape and runs it, without gRPC in the CLI.
+
+A Unix socket inside SYSOPS_HOME, 0600 from its creation (file permissions are the authentication
+locally, as with the Docker socket; a peer of another uid is refused as well). Each connection is served
+by a worker thread: `routes` is answered from the store, `invoke` runs core/router.py (arguments checked,
+re-send of calls refused during a roll, the command's deadline, failures named) over plugin connections
+kept open across calls (core/client_pool.py). While a call runs, a watcher thread of the same worker waits
+for the client's connection to close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the
+plugin call then. At most `max_connections` connections are served at once: one more is told the host is
+busy, in one line; a client that sends no request within `idle_seconds` or does not read for
+`send_seconds` is dropped. The wire format is host/call_wire.py; docs/protocol.md describes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import socket
+import stat
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, cast
+
+from sysops.core import router
+from sysops.core.client import Abandon, InvocationResult
+from sysops.core.client_pool import ClientPool
+from sysops.core.command_shape import shape_from_spec
+from sysops.errors import (
+    CommandFailedError,
+    EngineUnavailableError,
+    PluginUnavailableError,
+    SysopsError,
+    UsageError,
+)
+from sysops.host import call_wire as wire
+from sysops.private_paths import ensure_private_dir
+from sysops.settings import Settings
+from sysops.store import Route, Store
+
+LOG = logging.getLogger("sysops.host.calls")
+
+#: Connections served at once; one more is told the host is busy.
+MAX_CONNECTIONS = 64
+#: A client that sends no request for this long is dropped.
+IDLE_SECONDS = 30.0
+#: A send the client does not take for this long drops it (a result goes in slices: this is per slice).
+SEND_SECONDS = 60.0
+#: How often the pool's connections to instances no route names any more are closed.
+PRUNE_SECONDS = 5.0
+_OUTPUT_FORMATS = ("text", "json")
+_PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
+
+
+class _HangupWatch:
+    """A worker's companion thread: abandons the worker's current call when its client hangs up or sends anything."""
+
+    def __init__(self, name: str) -> None:
+        self._wake_read, self._wake_write = os.pipe()
+        self._ready = threading.Condition()
+        self._job: tuple[int, Abandon] | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closing = False
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def start(self, fd: int, abandon: Abandon) -> None:
+        """Watch `fd` until `stop`; abandon the call if it becomes readable (closed, or the client sent bytes)."""
+        with self._ready:
+            self._idle.clear()
+            self._job = (fd, abandon)
+            self._ready.notify()
+
+    def stop(self) -> None:
+        """Stop watching (the call ended); returns once the connection may be used or closed again."""
+        os.write(self._wake_write, b"x")
+        self._idle.wait()
+
+    def close(self) -> None:
+        """End the thread."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while self._job is None and not self._closing:
+                    self._ready.wait()
+                if self._closing:
+                    os.close(self._wake_read)
+                    os.close(self._wake_write)
+                    return
+                fd, abandon = self._job if self._job is not None else (-1, Abandon())
+                self._job = None
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLRDHUP)
+            poller.register(self._wake_read, select.POLLIN)
+            ready = {ready_fd for ready_fd, _ in poller.poll()}
+            if self._wake_read not in ready:
+                abandon()  # the client hung up (or spoke out of turn): cancel the plugin call
+            os.read(self._wake_read, 1)  # blocks until stop(): the worker is done with the connection
+            self._idle.set()
+
+
+class CallServer:
+    """The running call socket of a host; `stop` closes it, ends its connections and cancels their calls."""
+
+    def __init__(
+        self, settings: Settings, path: Path, listener: socket.socket, limits: tuple[int, float, float]
+    ) -> None:
+        self.settings = settings
+        self.path = path
+        self._listener = listener
+        self._identity = os.lstat(path).st_ino
+        self._max_connections, self._idle_seconds, self._send_seconds = limits
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._waiting: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._stopping = False
+        self._pool = ClientPool()
+        self._pruned_at = time.monotonic()
+        self._local = threading.local()
+        self._acceptor = threading.Thread(target=self._accept_loop, name="sysops-calls", daemon=True)
+        self._acceptor.start()
+
+    # lifecycle
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, remove the socket, end every connection (cancelling its call) and close plugin channels."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            connections = list(self._connections)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        self._listener.close()
+        with contextlib.suppress(OSError):
+            if os.lstat(self.path).st_ino == self._identity:
+                self.path.unlink()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)  # the worker's read ends, its watcher abandons the call
+        for _ in self._workers:
+            self._waiting.put(None)
+        ends = time.monotonic() + timeout
+        self._acceptor.join(max(0.0, ends - time.monotonic()))
+        for worker in list(self._workers):
+            worker.join(max(0.0, ends - time.monotonic()))
+        self._pool.close()
+
+    # accepting
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                if self._stopping:
+                    return
+                time.sleep(0.05)  # e.g. out of file descriptors: try again shortly
+                continue
+            if not self._peer_is_trusted(connection):
+                connection.close()
+                continue
+            with self._lock:
+                busy = self._stopping or len(self._connections) >= self._max_connections
+                if not busy:
+                    self._connections.add(connection)
+                    start_worker = self._idle_workers == 0
+                    self._idle_workers = max(0, self._idle_workers - 1)
+            if busy:
+                self._refuse_busy(connection)
+                continue
+            if start_worker:
+                worker = threading.Thread(target=self._work, name=f"sysops-call-{len(self._workers)}", daemon=True)
+                self._workers.append(worker)
+                worker.start()
+            self._waiting.put(connection)
+
+    @staticmethod
+    def _peer_is_trusted(connection: socket.socket) -> bool:
+        """Only root and our own uid may call (the socket is 0600: this holds even if its mode was changed)."""
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+        _, uid, _ = _PEER_CREDENTIALS.unpack(credentials)
+        return uid in (0, os.geteuid())
+
+    def _refuse_busy(self, connection: socket.socket) -> None:
+        error = EngineUnavailableError(
+            f"sysops host is busy: {self._max_connections} calls are in progress", hint="try again shortly"
+        )
+        with contextlib.suppress(OSError):
+            connection.settimeout(1.0)
+            wire.send(connection, _error_message(error))
+        connection.close()
+
+    # serving
+    def _work(self) -> None:
+        watch = _HangupWatch(f"{threading.current_thread().name}-watch")
+        try:
+            while True:
+                connection = self._waiting.get()
+                if connection is None:
+                    return
+                try:
+                    self._serve(connection, watch)
+                finally:
+                    connection.close()
+                    with self._lock:
+                        self._connections.discard(connection)
+                        self._idle_workers += 1
+        finally:
+            watch.close()
+            store = getattr(self._local, "store", None)
+            if store is not None:
+                store.close()
+
+    def _serve(self, connection: socket.socket, watch: _HangupWatch) -> None:
+        """Answer requests until the client closes the connection, idles, stops reading or breaks the protocol."""
+        reader = wire.Reader(connection)
+        try:
+            while True:
+                connection.settimeout(self._idle_seconds)
+                request = reader.message()
+                if request is None:
+                    return
+                connection.settimeout(self._send_seconds)
+                operation = request.get("op")
+                if operation == wire.ROUTES:
+                    self._answer_routes(connection, request)
+                elif operation == wire.INVOKE:
+                    self._answer_invoke(connection, request, watch)
+                else:
+                    wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
+                    return
+        except TimeoutError:
+            LOG.debug("call socket: dropped a client that sent no request or did not read")
+        except wire.WireError as exc:
+            LOG.debug("call socket: dropped a client: %s", exc)
+        except OSError:
+            pass  # the client went away
+        finally:
+            reader.close()
+
+    def _store(self) -> Store:
+        """This worker thread's store connection (SQLite connections stay in their thread)."""
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store(self.settings.store_path)
+        return store
+
+    def _answer_routes(self, connection: socket.socket, request: dict[str, Any]) -> None:
+        prefix = request.get("prefix", "")
+        if not isinstance(prefix, str):
+            wire.send(connection, _error_message(UsageError("routes: prefix must be text")))
+            return
+        routes = self._store().routes(prefix)
+        shapes = [shape_from_spec(route.command, route.plugin, route.spec).to_json() for route in routes]
+        wire.send(connection, {"type": wire.ROUTES, "commands": shapes})
+
+    def _answer_invoke(self, connection: socket.socket, request: dict[str, Any], watch: _HangupWatch) -> None:
+        try:
+            route, arguments, output = self._invocation(request)
+        except SysopsError as error:
+            wire.send(connection, _error_message(error))
+            return
+        abandon = Abandon()
+        watch.start(connection.fileno(), abandon)
+        try:
+            call = router.call(route, arguments, output, self._store().route, abandon, self._pool)
+            with contextlib.closing(cast(Generator[str | InvocationResult, None, None], call)) as items:
+                for item in items:
+                    if isinstance(item, str):
+                        wire.send_text(connection, {"type": wire.LINE}, item)
+                    else:
+                        _send_result(connection, item, route)
+        except SysopsError as error:
+            if not abandon.abandoned:
+                wire.send(connection, _error_message(error))
+        except OSError:
+            abandon()  # the client stopped reading: cancel the plugin call
+            raise
+        finally:
+            watch.stop()
+        self._prune_pool()
+
+    def _invocation(self, request: dict[str, Any]) -> tuple[Route, dict[str, Any], str]:
+        """The route, arguments and output format of an `invoke` request, or the SysopsError to answer."""
+        command, arguments, output = request.get("command"), request.get("arguments"), request.get("output", "text")
+        if not isinstance(command, str) or not isinstance(arguments, dict) or output not in _OUTPUT_FORMATS:
+            raise UsageError("invoke: needs a command (text), arguments (an object) and an output of text or json")
+        router.check_arguments(command, arguments)
+        route = self._store().route(command)
+        if route is None:
+            raise PluginUnavailableError(
+                f"no plugin provides command {command!r} any more", hint="`sysops plugin ls` shows what is up"
+            )
+        return route, arguments, output
+
+    def _prune_pool(self) -> None:
+        """Now and then, close the pool's connections to instances that no route names any more."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._pruned_at < PRUNE_SECONDS:
+                return
+            self._pruned_at = now
+        self._pool.retain({endpoint for route in self._store().routes() for endpoint in route.endpoints})
+
+
+def _send_result(connection: socket.socket, result: InvocationResult, route: Route) -> None:
+    """The call's result, or its failure as an error (the command's exit code is 1, as the plugin failed)."""
+    if result.exit_code != 0:
+        wire.send(connection, _error_message(CommandFailedError(f"{route.plugin}: {route.command}: {result.error}")))
+    elif result.kind == "text":
+        try:
+            wire.send_text(connection, {"type": wire.RESULT, "kind": "text"}, result.text)
+        except ValueError as exc:
+            wire.send(connection, _error_message(CommandFailedError(f"plugin {route.plugin!r} sent a {exc}")))
+    elif result.kind == "data":
+        wire.send(connection, {"type": wire.RESULT, "kind": "data", "data": result.data})
+    else:
+        wire.send(connection, {"type": wire.RESULT, "kind": "none"})
+
+
+def _error_message(error: SysopsError) -> dict[str, Any]:
+    return {
+        "type": wire.ERROR,
+        "message": error.message,
+        "hint": error.hint,
+        "details": error.details,
+        "exit_code": int(error.exit_code),
+    }
+
+
+def start_call_server(
+    settings: Settings,
+    path: Path,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_seconds: float = IDLE_SECONDS,
+    send_seconds: float = SEND_SECONDS,
+) -> CallServer:
+    """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`."""
+    listener = _bind_private(path)
+    return CallServer(settings, path, listener, (max_connections, idle_seconds, send_seconds))
+
+
+def _bind_private(path: Path) -> socket.socket:
+    """A listening socket at `path`, never reachable by another user, even for an instant.
+
+    It is bound under umask 077 in a fresh 0700 directory beside `path`, made 0600, then renamed into
+    place. A symlink, or anything at `path` but a stale socket of ours, is refused (EngineUnavailableError),
+    and so is a directory that is not ours and private (ensure_private_dir: UsageError).
+    """
+    ensure_private_dir(path.parent)
+    _clear_stale(path)
+    staging = Path(tempfile.mkdtemp(prefix=".c", dir=path.parent))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        bound = staging / "s"
+        mask = os.umask(0o077)
+        try:
+            listener.bind(str(bound))
+        finally:
+            os.umask(mask)
+        os.chmod(bound, 0o600)
+        listener.listen(128)
+        os.rename(bound, path)
+    except BaseException:
+        listener.close()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
+    return listener
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket of ours nothing listens on; refuse anything else at `path`."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    problem = ""
+    if stat.S_ISLNK(info.st_mode):
+        problem = "it is a symlink"
+    elif not stat.S_ISSOCK(info.st_mode):
+        problem = "it is not a socket"
+    elif info.st_uid != os.geteuid():
+        problem = f"it is owned by uid {info.st_uid}"
+    elif _answers(path):
+        problem = "another process serves it"
+    if problem:
+        raise EngineUnavailableError(
+            f"refusing to serve calls on {path}: {problem}",
+            hint="stop the other sysops host, or remove what is there if you did not put it there",
+        )
+    path.unlink()
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
