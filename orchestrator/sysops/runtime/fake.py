@@ -80,18 +80,30 @@ class FakeDriver:
         """Create the plugin and serve it on the spec's socket; a failing initialize() 'exits' with 4."""
         handle = f"fake{next(self._ids):04d}"
         self.started_specs.append(spec)
-        status = InstanceStatus(handle=handle, name=spec.name, labels=dict(spec.labels), running=True)
+        status = InstanceStatus(
+            handle=handle,
+            name=spec.name,
+            labels=dict(spec.labels),
+            running=True,
+            image=spec.image,
+            started_at=_engine_time(),
+        )
         instance = _FakeInstance(status)
         self.instances[handle] = instance
         plugin = self.images[spec.image]()
         try:
             plugin.initialize()
         except Exception as exc:
-            instance.logs.append(f"sysops-plugin: initialize() of plugin {plugin.name!r} failed: {exc}")
+            # The SDK's plugin server prints this line and exits with EXIT_INITIALIZE.
+            failure = f"{type(exc).__name__}: {exc}"
+            instance.logs.append(f"sysops-plugin: initialize() of plugin {plugin.name!r} failed: {failure}")
             instance.status = replace(status, running=False, exit_code=EXIT_INITIALIZE)
             return status
-        server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock", spec.token)
+        address = f"unix://{spec.socket_dir}/plugin.sock"
+        server = PluginServer(PluginRuntime(plugin), address, spec.token)
         server.start()
+        # The line the SDK's plugin server prints when it serves (what `plugin logs` shows of an engine's instance).
+        instance.logs.append(f"sysops-plugin: {plugin.name} {plugin.version} serving on {address}")
         instance.server = server
         return status
 
@@ -115,9 +127,23 @@ class FakeDriver:
     def logs(
         self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
     ) -> Iterator[str]:
-        """Yield recorded log lines."""
-        lines = self.instances[handle].logs if handle in self.instances else []
-        return iter(lines[-tail:] if tail else lines)
+        """Yield recorded log lines (the last `tail`); a follow then waits for more, as an engine's does, until
+        the instance stops or is removed or `cancel` is cancelled."""
+        instance = self.instances.get(handle)
+        if instance is None:
+            return iter(())
+        first = max(0, len(instance.logs) - tail) if tail is not None else 0
+        return self._follow(handle, instance, first, cancel) if follow else iter(instance.logs[first:])
+
+    def _follow(self, handle: str, instance: _FakeInstance, first: int, cancel: StreamCancel | None) -> Iterator[str]:
+        shown = first
+        while True:
+            yield from instance.logs[shown:]
+            shown = len(instance.logs)
+            gone = self.instances.get(handle) is not instance or not instance.status.running
+            if gone or (cancel is not None and cancel.cancelled):
+                return
+            time.sleep(0.05)
 
     def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
         """The fake applies exactly what is asked and uses nothing."""
@@ -149,7 +175,7 @@ class FakeDriver:
         plugin.initialize()
         instance.server = PluginServer(PluginRuntime(plugin), f"unix://{spec.socket_dir}/plugin.sock", spec.token)
         instance.server.start()
-        instance.status = replace(instance.status, running=True, exit_code=None)
+        instance.status = replace(instance.status, running=True, exit_code=None, started_at=_engine_time())
 
     def crash(self, handle: str, exit_code: int = 1, oom_killed: bool = False, seconds_ago: float = 0.0) -> None:
         """Simulate a crash of a running instance (or, with exit code 0, 143 or 137, a stop by the engine)
