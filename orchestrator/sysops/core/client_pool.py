@@ -3,7 +3,8 @@
 Keyed by endpoint: a client is replaced when the instance behind its endpoint changes (another token),
 closed when a call through it fails (the instance may be gone) and when its endpoint is no longer routed
 (`retain`), and the least recently used one goes when more than `limit` are open. gRPC channels are
-thread-safe: concurrent calls share one.
+thread-safe: concurrent calls share one. Their Invoke streams are read in the calling thread (no thread
+started per call).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ClientPool:
                 return held[1]
             if held is not None:
                 stale.append(held[1])
-            client = PluginClient(endpoint, plugin, token)
+            client = PluginClient(endpoint, plugin, token, single_threaded=True)
             self._clients[endpoint] = (token, client)
             while len(self._clients) > self._limit:
                 stale.append(self._clients.popitem(last=False)[1][1])

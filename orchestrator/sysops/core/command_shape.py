@@ -9,7 +9,7 @@ the CLI escapes them before showing them. Standard library only at import time.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 ARGUMENT = "argument"
@@ -44,8 +44,13 @@ class CommandShape:
     params: tuple[ParamShape, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The shape as a JSON-able dict."""
-        return asdict(self)
+        """The shape as a JSON-able dict (built by hand: dataclasses.asdict deep-copies, 10 times slower)."""
+        return {
+            "name": self.name,
+            "plugin": self.plugin,
+            "help": self.help,
+            "params": [{name: getattr(param, name) for name in _PARAM_FIELDS} for param in self.params],
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> CommandShape:
@@ -58,6 +63,9 @@ class CommandShape:
         if not all(isinstance(text, str) for text in (shape.name, shape.plugin, shape.help)):
             raise ValueError("not a command shape (name, plugin and help must be text)")
         return shape
+
+
+_PARAM_FIELDS = tuple(field.name for field in fields(ParamShape))
 
 
 def _param(data: dict[str, Any]) -> ParamShape:

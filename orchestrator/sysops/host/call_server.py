@@ -4,11 +4,12 @@ A Unix socket inside SYSOPS_HOME, 0600 from its creation (file permissions are t
 locally, as with the Docker socket; a peer of another uid is refused as well). Each connection is served
 by a worker thread: `routes` is answered from the store, `invoke` runs core/router.py (arguments checked,
 re-send of calls refused during a roll, the command's deadline, failures named) over plugin connections
-kept open across calls (core/client_pool.py). While a call runs, a watcher thread of the same worker waits
-for the client's connection to close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the
-plugin call then. At most `max_connections` connections are served at once: one more is told the host is
-busy, in one line; a client that sends no request within `idle_seconds` or does not read for
-`send_seconds` is dropped. The wire format is host/call_wire.py; docs/protocol.md describes it.
+kept open across calls (core/client_pool.py); each worker accepts its own next connection. While a call
+runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
+close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. At most
+`max_connections` connections are served at once: one more is told the host is busy, in one line; a
+client that sends no request within `idle_seconds` or does not read for `send_seconds` is dropped. The
+wire format is host/call_wire.py; docs/protocol.md describes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import select
 import socket
 import stat
@@ -54,59 +54,71 @@ IDLE_SECONDS = 30.0
 SEND_SECONDS = 60.0
 #: How often the pool's connections to instances no route names any more are closed.
 PRUNE_SECONDS = 5.0
+#: Command shapes kept ready to send (they are made again after a roll changes a spec).
+_SHAPES_KEPT = 1024
 _OUTPUT_FORMATS = ("text", "json")
 _PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
 
 
 class _HangupWatch:
-    """A worker's companion thread: abandons the worker's current call when its client hangs up or sends anything."""
+    """One thread for all calls: abandons a call when its client's connection hangs up or sends anything.
 
-    def __init__(self, name: str) -> None:
+    Workers register and unregister a connection's descriptor themselves (epoll is thread-safe), so a call
+    waits for no other thread on its way. A readiness the kernel reported for a connection that has been
+    unregistered since (its descriptor number reused by a newer call) is checked again before acting.
+    """
+
+    _HANGUP = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._lock = threading.Lock()
+        self._calls: dict[int, Abandon] = {}
         self._wake_read, self._wake_write = os.pipe()
-        self._ready = threading.Condition()
-        self._job: tuple[int, Abandon] | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        self._closing = False
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._thread = threading.Thread(target=self._run, name="sysops-call-hangups", daemon=True)
+        self._thread.start()
 
     def start(self, fd: int, abandon: Abandon) -> None:
-        """Watch `fd` until `stop`; abandon the call if it becomes readable (closed, or the client sent bytes)."""
-        with self._ready:
-            self._idle.clear()
-            self._job = (fd, abandon)
-            self._ready.notify()
+        """Abandon the call if `fd` becomes readable (closed, or the client sent bytes) before `stop(fd)`."""
+        with self._lock:
+            self._calls[fd] = abandon
+            self._epoll.register(fd, self._HANGUP | select.EPOLLONESHOT)
 
-    def stop(self) -> None:
-        """Stop watching (the call ended); returns once the connection may be used or closed again."""
-        os.write(self._wake_write, b"x")
-        self._idle.wait()
+    def stop(self, fd: int) -> None:
+        """The call on `fd` ended: stop watching it (before the connection is used or closed again)."""
+        with self._lock:
+            self._calls.pop(fd, None)
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
 
     def close(self) -> None:
         """End the thread."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
+        os.write(self._wake_write, b"x")
+        self._thread.join(5)
+        self._epoll.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
     def _run(self) -> None:
         while True:
-            with self._ready:
-                while self._job is None and not self._closing:
-                    self._ready.wait()
-                if self._closing:
-                    os.close(self._wake_read)
-                    os.close(self._wake_write)
+            for fd, _ in self._epoll.poll():
+                if fd == self._wake_read:
                     return
-                fd, abandon = self._job if self._job is not None else (-1, Abandon())
-                self._job = None
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLRDHUP)
-            poller.register(self._wake_read, select.POLLIN)
-            ready = {ready_fd for ready_fd, _ in poller.poll()}
-            if self._wake_read not in ready:
-                abandon()  # the client hung up (or spoke out of turn): cancel the plugin call
-            os.read(self._wake_read, 1)  # blocks until stop(): the worker is done with the connection
-            self._idle.set()
+                with self._lock:
+                    abandon = self._calls.get(fd)
+                    if abandon is not None and _readable(fd):
+                        del self._calls[fd]
+                    else:
+                        abandon = None
+                if abandon is not None:
+                    abandon()  # the client hung up (or spoke out of turn): cancel the plugin call
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLRDHUP)
+    return bool(poller.poll(0))
 
 
 class CallServer:
@@ -122,15 +134,16 @@ class CallServer:
         self._max_connections, self._idle_seconds, self._send_seconds = limits
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
-        self._waiting: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
-        self._idle_workers = 0
+        self._accepting = 0  # workers waiting in accept()
         self._stopping = False
         self._pool = ClientPool()
         self._pruned_at = time.monotonic()
         self._local = threading.local()
-        self._acceptor = threading.Thread(target=self._accept_loop, name="sysops-calls", daemon=True)
-        self._acceptor.start()
+        self._shapes: dict[tuple[str, str, bytes], dict[str, Any]] = {}
+        self._hangups = _HangupWatch()
+        with self._lock:
+            self._add_worker()
 
     # lifecycle
     def stop(self, timeout: float = 5.0) -> None:
@@ -148,42 +161,61 @@ class CallServer:
                 self.path.unlink()
         for connection in connections:
             with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)  # the worker's read ends, its watcher abandons the call
-        for _ in self._workers:
-            self._waiting.put(None)
+                connection.shutdown(socket.SHUT_RDWR)  # the worker's read ends, its call is abandoned
         ends = time.monotonic() + timeout
-        self._acceptor.join(max(0.0, ends - time.monotonic()))
         for worker in list(self._workers):
             worker.join(max(0.0, ends - time.monotonic()))
+        self._hangups.close()
         self._pool.close()
 
-    # accepting
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                if self._stopping:
-                    return
-                time.sleep(0.05)  # e.g. out of file descriptors: try again shortly
-                continue
-            if not self._peer_is_trusted(connection):
-                connection.close()
-                continue
+    # accepting: each worker accepts its next connection itself, so a call is handed to no other thread
+    def _add_worker(self) -> None:
+        """Start one more worker (the lock is held): there is always one waiting in accept()."""
+        worker = threading.Thread(target=self._work, name=f"sysops-call-{len(self._workers)}", daemon=True)
+        self._workers.append(worker)
+        self._accepting += 1
+        worker.start()
+
+    def _work(self) -> None:
+        try:
+            while self._serve_next():
+                pass
+        finally:
+            store = getattr(self._local, "store", None)
+            if store is not None:
+                store.close()
+
+    def _serve_next(self) -> bool:
+        """Accept one connection and serve it; False once the server stops."""
+        try:
+            connection, _ = self._listener.accept()
+        except OSError:
             with self._lock:
-                busy = self._stopping or len(self._connections) >= self._max_connections
-                if not busy:
-                    self._connections.add(connection)
-                    start_worker = self._idle_workers == 0
-                    self._idle_workers = max(0, self._idle_workers - 1)
+                self._accepting -= 1
+                stopping = self._stopping
+            if not stopping:
+                time.sleep(0.05)  # e.g. out of file descriptors: try again shortly
+                with self._lock:
+                    self._accepting += 1
+            return not stopping
+        with self._lock:
+            self._accepting -= 1
+            busy = self._stopping or len(self._connections) >= self._max_connections
+            if not busy:
+                self._connections.add(connection)
+            if self._accepting == 0 and not self._stopping:
+                self._add_worker()  # at most max_connections + 1: the last one only refuses
+        try:
             if busy:
                 self._refuse_busy(connection)
-                continue
-            if start_worker:
-                worker = threading.Thread(target=self._work, name=f"sysops-call-{len(self._workers)}", daemon=True)
-                self._workers.append(worker)
-                worker.start()
-            self._waiting.put(connection)
+            elif self._peer_is_trusted(connection):
+                self._serve(connection)
+        finally:
+            connection.close()
+            with self._lock:
+                self._connections.discard(connection)
+                self._accepting += 1
+        return True
 
     @staticmethod
     def _peer_is_trusted(connection: socket.socket) -> bool:
@@ -202,27 +234,7 @@ class CallServer:
         connection.close()
 
     # serving
-    def _work(self) -> None:
-        watch = _HangupWatch(f"{threading.current_thread().name}-watch")
-        try:
-            while True:
-                connection = self._waiting.get()
-                if connection is None:
-                    return
-                try:
-                    self._serve(connection, watch)
-                finally:
-                    connection.close()
-                    with self._lock:
-                        self._connections.discard(connection)
-                        self._idle_workers += 1
-        finally:
-            watch.close()
-            store = getattr(self._local, "store", None)
-            if store is not None:
-                store.close()
-
-    def _serve(self, connection: socket.socket, watch: _HangupWatch) -> None:
+    def _serve(self, connection: socket.socket) -> None:
         """Answer requests until the client closes the connection, idles, stops reading or breaks the protocol."""
         reader = wire.Reader(connection)
         try:
@@ -236,7 +248,7 @@ class CallServer:
                 if operation == wire.ROUTES:
                     self._answer_routes(connection, request)
                 elif operation == wire.INVOKE:
-                    self._answer_invoke(connection, request, watch)
+                    self._answer_invoke(connection, request)
                 else:
                     wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
                     return
@@ -261,18 +273,29 @@ class CallServer:
         if not isinstance(prefix, str):
             wire.send(connection, _error_message(UsageError("routes: prefix must be text")))
             return
-        routes = self._store().routes(prefix)
-        shapes = [shape_from_spec(route.command, route.plugin, route.spec).to_json() for route in routes]
+        shapes = [self._shape(route) for route in self._store().routes(prefix)]
         wire.send(connection, {"type": wire.ROUTES, "commands": shapes})
 
-    def _answer_invoke(self, connection: socket.socket, request: dict[str, Any], watch: _HangupWatch) -> None:
+    def _shape(self, route: Route) -> dict[str, Any]:
+        """The JSON shape of a route's command, made once per stored spec (parsing it costs ~0.1 ms)."""
+        key = (route.command, route.plugin, route.spec)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = shape_from_spec(route.command, route.plugin, route.spec).to_json()
+            with self._lock:
+                if len(self._shapes) >= _SHAPES_KEPT:
+                    self._shapes.clear()
+                self._shapes[key] = shape
+        return shape
+
+    def _answer_invoke(self, connection: socket.socket, request: dict[str, Any]) -> None:
         try:
             route, arguments, output = self._invocation(request)
         except SysopsError as error:
             wire.send(connection, _error_message(error))
             return
         abandon = Abandon()
-        watch.start(connection.fileno(), abandon)
+        self._hangups.start(connection.fileno(), abandon)
         try:
             call = router.call(route, arguments, output, self._store().route, abandon, self._pool)
             with contextlib.closing(cast(Generator[str | InvocationResult, None, None], call)) as items:
@@ -288,7 +311,7 @@ class CallServer:
             abandon()  # the client stopped reading: cancel the plugin call
             raise
         finally:
-            watch.stop()
+            self._hangups.stop(connection.fileno())
         self._prune_pool()
 
     def _invocation(self, request: dict[str, Any]) -> tuple[Route, dict[str, Any], str]:
