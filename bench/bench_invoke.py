@@ -1,14 +1,21 @@
-"""Invocation latency: sysops routing vs a raw gRPC call, and the routed CLI vs `python -c "import grpc"`.
+"""Routed-call latency through the resident host, each figure beside a baseline measured in the same run.
 
-Brings up examples/hello in a private SYSOPS_HOME, then measures in one run, on the same socket:
-  1. raw:    a sequential Invoke on a prebuilt stub (the baseline);
-  2. routed: the same call through sysops' route lookup (store) and PluginClient;
-and, as processes, `sysops greet World` against `python -c "import grpc"`. Prints p50, p99, calls/s
-and the ratios. Figures vary with the machine; the ratios are what to compare.
+Brings up examples/hello in a private SYSOPS_HOME (the first command starts that installation's host),
+then measures, paired and interleaved so both sides see the same machine load:
+  (a) as processes: `sysops greet World` (CLI → host call socket → plugin) against
+      `docker exec CONTAINER /opt/sysops/bin/python -c pass` on the same plugin container
+      (BENCH_PAIRS pairs, default 20; goal: ratio <= 1.0);
+  (b) in process: a call through the host's call socket (a connection per call, as the CLI makes, and one
+      kept connection) against a raw gRPC Invoke on a prebuilt stub to the same plugin socket
+      (BENCH_CALLS pairs, default 2000; goal: ratio <= 1.05).
+Prints median and p95 of each and their ratios; asserts nothing (figures vary with the machine). Removes
+what it made: the plugin (down --purge), the host (`sysops host stop`), the temporary home.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -21,100 +28,141 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+SYSOPS = str(BIN / "sysops")
+#: The base image's interpreter (plugin-base-image/Dockerfile).
+PLUGIN_PYTHON = "/opt/sysops/bin/python"
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
+def _summary(samples: list[float]) -> tuple[float, float]:
+    """Median and 95th percentile, in seconds."""
     ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def _measure(call: Callable[[], object], count: int) -> list[float]:
-    for _ in range(min(50, count)):
-        call()
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
+def _paired(
+    measured: Callable[[], object], baseline: Callable[[], object], pairs: int
+) -> tuple[list[float], list[float]]:
+    """Time `pairs` runs of each, interleaved, alternating which goes first (after a few warm-up runs)."""
+    for _ in range(3):
+        measured()
+        baseline()
+    ours: list[float] = []
+    theirs: list[float] = []
+    for index in range(pairs):
+        order = ((measured, ours), (baseline, theirs)) if index % 2 == 0 else ((baseline, theirs), (measured, ours))
+        for call, samples in order:
+            started = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - started)
+    return ours, theirs
 
 
-def _report(label: str, samples: list[float], baseline: list[float] | None = None) -> None:
-    p50, p99 = _percentiles(samples)
-    rate = len(samples) / sum(samples)
-    line = f"{label:<28} p50 {p50 * 1000:8.3f} ms  p99 {p99 * 1000:8.3f} ms  {rate:9.0f} calls/s"
-    if baseline is not None:
-        base50, base99 = _percentiles(baseline)
-        line += f"  ratio p50 {p50 / base50:5.2f}  p99 {p99 / base99:5.2f}"
-    print(line, flush=True)
+def _report(label: str, samples: list[float], baseline_label: str, baseline: list[float]) -> None:
+    median, p95 = _summary(samples)
+    base_median, base_p95 = _summary(baseline)
+    print(f"  {label:<44} median {median * 1000:8.3f} ms  p95 {p95 * 1000:8.3f} ms")
+    print(f"  {baseline_label:<44} median {base_median * 1000:8.3f} ms  p95 {base_p95 * 1000:8.3f} ms")
+    print(f"  ratio: median {median / base_median:5.2f}x  p95 {p95 / base_p95:5.2f}x", flush=True)
+
+
+def _run_quietly(argv: list[str], env: dict[str, str]) -> None:
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
-    count = int(os.environ.get("BENCH_CALLS", "2000"))
-    processes = int(os.environ.get("BENCH_PROCESSES", "15"))
+    pairs = int(os.environ.get("BENCH_PAIRS", "20"))
+    calls = int(os.environ.get("BENCH_CALLS", "2000"))
     with tempfile.TemporaryDirectory(prefix="sysops-bench-") as home:
         env = {**os.environ, "SYSOPS_HOME": home}
         os.environ["SYSOPS_HOME"] = home
-        subprocess.run([BIN / "sysops", "plugin", "up", str(ROOT / "examples" / "hello")], env=env, check=True)
         try:
-            return _run(env, count, processes)
+            subprocess.run([SYSOPS, "plugin", "up", str(ROOT / "examples" / "hello")], env=env, check=True)
+            _processes(env, pairs)
+            _in_process(calls)
         finally:
-            subprocess.run([BIN / "sysops", "plugin", "down", "hello", "--purge"], env=env, check=False)
+            subprocess.run([SYSOPS, "plugin", "down", "hello", "--purge"], env=env, check=False)
+            subprocess.run([SYSOPS, "host", "stop"], env=env, check=False)
+    return 0
 
 
-def _run(env: dict[str, str], count: int, processes: int) -> int:
+def _container(env: dict[str, str]) -> str:
+    from sysops.settings import Settings
+
+    installation = Settings().installation_id
+    names = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            "label=sysops.plugin=hello",
+            "--filter",
+            f"label=sysops.installation={installation}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if len(names) != 1:
+        raise SystemExit(f"expected one hello container of installation {installation}, found {names}")
+    return names[0]
+
+
+def _processes(env: dict[str, str], pairs: int) -> None:
+    container = _container(env)
+    print(f"\n(a) as processes, {pairs} interleaved pairs (goal: ratio <= 1.0):")
+    cli, exec_pass = _paired(
+        lambda: _run_quietly([SYSOPS, "greet", "World"], env),
+        lambda: _run_quietly(["docker", "exec", container, PLUGIN_PYTHON, "-c", "pass"], env),
+        pairs,
+    )
+    _report("sysops greet World", cli, f"docker exec {container[:12]} python -c pass", exec_pass)
+
+
+def _in_process(calls: int) -> None:
     import grpc
-    from sysops.core.client import PluginClient
+    from sysops.cli.host_call import HostCall
     from sysops.settings import Settings
     from sysops.store import Store
     from sysops_sdk.protocol.v1 import plugin_pb2 as pb
     from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
 
-    store = Store(Settings().store_path)
+    settings = Settings()
+    store = Store(settings.store_path)
     route = store.route("greet")
+    store.close()
     assert route is not None
-    arguments = json.dumps({"name": "bench"})
-
     endpoint = route.endpoints[0]
     auth = (("authorization", f"Bearer {route.token_for(endpoint)}"),)  # every plugin call carries it
     channel = grpc.insecure_channel(endpoint)
     stub = pb_grpc.PluginServiceStub(channel)
+    request = pb.InvokeRequest(command="greet", arguments_json=json.dumps({"name": "bench"}))
+    kept = HostCall(settings)
+    (shape,) = kept.routes("greet")
 
     def raw() -> None:
-        for _event in stub.Invoke(pb.InvokeRequest(command="greet", arguments_json=arguments), metadata=auth):
+        for _event in stub.Invoke(request, metadata=auth):
             pass
 
-    clients: dict[str, PluginClient] = {}
+    def through_host() -> None:
+        with HostCall(settings) as call:
+            call.invoke(shape, {"name": "bench"}, "text")
 
-    def routed() -> None:
-        current = store.route("greet")
-        assert current is not None
-        client = clients.get(current.endpoint) or clients.setdefault(
-            current.endpoint, PluginClient(current.endpoint, current.plugin, current.token_for(current.endpoint))
-        )
-        for _item in client.invoke("greet", {"name": "bench"}):
-            pass
+    def through_kept_connection() -> None:
+        kept.invoke(shape, {"name": "bench"}, "text")
 
-    print(f"in-process, {count} sequential calls to the hello container over its Unix socket:")
-    baseline = _measure(raw, count)
-    through_sysops = _measure(routed, count)
-    _report("raw gRPC Invoke", baseline)
-    _report("routed through sysops", through_sysops, baseline)
-
-    print(f"\nas processes, {processes} runs each:")
-    import_grpc = _measure(
-        lambda: subprocess.run([sys.executable, "-c", "import grpc"], env=env, check=True), processes
-    )
-    cli = _measure(
-        lambda: subprocess.run([BIN / "sysops", "greet", "World"], env=env, check=True, capture_output=True),
-        processes,
-    )
-    _report('python -c "import grpc"', import_grpc)
-    _report("sysops greet World", cli, import_grpc)
-    channel.close()
-    for client in clients.values():
-        client.close()
-    return 0
+    print(f"\n(b) in process, {calls} interleaved pairs on the hello plugin's socket (goal: ratio <= 1.05):")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            per_call, raw_a = _paired(through_host, raw, calls)
+            kept_samples, raw_b = _paired(through_kept_connection, raw, calls)
+        assert printed.getvalue().startswith("Hello, bench!"), printed.getvalue()[:100]
+    finally:
+        kept.close()
+        channel.close()
+    _report("call socket, a connection per call (as the CLI)", per_call, "raw gRPC Invoke", raw_a)
+    _report("call socket, one kept connection", kept_samples, "raw gRPC Invoke", raw_b)
 
 
 if __name__ == "__main__":
