@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -401,7 +402,7 @@ class KubernetesDriver:
             running=running and metadata.deletion_timestamp is None,
             exit_code=exit_code,
             oom_killed=oom_killed,
-            started_at=str(status.start_time or ""),
+            started_at=_engine_time(status.start_time),
             restart_count=int(container_status.restart_count) if container_status else 0,
             endpoint=f"{status.pod_ip}:{PLUGIN_PORT}" if status.pod_ip else "",
             token=environment.get("SYSOPS_TOKEN", ""),
@@ -489,3 +490,9 @@ class KubernetesDriver:
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete pod {handle}: {_short(exc)}") from exc
+
+
+def _engine_time(moment: datetime | None) -> str:
+    """A timestamp as the Docker engine writes it (2024-05-01T10:00:00.000000Z), which the core's
+    `faults.engine_timestamp` reads; "" when unset. (str() of the client's datetime was not readable.)"""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment is not None else ""
