@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -248,3 +249,39 @@ def test_the_routed_path_imports_no_grpc_protobuf_or_heavy_clients(host: CallSer
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == "é".encode() + b"x" * 8 + b"\n"
+
+
+def test_ctrl_c_in_the_cli_is_exit_130_and_cancels_the_call(host: CallServer, home: Path) -> None:
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "sysops.cli.main", "wait"],
+        env={**os.environ, "SYSOPS_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert STARTED.wait(30)
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == ExitCode.INTERRUPTED
+    assert err.decode() == "error: calls: wait: interrupted (Ctrl-C); the call was cancelled in the plugin\n"
+    assert CANCELLED.wait(5)
+
+
+def test_a_client_that_does_not_read_is_dropped(orchestrator: Orchestrator, settings: Settings) -> None:
+    orchestrator.rollout.roll(_target("calls", name="calls"))
+    server = start_call_server(settings, settings.home / "slow-reader.sock", send_seconds=0.3)
+    try:
+        connection = socket.socket(socket.AF_UNIX)
+        connection.connect(str(server.path))
+        wire.send(connection, {"op": wire.INVOKE, "command": "big", "arguments": {"size": 20 << 20}, "output": "text"})
+        time.sleep(3)  # the result fills the socket's buffers; the host gives up on the send after 0.3 s
+        connection.settimeout(5)
+        received = 0
+        while chunk := connection.recv(1 << 20):
+            received += len(chunk)
+        connection.close()
+        assert 0 < received < 20 << 20
+    finally:
+        server.stop()
