@@ -19,7 +19,7 @@ from sysops.cli.host_call import HostCall
 from sysops.cli.main import main
 from sysops.core.command_shape import CommandShape, shape_from_spec
 from sysops.core.orchestrator import Orchestrator
-from sysops.errors import EngineUnavailableError, ExitCode
+from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
 from sysops.host import call_wire as wire
 from sysops.host.call_server import CallServer, start_call_server
 from sysops.host.paths import host_paths
@@ -285,3 +285,18 @@ def test_a_client_that_does_not_read_is_dropped(orchestrator: Orchestrator, sett
         assert 0 < received < 20 << 20
     finally:
         server.stop()
+
+
+def test_a_bug_ends_one_connection_and_the_host_keeps_serving(
+    host: CallServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(CallServer, "_answer_routes", broken)
+    for _ in range(3):  # more than the workers there are
+        with HostCall(settings) as call, pytest.raises(SysopsError, match="internal error in the sysops host"):
+            call.routes()
+    monkeypatch.undo()
+    with HostCall(settings) as call:
+        assert [shape.name for shape in call.routes("big")] == ["big"]

@@ -210,6 +210,10 @@ class CallServer:
                 self._refuse_busy(connection)
             elif self._peer_is_trusted(connection):
                 self._serve(connection)
+        except Exception:  # a bug: this connection ends, the worker keeps serving
+            LOG.exception("call socket: a connection failed")
+            with contextlib.suppress(OSError):
+                wire.send(connection, _error_message(SysopsError("internal error in the sysops host (see its log)")))
         finally:
             connection.close()
             with self._lock:
@@ -257,7 +261,7 @@ class CallServer:
         except wire.WireError as exc:
             LOG.debug("call socket: dropped a client: %s", exc)
         except OSError:
-            pass  # the client went away
+            pass  # the client went away (a call running for it was cancelled)
         finally:
             reader.close()
 
