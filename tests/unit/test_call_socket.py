@@ -300,3 +300,29 @@ def test_a_bug_ends_one_connection_and_the_host_keeps_serving(
     monkeypatch.undo()
     with HostCall(settings) as call:
         assert [shape.name for shape in call.routes("big")] == ["big"]
+
+
+def test_the_cli_starts_the_host_when_its_socket_is_missing(
+    orchestrator: Orchestrator, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops.host import launcher
+
+    orchestrator.rollout.roll(_target("calls", name="calls"))
+    started: list[CallServer] = []
+
+    def ensure_host(given: Settings | None = None) -> object:  # answers before its call socket is open
+        assert given is not None and given.home == settings.home
+        opening = threading.Timer(
+            0.3, lambda: started.append(start_call_server(settings, host_paths(settings).call_socket))
+        )
+        opening.start()
+        return host_paths(settings)
+
+    monkeypatch.setattr(launcher, "ensure_host", ensure_host)
+    try:
+        assert main(["big", "3"]) == 0
+        assert capsys.readouterr().out == "éx\n"
+        assert len(started) == 1
+    finally:
+        for server in started:
+            server.stop()

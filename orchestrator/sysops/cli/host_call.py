@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,8 @@ from sysops.host.paths import host_paths
 from sysops.settings import Settings
 
 _PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
+#: How long a host that was just started (or found running) may take to open its call socket.
+_CALL_SOCKET_WAIT_SECONDS = 3.0
 _HOST_HINT = "`sysops host status` says whether it runs; `sysops host logs` shows why it stopped"
 
 
@@ -133,12 +136,16 @@ class HostCall:
         from sysops.host.launcher import ensure_host
 
         ensure_host(self.settings)
-        try:
-            return _open(path)
-        except OSError as exc:
-            raise EngineUnavailableError(
-                f"the sysops host does not answer on {path} ({exc.strerror or exc})", hint=_HOST_HINT
-            ) from None
+        ends = time.monotonic() + _CALL_SOCKET_WAIT_SECONDS  # it may open its call socket just after answering
+        while True:
+            try:
+                return _open(path)
+            except OSError as exc:
+                if time.monotonic() >= ends or not isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+                    raise EngineUnavailableError(
+                        f"the sysops host does not answer on {path} ({exc.strerror or exc})", hint=_HOST_HINT
+                    ) from None
+            time.sleep(0.02)
 
 
 def _open(path: str) -> socket.socket:
