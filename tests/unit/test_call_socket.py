@@ -326,3 +326,11 @@ def test_the_cli_starts_the_host_when_its_socket_is_missing(
     finally:
         for server in started:
             server.stop()
+
+
+def test_a_store_removed_under_the_host_is_read_afresh(host: CallServer, settings: Settings) -> None:
+    with HostCall(settings) as call:  # one connection: one worker, with its store connection
+        assert len(call.routes()) == 4
+        for suffix in ("", "-wal", "-shm"):
+            settings.store_path.with_name(settings.store_path.name + suffix).unlink(missing_ok=True)
+        assert call.routes() == []  # not the routes of the removed file, which a kept connection still reads

@@ -266,10 +266,17 @@ class CallServer:
             reader.close()
 
     def _store(self) -> Store:
-        """This worker thread's store connection (SQLite connections stay in their thread)."""
+        """This worker thread's store connection (SQLite connections stay in their thread), opened again when
+        the store file was replaced or removed since (a connection would keep reading the old file)."""
         store: Store | None = getattr(self._local, "store", None)
+        identity = _file_identity(self.settings.store_path)
+        if store is not None and (identity is None or identity != self._local.identity):
+            store.close()
+            store = None
         if store is None:
             store = self._local.store = Store(self.settings.store_path)
+            store.db  # noqa: B018 - opens (or creates) the file, so its identity is the one read from
+            self._local.identity = _file_identity(self.settings.store_path)
         return store
 
     def _answer_routes(self, connection: socket.socket, request: dict[str, Any]) -> None:
@@ -339,6 +346,14 @@ class CallServer:
                 return
             self._pruned_at = now
         self._pool.retain({endpoint for route in self._store().routes() for endpoint in route.endpoints})
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _send_result(connection: socket.socket, result: InvocationResult, route: Route) -> None:
