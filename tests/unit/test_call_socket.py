@@ -334,3 +334,17 @@ def test_a_store_removed_under_the_host_is_read_afresh(host: CallServer, setting
         for suffix in ("", "-wal", "-shm"):
             settings.store_path.with_name(settings.store_path.name + suffix).unlink(missing_ok=True)
         assert call.routes() == []  # not the routes of the removed file, which a kept connection still reads
+
+
+def test_the_clis_command_timeout_setting_is_the_one_applied(host: CallServer, home: Path) -> None:
+    def cli(timeout: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SYSOPS_HOME": str(home), "SYSOPS_COMMAND_TIMEOUT": timeout}
+        command = [sys.executable, "-m", "sysops.cli.main", "wait"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    assert "SYSOPS_COMMAND_TIMEOUT" not in os.environ  # the host's (this process's) own setting is the default
+    bad = cli("soon")
+    assert bad.returncode == ExitCode.USAGE and "SYSOPS_COMMAND_TIMEOUT='soon' is not a number" in bad.stderr
+    short = cli("0.5")
+    assert short.returncode == ExitCode.DEADLINE_EXCEEDED and "0.5s deadline" in short.stderr, short.stderr
+    assert CANCELLED.wait(5)

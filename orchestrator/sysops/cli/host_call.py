@@ -21,6 +21,7 @@ from typing import Any
 
 from sysops.cli.output import RAW_OUTPUT_VARIABLE, emit, write_result
 from sysops.core.command_shape import CommandShape
+from sysops.core.deadlines import TIMEOUT_ENV
 from sysops.errors import CallInterruptedError, EngineUnavailableError, ExitCode, SysopsError
 from sysops.host import call_wire as wire
 from sysops.host.paths import host_paths
@@ -64,7 +65,10 @@ class HostCall:
         """Run the command in the host and print its lines and result; Ctrl-C cancels it in the plugin."""
         what = f"{shape.plugin}: {shape.name}"
         try:
-            reader = self._request({"op": wire.INVOKE, "command": shape.name, "arguments": arguments, "output": output})
+            request = {"op": wire.INVOKE, "command": shape.name, "arguments": arguments, "output": output}
+            if TIMEOUT_ENV in os.environ:  # the deadline setting of the process that asks, as before the host
+                request["command_timeout"] = os.environ[TIMEOUT_ENV]
+            reader = self._request(request)
             while True:
                 reply = self._reply(reader)
                 kind = reply.get("type")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
@@ -91,10 +91,12 @@ def call(
     current_route: RouteLookup,
     abandon: Abandon | None = None,
     pool: ClientPool | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator[str | InvocationResult]:
     """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start.
 
-    With a `pool` (the resident host's), the connection to the instance is reused across calls.
+    With a `pool` (the resident host's), the connection to the instance is reused across calls. `environ`
+    holds the caller's SYSOPS_COMMAND_TIMEOUT when the call comes from another process (default: ours).
     """
     endpoint = route.endpoint
     if not endpoint:
@@ -102,7 +104,8 @@ def call(
             f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
             hint=f"see `sysops plugin status {route.plugin}`",
         )
-    timeout = command_timeout(pb.CommandSpec.FromString(route.spec).timeout_seconds)
+    declared = pb.CommandSpec.FromString(route.spec).timeout_seconds
+    timeout = command_timeout(declared) if environ is None else command_timeout(declared, environ)
     call_deadline = time.monotonic() + timeout
     refused: set[str] = set()
     gone: set[str] = set()

@@ -32,6 +32,7 @@ from sysops.core import router
 from sysops.core.client import Abandon, InvocationResult
 from sysops.core.client_pool import ClientPool
 from sysops.core.command_shape import shape_from_spec
+from sysops.core.deadlines import TIMEOUT_ENV
 from sysops.errors import (
     CommandFailedError,
     EngineUnavailableError,
@@ -301,14 +302,14 @@ class CallServer:
 
     def _answer_invoke(self, connection: socket.socket, request: dict[str, Any]) -> None:
         try:
-            route, arguments, output = self._invocation(request)
+            route, arguments, output, environ = self._invocation(request)
         except SysopsError as error:
             wire.send(connection, _error_message(error))
             return
         abandon = Abandon()
         self._hangups.start(connection.fileno(), abandon)
         try:
-            call = router.call(route, arguments, output, self._store().route, abandon, self._pool)
+            call = router.call(route, arguments, output, self._store().route, abandon, self._pool, environ)
             with contextlib.closing(cast(Generator[str | InvocationResult, None, None], call)) as items:
                 for item in items:
                     if isinstance(item, str):
@@ -325,18 +326,23 @@ class CallServer:
             self._hangups.stop(connection.fileno())
         self._prune_pool()
 
-    def _invocation(self, request: dict[str, Any]) -> tuple[Route, dict[str, Any], str]:
-        """The route, arguments and output format of an `invoke` request, or the SysopsError to answer."""
+    def _invocation(self, request: dict[str, Any]) -> tuple[Route, dict[str, Any], str, dict[str, str]]:
+        """The route, arguments, output format and the caller's deadline setting (as an environment) of an
+        `invoke` request, or the SysopsError to answer."""
         command, arguments, output = request.get("command"), request.get("arguments"), request.get("output", "text")
         if not isinstance(command, str) or not isinstance(arguments, dict) or output not in _OUTPUT_FORMATS:
             raise UsageError("invoke: needs a command (text), arguments (an object) and an output of text or json")
+        timeout = request.get("command_timeout")  # the CLI's SYSOPS_COMMAND_TIMEOUT, not the host's
+        if timeout is not None and not isinstance(timeout, str):
+            raise UsageError("invoke: command_timeout must be text")
+        environ = {TIMEOUT_ENV: timeout} if timeout is not None else {}
         router.check_arguments(command, arguments)
         route = self._store().route(command)
         if route is None:
             raise PluginUnavailableError(
                 f"no plugin provides command {command!r} any more", hint="`sysops plugin ls` shows what is up"
             )
-        return route, arguments, output
+        return route, arguments, output, environ
 
     def _prune_pool(self) -> None:
         """Now and then, close the pool's connections to instances that no route names any more."""
