@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sysops.core.orchestrator import Orchestrator
+from sysops.host import launcher
 from sysops.host.call_server import CallServer, start_call_server
+from sysops.host.launcher import HOST_PROTOCOL, HostRecord
 from sysops.host.paths import host_paths
+from sysops.private_paths import write_private_file
+from sysops.runtime.base import RuntimeDriver
 from sysops.runtime.fake import FakeDriver
+from sysops.server.service import serve
 from sysops.settings import Settings
 from sysops_sdk import Plugin, argument, option, plugin_command
+
+
+@pytest.fixture(autouse=True)
+def no_real_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never start a resident host process: one that needs a host uses `control_host`/`call_host`."""
+
+    def refuse(paths: object) -> None:
+        raise AssertionError("a unit test tried to start a resident host; use the control_host fixture")
+
+    monkeypatch.setattr(launcher, "_start", refuse)
 
 
 @pytest.fixture
@@ -101,3 +120,25 @@ def call_host(settings: Settings) -> Iterator[CallServer]:
     server = start_call_server(settings, host_paths(settings).call_socket)
     yield server
     server.stop()
+
+
+@contextmanager
+def in_process_host(settings: Settings, driver: RuntimeDriver) -> Iterator[None]:
+    """The resident host's control API served in this process over `driver`, recorded in host.json as a
+    running host, so `main(["plugin", ...])` talks to it as to a real one (over its real Unix socket)."""
+    paths = host_paths(settings)
+    server = serve(None, "docker", "", settings, unix_socket=paths.control_socket, driver=driver)
+    record = HostRecord(os.getpid(), HOST_PROTOCOL, time.time(), "fake")
+    write_private_file(paths.record, json.dumps(record.as_dict()))
+    try:
+        yield
+    finally:
+        server.stop(0).wait(5)
+        paths.record.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def control_host(settings: Settings, orchestrator: Orchestrator) -> Iterator[Orchestrator]:
+    """`in_process_host` over the `orchestrator` fixture's fake driver."""
+    with in_process_host(settings, orchestrator.driver):
+        yield orchestrator

@@ -255,7 +255,7 @@ def test_events_is_a_reserved_word() -> None:
 
 
 def test_cli_prints_the_events_and_refuses_bad_names(
-    home: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
+    control_host: Orchestrator, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = Store(settings.store_path)
     events.record(store, "echo", EventKind.LOADED, "1.0.0 started")
@@ -334,10 +334,10 @@ def test_not_found_is_only_for_a_plugin_never_seen(orchestrator: Orchestrator) -
     assert list(orchestrator.events("echo", follow=True, stop=stop)) == []  # a follow waits for it instead
 
 
-def test_ctrl_c_ends_a_follow_with_exit_130(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_ends_a_follow_with_exit_130(control_host: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> Iterator[EventRecord]:
         raise KeyboardInterrupt
         yield  # a generator, as the real one
 
-    monkeypatch.setattr(events, "read_events", interrupted)
+    monkeypatch.setattr(RemoteClient, "events", interrupted)  # Ctrl-C lands in the CLI, reading the host's stream
     assert main(["events", "-f"]) == 130

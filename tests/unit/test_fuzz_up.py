@@ -28,6 +28,7 @@ from sysops.runtime.fake import FakeDriver
 from sysops.settings import Settings
 
 from tests.fuzz_properties import assert_clean_error, assert_exit_code, assert_nothing_left, files_under, fuzz_settings
+from tests.unit.conftest import in_process_host
 from tests.unit.test_fuzz_cli import Fuzzed
 from tests.unit.test_fuzz_manifest import KEYS, VALID, YAML_TOKENS, trees
 
@@ -114,7 +115,8 @@ def up(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     (plugin / "demo").mkdir(parents=True)
     (plugin / "demo" / "__init__.py").write_text("")
     (plugin / "demo" / "plugin.py").write_text(PLUGIN_CODE)
-    yield Up(home, temp, plugin, driver)
+    with in_process_host(Settings(), driver):
+        yield Up(home, temp, plugin, driver)
 
 
 def _run(argv: list[str]) -> tuple[int, str]:

@@ -77,6 +77,9 @@ def up(
     ] = None,
 ) -> None:
     """Build a plugin, start it (or roll to the new version) and wait until it is ready."""
+    from sysops.core.manifest import load_manifest
+
+    load_manifest(path.resolve())  # bad input is refused before a host is started or anything is built
     orchestrator = orchestrator_for_cli(runtime)
     started = time.monotonic()
     instance, changed = orchestrator.up(path)

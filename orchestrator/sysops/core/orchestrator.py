@@ -8,6 +8,7 @@ and the leftovers of an interrupted roll are removed. Operations on one plugin h
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,8 +28,8 @@ from sysops.core.manifest import Manifest, load_manifest, parse_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
-from sysops.errors import ManifestError, NotFoundError, StartFailedError, SysopsError
-from sysops.imaging.image import image_tag, make_context
+from sysops.errors import ManifestError, NotFoundError, SysopsError
+from sysops.imaging.plugin_image import plugin_build
 from sysops.private_paths import ensure_private_dir
 from sysops.runtime.base import (
     LABEL_FINGERPRINT,
@@ -37,7 +38,6 @@ from sysops.runtime.base import (
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
-    BuildRequest,
     InstanceStatus,
     RuntimeDriver,
     StateMirror,
@@ -346,42 +346,43 @@ class Orchestrator:
 
     # operations
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
-        """Build and start a plugin, or roll it to a new version; return (instance, changed)."""
+        """Build and start a plugin, or roll it to a new version; return (instance, changed).
+
+        The build is imaging/plugin_image.py's, the one the CLI runs before it asks the host; here it is
+        skipped when the fingerprint shows nothing changed.
+        """
         plugin_dir = path.resolve()
         manifest = self._admit(load_manifest(plugin_dir), str(plugin_dir / "plugin.yaml"))
-        base_image_id = self.driver.image_id(self.settings.base_image)
-        if base_image_id is None:
-            raise StartFailedError(
-                f"base image {self.settings.base_image} not found",
-                hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
-            )
         self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
-        image_labels = {
-            LABEL_INSTALLATION: self.settings.installation_id,
-            LABEL_PLUGIN: manifest.name,
-            LABEL_VERSION: manifest.version,
-        }
-        with make_context(plugin_dir, manifest, base_image_id, self.settings.cache_dir, image_labels) as context:
+        with plugin_build(
+            self.driver,
+            plugin_dir,
+            manifest,
+            base_image=self.settings.base_image,
+            installation_id=self.settings.installation_id,
+            cache_dir=self.settings.cache_dir,
+            progress=self.progress,
+        ) as prepared:
 
             def build() -> RollTarget:
-                repository = f"sysops-plugins/{self.settings.installation_id}-{manifest.name}"
-                tag = image_tag(repository, manifest.version, context.fingerprint)
-                self.progress(f"building image {tag}")
-                with context:  # the engine has the tar once the build returns: remove it before the roll
-                    built = self.driver.build_image(BuildRequest(context=context.tar_path, tag=tag), self.progress)
-                return RollTarget(manifest, tag, built.id, context.fingerprint, str(plugin_dir), built=True)
+                built = prepared.build()  # the engine has the tar once the build returns: removed before the roll
+                return RollTarget(manifest, prepared.tag, built.id, prepared.fingerprint, str(plugin_dir), built=True)
 
-            return self._roll_if_changed(manifest, str(plugin_dir), context.fingerprint, build)
+            return self._roll_if_changed(manifest, str(plugin_dir), prepared.fingerprint, build)
 
     def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
         """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed).
 
-        The client built the image for this roll, so a failed roll removes it as it does a local build's.
+        The client built the image for this roll, so a refused or failed roll removes it (unless a revision
+        uses it), as it does a local build's.
         """
-        manifest = self._admit(manifest, f"{source}/plugin.yaml")
-        return self._roll_if_changed(
-            manifest, source, fingerprint, lambda: RollTarget(manifest, image, image, fingerprint, source, built=True)
-        )
+        target = RollTarget(manifest, image, self.driver.image_id(image) or image, fingerprint, source, built=True)
+        try:
+            target = dataclasses.replace(target, manifest=self._admit(manifest, f"{source}/plugin.yaml"))
+        except SysopsError:
+            self.rollout.remove_unused_image(target)
+            raise
+        return self._roll_if_changed(target.manifest, source, fingerprint, lambda: target)
 
     def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
         """Check compatibility and policy, and that the engine answers; return the manifest to run."""

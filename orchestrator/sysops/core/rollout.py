@@ -158,7 +158,7 @@ class Rollout:
                 events.record(self.store, name, EventKind.FAILED, attempt)
                 self._withdraw(name, news)
             if target.built:
-                self._remove_unused_image(target)
+                self.remove_unused_image(target)
             self.store.set_last_error(name, reason)
             raise
         self.store.save_plugin(name, target.source, self.driver.name, stored)
@@ -275,7 +275,7 @@ class Rollout:
         for instance in instances:
             self.discard(instance)
 
-    def _remove_unused_image(self, target: RollTarget) -> None:
+    def remove_unused_image(self, target: RollTarget) -> None:
         """Remove the image a failed roll built (its untagged layer images go with it), unless still used."""
         name = target.manifest.name
         used = {r.image_id for r in self.store.revisions(name)} | {i.image_id for i in self.store.instances(name)}

@@ -436,20 +436,21 @@ def serve(
     unix_socket: Path | None = None,
     max_followers: int = DEFAULT_MAX_FOLLOWERS,
     reconcile_seconds: float = RECONCILE_SECONDS,
+    driver: RuntimeDriver | None = None,
 ) -> ControlServer:
     """Start the control server (after restoring state and re-adopting instances); return it running.
 
     It listens on TCP at `listen` (every call but health needs the bearer `token`) or, for the resident
     host, on the Unix socket `unix_socket`, created 0600 (its permissions are the authentication, as with
     the Docker socket; no token). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
-    followers never starve other calls.
+    followers never starve other calls. `driver` replaces the runtime's (tests run it on the fake driver).
     """
     if (listen is None) == (unix_socket is None):
         raise UsageError("the control server listens on TCP or on a Unix socket: give exactly one")
     if max_followers < 1:
         raise UsageError(f"--max-followers must be at least 1, not {max_followers}")
     settings = settings or Settings()
-    driver, mirror = make_driver(runtime)
+    driver, mirror = (driver, None) if driver is not None else make_driver(runtime)
     servicer = ControlServicer(settings, driver, mirror, max_followers)
     startup = servicer.orchestrator()
     try:
