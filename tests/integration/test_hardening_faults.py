@@ -120,7 +120,10 @@ def test_crash_loop_is_reported_truthfully(fresh_sysops: Sysops, tmp_path: Path)
 def test_restart_budget_is_whole_again_after_a_stable_run(
     fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
 ) -> None:
-    stable = {"SYSOPS_STABLE_SECONDS": "2"}
+    # The resident host reconciles all the time (its settings are those of the command that started it):
+    # every run longer than the stability window renews the budget of 3 restarts, so a plugin that crashes
+    # only after stable runs is restarted more than 3 times and never given up.
+    fresh_sysops.env["SYSOPS_STABLE_SECONDS"] = "2"
     fresh_sysops.ok("plugin", "up", str(hostile(tmp_path)))
     [target] = plugin_containers(engine, fresh_sysops)
     fresh_sysops.ok("crash-later", "--seconds", "2.5")
@@ -129,20 +132,13 @@ def test_restart_budget_is_whole_again_after_a_stable_run(
         target.reload()  # type: ignore[attr-defined]
         return dict(target.attrs)  # type: ignore[attr-defined]
 
-    # Nobody looks: the engine spends its budget (3 restarts) and leaves it stopped, as on day 4.
-    wait_for(lambda: attrs()["State"]["Status"] == "exited", 60, "the engine to give up")  # type: ignore[index]
-    assert attrs()["RestartCount"] == 3
-    # The last crash ended a run longer than the window: the next command starts it again.
-    ls(fresh_sysops, env=stable)
-    wait_for(lambda: attrs()["State"]["Running"], 10, "the instance to be started again")  # type: ignore[index]
-    # While commands keep looking, each stable run renews the budget: more crashes than 3, never given up.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while int(attrs()["RestartCount"]) < 4 and time.monotonic() < deadline:  # type: ignore[call-overload]
-        ls(fresh_sysops, env=stable)
         time.sleep(0.5)
     state = attrs()
     assert int(state["RestartCount"]) >= 4, state["RestartCount"]  # type: ignore[call-overload]
     assert state["State"]["Status"] in ("running", "restarting"), state["State"]  # type: ignore[index]
+    assert ls(fresh_sysops)["hostile"]["state"] != "Failed"
 
 
 def up_killed_at(sysops: Sysops, plugin_dir: Path, marker: str, delay: float) -> str:
