@@ -5,7 +5,6 @@ Kept free of heavy imports: a routed `sysops <command>` reads these settings on 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,8 @@ class Settings:
     @property
     def installation_id(self) -> str:
         """Short stable id of this state directory; labels every object it creates."""
+        import hashlib  # not on the routed-command path, which never asks for it
+
         return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
 
     @property

@@ -1,23 +1,25 @@
 """Entry point of `sysops`: routes plugin commands fast, and everything else through the typer app.
 
 `sysops greet World` must cost little more than a gRPC call: when the first word is not a built-in, the
-resident host is asked for that command's shape and runs the call (cli/host_call.py), and only that
-command is built, without importing typer's app, gRPC, protobuf, the Docker SDK or pydantic. Every
-SysopsError becomes one line on stderr and its stable exit code.
+resident host is asked for that command's shape and runs the call (cli/host_call.py). Plain arguments are
+parsed without click (cli/plain_args.py); otherwise only that command is built in click. Neither imports
+typer's app, gRPC, protobuf, the Docker SDK or pydantic. Every SysopsError becomes one line on stderr and
+its stable exit code.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Callable
-
-import click
+from typing import TYPE_CHECKING
 
 from sysops.errors import ExitCode, SysopsError
 from sysops.reserved import RESERVED_COMMANDS
 from sysops.safe_text import for_terminal
+
+if TYPE_CHECKING:
+    import click
 
 
 def _print_error(error: SysopsError) -> None:
@@ -30,6 +32,8 @@ def _print_error(error: SysopsError) -> None:
 
 def _help_hint(error: click.ClickException) -> str:
     """Where the usage of the command a usage error is about is shown."""
+    import click
+
     context = error.ctx if isinstance(error, click.UsageError) else None
     return f"`{context.command_path} --help` shows the usage" if context is not None else ""
 
@@ -47,22 +51,15 @@ def run_guarded(function: Callable[[], object]) -> int:
     except SysopsError as error:
         _print_error(error)
         return int(error.exit_code)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # a group named alone: its help is the answer
-        exc.show()
-        return int(exc.exit_code)
-    except click.ClickException as exc:  # one line like every other error (click's usage block is four)
-        _print_error(SysopsError(exc.format_message().rstrip("."), hint=_help_hint(exc)))
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return int(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # a bug in sysops: still no traceback unless asked for
-        if os.environ.get("SYSOPS_DEBUG"):
+    except Exception as exc:
+        click_code = _click_exit_code(exc) if "click" in sys.modules else None  # no click error without click
+        if click_code is not None:
+            return click_code
+        if os.environ.get("SYSOPS_DEBUG"):  # a bug in sysops: still no traceback unless asked for
             raise
         detail = for_terminal(f"{type(exc).__name__}: {exc}")
         sys.stderr.write(f"error: internal error: {detail} (set SYSOPS_DEBUG=1 for a traceback)\n")
@@ -70,12 +67,31 @@ def run_guarded(function: Callable[[], object]) -> int:
     return 0
 
 
+def _click_exit_code(exc: Exception) -> int | None:
+    """The exit code of a click exception, after saying what it has to say; None for any other exception."""
+    import click
+
+    if isinstance(exc, click.exceptions.Exit):
+        return int(exc.exit_code)
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # a group named alone: its help is the answer
+        exc.show()
+        return int(exc.exit_code)
+    if isinstance(exc, click.ClickException):  # one line like every other error (click's usage block is four)
+        _print_error(SysopsError(exc.format_message().rstrip("."), hint=_help_hint(exc)))
+        return int(exc.exit_code)
+    if isinstance(exc, click.exceptions.Abort):
+        return int(ExitCode.INTERRUPTED)
+    return None
+
+
 def _routed(argv: list[str]) -> int | None:
     """Run `argv` as a plugin command if its first word is routed; None if it is not.
 
     Locally the command's shape and its call go over one connection to the resident host (cli/host_call.py).
+    Plain arguments need no click (cli/plain_args.py); anything else is parsed by the command built in click.
     """
-    from sysops.cli.routed import Commands, add_routes, context_commands
+    from sysops.cli.plain_args import plain_call
+    from sysops.cli.routed_source import Commands, context_commands
 
     found: list[Commands] = []
     code = run_guarded(lambda: found.append(context_commands(prefix=argv[0])))
@@ -85,6 +101,13 @@ def _routed(argv: list[str]) -> int | None:
     try:
         if not commands.shapes:
             return None
+        plain = plain_call(commands.shapes, argv)
+        if plain is not None:
+            return run_guarded(lambda: commands.invoker(*plain))
+        import click
+
+        from sysops.cli.routed import add_routes
+
         group = click.Group("sysops")
         add_routes(group, commands)
         return run_guarded(lambda: group.main(argv, prog_name="sysops", standalone_mode=False))
@@ -94,6 +117,8 @@ def _routed(argv: list[str]) -> int | None:
 
 def unknown_command(word: str, known: list[str]) -> SysopsError:
     """An error for an unknown command that suggests close names."""
+    import difflib
+
     from sysops.errors import UsageError
 
     close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
