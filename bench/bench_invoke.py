@@ -4,7 +4,11 @@ Brings up examples/hello in a private SYSOPS_HOME (the first command starts that
 then measures, paired and interleaved so both sides see the same machine load:
   (a) as processes: `sysops greet World` (CLI → host call socket → plugin) against
       `docker exec CONTAINER /opt/sysops/bin/python -c pass` on the same plugin container
-      (BENCH_PAIRS pairs, default 20; goal: ratio <= 1.0);
+      (BENCH_PAIRS pairs, default 20; goal: ratio <= 1.0). The CLI runs with its modules' bytecode cached
+      (in a temporary PYTHONPYCACHEPREFIX), as pip leaves a regular install; when the environment sets
+      PYTHONDONTWRITEBYTECODE (every module compiled on every run) that figure is printed as well. The
+      venv's own `python -c pass` is printed beside them: the interpreter's start, the editable
+      install's .pth finders included, is the floor of any CLI;
   (b) in process: a call through the host's call socket (a connection per call, as the CLI makes, and one
       kept connection) against a raw gRPC Invoke on a prebuilt stub to the same plugin socket
       (BENCH_CALLS pairs, default 2000; goal: ratio <= 1.05).
@@ -111,13 +115,30 @@ def _container(env: dict[str, str]) -> str:
 
 def _processes(env: dict[str, str], pairs: int) -> None:
     container = _container(env)
+    exec_pass = ["docker", "exec", container, PLUGIN_PYTHON, "-c", "pass"]
     print(f"\n(a) as processes, {pairs} interleaved pairs (goal: ratio <= 1.0):")
-    cli, exec_pass = _paired(
-        lambda: _run_quietly([SYSOPS, "greet", "World"], env),
-        lambda: _run_quietly(["docker", "exec", container, PLUGIN_PYTHON, "-c", "pass"], env),
-        pairs,
-    )
-    _report("sysops greet World", cli, f"docker exec {container[:12]} python -c pass", exec_pass)
+    with tempfile.TemporaryDirectory(prefix="sysops-bench-pyc-") as bytecode:
+        compiled = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+        compiled["PYTHONPYCACHEPREFIX"] = bytecode
+        _run_quietly([SYSOPS, "greet", "World"], compiled)  # compiles what the call imports, once
+        cli, docker_exec = _paired(
+            lambda: _run_quietly([SYSOPS, "greet", "World"], compiled),
+            lambda: _run_quietly(exec_pass, env),
+            pairs,
+        )
+        _report(
+            "sysops greet World (bytecode cached)", cli, f"docker exec {container[:12]} python -c pass", docker_exec
+        )
+        startup, _ = _paired(lambda: _run_quietly([str(BIN / "python"), "-c", "pass"], compiled), lambda: None, pairs)
+        print(f"  {'(floor: the venv python -c pass)':<44} median {_summary(startup)[0] * 1000:8.3f} ms")
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        uncompiled, docker_exec = _paired(
+            lambda: _run_quietly([SYSOPS, "greet", "World"], env), lambda: _run_quietly(exec_pass, env), pairs
+        )
+        print("  with PYTHONDONTWRITEBYTECODE as set here (every module compiled on every run):")
+        _report(
+            "sysops greet World (no bytecode)", uncompiled, f"docker exec {container[:12]} python -c pass", docker_exec
+        )
 
 
 def _in_process(calls: int) -> None:
