@@ -113,3 +113,26 @@ def test_a_host_whose_installation_is_removed_stops_by_itself(fresh_sysops: Syso
     pid = host_pid(fresh_sysops)
     (fresh_sysops.home / "host.sock").unlink()
     wait_for(lambda: not alive(pid), 15, "the orphaned host to stop")
+
+
+def test_a_cli_with_other_settings_replaces_the_host_and_says_so(fresh_sysops: Sysops) -> None:
+    fresh_sysops.ok("plugin", "ls")
+    first = host_pid(fresh_sysops)
+    other = fresh_sysops.run("plugin", "ls", env={"SYSOPS_READY_TIMEOUT": "21"})
+    assert other.returncode == 0, other.stderr
+    assert "restarting the sysops host: SYSOPS_READY_TIMEOUT differ" in other.stderr
+    assert not alive(first) and host_pid(fresh_sysops) != first
+    environment = json.loads((fresh_sysops.home / "host.json").read_text())["environment"]
+    assert environment["SYSOPS_READY_TIMEOUT"] == "21"
+
+
+def test_a_lost_record_is_written_again_and_a_lost_call_socket_ends_the_host(fresh_sysops: Sysops) -> None:
+    fresh_sysops.ok("plugin", "ls")
+    pid = host_pid(fresh_sysops)
+    (fresh_sysops.home / "host.json").unlink()
+    wait_for(lambda: (fresh_sysops.home / "host.json").exists(), 10, "the host to write host.json again")
+    assert host_pid(fresh_sysops) == pid
+    (fresh_sysops.home / "call.sock").unlink()
+    wait_for(lambda: not alive(pid), 15, "the host without its call socket to stop")
+    fresh_sysops.ok("plugin", "ls")  # and the next command starts a whole one
+    assert host_pid(fresh_sysops) != pid and (fresh_sysops.home / "call.sock").exists()

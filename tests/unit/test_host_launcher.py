@@ -57,3 +57,40 @@ def test_the_last_log_line_is_capped_and_says_no_log_when_there_is_none(tmp_path
     log.write_bytes(b"first\n" + b"x" * 5000 + b"\n\n")
     assert launcher.last_log_line(log) == "x" * 500
     assert os.path.exists(log)
+
+
+def test_only_the_process_listening_on_the_control_socket_is_stopped_and_only_if_it_is_a_host(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    paths = host_paths(settings)
+    # Listens on the control socket, but is no sysops host (argv has 'run' and 'host', not 'host run').
+    script = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", script, str(paths.control_socket), "run", "--network", "host"], stdout=subprocess.PIPE
+    )
+    try:
+        assert impostor.stdout is not None and impostor.stdout.readline() == b"ready\n"
+        record = {"pid": impostor.pid, "protocol": launcher.HOST_PROTOCOL, "started": 0, "runtime": "docker"}
+        paths.record.write_text(json.dumps(record))
+        assert launcher.listener(paths.control_socket) == (impostor.pid, os.geteuid())
+        assert launcher.stop_host(settings) is None
+        assert impostor.poll() is None, "stop_host signalled a process that is not a sysops host"
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_a_host_started_with_other_settings_is_not_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in launcher.HOST_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SYSOPS_READY_TIMEOUT", "20")
+    monkeypatch.setenv("SYSOPS_RAW_OUTPUT", "1")  # the CLI's own: never a reason to replace the host
+    record = launcher.HostRecord(1, launcher.HOST_PROTOCOL, 0.0, "docker", {"SYSOPS_READY_TIMEOUT": "20"})
+    assert launcher._current(record)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
+    assert not launcher._current(record)
+    assert launcher._difference(record) == "DOCKER_HOST differ from the environment it was started with"

@@ -11,14 +11,16 @@ lock for as long as it runs, so a second one started by hand refuses to run. A h
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sysops.core.locks import held_lock
@@ -36,6 +38,18 @@ STOP_TIMEOUT_SECONDS = 20.0
 #: host.log is moved to host.log.1 when a host starts and finds it larger than this.
 LOG_ROTATE_BYTES = 10 << 20
 _POLL_SECONDS = 0.05
+#: Environment variables the host reads (engine, timeouts, base image, policy): a CLI whose values differ
+#: from the running host's replaces it, so the engine and settings a command names are the ones it gets.
+HOST_ENVIRONMENT = (
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "SYSOPS_READY_TIMEOUT",
+    "SYSOPS_DRAIN_TIMEOUT",
+    "SYSOPS_BASE_IMAGE",
+    "SYSOPS_STABLE_SECONDS",
+    "SYSOPS_POLICY",
+)
 
 
 @dataclass(frozen=True)
@@ -46,39 +60,64 @@ class HostRecord:
     protocol: str
     started: float
     runtime: str
+    #: The settings the host took from the environment of the command that started it (HOST_ENVIRONMENT).
+    environment: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """The record as JSON-able data."""
-        return {"pid": self.pid, "protocol": self.protocol, "started": self.started, "runtime": self.runtime}
+        return {
+            "pid": self.pid,
+            "protocol": self.protocol,
+            "started": self.started,
+            "runtime": self.runtime,
+            "environment": self.environment,
+        }
 
 
 def read_record(paths: HostPaths) -> HostRecord | None:
     """The record of the host, or None when there is none or it is unreadable."""
     try:
         data = json.loads(paths.record.read_text())
-        return HostRecord(int(data["pid"]), str(data["protocol"]), float(data["started"]), str(data["runtime"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        environment = data.get("environment") or {}
+        return HostRecord(
+            int(data["pid"]),
+            str(data["protocol"]),
+            float(data["started"]),
+            str(data["runtime"]),
+            {str(key): str(value) for key, value in environment.items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def answers(path: Path, timeout: float = 1.0) -> bool:
-    """Whether something accepts connections on the Unix socket `path`."""
+def host_environment() -> dict[str, str]:
+    """The variables of this process's environment that change what a host does."""
+    return {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
+
+
+def listener(path: Path, timeout: float = 1.0) -> tuple[int, int] | None:
+    """(pid, uid) of the process listening on the Unix socket `path` (SO_PEERCRED), or None if none answers."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(timeout)
     try:
         probe.connect(str(path))
-        return True
+        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return pid, uid
     except OSError:
-        return False
+        return None
     finally:
         probe.close()
 
 
 def running_host(settings: Settings | None = None) -> HostRecord | None:
-    """The record of the host that runs and answers for this installation, or None."""
+    """The record of the host that runs and answers for this installation, or None.
+
+    The process listening on the control socket must be the one host.json names, and ours: a stale record
+    whose pid now belongs to another program, or a socket someone else planted, is no host of ours.
+    """
     paths = host_paths(settings)
     record = read_record(paths)
-    if record is None or not _alive(record.pid) or not answers(paths.control_socket):
+    if record is None or listener(paths.control_socket) != (record.pid, os.geteuid()):
         return None
     return record
 
@@ -88,18 +127,32 @@ def ensure_host(settings: Settings | None = None) -> HostPaths:
     settings = settings or Settings()
     paths = host_paths(settings)
     record = running_host(settings)
-    if record is not None and record.protocol == HOST_PROTOCOL:
+    if record is not None and _current(record):
         return paths
     settings.ensure_home()
     ensure_private_dir(paths.start_lock.parent)
     with held_lock(paths.start_lock):
         record = running_host(settings)  # another CLI may have started it while we waited for the lock
-        if record is not None and record.protocol == HOST_PROTOCOL:
+        if record is not None and _current(record):
             return paths
         if record is not None:
-            stop_host(settings)  # a host of an older (or newer) sysops: replaced by ours
+            # A host of another sysops, or started with another engine or settings: replaced by ours.
+            sys.stderr.write(f"• restarting the sysops host: {_difference(record)}\n")
+            stop_host(settings)
         _start(paths)
     return paths
+
+
+def _current(record: HostRecord) -> bool:
+    return record.protocol == HOST_PROTOCOL and record.environment == host_environment()
+
+
+def _difference(record: HostRecord) -> str:
+    if record.protocol != HOST_PROTOCOL:
+        return f"it speaks protocol {record.protocol}, this sysops {HOST_PROTOCOL}"
+    ours = host_environment()
+    changed = sorted(name for name in HOST_ENVIRONMENT if record.environment.get(name) != ours.get(name))
+    return f"{', '.join(changed)} differ from the environment it was started with"
 
 
 def _start(paths: HostPaths) -> None:
@@ -125,7 +178,7 @@ def _start(paths: HostPaths) -> None:
                 hint=f"see `sysops host logs` ({paths.log})",
             )
         record = read_record(paths)
-        if record is not None and record.pid == process.pid and answers(paths.control_socket):
+        if record is not None and listener(paths.control_socket) == (process.pid, os.geteuid()):
             return
         time.sleep(_POLL_SECONDS)
     raise EngineUnavailableError(
@@ -154,20 +207,26 @@ def last_log_line(log: Path) -> str:
 def stop_host(settings: Settings | None = None, timeout: float = STOP_TIMEOUT_SECONDS) -> HostRecord | None:
     """Stop the installation's host (SIGTERM, then SIGKILL after `timeout`); return what was stopped.
 
-    Plugins keep running: the next host re-adopts them.
+    The pid signalled is the one listening on the control socket (SO_PEERCRED), ours and a sysops host:
+    never a pid taken from host.json alone, which may have been reused by another program. Plugins keep
+    running: the next host re-adopts them.
     """
     paths = host_paths(settings)
-    record = read_record(paths)
-    if record is None or not _alive(record.pid) or not _is_host_process(record.pid):
+    serving = listener(paths.control_socket)
+    if serving is None or serving[1] != os.geteuid() or not _is_host_process(serving[0]):
         return None
-    os.kill(record.pid, signal.SIGTERM)
+    pid = serving[0]
+    record = read_record(paths)
+    if record is None or record.pid != pid:
+        record = HostRecord(pid, "?", 0.0, "?")
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(record.pid):
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(_POLL_SECONDS)
-    if _alive(record.pid):
+    if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGKILL)
-        while _alive(record.pid):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
             time.sleep(_POLL_SECONDS)
     return record
 
@@ -188,10 +247,11 @@ def _alive(pid: int) -> bool:
 
 
 def _is_host_process(pid: int) -> bool:
-    """Whether `pid` is a sysops host (a recycled pid of some other program is never signalled)."""
+    """Whether `pid` runs `sysops host run` (as the launcher or systemd starts it)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             words = handle.read().split(b"\0")
     except OSError:
         return False
-    return b"host" in words and b"run" in words
+    pairs = list(itertools.pairwise(words))
+    return (b"host", b"run") in pairs and any(b"sysops" in word for word in words)

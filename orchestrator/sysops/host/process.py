@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sysops.core.locks import held_lock
 from sysops.errors import SysopsError
-from sysops.host.launcher import HOST_PROTOCOL, HostRecord
+from sysops.host.launcher import HOST_PROTOCOL, HostRecord, host_environment
 from sysops.host.paths import HostPaths, host_paths
 from sysops.private_paths import ensure_private_dir, write_private_file
 from sysops.settings import Settings
@@ -60,7 +60,7 @@ def _serve_until_stopped(settings: Settings, paths: HostPaths, runtime: str) -> 
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()  # a host killed with -9 leaves them; we hold the host lock, so they are nobody's
     servers = start_host_servers(settings, paths, runtime)
-    record = HostRecord(os.getpid(), HOST_PROTOCOL, time.time(), runtime)
+    record = HostRecord(os.getpid(), HOST_PROTOCOL, time.time(), runtime, host_environment())
     write_private_file(paths.record, json.dumps(record.as_dict()))
     LOG.info("host %s serving %s (runtime %s, pid %d)", HOST_PROTOCOL, paths.control_socket, runtime, os.getpid())
     stopped = threading.Event()
@@ -71,13 +71,16 @@ def _serve_until_stopped(settings: Settings, paths: HostPaths, runtime: str) -> 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    watched = _identity(paths.control_socket)
     ours = {path: _identity(path) for path in (paths.control_socket, paths.call_socket)}
     try:
         while not stopped.wait(ORPHAN_CHECK_SECONDS):
-            if not settings.home.is_dir() or _identity(paths.control_socket) != watched:
-                LOG.warning("%s or its socket is gone: stopping", settings.home)
+            if not settings.home.is_dir() or any(_identity(path) != identity for path, identity in ours.items()):
+                LOG.warning(
+                    "%s or one of its sockets is gone: stopping (the next command starts a host)", settings.home
+                )
                 break
+            if not paths.record.exists():  # the CLI finds the host by it: put it back
+                write_private_file(paths.record, json.dumps(record.as_dict()))
     finally:
         servers.stop(STOP_GRACE_SECONDS)
         for path, identity in ours.items():
