@@ -75,6 +75,7 @@ def workdir(sysops: Sysops) -> Path:
     """The directory commands run in (cwd), next to SYSOPS_HOME; nothing may appear in it."""
     path = sysops.home.parent / "cwd"
     (path / "tmp").mkdir(parents=True, exist_ok=True)
+    sysops.ok("plugin", "ls")  # the resident host and its files exist before anything is compared
     return path
 
 

@@ -145,6 +145,7 @@ def test_echoed_values_are_capped_and_escaped() -> None:
         ("x: " + "{a: " * 40 + "1" + "}" * 40, "nested deeper than 32 levels"),
         (VALID + "description: " + "9" * 5000 + "\n", "a value cannot be read"),
         (VALID + "description: 2020-13-45\n", "a value cannot be read"),
+        (VALID + "!!int : x\n", "a value cannot be read"),  # empty !!int: PyYAML raised IndexError (fuzz)
     ],
 )
 def test_unreadable_bytes_and_structures_are_exit_4(tmp_path: Path, content: str | bytes, fragment: str) -> None:

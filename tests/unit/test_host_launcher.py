@@ -94,3 +94,22 @@ def test_a_host_started_with_other_settings_is_not_current(monkeypatch: pytest.M
     monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
     assert not launcher._current(record)
     assert launcher._difference(record) == "DOCKER_HOST differ from the environment it was started with"
+
+
+def test_the_holder_of_the_host_lock_is_found_in_the_kernels_lock_table(tmp_path: Path) -> None:
+    lock = tmp_path / "host.lock"
+    lock.touch()
+    assert launcher.lock_holder(lock) is None
+    script = (
+        "import fcntl, sys, time\n"
+        "f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert launcher.lock_holder(lock) == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    assert launcher.lock_holder(lock) is None

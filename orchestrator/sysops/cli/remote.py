@@ -125,7 +125,9 @@ class RemoteClient:
             self.progress(f"pushing {build.tag}")
             driver.push_image(build.tag)
         request = pb.UpRequest(
-            manifest_json=manifest.model_dump_json(),
+            manifest_json=manifest.model_dump_json(
+                exclude_unset=True
+            ),  # an unset key stays unset: policy defaults apply
             image=build.tag,
             fingerprint=build.fingerprint,
             source=str(plugin_dir),

@@ -152,8 +152,9 @@ def load(text: str) -> Any:
         return loader.get_single_data()
     except InputLimitError:
         raise
-    except (ValueError, OverflowError, RecursionError) as exc:
-        # Constructors raise these for values such as a 5000-digit integer or a date like 2020-13-45.
+    except (ValueError, OverflowError, RecursionError, IndexError) as exc:
+        # Constructors raise these for values such as a 5000-digit integer, a date like 2020-13-45 or an
+        # empty `!!int` (PyYAML indexes its first character).
         raise InputLimitError(f"a value cannot be read: {shown(str(exc), 80)}") from None
     finally:
         loader.dispose()

@@ -139,8 +139,30 @@ def ensure_host(settings: Settings | None = None) -> HostPaths:
             # A host of another sysops, or started with another engine or settings: replaced by ours.
             sys.stderr.write(f"• restarting the sysops host: {_difference(record)}\n")
             stop_host(settings)
+        elif _settled(settings, paths):
+            return paths  # a host that was starting (systemd, `host run`) answers now
         _start(paths)
     return paths
+
+
+def _settled(settings: Settings, paths: HostPaths) -> bool:
+    """Wait while a host holds the host lock without answering; True if it then answers as ours.
+
+    One that is starting answers within START_TIMEOUT_SECONDS; one that lost its sockets stops by itself
+    within seconds (its orphan check), freeing the lock for a new host.
+    """
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while (holder := lock_holder(paths.host_lock)) is not None:
+        record = running_host(settings)
+        if record is not None and _current(record):
+            return True
+        if time.monotonic() > deadline:
+            raise EngineUnavailableError(
+                f"a sysops host (pid {holder}) holds {settings.home} but does not answer",
+                hint="`sysops host stop` stops it; `sysops host logs` says why",
+            )
+        time.sleep(_POLL_SECONDS)
+    return False
 
 
 def _current(record: HostRecord) -> bool:
@@ -213,9 +235,10 @@ def stop_host(settings: Settings | None = None, timeout: float = STOP_TIMEOUT_SE
     """
     paths = host_paths(settings)
     serving = listener(paths.control_socket)
-    if serving is None or serving[1] != os.geteuid() or not _is_host_process(serving[0]):
+    # A host that lost its sockets (or is still starting) is found as the holder of the host lock.
+    pid = serving[0] if serving is not None and serving[1] == os.geteuid() else lock_holder(paths.host_lock) or 0
+    if not pid or not _is_host_process(pid) or _owner(pid) != os.geteuid():
         return None
-    pid = serving[0]
     record = read_record(paths)
     if record is None or record.pid != pid:
         record = HostRecord(pid, "?", 0.0, "?")
@@ -244,6 +267,29 @@ def _alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding the flock of `path`, from the kernel's lock table (/proc/locks), or None."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks") as handle:
+            table = handle.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in table:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:  # "->" lines (waiters) differ
+            return int(fields[4])
+    return None
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def _is_host_process(pid: int) -> bool:

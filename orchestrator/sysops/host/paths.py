@@ -30,6 +30,8 @@ class HostPaths:
     log: Path
     #: Held while a CLI starts the host, so two CLIs never start two.
     start_lock: Path
+    #: Held by the host for as long as it runs, so two hosts never run.
+    host_lock: Path
 
 
 def host_paths(settings: Settings | None = None) -> HostPaths:
@@ -43,4 +45,5 @@ def host_paths(settings: Settings | None = None) -> HostPaths:
         record=home / "host.json",
         log=home / "host.log",
         start_lock=home / "locks" / "host-start.lock",
+        host_lock=home / "locks" / "host.lock",
     )

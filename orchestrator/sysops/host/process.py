@@ -45,7 +45,7 @@ def run_host(settings: Settings | None = None, runtime: str = "docker") -> None:
     ensure_private_dir(paths.start_lock.parent)
     if paths.control_socket.parent != settings.home:
         settings.ensure_run_dir()
-    with held_lock(paths.start_lock.with_name("host.lock"), blocking=False) as held:
+    with held_lock(paths.host_lock, blocking=False) as held:
         if not held:
             raise HostAlreadyRunningError(
                 f"a sysops host already runs for {settings.home}", hint="`sysops host status` shows it"
