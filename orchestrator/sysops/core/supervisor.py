@@ -13,8 +13,8 @@ probed at the next tick, and if that probe fails the failures count as reached. 
 instance, the supervisor marks it restarting until a probe finds it serving, and calls that cannot reach it
 wait for that instead of failing.
 
-`Supervisor` is the loop that applies it to every plugin of an installation; `sysops serve` runs it in a
-thread beside reconciliation (the resident host will run the same class). It acts only while it can take
+`Supervisor` is the loop that applies it to every plugin of an installation; the resident host (and `sysops serve`,
+the same code) runs it in a thread beside reconciliation. It acts only while it can take
 the plugin's lock without waiting, so a roll or `plugin down` in progress is never disturbed. On Kubernetes
 the kubelet supervises instead (the manifest's `liveness:` becomes the pod's livenessProbe).
 """
