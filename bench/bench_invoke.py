@@ -11,7 +11,9 @@ then measures, paired and interleaved so both sides see the same machine load:
       install's .pth finders included, is the floor of any CLI;
   (b) in process: a call through the host's call socket (a connection per call, as the CLI makes, and one
       kept connection) against a raw gRPC Invoke on a prebuilt stub to the same plugin socket
-      (BENCH_CALLS pairs, default 2000; goal: ratio <= 1.05).
+      (BENCH_CALLS pairs, default 2000; goal: ratio <= 1.05);
+  (c) in process: the host's own routing of a call (core/router.py with the host's client pool: route
+      checks, deadline, re-send logic, pooled channel) against the same raw gRPC Invoke (goal: <= 1.05).
 Prints median and p95 of each and their ratios; asserts nothing (figures vary with the machine). Removes
 what it made: the plugin (down --purge), the host (`sysops host stop`), the temporary home.
 """
@@ -144,6 +146,8 @@ def _processes(env: dict[str, str], pairs: int) -> None:
 def _in_process(calls: int) -> None:
     import grpc
     from sysops.cli.host_call import HostCall
+    from sysops.core import router
+    from sysops.core.client_pool import ClientPool
     from sysops.settings import Settings
     from sysops.store import Store
     from sysops_sdk.protocol.v1 import plugin_pb2 as pb
@@ -173,17 +177,27 @@ def _in_process(calls: int) -> None:
     def through_kept_connection() -> None:
         kept.invoke(shape, {"name": "bench"}, "text")
 
+    pool = ClientPool()
+
+    def routed_in_host() -> None:
+        for _item in router.call(route, {"name": "bench"}, "text", lambda command: route, pool=pool):
+            pass
+
     print(f"\n(b) in process, {calls} interleaved pairs on the hello plugin's socket (goal: ratio <= 1.05):")
     try:
         with contextlib.redirect_stdout(io.StringIO()) as printed:
             per_call, raw_a = _paired(through_host, raw, calls)
             kept_samples, raw_b = _paired(through_kept_connection, raw, calls)
+            routed_samples, raw_c = _paired(routed_in_host, raw, calls)
         assert printed.getvalue().startswith("Hello, bench!"), printed.getvalue()[:100]
     finally:
         kept.close()
+        pool.close()
         channel.close()
     _report("call socket, a connection per call (as the CLI)", per_call, "raw gRPC Invoke", raw_a)
     _report("call socket, one kept connection", kept_samples, "raw gRPC Invoke", raw_b)
+    print(f"\n(c) in process, the host's routing of a call (router + client pool), {calls} pairs (goal: <= 1.05):")
+    _report("routed by the host's router", routed_samples, "raw gRPC Invoke", raw_c)
 
 
 if __name__ == "__main__":

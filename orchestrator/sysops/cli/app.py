@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 
 import click
@@ -11,6 +12,7 @@ from sysops.cli.events_cmd import events
 from sysops.cli.host_cmd import host_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.server_cmd import context_app, serve
+from sysops.errors import SysopsError, UsageError
 
 app = typer.Typer(
     name="sysops",
@@ -32,11 +34,16 @@ def _root() -> None:
     """Operations CLI whose commands come from plugins, each running in its own container."""
 
 
+def unknown_command(word: str, known: list[str]) -> UsageError:
+    """An error for an unknown command that suggests close names."""
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
+    suggestion = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return UsageError(f"unknown command {word!r}{suggestion}", hint="`sysops --help` lists the commands")
+
+
 def build_cli(argv: list[str]) -> click.Group:
     """Build the command group: built-ins plus the commands of every active plugin."""
-    from sysops.cli.main import unknown_command
     from sysops.cli.routed import add_routes, context_commands
-    from sysops.errors import SysopsError
 
     group = typer.main.get_command(app)
     assert isinstance(group, click.Group)

@@ -115,17 +115,6 @@ def _routed(argv: list[str]) -> int | None:
         commands.close()
 
 
-def unknown_command(word: str, known: list[str]) -> SysopsError:
-    """An error for an unknown command that suggests close names."""
-    import difflib
-
-    from sysops.errors import UsageError
-
-    close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
-    suggestion = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return UsageError(f"unknown command {word!r}{suggestion}", hint="`sysops --help` lists the commands")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
