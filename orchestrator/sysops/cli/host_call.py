@@ -108,8 +108,21 @@ class HostCall:
         if self._connection is None or self._reader is None:
             self._connection = self._connect()
             self._reader = wire.Reader(self._connection)
-        wire.send(self._connection, message)
+        try:
+            wire.send(self._connection, message)
+        except OSError:
+            self._raise_waiting_error(self._connection, self._reader)
+            raise
         return self._reader
+
+    @classmethod
+    def _raise_waiting_error(cls, connection: socket.socket, reader: wire.Reader) -> None:
+        """The host may have answered before our request went (busy, then closed): raise what it said."""
+        try:
+            connection.settimeout(1.0)
+            cls._reply(reader)
+        except (OSError, wire.WireError):
+            pass
 
     @staticmethod
     def _reply(reader: wire.Reader) -> dict[str, Any]:

@@ -49,9 +49,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 
-#: grpc.experimental.ChannelOptions.SingleThreadedUnaryStream (the grpc.experimental module costs an import).
-_SINGLE_THREADED_STREAMS = ("SingleThreadedUnaryStream", 1)
-
 
 @dataclass(frozen=True)
 class InvocationResult:
@@ -175,14 +172,11 @@ def _plugin_owned(directory: os.stat_result, parent: os.stat_result, ours: set[i
 class PluginClient:
     """A connection to one plugin instance."""
 
-    def __init__(self, endpoint: str, plugin: str = "", token: str = "", *, single_threaded: bool = False) -> None:
-        """`single_threaded`: Invoke streams are read in the caller's thread, without the thread gRPC otherwise
-        starts for each such call on an idle channel (the resident host's pooled clients: ~0.3 ms a call)."""
+    def __init__(self, endpoint: str, plugin: str = "", token: str = "") -> None:
         self.endpoint = endpoint
         self.plugin = plugin or endpoint
         self._metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
-        options = [*_CHANNEL_OPTIONS, *([_SINGLE_THREADED_STREAMS] if single_threaded else [])]
-        self.channel = grpc.insecure_channel(endpoint, options=options)
+        self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
 
     @property

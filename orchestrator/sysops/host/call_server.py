@@ -8,7 +8,10 @@ kept open across calls (core/client_pool.py); each worker accepts its own next c
 runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
 close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. At most
 `max_connections` connections are served at once: one more is told the host is busy, in one line; a
-client that sends no request within `idle_seconds` or does not read for `send_seconds` is dropped. The
+client whose request line is not complete within `idle_seconds` (one deadline for the whole line, however
+slowly its bytes come) or does not read for `send_seconds` is dropped, and a request line longer than
+MAX_REQUEST_BYTES is answered with one error line (exit 2). Workers beyond WORKER_FLOOR end (closing their
+store connection) when no connection came for `worker_idle_seconds`. The
 wire format is host/call_wire.py; docs/protocol.md describes it.
 """
 
@@ -49,8 +52,11 @@ LOG = logging.getLogger("sysops.host.calls")
 
 #: Connections served at once; one more is told the host is busy.
 MAX_CONNECTIONS = 64
-#: A client that sends no request for this long is dropped.
+#: A client whose request line is not complete this long after it could send it is dropped.
 IDLE_SECONDS = 30.0
+#: Workers kept however long they idle; more end after WORKER_IDLE_SECONDS without a connection.
+WORKER_FLOOR = 4
+WORKER_IDLE_SECONDS = 60.0
 #: A send the client does not take for this long drops it (a result goes in slices: this is per slice).
 SEND_SECONDS = 60.0
 #: How often the pool's connections to instances no route names any more are closed.
@@ -126,13 +132,14 @@ class CallServer:
     """The running call socket of a host; `stop` closes it, ends its connections and cancels their calls."""
 
     def __init__(
-        self, settings: Settings, path: Path, listener: socket.socket, limits: tuple[int, float, float]
+        self, settings: Settings, path: Path, listener: socket.socket, limits: tuple[int, float, float, float]
     ) -> None:
         self.settings = settings
         self.path = path
         self._listener = listener
         self._identity = os.lstat(path).st_ino
-        self._max_connections, self._idle_seconds, self._send_seconds = limits
+        self._max_connections, self._idle_seconds, self._send_seconds, worker_idle_seconds = limits
+        listener.settimeout(worker_idle_seconds)  # an idle worker's accept() ends: it may retire
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._workers: list[threading.Thread] = []
@@ -190,6 +197,8 @@ class CallServer:
         """Accept one connection and serve it; False once the server stops."""
         try:
             connection, _ = self._listener.accept()
+        except TimeoutError:
+            return self._keep_idle_worker()
         except OSError:
             with self._lock:
                 self._accepting -= 1
@@ -222,6 +231,15 @@ class CallServer:
                 self._accepting += 1
         return True
 
+    def _keep_idle_worker(self) -> bool:
+        """After no connection for a while: False (this worker ends) if it is beyond the floor or the server stops."""
+        with self._lock:
+            if self._stopping or (len(self._workers) > WORKER_FLOOR and self._accepting > 1):
+                self._accepting -= 1
+                self._workers.remove(threading.current_thread())
+                return False
+        return True
+
     @staticmethod
     def _peer_is_trusted(connection: socket.socket) -> bool:
         """Only root and our own uid may call (the socket is 0600: this holds even if its mode was changed)."""
@@ -244,8 +262,7 @@ class CallServer:
         reader = wire.Reader(connection)
         try:
             while True:
-                connection.settimeout(self._idle_seconds)
-                request = reader.message()
+                request = reader.message(wire.MAX_REQUEST_BYTES, time.monotonic() + self._idle_seconds)
                 if request is None:
                     return
                 connection.settimeout(self._send_seconds)
@@ -259,6 +276,14 @@ class CallServer:
                     return
         except TimeoutError:
             LOG.debug("call socket: dropped a client that sent no request or did not read")
+        except wire.OversizedMessageError as exc:
+            LOG.debug("call socket: dropped a client: %s", exc)
+            error = UsageError(
+                f"request longer than {wire.MAX_REQUEST_BYTES} bytes", hint="arguments are at most 1 MiB"
+            )
+            with contextlib.suppress(OSError):
+                connection.settimeout(1.0)
+                wire.send(connection, _error_message(error))
         except wire.WireError as exc:
             LOG.debug("call socket: dropped a client: %s", exc)
         except OSError:
@@ -394,10 +419,11 @@ def start_call_server(
     max_connections: int = MAX_CONNECTIONS,
     idle_seconds: float = IDLE_SECONDS,
     send_seconds: float = SEND_SECONDS,
+    worker_idle_seconds: float = WORKER_IDLE_SECONDS,
 ) -> CallServer:
     """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`."""
     listener = _bind_private(path)
-    return CallServer(settings, path, listener, (max_connections, idle_seconds, send_seconds))
+    return CallServer(settings, path, listener, (max_connections, idle_seconds, send_seconds, worker_idle_seconds))
 
 
 def _bind_private(path: Path) -> socket.socket:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,8 @@ from typing import Any
 MAX_TEXT_BYTES = 64 << 20
 #: Largest JSON line (a data result is JSON inside a message; arguments are at most 1 MiB).
 MAX_LINE_BYTES = MAX_TEXT_BYTES + (1 << 20)
+#: Largest request line the host reads (arguments are at most 1 MiB as JSON: core/router.py).
+MAX_REQUEST_BYTES = 2 << 20
 #: Text is encoded and sent in slices of this many characters, so it is never held twice in full.
 SLICE_CHARACTERS = 1 << 20
 #: Text up to this size travels in the same send as its header.
@@ -36,6 +39,10 @@ ERROR = "error"  # {"type": "error", "message", "hint", "details", "exit_code"}:
 
 class WireError(Exception):
     """The peer went away mid-message or sent something that is not this protocol."""
+
+
+class OversizedMessageError(WireError):
+    """The peer sent a line longer than the reader takes."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -79,16 +86,22 @@ class Reader:
     """Reads messages and the raw text that follows them from one connection."""
 
     def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
         self._file = connection.makefile("rb")
 
-    def message(self) -> dict[str, Any] | None:
-        """The next message, or None if the peer closed the connection between messages."""
-        line = self._file.readline(MAX_LINE_BYTES + 1)
+    def message(self, limit: int = MAX_LINE_BYTES, deadline: float | None = None) -> dict[str, Any] | None:
+        """The next message, or None if the peer closed the connection between messages.
+
+        A line longer than `limit` bytes raises OversizedMessageError. With a `deadline` (time.monotonic()),
+        the whole line must arrive by then (TimeoutError), however slowly its bytes come; the connection's
+        timeout is changed to what is left.
+        """
+        line = self._file.readline(limit + 1) if deadline is None else self._line_by(deadline, limit)
         if not line:
             return None
         if not line.endswith(b"\n"):
-            if len(line) > MAX_LINE_BYTES:
-                raise WireError(f"message longer than {MAX_LINE_BYTES} bytes")
+            if len(line) > limit:
+                raise OversizedMessageError(f"message longer than {limit} bytes")
             raise WireError("connection closed in the middle of a message")
         try:
             message = json.loads(line)
@@ -97,6 +110,24 @@ class Reader:
         if not isinstance(message, dict):
             raise WireError("message is not a JSON object")
         return message
+
+    def _line_by(self, deadline: float, limit: int) -> bytes:
+        """Up to `limit` + 1 bytes ending at the first newline, read by `deadline` (TimeoutError)."""
+        line = bytearray()
+        while len(line) <= limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self._connection.settimeout(left)
+            buffered = self._file.peek(1)  # what is buffered, or one receive
+            if not buffered:
+                break
+            end = buffered.find(b"\n", 0, limit + 1 - len(line))
+            taken = self._file.read(end + 1 if end >= 0 else min(len(buffered), limit + 1 - len(line)))
+            line += taken
+            if end >= 0:
+                break
+        return bytes(line)
 
     def chunks(self, size: object) -> Iterator[bytes]:
         """The `size` raw bytes that follow a text header, as they arrive (in chunks of at most 1 MiB)."""
