@@ -1,11 +1,13 @@
 """Open plugin clients kept across routed calls, so a call through the host does not pay for a new connection.
 
 Keyed by endpoint: a client is replaced when the instance behind its endpoint changes (another token),
-closed when a call through it fails (the instance may be gone) and when its endpoint is no longer routed
+forgotten when a call through it fails (the instance may be gone) and when its endpoint is no longer routed
 (`retain`), and the least recently used one goes when more than `limit` are open. gRPC channels are
-thread-safe: concurrent calls share one. Their Invoke streams are not read single-threaded
-(grpc's SingleThreadedUnaryStream): an invocation returns at its result without reading the stream to its
-end, and such a call then stayed referenced in the channel (~18 KB a call, never freed).
+thread-safe: concurrent calls share one. A forgotten client is never closed by the pool: another call may
+still be streaming through it (closing it failed that call with "Channel closed!" when a roll changed the
+routes under load); its channel closes when the last call using it lets it go. Their Invoke streams are
+not read single-threaded (grpc's SingleThreadedUnaryStream): an invocation returns at its result without
+reading the stream to its end, and such a call then stayed referenced in the channel (~18 KB a call).
 """
 
 from __future__ import annotations
@@ -29,36 +31,28 @@ class ClientPool:
 
     def client(self, endpoint: str, plugin: str, token: str) -> PluginClient:
         """The open client of `endpoint` for the instance holding `token` (a new one if the instance changed)."""
-        stale: list[PluginClient] = []
         with self._lock:
             held = self._clients.get(endpoint)
             if held is not None and held[0] == token and held[1].plugin == plugin:
                 self._clients.move_to_end(endpoint)
                 return held[1]
-            if held is not None:
-                stale.append(held[1])
-            client = PluginClient(endpoint, plugin, token)
+            client = PluginClient(endpoint, plugin, token)  # a replaced one is not closed (module docstring)
             self._clients[endpoint] = (token, client)
             while len(self._clients) > self._limit:
-                stale.append(self._clients.popitem(last=False)[1][1])
-        for old in stale:
-            old.close()
+                self._clients.popitem(last=False)
         return client
 
     def drop(self, endpoint: str) -> None:
-        """Close the client of `endpoint` (a call through it failed: its instance may be gone)."""
+        """Forget the client of `endpoint` (a call through it failed: its instance may be gone)."""
         with self._lock:
-            held = self._clients.pop(endpoint, None)
-        if held is not None:
-            held[1].close()
+            self._clients.pop(endpoint, None)
 
     def retain(self, endpoints: set[str]) -> None:
-        """Close the clients of endpoints no route names any more."""
+        """Forget the clients of endpoints no route names any more."""
         with self._lock:
             gone = [endpoint for endpoint in self._clients if endpoint not in endpoints]
-            closing = [self._clients.pop(endpoint)[1] for endpoint in gone]
-        for client in closing:
-            client.close()
+            for endpoint in gone:
+                del self._clients[endpoint]
 
     def endpoints(self) -> set[str]:
         """The endpoints with an open client."""
@@ -66,5 +60,5 @@ class ClientPool:
             return set(self._clients)
 
     def close(self) -> None:
-        """Close every client."""
+        """Forget every client."""
         self.retain(set())
