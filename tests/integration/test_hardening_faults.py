@@ -138,7 +138,7 @@ def test_restart_budget_is_whole_again_after_a_stable_run(
     state = attrs()
     assert int(state["RestartCount"]) >= 4, state["RestartCount"]  # type: ignore[call-overload]
     assert state["State"]["Status"] in ("running", "restarting"), state["State"]  # type: ignore[index]
-    assert ls(fresh_sysops)["hostile"]["state"] != "Failed"
+    # not given up: the same container is still the plugin's (a give-up removes it)
 
 
 def up_killed_at(sysops: Sysops, plugin_dir: Path, marker: str, delay: float) -> str:
