@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import os
 import socket
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -25,9 +24,9 @@ from sysops.core.deadlines import TIMEOUT_ENV
 from sysops.errors import CallInterruptedError, EngineUnavailableError, ExitCode, SysopsError
 from sysops.host import call_wire as wire
 from sysops.host.paths import host_paths
+from sysops.host.peer import peer_credentials
 from sysops.settings import Settings
 
-_PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
 #: How long a host that was just started (or found running) may take to open its call socket.
 _CALL_SOCKET_WAIT_SECONDS = 3.0
 _HOST_HINT = "`sysops host status` says whether it runs; `sysops host logs` shows why it stopped"
@@ -170,11 +169,10 @@ def _open(path: str) -> socket.socket:
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(path)
-        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+        _, uid = peer_credentials(connection)
     except BaseException:
         connection.close()
         raise
-    _, uid, _ = _PEER_CREDENTIALS.unpack(credentials)
     if uid not in (0, os.geteuid()):
         connection.close()
         raise EngineUnavailableError(

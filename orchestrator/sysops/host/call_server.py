@@ -23,7 +23,6 @@ import os
 import select
 import socket
 import stat
-import struct
 import tempfile
 import threading
 import time
@@ -44,7 +43,8 @@ from sysops.errors import (
     UsageError,
 )
 from sysops.host import call_wire as wire
-from sysops.private_paths import ensure_private_dir
+from sysops.host import peer
+from sysops.private_paths import ensure_private_dir, private_umask
 from sysops.settings import Settings
 from sysops.store import Route, Store
 
@@ -64,7 +64,6 @@ PRUNE_SECONDS = 5.0
 #: Command shapes kept ready to send (they are made again after a roll changes a spec).
 _SHAPES_KEPT = 1024
 _OUTPUT_FORMATS = ("text", "json")
-_PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
 
 
 class _HangupWatch:
@@ -243,9 +242,7 @@ class CallServer:
     @staticmethod
     def _peer_is_trusted(connection: socket.socket) -> bool:
         """Only root and our own uid may call (the socket is 0600: this holds even if its mode was changed)."""
-        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
-        _, uid, _ = _PEER_CREDENTIALS.unpack(credentials)
-        return uid in (0, os.geteuid())
+        return peer.peer_credentials(connection)[1] in (0, os.geteuid())
 
     def _refuse_busy(self, connection: socket.socket) -> None:
         error = EngineUnavailableError(
@@ -439,11 +436,8 @@ def _bind_private(path: Path) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         bound = staging / "s"
-        mask = os.umask(0o077)
-        try:
+        with private_umask():
             listener.bind(str(bound))
-        finally:
-            os.umask(mask)
         os.chmod(bound, 0o600)
         listener.listen(128)
         os.rename(bound, path)
@@ -471,7 +465,7 @@ def _clear_stale(path: Path) -> None:
         problem = "it is not a socket"
     elif info.st_uid != os.geteuid():
         problem = f"it is owned by uid {info.st_uid}"
-    elif _answers(path):
+    elif peer.listener(path) is not None:
         problem = "another process serves it"
     if problem:
         raise EngineUnavailableError(
@@ -479,15 +473,3 @@ def _clear_stale(path: Path) -> None:
             hint="stop the other sysops host, or remove what is there if you did not put it there",
         )
     path.unlink()
-
-
-def _answers(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True

@@ -15,8 +15,6 @@ import itertools
 import json
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 from sysops.core.locks import held_lock
 from sysops.errors import EngineUnavailableError
 from sysops.host.paths import HostPaths, host_paths
+from sysops.host.peer import listener
 from sysops.private_paths import PRIVATE_FILE_MODE, ensure_private_dir
 from sysops.settings import Settings
 
@@ -93,20 +92,6 @@ def read_record(paths: HostPaths) -> HostRecord | None:
 def host_environment() -> dict[str, str]:
     """The variables of this process's environment that change what a host does."""
     return {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
-
-
-def listener(path: Path, timeout: float = 1.0) -> tuple[int, int] | None:
-    """(pid, uid) of the process listening on the Unix socket `path` (SO_PEERCRED), or None if none answers."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(timeout)
-    try:
-        probe.connect(str(path))
-        pid, uid, _gid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        return pid, uid
-    except OSError:
-        return None
-    finally:
-        probe.close()
 
 
 def running_host(settings: Settings | None = None) -> HostRecord | None:
