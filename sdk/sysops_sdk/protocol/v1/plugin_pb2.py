@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sysops_sdk/protocol/v1/plugin.proto\x12\x10sysops.plugin.v1\"@\n\x0e\x43\x61llerIdentity\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x1b\n\x13granted_permissions\x18\x02 \x03(\t\"]\n\x0f\x44\x65scribeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x30\n\x06\x63\x61ller\x18\x02 \x01(\x0b\x32 .sysops.plugin.v1.CallerIdentity\"\x83\x02\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .sysops.plugin.v1.ParamSpec.Kind\x12\r\n\x05\x66lags\x18\x03 \x03(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0c\n\x04help\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x06 \x01(\t\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x0f\n\x07is_flag\x18\x08 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\t \x03(\t\x12\x10\n\x08multiple\x18\n \x01(\x08\x12\x0f\n\x07metavar\x18\x0b \x01(\t\" \n\x04Kind\x12\x0c\n\x08\x41RGUMENT\x10\x00\x12\n\n\x06OPTION\x10\x01\"\x84\x01\n\x0b\x43ommandSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04help\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x03(\x0b\x32\x1b.sysops.plugin.v1.ParamSpec\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\"\xcc\x01\n\x10PluginDescriptor\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x08\x63ommands\x18\x05 \x03(\x0b\x32\x1d.sysops.plugin.v1.CommandSpec\x12\x15\n\rsubscriptions\x18\x06 \x03(\t\x12\r\n\x05types\x18\x07 \x03(\t\x12\x13\n\x0bsdk_version\x18\x08 \x01(\t\"\x81\x01\n\rInvokeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x30\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32 .sysops.plugin.v1.CallerIdentity\x12\x15\n\routput_format\x18\x04 \x01(\t\".\n\x0bOutputChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tcontinued\x18\x02 \x01(\x08\"\xc5\x01\n\x06Result\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.sysops.plugin.v1.Result.Kind\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nerror_type\x18\x06 \x01(\t\x12\x11\n\tcontinued\x18\x07 \x01(\x08\"$\n\x04Kind\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04TEXT\x10\x01\x12\x08\n\x04\x44\x41TA\x10\x02\"s\n\x0bInvokeEvent\x12/\n\x06output\x18\x01 \x01(\x0b\x32\x1d.sysops.plugin.v1.OutputChunkH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.sysops.plugin.v1.ResultH\x00\x42\x07\n\x05\x65vent\"\x11\n\x0fSnapshotRequest\"\x1e\n\rSnapshotReply\x12\r\n\x05state\x18\x01 \x01(\x0c\"\x1f\n\x0eRestoreRequest\x12\r\n\x05state\x18\x01 \x01(\x0c\"\x0e\n\x0cRestoreReply\"(\n\x0fShutdownRequest\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\"\x0f\n\rShutdownReply2\x9b\x03\n\rPluginService\x12Q\n\x08\x44\x65scribe\x12!.sysops.plugin.v1.DescribeRequest\x1a\".sysops.plugin.v1.PluginDescriptor\x12J\n\x06Invoke\x12\x1f.sysops.plugin.v1.InvokeRequest\x1a\x1d.sysops.plugin.v1.InvokeEvent0\x01\x12N\n\x08Snapshot\x12!.sysops.plugin.v1.SnapshotRequest\x1a\x1f.sysops.plugin.v1.SnapshotReply\x12K\n\x07Restore\x12 .sysops.plugin.v1.RestoreRequest\x1a\x1e.sysops.plugin.v1.RestoreReply\x12N\n\x08Shutdown\x12!.sysops.plugin.v1.ShutdownRequest\x1a\x1f.sysops.plugin.v1.ShutdownReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#sysops_sdk/protocol/v1/plugin.proto\x12\x10sysops.plugin.v1\"@\n\x0e\x43\x61llerIdentity\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x1b\n\x13granted_permissions\x18\x02 \x03(\t\"]\n\x0f\x44\x65scribeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x30\n\x06\x63\x61ller\x18\x02 \x01(\x0b\x32 .sysops.plugin.v1.CallerIdentity\"\x83\x02\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .sysops.plugin.v1.ParamSpec.Kind\x12\r\n\x05\x66lags\x18\x03 \x03(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0c\n\x04help\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x06 \x01(\t\x12\x10\n\x08required\x18\x07 \x01(\x08\x12\x0f\n\x07is_flag\x18\x08 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\t \x03(\t\x12\x10\n\x08multiple\x18\n \x01(\x08\x12\x0f\n\x07metavar\x18\x0b \x01(\t\" \n\x04Kind\x12\x0c\n\x08\x41RGUMENT\x10\x00\x12\n\n\x06OPTION\x10\x01\"\x97\x01\n\x0b\x43ommandSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04help\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x03(\x0b\x32\x1b.sysops.plugin.v1.ParamSpec\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x11\n\tread_only\x18\x06 \x01(\x08\"\xcc\x01\n\x10PluginDescriptor\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x08\x63ommands\x18\x05 \x03(\x0b\x32\x1d.sysops.plugin.v1.CommandSpec\x12\x15\n\rsubscriptions\x18\x06 \x03(\t\x12\r\n\x05types\x18\x07 \x03(\t\x12\x13\n\x0bsdk_version\x18\x08 \x01(\t\"\x81\x01\n\rInvokeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x30\n\x06\x63\x61ller\x18\x03 \x01(\x0b\x32 .sysops.plugin.v1.CallerIdentity\x12\x15\n\routput_format\x18\x04 \x01(\t\".\n\x0bOutputChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tcontinued\x18\x02 \x01(\x08\"\xc5\x01\n\x06Result\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.sysops.plugin.v1.Result.Kind\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\t\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nerror_type\x18\x06 \x01(\t\x12\x11\n\tcontinued\x18\x07 \x01(\x08\"$\n\x04Kind\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04TEXT\x10\x01\x12\x08\n\x04\x44\x41TA\x10\x02\"s\n\x0bInvokeEvent\x12/\n\x06output\x18\x01 \x01(\x0b\x32\x1d.sysops.plugin.v1.OutputChunkH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.sysops.plugin.v1.ResultH\x00\x42\x07\n\x05\x65vent\"\x11\n\x0fSnapshotRequest\"\x1e\n\rSnapshotReply\x12\r\n\x05state\x18\x01 \x01(\x0c\"\x1f\n\x0eRestoreRequest\x12\r\n\x05state\x18\x01 \x01(\x0c\"\x0e\n\x0cRestoreReply\"a\n\rEventDelivery\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\x12\x11\n\tpublisher\x18\x04 \x01(\t\x12\x0c\n\x04time\x18\x05 \x01(\x01\"\x0f\n\rDeliveryReply\"(\n\x0fShutdownRequest\x12\x15\n\rgrace_seconds\x18\x01 \x01(\x01\"\x0f\n\rShutdownReply2\xe8\x03\n\rPluginService\x12Q\n\x08\x44\x65scribe\x12!.sysops.plugin.v1.DescribeRequest\x1a\".sysops.plugin.v1.PluginDescriptor\x12J\n\x06Invoke\x12\x1f.sysops.plugin.v1.InvokeRequest\x1a\x1d.sysops.plugin.v1.InvokeEvent0\x01\x12N\n\x08Snapshot\x12!.sysops.plugin.v1.SnapshotRequest\x1a\x1f.sysops.plugin.v1.SnapshotReply\x12K\n\x07Restore\x12 .sysops.plugin.v1.RestoreRequest\x1a\x1e.sysops.plugin.v1.RestoreReply\x12N\n\x08Shutdown\x12!.sysops.plugin.v1.ShutdownRequest\x1a\x1f.sysops.plugin.v1.ShutdownReply\x12K\n\x07\x44\x65liver\x12\x1f.sysops.plugin.v1.EventDelivery\x1a\x1f.sysops.plugin.v1.DeliveryReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,31 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMSPEC_KIND']._serialized_start=446
   _globals['_PARAMSPEC_KIND']._serialized_end=478
   _globals['_COMMANDSPEC']._serialized_start=481
-  _globals['_COMMANDSPEC']._serialized_end=613
-  _globals['_PLUGINDESCRIPTOR']._serialized_start=616
-  _globals['_PLUGINDESCRIPTOR']._serialized_end=820
-  _globals['_INVOKEREQUEST']._serialized_start=823
-  _globals['_INVOKEREQUEST']._serialized_end=952
-  _globals['_OUTPUTCHUNK']._serialized_start=954
-  _globals['_OUTPUTCHUNK']._serialized_end=1000
-  _globals['_RESULT']._serialized_start=1003
-  _globals['_RESULT']._serialized_end=1200
-  _globals['_RESULT_KIND']._serialized_start=1164
-  _globals['_RESULT_KIND']._serialized_end=1200
-  _globals['_INVOKEEVENT']._serialized_start=1202
-  _globals['_INVOKEEVENT']._serialized_end=1317
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1319
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1336
-  _globals['_SNAPSHOTREPLY']._serialized_start=1338
-  _globals['_SNAPSHOTREPLY']._serialized_end=1368
-  _globals['_RESTOREREQUEST']._serialized_start=1370
-  _globals['_RESTOREREQUEST']._serialized_end=1401
-  _globals['_RESTOREREPLY']._serialized_start=1403
-  _globals['_RESTOREREPLY']._serialized_end=1417
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1419
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1459
-  _globals['_SHUTDOWNREPLY']._serialized_start=1461
-  _globals['_SHUTDOWNREPLY']._serialized_end=1476
-  _globals['_PLUGINSERVICE']._serialized_start=1479
-  _globals['_PLUGINSERVICE']._serialized_end=1890
+  _globals['_COMMANDSPEC']._serialized_end=632
+  _globals['_PLUGINDESCRIPTOR']._serialized_start=635
+  _globals['_PLUGINDESCRIPTOR']._serialized_end=839
+  _globals['_INVOKEREQUEST']._serialized_start=842
+  _globals['_INVOKEREQUEST']._serialized_end=971
+  _globals['_OUTPUTCHUNK']._serialized_start=973
+  _globals['_OUTPUTCHUNK']._serialized_end=1019
+  _globals['_RESULT']._serialized_start=1022
+  _globals['_RESULT']._serialized_end=1219
+  _globals['_RESULT_KIND']._serialized_start=1183
+  _globals['_RESULT_KIND']._serialized_end=1219
+  _globals['_INVOKEEVENT']._serialized_start=1221
+  _globals['_INVOKEEVENT']._serialized_end=1336
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1338
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1355
+  _globals['_SNAPSHOTREPLY']._serialized_start=1357
+  _globals['_SNAPSHOTREPLY']._serialized_end=1387
+  _globals['_RESTOREREQUEST']._serialized_start=1389
+  _globals['_RESTOREREQUEST']._serialized_end=1420
+  _globals['_RESTOREREPLY']._serialized_start=1422
+  _globals['_RESTOREREPLY']._serialized_end=1436
+  _globals['_EVENTDELIVERY']._serialized_start=1438
+  _globals['_EVENTDELIVERY']._serialized_end=1535
+  _globals['_DELIVERYREPLY']._serialized_start=1537
+  _globals['_DELIVERYREPLY']._serialized_end=1552
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1554
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1594
+  _globals['_SHUTDOWNREPLY']._serialized_start=1596
+  _globals['_SHUTDOWNREPLY']._serialized_end=1611
+  _globals['_PLUGINSERVICE']._serialized_start=1614
+  _globals['_PLUGINSERVICE']._serialized_end=2102
 # @@protoc_insertion_point(module_scope)

@@ -56,18 +56,20 @@ class ParamSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ParamSpec.Kind, str]] = ..., flags: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., help: _Optional[str] = ..., default_json: _Optional[str] = ..., required: _Optional[bool] = ..., is_flag: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., multiple: _Optional[bool] = ..., metavar: _Optional[str] = ...) -> None: ...
 
 class CommandSpec(_message.Message):
-    __slots__ = ("name", "help", "params", "permissions", "timeout_seconds")
+    __slots__ = ("name", "help", "params", "permissions", "timeout_seconds", "read_only")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     help: str
     params: _containers.RepeatedCompositeFieldContainer[ParamSpec]
     permissions: _containers.RepeatedScalarFieldContainer[str]
     timeout_seconds: float
-    def __init__(self, name: _Optional[str] = ..., help: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., permissions: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    read_only: bool
+    def __init__(self, name: _Optional[str] = ..., help: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., permissions: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class PluginDescriptor(_message.Message):
     __slots__ = ("protocol_version", "name", "version", "description", "commands", "subscriptions", "types", "sdk_version")
@@ -160,6 +162,24 @@ class RestoreRequest(_message.Message):
     def __init__(self, state: _Optional[bytes] = ...) -> None: ...
 
 class RestoreReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EventDelivery(_message.Message):
+    __slots__ = ("id", "topic", "payload_json", "publisher", "time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    topic: str
+    payload_json: str
+    publisher: str
+    time: float
+    def __init__(self, id: _Optional[int] = ..., topic: _Optional[str] = ..., payload_json: _Optional[str] = ..., publisher: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+
+class DeliveryReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

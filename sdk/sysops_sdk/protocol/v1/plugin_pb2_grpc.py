@@ -59,6 +59,11 @@ class PluginServiceStub:
                 request_serializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownReply.FromString,
                 _registered_method=True)
+        self.Deliver = channel.unary_unary(
+                '/sysops.plugin.v1.PluginService/Deliver',
+                request_serializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.EventDelivery.SerializeToString,
+                response_deserializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.DeliveryReply.FromString,
+                _registered_method=True)
 
 
 class PluginServiceServicer:
@@ -98,6 +103,14 @@ class PluginServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deliver(self, request, context):
+        """Since 1.3: one event of a topic the plugin subscribed to (PluginDescriptor.subscriptions). The host
+        re-sends an event until a Deliver of it succeeds (at least once, in order per subscribing plugin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PluginServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +138,11 @@ def add_PluginServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownRequest.FromString,
                     response_serializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownReply.SerializeToString,
+            ),
+            'Deliver': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deliver,
+                    request_deserializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.EventDelivery.FromString,
+                    response_serializer=sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.DeliveryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +280,33 @@ class PluginService:
             '/sysops.plugin.v1.PluginService/Shutdown',
             sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownRequest.SerializeToString,
             sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.ShutdownReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sysops.plugin.v1.PluginService/Deliver',
+            sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.EventDelivery.SerializeToString,
+            sysops__sdk_dot_protocol_dot_v1_dot_plugin__pb2.DeliveryReply.FromString,
             options,
             channel_credentials,
             insecure,
