@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import keyword
+import math
 import re
 import socket
 import typing
@@ -19,7 +20,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sysops.core import safe_yaml
 from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
@@ -29,9 +39,17 @@ MANIFEST_FILE = "plugin.yaml"
 # Patterns are used with fullmatch (never `$`, which lets a trailing newline through) and are ASCII-only.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _REQUIREMENT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*([ -~]*)")
-_PERMISSION = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")
+#: A permission name: dotted lowercase segments, `*` allowed after the first (`system.deploy`, `metrics.*`).
+PERMISSION_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_*-]+)*")
+PERMISSION_NAME_RULE = "dotted lowercase words like 'state.read' or 'system.*' (letters, digits, '_', '-')"
+_MAX_PERMISSION = 128
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 _MAX_ENTRYPOINT = 200
+
+
+def is_permission_name(name: str) -> bool:
+    """Say whether `name` is a valid permission name (as asked in `permissions:` and granted by the policy)."""
+    return len(name) <= _MAX_PERMISSION and PERMISSION_NAME.fullmatch(name) is not None
 
 
 def _printable_ascii(value: str) -> str:
@@ -154,6 +172,56 @@ class Readiness(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the self-test command")
 
 
+ConfigType = Literal["str", "int", "float", "bool", "list", "dict"]
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+}
+
+
+class ConfigOption(_Strict):
+    """One configuration key a plugin declares: its type, default, help, and optionally required or choices."""
+
+    type: ConfigType = "str"
+    default: Any = Field(default=None, description="Value when neither the policy nor `plugin config set` gives one")
+    help: str = Field(default="", max_length=1000)
+    required: bool = Field(default=False, description="A value must be given (policy or `plugin config set`)")
+    choices: list[Any] | None = Field(default=None, max_length=256, description="The only values allowed")
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` for this key (what is allowed), or None when it is allowed."""
+        kinds = _CONFIG_TYPES[self.type]
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            return f"must be of type {self.type} (got {shown(value)})"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(shown(choice) for choice in self.choices)} (got {shown(value)})"
+        return None
+
+    @model_validator(mode="after")
+    def _default_and_choices_fit(self) -> ConfigOption:
+        for choice in self.choices or []:
+            problem = ConfigOption(type=self.type).problem(choice)
+            if problem is not None:
+                raise ValueError(f"choice {problem}")
+        if self.default is not None:
+            problem = self.problem(self.default)
+            if problem is not None:
+                raise ValueError(f"default {problem}")
+        return self
+
+
+def _config_key(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value) or keyword.iskeyword(value):
+        raise ValueError(f"{shown(value)} must be an identifier (letters, digits, '_'; at most 64 characters)")
+    return value
+
+
 _COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}( [a-z][a-z0-9-]{0,62}){0,7}")
 
 
@@ -194,6 +262,11 @@ class Manifest(_Strict):
         default_factory=dict,
         max_length=256,
         description="Settings per command, e.g. {'db migrate': {timeout_seconds: 300}}",
+    )
+    config: dict[Annotated[str, AfterValidator(_config_key)], ConfigOption] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Configuration keys the plugin reads through the config service, e.g. {threshold: {type: int}}",
     )
 
     @field_validator("name")
@@ -240,8 +313,8 @@ class Manifest(_Strict):
     @classmethod
     def _permission_shape(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not _PERMISSION.fullmatch(value):
-                raise ValueError(f"{shown(value)} must be a dotted permission like 'deployment.execute'")
+            if not is_permission_name(value):
+                raise ValueError(f"{shown(value)} is not a permission name: {PERMISSION_NAME_RULE}")
         return values
 
 

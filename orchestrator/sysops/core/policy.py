@@ -7,6 +7,14 @@ read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps
     caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20,
            data_mb: 1024, replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
+    plugins:                                             # host-service grants and config values per plugin
+      "*": {grants: [logs.write, "state.*"]}             # "*": every plugin
+      monitoring: {grants: ["metrics.*", "alerts.*"], config: {threshold: 90}}
+    callers:                                             # server only: CLI tokens -> roles
+      - {name: alice, token_sha256: "<sha256 hex of the token>", role: viewer}   # viewer | operator | admin
+
+Grants are permission names with segment wildcards (`system.*`, `*`); a plugin gets only what its
+manifest asks (sysops/services/permissions.py). A caller's token is kept as its SHA-256 only.
 
 A key the manifest sets above its cap is refused (exit code 9) with a message naming the file, the key,
 the asked value and the cap. A key it leaves out takes the policy default (else the built-in one),
@@ -15,16 +23,19 @@ lowered to the cap; an unlimited key (`disk_io_mb_per_sec`, `network_connections
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from sysops.core import safe_yaml
-from sysops.core.manifest import Limits, LogLimits, Manifest
-from sysops.core.names import shown
+from sysops.core.manifest import PERMISSION_NAME_RULE, Limits, LogLimits, Manifest, is_permission_name
+from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import PolicyDeniedError
 
 POLICY_FILE = "policy.yaml"
@@ -54,6 +65,58 @@ class Caps(LimitValues):
     logs_files: Annotated[int | None, Field(ge=1)] = None
 
 
+#: The `plugins:` key whose entry applies to every plugin.
+ALL_PLUGINS = "*"
+Role = Literal["viewer", "operator", "admin"]
+_CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _grant(value: str) -> str:
+    if value != "*" and not is_permission_name(value):
+        raise ValueError(f"{shown(value)} is not a grant: '*' or {PERMISSION_NAME_RULE}")
+    return value
+
+
+def _plugin_key(value: str) -> str:
+    if value != ALL_PLUGINS and not is_plugin_name(value):
+        raise ValueError(f"{shown(value)} is not '*' nor a plugin name ({PLUGIN_NAME_RULE})")
+    return value
+
+
+def _config_key(value: str) -> str:
+    if not _CONFIG_KEY.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a config key (a Python identifier of at most 64 characters)")
+    return value
+
+
+class PluginGrants(BaseModel):
+    """What the operator gives one plugin (or every plugin, under `"*"`): permission grants and config values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    grants: list[Annotated[str, AfterValidator(_grant)]] = Field(default_factory=list, max_length=256)
+    config: dict[Annotated[str, AfterValidator(_config_key)], Any] = Field(default_factory=dict, max_length=64)
+
+
+class CallerEntry(BaseModel):
+    """A CLI caller of the server: a name, the SHA-256 (hex) of its token, and its role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    #: pydantic's (Rust) regex: `$` is the very end of the text, no newline before it.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    token_sha256: str
+    role: Role
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _is_sha256_hex(cls, value: str) -> str:
+        if not _SHA256_HEX.fullmatch(value):
+            raise ValueError("must be 64 lowercase hex digits: the SHA-256 of the token (sha256sum), never the token")
+        return value
+
+
 class Policy(BaseModel):
     """The operator's policy."""
 
@@ -62,6 +125,8 @@ class Policy(BaseModel):
     defaults: LimitValues = Field(default_factory=LimitValues)
     caps: Caps = Field(default_factory=Caps)
     egress: Literal["allow", "deny"] = "allow"
+    plugins: dict[Annotated[str, AfterValidator(_plugin_key)], PluginGrants] = Field(default_factory=dict)
+    callers: list[CallerEntry] = Field(default_factory=list, max_length=1000)
     #: Where the policy came from, for messages ("" = built in).
     source: str = ""
 
@@ -87,7 +152,7 @@ def load_policy(home: Path) -> Policy:
     except yaml.YAMLError as exc:
         raise PolicyDeniedError(f"{path}: {safe_yaml.describe_yaml_error(exc)}") from None
     if not isinstance(data, dict):
-        raise PolicyDeniedError(f"{path}: expected a mapping with defaults, caps, egress")
+        raise PolicyDeniedError(f"{path}: expected a mapping with defaults, caps, egress, plugins, callers")
     try:
         policy = Policy.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
@@ -95,11 +160,47 @@ def load_policy(home: Path) -> Policy:
         key = ".".join(str(part) for part in error["loc"])
         raise PolicyDeniedError(f"{path}: key {shown(key)}: {error['msg']} (got {shown(error.get('input'))})") from None
     _check_manifest_bounds(policy, path)
+    _check_callers(policy, path)
     for key, default in policy.defaults.model_dump(exclude_none=True).items():
         cap = getattr(policy.caps, key)
         if cap is not None and default > cap:
             raise PolicyDeniedError(f"{path}: defaults.{key} is {default:g}, above caps.{key} {cap:g}")
     return policy
+
+
+def grants_for(policy: Policy, plugin: str) -> list[str]:
+    """The grants that apply to `plugin`: those of the `"*"` entry, then its own."""
+    return [grant for key in (ALL_PLUGINS, plugin) if key in policy.plugins for grant in policy.plugins[key].grants]
+
+
+def config_values_for(policy: Policy, plugin: str) -> dict[str, Any]:
+    """The config values the policy gives `plugin`: the `"*"` entry's, overridden by its own."""
+    values: dict[str, Any] = {}
+    for key in (ALL_PLUGINS, plugin):
+        if key in policy.plugins:
+            values.update(policy.plugins[key].config)
+    return values
+
+
+def role_for_token(policy: Policy, token: str) -> tuple[str, Role] | None:
+    """The (name, role) of the caller whose token is `token`, or None (every entry compared in constant time)."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    found: tuple[str, Role] | None = None
+    for caller in policy.callers:
+        if hmac.compare_digest(caller.token_sha256, digest) and found is None:
+            found = (caller.name, caller.role)
+    return found
+
+
+def _check_callers(policy: Policy, path: Path) -> None:
+    """Refuse two callers with one name or one token: which role would apply would depend on the order."""
+    for field in ("name", "token_sha256"):
+        seen: set[str] = set()
+        for index, caller in enumerate(policy.callers):
+            value = getattr(caller, field)
+            if value in seen:
+                raise PolicyDeniedError(f"{path}: key 'callers.{index}.{field}': the same {field} twice")
+            seen.add(value)
 
 
 def _check_manifest_bounds(policy: Policy, path: Path) -> None:

@@ -1,0 +1,178 @@
+"""The host services' front door: check what a calling plugin was granted, then hand the call to its service.
+
+The transport (services/transport.py) identifies the caller and calls `HostServices.call`; nothing reaches
+a service before the permission check here, so a plugin's code cannot get past it. Grants are the
+operator's policy (core/policy.py, re-read when its file changes) applied to what the plugin's manifest
+asks (the store's plugins table): a permission not asked is never granted. Refusals name the missing
+grant and where to add it. The same check answers `sysops plugin permissions` and the routing path's
+question of whether a `@requires_permission` command may run (`command_refusal`).
+
+Thread-safe: the gRPC server calls from many threads; each thread has its own SQLite connection
+(services/database.py) and the policy cache is behind a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sysops.core.names import shown
+from sysops.core.policy import Policy, grants_for, load_policy, policy_path
+from sysops.errors import PolicyDeniedError
+from sysops.services.alerts import AlertService
+from sysops.services.call import Caller, ErrorCode, ServiceCallError
+from sysops.services.config import ConfigService
+from sysops.services.database import ServiceDatabase
+from sysops.services.limits import check_arguments, check_payload, check_topic
+from sysops.services.logs import LogService
+from sysops.services.metrics import MetricsService
+from sysops.services.permissions import SERVICES, PermissionReport, methods_of, permission_for, permission_report
+from sysops.services.state import StateService
+from sysops.settings import Settings
+
+__all__ = ["Caller", "ErrorCode", "HostServices", "Publish", "ServiceCallError"]
+
+#: The event bus's publish(topic, payload, publisher) -> event id.
+Publish = Callable[[str, Any, str], int]
+#: The publisher name of events the host itself publishes (`sysops.*` topics).
+HOST_PUBLISHER = "sysops"
+
+_PolicyKey = tuple[str, int, int, int] | None
+
+
+class HostServices:
+    """Every host service of one installation, behind the permission check."""
+
+    def __init__(self, settings: Settings, store_path: Path, publish: Publish | None = None) -> None:
+        self.settings = settings
+        self.database = ServiceDatabase(store_path)
+        self._publish = publish
+        self._policy_lock = threading.Lock()
+        self._policy: tuple[_PolicyKey, Policy] | None = None
+        self.state = StateService(self.database)
+        self.config = ConfigService(self.database, self.manifest, self.policy)
+        self.metrics = MetricsService()
+        self.alerts = AlertService(self.database, self.publish_host_event)
+        self.logs = LogService(self.database)
+
+    def set_publish(self, publish: Publish | None) -> None:
+        """Connect the event bus (the bus is built after the services; None disconnects it)."""
+        self._publish = publish
+
+    def close(self) -> None:
+        """Close the services' database connections."""
+        self.database.close()
+
+    # policy and manifests
+    def policy_file(self) -> Path:
+        """The policy file in effect (it may not exist: then nothing is granted)."""
+        return policy_path(self.settings.home)
+
+    def policy(self) -> Policy:
+        """The operator's policy, loaded again only when its file changed (PolicyDeniedError when it is invalid)."""
+        path = self.policy_file()
+        try:
+            info = os.stat(path)
+            key: _PolicyKey = (str(path), info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            key = None
+        with self._policy_lock:
+            if self._policy is not None and self._policy[0] == key:
+                return self._policy[1]
+        policy = load_policy(self.settings.home)
+        with self._policy_lock:
+            self._policy = (key, policy)
+        return policy
+
+    def manifest(self, plugin: str) -> dict[str, Any] | None:
+        """The manifest of `plugin` as the store keeps it (the last `plugin up`), or None if unknown."""
+        record = self.database.store.plugin(plugin)
+        return record.manifest if record is not None else None
+
+    def permission_report(self, plugin: str) -> PermissionReport:
+        """What `plugin` asks, what the policy grants of it and what it refuses (`sysops plugin permissions`)."""
+        manifest = self.manifest(plugin) or {}
+        return permission_report(list(manifest.get("permissions", [])), grants_for(self.policy(), plugin))
+
+    def granted(self, plugin: str) -> frozenset[str]:
+        """The permissions `plugin` holds (asked and granted)."""
+        return frozenset(self.permission_report(plugin).granted)
+
+    def refusal(self, plugin: str, permission: str, needed_for: str) -> str | None:
+        """Why `plugin` may not use `permission` (for `needed_for`), naming where to grant it; None if it may."""
+        report = self.permission_report(plugin)
+        if permission in report.granted:
+            return None
+        head = f"plugin '{plugin}' needs permission '{permission}' for {needed_for}"
+        if permission not in report.asked:
+            return f"{head}, which its manifest does not ask for (add it to permissions: in plugin.yaml)"
+        return f"{head}, which policy does not grant (add it under plugins.{plugin}.grants in {self.policy_file()})"
+
+    def command_refusal(self, plugin: str, command_spec_permissions: Sequence[str], command: str) -> str | None:
+        """Why the host refuses `command` of `plugin` (a `@requires_permission` not granted), or None to run it."""
+        for permission in command_spec_permissions:
+            refusal = self.refusal(plugin, permission, f"command '{command}'")
+            if refusal is not None:
+                return refusal
+        return None
+
+    # calls
+    def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        """Run `service.method` for `caller` if it holds the permission; raise ServiceCallError otherwise."""
+        try:
+            result = self._call(caller, service, method, arguments)
+        except ServiceCallError as error:
+            self.metrics.record_service_call(caller.plugin, service, error.code)
+            raise
+        self.metrics.record_service_call(caller.plugin, service, "ok")
+        return result
+
+    def _call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        permission = permission_for(service, method)
+        if permission is None:
+            raise _unknown(service, method)
+        if not isinstance(arguments, dict):
+            raise ServiceCallError("invalid_argument", f"{service}.{method}: arguments must be a JSON object")
+        try:
+            refusal = self.refusal(caller.plugin, permission, f"{service}.{method}")
+        except PolicyDeniedError as error:
+            raise ServiceCallError("unavailable", f"the host cannot read its policy: {error.message}") from None
+        if refusal is not None:
+            raise ServiceCallError("permission_denied", refusal)
+        if service == "events":
+            return self._publish_event(caller, arguments)
+        handler = {
+            "state": self.state.handle,
+            "config": self.config.handle,
+            "metrics": self.metrics.handle,
+            "alerts": self.alerts.handle,
+            "logs": self.logs.handle,
+        }[service]
+        return handler(caller, method, arguments)
+
+    def _publish_event(self, caller: Caller, arguments: dict[str, Any]) -> dict[str, int]:
+        check_arguments(arguments, ("topic", "payload"), "events.publish")
+        topic = check_topic(arguments.get("topic"))
+        payload = arguments.get("payload")
+        check_payload(payload)
+        if self._publish is None:
+            raise ServiceCallError("unavailable", "the event bus is not running in this host")
+        return {"id": self._publish(topic, payload, caller.plugin)}
+
+    def publish_host_event(self, topic: str, payload: Any) -> int | None:
+        """Publish a host event (`sysops.*`), or do nothing when no bus is connected; the event's id or None."""
+        if self._publish is None:
+            return None
+        return self._publish(topic, payload, HOST_PUBLISHER)
+
+
+def _unknown(service: str, method: str) -> ServiceCallError:
+    methods = methods_of(service)
+    if not methods:
+        return ServiceCallError("not_found", f"unknown host service {shown(service)} (services: {', '.join(SERVICES)})")
+    return ServiceCallError(
+        "not_found", f"host service '{service}' has no method {shown(method)} (methods: {', '.join(methods)})"
+    )
