@@ -5,13 +5,16 @@ observation of `plugin status`) passes an `EventKind` from here, so `sysops even
 control API and the docs (docs/cli.md#sysops-events) speak the same words. The kinds are the ADR-006
 states (unloaded, loaded, active, stopping, failed) plus the transitions between or within them that a
 user needs to tell apart (restarted, rolled, rolled-back, oom-killed, unresponsive, adopted, discarded,
-recovered). The store keeps the kind as text; this module is the only source of its values.
+recovered). The store keeps the kind as text; this module is the only source of its values. A host that
+runs the event bus registers it with `set_lifecycle_publisher`, and every recorded event is then published
+too (topic `sysops.lifecycle`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 from sysops.core.lifecycle import PluginState
@@ -61,11 +64,30 @@ BATCH = 500
 #: Characters of a message stored: some quote a plugin (the last line of a failed start, a self-test's error).
 MESSAGE_CAP = 2000
 
+#: Publishes a recorded event on the event bus: (plugin, kind, message).
+LifecyclePublisher = Callable[[str, str, str], None]
+_lifecycle_publisher: LifecyclePublisher | None = None
+_log = logging.getLogger(__name__)
+
+
+def set_lifecycle_publisher(publisher: LifecyclePublisher | None) -> None:
+    """Publish every event recorded from now on through `publisher` as well (None: stop publishing)."""
+    global _lifecycle_publisher
+    _lifecycle_publisher = publisher
+
 
 def record(store: Store, plugin: str, kind: EventKind, message: str) -> None:
     """Store one event of `plugin`, its message capped (the store keeps the last EVENTS_PER_PLUGIN of each,
-    EVENTS_TOTAL in all)."""
-    store.add_event(plugin, kind.value, cap(message, MESSAGE_CAP))
+    EVENTS_TOTAL in all), and publish it when a lifecycle publisher is registered (a failing publish is
+    logged: it never fails the step that recorded the event)."""
+    message = cap(message, MESSAGE_CAP)
+    store.add_event(plugin, kind.value, message)
+    publisher = _lifecycle_publisher
+    if publisher is not None:
+        try:
+            publisher(plugin, kind.value, message)
+        except Exception as exc:
+            _log.warning("publishing lifecycle event %s of %s: %s", kind.value, plugin, exc)
 
 
 def read_events(
