@@ -244,14 +244,17 @@ class PluginClient:
         output_format: str = "text",
         timeout: float | None = None,
         abandon: Abandon | None = None,
+        caller: pb.CallerIdentity | None = None,
     ) -> Iterator[str | InvocationResult]:
         """Run a command: yield streamed output lines, then its InvocationResult.
 
         The deadline (`timeout`) travels with the call, so the plugin cancels it too; its expiry is a
         DeadlineExceededError. A caller that stops before the result (Ctrl-C, an error, `abandon`)
-        cancels the call in the plugin.
+        cancels the call in the plugin. `caller` (who calls, what its plugin was granted) goes with it.
         """
-        request = pb.InvokeRequest(command=command, arguments_json=json.dumps(arguments), output_format=output_format)
+        request = pb.InvokeRequest(
+            command=command, arguments_json=json.dumps(arguments), output_format=output_format, caller=caller
+        )
         call = self.stub.Invoke(request, timeout=timeout, metadata=self.metadata)
         if abandon is not None:
             abandon.track(call)
@@ -279,6 +282,20 @@ class PluginClient:
             if abandon is not None:
                 abandon.untrack(call)
         raise PluginUnavailableError(f"plugin {self.plugin!r} ended command {command!r} without a result")
+
+    def deliver(self, event: pb.EventDelivery, timeout: float = 30.0) -> None:
+        """Hand one bus event to the plugin's `@on_event` handlers and wait until they ran.
+
+        PluginUnavailableError when the instance did not take it (unreachable, shutting down: safe to send
+        again), CommandFailedError when a handler failed (or the event was refused as malformed).
+        """
+        try:
+            self.stub.Deliver(event, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise self._unavailable(exc, f"event {event.id}") from exc
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            raise CommandFailedError(f"plugin {self.plugin!r}: handling event {event.id} failed: {detail}") from exc
 
     def snapshot(self, timeout: float = 5.0) -> bytes:
         """Fetch the state to hand to the next version."""

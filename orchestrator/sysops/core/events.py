@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     ADOPTED = "adopted"  # a running instance the store had lost was verified and taken back into service
     DISCARDED = "discarded"  # a running instance failed that verification and was removed
     RECOVERED = "recovered"  # a serving revision whose history row a killed roll never wrote got it back
+    REFUSED = "refused"  # the policy refused something a serving plugin asks (events.subscribe for subscriptions)
 
 
 #: The lifecycle state each kind leaves the plugin in (None: the state does not change).
@@ -55,6 +56,7 @@ STATE_AFTER: dict[EventKind, PluginState | None] = {
     EventKind.ADOPTED: PluginState.ACTIVE,
     EventKind.DISCARDED: None,
     EventKind.RECOVERED: None,
+    EventKind.REFUSED: None,
 }
 #: Width of the KIND column: the longest kind.
 KIND_WIDTH = max(len(kind) for kind in EventKind)

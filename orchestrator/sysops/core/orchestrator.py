@@ -282,6 +282,8 @@ class Orchestrator:
         self.store.switch(name, add=[adopted], remove=[], routes=routes)
         message = f"verified and adopted running container {container.handle[:12]}"
         events.record(self.store, name, EventKind.ADOPTED, message)
+        if self.rollout.hooks is not None:
+            self.rollout.hooks.activated(name)
         return True
 
     def _manifest_of(self, name: str, revision: int, labels: Mapping[str, str]) -> Manifest | None:

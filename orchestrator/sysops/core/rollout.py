@@ -25,6 +25,7 @@ from sysops.core import events
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.deadlines import stored_routes
 from sysops.core.events import EventKind
+from sysops.core.instance_hooks import hooks_for
 from sysops.core.manifest import EgressRule, Manifest
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
 from sysops.private_paths import ensure_private_dir
@@ -119,6 +120,8 @@ class Rollout:
         self.store = store
         self.driver = driver
         self.progress = progress
+        #: The resident host's (host services listeners, subscriptions); None in the CLI and unit tests.
+        self.hooks = hooks_for(settings.store_path)
 
     def data_volume(self, plugin: str) -> str:
         """Name of the plugin's persistent data volume (`-datafs`: a filesystem of `limits.data_mb`, which an
@@ -184,6 +187,8 @@ class Rollout:
             events.record(self.store, name, EventKind.ROLLED, message)
         else:
             events.record(self.store, name, EventKind.ACTIVE, f"{manifest.version} (revision {revision}) serving")
+        if self.hooks is not None:
+            self.hooks.activated(name)
         return news[0]
 
     def _replace(
@@ -311,14 +316,15 @@ class Rollout:
             LABEL_FINGERPRINT: target.fingerprint,
             "sysops.source": target.source,
         }
+        environment = {"SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock", "SYSOPS_INSTANCE": instance_id}
+        host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
+        if host_endpoint:  # where the plugin's get_service() calls go (services/transport.py)
+            environment["SYSOPS_HOST_ENDPOINT"] = host_endpoint
         spec = InstanceSpec(
             name=f"sysops-{self.settings.installation_id}-{manifest.name}-{instance_id}",
             image=target.image_id,
             labels=labels,
-            environment={
-                "SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock",
-                "SYSOPS_INSTANCE": instance_id,
-            },
+            environment=environment,
             socket_dir=socket_dir,
             data_volume=self.data_volume(manifest.name),
             limits=limits_for(manifest),
@@ -348,6 +354,8 @@ class Rollout:
             token=spec.token,
         )
         self.store.add_instance(record)
+        if self.hooks is not None:  # its host services listener, now that the driver made its socket directory
+            self.hooks.started(record)
         message = f"{manifest.version} (revision {revision}) started in {status.handle[:12]}, waiting for readiness"
         events.record(self.store, manifest.name, EventKind.LOADED, message)
         return record
@@ -452,5 +460,7 @@ class Rollout:
         """Remove an instance, its socket directory and its record."""
         self.driver.stop(instance.handle, timeout=1)
         self.driver.remove(instance.handle)
+        if self.hooks is not None:
+            self.hooks.removed(instance)
         remove_socket_dir(instance.socket_dir)
         self.store.delete_instance(instance.id)

@@ -9,8 +9,10 @@ is never re-sent, because commands need not be idempotent. Both the local CLI an
 through `call`, so "no failed calls during a roll" holds for both. The call's deadline (core/deadlines.py)
 spans the re-sends and travels with the gRPC call; a caller that abandons the call (Ctrl-C, an `Abandon`
 fired by `sysops serve` when its client goes away) cancels it in the plugin. Arguments are checked here before
-anything is sent. Light to import: this is the hot path of the CLI (no docker, kubernetes, pydantic or
-typer).
+anything is sent. In the resident host, `RoutingHooks` (set by services/hosting.py) first refuse a command
+whose `@requires_permission` the policy does not grant to its plugin, before the plugin is called, give the
+plugin the caller's identity and granted permissions, and record each call in the host's metrics. Light to
+import: this is the hot path of the CLI (no docker, kubernetes, pydantic or typer).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
@@ -48,6 +50,28 @@ _POLL_SECONDS = 0.05
 
 #: Finds the route a command has now (after a roll), or None when no plugin provides it any more.
 RouteLookup = Callable[[str], Route | None]
+
+
+class RoutingHooks(Protocol):
+    """What the resident host adds to every routed call (services/hosting.py)."""
+
+    def admit(self, route: Route, permissions: Sequence[str], principal: str) -> pb.CallerIdentity:
+        """The identity to send with the call; PolicyDeniedError when the plugin lacks one of `permissions`."""
+        ...
+
+    def finished(self, route: Route, seconds: float, ok: bool) -> None:
+        """A call ended (ok: it returned a result with exit code 0)."""
+        ...
+
+
+_hooks: RoutingHooks | None = None
+
+
+def set_routing_hooks(hooks: RoutingHooks | None) -> RoutingHooks | None:
+    """Install the host's routing hooks for this process (None removes them); return the previous ones."""
+    global _hooks
+    previous, _hooks = _hooks, hooks
+    return previous
 
 
 class _NotStarted(Exception):
@@ -92,12 +116,41 @@ def call(
     abandon: Abandon | None = None,
     pool: ClientPool | None = None,
     environ: Mapping[str, str] | None = None,
+    principal: str = "",
 ) -> Iterator[str | InvocationResult]:
     """Stream a command's lines and result from one of the route's instances, re-sending a call that did not start.
 
     With a `pool` (the resident host's), the connection to the instance is reused across calls. `environ`
     holds the caller's SYSOPS_COMMAND_TIMEOUT when the call comes from another process (default: ours).
+    `principal` names the caller to the plugin (default, in the host: the local user, `cli:NAME`).
     """
+    hooks = _hooks
+    if hooks is None:
+        yield from _route_call(route, arguments, output_format, current_route, abandon, pool, environ, None)
+        return
+    spec = pb.CommandSpec.FromString(route.spec)
+    caller = hooks.admit(route, spec.permissions, principal)  # refused here: the plugin is never called
+    started, ok = time.monotonic(), False
+    try:
+        for item in _route_call(route, arguments, output_format, current_route, abandon, pool, environ, caller):
+            if isinstance(item, InvocationResult):
+                ok = item.exit_code == 0
+            yield item
+    finally:
+        hooks.finished(route, time.monotonic() - started, ok)
+
+
+def _route_call(
+    route: Route,
+    arguments: dict[str, Any],
+    output_format: str,
+    current_route: RouteLookup,
+    abandon: Abandon | None,
+    pool: ClientPool | None,
+    environ: Mapping[str, str] | None,
+    caller: pb.CallerIdentity | None,
+) -> Iterator[str | InvocationResult]:
+    """`call` without the host's hooks (`caller` goes to the plugin with the call)."""
     endpoint = route.endpoint
     if not endpoint:
         raise PluginUnavailableError(
@@ -114,7 +167,8 @@ def call(
         if abandon is not None and abandon.abandoned:
             raise CallInterruptedError(f"plugin {route.plugin!r}: command {route.command!r} abandoned by its caller")
         try:
-            yield from _call_once(route, endpoint, arguments, output_format, (timeout, call_deadline), abandon, pool)
+            deadline_pair = (timeout, call_deadline)
+            yield from _call_once(route, endpoint, arguments, output_format, deadline_pair, abandon, pool, caller)
             return
         except _NotStarted as not_started:
             if SUSPECTS.wait_restarted(endpoint, call_deadline):  # the supervisor restarted it: try it again
@@ -168,6 +222,7 @@ def _call_once(
     deadline: tuple[float, float],
     abandon: Abandon | None,
     pool: ClientPool | None,
+    caller: pb.CallerIdentity | None = None,
 ) -> Iterator[str | InvocationResult]:
     """One attempt; `deadline` is (the call's timeout, the monotonic time it ends)."""
     received = False
@@ -176,7 +231,9 @@ def _call_once(
     token = route.token_for(endpoint)
     client = PluginClient(endpoint, route.plugin, token) if pool is None else pool.client(endpoint, route.plugin, token)
     try:
-        items = client.invoke(route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon)
+        items = client.invoke(
+            route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon, caller=caller
+        )
         for item in items:
             received = True
             yield item
