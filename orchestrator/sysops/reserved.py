@@ -8,5 +8,8 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve`, `context`, `events` and `host` are the CLI's built-ins; `help` and `version` are kept for sysops.
-RESERVED_COMMANDS: tuple[str, ...] = ("plugin", "serve", "context", "events", "host", "help", "version")
+#: `plugin`, `serve`, `context`, `events`, `host`, `metrics` and `alerts` are the CLI's built-ins; `help` and
+#: `version` are kept for sysops.
+RESERVED_COMMANDS: tuple[str, ...] = (
+    "plugin", "serve", "context", "events", "host", "metrics", "alerts", "help", "version",
+)  # fmt: skip

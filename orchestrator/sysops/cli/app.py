@@ -8,10 +8,11 @@ import sys
 import click
 import typer
 
-from sysops.cli.events_cmd import events
+from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.server_cmd import context_app, serve
+from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
 from sysops.errors import SysopsError, UsageError
 
 app = typer.Typer(
@@ -26,7 +27,12 @@ app.add_typer(plugin_app, name="plugin")
 app.add_typer(context_app, name="context")
 app.add_typer(host_app, name="host")
 app.command("serve")(serve)
-app.command("events")(events)
+app.add_typer(events_app, name="events")
+app.add_typer(alerts_app, name="alerts")
+app.command("metrics")(metrics)
+plugin_app.command("permissions")(permissions)
+plugin_app.command("config")(config)
+events_app.command("publish")(publish)
 
 
 @app.callback()

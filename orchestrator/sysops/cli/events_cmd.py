@@ -3,7 +3,8 @@
 The rows come from the local store or, in a remote context, from the server's Events stream; either way
 they are printed one at a time (a follow never holds more than one batch). Messages quote plugins (their
 errors and log lines), so text is always escaped onto one line; JSON escapes every control character.
-`plugin status` prints its last events with the same `event_line`.
+`plugin status` prints its last events with the same `event_line`. `sysops events publish` is
+cli/services_cmd.py's (a subcommand of this group).
 """
 
 from __future__ import annotations
@@ -57,7 +58,15 @@ def event_json(event: EventRecord) -> str:
     return json.dumps({key: row[key] for key in JSON_KEYS})
 
 
+events_app = typer.Typer(
+    help="Lifecycle events of the plugins; `events publish TOPIC JSON` publishes on the host's bus.",
+    invoke_without_command=True,
+)
+
+
+@events_app.callback()
 def events(
+    context: typer.Context,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they are stored")] = False,
     plugin: Annotated[str | None, typer.Option("--plugin", help="Only this plugin's events")] = None,
     output: Annotated[
@@ -65,6 +74,8 @@ def events(
     ] = Output.TEXT,
 ) -> None:
     """Print the lifecycle events of every plugin (or one), oldest first; Ctrl-C ends a follow (exit 130)."""
+    if context.invoked_subcommand is not None:
+        return
     if plugin is not None:
         check_plugin_name(plugin)
     width = len(plugin) if plugin is not None else PLUGIN_WIDTH

@@ -16,6 +16,7 @@ from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
 
 if TYPE_CHECKING:
+    from sysops.cli.remote import RemoteClient
     from sysops.core.operations import PluginOperations
 
 plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
@@ -53,6 +54,11 @@ def progress(message: str) -> None:
 def orchestrator_for_cli(runtime: RuntimeName | None = None) -> PluginOperations:
     """The door to the orchestrator of the current context: this installation's host (started if needed) or a
     `sysops serve` of another context. The one place the CLI chooses (core/operations.py)."""
+    return control_client(runtime)
+
+
+def control_client(runtime: RuntimeName | None = None) -> RemoteClient:
+    """The control-API client of the current context (the host services' views and actions need it whole)."""
     from sysops.cli import contexts
     from sysops.cli.remote import RemoteClient
 

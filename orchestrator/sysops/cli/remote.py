@@ -143,8 +143,18 @@ class RemoteClient:
         """Roll back to an earlier revision."""
         return _instance(self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
 
-    def _query(self, kind: str, name: str = "") -> Any:
-        return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name)).json)
+    def _query(self, kind: str, name: str = "", *, include_all: bool = False) -> Any:
+        return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name, all=include_all)).json)
+
+    # host services: views any caller may read, actions by role (server/operator_api.py)
+    def view(self, kind: str, name: str = "", *, include_all: bool = False) -> Any:
+        """A host-services view as JSON data: permissions, config, metrics or alerts."""
+        return self._query(kind, name, include_all=include_all)
+
+    def act(self, kind: str, arguments: dict[str, Any]) -> Any:
+        """A host-services action (config-set, events-publish, alert-resolve); its JSON result."""
+        reply = self._call("Act", pb.ActRequest(kind=kind, arguments_json=json.dumps(arguments)))
+        return json.loads(reply.json or "null")
 
     def list(self) -> builtins.list[PluginStatus]:
         """Every plugin's status."""

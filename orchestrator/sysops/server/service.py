@@ -11,6 +11,10 @@ A followed log stream (`plugin logs -f`) holds a worker thread for as long as it
 followers are capped below the worker pool (the rest stay free for every other call), and a follower
 whose client goes away ends at once: its log stream is closed, not left waiting for the next line.
 Replies never carry instance tokens or socket paths.
+
+Each caller has a role (server/roles.py): the interceptor authenticates the token and refuses Up, Down and
+Rollback below admin; Invoke of a command that is not read_only needs operator, and each `Act` kind its own
+role (server/operator_api.py), all checked before any plugin is called.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 import grpc
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
-from sysops_sdk.wire import PROTOCOL_METADATA_KEY, TokenAuthInterceptor, output_events, result_events, speaks_chunks
+from sysops_sdk.wire import PROTOCOL_METADATA_KEY, output_events, result_events, speaks_chunks
 
 from sysops.core import router
 from sysops.core.client import Abandon, InvocationResult
@@ -47,12 +51,24 @@ from sysops.errors import (
 from sysops.private_paths import SOCKET_UMASK, private_umask
 from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
+from sysops.server import operator_api
+from sysops.server.metrics_http import MetricsEndpoint, start_metrics_endpoint
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
+from sysops.server.roles import (
+    EXIT_CODE_METADATA_KEY,
+    Caller,
+    CallerLookup,
+    Role,
+    RoleAuthInterceptor,
+    ServerCallers,
+    bearer,
+    owner_only,
+    require,
+)
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, Route, Store
 
-EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 RECONCILE_SECONDS = 5.0
 #: Followed log streams served at once (`sysops serve --max-followers`); one more is refused.
 DEFAULT_MAX_FOLLOWERS = 64
@@ -141,12 +157,30 @@ class ControlServicer(pb_grpc.ControlServicer):
         driver: RuntimeDriver,
         mirror: StateMirror | None,
         max_followers: int = DEFAULT_MAX_FOLLOWERS,
+        callers: CallerLookup = owner_only,
     ) -> None:
         self.settings = settings
         self.driver = driver
         self.mirror = mirror
         self.max_followers = max_followers
         self.follower_slots = threading.BoundedSemaphore(max_followers)
+        self.callers = callers
+        #: The host services (permissions, config, metrics, alerts) and event bus the operator calls answer from.
+        self.host_services = operator_api.HostServicesLink()
+
+    def attach_host_services(
+        self, services: operator_api.OperatorServices, publish: operator_api.Publish | None = None
+    ) -> None:
+        """Answer `Query` permissions/config/metrics/alerts and `Act` from these services and event bus."""
+        self.host_services = operator_api.HostServicesLink(services, publish)
+
+    def caller(self, context: grpc.ServicerContext) -> Caller:
+        """Who makes this call (the interceptor let only known callers through)."""
+        caller = self.callers(bearer(context.invocation_metadata()))
+        if caller is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown sysops caller token")
+            raise AssertionError("unreachable")
+        return caller
 
     def orchestrator(self, progress: Callable[[str], None] | None = None) -> Orchestrator:
         """A fresh Orchestrator (its own store connection) for one call."""
@@ -218,12 +252,25 @@ class ControlServicer(pb_grpc.ControlServicer):
             if request.kind == "server":
                 server = {"installation_id": self.settings.installation_id, "runtime": self.driver.name}
                 return pb.QueryReply(json=json.dumps(server))
+            if request.kind in operator_api.VIEWS:
+                view = operator_api.view(self.host_services, request.kind, request.name, include_all=request.all)
+                return pb.QueryReply(json=json.dumps(view, default=str))
             raise NotFoundError(f"unknown query {shown(request.kind)}")
         except SysopsError as error:
             _abort(context, error)
             raise
         finally:
             orchestrator.close()
+
+    def Act(self, request: pb.ActRequest, context: grpc.ServicerContext) -> pb.ActReply:
+        """Change something through the host services (config-set, events-publish, alert-resolve), by role."""
+        try:
+            arguments = decode_json(request.arguments_json or "{}", f"the arguments of {request.kind!r}", UsageError)
+            result = operator_api.act(self.host_services, self.caller(context), request.kind, arguments)
+            return pb.ActReply(json=json.dumps(result, default=str))
+        except SysopsError as error:
+            _abort(context, error)
+            raise
 
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
         """Stream a plugin's log lines; a follow ends as soon as its client goes away."""
@@ -369,6 +416,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             route = self._route(request.command)
             if route is None:
                 raise NotFoundError(f"no plugin provides command {shown(request.command)}")
+            caller = self.caller(context)
+            if caller.role < Role.OPERATOR and not plugin_pb.CommandSpec.FromString(route.spec).read_only:
+                require(caller, Role.OPERATOR, f"run command {shown(request.command)}")
             for item in router.call(route, arguments, request.output_format or "text", self._route, abandon):
                 for event in _events(item, chunked):
                     yield pb.InvokeChunk(event=event.SerializeToString())
@@ -392,16 +442,27 @@ def _events(item: str | InvocationResult, chunked: bool) -> Iterator[plugin_pb.I
 
 
 class ControlServer:
-    """A running control server and its reconcile loop; `stop` ends both."""
+    """A running control server and its reconcile loop (and `/metrics` endpoint, if any); `stop` ends them."""
 
-    def __init__(self, server: grpc.Server, port: int, stop_reconciling: threading.Event) -> None:
+    def __init__(
+        self,
+        server: grpc.Server,
+        port: int,
+        stop_reconciling: threading.Event,
+        servicer: ControlServicer | None = None,
+        metrics: MetricsEndpoint | None = None,
+    ) -> None:
         self.server = server
         self.port = port
         self._stop_reconciling = stop_reconciling
+        self.servicer = servicer
+        self.metrics = metrics
 
     def stop(self, grace: float | None) -> threading.Event:
         """Stop reconciling and serving (in-flight calls get `grace` seconds); return the server's stop event."""
         self._stop_reconciling.set()
+        if self.metrics is not None:
+            self.metrics.stop()
         stopped: threading.Event = self.server.stop(grace)
         return stopped
 
@@ -437,13 +498,17 @@ def serve(
     max_followers: int = DEFAULT_MAX_FOLLOWERS,
     reconcile_seconds: float = RECONCILE_SECONDS,
     driver: RuntimeDriver | None = None,
+    metrics_port: int | None = None,
 ) -> ControlServer:
     """Start the control server (after restoring state and re-adopting instances); return it running.
 
-    It listens on TCP at `listen` (every call but health needs the bearer `token`) or, for the resident
-    host, on the Unix socket `unix_socket`, created 0600 (its permissions are the authentication, as with
-    the Docker socket; no token). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
+    It listens on TCP at `listen` (every call but health and plugins' host calls needs a caller's bearer
+    token: `token` is admin, the policy's `callers` have their roles) or, for the resident host, on the Unix
+    socket `unix_socket`, created 0600 (its permissions are the authentication, as with the Docker socket;
+    no token, admin). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
     followers never starve other calls. `driver` replaces the runtime's (tests run it on the fake driver).
+    With `metrics_port`, the host's metrics are served over HTTP at /metrics on that port of the `listen`
+    host (server/metrics_http.py; 0 picks a free port).
     """
     if (listen is None) == (unix_socket is None):
         raise UsageError("the control server listens on TCP or on a Unix socket: give exactly one")
@@ -451,7 +516,8 @@ def serve(
         raise UsageError(f"--max-followers must be at least 1, not {max_followers}")
     settings = settings or Settings()
     driver, mirror = (driver, None) if driver is not None else make_driver(runtime)
-    servicer = ControlServicer(settings, driver, mirror, max_followers)
+    callers = owner_only if unix_socket is not None else ServerCallers(token, settings.home)
+    servicer = ControlServicer(settings, driver, mirror, max_followers, callers)
     startup = servicer.orchestrator()
     try:
         driver.ping()
@@ -459,19 +525,26 @@ def serve(
     finally:
         startup.close()
     workers = futures.ThreadPoolExecutor(max_workers=max_followers + RESERVED_WORKERS, thread_name_prefix="sysops-rpc")
-    server = grpc.server(workers, interceptors=[] if unix_socket is not None else [TokenAuthInterceptor(token)])
+    server = grpc.server(workers, interceptors=[] if unix_socket is not None else [RoleAuthInterceptor(callers)])
     pb_grpc.add_ControlServicer_to_server(servicer, server)
     address = f"unix:{unix_socket}" if unix_socket is not None else str(listen)
     with private_umask(SOCKET_UMASK):  # gRPC creates the socket file: 0600 from its first moment
         port = server.add_insecure_port(address)
     if port == 0:
         raise SysopsError(f"cannot listen on {address}")
-    server.start()
     stop = threading.Event()
+    from sysops.services.hosting import start_hosting  # host services and event bus, until `stop`
+
+    start_hosting(settings, driver.name, server, stop)
+    server.start()
     threading.Thread(
         target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
     ).start()
     if driver.name != "kubernetes":  # there the kubelet's livenessProbe restarts a wedged pod
         supervisor = Supervisor(settings, driver)
         threading.Thread(target=supervisor.run, args=(stop,), name="sysops-supervisor", daemon=True).start()
-    return ControlServer(server, port, stop)
+    metrics = None
+    if metrics_port is not None:
+        metrics_host = (listen or "127.0.0.1").rpartition(":")[0].strip("[]") or "0.0.0.0"
+        metrics = start_metrics_endpoint(metrics_host, metrics_port, lambda: servicer.host_services)
+    return ControlServer(server, port, stop, servicer, metrics)

@@ -45,14 +45,30 @@ class RollbackRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., to: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("kind", "name")
+    __slots__ = ("kind", "name", "all")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     kind: str
     name: str
-    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    all: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class QueryReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ActRequest(_message.Message):
+    __slots__ = ("kind", "arguments_json")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    arguments_json: str
+    def __init__(self, kind: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
+
+class ActReply(_message.Message):
     __slots__ = ("json",)
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str

@@ -54,6 +54,11 @@ class ControlStub:
                 request_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryRequest.SerializeToString,
                 response_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryReply.FromString,
                 _registered_method=True)
+        self.Act = channel.unary_unary(
+                '/sysops.control.v1.Control/Act',
+                request_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActRequest.SerializeToString,
+                response_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActReply.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/sysops.control.v1.Control/Logs',
                 request_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.LogsRequest.SerializeToString,
@@ -99,7 +104,21 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Query(self, request, context):
-        """Read-only views as JSON: kind "list", "status" or "history".
+        """Read-only views as JSON (any role): kind "list", "status" or "history" of plugins; "server" (installation
+        id, runtime); and, from the host services, "permissions" (name: the plugin; asked/granted/refused, the
+        grant that matched each), "config" (name: the plugin; each key's value, source and help), "metrics"
+        (name: a plugin to keep, "" for all; {"text": Prometheus text format}) and "alerts" (name: a plugin or "";
+        `all` keeps resolved ones too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Act(self, request, context):
+        """Change something through the host services, with JSON arguments; the reply is the JSON result.
+        "config-set"     {"plugin", "key", "value"}   admin: store an operator value (validated against the schema)
+        "events-publish" {"topic", "payload"}         operator: publish as "operator" (topics "sysops.*" refused)
+        "alert-resolve"  {"plugin", "name"}           operator: resolve a plugin's open alert
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +174,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryRequest.FromString,
                     response_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryReply.SerializeToString,
+            ),
+            'Act': grpc.unary_unary_rpc_method_handler(
+                    servicer.Act,
+                    request_deserializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActRequest.FromString,
+                    response_serializer=sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActReply.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -285,6 +309,33 @@ class Control:
             '/sysops.control.v1.Control/Query',
             sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryRequest.SerializeToString,
             sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Act(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sysops.control.v1.Control/Act',
+            sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActRequest.SerializeToString,
+            sysops_dot_server_dot_protocol_dot_v1_dot_control__pb2.ActReply.FromString,
             options,
             channel_credentials,
             insecure,
