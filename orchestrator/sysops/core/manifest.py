@@ -218,7 +218,7 @@ class ConfigOption(_Strict):
 
 def _config_key(value: str) -> str:
     if not _IDENTIFIER.fullmatch(value) or keyword.iskeyword(value):
-        raise ValueError(f"{shown(value)} must be an identifier (letters, digits, '_'; at most 64 characters)")
+        raise ValueError("must be an identifier (letters, digits, '_'; at most 64 characters)")
     return value
 
 

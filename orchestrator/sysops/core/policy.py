@@ -74,19 +74,19 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 def _grant(value: str) -> str:
     if value != "*" and not is_permission_name(value):
-        raise ValueError(f"{shown(value)} is not a grant: '*' or {PERMISSION_NAME_RULE}")
+        raise ValueError(f"not a grant: '*' or {PERMISSION_NAME_RULE}")
     return value
 
 
 def _plugin_key(value: str) -> str:
     if value != ALL_PLUGINS and not is_plugin_name(value):
-        raise ValueError(f"{shown(value)} is not '*' nor a plugin name ({PLUGIN_NAME_RULE})")
+        raise ValueError(f"neither '*' nor a plugin name ({PLUGIN_NAME_RULE})")
     return value
 
 
 def _config_key(value: str) -> str:
     if not _CONFIG_KEY.fullmatch(value):
-        raise ValueError(f"{shown(value)} is not a config key (a Python identifier of at most 64 characters)")
+        raise ValueError("not a config key (a Python identifier of at most 64 characters)")
     return value
 
 
@@ -158,7 +158,10 @@ def load_policy(home: Path) -> Policy:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
-        raise PolicyDeniedError(f"{path}: key {shown(key)}: {error['msg']} (got {shown(error.get('input'))})") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        # A caller entry holds a token's hash, and a mistaken one may hold the token itself: never echo it.
+        got = "" if key.startswith("callers") else f" (got {shown(error.get('input'))})"
+        raise PolicyDeniedError(f"{path}: key {shown(key)}: {message}{got}") from None
     _check_manifest_bounds(policy, path)
     _check_callers(policy, path)
     for key, default in policy.defaults.model_dump(exclude_none=True).items():

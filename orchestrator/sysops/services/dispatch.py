@@ -29,7 +29,14 @@ from sysops.services.database import ServiceDatabase
 from sysops.services.limits import check_arguments, check_payload, check_topic
 from sysops.services.logs import LogService
 from sysops.services.metrics import MetricsService
-from sysops.services.permissions import SERVICES, PermissionReport, methods_of, permission_for, permission_report
+from sysops.services.permissions import (
+    SERVICES,
+    SUBSCRIBE_PERMISSION,
+    PermissionReport,
+    methods_of,
+    permission_for,
+    permission_report,
+)
 from sysops.services.state import StateService
 from sysops.settings import Settings
 
@@ -119,6 +126,10 @@ class HostServices:
                 return refusal
         return None
 
+    def subscription_refusal(self, plugin: str) -> str | None:
+        """Why the host does not subscribe `plugin` to its Describe `subscriptions` (no events.subscribe), or None."""
+        return self.refusal(plugin, SUBSCRIBE_PERMISSION, "its event subscriptions")
+
     # calls
     def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
         """Run `service.method` for `caller` if it holds the permission; raise ServiceCallError otherwise."""
@@ -137,9 +148,14 @@ class HostServices:
         if not isinstance(arguments, dict):
             raise ServiceCallError("invalid_argument", f"{service}.{method}: arguments must be a JSON object")
         try:
-            refusal = self.refusal(caller.plugin, permission, f"{service}.{method}")
-        except PolicyDeniedError as error:
+            return self._checked_call(caller, permission, service, method, arguments)
+        except PolicyDeniedError as error:  # the policy file became invalid: grant nothing, serve nothing
             raise ServiceCallError("unavailable", f"the host cannot read its policy: {error.message}") from None
+
+    def _checked_call(
+        self, caller: Caller, permission: str, service: str, method: str, arguments: dict[str, Any]
+    ) -> Any:
+        refusal = self.refusal(caller.plugin, permission, f"{service}.{method}")
         if refusal is not None:
             raise ServiceCallError("permission_denied", refusal)
         if service == "events":
