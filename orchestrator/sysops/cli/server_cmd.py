@@ -30,6 +30,17 @@ def serve(
             help="Followed streams (`plugin logs -f`, `events -f`) served at once; more are refused",
         ),
     ] = 64,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="SYSOPS_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Also serve the host's Prometheus metrics over HTTP at :PORT/metrics (on the --listen host; "
+            "no token: keep the port to the scraper). Off by default",
+        ),
+    ] = None,
 ) -> None:
     """Run the orchestrator as a long-lived server with an authenticated gRPC control API."""
     from sysops.server.service import serve as start_server
@@ -38,8 +49,10 @@ def serve(
     if len(token) < 16:
         raise UsageError("SYSOPS_SERVER_TOKEN must be set to a secret of at least 16 characters")
     logging.basicConfig(format="sysops serve: %(levelname)s %(message)s", level=logging.INFO)
-    server = start_server(listen, runtime.value, token, max_followers=max_followers)
+    server = start_server(listen, runtime.value, token, max_followers=max_followers, metrics_port=metrics_port)
     progress(f"sysops control API on {listen} (runtime {runtime.value})")
+    if server.metrics is not None:
+        progress(f"metrics at http://{listen.rpartition(':')[0]}:{server.metrics.port}/metrics")
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
