@@ -72,6 +72,8 @@ class CommandDefinition:
     enum_types: dict[str, type[enum.Enum]] = field(default_factory=dict)
     #: The deadline the author declared, in seconds (None: the orchestrator's default applies).
     timeout: float | None = None
+    #: The command only reads (`@plugin_command(read_only=True)`): the viewer role may run it.
+    read_only: bool = False
 
     def convert(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Turn choice strings back into the Enum members the function's annotations ask for."""
@@ -82,11 +84,14 @@ class CommandDefinition:
         return converted
 
 
-def plugin_command(name: str, *, help: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+def plugin_command(
+    name: str, *, help: str | None = None, timeout: float | None = None, read_only: bool = False
+) -> Callable[[F], F]:
     """Register a function or plugin method as the CLI command `name` ("db migrate" makes a group).
 
     `timeout` is the command's deadline in seconds (the orchestrator's default, 60 s, applies without
-    it); a call still running then is cancelled (see `sysops_sdk.cancelled`).
+    it); a call still running then is cancelled (see `sysops_sdk.cancelled`). `read_only=True` declares
+    that the command changes nothing, so a caller with the viewer role may run it.
     """
     words = name.split()
     if not words or any(not _is_command_word(word) for word in words):
@@ -96,7 +101,11 @@ def plugin_command(name: str, *, help: str | None = None, timeout: float | None 
     _check_timeout(name, timeout)
 
     def decorate(function: F) -> F:
-        setattr(function, _COMMAND_ATTR, {"name": " ".join(words), "help": help, "timeout": timeout})
+        setattr(
+            function,
+            _COMMAND_ATTR,
+            {"name": " ".join(words), "help": help, "timeout": timeout, "read_only": bool(read_only)},
+        )
         if "." not in function.__qualname__ or "<locals>" in function.__qualname__:
             _registry.append(function)
         return function
@@ -254,6 +263,7 @@ def command_definition(function: Callable[..., Any]) -> CommandDefinition:
         permissions=list(getattr(function, _PERMISSIONS_ATTR, [])),
         enum_types=enum_types,
         timeout=float(marker["timeout"]) if marker.get("timeout") is not None else None,
+        read_only=bool(marker.get("read_only", False)),
     )
 
 

@@ -2,18 +2,23 @@
 
 A plugin is one object per running instance. The plugin server creates it, calls `initialize()` before
 the instance reports ready, routes commands to it, hands its `snapshot()` to the next version on a hot
-reload, and calls `cleanup()` on shutdown.
+reload, and calls `cleanup()` on shutdown. `get_service` gives it the host's services (services.py): the
+typed clients over its connection to the host, or, in a plugin's tests, the services given to the
+constructor (`Plugin(services=FakeHost().services())`), and then only those.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from sysops_sdk._errors import ServiceUnavailableError
+from sysops_sdk._host_client import HostClient
+from sysops_sdk.services import SERVICE_CLIENTS
 
-class ServiceUnavailableError(LookupError):
-    """A plugin asked for a host service that this orchestrator does not provide to it."""
+__all__ = ["Plugin", "ServiceUnavailableError"]
 
 
 class Plugin(ABC):
@@ -26,7 +31,11 @@ class Plugin(ABC):
     conflicts: ClassVar[list[str]] = []
 
     def __init__(self, services: Mapping[str, Any] | None = None) -> None:
-        self._services: dict[str, Any] = dict(services or {})
+        #: Services given to the constructor (tests): when given, get_service serves only these.
+        self._injected: dict[str, Any] | None = dict(services) if services is not None else None
+        self._host: HostClient | None = None
+        self._clients: dict[str, object] = {}
+        self._clients_lock = threading.Lock()
 
     @abstractmethod
     def initialize(self) -> None:
@@ -37,14 +46,29 @@ class Plugin(ABC):
         """Release plugin resources; called once on graceful shutdown."""
 
     def get_service(self, name: str) -> Any:
-        """Return the host service `name` (metrics, alerting, ...) that policy granted to this plugin."""
-        try:
-            return self._services[name]
-        except KeyError:
-            available = ", ".join(sorted(self._services)) or "none"
+        """Return the host service `name`: state, config, metrics, alerts (or alerting), events, logs.
+
+        The typed client (sysops_sdk.services) is created on first use, without a network call; a call
+        of a service policy does not grant this plugin raises PermissionDeniedError.
+        """
+        injected = self._injected
+        offered = injected if injected is not None else SERVICE_CLIENTS
+        if name not in offered:
+            available = ", ".join(sorted(offered)) or "none"
             raise ServiceUnavailableError(
                 f"plugin {self.name!r} asked for service {name!r}, which is not available (available: {available})"
-            ) from None
+            )
+        if injected is not None:
+            return injected[name]
+        with self._clients_lock:
+            if name not in self._clients:
+                self._host = self._host or HostClient()
+                self._clients[name] = SERVICE_CLIENTS[name](self._host)
+            return self._clients[name]
+
+    def publish(self, topic: str, payload: Any) -> int:
+        """Publish the JSON-able `payload` on the event bus under `topic`; return the event's id."""
+        return int(self.get_service("events").publish(topic, payload))
 
     def snapshot(self) -> dict[str, Any]:
         """Return state to hand to the next version on a hot reload (JSON-serializable)."""

@@ -5,7 +5,9 @@ and only then report SERVING on the standard health service. A failure before th
 distinct code and one clear line on stderr, which the orchestrator shows as the reason the plugin failed.
 Shutdown (the RPC or SIGTERM) stops new invocations, lets in-flight ones finish within a grace period,
 runs `cleanup()` and exits. A call its caller abandons (deadline, Ctrl-C) is cancelled in its handler
-(`_cancel.py`).
+(`_cancel.py`). Events the host delivers (Deliver) run the plugin's `@on_event` handlers (`_events.py`).
+A caller that names itself (CallerIdentity.principal) also says which permissions the plugin was granted;
+a command needing one that is missing is refused here too (`_permissions.py`), whatever the host did.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from sysops_sdk._chunks import (
     utf8_size,
 )
 from sysops_sdk._commands import CommandDefinition, collect_commands
+from sysops_sdk._events import Event, collect_handlers, subscriptions
+from sysops_sdk._permissions import first_missing
 from sysops_sdk._plugin import Plugin
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
@@ -49,6 +53,9 @@ PROTOCOL_METADATA_KEY = "sysops-protocol"
 EXIT_ENTRYPOINT = 3
 EXIT_INITIALIZE = 4
 EXIT_SERVE = 5
+
+#: Exit code of a command refused because a permission it needs was not granted (the CLI's POLICY_DENIED).
+EXIT_PERMISSION_DENIED = 9
 
 log = logging.getLogger("sysops_sdk.server")
 
@@ -90,6 +97,7 @@ class PluginRuntime:
     def __init__(self, plugin: Plugin) -> None:
         self.plugin = plugin
         self.commands: dict[str, CommandDefinition] = {c.name: c for c in collect_commands(plugin)}
+        self.handlers = collect_handlers(plugin)
         self._in_flight = 0
         self._idle = threading.Condition()
         self._draining = False
@@ -104,7 +112,43 @@ class PluginRuntime:
             version=plugin.version,
             description=plugin.description,
             commands=[_command_spec(command) for command in self.commands.values()],
+            subscriptions=subscriptions(self.handlers),
         )
+
+    def refusal(self, command_name: str, caller: pb.CallerIdentity) -> str:
+        """Why `caller` may not run `command_name` ("" when it may): a needed permission was not granted.
+
+        Only a caller that names itself (principal set) vouches for its granted_permissions; one that
+        does not (an older host) is not checked here: the host remains the authority.
+        """
+        command = self.commands.get(command_name)
+        if command is None or not caller.principal:
+            return ""
+        missing = first_missing(command.permissions, caller.granted_permissions)
+        if missing is None:
+            return ""
+        return (
+            f"command {command_name!r} needs permission {missing!r}, "
+            f"which was not granted to plugin {self.plugin.name!r}"
+        )
+
+    def deliver(self, event: Event) -> str:
+        """Run every handler whose pattern matches the event's topic, in order; "" or why one failed.
+
+        The first handler that raises stops the delivery (its traceback goes to stderr): the host
+        re-sends the event, so handlers should be idempotent.
+        """
+        for handler in self.handlers:
+            if not handler.matches(event.topic):
+                continue
+            try:
+                handler.function(event)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                name = getattr(handler.function, "__qualname__", repr(handler.function))
+                reason = ": ".join(filter(None, (type(exc).__name__, _first_line(exc))))
+                return f"handler {name} of event {event.id} on topic {event.topic!r} failed: {reason}"
+        return ""
 
     @property
     def draining(self) -> bool:
@@ -152,7 +196,7 @@ class PluginRuntime:
                 result = None
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = _first_line(exc) or type(exc).__name__
             yield InvocationOutcome(pb.Result.NONE, exit_code=1, error=message, error_type=type(exc).__name__)
             return
         if result is None:
@@ -172,6 +216,12 @@ class PluginRuntime:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
 
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message ("" when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _too_large(size: int) -> InvocationOutcome:
     return InvocationOutcome(pb.Result.NONE, exit_code=1, error=too_large_message(size), error_type="ReplyTooLarge")
 
@@ -182,6 +232,7 @@ def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
         help=command.help,
         permissions=command.permissions,
         timeout_seconds=command.timeout or 0.0,
+        read_only=command.read_only,
         params=[
             pb.ParamSpec(
                 name=param.name,
@@ -240,6 +291,16 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
         if not isinstance(arguments, dict):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "arguments_json is not a JSON object")
         chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
+        if refusal := self.runtime.refusal(request.command, request.caller):
+            log.warning("refused: %s", refusal)
+            yield from result_events(
+                chunked,
+                kind=pb.Result.NONE,
+                exit_code=EXIT_PERMISSION_DENIED,
+                error=refusal,
+                error_type="PermissionDenied",
+            )
+            return
         if not self.runtime.enter():
             context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
         try:
@@ -281,6 +342,25 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
                     error=item.error,
                     error_type=item.error_type,
                 )
+
+    def Deliver(self, request: pb.EventDelivery, context: grpc.ServicerContext) -> pb.DeliveryReply:
+        """Run the handlers of one event; fail (INTERNAL) when one raises, so the host re-sends it."""
+        try:
+            payload = json.loads(request.payload_json) if request.payload_json else None
+        except json.JSONDecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"payload_json of event {request.id} is not JSON: {exc}")
+        event = Event(
+            id=request.id, topic=request.topic, payload=payload, publisher=request.publisher, time=request.time
+        )
+        if not self.runtime.enter():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "plugin is shutting down")
+        try:
+            failure = self.runtime.deliver(event)
+        finally:
+            self.runtime.leave()
+        if failure:
+            context.abort(grpc.StatusCode.INTERNAL, failure)
+        return pb.DeliveryReply()
 
     def Snapshot(self, request: pb.SnapshotRequest, context: grpc.ServicerContext) -> pb.SnapshotReply:
         """Quiesce, then return the plugin's state for the next version.

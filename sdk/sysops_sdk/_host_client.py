@@ -1,0 +1,133 @@
+"""The plugin's connection back to the sysops host that runs it (sysops.host.v1.Host/Call).
+
+Every host service (state, config, metrics, ...) is one `Call(service, method, arguments_json)`. This
+module owns the one channel a plugin needs for that: created on first use (the host creates its socket just
+after the container starts, so nothing connects at import time), authenticated with the instance token,
+with a deadline on every call and `wait_for_ready` so a socket that appears a moment late is waited for
+rather than failed. gRPC statuses become the SDK's exceptions, each with one line naming service and method;
+a host that is down gives HostUnavailableError within the deadline, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import grpc
+
+from sysops_sdk._errors import HostUnavailableError, PermissionDeniedError, ServiceCallError, ServiceUnavailableError
+from sysops_sdk.protocol.v1 import host_pb2
+
+ENDPOINT_ENV = "SYSOPS_HOST_ENDPOINT"
+DEFAULT_ENDPOINT = "unix:///run/sysops/host.sock"
+TOKEN_ENV = "SYSOPS_TOKEN"
+TIMEOUT_ENV = "SYSOPS_HOST_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+CALL_METHOD = "/sysops.host.v1.Host/Call"
+
+
+class HostCaller(Protocol):
+    """Anything that performs host service calls: the real HostClient, or testing.FakeHost."""
+
+    def call(self, service: str, method: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        """Call `service`.`method` with JSON-able `arguments`; return the decoded result."""
+        ...
+
+
+def timeout_from_env() -> float:
+    """The deadline of every host call, in seconds: SYSOPS_HOST_TIMEOUT, else 5."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds above 0")
+    return seconds
+
+
+class HostClient:
+    """A lazily connected, thread-safe client of the sysops host's service calls."""
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None, timeout: float | None = None) -> None:
+        self.endpoint = endpoint or os.environ.get(ENDPOINT_ENV, "") or DEFAULT_ENDPOINT
+        token = os.environ.get(TOKEN_ENV, "") if token is None else token
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout if timeout is not None else timeout_from_env()
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._call: Any = None
+
+    def _callable(self) -> Any:
+        with self._lock:
+            if self._call is None:
+                self._channel = grpc.insecure_channel(self.endpoint)
+                self._call = self._channel.unary_unary(
+                    CALL_METHOD,
+                    request_serializer=host_pb2.ServiceCall.SerializeToString,
+                    response_deserializer=host_pb2.ServiceReply.FromString,
+                )
+            return self._call
+
+    def call(self, service: str, method: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        """Call `service`.`method` on the host; return its decoded JSON result.
+
+        Raises PermissionDeniedError (a grant is missing), HostUnavailableError (no answer within the
+        deadline), ServiceUnavailableError (unknown service or method), ServiceCallError (bad arguments).
+        """
+        try:
+            arguments_json = json.dumps(dict(arguments or {}))
+        except (TypeError, ValueError) as exc:
+            raise ServiceCallError(
+                f"host service {service!r} method {method!r}: arguments are not JSON: {exc}"
+            ) from None
+        request = host_pb2.ServiceCall(service=service, method=method, arguments_json=arguments_json)
+        try:
+            reply = self._callable()(request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=True)
+        except grpc.RpcError as error:
+            raise self._mapped(service, method, error) from None
+        if not reply.result_json:
+            return None
+        try:
+            return json.loads(reply.result_json)
+        except json.JSONDecodeError as exc:
+            raise ServiceUnavailableError(
+                f"the sysops host answered service {service!r} method {method!r} with invalid JSON: {exc}"
+            ) from None
+
+    def _mapped(self, service: str, method: str, error: grpc.RpcError) -> Exception:
+        """The SDK exception for a failed call: one line naming the service, the method and why."""
+        code = error.code()
+        details = (error.details() or "").strip().splitlines()
+        reason = details[0] if details else code.name
+        what = f"service {service!r} method {method!r}"
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return PermissionDeniedError(f"host refused {what}: {reason}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return HostUnavailableError(
+                f"the sysops host did not answer {what} within {self.timeout:g}s at {self.endpoint}"
+            )
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return HostUnavailableError(f"the sysops host could not serve {what} at {self.endpoint}: {reason}")
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            return ServiceCallError(f"host refused {what}: {reason}")
+        if code == grpc.StatusCode.NOT_FOUND:
+            return ServiceUnavailableError(f"the sysops host has no {what}: {reason}")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return ServiceUnavailableError(
+                f"the sysops host did not accept this instance's token ({TOKEN_ENV}) for {what}: {reason}"
+            )
+        return ServiceUnavailableError(f"the sysops host failed {what}: {code.name}: {reason}")
+
+    def close(self) -> None:
+        """Close the channel (a later call opens a new one)."""
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel, self._call = None, None
