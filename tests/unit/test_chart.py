@@ -218,12 +218,14 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
     assert granted == {
         ("", "pods"): {"get", "list", "watch", "create", "delete"},
         ("", "pods/log"): {"get"},
+        ("", "services"): {"get"},
         ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "delete", "patch", "update"},
         ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     }
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
         {
             "apiGroups": ["networking.k8s.io"],
             "resources": ["networkpolicies"],

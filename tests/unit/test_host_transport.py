@@ -12,9 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from sysops_sdk.protocol.v1 import host_pb2 as pb
-from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
-
 from sysops.services.call import Caller, ServiceCallError
 from sysops.services.transport import (
     HOST_SOCKET,
@@ -23,6 +20,8 @@ from sysops.services.transport import (
     store_identify,
 )
 from sysops.store import InstanceRecord, Store
+from sysops_sdk.protocol.v1 import host_pb2 as pb
+from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 TOKEN = "instance-token-1"
 

@@ -132,6 +132,34 @@ def quantities_equal(asked: str | None, applied: str | None) -> bool:
     return left == right
 
 
+#: The server pods' gRPC port (the chart's `server.port`), which plugin pods may reach for host services.
+SERVER_PORT_ENV = "SYSOPS_SERVER_PORT"
+DEFAULT_SERVER_PORT = 7443
+
+
+def server_port() -> int:
+    """The server pods' gRPC port that plugin pods' NetworkPolicy lets them reach (SYSOPS_SERVER_PORT)."""
+    raw = os.environ.get(SERVER_PORT_ENV, "").strip()
+    return int(raw) if raw.isdecimal() and 0 < int(raw) < 65536 else DEFAULT_SERVER_PORT
+
+
+def service_endpoint(name: str, namespace: str | None = None) -> str:
+    """`CLUSTER_IP:PORT` of the Service `name` (its port named grpc, else its first); RuntimeOperationError
+    when it cannot be read. Plugin pods reach the server's Host service there (no cluster DNS needed)."""
+    load_client_config()
+    namespace = namespace or os.environ.get("SYSOPS_NAMESPACE", "default")
+    try:
+        service: Any = client.CoreV1Api().read_namespaced_service(name, namespace)
+    except ApiException as exc:
+        raise RuntimeOperationError(f"cannot read Service {name} in {namespace}: {_short(exc)}") from exc
+    ports = list(service.spec.ports or []) if service.spec else []
+    port = next((p for p in ports if p.name == "grpc"), ports[0] if ports else None)
+    cluster_ip = str(service.spec.cluster_ip or "") if service.spec else ""
+    if port is None or cluster_ip in ("", "None"):
+        raise RuntimeOperationError(f"Service {name} in {namespace} has no cluster IP and port")
+    return f"{cluster_ip}:{port.port}"
+
+
 class KubernetesDriver:
     """Runs plugin instances as pods in one namespace."""
 
@@ -342,6 +370,9 @@ class KubernetesDriver:
             if allowance.ports:
                 rule["ports"] = [{"protocol": "TCP", "port": port} for port in allowance.ports]
             egress.append(rule)
+        # Host services (get_service, events): the server pods on their gRPC port, and nothing else of theirs.
+        server = {"podSelector": {"matchLabels": ORCHESTRATOR_SELECTOR}}
+        egress.append({"to": [server], "ports": [{"protocol": "TCP", "port": server_port()}]})
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
