@@ -3,8 +3,9 @@
 Like the command decorators, `@on_event` only annotates a function (a plugin method or a module-level
 function) and never wraps it. The plugin server collects the handlers: their topics become the plugin's
 `subscriptions` in Describe (the host subscribes the plugin to them), and each event the host delivers runs
-every handler whose pattern matches its topic. A pattern is a topic (`deploy.finished`) or a prefix ending in
-`.*` (`deploy.*` matches `deploy.finished` and `deploy.a.b`, not `deploy`).
+every handler whose pattern matches its topic. A pattern is a topic (`deploy.finished`), a prefix ending in
+`.*` (`deploy.*` matches `deploy.finished` and `deploy.a.b`, not `deploy`), or `*` (every topic), as the
+host's bus reads subscriptions.
 """
 
 from __future__ import annotations
@@ -50,21 +51,23 @@ class EventHandler:
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """Exact topic, or `prefix.*` for every topic under `prefix.`."""
+    """Exact topic, `prefix.*` for every topic under `prefix.`, or `*` for every topic."""
+    if pattern == "*":
+        return True
     if pattern.endswith(".*"):
         return topic.startswith(pattern[:-1])
     return topic == pattern
 
 
 def on_event(topic: str) -> Callable[[F], F]:
-    """Run the decorated function (it takes one Event) for each event on `topic` (or `prefix.*`).
+    """Run the decorated function (it takes one Event) for each event on `topic` (or `prefix.*`, or `*`).
 
     Stack it to subscribe one function to several topics. The plugin needs the `events.subscribe` grant.
     """
-    if not _TOPIC.fullmatch(topic.removesuffix(".*")):
+    if topic != "*" and not _TOPIC.fullmatch(topic.removesuffix(".*")):
         raise CommandDefinitionError(
             f"invalid event topic {topic!r}: use lowercase letters, digits, '.', '_', '-' (at most 128), "
-            "optionally ending in '.*' for every topic under a prefix"
+            "optionally ending in '.*' for every topic under a prefix, or '*' for every topic"
         )
 
     def decorate(function: F) -> F:

@@ -31,6 +31,7 @@ from sysops_sdk import (
     requires_permission,
 )
 from sysops_sdk._events import _registry as event_registry
+from sysops_sdk._events import topic_matches
 from sysops_sdk._server import PluginRuntime, PluginServer
 from sysops_sdk.protocol.v1 import host_pb2, host_pb2_grpc
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
@@ -404,6 +405,12 @@ def test_a_command_whose_permission_was_not_granted_does_not_run(
 
 
 def test_bad_event_topics_are_refused_at_declaration() -> None:
-    for topic in ("Deploy", "", "deploy.*.x", "a b", "*"):
+    for topic in ("Deploy", "", "deploy.*.x", "a b", "**", ".*", "x" * 129):
         with pytest.raises(ValueError, match="invalid event topic"):
             on_event(topic)
+
+
+def test_topic_patterns_match_as_the_host_bus_reads_them() -> None:
+    assert topic_matches("*", "anything.at.all")
+    assert topic_matches("deploy.*", "deploy.a.b") and not topic_matches("deploy.*", "deploy")
+    assert not topic_matches("deploy.*", "deployx.a") and not topic_matches("deploy", "deploy.a")
