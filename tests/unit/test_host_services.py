@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -324,7 +325,7 @@ def test_config_invalid_values_are_refused_at_read_time(services: HostServices, 
     _refused(services, "config.all", "invalid_argument", "plugin 'mon' config key 'threshold' (from the policy) must")
     _write_policy(settings, POLICY)
     _save_plugin(settings, "mon", ASKED, {**CONFIG_SCHEMA, "token": {"required": True}})
-    _refused(services, "config.get", "invalid_argument", "config key 'token' is required and has no value", key="x")
+    _refused(services, "config.get", "invalid_argument", "config key 'token' is required and has no value", key="token")
     services.config.set_value("mon", "token", "abc")
     assert _call(services, "config.get", key="token") == {"found": True, "value": "abc"}
     # the schema changed under a stored value: refused when read
@@ -516,3 +517,27 @@ def test_logs_are_bounded_per_plugin(services: HostServices, monkeypatch: pytest
     assert [record.message for record in kept] == [f"line {index}" for index in range(15, 25)]
     assert [record.message for record in services.logs.latest("mon", limit=3)] == ["line 22", "line 23", "line 24"]
     assert [record.message for record in services.logs.records("other")] == ["kept"]
+
+
+def test_config_get_reads_one_key_even_when_another_is_invalid(services: HostServices, settings: Settings) -> None:
+    _write_policy(settings, POLICY.replace("threshold: 80", "threshold: lots"))
+    assert _call(services, "config.get", key="mode") == {"found": True, "value": "safe"}
+    _refused(services, "config.get", "invalid_argument", "config key 'threshold' (from the policy)", key="threshold")
+
+
+def test_connections_of_ended_threads_do_not_pile_up(services: HostServices) -> None:
+    def fd_count() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def one_call() -> None:
+        _call(services, "state.get", key="k")
+
+    counts = []
+    for _ in range(3):
+        for _ in range(50):
+            worker = threading.Thread(target=one_call)
+            worker.start()
+            worker.join()
+        gc.collect()  # a thread's store goes with its thread-local (sqlite3 keeps a few fds for reuse)
+        counts.append(fd_count())
+    assert counts[2] <= counts[0] + 3, counts

@@ -60,8 +60,7 @@ class ConfigService:
             return {"values": self.values(caller.plugin)}
         check_arguments(arguments, ("key",), "config.get")
         key = text_argument(arguments, "key", 64)
-        values = self.values(caller.plugin)
-        value = values.get(key)
+        value = self.resolved(caller.plugin, only=key).get(key, (None, "default"))[0]
         return {"found": value is not None, "value": value}
 
     def schema(self, plugin: str) -> dict[str, ConfigOption]:
@@ -75,9 +74,11 @@ class ConfigService:
         except ValidationError as exc:  # a store written by another sysops version
             raise ServiceCallError("invalid_argument", f"plugin '{plugin}': unreadable config schema: {exc}") from None
 
-    def resolved(self, plugin: str) -> dict[str, tuple[Any, Source]]:
-        """Each declared key's value and where it came from, every value checked against the schema."""
+    def resolved(self, plugin: str, *, only: str | None = None) -> dict[str, tuple[Any, Source]]:
+        """Each declared key's (or just key `only`'s) value and where it came from, checked against the schema."""
         schema = self.schema(plugin)
+        if only is not None:
+            schema = {key: option for key, option in schema.items() if key == only}
         from_policy = config_values_for(self._policy(), plugin)
         stored = self._stored(plugin)
         result: dict[str, tuple[Any, Source]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,8 @@ class ServiceDatabase:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._stores: list[Store] = []
+        # Weak: a thread's store goes (and its connection closes) when the thread ends and its local goes.
+        self._stores: weakref.WeakSet[Store] = weakref.WeakSet()
         self._schemas: list[str] = []
 
     def ensure_schema(self, script: str) -> None:
@@ -44,7 +46,7 @@ class ServiceDatabase:
             store = Store(self.path)
             with self._lock:
                 schemas = list(self._schemas)
-                self._stores.append(store)
+                self._stores.add(store)
             for script in schemas:
                 store.db.executescript(script)
             self._local.store = store
@@ -64,7 +66,7 @@ class ServiceDatabase:
     def close(self) -> None:
         """Close every thread's connection (no thread may use the services after this)."""
         with self._lock:
-            stores, self._stores = self._stores, []
+            stores, self._stores = list(self._stores), weakref.WeakSet()
         for store in stores:
             # Another thread's connection cannot be closed from here; it closes when that thread's local goes.
             with contextlib.suppress(sqlite3.ProgrammingError):
