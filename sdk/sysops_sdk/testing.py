@@ -112,6 +112,7 @@ class FakeHost:
         self.alerts: dict[str, dict[str, Any]] = {}
         self.calls: list[RecordedCall] = []
         self._next_id = 0
+        self._last_version = 0  # one counter for all keys, never reused (as the host's store)
 
     def services(self) -> dict[str, Any]:
         """Every service name `get_service` knows, each a typed client of this fake host."""
@@ -176,9 +177,9 @@ class FakeHost:
         return {"keys": sorted(key for key in self.state if key.startswith(prefix))}
 
     def _state_set(self, key: str, value: Any) -> dict[str, Any]:
-        version = self.state.get(key, (None, 0))[1] + 1
-        self.state[key] = (value, version)
-        return {"version": version}
+        self._last_version += 1
+        self.state[key] = (value, self._last_version)
+        return {"version": self._last_version}
 
     def _state_delete(self, key: str) -> dict[str, Any]:
         return {"deleted": self.state.pop(key, None) is not None}

@@ -299,6 +299,8 @@ def test_fake_host_serves_a_plugin_under_test() -> None:
     harness.invoke("report")
     assert fake.metric_value("reports_total", kind="daily") == 2.0
     assert fake.state == {"last": ({"n": 1}, 2)}
+    state = fake.services()["state"]
+    assert state.delete("last") and state.set("last", 0) == 3  # versions are never reused, as in the host
     assert [(event.topic, event.payload) for event in fake.published] == [("watcher.reported", {"n": 1})] * 2
     harness.deliver("deploy.finished", {"service": "web"})
     assert [kind for kind, _ in harness.plugin.seen] == ["any", "finished"]  # type: ignore[attr-defined]
