@@ -1,0 +1,1 @@
+"""ADR-006's MonitoringPlugin as a runnable sysops plugin."""
