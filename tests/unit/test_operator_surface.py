@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from sysops.cli.main import main
+from sysops.core import router
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import RollTarget
@@ -24,7 +25,9 @@ from sysops.server.roles import EXIT_CODE_METADATA_KEY
 from sysops.server.service import ControlServer, serve
 from sysops.services.dispatch import HostServices
 from sysops.settings import Settings
+from sysops.store import Route
 from sysops_sdk import Plugin, plugin_command
+from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 ADMIN_TOKEN = "server-admin-token-0123456789"
 TOKENS = {"alice": "alice-viewer-token", "bob": "bob-operator-token", "carol": "carol-admin-token"}
@@ -267,3 +270,42 @@ def test_alerts_list_and_resolve(served: Served, monkeypatch: pytest.MonkeyPatch
     assert main(["alerts", "--all", "-o", "json"]) == 0
     [alert] = json.loads(capsys.readouterr().out)
     assert alert["name"] == "disk-full" and alert["open"] is False
+
+
+class RecordingHooks:
+    """Routing hooks that record the principal each call names (and send it as the CallerIdentity)."""
+
+    def __init__(self) -> None:
+        self.principals: list[str] = []
+
+    def admit(self, route: Route, permissions: Sequence[str], principal: str) -> plugin_pb.CallerIdentity:
+        self.principals.append(principal)
+        return plugin_pb.CallerIdentity(principal=principal)
+
+    def finished(self, route: Route, seconds: float, ok: bool) -> None:
+        pass
+
+
+def test_the_caller_travels_to_the_plugin_as_its_principal(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    hooks = RecordingHooks()
+    previous = router.set_routing_hooks(hooks)
+    try:
+        as_caller(monkeypatch, "alice")
+        assert main(["peek"]) == 0
+        as_caller(monkeypatch, "bob")
+        assert main(["deploy"]) == 0
+        monkeypatch.setenv("SYSOPS_TOKEN", ADMIN_TOKEN)
+        assert main(["peek"]) == 0
+    finally:
+        router.set_routing_hooks(previous)
+    assert hooks.principals == ["user:alice", "user:bob", "user:admin"]
+
+
+def test_the_local_host_socket_is_its_owner_an_admin(control_host: Orchestrator, capsys: Any) -> None:
+    """No token on the resident host's 0600 socket: its caller may do everything an admin may."""
+    assert main(["events", "publish", "deploy.done", '{"service": "web"}']) == 0
+    assert capsys.readouterr().out.strip().isdigit()
+    assert main(["alerts", "resolve", "echo", "nothing-open"]) == 0
+    assert "echo: alert nothing-open was not open" in capsys.readouterr().err

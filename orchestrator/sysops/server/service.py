@@ -57,6 +57,7 @@ from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.server.roles import (
     EXIT_CODE_METADATA_KEY,
+    OWNER,
     Caller,
     CallerLookup,
     Role,
@@ -419,7 +420,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             caller = self.caller(context)
             if caller.role < Role.OPERATOR and not plugin_pb.CommandSpec.FromString(route.spec).read_only:
                 require(caller, Role.OPERATOR, f"run command {shown(request.command)}")
-            for item in router.call(route, arguments, request.output_format or "text", self._route, abandon):
+            principal = "" if caller is OWNER else caller.principal  # "": the host names its local user
+            output_format = request.output_format or "text"
+            for item in router.call(route, arguments, output_format, self._route, abandon, principal=principal):
                 for event in _events(item, chunked):
                     yield pb.InvokeChunk(event=event.SerializeToString())
         except SysopsError as error:
@@ -535,7 +538,8 @@ def serve(
     stop = threading.Event()
     from sysops.services.hosting import start_hosting  # host services and event bus, until `stop`
 
-    start_hosting(settings, driver.name, server, stop)
+    hosting = start_hosting(settings, driver.name, server, stop)
+    servicer.attach_host_services(hosting.services, hosting.bus.publish)
     server.start()
     threading.Thread(
         target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
