@@ -309,3 +309,18 @@ def test_the_local_host_socket_is_its_owner_an_admin(control_host: Orchestrator,
     assert capsys.readouterr().out.strip().isdigit()
     assert main(["alerts", "resolve", "echo", "nothing-open"]) == 0
     assert "echo: alert nothing-open was not open" in capsys.readouterr().err
+
+
+def test_unknown_plugins_are_not_found(served: Served, capsys: Any) -> None:
+    assert main(["plugin", "permissions", "nothing"]) == ExitCode.NOT_FOUND
+    assert main(["plugin", "config", "nothing"]) == ExitCode.NOT_FOUND
+    assert capsys.readouterr().err.count("no plugin 'nothing'") == 2
+
+
+def test_plugin_text_is_escaped_on_a_terminal(served: Served, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    served.services.alerts.raise_alert("ops", "clip", "warning", "\x1b]52;c;cm0gLXJmIH4=\x07 copied")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["alerts"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]52;c;cm0gLXJmIH4=\\x07 copied" in out

@@ -48,6 +48,9 @@ class OperatorServices(Protocol):
     def policy(self) -> Any:
         """The policy in effect."""
 
+    def manifest(self, plugin: str) -> dict[str, Any] | None:
+        """The plugin's stored manifest, or None for a plugin sysops does not know."""
+
     @property
     def config(self) -> ConfigService:
         """The config service."""
@@ -101,6 +104,8 @@ def permissions_view(services: OperatorServices, plugin: str) -> dict[str, Any]:
     from sysops.core.policy import grants_for
     from sysops.services.permissions import grant_matches
 
+    if services.manifest(plugin) is None:
+        raise NotFoundError(f"no plugin {shown(plugin)}", hint="`sysops plugin ls` lists the plugins")
     report = services.permission_report(plugin)
     grants = grants_for(services.policy(), plugin)
     rows = [
