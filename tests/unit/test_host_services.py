@@ -541,3 +541,12 @@ def test_connections_of_ended_threads_do_not_pile_up(services: HostServices) -> 
         gc.collect()  # a thread's store goes with its thread-local (sqlite3 keeps a few fds for reuse)
         counts.append(fd_count())
     assert counts[2] <= counts[0] + 3, counts
+
+
+def test_a_changed_manifest_changes_the_grants_at_once(services: HostServices, settings: Settings) -> None:
+    other = Caller("other", "other-1", 1)
+    _call(services, "state.get", other, key="k")
+    _save_plugin(settings, "other", ["state.write"])  # a new `plugin up` no longer asks state.read
+    _refused(services, "state.get", "permission_denied", "does not ask for", other, key="k")
+    _save_plugin(settings, "other", ["state.read"])
+    _call(services, "state.get", other, key="k")

@@ -13,6 +13,7 @@ Thread-safe: the gRPC server calls from many threads; each thread has its own SQ
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -59,6 +60,9 @@ class HostServices:
         self._publish = publish
         self._policy_lock = threading.Lock()
         self._policy: tuple[_PolicyKey, Policy] | None = None
+        self._policy_paths: dict[str | None, Path] = {}
+        # plugin -> ((policy file state, stored manifest text), report): a call checks without parsing either
+        self._reports: dict[str, tuple[tuple[_PolicyKey, str], PermissionReport]] = {}
         self.state = StateService(self.database)
         self.config = ConfigService(self.database, self.manifest, self.policy)
         self.metrics = MetricsService()
@@ -76,10 +80,17 @@ class HostServices:
     # policy and manifests
     def policy_file(self) -> Path:
         """The policy file in effect (it may not exist: then nothing is granted)."""
-        return policy_path(self.settings.home)
+        named = os.environ.get("SYSOPS_POLICY")
+        path = self._policy_paths.get(named)
+        if path is None:
+            path = self._policy_paths[named] = policy_path(self.settings.home)
+        return path
 
     def policy(self) -> Policy:
         """The operator's policy, loaded again only when its file changed (PolicyDeniedError when it is invalid)."""
+        return self._keyed_policy()[1]
+
+    def _keyed_policy(self) -> tuple[_PolicyKey, Policy]:
         path = self.policy_file()
         try:
             info = os.stat(path)
@@ -88,11 +99,11 @@ class HostServices:
             key = None
         with self._policy_lock:
             if self._policy is not None and self._policy[0] == key:
-                return self._policy[1]
-        policy = load_policy(self.settings.home)
+                return self._policy
+        loaded = (key, load_policy(self.settings.home))
         with self._policy_lock:
-            self._policy = (key, policy)
-        return policy
+            self._policy = loaded
+        return loaded
 
     def manifest(self, plugin: str) -> dict[str, Any] | None:
         """The manifest of `plugin` as the store keeps it (the last `plugin up`), or None if unknown."""
@@ -100,9 +111,21 @@ class HostServices:
         return record.manifest if record is not None else None
 
     def permission_report(self, plugin: str) -> PermissionReport:
-        """What `plugin` asks, what the policy grants of it and what it refuses (`sysops plugin permissions`)."""
-        manifest = self.manifest(plugin) or {}
-        return permission_report(list(manifest.get("permissions", [])), grants_for(self.policy(), plugin))
+        """What `plugin` asks, what the policy grants of it and what it refuses (`sysops plugin permissions`).
+
+        Computed again only when the policy file or the plugin's stored manifest changed (the check runs
+        before every call, so it reads the manifest's text and compares, without parsing it).
+        """
+        policy_key, policy = self._keyed_policy()
+        row = self.database.db.execute("SELECT manifest_json FROM plugins WHERE name=?", (plugin,)).fetchone()
+        key = (policy_key, row[0] if row else "")
+        cached = self._reports.get(plugin)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        manifest = json.loads(row[0]) if row else {}
+        report = permission_report(list(manifest.get("permissions", [])), grants_for(policy, plugin))
+        self._reports[plugin] = (key, report)
+        return report
 
     def granted(self, plugin: str) -> frozenset[str]:
         """The permissions `plugin` holds (asked and granted)."""
