@@ -324,3 +324,8 @@ def test_plugin_text_is_escaped_on_a_terminal(served: Served, monkeypatch: pytes
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b]52;c;cm0gLXJmIH4=\\x07 copied" in out
+
+
+def test_a_negative_config_value_after_the_double_dash(served: Served, capsys: Any) -> None:
+    assert main(["plugin", "config", "ops", "set", "threshold", "--", "-5"]) == 0
+    assert served.services.config.values("ops") == {"threshold": -5}

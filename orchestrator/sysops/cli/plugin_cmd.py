@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from sysops.cli.remote import RemoteClient
     from sysops.core.operations import PluginOperations
 
-plugin_app = typer.Typer(help="Manage plugins: up, down, ls, status, logs, history, rollback.", no_args_is_help=True)
+plugin_app = typer.Typer(
+    help="Manage plugins: up, down, ls, status, logs, history, rollback, permissions, config.", no_args_is_help=True
+)
 
 
 class Output(StrEnum):
