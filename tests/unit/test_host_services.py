@@ -460,6 +460,11 @@ def test_alerts_refusals(services: HostServices, settings: Settings) -> None:
     _refused(services, "alerts.raise", "invalid_argument", "above 128", name="a" * 129, severity="info", message="m")
     _refused(services, "alerts.raise", "invalid_argument", "non-empty", name="", severity="info", message="m")
     _refused(services, "alerts.raise", "invalid_argument", "'message' is required", name="a", severity="info")
+    long_message = "m" * (limits.ALERT_MESSAGE_CHARS + 1)
+    _refused(
+        services, "alerts.raise", "invalid_argument", "above 4096", name="a", severity="info", message=long_message
+    )
+    _call(services, "alerts.raise", name="a" * 128, severity="info", message=long_message[:-1])
     without_bus = HostServices(settings, settings.store_path, None)  # alerts work without a bus
     try:
         assert without_bus.call(MON, "alerts", "raise", {"name": "a", "severity": "info", "message": "m"})["id"] > 0
@@ -503,6 +508,8 @@ def test_logs_carry_the_callers_identity(services: HostServices) -> None:
     _refused(services, "logs.write", "invalid_argument", "above 8192", message="m" * (limits.LOG_MESSAGE_BYTES + 1))
     _call(services, "logs.write", message="m" * limits.LOG_MESSAGE_BYTES)
     _refused(services, "logs.write", "invalid_argument", "must be an object", message="m", fields=[1])
+    big_fields = {"x": "y" * limits.LOG_FIELDS_BYTES}
+    _refused(services, "logs.write", "invalid_argument", "log fields are above 16384", message="m", fields=big_fields)
     _refused(services, "logs.write", "invalid_argument", "'message' must be a string", message=None)
 
 
