@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,11 @@ from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import RollTarget
 from sysops.errors import ExitCode, PolicyDeniedError
-from sysops.services.hosting import start_hosting
+from sysops.services.hosting import Hosting, start_hosting
 from sysops.services.transport import HOST_SOCKET
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, Store
-from sysops_sdk import Plugin, plugin_command, requires_permission
+from sysops_sdk import Event, Plugin, on_event, plugin_command, requires_permission
 from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
@@ -152,3 +152,83 @@ def test_a_command_needing_an_ungranted_permission_is_refused_before_the_plugin_
     time.sleep(0.01)  # a new mtime for the policy cache
     assert routed(settings, "guarded").text == "ran"
     assert RAN == ["guarded"]
+
+
+RECEIVED: list[tuple[str, Any, str]] = []
+
+
+class Listener(Plugin):
+    name = "listener"
+    version = "1.0.0"
+    description = "subscribes to demo events"
+
+    def initialize(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        pass
+
+    @on_event("demo.*")
+    def seen(self, event: Event) -> None:
+        RECEIVED.append((event.topic, event.payload, event.publisher))
+
+    @plugin_command("noop")
+    def noop(self) -> str:
+        return ""
+
+
+def up_listener(orchestrator: Orchestrator) -> InstanceRecord:
+    manifest = parse_manifest(
+        {"name": "listener", "version": "1.0.0", "entrypoint": "x:Listener", "permissions": ["events.subscribe"]},
+        "plugin.yaml",
+    )
+    return orchestrator.rollout.roll(RollTarget(manifest, "listener", "listener", "fp", "/src/listener"))
+
+
+@pytest.fixture
+def listening(settings: Settings, orchestrator: Orchestrator) -> Iterator[tuple[Orchestrator, Hosting]]:
+    RECEIVED.clear()
+    orchestrator.driver.add_image("listener", Listener)  # type: ignore[attr-defined]
+    stop = threading.Event()
+    hosting = start_hosting(settings, orchestrator.driver.name, None, stop)
+    inner = Orchestrator(settings, orchestrator.driver)
+    yield inner, hosting
+    inner.close()
+    stop.set()
+    hosting.wake()
+    assert hosting.closed.wait(5)
+
+
+def test_a_granted_subscriber_gets_events_and_plugin_down_unsubscribes_it(
+    listening: tuple[Orchestrator, Hosting], settings: Settings
+) -> None:
+    orchestrator, hosting = listening
+    (settings.home / "policy.yaml").write_text(json.dumps({"plugins": {"listener": {"grants": ["events.*"]}}}))
+    up_listener(orchestrator)
+    wait_until(lambda: "listener" in hosting.bus.subscribers(), "the subscription")
+    assert hosting.bus.subscribers()["listener"] == ("demo.*",)
+    hosting.bus.publish("demo.started", {"n": 1}, "operator")
+    hosting.bus.publish("other.topic", {"n": 2}, "operator")
+    wait_until(lambda: len(RECEIVED) >= 1, "the delivery")
+    assert RECEIVED == [("demo.started", {"n": 1}, "operator")]
+    orchestrator.down("listener")
+    hosting.wake()
+    wait_until(lambda: "listener" not in hosting.bus.subscribers(), "the unsubscription")
+
+
+def test_without_the_subscribe_grant_the_plugin_is_not_subscribed_and_an_event_says_so(
+    listening: tuple[Orchestrator, Hosting], settings: Settings
+) -> None:
+    orchestrator, hosting = listening
+    up_listener(orchestrator)
+    wait_until(lambda: any(e.kind == "refused" for e in orchestrator.store.events("listener")), "the refused event")
+    [refused] = [e for e in orchestrator.store.events("listener") if e.kind == "refused"]
+    assert "events.subscribe" in refused.message and "plugins.listener.grants" in refused.message
+    assert "listener" not in hosting.bus.subscribers()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
