@@ -76,6 +76,7 @@ class MetricsService:
         self._lock = threading.Lock()
         self._families: dict[str, _Family] = {}
         self._series: dict[str, _PluginSeries] = {}
+        self._service_call_counters: dict[tuple[str, str, str], Counter] = {}
         self.calls = Counter(
             "sysops_calls", "Routed command calls by plugin, command and outcome (ok or error)",
             ("plugin", "command", "outcome"), registry=self.registry,
@@ -103,7 +104,11 @@ class MetricsService:
 
     def record_service_call(self, plugin: str, service: str, outcome: str) -> None:
         """Count one host service call (outcome: "ok" or the error code)."""
-        self.service_calls.labels(plugin, service, outcome).inc()
+        key = (plugin, service, outcome)
+        child = self._service_call_counters.get(key)
+        if child is None:  # labels() costs more than the call it counts: keep each child (a few per plugin)
+            child = self._service_call_counters[key] = self.service_calls.labels(plugin, service, outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format (CONTENT_TYPE)."""
