@@ -192,6 +192,27 @@ def test_policy_configmap_is_what_the_server_loads(render: Render) -> None:
     assert policy.defaults.memory_mb == 128
 
 
+def test_policy_takes_plugin_grants_and_callers(render: Render, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    digest = "ab" * 32
+    values.write_text(
+        yaml.safe_dump({
+            "policy": {
+                "plugins": {
+                    "*": {"grants": ["logs.write"]},
+                    "keeper": {"grants": ["state.*"], "config": {"threshold": 1}},
+                },
+                "callers": [{"name": "alice", "token_sha256": digest, "role": "viewer"}],
+            }
+        })
+    )  # fmt: skip
+    configmap = _one(render("-f", str(values)), "ConfigMap")
+    policy = Policy.model_validate(yaml.safe_load(configmap["data"]["policy.yaml"]))
+    assert policy.plugins["keeper"].grants == ["state.*"] and policy.plugins["keeper"].config == {"threshold": 1}
+    assert policy.plugins["*"].grants == ["logs.write"]
+    assert [(c.name, c.token_sha256, c.role) for c in policy.callers] == [("alice", digest, "viewer")]
+
+
 def test_service_is_cluster_ip_grpc(render: Render) -> None:
     objects = render()
     service = _one(objects, "Service")
@@ -262,6 +283,8 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         "policy.defaults.network_connections=10",
         "plugins.imagePullPolicy=Sometimes",
         "server.port=http",
+        "policy.plugins.keeper.grant=state.read",
+        "policy.callers[0].role=root",
     ],
 )
 def test_schema_refuses_unknown_or_bad_values(helm: str, bad: str) -> None:
