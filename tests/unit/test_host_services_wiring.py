@@ -61,11 +61,12 @@ def plugin_classes() -> Iterator[dict[str, type[Plugin]]]:
 @pytest.fixture
 def host(settings: Settings, orchestrator: Orchestrator) -> Iterator[Orchestrator]:
     """The host services of a host over the fake driver, and an orchestrator made after them (so it has the
-    host's hooks), as the control server's calls make theirs."""
+    host's hooks), as the control server's calls make theirs (`inner.hosting` is the host services)."""
     RAN.clear()
     stop = threading.Event()
     hosting = start_hosting(settings, orchestrator.driver.name, None, stop)
     inner = Orchestrator(settings, orchestrator.driver)
+    inner.hosting = hosting  # type: ignore[attr-defined]
     yield inner
     inner.close()
     stop.set()
@@ -152,6 +153,18 @@ def test_a_command_needing_an_ungranted_permission_is_refused_before_the_plugin_
     time.sleep(0.01)  # a new mtime for the policy cache
     assert routed(settings, "guarded").text == "ran"
     assert RAN == ["guarded"]
+
+
+def test_routed_calls_and_restarts_are_counted_in_the_host_metrics(host: Orchestrator, settings: Settings) -> None:
+    from sysops.core import events
+    from sysops.core.events import EventKind
+
+    up(host, [])
+    routed(settings, "open")
+    events.record(host.store, "keeper", EventKind.RESTARTED, "instance x restarted by the supervisor")
+    text = host.hosting.services.metrics.render().decode()  # type: ignore[attr-defined]
+    assert 'sysops_calls_total{command="open",outcome="ok",plugin="keeper"} 1.0' in text
+    assert 'sysops_restarts_total{plugin="keeper"} 1.0' in text
 
 
 RECEIVED: list[tuple[str, Any, str]] = []
