@@ -196,7 +196,8 @@ class Hosting:
         """Listeners for exactly the store's instances; subscriptions for the plugins that serve."""
         store = self._store()
         if self.listeners is not None:
-            self.listeners.sync(store.instances())
+            with self.listeners.changing:  # the store read too: a roll's new instance is attached, not dropped
+                self.listeners.sync(store.instances())
         plugins = {record.name for record in store.plugins()}
         for plugin in sorted(plugins):
             self._sync_subscriptions(store, plugin)

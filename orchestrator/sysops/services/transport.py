@@ -187,6 +187,9 @@ class InstanceListeners:
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysops-host-services")
         self._lock = threading.Lock()
         self._listeners: dict[str, _Listener] = {}
+        #: Held by every attach, detach and sync; hold it across reading the instances to sync with, so a
+        #: listener attached meanwhile (a roll's new instance) is not taken for a gone one.
+        self.changing = threading.RLock()
 
     def attached(self) -> set[str]:
         """Ids of the instances that have a listener."""
@@ -198,6 +201,10 @@ class InstanceListeners:
         ListenerError when the directory cannot hold it."""
         if not instance.socket_dir or not instance.endpoint.startswith("unix:"):
             return  # not a local instance: nothing to listen on
+        with self.changing:
+            self._attach(instance)
+
+    def _attach(self, instance: InstanceRecord) -> None:
         self.detach(instance.id)
         directory = Path(instance.socket_dir)
         try:
@@ -235,7 +242,7 @@ class InstanceListeners:
 
     def detach(self, instance_id: str) -> None:
         """Stop serving an instance and remove its socket (if it is still the one we made)."""
-        with self._lock:
+        with self.changing, self._lock:
             listener = self._listeners.pop(instance_id, None)
         if listener is None:
             return
@@ -247,6 +254,10 @@ class InstanceListeners:
     def sync(self, instances: Iterable[InstanceRecord]) -> None:
         """Serve exactly `instances`: attach the new ones and those whose socket went away (or whose token
         changed), detach the rest. One failing instance does not stop the others (it is logged)."""
+        with self.changing:
+            self._sync(instances)
+
+    def _sync(self, instances: Iterable[InstanceRecord]) -> None:
         wanted = {instance.id: instance for instance in instances if instance.socket_dir}
         with self._lock:
             current = dict(self._listeners)
