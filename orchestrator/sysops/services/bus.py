@@ -16,6 +16,7 @@ and keeps at most `retained_events`. This module knows nothing of gRPC.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sysops.core.names import shown
-from sysops.services.bus_delivery import Deliver, DeliveryPolicy, Subscriber, Undeliverable
+from sysops.services.bus_delivery import Deliver, DeliveryPolicy, Subscriber, Undeliverable, Wiring
 from sysops.services.bus_log import BusEvent, BusLog, DeadLetter, DeadLetterRun, Patterns
 from sysops.services.call import ServiceCallError
 from sysops.services.limits import TOPIC, check_payload, check_topic
@@ -52,6 +53,8 @@ RETAINED_EVENTS = 100_000
 RETAINED_DEAD_LETTERS = 10_000
 #: How often retention runs.
 RETENTION_SECONDS = 1.0
+#: Topics whose subscribers publish remembers (forgotten all at once beyond it, and when subscriptions change).
+RECEIVERS_CACHED = 1024
 #: Subscription patterns one plugin may have.
 MAX_PATTERNS = 64
 
@@ -96,14 +99,17 @@ class EventBus:
                 "event bus: backlog_limit >= 2, max_attempts >= 1, retry_seconds > 0, retained_events >= 1"
             )
         self._log = BusLog(store_path)
-        self._deliver = deliver
         self._policy = DeliveryPolicy(max_attempts, retry_seconds, backlog_limit)
+        #: Every event up to this id is stored and handed to its subscribers (it moves under `_lock`).
+        self._latest = self._log.last_id()
+        self._wiring = Wiring(self._log, deliver, self._policy, self._published_up_to)
         self._retained_events = retained_events
         self._retention_seconds = retention_seconds
         #: Held while an event is stored and counted, and while the subscriber set changes, so a new
         #: subscriber's cursor and pending count agree with what was published.
         self._lock = threading.Lock()
         self._subscribers: dict[str, Subscriber] = {}
+        self._receivers: dict[str, tuple[Subscriber, ...]] = {}
         self._started = False
         self._stopping = threading.Event()
         self._retention: threading.Thread | None = None
@@ -112,7 +118,10 @@ class EventBus:
 
     def _subscriber(self, plugin: str, patterns: Patterns, cursor: int) -> Subscriber:
         pending = self._log.count_after(cursor, patterns)
-        return Subscriber(plugin, patterns, cursor, pending, self._log, self._deliver, self._policy)
+        return Subscriber(plugin, patterns, cursor, pending, self._wiring)
+
+    def _published_up_to(self) -> int:
+        return self._latest
 
     def publish(self, topic: str, payload: Any, publisher: str) -> int:
         """Validate, persist and hand the event to the matching subscribers' workers; return its id.
@@ -127,16 +136,31 @@ class EventBus:
             payload_json = check_payload(payload)
         except ServiceCallError as exc:
             raise BusInputError(exc.code, exc.message) from None
+        event_time = time.time()
+        decoded = json.loads(payload_json)  # the subscribers' own copy, shared by them
         with self._lock:
-            event_id = self._log.append(topic, payload_json, publisher)
-            receivers = [subscriber for subscriber in self._subscribers.values() if subscriber.patterns.matches(topic)]
+            event_id = self._log.append(topic, payload_json, publisher, event_time)
+            event = BusEvent(event_id, topic, decoded, publisher, event_time)
             overflowing = [
-                subscriber for subscriber in receivers if subscriber.published(event_id) > self._policy.backlog_limit
+                subscriber
+                for subscriber in self._receivers_of(topic)
+                if subscriber.published(event) > self._policy.backlog_limit
             ]
+            self._latest = event_id
         reason = f"backlog over {self._policy.backlog_limit} pending events"
         for subscriber in overflowing:
             self._announce(subscriber.plugin, subscriber.cut_backlog(reason), reason)
         return event_id
+
+    def _receivers_of(self, topic: str) -> tuple[Subscriber, ...]:
+        """The subscribers whose patterns match `topic` (under `_lock`; remembered until subscriptions change)."""
+        receivers = self._receivers.get(topic)
+        if receivers is None:
+            if len(self._receivers) >= RECEIVERS_CACHED:
+                self._receivers.clear()
+            subscribers = self._subscribers.values()
+            receivers = self._receivers[topic] = tuple(each for each in subscribers if each.patterns.matches(topic))
+        return receivers
 
     def _announce(self, plugin: str, run: DeadLetterRun | None, reason: str) -> None:
         """Publish the sysops.dead-letter event of an overflow episode that just started (None: nothing to say)."""
@@ -171,6 +195,7 @@ class EventBus:
         parsed = parse_patterns(plugin, patterns)
         with self._lock:
             cursor = self._log.save_subscriber(plugin, parsed)
+            self._receivers.clear()
             existing = self._subscribers.get(plugin)
             if existing is not None:
                 existing.resubscribed(parsed, self._log.count_after)
@@ -183,6 +208,7 @@ class EventBus:
         """Forget `plugin`'s subscriptions and cursor (the plugin is down) and stop its worker."""
         with self._lock:
             subscriber = self._subscribers.pop(plugin, None)
+            self._receivers.clear()
             self._log.delete_subscriber(plugin)
         if subscriber is not None:
             subscriber.stop()
@@ -197,8 +223,8 @@ class EventBus:
         subscriber = self._subscribers.get(plugin)
         if subscriber is None:
             return 0
-        with subscriber.lock:
-            return subscriber.pending
+        with subscriber.lock:  # (below 0 for a moment when a worker passes an event before it is counted)
+            return max(0, subscriber.pending)
 
     def dead_letters(self, plugin: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The latest `limit` dead letters (of one plugin or all), oldest first."""
@@ -207,7 +233,7 @@ class EventBus:
     def retain(self) -> None:
         """Delete the events every subscriber has passed; keep at most `retained_events` (a subscriber still
         behind the cut has those dead-lettered first). Runs every `retention_seconds` after `start`."""
-        cut = self._log.last_id() - self._retained_events
+        cut = self._latest - self._retained_events
         if cut > 0:
             reason = f"more than {self._retained_events} events behind"
             with self._lock:
@@ -243,6 +269,7 @@ class EventBus:
             self._started = False
             subscribers = list(self._subscribers.values())
             self._subscribers.clear()
+            self._receivers.clear()
         self._stopping.set()
         for subscriber in subscribers:
             subscriber.stop()

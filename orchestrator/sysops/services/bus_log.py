@@ -6,6 +6,10 @@ opened through services/database.py (a connection per thread, private file modes
 bus goes through one in-process lock as well as SQLite's: the bus's threads then never wait in SQLite's
 busy handler (which sleeps in steps of milliseconds) for one another, only for other processes.
 Ids come from AUTOINCREMENT, so they grow in commit order and are never reused: a cursor is an id.
+The bus's connections (its own, not the other services') commit with synchronous=NORMAL: in WAL mode a
+commit then survives the host process being killed, and only an OS crash or power loss may lose the last
+few; without it every publish and every cursor save waits for an fsync (about 1 ms here), which caps the
+bus near 1,000 events/s.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from sysops.services.database import ServiceDatabase
 
 _SCHEMA = """
+PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS bus_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
@@ -119,12 +124,12 @@ class BusLog:
         self._database.close()
 
     # events
-    def append(self, topic: str, payload_json: str, publisher: str) -> int:
+    def append(self, topic: str, payload_json: str, publisher: str, published: float) -> int:
         """Store one event; return its id."""
-        with self._write_lock, self._database.transaction() as db:
-            cursor = db.execute(
+        with self._write_lock:  # one statement: atomic by itself
+            cursor = self._database.db.execute(
                 "INSERT INTO bus_events (topic, payload_json, publisher, time) VALUES (?, ?, ?, ?)",
-                (topic, payload_json, publisher, time.time()),
+                (topic, payload_json, publisher, published),
             )
             return int(cursor.lastrowid or 0)
 

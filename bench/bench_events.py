@@ -1,0 +1,138 @@
+"""Event fan-out of the host's bus (services/bus.py) to 1, 10 and 50 subscribers, beside a baseline in the same run.
+
+For each subscriber count, BENCH_EVENTS events (default 5000, a small JSON payload each) are published on
+one topic every subscriber matches, and the clock runs from the first publish until every subscriber has
+received every event. Measured:
+  the bus: a real EventBus on a SQLite file in a temporary directory (each event persisted, one worker thread
+      per subscriber reading it back, cursors saved), in-process deliver callbacks that only record;
+  the baseline: a plain fan-out over queue.Queue (one queue and one consumer thread per subscriber, the
+      publisher puts each event in every queue), nothing persisted.
+Each side runs BENCH_ROUNDS times (default 3), interleaved; the median is printed as events/s (events
+published and delivered to all subscribers per second) and deliveries/s, with the ratio bus/baseline.
+Goal: at least 5,000 events/s to 10 subscribers. Asserts nothing (figures vary with the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sysops.services.bus import BusEvent, EventBus
+
+TOPIC = "bench.tick"
+SUBSCRIBER_COUNTS = (1, 10, 50)
+GOAL_EVENTS_PER_SECOND = 5000
+TIMEOUT_SECONDS = 300.0
+
+
+class Tally:
+    """Counts what each subscriber received; `done` is set when all got `expected`."""
+
+    def __init__(self, subscribers: int, expected: int) -> None:
+        self.expected = expected
+        self.counts = [0] * subscribers
+        self.remaining = subscribers
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def received(self, index: int) -> None:
+        # Only the subscriber's own worker touches counts[index]; the lock guards the shared remaining count.
+        self.counts[index] += 1
+        if self.counts[index] == self.expected:
+            with self.lock:
+                self.remaining -= 1
+                if self.remaining == 0:
+                    self.done.set()
+
+
+def _bus_seconds(subscribers: int, events: int) -> float:
+    """Seconds from the first publish until every subscriber of a real EventBus received every event."""
+    tally = Tally(subscribers, events)
+    names = [f"sub-{index}" for index in range(subscribers)]
+    index_of = {name: index for index, name in enumerate(names)}
+
+    def deliver(plugin: str, event: BusEvent) -> None:
+        tally.received(index_of[plugin])
+
+    with tempfile.TemporaryDirectory(prefix="sysops-bench-events-") as directory:
+        bus = EventBus(Path(directory) / "state" / "state.db", deliver)
+        try:
+            for name in names:
+                bus.subscribe(name, ["bench.*"])
+            bus.start()
+            started = time.perf_counter()
+            for number in range(events):
+                bus.publish(TOPIC, {"n": number, "host": "web-1", "ok": True}, "bench")
+            if not tally.done.wait(TIMEOUT_SECONDS):
+                raise SystemExit(f"bus: not all delivered within {TIMEOUT_SECONDS} s: {tally.counts[:5]}...")
+            return time.perf_counter() - started
+        finally:
+            bus.stop(timeout=5)
+
+
+def _queue_seconds(subscribers: int, events: int) -> float:
+    """The same fan-out over plain queue.Queue: one queue and one consumer thread per subscriber."""
+    tally = Tally(subscribers, events)
+    queues: list[queue.Queue[dict[str, object] | None]] = [queue.Queue() for _ in range(subscribers)]
+
+    def consume(index: int) -> None:
+        inbox = queues[index]
+        while inbox.get() is not None:
+            tally.received(index)
+
+    consumers = [threading.Thread(target=consume, args=(index,), daemon=True) for index in range(subscribers)]
+    for consumer in consumers:
+        consumer.start()
+    started = time.perf_counter()
+    for number in range(events):
+        payload: dict[str, object] = {"n": number, "host": "web-1", "ok": True}
+        for inbox in queues:
+            inbox.put(payload)
+    if not tally.done.wait(TIMEOUT_SECONDS):
+        raise SystemExit("queue baseline: not all delivered")
+    elapsed = time.perf_counter() - started
+    for inbox in queues:
+        inbox.put(None)
+    for consumer in consumers:
+        consumer.join(5)
+    return elapsed
+
+
+def main() -> int:
+    events = int(os.environ.get("BENCH_EVENTS", "5000"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    print(f"event fan-out: {events} events per run, median of {rounds} interleaved runs", flush=True)
+    for subscribers in SUBSCRIBER_COUNTS:
+        ours: list[float] = []
+        theirs: list[float] = []
+        for round_number in range(rounds):
+            order = (
+                ((_bus_seconds, ours), (_queue_seconds, theirs))
+                if round_number % 2 == 0
+                else ((_queue_seconds, theirs), (_bus_seconds, ours))
+            )
+            for run, samples in order:
+                samples.append(run(subscribers, events))
+        bus_rate = events / statistics.median(ours)
+        queue_rate = events / statistics.median(theirs)
+        print(f"  {subscribers:>2} subscriber(s)")
+        print(
+            f"    {'event bus (SQLite, worker per subscriber)':<44} {bus_rate:10,.0f} events/s  "
+            f"{bus_rate * subscribers:12,.0f} deliveries/s"
+        )
+        print(
+            f"    {'baseline queue.Queue fan-out':<44} {queue_rate:10,.0f} events/s  "
+            f"{queue_rate * subscribers:12,.0f} deliveries/s"
+        )
+        goal = f"  (goal >= {GOAL_EVENTS_PER_SECOND:,} events/s)" if subscribers == 10 else ""
+        print(f"    ratio bus/baseline: {bus_rate / queue_rate:5.2f}x{goal}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
