@@ -164,9 +164,18 @@ def logs(
     name: Annotated[str, typer.Argument(help="Plugin name")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines")] = False,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines")] = None,
+    structured: Annotated[
+        bool, typer.Option("--structured", help="The records the plugin wrote through the `logs` host service")
+    ] = False,
+    output: OutputOption = Output.TEXT,
 ) -> None:
-    """Print the logs of a plugin's active instance."""
+    """Print the logs of a plugin's active instance (or, with --structured, its structured log records)."""
     check_plugin_name(name)
+    if structured:
+        from sysops.cli.log_records import print_records
+
+        print_records(control_client().logs(name, follow=follow, tail=tail, structured=True), output, follow=follow)
+        return
     # Streamed line by line (memory stays bounded); flushed per line only when following.
     for line in orchestrator_for_cli().logs(name, follow=follow, tail=tail):
         sys.stdout.write(escape_controls(line, one_line=True) + "\n")  # the plugin wrote them: no escape sequences

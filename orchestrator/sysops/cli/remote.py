@@ -168,11 +168,13 @@ class RemoteClient:
         """A plugin's revisions."""
         return [RevisionRecord(**item) for item in self._query("history", name)]
 
-    def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """A plugin's log lines."""
+    def logs(
+        self, name: str, *, follow: bool = False, tail: int | None = None, structured: bool = False
+    ) -> Iterator[str]:
+        """A plugin's log lines (`structured`: its records from the `logs` host service, each a JSON object)."""
         try:
             for line in self.stub.Logs(
-                pb.LogsRequest(name=name, follow=follow, tail=tail or 0), metadata=self.metadata
+                pb.LogsRequest(name=name, follow=follow, tail=tail or 0, structured=structured), metadata=self.metadata
             ):
                 yield line.text
         except grpc.RpcError as error:

@@ -26,6 +26,7 @@ from sysops.server.roles import Caller, Role, require
 if TYPE_CHECKING:
     from sysops.services.alerts import AlertService
     from sysops.services.config import ConfigService
+    from sysops.services.logs import LogService
     from sysops.services.metrics import MetricsService
 
 #: The publisher of events an operator publishes (`sysops events publish`).
@@ -62,6 +63,10 @@ class OperatorServices(Protocol):
     @property
     def alerts(self) -> AlertService:
         """The alerts service."""
+
+    @property
+    def logs(self) -> LogService:
+        """The structured log records (`sysops plugin logs --structured`)."""
 
 
 #: The event bus's publish(topic, payload, publisher) -> event id (services/bus.py EventBus.publish).

@@ -276,6 +276,9 @@ class ControlServicer(pb_grpc.ControlServicer):
     def Logs(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
         """Stream a plugin's log lines; a follow ends as soon as its client goes away."""
         _checked_name(context, request.name)
+        if request.structured:
+            yield from self._records(request, context)
+            return
         if request.follow:
             yield from self._follow(request, context)
             return
@@ -288,18 +291,48 @@ class ControlServicer(pb_grpc.ControlServicer):
         finally:
             orchestrator.close()
 
+    def _take_follower_slot(self, context: grpc.ServicerContext, verb: str, what: str) -> bool:
+        """Take a follower slot, or abort the call (RESOURCE_EXHAUSTED, exit 5) when all are taken."""
+        if self.follower_slots.acquire(blocking=False):
+            return True
+        busy = EngineUnavailableError(
+            f"the sysops server already {verb} {self.max_followers} {what}",
+            hint="stop a `sysops events -f` or `plugin logs -f`, retry later, or start the server with a higher "
+            "--max-followers",
+        )
+        _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return False
+
+    def _records(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
+        """The plugin's structured log records (the `logs` host service), each a JSON object; a follow takes a
+        follower slot and ends within one poll of its client going away."""
+        try:
+            services = self.host_services.ready()
+            if services.manifest(request.name) is None:
+                raise NotFoundError(f"no plugin named {request.name!r}", hint="`sysops plugin ls` lists them")
+        except SysopsError as error:
+            _abort(context, error)
+            return
+        if request.follow and not self._take_follower_slot(context, "serves", "followed streams"):
+            return
+        stop = threading.Event()
+        if not context.add_callback(stop.set):
+            stop.set()
+        try:
+            records = services.logs.stream(request.name, tail=request.tail or None, follow=request.follow, stop=stop)
+            for record in records:
+                yield pb.LogLine(text=json.dumps(record.as_dict()))
+        finally:
+            if request.follow:
+                self.follower_slots.release()
+
     def _follow(self, request: pb.LogsRequest, context: grpc.ServicerContext) -> Iterator[pb.LogLine]:
         """Follow logs in a thread of its own, so this worker notices at once when the client goes away.
 
         The reading thread blocks on the engine's stream until the plugin writes; the client's cancel
         closes that stream (`StreamCancel`), and this worker polls the buffer and the call's state.
         """
-        if not self.follower_slots.acquire(blocking=False):
-            busy = EngineUnavailableError(
-                f"the sysops server already follows {self.max_followers} log streams",
-                hint="stop a `sysops plugin logs -f`, retry later, or start the server with a higher --max-followers",
-            )
-            _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        if not self._take_follower_slot(context, "follows", "log streams"):
             return
         cancel = StreamCancel()
         buffered: queue.Queue[str] = queue.Queue(maxsize=FOLLOW_BUFFER_LINES)
@@ -355,12 +388,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         cancelled follow returns its worker and slot within one poll, never later.
         """
         plugin = _checked_name(context, request.plugin) if request.plugin else None
-        if request.follow and not self.follower_slots.acquire(blocking=False):
-            busy = EngineUnavailableError(
-                f"the sysops server already serves {self.max_followers} followed streams",
-                hint="stop a `sysops events -f` or `plugin logs -f`, or start the server with a higher --max-followers",
-            )
-            _abort(context, busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        if request.follow and not self._take_follower_slot(context, "serves", "followed streams"):
             return
         stop = threading.Event()
         if not context.add_callback(stop.set):

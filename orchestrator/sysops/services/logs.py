@@ -9,7 +9,9 @@ them by id, so a follower asks for what came after the last one it showed.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +21,9 @@ from sysops.services.database import ServiceDatabase
 from sysops.services.limits import LOG_FIELDS_BYTES, LOG_MESSAGE_BYTES, LOGS_PER_PLUGIN, check_arguments, json_text
 
 LEVELS = ("debug", "info", "warning", "error")
+#: How often a follower of the records looks for new ones, and how many it reads at once.
+FOLLOW_POLL_SECONDS = 0.25
+BATCH = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_logs (
@@ -117,3 +122,30 @@ class LogService:
             "SELECT id FROM service_logs WHERE plugin=? ORDER BY id DESC LIMIT 1 OFFSET ?", (plugin, limit)
         ).fetchone()
         return self.records(plugin, after=row[0] if row else 0, limit=limit)
+
+    def stream(
+        self, plugin: str, *, tail: int | None = None, follow: bool = False, stop: threading.Event | None = None
+    ) -> Iterator[LogRecord]:
+        """The plugin's records, oldest first (the last `tail` of them, or every one kept); with `follow`, then
+        each new one as it is written, until `stop` is set. Memory stays bounded: BATCH at a time."""
+        stop = stop or threading.Event()
+        after = 0
+        if tail is not None:
+            first = self.latest(plugin, limit=tail) if tail > 0 else []
+            yield from first
+            after = first[-1].id if first else self._last_id(plugin)
+            if not follow:
+                return
+        while not stop.is_set():
+            batch = self.records(plugin, after=after, limit=BATCH)
+            yield from batch
+            if batch:
+                after = batch[-1].id
+            if len(batch) == BATCH:
+                continue
+            if not follow or stop.wait(FOLLOW_POLL_SECONDS):
+                return
+
+    def _last_id(self, plugin: str) -> int:
+        row = self.database.db.execute("SELECT MAX(id) FROM service_logs WHERE plugin=?", (plugin,)).fetchone()
+        return int(row[0] or 0)
