@@ -4,7 +4,8 @@ For each subscriber count, BENCH_EVENTS events (default 5000, a small JSON paylo
 one topic every subscriber matches, and the clock runs from the first publish until every subscriber has
 received every event. Measured:
   the bus: a real EventBus on a SQLite file in a temporary directory (each event persisted, one worker thread
-      per subscriber reading it back, cursors saved), in-process deliver callbacks that only record;
+      per subscriber, cursors saved; a worker that keeps up gets the events from memory, as in the host),
+      in-process deliver callbacks that only record;
   the baseline: a plain fan-out over queue.Queue (one queue and one consumer thread per subscriber, the
       publisher puts each event in every queue), nothing persisted.
 Each side runs BENCH_ROUNDS times (default 3), interleaved; the median is printed as events/s (events

@@ -317,3 +317,24 @@ def test_lifecycle_events_are_published_when_a_bus_is_registered(
     assert event.publisher == "sysops"
     store.close()
     assert json.dumps(event.payload)
+
+
+def test_stop_does_not_wait_for_a_stuck_handler_and_the_next_host_delivers_again(
+    make_bus: BusFactory, recorder: Recorder, store_path: Path
+) -> None:
+    gate = recorder.gates["slow"] = threading.Event()
+    first = make_bus()
+    first.subscribe("slow", ["t"])
+    first.start()
+    event_id = first.publish("t", {"n": 1}, "pub")
+    wait_until(lambda: recorder.attempts.get(("slow", event_id), 0) == 1)
+    started = time.monotonic()
+    first.stop(timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    gate.set()  # the old worker's handler returns after its host stopped: it writes nothing any more
+    wait_until(lambda: recorder.ids("slow") == [event_id])
+    del recorder.gates["slow"]
+    second = make_bus()
+    assert second.pending("slow") == 1  # its cursor was not saved past the event: delivered again (at least once)
+    second.start()
+    wait_until(lambda: recorder.ids("slow") == [event_id, event_id])

@@ -118,9 +118,13 @@ class BusLog:
         self._database = ServiceDatabase(path)
         self._database.ensure_schema(_SCHEMA)
         self._write_lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
-        """Close the connections (no thread may use the log after this)."""
+        """Close the connections. A worker that outlives the bus's stop (it was inside `deliver`) then saves
+        no cursor and dead-letters nothing: it would reopen a file its host has let go."""
+        with self._write_lock:
+            self._closed = True
         self._database.close()
 
     # events
@@ -181,12 +185,18 @@ class BusLog:
     def save_cursor(self, plugin: str, cursor: int) -> None:
         """Record that `plugin` has passed every event up to `cursor` (a cursor never moves back)."""
         with self._write_lock:
-            _advance(self._database.db, plugin, cursor)
+            if not self._closed:
+                _advance(self._database.db, plugin, cursor)
 
     # dead letters
     def dead_letter_event(self, plugin: str, event: BusEvent, reason: str) -> None:
         """Move one event of `plugin` to the dead letters and its cursor past it, at once."""
-        with self._write_lock, self._database.transaction() as db:
+        with self._write_lock:
+            if not self._closed:
+                self._dead_letter_event(plugin, event, reason)
+
+    def _dead_letter_event(self, plugin: str, event: BusEvent, reason: str) -> None:
+        with self._database.transaction() as db:
             db.execute(
                 "INSERT INTO bus_dead_letters (plugin, event_id, topic, payload_json, publisher, event_time, "
                 "reason, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
