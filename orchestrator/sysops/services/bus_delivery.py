@@ -247,8 +247,10 @@ class Subscriber:
             batch = self._log.events_after(cursor, latest, patterns, BATCH)
         for event in batch:
             with self.lock:
-                if self._generation != generation:
+                if self._generation != generation or self._stopping.is_set():
                     return False
+                if event.id <= self.cursor:  # dead-lettered by a backlog cut meanwhile
+                    continue
             if not self._deliver_one(event):
                 return False
         if not in_memory and len(batch) == BATCH:
@@ -261,27 +263,34 @@ class Subscriber:
 
     def _deliver_one(self, event: BusEvent) -> bool:
         """Deliver `event` until it is handled or dead-lettered (True), or the worker stops (False)."""
+        try:
+            self._deliver(self.plugin, event)
+        except Exception as exc:
+            return self._retry(event, exc)
+        self._passed(event)
+        return True
+
+    def _retry(self, event: BusEvent, error: Exception) -> bool:
+        """Deliver `event` again after its first attempt raised `error`, with backoff; as `_deliver_one`."""
         failures = 0
         for delay in self._policy.delays():
+            if not isinstance(error, Undeliverable):  # the handler failed: counted
+                failures += 1
+                if failures >= self._policy.max_attempts:
+                    self._dead_letter(event, cap(f"handler failed {failures} times, last: {error}", REASON_CAP))
+                    return True
+            if self._stopping.wait(delay):
+                return False
             with self.lock:
                 if event.id <= self.cursor:  # dead-lettered by a backlog cut meanwhile
                     return True
-            if self._stopping.is_set():
-                return False
             try:
                 self._deliver(self.plugin, event)
-            except Undeliverable:
-                pass
             except Exception as exc:
-                failures += 1
-                if failures >= self._policy.max_attempts:
-                    self._dead_letter(event, cap(f"handler failed {failures} times, last: {exc}", REASON_CAP))
-                    return True
+                error = exc
             else:
                 self._passed(event)
                 return True
-            if self._stopping.wait(delay):
-                return False
         return False  # pragma: no cover (delays() never ends)
 
     def _passed(self, event: BusEvent) -> None:
