@@ -53,6 +53,8 @@ LOG = logging.getLogger("sysops.services")
 SYNC_SECONDS = 2.0
 #: Seconds a plugin's event handlers get for one event.
 DELIVER_TIMEOUT_SECONDS = 30.0
+#: Seconds a serving instance gets to answer the Describe that reads its subscriptions (retried next pass).
+DESCRIBE_TIMEOUT_SECONDS = 2.0
 #: Cluster: an explicit endpoint for plugins, else the server's Service (its name; Kubernetes' service env).
 ENDPOINT_ENV = "SYSOPS_HOST_ENDPOINT"
 SERVICE_ENV = "SYSOPS_SERVER_SERVICE"
@@ -194,18 +196,25 @@ class Hosting:
     # the sync loop
     def sync(self) -> None:
         """Listeners for exactly the store's instances; subscriptions for the plugins that serve."""
+        self.sync_listeners()
         store = self._store()
-        if self.listeners is not None:
-            with self.listeners.changing:  # the store read too: a roll's new instance is attached, not dropped
-                self.listeners.sync(store.instances())
         plugins = {record.name for record in store.plugins()}
         for plugin in sorted(plugins):
-            self._sync_subscriptions(store, plugin)
+            try:
+                self._sync_subscriptions(store, plugin)
+            except Exception:  # e.g. a policy file that does not parse: the other plugins go on
+                LOG.exception("subscriptions of %s not synced", plugin)
         with contextlib.suppress(Exception):  # a bus without stored subscribers yet, or a busy database
             for gone in set(self.bus.subscribers()) - plugins:
                 self.bus.unsubscribe(gone)
                 with self._lock:
                     self._subscribed.pop(gone, None)
+
+    def sync_listeners(self) -> None:
+        """A listener for every local instance in the store, none for the others (fast: no plugin is asked)."""
+        if self.listeners is not None:
+            with self.listeners.changing:  # the store read too: a roll's new instance is attached, not dropped
+                self.listeners.sync(self._store().instances())
 
     def _sync_subscriptions(self, store: Store, plugin: str) -> None:
         instances = store.active_instances(plugin)
@@ -219,7 +228,7 @@ class Hosting:
         instance = instances[0]
         try:
             with PluginClient(instance.endpoint, plugin, instance.token) as client:
-                patterns = list(client.describe().subscriptions)
+                patterns = list(client.describe(timeout=DESCRIBE_TIMEOUT_SECONDS).subscriptions)
         except SysopsError:
             return  # not ready yet: the next pass asks again
         if patterns and not may:
@@ -280,6 +289,6 @@ def start_hosting(settings: Settings, driver_name: str, server: grpc.Server | No
     router.set_routing_hooks(hosting)
     events.set_lifecycle_publisher(hosting.lifecycle)  # every lifecycle event: metrics, `sysops.lifecycle`
     hosting.bus.start()
-    hosting.sync()
+    hosting.sync_listeners()  # at once (re-adoption); subscriptions ask the plugins: in the loop
     threading.Thread(target=hosting.run, args=(stop,), name="sysops-host-services", daemon=True).start()
     return hosting
