@@ -78,3 +78,18 @@ def test_an_allow_list_keeps_its_rules_beside_the_server_rule(monkeypatch: pytes
         "ports": [{"protocol": "TCP", "port": 443}],
     }
     assert len(body["spec"]["egress"]) == 2
+
+
+def test_a_host_that_found_no_endpoint_at_start_looks_again_for_the_next_instance(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sysops.settings import Settings
+
+    answers = iter(["", "10.96.3.4:7443"])
+    monkeypatch.setattr(hosting, "cluster_endpoint", lambda: next(answers))
+    host = hosting.Hosting(Settings(home=tmp_path / "home"), cluster=True, server=None)
+    try:
+        assert host.host_endpoint() == "10.96.3.4:7443"
+        assert host.host_endpoint() == "10.96.3.4:7443"  # kept once known
+    finally:
+        host.close()

@@ -127,7 +127,9 @@ class Hosting:
 
     # core/instance_hooks.py
     def host_endpoint(self) -> str:
-        """SYSOPS_HOST_ENDPOINT of new instances."""
+        """SYSOPS_HOST_ENDPOINT of new instances (in a cluster, looked up again while it is not known)."""
+        if not self._endpoint and self.cluster:
+            self._endpoint = cluster_endpoint()
         return self._endpoint
 
     def started(self, instance: InstanceRecord) -> None:
