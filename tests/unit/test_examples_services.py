@@ -162,6 +162,7 @@ def test_deploy_service_keeps_the_last_deployment_and_publishes_deploy_finished(
     assert (second.data["number"], second.data["previous_version"], second.data["replicas"]) == (2, "1.0", 3)
     assert [event.topic for event in fake_host.published] == [FINISHED_TOPIC, FINISHED_TOPIC]
     assert fake_host.published[-1].payload == second.data
+    assert [log.arguments["fields"]["version"] for log in fake_host.logs] == ["1.0", "1.1"]
     assert deploy.invoke("deploy last", service="web").data == second.data
     deploy.invoke("deploy-service", service="api")
     assert [entry["service"] for entry in deploy.invoke("deploy ls").data] == ["api", "web"]

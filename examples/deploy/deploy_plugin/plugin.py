@@ -4,8 +4,8 @@
 `@requires_permission("service.scale")` as in the ADR; the host refuses the call (exit 9, naming the
 missing grant) before it reaches the plugin unless the operator's policy grants both. The deployment is a
 record, not a real rollout (the example has no cluster to act on): the last one per service is kept in the
-plugin's host-side state, which survives restarts, reloads and rollbacks, and each one is announced on the
-`deploy.finished` topic for subscribers.
+plugin's host-side state, which survives restarts, reloads and rollbacks, each one is announced on the
+`deploy.finished` topic for subscribers and written to the plugin's structured log.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class DeployPlugin(Plugin):
 
     def initialize(self) -> None:
         self.state = self.get_service("state")
+        self.log = self.get_service("logs")
 
     def cleanup(self) -> None:
         pass
@@ -60,6 +61,7 @@ class DeployPlugin(Plugin):
             }
             if self.state.compare_and_set(key, deployment, expected_version=state_version):
                 self.publish(FINISHED_TOPIC, deployment)
+                self.log.info("deployed", service=service, version=version, replicas=replicas, number=number)
                 return deployment
         raise ConcurrentDeploymentError(f"service {service!r} changed {CAS_TRIES} times while deploying; try again")
 
