@@ -475,7 +475,7 @@ def test_alerts_refusals(services: HostServices, settings: Settings) -> None:
 # events
 def test_events_publish(services: HostServices, published: Published, settings: Settings) -> None:
     assert _call(services, "events.publish", topic="disk.full", payload={"pct": 99}) == {"id": 1}
-    assert published == [("disk.full", {"pct": 99}, "mon")]
+    assert published == [("disk.full", {"pct": 99}, "plugin:mon")]
     _refused(services, "events.publish", "permission_denied", "published by the host", topic="sysops.alerts", payload=1)
     _refused(services, "events.publish", "invalid_argument", "must match", topic="Disk", payload=1)
     _refused(services, "events.publish", "invalid_argument", "must match", topic="a" * 129, payload=1)
@@ -557,3 +557,36 @@ def test_a_changed_manifest_changes_the_grants_at_once(services: HostServices, s
     _refused(services, "state.get", "permission_denied", "does not ask for", other, key="k")
     _save_plugin(settings, "other", ["state.read"])
     _call(services, "state.get", other, key="k")
+
+
+def test_a_plugin_named_like_the_host_or_the_operator_publishes_as_itself(settings: Settings) -> None:
+    """Publishers of plugins are `plugin:NAME`: a plugin named `sysops` cannot publish the host's `sysops.*`
+    topics through the real bus, and one named `operator` does not pass for the operator."""
+    import threading
+
+    from sysops.services.bus import BusEvent, EventBus
+
+    for name in ("sysops", "operator"):
+        _save_plugin(settings, name, ["events.publish"])
+    _write_policy(settings, 'plugins:\n  "*": {grants: [events.publish]}\n')
+    delivered: list[BusEvent] = []
+    arrived = threading.Event()
+
+    def deliver(plugin: str, event: BusEvent) -> None:
+        delivered.append(event)
+        arrived.set()
+
+    bus = EventBus(settings.store_path, deliver)
+    bus.subscribe("listener", ["ops.*"])
+    bus.start()
+    services = HostServices(settings, settings.store_path, bus.publish)
+    try:
+        impostor = Caller("sysops", "i-1", 1)
+        _refused(services, "events.publish", "permission_denied", "published by the host", impostor,
+                 topic="sysops.lifecycle", payload={"plugin": "x", "kind": "failed", "message": ""})  # fmt: skip
+        _call(services, "events.publish", Caller("operator", "i-2", 1), topic="ops.note", payload=1)
+        assert arrived.wait(10)
+        assert [(event.topic, event.publisher) for event in delivered] == [("ops.note", "plugin:operator")]
+    finally:
+        services.close()
+        bus.stop()

@@ -270,6 +270,10 @@ def test_alerts_list_and_resolve(served: Served, monkeypatch: pytest.MonkeyPatch
     assert main(["alerts", "--all", "-o", "json"]) == 0
     [alert] = json.loads(capsys.readouterr().out)
     assert alert["name"] == "disk-full" and alert["open"] is False
+    assert main(["alerts", "--all"]) == 0
+    [_, row] = capsys.readouterr().out.splitlines()
+    assert row.split()[:4] == ["ops", "disk-full", "critical", "resolved"]
+    assert "-" not in row.split()[4:8]  # raised and resolved times are shown
 
 
 class RecordingHooks:

@@ -125,12 +125,12 @@ def alerts(
 
 def alert_row(alert: dict[str, Any]) -> dict[str, Any]:
     """One alert as a table row (times as the CLI shows them; the message on one line)."""
-    raised, resolved = alert.get("raised_at"), alert.get("resolved_at")
+    raised, resolved = alert.get("raised"), alert.get("resolved")
     return {
         "plugin": alert.get("plugin"),
         "name": alert.get("name"),
         "severity": alert.get("severity"),
-        "state": "resolved" if resolved else "open",
+        "state": "open" if alert.get("open") else "resolved",
         "raised": when(raised) if raised else "-",
         "resolved": when(resolved) if resolved else "-",
         "message": " ".join(str(alert.get("message", "")).split()),

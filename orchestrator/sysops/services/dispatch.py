@@ -48,6 +48,13 @@ Publish = Callable[[str, Any, str], int]
 #: The publisher name of events the host itself publishes (`sysops.*` topics).
 HOST_PUBLISHER = "sysops"
 
+
+def plugin_publisher(plugin: str) -> str:
+    """The publisher name of a plugin's events: `plugin:NAME`, so no plugin (one named `sysops` or
+    `operator`, say) can pass for the host or the operator."""
+    return f"plugin:{plugin}"
+
+
 _PolicyKey = tuple[str, int, int, int] | None
 
 
@@ -199,7 +206,7 @@ class HostServices:
         check_payload(payload)
         if self._publish is None:
             raise ServiceCallError("unavailable", "the event bus is not running in this host")
-        return {"id": self._publish(topic, payload, caller.plugin)}
+        return {"id": self._publish(topic, payload, plugin_publisher(caller.plugin))}
 
     def publish_host_event(self, topic: str, payload: Any) -> int | None:
         """Publish a host event (`sysops.*`), or do nothing when no bus is connected; the event's id or None."""
