@@ -101,7 +101,7 @@ def main() -> int:
             listeners.stop()
             services.close()
     print(f"host service call vs raw gRPC on the same host.sock, {calls} interleaved pairs (goal: <= {GOAL}x):")
-    service_median = _report("state.get via the SDK (token, permission, SQLite)", service_samples)
+    service_median = _report("state.get via the SDK (token, permission, state)", service_samples)
     raw_median = _report("raw gRPC health Check on the same listener", raw_samples)
     ratio = service_median / raw_median
     print(f"  ratio: median {ratio:5.2f}x ({'meets' if ratio <= GOAL else 'misses'} the goal of {GOAL}x)")

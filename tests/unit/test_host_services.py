@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sysops.services import limits, logs, metrics
+from sysops.services import dispatch, limits, logs, metrics
 from sysops.services.dispatch import Caller, HostServices, ServiceCallError
 from sysops.settings import Settings
 from sysops.store import Store
@@ -228,9 +229,27 @@ def test_a_permission_asked_but_not_granted_names_where_to_grant_it(services: Ho
         "plugin 'other' needs permission 'events.publish' for events.publish, which policy does not grant "
         f"(add it under plugins.other.grants in {policy})"
     )
-    _write_policy(settings, POLICY + "  other: {grants: [events.*]}\n")  # picked up without a restart
+    _write_policy(settings, POLICY + "  other: {grants: [events.*]}\n")  # a grant added works at once
     assert _call(services, "events.publish", other, topic="t", payload=1) == {"id": 1}
+    _write_policy(settings, "plugins: {}\n")  # a grant removed stops working within RECHECK_SECONDS
+    _after_the_recheck_window()
+    _refused(services, "state.get", "permission_denied", "which policy does not grant", other, key="k")
+
+
+def _after_the_recheck_window() -> None:
+    time.sleep(dispatch.RECHECK_SECONDS + 0.05)
+
+
+def test_a_grant_is_taken_from_the_last_check_for_a_quarter_second_only(
+    services: HostServices, settings: Settings
+) -> None:
+    """The hot path trusts a grant found by a full check for RECHECK_SECONDS (no manifest read, no stat), never
+    a refusal: a revoked grant lasts at most that long."""
+    other = Caller("other", "other-1", 1)
+    _call(services, "state.get", other, key="k")
     _write_policy(settings, "plugins: {}\n")
+    _call(services, "state.get", other, key="k")  # within the window: the last check's grant holds
+    _after_the_recheck_window()
     _refused(services, "state.get", "permission_denied", "which policy does not grant", other, key="k")
 
 
@@ -550,10 +569,11 @@ def test_connections_of_ended_threads_do_not_pile_up(services: HostServices) -> 
     assert counts[2] <= counts[0] + 3, counts
 
 
-def test_a_changed_manifest_changes_the_grants_at_once(services: HostServices, settings: Settings) -> None:
+def test_a_changed_manifest_changes_the_grants(services: HostServices, settings: Settings) -> None:
     other = Caller("other", "other-1", 1)
     _call(services, "state.get", other, key="k")
     _save_plugin(settings, "other", ["state.write"])  # a new `plugin up` no longer asks state.read
+    _after_the_recheck_window()
     _refused(services, "state.get", "permission_denied", "does not ask for", other, key="k")
     _save_plugin(settings, "other", ["state.read"])
     _call(services, "state.get", other, key="k")
@@ -590,3 +610,36 @@ def test_a_plugin_named_like_the_host_or_the_operator_publishes_as_itself(settin
     finally:
         services.close()
         bus.stop()
+
+
+def test_state_reads_are_cached_and_a_write_is_seen_at_once(services: HostServices) -> None:
+    """The read cache (services/state_cache.py) answers repeated gets, and every kind of write shows at once."""
+    assert _call(services, "state.set", key="k", value=1)["version"] > 0
+    assert _call(services, "state.get", key="k")["value"] == 1
+    assert services.state.cache.lookup("mon", "k")[0]  # the read filled it
+    version = _call(services, "state.set", key="k", value=2)["version"]
+    assert _call(services, "state.get", key="k") == {"found": True, "value": 2, "version": version}
+    assert _call(services, "state.cas", key="k", expected_version=version, value=3)["ok"] is True
+    assert _call(services, "state.get", key="k")["value"] == 3
+    assert _call(services, "state.delete", key="k") == {"deleted": True}
+    assert _call(services, "state.get", key="k")["found"] is False
+    assert _call(services, "state.get", key="k")["found"] is False  # an absent key is cached too
+    _call(services, "state.set", key="k", value=4)
+    assert _call(services, "state.get", key="k")["value"] == 4
+
+
+def test_the_state_cache_drops_a_read_that_raced_a_write_and_stays_bounded() -> None:
+    from sysops.services.state_cache import StateCache
+
+    cache = StateCache(max_bytes=10)
+    _, _, writes = cache.lookup("p", "k")
+    cache.written("p", "k")  # a write committed while the read was at the database
+    cache.fill("p", "k", ("1", 1), writes)  # the read's (maybe older) answer is not kept
+    assert cache.lookup("p", "k")[0] is False
+    for key in "abcdef":
+        _, _, writes = cache.lookup("p", key)
+        cache.fill("p", key, ("1234", 1), writes)
+    kept = [key for key in "abcdef" if cache.lookup("p", key)[0]]
+    assert kept == ["e", "f"]  # 10 bytes: the two most recent values of 4
+    cache.written("p")
+    assert not any(cache.lookup("p", key)[0] for key in "ef")

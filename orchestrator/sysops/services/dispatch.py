@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def plugin_publisher(plugin: str) -> str:
 
 
 _PolicyKey = tuple[str, int, int, int] | None
+#: How long a grant found by a full permission check is taken as still true (`HostServices._granted_lately`).
+RECHECK_SECONDS = 0.25
 
 
 class HostServices:
@@ -70,6 +73,8 @@ class HostServices:
         self._policy_paths: dict[str | None, Path] = {}
         # plugin -> ((policy file state, stored manifest text), report): a call checks without parsing either
         self._reports: dict[str, tuple[tuple[_PolicyKey, str], PermissionReport]] = {}
+        #: plugin -> (when a full check last ran, what it granted)
+        self._checked: dict[str, tuple[float, tuple[str, ...]]] = {}
         self.state = StateService(self.database)
         self.config = ConfigService(self.database, self.manifest, self.policy)
         self.metrics = MetricsService()
@@ -128,11 +133,23 @@ class HostServices:
         key = (policy_key, row[0] if row else "")
         cached = self._reports.get(plugin)
         if cached is not None and cached[0] == key:
-            return cached[1]
-        manifest = json.loads(row[0]) if row else {}
-        report = permission_report(list(manifest.get("permissions", [])), grants_for(policy, plugin))
-        self._reports[plugin] = (key, report)
+            report = cached[1]
+        else:
+            manifest = json.loads(row[0]) if row else {}
+            report = permission_report(list(manifest.get("permissions", [])), grants_for(policy, plugin))
+            self._reports[plugin] = (key, report)
+        self._checked[plugin] = (time.monotonic(), report.granted)
         return report
+
+    def _granted_lately(self, plugin: str, permission: str) -> bool:
+        """Whether `permission` was granted to `plugin` at a check less than RECHECK_SECONDS ago.
+
+        The hot path of every service call: the full check reads the manifest and stats the policy file,
+        which under load cost more than the call itself. Only a grant is taken from here: a refusal is
+        always checked afresh, so a grant the operator adds works at once, and one removed stops working
+        within RECHECK_SECONDS."""
+        checked = self._checked.get(plugin)
+        return checked is not None and time.monotonic() - checked[0] < RECHECK_SECONDS and permission in checked[1]
 
     def granted(self, plugin: str) -> frozenset[str]:
         """The permissions `plugin` holds (asked and granted)."""
@@ -140,6 +157,8 @@ class HostServices:
 
     def refusal(self, plugin: str, permission: str, needed_for: str) -> str | None:
         """Why `plugin` may not use `permission` (for `needed_for`), naming where to grant it; None if it may."""
+        if self._granted_lately(plugin, permission):
+            return None
         report = self.permission_report(plugin)
         if permission in report.granted:
             return None

@@ -26,6 +26,7 @@ from sysops.services.limits import (
     json_text,
     text_argument,
 )
+from sysops.services.state_cache import StateCache
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_state (
@@ -57,6 +58,7 @@ class StateService:
 
     def __init__(self, database: ServiceDatabase) -> None:
         self.database = database
+        self.cache = StateCache()
         database.ensure_schema(_SCHEMA)
 
     def handle(self, caller: Caller, method: str, arguments: dict[str, Any]) -> Any:
@@ -86,12 +88,16 @@ class StateService:
 
     def get(self, plugin: str, key: str) -> dict[str, Any]:
         """{"found", "value", "version"} of `key` (version 0 and value None when absent)."""
-        row = self.database.db.execute(
-            "SELECT value_json, version FROM service_state WHERE plugin=? AND key=?", (plugin, key)
-        ).fetchone()
-        if row is None:
+        cached, entry, writes = self.cache.lookup(plugin, key)
+        if not cached:
+            row = self.database.db.execute(
+                "SELECT value_json, version FROM service_state WHERE plugin=? AND key=?", (plugin, key)
+            ).fetchone()
+            entry = (row[0], int(row[1])) if row is not None else None
+            self.cache.fill(plugin, key, entry, writes)
+        if entry is None:
             return {"found": False, "value": None, "version": 0}
-        return {"found": True, "value": json.loads(row[0]), "version": row[1]}
+        return {"found": True, "value": json.loads(entry[0]), "version": entry[1]}
 
     def keys(self, plugin: str, prefix: str = "") -> list[str]:
         """The plugin's keys starting with `prefix`, sorted."""
@@ -104,23 +110,32 @@ class StateService:
     def set(self, plugin: str, key: str, value: Any) -> int:
         """Store `value` under `key`; return its new version."""
         text = _value_text(value)
-        with self.database.transaction() as db:
-            return self._write(db, plugin, key, text)
+        try:
+            with self.database.transaction() as db:
+                return self._write(db, plugin, key, text)
+        finally:
+            self.cache.written(plugin, key)
 
     def cas(self, plugin: str, key: str, expected_version: int, value: Any) -> tuple[bool, int]:
         """Store `value` only if `key` is at `expected_version` (0: absent); (stored, version now)."""
         text = _value_text(value)
-        with self.database.transaction() as db:
-            row = db.execute("SELECT version FROM service_state WHERE plugin=? AND key=?", (plugin, key)).fetchone()
-            current = row[0] if row else 0
-            if current != expected_version:
-                return False, current
-            return True, self._write(db, plugin, key, text)
+        try:
+            with self.database.transaction() as db:
+                row = db.execute("SELECT version FROM service_state WHERE plugin=? AND key=?", (plugin, key)).fetchone()
+                current = row[0] if row else 0
+                if current != expected_version:
+                    return False, current
+                return True, self._write(db, plugin, key, text)
+        finally:
+            self.cache.written(plugin, key)
 
     def delete(self, plugin: str, key: str) -> bool:
         """Remove `key`; say whether it existed."""
-        with self.database.transaction() as db:
-            return db.execute("DELETE FROM service_state WHERE plugin=? AND key=?", (plugin, key)).rowcount > 0
+        try:
+            with self.database.transaction() as db:
+                return db.execute("DELETE FROM service_state WHERE plugin=? AND key=?", (plugin, key)).rowcount > 0
+        finally:
+            self.cache.written(plugin, key)
 
     def usage(self, plugin: str) -> tuple[int, int]:
         """(keys, bytes of values) the plugin holds."""
