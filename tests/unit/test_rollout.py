@@ -112,6 +112,24 @@ def test_reconcile_forgets_vanished_and_removes_orphans(orchestrator: Orchestrat
     assert "removed outside sysops" in orchestrator.status("echo").last_error
 
 
+def test_reconcile_replaces_a_lost_instance_where_the_runtime_does_not(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes: a deleted or evicted plugin pod is not re-created by anything but sysops."""
+    monkeypatch.setattr(FakeDriver, "replaces_lost_instances", True)
+    orchestrator.rollout.roll(_target("echo-v1"))
+    second = orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))
+    orchestrator.driver.remove(second.handle)
+    orchestrator.reconcile()
+    [replacement] = orchestrator.store.active_instances("echo")
+    assert replacement.id != second.id and (replacement.revision, replacement.version) == (2, "2.0.0")
+    assert _call(orchestrator, "echo", text="r").text == "v2:r"
+    assert str(orchestrator.status("echo").state) == "Active"
+    assert [r.revision for r in orchestrator.history("echo")] == [1, 2]  # the same revision, not a new one
+    kinds = [e.kind for e in orchestrator.store.events("echo")]
+    assert kinds[-3:] == ["failed", "loaded", "active"]
+
+
 def test_crashed_instance_is_failed_with_reason(orchestrator: Orchestrator) -> None:
     instance = orchestrator.rollout.roll(_target("echo-v1"))
     driver = orchestrator.driver

@@ -168,12 +168,14 @@ class Orchestrator:
     def _reconcile_plugin(self, name: str, containers: list[InstanceStatus]) -> None:
         recorded = {instance.handle: instance for instance in self.store.instances(name)}
         present = {container.handle for container in containers}
+        lost: InstanceRecord | None = None
         for instance in recorded.values():
             if instance.handle not in present:
                 self.store.switch(name, add=[], remove=[instance])
                 self.store.delete_instance(instance.id)
                 remove_socket_dir(instance.socket_dir)
                 if instance.active:
+                    lost = instance
                     events.record(self.store, name, EventKind.FAILED, f"container of {instance.version} disappeared")
                     if not self.store.active_instances(name):
                         self.store.deactivate(name)
@@ -194,6 +196,27 @@ class Orchestrator:
         self._record_serving_revision(name, {container.handle: container for container in containers})
         if self.driver.restarts_stopped_instances:
             self._restart_stopped(name, {container.handle for container in containers if not container.running})
+        if lost is not None and self.driver.replaces_lost_instances:
+            self._replace_lost(lost)
+
+    def _replace_lost(self, lost: InstanceRecord) -> None:
+        """Roll the lost instance's revision again (a deleted or evicted pod: nothing else re-creates it); if
+        that fails, the roll leaves the plugin Failed (or serving on its other instances) with the reason."""
+        plugin = self.store.plugin(lost.plugin)
+        revision = next((r for r in self.store.revisions(lost.plugin) if r.revision == lost.revision), None)
+        if plugin is None or revision is None:
+            return
+        LOG.warning("%s: instance %s of revision %d was lost; starting another", lost.plugin, lost.id, lost.revision)
+        try:
+            self.rollout.roll(self._revision_target(revision, plugin.source), rollback_of=revision.revision)
+        except SysopsError as exc:
+            LOG.warning("%s: the lost instance was not replaced: %s", lost.plugin, exc.message)
+
+    def _revision_target(self, revision: RevisionRecord, source: str) -> RollTarget:
+        """What rolling `revision` again starts: its image and its manifest under the current policy."""
+        where = f"revision {revision.revision} of {revision.plugin}"
+        manifest = apply_policy(parse_manifest(revision.manifest, where), load_policy(self.settings.home), where)
+        return RollTarget(manifest, revision.image, revision.image_id, revision.fingerprint, source)
 
     def _restart_stopped(self, name: str, stopped: set[str]) -> None:
         """Start again the active instances the engine stopped cleanly (core/recovery.py), or give up on one."""
@@ -532,13 +555,8 @@ class Orchestrator:
                 raise NotFoundError(
                     f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`"
                 )
-            where = f"revision {target.revision} of {name}"
-            manifest = apply_policy(parse_manifest(target.manifest, where), load_policy(self.settings.home), where)
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
-            instance = self.rollout.roll(
-                RollTarget(manifest, target.image, target.image_id, target.fingerprint, plugin.source),
-                rollback_of=target.revision,
-            )
+            instance = self.rollout.roll(self._revision_target(target, plugin.source), rollback_of=target.revision)
             self._mirror_save(name)
             return instance
 

@@ -203,6 +203,14 @@ class RuntimeDriver(Protocol):
         after an engine restart or a reboot; False where the runtime restarts it itself (Kubernetes: the kubelet).
         """
 
+    @property
+    def replaces_lost_instances(self) -> bool:
+        """Whether reconciliation starts another instance of the same revision when a serving one is gone
+        without sysops removing it: True for Kubernetes (a deleted or evicted pod that no controller owns is
+        not re-created, and pods are routinely replaced); False for Docker, where a removed container was
+        removed on purpose and the plugin is shown Failed instead.
+        """
+
     def ping(self) -> None:
         """Raise EngineUnavailableError if the engine cannot be reached."""
 

@@ -44,6 +44,8 @@ class FakeDriver:
     name = "fake"
     #: Like Docker: an instance that stopped cleanly stays stopped until the core starts it again.
     restarts_stopped_instances = True
+    #: Like Docker: an instance removed outside sysops leaves the plugin Failed.
+    replaces_lost_instances = False
 
     def __init__(self) -> None:
         self.images: dict[str, type[Plugin]] = {}

@@ -98,6 +98,8 @@ class DockerDriver:
     name = "docker"
     #: The on-failure policy leaves an instance the engine stopped (its restart, a reboot) stopped: the core starts it.
     restarts_stopped_instances = True
+    #: A container removed outside sysops was removed on purpose: the plugin is shown Failed.
+    replaces_lost_instances = False
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
