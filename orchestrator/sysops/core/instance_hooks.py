@@ -36,6 +36,10 @@ class InstanceHooks(Protocol):
         """A plugin's instances serve now (a first start, a roll, a rollback, an adoption)."""
         ...
 
+    def purged(self, plugin: str) -> None:
+        """`plugin down --purge` removed a plugin: forget what the host services keep of it."""
+        ...
+
 
 _lock = threading.Lock()
 _registered: dict[Path, InstanceHooks] = {}

@@ -527,6 +527,8 @@ class Orchestrator:
                     self.driver.remove_image(revision.image)
                 self.driver.remove_volume(self.rollout.data_volume(name))
                 self.driver.remove_labelled(labels)  # builds of interrupted rolls have no revision
+                if self.rollout.hooks is not None:  # its state, config values, alerts, records and metrics
+                    self.rollout.hooks.purged(name)
             self.store.delete_plugin(name, revisions=purge)
             if self.mirror is not None:
                 self.mirror.delete(name)

@@ -29,6 +29,9 @@ ALERTS_TOPIC = "sysops.alerts"
 SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
 
+#: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
+PLUGIN_TABLES = ("service_alerts",)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -24,6 +24,9 @@ from sysops.services.call import Caller, ServiceCallError
 from sysops.services.database import ServiceDatabase
 from sysops.services.limits import STATE_VALUE_BYTES, check_arguments, json_text, text_argument
 
+#: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
+PLUGIN_TABLES = ("service_config",)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_config (
     plugin TEXT NOT NULL,

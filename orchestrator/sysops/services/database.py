@@ -17,7 +17,7 @@ import contextlib
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,6 +67,12 @@ class ServiceDatabase:
         """Statements run atomically, serialized with every other writer of the file."""
         with self.store.transaction() as db:
             yield db
+
+    def forget_plugin(self, plugin: str, tables: Sequence[str]) -> None:
+        """Delete every row of `plugin` from `tables` (each service's PLUGIN_TABLES: names of ours, never input)."""
+        with self.transaction() as db:
+            for table in tables:
+                db.execute(f"DELETE FROM {table} WHERE plugin=?", (plugin,))
 
     def close(self) -> None:
         """Close every thread's connection (no thread may use the services after this)."""

@@ -179,6 +179,19 @@ class HostServices:
         """Why the host does not subscribe `plugin` to its Describe `subscriptions` (no events.subscribe), or None."""
         return self.refusal(plugin, SUBSCRIBE_PERMISSION, "its event subscriptions")
 
+    def forget_plugin(self, plugin: str) -> None:
+        """Forget everything the host services keep of `plugin` (`plugin down --purge`): its state, the config
+        values set for it, its alerts, its log records and its metric series."""
+        from sysops.services import alerts, config, logs, state
+
+        self.database.forget_plugin(
+            plugin, state.PLUGIN_TABLES + config.PLUGIN_TABLES + alerts.PLUGIN_TABLES + logs.PLUGIN_TABLES
+        )
+        self.state.cache.written(plugin)
+        self.metrics.forget_plugin(plugin)
+        self._reports.pop(plugin, None)
+        self._checked.pop(plugin, None)
+
     # calls
     def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
         """Run `service.method` for `caller` if it holds the permission; raise ServiceCallError otherwise."""

@@ -152,6 +152,13 @@ class Hosting:
             self._subscribed.pop(plugin, None)
         self.wake()
 
+    def purged(self, plugin: str) -> None:
+        """`plugin down --purge`: forget its host-service data and its subscription (with what it missed)."""
+        self.services.forget_plugin(plugin)
+        self.bus.unsubscribe(plugin)
+        with self._lock:
+            self._subscribed.pop(plugin, None)
+
     # core/router.py
     def admit(self, route: Route, permissions: Sequence[str], principal: str) -> pb.CallerIdentity:
         """Refuse a command needing a permission its plugin was not granted; else the identity to send."""

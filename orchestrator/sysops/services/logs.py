@@ -25,6 +25,9 @@ LEVELS = ("debug", "info", "warning", "error")
 FOLLOW_POLL_SECONDS = 0.25
 BATCH = 500
 
+#: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
+PLUGIN_TABLES = ("service_logs",)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -28,6 +28,9 @@ from sysops.services.limits import (
 )
 from sysops.services.state_cache import StateCache
 
+#: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
+PLUGIN_TABLES = ("service_state", "service_state_versions")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS service_state (
     plugin TEXT NOT NULL,
