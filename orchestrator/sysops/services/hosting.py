@@ -11,7 +11,8 @@ cluster server's own gRPC server); and the hooks through which the core tells th
   refused before its plugin is called (exit 9), the plugin is told who calls and what it was granted, and
   every call is counted in the host's metrics;
 - the bus's deliver callback: PluginService.Deliver to a ready instance of the subscriber (none ready, or it
-  did not take the event: `Undeliverable`, retried by the bus).
+  did not take the event: `Undeliverable`, retried by the bus); the bus's backlog limit per subscriber is
+  SYSOPS_BUS_BACKLOG (default 1000).
 A loop every SYNC_SECONDS makes the listeners match the store (re-adoption at start, a socket that went
 away) and the subscriptions match the plugins that serve (and drops those of plugins gone). Everything
 stops when the server's stop event is set.
@@ -58,6 +59,9 @@ DESCRIBE_TIMEOUT_SECONDS = 2.0
 #: Cluster: an explicit endpoint for plugins, else the server's Service (its name; Kubernetes' service env).
 ENDPOINT_ENV = "SYSOPS_HOST_ENDPOINT"
 SERVICE_ENV = "SYSOPS_SERVER_SERVICE"
+#: Pending events a subscriber may have before its oldest are dead-lettered (the bus's backlog_limit).
+BACKLOG_ENV = "SYSOPS_BUS_BACKLOG"
+DEFAULT_BACKLOG = 1000
 
 
 def cluster_endpoint(environ: Mapping[str, str] | None = None) -> str:
@@ -84,6 +88,22 @@ def cluster_endpoint(environ: Mapping[str, str] | None = None) -> str:
         return ""
 
 
+def bus_backlog(environ: Mapping[str, str] | None = None) -> int:
+    """The bus's backlog limit: SYSOPS_BUS_BACKLOG (an integer >= 2), else DEFAULT_BACKLOG (a bad value is
+    logged and ignored: a tuning knob must not keep the host from starting)."""
+    raw = (os.environ if environ is None else environ).get(BACKLOG_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BACKLOG
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 2:
+        LOG.warning("%s=%r is not an integer >= 2; the backlog limit stays %d", BACKLOG_ENV, raw, DEFAULT_BACKLOG)
+        return DEFAULT_BACKLOG
+    return value
+
+
 def local_principal() -> str:
     """`cli:NAME` of the user the host runs as (only that user reaches its sockets)."""
     try:
@@ -100,7 +120,7 @@ class Hosting:
         self.store_path = settings.store_path
         self.cluster = cluster
         self.services = HostServices(settings, self.store_path)
-        self.bus = EventBus(self.store_path, self.deliver)
+        self.bus = EventBus(self.store_path, self.deliver, backlog_limit=bus_backlog())
         self.services.set_publish(self.bus.publish)
         self.listeners: InstanceListeners | None = None
         if cluster:
