@@ -262,12 +262,8 @@ class Hosting:
             return  # not ready yet: the next pass asks again
         if patterns and not may:
             self.bus.unsubscribe(plugin)
-            message = (
-                f"not subscribed to {', '.join(patterns)}: plugin '{plugin}' needs permission "
-                f"'{SUBSCRIBE_PERMISSION}', which policy does not grant "
-                f"(grant it under plugins.{plugin}.grants in {self.services.policy_file()})"
-            )
-            events.record(store, plugin, EventKind.REFUSED, message)
+            refusal = self.services.subscription_refusal(plugin) or f"needs permission '{SUBSCRIBE_PERMISSION}'"
+            events.record(store, plugin, EventKind.REFUSED, f"not subscribed to {', '.join(patterns)}: {refusal}")
         else:
             try:
                 self.bus.subscribe(plugin, patterns)
