@@ -7,6 +7,7 @@ them every test here is skipped with the reason. Each module run uses its own na
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from sysops.runtime.base import is_plugin_uid
+from sysops.runtime.kubernetes.driver import ORCHESTRATOR_SELECTOR
 
 from tests.integration.conftest import SYSOPS, Sysops, copy_example, wait_for
 
@@ -75,21 +77,29 @@ class Cluster:
         return out.split()
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def installed_chart(*helm_args: str) -> Iterator[Cluster]:
+    """The orchestrator image built and the chart installed (with `helm_args`) in a namespace of its own,
+    removed with everything in it afterwards."""
     subprocess.run([str(ROOT / "scripts" / "build-orchestrator-image.sh")], check=True, timeout=900)
     namespace = f"sysops-e2e-{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        ["helm", "install", "sysops", str(ROOT / "charts" / "sysops"), "-n", namespace, "--create-namespace",
-         "--wait", "--timeout", "180s", "--set", "image.pullPolicy=Never"],
-        check=True, timeout=300,
-    )  # fmt: skip
     try:
+        subprocess.run(
+            ["helm", "install", "sysops", str(ROOT / "charts" / "sysops"), "-n", namespace, "--create-namespace",
+             "--wait", "--timeout", "180s", "--set", "image.pullPolicy=Never", *helm_args],
+            check=True, timeout=300,
+        )  # fmt: skip
         secret = json.loads(kubectl("-n", namespace, "get", "secret", "sysops-auth", "-o", "json"))
         yield Cluster(namespace, base64.b64decode(secret["data"]["token"]).decode())
     finally:
         subprocess.run(["helm", "uninstall", "sysops", "-n", namespace, "--wait"], check=False, timeout=180)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with installed_chart() as installed:
+        yield installed
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +145,11 @@ def test_pod_carries_the_manifest_limits_and_hardening(cluster: Cluster, hello: 
     assert pod["metadata"]["ownerReferences"][0]["name"] == "sysops-plugin-hello"
     assert {e["name"] for e in container["env"]} >= {"SYSOPS_TOKEN", "SYSOPS_LISTEN"}
     policy = json.loads(kubectl("-n", cluster.namespace, "get", "networkpolicy", pod["metadata"]["name"], "-o", "json"))
-    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"].get("egress", []) == []
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # One way out: the server pods' gRPC port (host services), nothing else (hello declares no network).
+    assert policy["spec"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": ORCHESTRATOR_SELECTOR}}], "ports": [{"protocol": "TCP", "port": 7443}]}
+    ]
 
 
 def test_broken_version_rolls_back_and_the_old_pod_keeps_serving(cluster: Cluster, hello: tuple[Sysops, Path]) -> None:
