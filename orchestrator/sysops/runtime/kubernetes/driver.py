@@ -40,6 +40,7 @@ from sysops.runtime.base import (
     ResourceReport,
     StreamCancel,
 )
+from sysops.safe_text import for_terminal
 
 PLUGIN_PORT = 50051
 STATE_ROLE_LABEL = "sysops.dev/role"
@@ -54,6 +55,16 @@ EXEC_STARTUP_SECONDS = 2
 
 def _short(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
+
+
+def scheduling_problem(pod: Any) -> str:
+    """`: <message>` of a pod's PodScheduled condition when it is False (the scheduler's `0/1 nodes are
+    available: 1 Insufficient cpu.`), else ''."""
+    for condition in (pod.status.conditions if pod.status else None) or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            reason = str(condition.message or condition.reason or "").strip()
+            return f": {for_terminal(reason)}" if reason else ""
+    return ""
 
 
 def state_configmap_name(plugin: str) -> str:
@@ -292,8 +303,18 @@ class KubernetesDriver:
             if status.endpoint or status.exit_code is not None:
                 return status
             time.sleep(0.2)
+        problem = self._scheduling_problem(spec.name)
         self.remove(spec.name)
-        raise StartFailedError(f"pod {spec.name} was not scheduled within {_POD_IP_TIMEOUT:g}s")
+        raise StartFailedError(f"pod {spec.name} was not scheduled within {_POD_IP_TIMEOUT:g}s{problem}")
+
+    def _scheduling_problem(self, handle: str) -> str:
+        """`: <the scheduler's reason>` when it has said why it cannot place the pod (e.g. not enough CPU on
+        any node), else ''."""
+        try:
+            pod: Any = self.core.read_namespaced_pod(handle, self.namespace)
+        except ApiException:
+            return ""
+        return scheduling_problem(pod)
 
     def _pod_body(
         self,
