@@ -3,11 +3,13 @@
 An alert is (plugin, name): raising one that is open updates it (severity, message, a count of raises)
 rather than opening a second, so a plugin may raise on every check. Each raise and resolve is published
 on the host topic `sysops.alerts` (when an event bus is connected). Resolved alerts are kept, the latest
-RESOLVED_ALERTS_PER_PLUGIN of each plugin, for the history `sysops alerts --all` shows.
+RESOLVED_ALERTS_PER_PLUGIN of each plugin, for the history `sysops alerts --all` shows; a plugin may have at
+most OPEN_ALERTS_PER_PLUGIN open at once (a new name beyond it is refused), so alerts cannot fill the store.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +21,7 @@ from sysops.services.database import ServiceDatabase
 from sysops.services.limits import (
     ALERT_MESSAGE_CHARS,
     ALERT_NAME_CHARS,
+    OPEN_ALERTS_PER_PLUGIN,
     RESOLVED_ALERTS_PER_PLUGIN,
     check_arguments,
     text_argument,
@@ -106,6 +109,7 @@ class AlertService:
                 (severity, message, now, plugin, name),
             ).fetchone()
             if updated is None:
+                _check_room(db, plugin)
                 db.execute(
                     "INSERT INTO service_alerts (plugin, name, severity, message, open, raised, updated, count) "
                     "VALUES (?, ?, ?, ?, 1, ?, ?, 1)",
@@ -149,6 +153,16 @@ class AlertService:
             f"SELECT {_COLUMNS} FROM service_alerts {clause}ORDER BY id", parameters
         ).fetchall()
         return [_alert(row) for row in rows]
+
+
+def _check_room(db: sqlite3.Connection, plugin: str) -> None:
+    """Refuse a new open alert of `plugin` beyond OPEN_ALERTS_PER_PLUGIN (raising an open one again is fine)."""
+    (open_count,) = db.execute("SELECT COUNT(*) FROM service_alerts WHERE plugin=? AND open=1", (plugin,)).fetchone()
+    if open_count >= OPEN_ALERTS_PER_PLUGIN:
+        raise ServiceCallError(
+            "resource_exhausted",
+            f"plugin '{plugin}' has {open_count} open alerts, the most a plugin may (resolve some first)",
+        )
 
 
 def _name(arguments: dict[str, Any]) -> str:

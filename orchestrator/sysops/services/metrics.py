@@ -157,6 +157,13 @@ class MetricsService:
         label_names = tuple(sorted(labels))
         values = tuple(labels[label] for label in label_names)
         with self._lock:
+            owned = self._series.setdefault(plugin, _PluginSeries()).series
+            is_new = (family_name, values) not in owned
+            if is_new and len(owned) >= METRIC_SERIES_PER_PLUGIN:  # before a family is made: none past the quota
+                raise ServiceCallError(
+                    "resource_exhausted",
+                    f"plugin '{plugin}' has {len(owned)} metric series, the most a plugin may (use fewer label values)",
+                )
             family = self._families.get(family_name) or self._new_family(plugin, kind, family_name, help_text,
                                                                          label_names, buckets)  # fmt: skip
             if family.kind != kind or family.label_names != label_names:
@@ -171,14 +178,7 @@ class MetricsService:
                     "invalid_argument",
                     f"histogram {shown(name)} has other buckets already (defined by '{family.owner}')",
                 )
-            owned = self._series.setdefault(plugin, _PluginSeries()).series
-            if (family_name, values) not in owned:
-                if len(owned) >= METRIC_SERIES_PER_PLUGIN:
-                    raise ServiceCallError(
-                        "resource_exhausted",
-                        f"plugin '{plugin}' has {len(owned)} metric series, the most a plugin may "
-                        "(use fewer label values)",
-                    )
+            if is_new:
                 owned.add((family_name, values))
             return family.metric.labels(plugin, *values)
 
