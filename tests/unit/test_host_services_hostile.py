@@ -8,14 +8,22 @@ a manifest's `permissions:` (docs/permissions.md): a literal name, never a way t
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.services import alerts, limits, metrics
 from sysops.services.dispatch import Caller, HostServices
+from sysops.services.transport import HOST_SOCKET, InstanceListeners
 from sysops.settings import Settings
+from sysops_sdk.protocol.v1 import host_pb2 as pb
+from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 from tests.unit import test_host_services as base
 from tests.unit.test_host_services import published, services  # noqa: F401  (fixtures)
+from tests.unit.test_host_transport import TOKEN, instance, socket_dir
 
 
 def test_a_plugin_past_its_series_quota_creates_no_more_metric_families(
@@ -64,3 +72,36 @@ def test_a_wildcard_asked_in_the_manifest_stands_for_nothing_even_under_a_grant_
     assert services.permission_report("greedy").granted == ("state.*", "sysops.*")
     base._refused(services, "state.get", "permission_denied", "'state.read'", greedy, key="k")
     assert services.command_refusal("greedy", ["deploy.run"], "deploy") is not None
+
+
+@pytest.mark.parametrize(("service", "method"), [("state", "set"), ("events", "publish"), ("logs", "write")])
+def test_deeply_nested_json_that_parses_is_refused_as_an_argument_not_an_internal_error(
+    services: HostServices,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    service: str,
+    method: str,
+) -> None:
+    listeners = InstanceListeners(services, workers=2)
+    try:
+        directory = socket_dir(tmp_path)
+        listeners.attach(replace(instance(directory), plugin="mon"))
+        for depth in range(960, 1000, 4):  # deep enough to fail in the services, shallow enough to parse
+            nested = "[" * depth + "]" * depth
+            arguments = {
+                ("state", "set"): f'{{"key": "k", "value": {nested}}}',
+                ("events", "publish"): f'{{"topic": "t", "payload": {nested}}}',
+                ("logs", "write"): f'{{"level": "info", "message": "m", "fields": {{"f": {nested}}}}}',
+            }[(service, method)]
+            with grpc.insecure_channel(f"unix:{directory / HOST_SOCKET}") as channel:
+                try:
+                    pb_grpc.HostStub(channel).Call(
+                        pb.ServiceCall(service=service, method=method, arguments_json=arguments),
+                        timeout=5,
+                        metadata=(("authorization", f"Bearer {TOKEN}"),),
+                    )
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (depth, error.details())
+        assert "Traceback" not in caplog.text
+    finally:
+        listeners.stop()

@@ -40,11 +40,14 @@ OPEN_ALERTS_PER_PLUGIN = 1000
 
 
 def json_text(value: Any) -> str:
-    """`value` as compact JSON (what is stored and measured); a value JSON cannot hold is INVALID_ARGUMENT."""
+    """`value` as compact JSON (what is stored and measured); a value JSON cannot hold is INVALID_ARGUMENT, and
+    so is one nested too deep to write again (it parsed, just under the parser's limit)."""
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ServiceCallError("invalid_argument", f"value is not JSON: {exc}") from None
+    except RecursionError:
+        raise ServiceCallError("invalid_argument", "value is nested too deeply") from None
 
 
 def json_bytes(value: Any) -> int:
