@@ -8,8 +8,12 @@ a manifest's `permissions:` (docs/permissions.md): a literal name, never a way t
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +27,7 @@ from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 from tests.unit import test_host_services as base
 from tests.unit.test_host_services import published, services  # noqa: F401  (fixtures)
-from tests.unit.test_host_transport import TOKEN, instance, socket_dir
+from tests.unit.test_host_transport import TOKEN, call, instance, socket_dir
 
 
 def test_a_plugin_past_its_series_quota_creates_no_more_metric_families(
@@ -105,3 +109,43 @@ def test_deeply_nested_json_that_parses_is_refused_as_an_argument_not_an_interna
         assert "Traceback" not in caplog.text
     finally:
         listeners.stop()
+
+
+class _SlowForOnePlugin:
+    """A dispatcher whose calls from plugin 'slow' wait on a gate (as calls queued on a busy write lock)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        if caller.plugin == "slow":
+            self.waiting.release()
+            self.gate.wait(10)
+        return {"plugin": caller.plugin}
+
+
+def test_one_plugin_keeping_its_host_threads_busy_does_not_delay_another_plugins_calls(tmp_path: Path) -> None:
+    dispatcher = _SlowForOnePlugin()
+    listeners = InstanceListeners(dispatcher, workers=4)
+    hostile, other = socket_dir(tmp_path, "a"), socket_dir(tmp_path, "b")
+    listeners.attach(replace(instance(hostile, "a1", "token-a"), plugin="slow"))
+    listeners.attach(replace(instance(other, "b1", "token-b"), plugin="other"))
+    flood = [threading.Thread(target=_call_quietly, args=(hostile / HOST_SOCKET, "token-a")) for _ in range(12)]
+    try:
+        for thread in flood:
+            thread.start()
+        assert dispatcher.waiting.acquire(timeout=5)  # the hostile plugin's calls are holding threads
+        started = time.monotonic()
+        assert call(other / HOST_SOCKET, "state", token="token-b") == {"plugin": "other"}
+        assert time.monotonic() - started < 1.0
+    finally:
+        dispatcher.gate.set()
+        for thread in flood:
+            thread.join(timeout=15)
+        listeners.stop()
+
+
+def _call_quietly(path: Path, token: str) -> None:
+    with contextlib.suppress(grpc.RpcError):
+        call(path, "state", token=token)

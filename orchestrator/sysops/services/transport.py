@@ -3,11 +3,13 @@
 Locally every instance gets its own small gRPC server on `host.sock` in its socket directory (the
 directory its container sees at /run/sysops, so a `network: none` plugin reaches it). The socket is born
 0600 and then given to the plugin's uid (the owner of the directory), so only that plugin can connect; the
-listener knows which instance it serves, and the instance token must come with every call as well. All
-listeners share one thread pool. The host attaches a listener right after an instance's container starts
-(the Docker driver mounts the directory's tmpfs at start, so not before), detaches it when the instance is
-removed, and `sync`s them with the store (at start: re-adoption; and every few seconds: a listener whose
-socket went away is made again).
+listener knows which instance it serves, and the instance token must come with every call as well. Each
+listener has its own small thread pool (WORKERS_PER_INSTANCE): with one pool for all, a plugin flooding
+its socket with calls (48 clients writing 60 KB state values) kept every thread and delayed another
+plugin's state.get from 0.6 ms to 180 ms (median); now it waits only for its own threads. The host
+attaches a listener right after an instance's container starts (the Docker driver mounts the directory's
+tmpfs at start, so not before), detaches it when the instance is removed, and `sync`s them with the store
+(at start: re-adoption; and every few seconds: a listener whose socket went away is made again).
 
 In a cluster the server's own gRPC server carries the same servicer, and the caller is the instance whose
 token the call carries (looked up in the store); the server's caller check (server/roles.py) lets Host calls
@@ -47,8 +49,8 @@ HOST_SOCKET = "host.sock"
 LOCAL_ENDPOINT = f"unix:///run/sysops/{HOST_SOCKET}"
 #: Largest ServiceCall accepted (a state value is at most 64 KiB as JSON; escaping can double it).
 MAX_REQUEST_BYTES = 512 * 1024
-#: Threads serving host calls of all local instances together.
-DEFAULT_WORKERS = 16
+#: Threads serving the host calls of one local instance (created as calls need them, ended with the listener).
+WORKERS_PER_INSTANCE = 4
 _AUTHORIZATION = "authorization"
 _BEARER = "Bearer "
 
@@ -171,6 +173,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 class _Listener:
     instance: InstanceRecord
     server: grpc.Server
+    pool: futures.ThreadPoolExecutor
     path: Path
     identity: tuple[int, int] | None
 
@@ -180,11 +183,11 @@ class ListenerError(Exception):
 
 
 class InstanceListeners:
-    """One gRPC server per local instance on `<socket_dir>/host.sock`, over one shared thread pool."""
+    """One gRPC server per local instance on `<socket_dir>/host.sock`, each with its own `workers` threads."""
 
-    def __init__(self, services: ServiceDispatcher, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(self, services: ServiceDispatcher, workers: int = WORKERS_PER_INSTANCE) -> None:
         self.services = services
-        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sysops-host-services")
+        self.workers = workers
         self._lock = threading.Lock()
         self._listeners: dict[str, _Listener] = {}
         #: Held by every attach, detach and sync; hold it across reading the instances to sync with, so a
@@ -216,24 +219,26 @@ class InstanceListeners:
         path = directory / HOST_SOCKET
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of an earlier host, or anything the plugin put there
-        server = self._server(instance)
+        pool = futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sysops-host-services")
+        server = self._server(instance, pool)
         with private_umask(SOCKET_UMASK):  # born 0600: nobody but its owner connects, even for an instant
             port = server.add_insecure_port(f"unix:{path}")
         if port == 0:
+            pool.shutdown(wait=False)
             raise ListenerError(f"cannot listen on {path}")
         if os.geteuid() == 0 and owner.st_uid != 0:
             # The plugin owns its directory (and may swap names in it): never follow a link it planted.
             os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
         server.start()
         with self._lock:
-            self._listeners[instance.id] = _Listener(instance, server, path, _identity(path))
+            self._listeners[instance.id] = _Listener(instance, server, pool, path, _identity(path))
 
-    def _server(self, instance: InstanceRecord) -> grpc.Server:
+    def _server(self, instance: InstanceRecord, pool: futures.ThreadPoolExecutor) -> grpc.Server:
         def identify(token: str) -> Caller | None:
             return instance_caller(instance) if token_matches(token, instance.token) else None
 
         server = grpc.server(
-            self._pool,
+            pool,
             options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES + 1024)],
         )
         pb_grpc.add_HostServicer_to_server(HostServicer(self.services, identify), server)  # type: ignore[no-untyped-call]
@@ -247,6 +252,7 @@ class InstanceListeners:
         if listener is None:
             return
         listener.server.stop(None)
+        listener.pool.shutdown(wait=False, cancel_futures=True)
         if listener.identity is not None and _identity(listener.path) == listener.identity:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(listener.path)
@@ -278,7 +284,6 @@ class InstanceListeners:
                 LOG.warning("no host services for %s instance %s: %s", instance.plugin, instance_id, exc)
 
     def stop(self) -> None:
-        """Detach every instance and end the thread pool."""
+        """Detach every instance (ending its thread pool)."""
         for instance_id in self.attached():
             self.detach(instance_id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
