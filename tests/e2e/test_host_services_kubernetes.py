@@ -14,7 +14,6 @@ installed by test_kubernetes.installed_chart), everything removed afterwards; sk
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -84,9 +83,21 @@ def cli(cluster: Cluster, workdir: Path) -> Iterator[Sysops]:
         for name in PLUGINS:
             sysops.run("plugin", "down", name)
         wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugins' pods, policies and state to be deleted")
-        for image in plugin_images(engine) - existing:
-            with contextlib.suppress(docker.errors.NotFound):
-                engine.images.remove(image, force=True)  # the kubelet's exited containers may still name it
+        # The kubelet stops a deleted pod's container within its grace period; until then its image is in use.
+        wait_for(lambda: remove_images(engine, plugin_images(engine) - existing), 60, "the plugin images to go")
+
+
+def remove_images(engine: docker.DockerClient, images: set[str]) -> bool:
+    """Remove `images` (force: exited containers of deleted pods may still name them); False if one is in use."""
+    removed = True
+    for image in images:
+        try:
+            engine.images.remove(image, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:  # 409: a container of a pod being deleted still runs it
+            removed = False
+    return removed
 
 
 def plugin_up(cli: Sysops, workdir: Path, name: str) -> Path:
