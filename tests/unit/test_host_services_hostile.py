@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.services import alerts, limits, metrics
 from sysops.services.dispatch import Caller, HostServices
-from sysops.services.transport import HOST_SOCKET, InstanceListeners
+from sysops.services.transport import CALLS_IN_FLIGHT_PER_INSTANCE, HOST_SOCKET, InstanceListeners
 from sysops.settings import Settings
 from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
@@ -149,3 +149,28 @@ def test_one_plugin_keeping_its_host_threads_busy_does_not_delay_another_plugins
 def _call_quietly(path: Path, token: str) -> None:
     with contextlib.suppress(grpc.RpcError):
         call(path, "state", token=token)
+
+
+def test_an_instance_with_too_many_calls_in_flight_is_refused_at_once_rather_than_held(tmp_path: Path) -> None:
+    dispatcher = _SlowForOnePlugin()
+    listeners = InstanceListeners(dispatcher, workers=4)
+    directory = socket_dir(tmp_path)
+    listeners.attach(replace(instance(directory, "a1", "token-a"), plugin="slow"))
+    channel = grpc.insecure_channel(f"unix:{directory / HOST_SOCKET}")
+    try:
+        stub = pb_grpc.HostStub(channel)
+        request = pb.ServiceCall(service="state", method="get", arguments_json="{}")
+        metadata = (("authorization", "Bearer token-a"),)
+        calls = [
+            stub.Call.future(request, timeout=20, metadata=metadata) for _ in range(CALLS_IN_FLIGHT_PER_INSTANCE + 8)
+        ]
+        deadline = time.monotonic() + 5
+        while sum(call.done() for call in calls) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = [call for call in calls if call.done()]
+        assert len(refused) == 8
+        assert all(call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused)
+    finally:
+        dispatcher.gate.set()
+        channel.close()
+        listeners.stop()

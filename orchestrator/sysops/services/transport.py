@@ -6,7 +6,9 @@ directory its container sees at /run/sysops, so a `network: none` plugin reaches
 listener knows which instance it serves, and the instance token must come with every call as well. Each
 listener has its own small thread pool (WORKERS_PER_INSTANCE): with one pool for all, a plugin flooding
 its socket with calls (48 clients writing 60 KB state values) kept every thread and delayed another
-plugin's state.get from 0.6 ms to 180 ms (median); now it waits only for its own threads. The host
+plugin's state.get from 0.6 ms to 180 ms (median); now it waits only for its own threads. And at most
+CALLS_IN_FLIGHT_PER_INSTANCE calls of an instance are held (1,000 pending 500 KB calls grew the host by
+500 MB before); more are refused at once. The host
 attaches a listener right after an instance's container starts (the Docker driver mounts the directory's
 tmpfs at start, so not before), detaches it when the instance is removed, and `sync`s them with the store
 (at start: re-adoption; and every few seconds: a listener whose socket went away is made again).
@@ -51,6 +53,9 @@ LOCAL_ENDPOINT = f"unix:///run/sysops/{HOST_SOCKET}"
 MAX_REQUEST_BYTES = 512 * 1024
 #: Threads serving the host calls of one local instance (created as calls need them, ended with the listener).
 WORKERS_PER_INSTANCE = 4
+#: Calls of one instance running or waiting for a thread; more are refused at once (RESOURCE_EXHAUSTED), so
+#: the requests the host holds for an instance stay under this many times MAX_REQUEST_BYTES.
+CALLS_IN_FLIGHT_PER_INSTANCE = 32
 _AUTHORIZATION = "authorization"
 _BEARER = "Bearer "
 
@@ -240,6 +245,7 @@ class InstanceListeners:
         server = grpc.server(
             pool,
             options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES + 1024)],
+            maximum_concurrent_rpcs=CALLS_IN_FLIGHT_PER_INSTANCE,
         )
         pb_grpc.add_HostServicer_to_server(HostServicer(self.services, identify), server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
