@@ -115,7 +115,7 @@ def test_reconcile_forgets_vanished_and_removes_orphans(orchestrator: Orchestrat
 def test_reconcile_replaces_a_lost_instance_where_the_runtime_does_not(
     orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Kubernetes: a deleted or evicted plugin pod is not re-created by anything but sysops."""
+    """Kubernetes: a deleted or drained plugin pod is not re-created by anything but sysops."""
     monkeypatch.setattr(FakeDriver, "replaces_lost_instances", True)
     orchestrator.rollout.roll(_target("echo-v1"))
     second = orchestrator.rollout.roll(_target("echo-v2", version="2.0.0"))

@@ -200,7 +200,7 @@ class Orchestrator:
             self._replace_lost(lost)
 
     def _replace_lost(self, lost: InstanceRecord) -> None:
-        """Roll the lost instance's revision again (a deleted or evicted pod: nothing else re-creates it); if
+        """Roll the lost instance's revision again (a deleted or drained pod: nothing else re-creates it); if
         that fails, the roll leaves the plugin Failed (or serving on its other instances) with the reason."""
         plugin = self.store.plugin(lost.plugin)
         revision = next((r for r in self.store.revisions(lost.plugin) if r.revision == lost.revision), None)

@@ -206,9 +206,9 @@ class RuntimeDriver(Protocol):
     @property
     def replaces_lost_instances(self) -> bool:
         """Whether reconciliation starts another instance of the same revision when a serving one is gone
-        without sysops removing it: True for Kubernetes (a deleted or evicted pod that no controller owns is
-        not re-created, and pods are routinely replaced); False for Docker, where a removed container was
-        removed on purpose and the plugin is shown Failed instead.
+        without sysops removing it: True for Kubernetes (no controller re-creates a plugin pod that was deleted,
+        drained or lost with its node); False for Docker, where a container removed outside sysops was removed
+        on purpose and the plugin is shown Failed instead.
         """
 
     def ping(self) -> None:

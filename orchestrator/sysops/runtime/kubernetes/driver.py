@@ -177,7 +177,7 @@ class KubernetesDriver:
     name = "kubernetes"
     #: The kubelet restarts a pod's stopped container itself (restartPolicy Always).
     restarts_stopped_instances = False
-    #: A deleted or evicted plugin pod is not re-created by any controller: reconciliation starts another.
+    #: A deleted or drained plugin pod is not re-created by any controller: reconciliation starts another.
     replaces_lost_instances = True
 
     def __init__(self, namespace: str | None = None, image_pull_policy: str | None = None) -> None:
