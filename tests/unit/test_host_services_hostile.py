@@ -174,3 +174,14 @@ def test_an_instance_with_too_many_calls_in_flight_is_refused_at_once_rather_tha
         dispatcher.gate.set()
         channel.close()
         listeners.stop()
+
+
+def test_reading_ever_new_absent_state_keys_does_not_grow_the_read_cache_without_end(
+    services: HostServices,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(services.state.cache, "max_entries", 50)
+    for index in range(500):
+        assert base._call(services, "state.get", base.MON, key=f"absent-{index}")["found"] is False
+    assert len(services.state.cache._entries) <= 50
+    assert base._call(services, "state.get", base.MON, key="absent-499")["found"] is False  # still answered

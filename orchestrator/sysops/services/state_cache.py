@@ -4,8 +4,8 @@ Every `state.get` read the store's file. Under a busy host that read, which rele
 twice, cost four times what the call's own work did (bench/bench_host_services.py). The host is the only
 writer of its installation's state (one host per installation, holding the host lock), so the values it
 read or wrote stay true until it writes them again: the cache keeps the last ones read, up to MAX_BYTES of
-JSON in all (least recently used go first). A write drops the key's entry after it commits, and a read that
-raced with any write does not fill the cache (its answer may predate that write).
+JSON and MAX_ENTRIES keys in all (least recently used go first). A write drops the key's entry after it
+commits, and a read that raced with any write does not fill the cache (its answer may predate that write).
 """
 
 from __future__ import annotations
@@ -15,16 +15,20 @@ from collections import OrderedDict
 
 #: JSON text kept in all (values are at most 64 KiB each).
 MAX_BYTES = 16 * 1024 * 1024
+#: Entries kept in all: an absent key costs no JSON text, so without this a plugin reading ever new keys
+#: that do not exist grew the cache without end (keys are at most 256 characters: some 30 MiB at most).
+MAX_ENTRIES = 65_536
 
 #: (value as JSON text, version) of a key, or None for a key known to be absent.
 Entry = tuple[str, int] | None
 
 
 class StateCache:
-    """The last state values read, per (plugin, key), bounded in bytes."""
+    """The last state values read, per (plugin, key), bounded in bytes and in entries."""
 
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES) -> None:
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
         self._bytes = 0
         self._writes = 0
@@ -50,7 +54,7 @@ class StateCache:
             self._drop((plugin, key))
             self._entries[(plugin, key)] = entry
             self._bytes += size
-            while self._bytes > self.max_bytes:
+            while self._bytes > self.max_bytes or len(self._entries) > self.max_entries:
                 _, oldest = self._entries.popitem(last=False)
                 self._bytes -= len(oldest[0]) if oldest is not None else 0
 
