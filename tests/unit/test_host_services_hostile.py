@@ -185,3 +185,14 @@ def test_reading_ever_new_absent_state_keys_does_not_grow_the_read_cache_without
         assert base._call(services, "state.get", base.MON, key=f"absent-{index}")["found"] is False
     assert len(services.state.cache._entries) <= 50
     assert base._call(services, "state.get", base.MON, key="absent-499")["found"] is False  # still answered
+
+
+def test_calls_of_made_up_services_do_not_make_new_host_metric_series(
+    services: HostServices,  # noqa: F811
+) -> None:
+    for index in range(50):
+        base._refused(services, f"made-up-{index}.get", "not_found", "unknown host service", base.MON)
+        base._refused(services, f"state.made-up-{index}", "not_found", "has no method", base.MON)
+    exposed = services.metrics.render().decode()
+    assert "made-up" not in exposed
+    assert 'sysops_host_service_calls_total{outcome="not_found",plugin="mon",service="unknown"} 50.0' in exposed

@@ -46,6 +46,8 @@ __all__ = ["Caller", "ErrorCode", "HostServices", "Publish", "ServiceCallError"]
 
 #: The event bus's publish(topic, payload, publisher) -> event id.
 Publish = Callable[[str, Any, str], int]
+#: The `service` label of calls to a service that does not exist (the plugin chose the name: one label for all).
+UNKNOWN_SERVICE = "unknown"
 #: The publisher name of events the host itself publishes (`sysops.*` topics).
 HOST_PUBLISHER = "sysops"
 
@@ -195,12 +197,13 @@ class HostServices:
     # calls
     def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
         """Run `service.method` for `caller` if it holds the permission; raise ServiceCallError otherwise."""
+        counted = service if service in SERVICES else UNKNOWN_SERVICE  # a made-up name is no new series
         try:
             result = self._call(caller, service, method, arguments)
         except ServiceCallError as error:
-            self.metrics.record_service_call(caller.plugin, service, error.code)
+            self.metrics.record_service_call(caller.plugin, counted, error.code)
             raise
-        self.metrics.record_service_call(caller.plugin, service, "ok")
+        self.metrics.record_service_call(caller.plugin, counted, "ok")
         return result
 
     def _call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
