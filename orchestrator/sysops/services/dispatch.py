@@ -58,6 +58,11 @@ def plugin_publisher(plugin: str) -> str:
     return f"plugin:{plugin}"
 
 
+#: Set by the Helm chart only (the server's own Service; SYSOPS_NAMESPACE is set by servers outside the
+#: cluster too, whose policy is a local file): there the policy file is the chart's `policy` value.
+CHART_ENV = "SYSOPS_SERVER_SERVICE"
+
+
 _PolicyKey = tuple[str, int, int, int] | None
 #: How long a grant found by a full permission check is taken as still true (`HostServices._granted_lately`).
 RECHECK_SECONDS = 0.25
@@ -167,7 +172,10 @@ class HostServices:
         head = f"plugin '{plugin}' needs permission '{permission}' for {needed_for}"
         if permission not in report.asked:
             return f"{head}, which its manifest does not ask for (add it to permissions: in plugin.yaml)"
-        return f"{head}, which policy does not grant (add it under plugins.{plugin}.grants in {self.policy_file()})"
+        where = f"plugins.{plugin}.grants in {self.policy_file()}"
+        if os.environ.get(CHART_ENV):  # that file is a ConfigMap made from the chart's values
+            where += f": the Helm value policy.plugins.{plugin}.grants"
+        return f"{head}, which policy does not grant (add it under {where})"
 
     def command_refusal(self, plugin: str, command_spec_permissions: Sequence[str], command: str) -> str | None:
         """Why the host refuses `command` of `plugin` (a `@requires_permission` not granted), or None to run it."""
