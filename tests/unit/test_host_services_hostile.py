@@ -196,3 +196,20 @@ def test_calls_of_made_up_services_do_not_make_new_host_metric_series(
     exposed = services.metrics.render().decode()
     assert "made-up" not in exposed
     assert 'sysops_host_service_calls_total{outcome="not_found",plugin="mon",service="unknown"} 50.0' in exposed
+
+
+@pytest.mark.parametrize(
+    ("method", "arguments"),
+    [
+        ("gauge", {"value": 10**400}),
+        ("histogram", {"value": -(10**400)}),
+        ("counter", {"amount": 10**400}),
+        ("histogram", {"value": 1, "buckets": [1, 10**400]}),
+    ],
+)
+def test_a_metric_number_too_large_for_a_float_is_refused_as_an_argument(
+    services: HostServices,  # noqa: F811
+    method: str,
+    arguments: dict[str, Any],
+) -> None:
+    base._refused(services, f"metrics.{method}", "invalid_argument", "finite number", base.MON, name="big", **arguments)

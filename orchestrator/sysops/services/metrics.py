@@ -235,9 +235,19 @@ def _labels(labels: Any) -> dict[str, str]:
     return dict(labels)
 
 
+def _finite(value: Any) -> bool:
+    """Whether `value` is a JSON number a float holds (an integer of 400 digits parses, and overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _number(arguments: dict[str, Any], name: str, default: float | None) -> float:
     value = arguments.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _finite(value):
         raise ServiceCallError("invalid_argument", f"metric '{name}' must be a finite number (got {shown(value)})")
     return float(value)
 
@@ -248,7 +258,7 @@ def _buckets(buckets: Any) -> tuple[float, ...] | None:
     if (
         not isinstance(buckets, list)
         or not 0 < len(buckets) <= METRIC_BUCKETS
-        or not all(isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in buckets)
+        or not all(_finite(bucket) for bucket in buckets)
         or any(later <= earlier for earlier, later in itertools.pairwise(buckets))
     ):
         raise ServiceCallError(
