@@ -246,7 +246,7 @@ def _finite(value: Any) -> bool:
 
 
 def _number(arguments: dict[str, Any], name: str, default: float | None) -> float:
-    value = arguments.get(name, default)
+    value: Any = arguments.get(name, default)
     if not _finite(value):
         raise ServiceCallError("invalid_argument", f"metric '{name}' must be a finite number (got {shown(value)})")
     return float(value)
