@@ -1,9 +1,11 @@
-"""Host services against a hostile plugin: what one plugin sends must not grow the host without bound.
+"""Host services against a hostile plugin or caller: what one plugin sends must not grow the host without
+bound, starve other plugins, or reach more than it was granted.
 
-Tests of defects play an attack that worked before its fix: creating metric families without end once
-its series quota is used up (a family was registered before the quota was checked), and opening alerts
-without end (only resolved ones were bounded). The last one pins the documented meaning of a wildcard in
-a manifest's `permissions:` (docs/permissions.md): a literal name, never a way to everything.
+Most tests play an attack that worked before its fix (made-up metric families and service names, open
+alerts and absent state keys without end, JSON nested just under the parser's limit, numbers too large
+for a float, one plugin's calls holding the threads or memory every plugin's calls need). The others pin
+behaviour found sound and documented: a wildcard asked in a manifest is literal (docs/permissions.md),
+and a control method hidden behind a pass-through prefix of the server's role check reaches nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sysops.server.protocol.v1 import control_pb2 as control_pb
 from sysops.services import alerts, limits, metrics
 from sysops.services.dispatch import Caller, HostServices
 from sysops.services.transport import CALLS_IN_FLIGHT_PER_INSTANCE, HOST_SOCKET, InstanceListeners
@@ -28,6 +31,7 @@ from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 from tests.unit import test_host_services as base
 from tests.unit.test_host_services import published, services  # noqa: F401  (fixtures)
 from tests.unit.test_host_transport import TOKEN, call, instance, socket_dir
+from tests.unit.test_operator_surface import Served, served  # noqa: F401  (fixture)
 
 
 def test_a_plugin_past_its_series_quota_creates_no_more_metric_families(
@@ -213,3 +217,24 @@ def test_a_metric_number_too_large_for_a_float_is_refused_as_an_argument(
     arguments: dict[str, Any],
 ) -> None:
     base._refused(services, f"metrics.{method}", "invalid_argument", "finite number", base.MON, name="big", **arguments)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/sysops.host.v1.Host/../sysops.control.v1.Control/Down",
+        "/grpc.health.v1.Health/../../sysops.control.v1.Control/Down",
+        "/sysops.host.v1.Host/%2e%2e/sysops.control.v1.Control/Down",
+        "/sysops.host.v1.Host//sysops.control.v1.Control/Down",
+    ],
+)
+def test_a_control_method_hidden_behind_a_pass_through_prefix_reaches_nothing(
+    served: Served,  # noqa: F811
+    method: str,
+) -> None:
+    with grpc.insecure_channel(served.address) as channel:
+        down = channel.unary_stream(method, request_serializer=control_pb.DownRequest.SerializeToString)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(down(control_pb.DownRequest(name="ops"), timeout=5))  # no caller token at all
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert any(instance.status.running for instance in served.driver.instances.values())  # ops still up
