@@ -11,8 +11,10 @@ and a control method hidden behind a pass-through prefix of the server's role ch
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.server.protocol.v1 import control_pb2 as control_pb
-from sysops.services import alerts, limits, metrics
+from sysops.services import alerts, limits, metrics, transport
 from sysops.services.dispatch import Caller, HostServices
 from sysops.services.transport import CALLS_IN_FLIGHT_PER_INSTANCE, HOST_SOCKET, InstanceListeners
 from sysops.settings import Settings
@@ -238,3 +240,51 @@ def test_a_control_method_hidden_behind_a_pass_through_prefix_reaches_nothing(
             list(down(control_pb.DownRequest(name="ops"), timeout=5))  # no caller token at all
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert any(instance.status.running for instance in served.driver.instances.values())  # ops still up
+
+
+def test_links_planted_at_host_sock_neither_redirect_nor_remove_what_they_point_to(tmp_path: Path) -> None:
+    listeners = InstanceListeners(_SlowForOnePlugin(), workers=1)
+    directory = socket_dir(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    victim.chmod(0o644)
+    before = victim.stat()
+    try:
+        (directory / HOST_SOCKET).symlink_to(victim)  # planted before the host listens
+        listeners.attach(instance(directory))
+        assert (directory / HOST_SOCKET).is_socket() and not (directory / HOST_SOCKET).is_symlink()
+        (directory / HOST_SOCKET).unlink()  # swapped for a link while served: detach must not follow it
+        (directory / HOST_SOCKET).symlink_to(victim)
+        listeners.detach("abc123")
+        after = victim.stat()
+        assert victim.read_text() == "keep me"
+        assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    finally:
+        listeners.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host gives host.sock to the plugin's uid only as root")
+def test_a_link_swapped_in_between_listening_and_chown_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = socket_dir(tmp_path)
+    os.chown(directory, 54321, 54321)  # the plugin's directory
+    victim = tmp_path / "victim"
+    victim.write_text("root's")
+    real_umask = transport.private_umask
+
+    @contextlib.contextmanager
+    def then_swap(mask: int) -> Iterator[None]:
+        with real_umask(mask):
+            yield
+        (directory / HOST_SOCKET).rename(directory / "moved.sock")  # the plugin, in the race window
+        (directory / HOST_SOCKET).symlink_to(victim)
+
+    monkeypatch.setattr(transport, "private_umask", then_swap)
+    listeners = InstanceListeners(_SlowForOnePlugin(), workers=1)
+    try:
+        listeners.attach(instance(directory))
+        assert victim.stat().st_uid == 0 and victim.read_text() == "root's"
+        assert os.lstat(directory / HOST_SOCKET).st_uid == 54321  # only the link itself was given away
+    finally:
+        listeners.stop()
