@@ -107,13 +107,14 @@ def test_refuses_kubernetes_older_than_1_20(helm: str) -> None:
     assert "kubeVersion" in result.stderr or "incompatible" in result.stderr
 
 
+@pytest.mark.parametrize("values", [(), ("--set", "persistence.enabled=true")])
 @pytest.mark.parametrize("kube", ["1.32.0", "1.29.0"])
-def test_rendered_objects_pass_strict_schema_validation(render: Render, kube: str) -> None:
+def test_rendered_objects_pass_strict_schema_validation(render: Render, kube: str, values: tuple[str, ...]) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (dev)")
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     if not (schemas / f"v{kube}-local-strict").is_dir():
         pytest.skip(f"kubernetes-validate {kubernetes_validate.__version__} has no schema for {kube}")
-    for obj in render(kube=kube):
+    for obj in render(*values, kube=kube):
         kubernetes_validate.validate(obj, kube, strict=True)
 
 
@@ -148,6 +149,71 @@ def test_deployment_is_a_hardened_singleton(render: Render) -> None:
     assert "emptyDir" in volumes[mounts["/var/lib/sysops"]]
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert "configMap" in volumes[mounts["/etc/sysops"]]
+
+
+def _home_volume(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The volume mounted at /var/lib/sysops, the parent of SYSOPS_HOME."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (name,) = [mount["name"] for mount in container["volumeMounts"] if mount["mountPath"] == "/var/lib/sysops"]
+    assert _env(container)["SYSOPS_HOME"]["value"] == "/var/lib/sysops/home"
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == name]
+    return volume
+
+
+def test_without_persistence_the_home_is_an_emptydir_and_no_claim_is_made(render: Render) -> None:
+    objects = render()
+    assert not [obj for obj in objects if obj["kind"] == "PersistentVolumeClaim"]
+    assert _home_volume(_one(objects, "Deployment")) == {"name": "state", "emptyDir": {}}
+
+
+@pytest.mark.parametrize("kube", [OLDEST_KUBE, CURRENT_KUBE])
+def test_persistence_puts_the_home_on_a_claim_of_the_chart(render: Render, kube: str) -> None:
+    objects = render("--set", "persistence.enabled=true", kube=kube)
+    claim = _one(objects, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "sysops-test-home"
+    assert claim["metadata"]["namespace"] == "sysops-ns"
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}  # helm uninstall keeps the data
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    deployment = _one(objects, "Deployment")
+    assert _home_volume(deployment) == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": "sysops-test-home"},
+    }
+    # One pod at a time on the volume, and the volume's files group-owned by the server's group.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+
+
+def test_persistence_takes_class_size_and_access_modes(render: Render) -> None:
+    claim = _one(
+        render(
+            "--set", "persistence.enabled=true", "--set", "persistence.storageClass=fast",
+            "--set", "persistence.size=5Gi", "--set", "persistence.accessModes={ReadWriteOncePod}",
+        ),
+        "PersistentVolumeClaim",
+    )  # fmt: skip
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOncePod"],
+        "storageClassName": "fast",
+        "resources": {"requests": {"storage": "5Gi"}},
+    }
+    no_class = _one(
+        render("--set", "persistence.enabled=true", "--set", "persistence.storageClass=-"), "PersistentVolumeClaim"
+    )
+    assert no_class["spec"]["storageClassName"] == ""  # "-": no dynamic provisioning, a hand-made PV binds it
+
+
+def test_persistence_with_an_existing_claim_makes_none(render: Render) -> None:
+    objects = render("--set", "persistence.enabled=true", "--set", "persistence.existingClaim=sysops-data")
+    assert not [obj for obj in objects if obj["kind"] == "PersistentVolumeClaim"]
+    assert _home_volume(_one(objects, "Deployment"))["persistentVolumeClaim"] == {"claimName": "sysops-data"}
+
+
+def test_an_existing_claim_without_persistence_enabled_is_not_used(render: Render) -> None:
+    objects = render("--set", "persistence.existingClaim=sysops-data")
+    assert _home_volume(_one(objects, "Deployment")) == {"name": "state", "emptyDir": {}}
 
 
 def test_server_environment(render: Render) -> None:
@@ -285,6 +351,10 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         "server.port=http",
         "policy.plugins.keeper.grant=state.read",
         "policy.callers[0].role=root",
+        "replicas=2",  # the server is a singleton: two pods must never open one SQLite file on a volume
+        "persistence.bogus=1",
+        "persistence.size=lots",
+        "persistence.accessModes={ReadOnlyMany}",
     ],
 )
 def test_schema_refuses_unknown_or_bad_values(helm: str, bad: str) -> None:

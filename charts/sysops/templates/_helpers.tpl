@@ -57,3 +57,8 @@ app.kubernetes.io/part-of: sysops
 {{- define "sysops.policy" -}}
 {{- toYaml .Values.policy }}
 {{- end }}
+
+{{/* The PersistentVolumeClaim holding the server's home: persistence.existingClaim, else "<fullname>-home". */}}
+{{- define "sysops.homeClaimName" -}}
+{{- default (printf "%s-home" (include "sysops.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
