@@ -31,6 +31,7 @@ from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 from tests.unit import test_host_services as base
+from tests.unit.test_bus import BusFactory, Recorder, make_bus, recorder, store_path, stored_event_ids, wait_until  # noqa: F401
 from tests.unit.test_host_services import published, services  # noqa: F401  (fixtures)
 from tests.unit.test_host_transport import TOKEN, call, instance, socket_dir
 from tests.unit.test_operator_surface import Served, served  # noqa: F401  (fixture)
@@ -288,3 +289,23 @@ def test_a_link_swapped_in_between_listening_and_chown_is_not_followed(
         assert os.lstat(directory / HOST_SOCKET).st_uid == 54321  # only the link itself was given away
     finally:
         listeners.stop()
+
+
+def test_a_stuck_subscriber_does_not_keep_every_other_topics_events_on_disk(
+    make_bus: BusFactory,  # noqa: F811
+    recorder: Recorder,  # noqa: F811
+    store_path: Path,  # noqa: F811
+) -> None:
+    bus = make_bus(backlog_limit=20, retained_bytes=20_000)
+    recorder.gates["stuck"] = threading.Event()
+    bus.subscribe("stuck", ["quiet.topic"])
+    bus.start()
+    bus.publish("quiet.topic", {}, "plugin:spam")  # its worker takes it and hangs in the handler
+    wait_until(lambda: ("stuck", 1) in recorder.attempts)
+    payload = {"pad": "x" * 180}  # some 190 characters of JSON each
+    for _ in range(1000):
+        bus.publish("loud.topic", payload, "plugin:spam")
+    bus.retain()
+    stored = stored_event_ids(store_path)
+    assert len(stored) <= 20_000 // 190 + 1, len(stored)  # 1,001 before: all of them, up to 100,000
+    assert stored[-1] == bus.publish("loud.topic", payload, "plugin:spam") - 1  # the newest are kept

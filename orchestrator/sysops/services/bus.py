@@ -11,7 +11,9 @@ handler failure, and after `max_attempts` of those on one event it is dead-lette
 not stop the subscriber. A subscriber more than `backlog_limit` events behind has its oldest pending ones
 dead-lettered (down to 90% of the limit), and one `sysops.dead-letter` event per such episode says so. A
 slow subscriber only ever holds its own worker. Retention deletes the events every subscriber has passed
-and keeps at most `retained_events`. This module knows nothing of gRPC.
+and keeps at most `retained_events` events and `retained_bytes` characters of payload JSON: a subscriber
+stuck in its handler holds back its cursor, so the events of every other topic stayed stored behind it (a
+publisher could fill 100,000 x 64 KiB of disk). This module knows nothing of gRPC.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,8 @@ DEAD_LETTER_TOPIC = "sysops.dead-letter"
 #: Events kept at most (a subscriber further behind has the older ones dead-lettered), and dead letters.
 RETAINED_EVENTS = 100_000
 RETAINED_DEAD_LETTERS = 10_000
+#: Characters of payload JSON kept at most in stored events (a subscriber further behind: as above).
+RETAINED_BYTES = 256 * 1024 * 1024
 #: How often retention runs.
 RETENTION_SECONDS = 1.0
 #: Topics whose subscribers publish remembers (forgotten all at once beyond it, and when subscriptions change).
@@ -93,6 +98,7 @@ class EventBus:
         retry_seconds: float = 0.2,
         retained_events: int = RETAINED_EVENTS,
         retention_seconds: float = RETENTION_SECONDS,
+        retained_bytes: int = RETAINED_BYTES,
     ) -> None:
         if backlog_limit < 2 or max_attempts < 1 or retry_seconds <= 0 or retained_events < 1:
             raise ValueError(
@@ -105,6 +111,10 @@ class EventBus:
         self._wiring = Wiring(self._log, deliver, self._policy, self._published_up_to)
         self._retained_events = retained_events
         self._retention_seconds = retention_seconds
+        self._retained_bytes = retained_bytes
+        #: (id, payload characters) of the stored events, oldest first, and their sum (both under `_lock`).
+        self._sizes = deque(self._log.payload_sizes())
+        self._stored_bytes = sum(size for _, size in self._sizes)
         #: Held while an event is stored and counted, and while the subscriber set changes, so a new
         #: subscriber's cursor and pending count agree with what was published.
         self._lock = threading.Lock()
@@ -140,6 +150,8 @@ class EventBus:
         decoded = json.loads(payload_json)  # the subscribers' own copy, shared by them
         with self._lock:
             event_id = self._log.append(topic, payload_json, publisher, event_time)
+            self._sizes.append((event_id, len(payload_json)))
+            self._stored_bytes += len(payload_json)
             event = BusEvent(event_id, topic, decoded, publisher, event_time)
             overflowing = [
                 subscriber
@@ -231,16 +243,36 @@ class EventBus:
         return self._log.dead_letters(plugin, limit)
 
     def retain(self) -> None:
-        """Delete the events every subscriber has passed; keep at most `retained_events` (a subscriber still
-        behind the cut has those dead-lettered first). Runs every `retention_seconds` after `start`."""
-        cut = self._latest - self._retained_events
+        """Delete the events every subscriber has passed; keep at most `retained_events` and `retained_bytes` (a
+        subscriber still behind the cut has those dead-lettered first). Runs every `retention_seconds` after
+        `start`."""
+        with self._lock:
+            by_bytes = self._cut_for_bytes()
+        cut = max(self._latest - self._retained_events, by_bytes)
         if cut > 0:
-            reason = f"more than {self._retained_events} events behind"
+            reason = (
+                f"more than {self._retained_events} events behind"
+                if cut > by_bytes
+                else f"behind more than the {self._retained_bytes} characters of events the host keeps"
+            )
             with self._lock:
                 subscribers = list(self._subscribers.values())
             for subscriber in subscribers:
                 self._announce(subscriber.plugin, subscriber.cut_before(cut, reason), reason)
-        self._log.retain(cut, RETAINED_DEAD_LETTERS)
+        gone = self._log.retain(cut, RETAINED_DEAD_LETTERS)
+        with self._lock:
+            while self._sizes and self._sizes[0][0] <= gone:
+                self._stored_bytes -= self._sizes.popleft()[1]
+
+    def _cut_for_bytes(self) -> int:
+        """The id up to which stored events must go for the rest to hold `retained_bytes` (0: none; under `_lock`)."""
+        excess, cut = self._stored_bytes - self._retained_bytes, 0
+        for event_id, size in self._sizes:
+            if excess <= 0:
+                break
+            excess -= size
+            cut = event_id
+        return cut
 
     def _retain_periodically(self) -> None:
         while not self._stopping.wait(self._retention_seconds):

@@ -251,19 +251,26 @@ class BusLog:
         return [DeadLetter(row[0], _event(row[1:6]), row[6], row[7]) for row in reversed(rows)]
 
     # retention
-    def retain(self, cut: int, dead_letters: int) -> None:
+    def retain(self, cut: int, dead_letters: int) -> int:
         """Delete the events every subscriber has passed (all of them when none subscribes) and every event up to
-        id `cut`; keep at most `dead_letters` dead letters."""
+        id `cut`; keep at most `dead_letters` dead letters. Return the id up to which events are gone."""
         with self._write_lock, self._database.transaction() as db:
             passed = db.execute(
                 "SELECT COALESCE(MIN(cursor), (SELECT seq FROM sqlite_sequence WHERE name='bus_events'), 0) "
                 "FROM bus_subscribers"
             ).fetchone()[0]
-            db.execute("DELETE FROM bus_events WHERE id <= ?", (max(int(passed), cut),))
+            gone = max(int(passed), cut)
+            db.execute("DELETE FROM bus_events WHERE id <= ?", (gone,))
             db.execute(
                 "DELETE FROM bus_dead_letters WHERE id <= (SELECT COALESCE(MAX(id), 0) FROM bus_dead_letters) - ?",
                 (dead_letters,),
             )
+        return gone
+
+    def payload_sizes(self) -> list[tuple[int, int]]:
+        """(id, characters of payload JSON) of every stored event, oldest first (read once, when a bus opens)."""
+        rows = self._database.db.execute("SELECT id, LENGTH(payload_json) FROM bus_events ORDER BY id").fetchall()
+        return [(int(row[0]), int(row[1])) for row in rows]
 
     def event_count(self) -> int:
         """How many events are stored."""
