@@ -201,6 +201,7 @@ def test_after_a_reboot_drops_the_mounts_the_next_command_restores_them(
     ]
     mounted = [m[1] for m in host_mounts(plugins.home) if "/iso-a/" in m[1] or m[1] == _socket_of(container)]
     assert len(mounted) == 2
+    plugins.stop_host()  # a reboot ends the host too (its listeners hold host.sock in the socket directory)
     for target in mounted:  # what a host reboot does to them; the engine then restarts the container
         subprocess.run(["umount", target], check=True)
     container.kill()

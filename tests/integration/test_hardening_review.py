@@ -148,6 +148,7 @@ def test_after_a_reboot_emptied_tmp_a_plugin_of_the_tmp_fallback_comes_back(
     (container,) = installation_containers(engine, long_home.installation_id)
     assert any(mount["Source"].startswith(f"{fallback}/") for mount in container.attrs["Mounts"])
     container.stop(timeout=1)
+    long_home.stop_host()  # a reboot ends the host too (its listeners hold host.sock in the socket directory)
     for _source, target, _kind, _options in _mounts_of(f"{long_home.home.resolve()}/") + _mounts_of(f"{fallback}/"):
         subprocess.run(["umount", target], check=True)  # what the reboot does to the mounts ...
     shutil.rmtree(fallback)  # ... and to /tmp
