@@ -80,11 +80,16 @@ def cli(cluster: Cluster, workdir: Path) -> Iterator[Sysops]:
     try:
         yield sysops
     finally:
-        for name in PLUGINS:
-            sysops.run("plugin", "down", name)
-        wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugins' pods, policies and state to be deleted")
-        # The kubelet stops a deleted pod's container within its grace period; until then its image is in use.
-        wait_for(lambda: remove_images(engine, plugin_images(engine) - existing), 60, "the plugin images to go")
+        remove_plugins(sysops, cluster, engine, existing)
+
+
+def remove_plugins(cli: Sysops, cluster: Cluster, engine: docker.DockerClient, existing: set[str]) -> None:
+    """Take the test plugins down and remove their images but `existing` (those there before the tests)."""
+    for name in PLUGINS:
+        cli.run("plugin", "down", name)
+    wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugins' pods, policies and state to be deleted")
+    # The kubelet stops a deleted pod's container within its grace period; until then its image is in use.
+    wait_for(lambda: remove_images(engine, plugin_images(engine) - existing), 60, "the plugin images to go")
 
 
 def remove_images(engine: docker.DockerClient, images: set[str]) -> bool:

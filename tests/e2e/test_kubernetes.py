@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +78,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def installed_chart(*helm_args: str) -> Iterator[Cluster]:
+def installed_chart(*helm_args: str, prepare: Callable[[str], None] | None = None) -> Iterator[Cluster]:
     """The orchestrator image built and the chart installed (with `helm_args`) in a namespace of its own,
-    removed with everything in it afterwards."""
+    removed with everything in it afterwards. `prepare(namespace)`, if given, runs before the install (the
+    namespace does not exist yet: it may create it, and objects in it that the install needs)."""
     subprocess.run([str(ROOT / "scripts" / "build-orchestrator-image.sh")], check=True, timeout=900)
     namespace = f"sysops-e2e-{uuid.uuid4().hex[:6]}"
     try:
+        if prepare is not None:
+            prepare(namespace)
         subprocess.run(
             ["helm", "install", "sysops", str(ROOT / "charts" / "sysops"), "-n", namespace, "--create-namespace",
              "--wait", "--timeout", "180s", "--set", "image.pullPolicy=Never", *helm_args],
