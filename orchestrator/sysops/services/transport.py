@@ -15,7 +15,10 @@ tmpfs at start, so not before), detaches it when the instance is removed, and `s
 
 In a cluster the server's own gRPC server carries the same servicer, and the caller is the instance whose
 token the call carries (looked up in the store); the server's caller check (server/roles.py) lets Host calls
-through, because the instance token is checked here.
+through, because the instance token is checked here. There every plugin pod's host calls share the
+server's worker threads with the operators' calls, so the servicer runs at most CALLS_RUNNING_PER_INSTANCE
+calls of one instance at once and refuses more at once (RESOURCE_EXHAUSTED): a pod flooding the server
+holds a few threads, never all of them.
 
 Replies are JSON; a ServiceCallError becomes the gRPC status of its code, with its one-line message.
 """
@@ -56,6 +59,8 @@ WORKERS_PER_INSTANCE = 4
 #: Calls of one instance running or waiting for a thread; more are refused at once (RESOURCE_EXHAUSTED), so
 #: the requests the host holds for an instance stay under this many times MAX_REQUEST_BYTES.
 CALLS_IN_FLIGHT_PER_INSTANCE = 32
+#: Calls of one instance the servicer runs at once (the cluster server's threads are shared by everyone).
+CALLS_RUNNING_PER_INSTANCE = WORKERS_PER_INSTANCE
 _AUTHORIZATION = "authorization"
 _BEARER = "Bearer "
 
@@ -94,12 +99,36 @@ class HostServicer(pb_grpc.HostServicer):
     def __init__(self, services: ServiceDispatcher, identify: Identify) -> None:
         self.services = services
         self.identify = identify
+        self._running: dict[str, int] = {}
+        self._running_lock = threading.Lock()
 
     def Call(self, request: pb.ServiceCall, context: grpc.ServicerContext) -> pb.ServiceReply:
         """One host service call; errors are gRPC statuses with one line."""
         caller = self.identify(bearer_token(context))
         if caller is None:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong sysops instance token")
+        with self._running_lock:
+            running = self._running.get(caller.instance_id, 0)
+            if running < CALLS_RUNNING_PER_INSTANCE:
+                self._running[caller.instance_id] = running + 1
+        if running >= CALLS_RUNNING_PER_INSTANCE:
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"instance {caller.instance_id} of plugin '{caller.plugin}' already has "
+                f"{CALLS_RUNNING_PER_INSTANCE} host calls running; wait for one to finish",
+            )
+        try:
+            return self._call(caller, request, context)
+        finally:
+            with self._running_lock:
+                left = self._running[caller.instance_id] - 1
+                if left:
+                    self._running[caller.instance_id] = left
+                else:
+                    del self._running[caller.instance_id]
+
+    def _call(self, caller: Caller, request: pb.ServiceCall, context: grpc.ServicerContext) -> pb.ServiceReply:
         where = f"{request.service}.{request.method}"
         size = request.ByteSize()
         if size > MAX_REQUEST_BYTES:
