@@ -14,7 +14,6 @@ installed by test_kubernetes.installed_chart), everything removed afterwards; sk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -26,7 +25,14 @@ import docker
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_kubernetes import Cluster, installed_chart, kubectl
+from tests.e2e.test_kubernetes import (
+    SERVER_INSTALLATION,
+    Cluster,
+    installation_images,
+    installed_chart,
+    kubectl,
+    remove_images,
+)
 from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import Sysops, wait_for
 
@@ -36,8 +42,6 @@ PLUGINS = {
     "herald": Path(__file__).parent / "plugins" / "herald",
     "listener": Path(__file__).parent / "plugins" / "listener",
 }
-#: The installation of the chart's server (its SYSOPS_HOME), whose id labels the plugin images the CLI builds.
-SERVER_INSTALLATION = hashlib.sha256(b"/var/lib/sysops/home").hexdigest()[:12]
 #: Each plugin gets part of what it asks for: keeper not config.read nor deploy.run, listener not events.publish.
 POLICY = {
     "plugins": {
@@ -63,13 +67,7 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
 
 def plugin_images(engine: docker.DockerClient) -> set[str]:
     """Ids of the test plugins' images (the CLI builds them, labelled with the server's installation)."""
-    return {
-        image.id
-        for name in PLUGINS
-        for image in engine.images.list(
-            filters={"label": [f"sysops.installation={SERVER_INSTALLATION}", f"sysops.plugin={name}"]}
-        )
-    }
+    return installation_images(engine, SERVER_INSTALLATION, PLUGINS)
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +88,6 @@ def remove_plugins(cli: Sysops, cluster: Cluster, engine: docker.DockerClient, e
     wait_for(lambda: cluster.plugin_objects() == [], 60, "the plugins' pods, policies and state to be deleted")
     # The kubelet stops a deleted pod's container within its grace period; until then its image is in use.
     wait_for(lambda: remove_images(engine, plugin_images(engine) - existing), 60, "the plugin images to go")
-
-
-def remove_images(engine: docker.DockerClient, images: set[str]) -> bool:
-    """Remove `images` (force: exited containers of deleted pods may still name them); False if one is in use."""
-    removed = True
-    for image in images:
-        try:
-            engine.images.remove(image, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError:  # 409: a container of a pod being deleted still runs it
-            removed = False
-    return removed
 
 
 def plugin_up(cli: Sysops, workdir: Path, name: str) -> Path:

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 from sysops.runtime.base import is_plugin_uid
 from sysops.runtime.kubernetes.driver import ORCHESTRATOR_SELECTOR
+from sysops.settings import Settings
 
 from tests.integration.conftest import SYSOPS, Sysops, copy_example, wait_for
 
@@ -99,6 +102,34 @@ def installed_chart(*helm_args: str, prepare: Callable[[str], None] | None = Non
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+#: The installation of the chart's server (its SYSOPS_HOME), whose id labels the plugin images the CLI builds.
+SERVER_INSTALLATION = hashlib.sha256(b"/var/lib/sysops/home").hexdigest()[:12]
+
+
+def installation_images(engine: docker.DockerClient, installation: str, plugins: Iterable[str]) -> set[str]:
+    """Ids of the images the CLI built for `plugins` of `installation` (labelled so)."""
+    return {
+        image.id
+        for name in plugins
+        for image in engine.images.list(
+            filters={"label": [f"sysops.installation={installation}", f"sysops.plugin={name}"]}
+        )
+    }
+
+
+def remove_images(engine: docker.DockerClient, images: set[str]) -> bool:
+    """Remove `images` (force: exited containers of deleted pods may still name them); False if one is in use."""
+    removed = True
+    for image in images:
+        try:
+            engine.images.remove(image, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:  # 409: a container of a pod being deleted still runs it
+            removed = False
+    return removed
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with installed_chart() as installed:
@@ -110,9 +141,14 @@ def hello(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("k8s")
     plugin_dir = copy_example("hello", workdir)
     cli = cluster.cli(workdir / "home")
+    engine = docker.from_env()
+    existing = installation_images(engine, SERVER_INSTALLATION, ["hello"])
     up = cli.run("plugin", "up", str(plugin_dir), "--runtime", "kubernetes")
     assert up.returncode == 0, up.stderr
     yield cli, plugin_dir
+    cli.run("plugin", "down", "hello")  # the last test took it down already, unless it failed
+    new_images = installation_images(engine, SERVER_INSTALLATION, ["hello"]) - existing
+    wait_for(lambda: remove_images(engine, new_images), 60, "the hello images the tests built to go")
 
 
 def _plugin_pods(cluster: Cluster) -> list[dict]:  # type: ignore[type-arg]
@@ -264,3 +300,6 @@ def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: P
         server.terminate()
         server.wait(timeout=20)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        engine = docker.from_env()  # the images the CLI built for this server's installation
+        built = installation_images(engine, Settings(home=tmp_path / "srv").installation_id, ["hello"])
+        wait_for(lambda: remove_images(engine, built), 60, "the hello images of the outside server to go")
