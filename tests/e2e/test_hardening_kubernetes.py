@@ -20,8 +20,9 @@ from pathlib import Path
 import grpc
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
+from sysops.settings import Settings
 
-from tests.e2e.test_kubernetes import kubectl
+from tests.e2e.test_kubernetes import kubectl, remove_built_images
 from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import SYSOPS, Sysops, copy_example
 
@@ -69,6 +70,7 @@ def test_whole_cores_and_gibibytes_roll_out_and_cancelled_followers_free_their_s
         server.terminate()
         server.wait(timeout=20)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        remove_built_images(Settings(home=tmp_path / "srv").installation_id)
 
 
 def _cancelled_followers_free_their_slots(port: int, token: str) -> None:

@@ -130,6 +130,13 @@ def remove_images(engine: docker.DockerClient, images: set[str]) -> bool:
     return removed
 
 
+def remove_built_images(installation: str, plugins: Iterable[str] = ("hello",)) -> None:
+    """Remove the images the CLI built for `plugins` of a server outside the cluster (its own installation)."""
+    engine = docker.from_env()
+    built = installation_images(engine, installation, plugins)
+    wait_for(lambda: remove_images(engine, built), 60, f"the images of installation {installation} to go")
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with installed_chart() as installed:
@@ -300,6 +307,4 @@ def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: P
         server.terminate()
         server.wait(timeout=20)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        engine = docker.from_env()  # the images the CLI built for this server's installation
-        built = installation_images(engine, Settings(home=tmp_path / "srv").installation_id, ["hello"])
-        wait_for(lambda: remove_images(engine, built), 60, "the hello images of the outside server to go")
+        remove_built_images(Settings(home=tmp_path / "srv").installation_id)
