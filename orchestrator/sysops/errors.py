@@ -134,3 +134,12 @@ class CommandFailedError(SysopsError):
     """A plugin command reported a failure."""
 
     exit_code = ExitCode.COMMAND_FAILED
+
+
+def command_failure(message: str, plugin_exit_code: int) -> SysopsError:
+    """The error of a plugin command that failed with `plugin_exit_code`: exit 9 when the plugin's server said
+    a permission was missing (a grant the host services or `@requires_permission` need, as when the host
+    refuses), else exit 1, whatever other code the plugin reported."""
+    if plugin_exit_code == ExitCode.POLICY_DENIED:
+        return PolicyDeniedError(message)
+    return CommandFailedError(message)

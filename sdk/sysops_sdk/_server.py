@@ -39,6 +39,7 @@ from sysops_sdk._chunks import (
     utf8_size,
 )
 from sysops_sdk._commands import CommandDefinition, collect_commands
+from sysops_sdk._errors import PermissionDeniedError
 from sysops_sdk._events import Event, collect_handlers, subscriptions
 from sysops_sdk._permissions import first_missing
 from sysops_sdk._plugin import Plugin
@@ -197,7 +198,9 @@ class PluginRuntime:
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             message = _first_line(exc) or type(exc).__name__
-            yield InvocationOutcome(pb.Result.NONE, exit_code=1, error=message, error_type=type(exc).__name__)
+            # A host service the plugin has no grant for: the same exit code as a command the host refused.
+            code = EXIT_PERMISSION_DENIED if isinstance(exc, PermissionDeniedError) else 1
+            yield InvocationOutcome(pb.Result.NONE, exit_code=code, error=message, error_type=type(exc).__name__)
             return
         if result is None:
             yield InvocationOutcome(pb.Result.NONE)

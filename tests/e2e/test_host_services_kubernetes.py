@@ -144,7 +144,7 @@ def test_state_over_tcp_survives_a_reload_a_rollback_and_a_pod_replacement(
 
 def test_a_call_without_its_grant_is_refused_naming_it_while_a_granted_one_works(cli: Sysops, keeper: Path) -> None:
     refused = cli.run("peek-config")
-    assert refused.returncode != 0
+    assert refused.returncode == 9, refused.stderr
     assert "config.read" in refused.stderr and "plugins.keeper.grants" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
     assert cli.ok("recall", "colour") == "A:blue\n"  # state is granted

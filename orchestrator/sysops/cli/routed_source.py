@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sysops.cli.output import emit, write_result
 from sysops.core.command_shape import CommandShape
-from sysops.errors import CallInterruptedError, CommandFailedError
+from sysops.errors import CallInterruptedError, command_failure
 
 if TYPE_CHECKING:
     from sysops.core.client import InvocationResult
@@ -99,7 +99,7 @@ def _print_item(item: str | InvocationResult, shape: CommandShape, output: str) 
         sys.stdout.flush()
         return
     if item.exit_code != 0:
-        raise CommandFailedError(f"{shape.plugin}: {shape.name}: {item.error}")
+        raise command_failure(f"{shape.plugin}: {shape.name}: {item.error}", item.exit_code)
     if item.kind == "text":
         write_result(item.text)  # not joined to its newline: a result can be 64 MiB
         if not item.text.endswith("\n"):

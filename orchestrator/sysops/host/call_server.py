@@ -41,6 +41,7 @@ from sysops.errors import (
     PluginUnavailableError,
     SysopsError,
     UsageError,
+    command_failure,
 )
 from sysops.host import call_wire as wire
 from sysops.host import peer
@@ -385,9 +386,10 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 def _send_result(connection: socket.socket, result: InvocationResult, route: Route) -> None:
-    """The call's result, or its failure as an error (the command's exit code is 1, as the plugin failed)."""
+    """The call's result, or its failure as an error (exit code 1, as the plugin failed; 9 for a missing grant)."""
     if result.exit_code != 0:
-        wire.send(connection, _error_message(CommandFailedError(f"{route.plugin}: {route.command}: {result.error}")))
+        failure = command_failure(f"{route.plugin}: {route.command}: {result.error}", result.exit_code)
+        wire.send(connection, _error_message(failure))
     elif result.kind == "text":
         try:
             wire.send_text(connection, {"type": wire.RESULT, "kind": "text"}, result.text)
