@@ -70,12 +70,23 @@ MESSAGE_CAP = 2000
 LifecyclePublisher = Callable[[str, str, str], None]
 _lifecycle_publisher: LifecyclePublisher | None = None
 _log = logging.getLogger(__name__)
+_publisher_lock = threading.Lock()
 
 
 def set_lifecycle_publisher(publisher: LifecyclePublisher | None) -> None:
     """Publish every event recorded from now on through `publisher` as well (None: stop publishing)."""
     global _lifecycle_publisher
-    _lifecycle_publisher = publisher
+    with _publisher_lock:
+        _lifecycle_publisher = publisher
+
+
+def clear_lifecycle_publisher(publisher: LifecyclePublisher) -> None:
+    """Stop publishing through `publisher`, if it is still the one set (a host that stops must not unset the
+    publisher of a host that started after it: tests run several in one process)."""
+    global _lifecycle_publisher
+    with _publisher_lock:
+        if _lifecycle_publisher == publisher:
+            _lifecycle_publisher = None
 
 
 def record(store: Store, plugin: str, kind: EventKind, message: str) -> None:

@@ -138,6 +138,7 @@ class Hosting:
         self._wake = threading.Event()
         #: Set once everything stopped (after the stop event, see `run`).
         self.closed = threading.Event()
+        self._closing = False
 
     def _store(self) -> Store:
         store: Store | None = getattr(self._local, "store", None)
@@ -292,18 +293,19 @@ class Hosting:
     def close(self) -> None:
         """Unhook from the core and stop the listeners and the bus (once)."""
         with self._lock:
-            if self.closed.is_set():
+            if self._closing:
                 return
-            self.closed.set()
+            self._closing = True
         instance_hooks.unregister(self.store_path, self)
         previous = router.set_routing_hooks(None)
         if previous is not self:  # another host's (tests serve several in one process): put it back
             router.set_routing_hooks(previous)
-        events.set_lifecycle_publisher(None)
+        events.clear_lifecycle_publisher(self.lifecycle)
         if self.listeners is not None:
             self.listeners.stop()
         self.bus.stop()
         self.services.close()
+        self.closed.set()  # only now: whoever waits for it may start another host in this process
 
 
 def start_hosting(settings: Settings, driver_name: str, server: grpc.Server | None, stop: threading.Event) -> Hosting:
