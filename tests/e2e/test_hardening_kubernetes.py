@@ -22,7 +22,7 @@ from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.settings import Settings
 
-from tests.e2e.test_kubernetes import kubectl, remove_built_images
+from tests.e2e.test_kubernetes import delete_namespace, kubectl, remove_built_images
 from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import SYSOPS, Sysops, copy_example
 
@@ -69,7 +69,7 @@ def test_whole_cores_and_gibibytes_roll_out_and_cancelled_followers_free_their_s
     finally:
         server.terminate()
         server.wait(timeout=20)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        delete_namespace(namespace)
         remove_built_images(Settings(home=tmp_path / "srv").installation_id)
 
 

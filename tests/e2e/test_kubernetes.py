@@ -99,11 +99,17 @@ def installed_chart(*helm_args: str, prepare: Callable[[str], None] | None = Non
         yield Cluster(namespace, base64.b64decode(secret["data"]["token"]).decode())
     finally:
         subprocess.run(["helm", "uninstall", "sysops", "-n", namespace, "--wait"], check=False, timeout=180)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        delete_namespace(namespace)
 
 
 #: The installation of the chart's server (its SYSOPS_HOME), whose id labels the plugin images the CLI builds.
 SERVER_INSTALLATION = hashlib.sha256(b"/var/lib/sysops/home").hexdigest()[:12]
+
+
+def delete_namespace(namespace: str) -> None:
+    """Delete a test namespace and wait until it is gone: its pods hold the node's CPU (the test node has 2) until
+    then, and the next module's pods would not be scheduled (a roll of the next test failed so, under load)."""
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=100s", check=False)
 
 
 def installation_images(engine: docker.DockerClient, installation: str, plugins: Iterable[str]) -> set[str]:
@@ -306,5 +312,5 @@ def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: P
     finally:
         server.terminate()
         server.wait(timeout=20)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        delete_namespace(namespace)
         remove_built_images(Settings(home=tmp_path / "srv").installation_id)
