@@ -25,6 +25,7 @@ from sysops.core.names import shown
 from sysops.core.policy import Policy, grants_for, load_policy, policy_path
 from sysops.errors import PolicyDeniedError
 from sysops.services.alerts import AlertService
+from sysops.services.bus import HOST_PUBLISHER
 from sysops.services.call import Caller, ErrorCode, ServiceCallError
 from sysops.services.config import ConfigService
 from sysops.services.database import ServiceDatabase
@@ -48,8 +49,6 @@ __all__ = ["Caller", "ErrorCode", "HostServices", "Publish", "ServiceCallError"]
 Publish = Callable[[str, Any, str], int]
 #: The `service` label of calls to a service that does not exist (the plugin chose the name: one label for all).
 UNKNOWN_SERVICE = "unknown"
-#: The publisher name of events the host itself publishes (`sysops.*` topics).
-HOST_PUBLISHER = "sysops"
 
 
 def plugin_publisher(plugin: str) -> str:
