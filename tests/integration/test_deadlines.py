@@ -195,8 +195,10 @@ def test_two_dozen_abandoned_loops_leave_the_plugin_answering(slowpoke: Sysops, 
         store.close()
     assert route is not None
     before, started = interruptions(engine, slowpoke), seen(slowpoke).count("spin started")
-    # 24 at once (threads, not CLI processes, so they really are concurrent): 16 fill every worker thread of
-    # the plugin server, 8 wait for one until their deadline passes and never run.
+    # 24 at once (threads, not CLI processes, so they really are concurrent): up to 16 fill the worker threads
+    # of the plugin server, the rest wait for one until their deadline passes and never run. On a loaded
+    # machine a call can reach the server late (or a health probe holds a worker for a moment), so fewer
+    # than 16 may run; never more, since a call whose deadline passed while it waited is never started.
     outcomes: list[str] = []
     calls = [threading.Thread(target=abandon_spin, args=(route, outcomes)) for _ in range(24)]
     for call in calls:
@@ -205,9 +207,9 @@ def test_two_dozen_abandoned_loops_leave_the_plugin_answering(slowpoke: Sysops, 
         call.join(timeout=30)
     assert outcomes == ["DeadlineExceededError"] * 24
     ran = seen(slowpoke).count("spin started") - started
-    assert ran == 16  # every worker thread ran a loop
+    assert 0 < ran <= 16, ran
     # After the 1 s grace each loop is interrupted and its worker thread free.
-    wait_for(lambda: interruptions(engine, slowpoke) - before == ran, 10, "all 16 loops to be interrupted")
+    wait_for(lambda: interruptions(engine, slowpoke) - before == ran, 10, f"all {ran} loops to be interrupted")
     result, took = timed(slowpoke, "ping")
     assert result.returncode == 0 and result.stdout.strip() == "pong", result.stderr
     assert took < 3, took
