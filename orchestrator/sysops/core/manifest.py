@@ -36,6 +36,8 @@ from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import ManifestError
 
 MANIFEST_FILE = "plugin.yaml"
+#: Joins a plugin name and a major version into the key of a side-by-side version ('monitoring--v1').
+SIDE_BY_SIDE_MARK = "--"
 # Patterns are used with fullmatch (never `$`, which lets a trailing newline through) and are ASCII-only.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _REQUIREMENT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*([ -~]*)")
@@ -149,12 +151,13 @@ def _is_inet_aton_address(host: str) -> bool:
 
 
 class Compatibility(_Strict):
-    """Version ranges of sysops and Python the plugin works with."""
+    """Version ranges of sysops, Python and the SDK the plugin works with (checked before a container starts)."""
 
     sysops: _Line = Field(default=">=0.1", description="PEP 440 specifier of supported sysops versions")
-    python: _Line = Field(default=">=3.11", description="PEP 440 specifier of supported Python versions")
+    python: _Line = Field(default=">=3.11", description="PEP 440 specifier of the base image's Python versions")
+    sdk: _Line = Field(default=">=0.1", description="PEP 440 specifier of the base image's sysops-sdk versions")
 
-    @field_validator("sysops", "python")
+    @field_validator("sysops", "python", "sdk")
     @classmethod
     def _is_specifier(cls, value: str) -> str:
         try:
@@ -231,6 +234,54 @@ def _command_name(value: str) -> str:
     return value
 
 
+class RolloutAnalysis(_Strict):
+    """Analysis after readiness (docs/rollout-analysis.md): the new version takes `share` of the calls for
+    `analysis_s` seconds while the host measures it; a crossed threshold rolls back, too few calls keeps the old."""
+
+    analysis_s: Annotated[float, Field(gt=0, le=3600, description="Seconds the new version is measured")] = 30
+    share: Annotated[
+        float, Field(gt=0, le=1, description="Share of calls routed to the new version during the analysis")
+    ] = 0.5
+    max_error_rate: Annotated[
+        float, Field(ge=0, le=1, description="Failed calls of the new version above this share roll back")
+    ] = 0.05
+    max_p99_ms: Annotated[
+        float | None, Field(gt=0, le=3_600_000, description="p99 latency of the new version above this rolls back")
+    ] = None
+    min_calls: Annotated[
+        int, Field(ge=1, le=1_000_000, description="Calls the new version must answer for a conclusive analysis")
+    ] = 20
+    smoke: _Line | None = Field(default=None, description="A command run once against the new version first")
+    smoke_arguments: dict[str, Any] = Field(default_factory=dict, description="Arguments of the smoke command")
+
+
+class ServiceSettings(_Strict):
+    """A service plugin's loop (`run()`): what happens when it ends."""
+
+    restart: Literal["always", "on-failure", "never"] = Field(
+        default="on-failure",
+        description="Restart the instance when run() returns (always), raises (on-failure and always), or never",
+    )
+
+
+_SECRET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+def _secret_name(value: str) -> str:
+    if not _SECRET_NAME.fullmatch(value):
+        raise ValueError("must be a secret name of lowercase letters, digits, '_' and '-' (at most 63)")
+    return value
+
+
+class ConfigurationFragment(_Strict):
+    """What a configuration plugin adds to the system configuration: one section and its keys."""
+
+    section: Annotated[str, AfterValidator(_config_key)] = Field(description="Top-level key in config.yaml it owns")
+    keys: dict[Annotated[str, AfterValidator(_config_key)], ConfigOption] = Field(
+        default_factory=dict, max_length=256, description="The section's keys, typed like `config:`"
+    )
+
+
 class CommandSettings(_Strict):
     """What the manifest sets for one of the plugin's commands (overriding what its code declares)."""
 
@@ -268,13 +319,36 @@ class Manifest(_Strict):
         max_length=64,
         description="Configuration keys the plugin reads through the config service, e.g. {threshold: {type: int}}",
     )
+    rollout: RolloutAnalysis | None = Field(default=None, description="Analysis of a new version after readiness")
+    service: ServiceSettings = Field(default_factory=ServiceSettings, description="A service plugin's run() loop")
+    secrets: list[Annotated[str, AfterValidator(_secret_name)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Secrets the plugin reads by name; the operator's policy says where each one comes from",
+    )
+    configuration: ConfigurationFragment | None = Field(
+        default=None, description="A configuration plugin's section of the system configuration"
+    )
 
     @field_validator("name")
     @classmethod
     def _name_is_dns_label(cls, name: str) -> str:
         if not is_plugin_name(name):
             raise ValueError(f"must be a DNS-1123 label: {PLUGIN_NAME_RULE}")
+        if SIDE_BY_SIDE_MARK in name:
+            raise ValueError(f"must not contain {SIDE_BY_SIDE_MARK!r}: side-by-side versions are named 'NAME--vMAJOR'")
         return name
+
+    @model_validator(mode="after")
+    def _types_fit_their_blocks(self) -> Manifest:
+        if (self.configuration is not None) != (PluginType.CONFIGURATION in self.types):
+            raise ValueError(
+                "a configuration plugin (types: [configuration]) needs a 'configuration:' block, and only it may "
+                "have one"
+            )
+        if self.types == [PluginType.EVENT] and self.commands:
+            raise ValueError("an event plugin has no commands: remove 'commands:' or add the type 'command'")
+        return self
 
     @field_validator("version")
     @classmethod
