@@ -20,7 +20,7 @@ class ExitCode(IntEnum):
     INVALID_PLUGIN = 4  # plugin.yaml, entrypoint or command declarations are wrong
     ENGINE_UNAVAILABLE = 5  # the container engine or cluster cannot be reached
     START_FAILED = 6  # the plugin did not become ready (crashed, initialize() failed, timed out)
-    CONFLICT = 7  # a command name or plugin conflict
+    CONFLICT = 7  # a command name conflict, or a plugin dependency or conflict that cannot be met
     NOT_FOUND = 8  # no such plugin or revision
     POLICY_DENIED = 9  # limits or permissions refused by the operator's policy
     DEADLINE_EXCEEDED = 10  # a routed command did not finish within its deadline (cancelled in the plugin)
@@ -96,6 +96,12 @@ class PluginUnavailableError(SysopsError):
 
 class CommandConflictError(SysopsError):
     """Two plugins claim the same command, or a plugin conflicts with another."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class DependencyError(SysopsError):
+    """A plugin's requirements cannot be met, a conflict forbids it, or others still require it (the chain named)."""
 
     exit_code = ExitCode.CONFLICT
 

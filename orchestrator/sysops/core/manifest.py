@@ -264,11 +264,11 @@ class ServiceSettings(_Strict):
     )
 
 
-_SECRET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+SECRET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
 def _secret_name(value: str) -> str:
-    if not _SECRET_NAME.fullmatch(value):
+    if not SECRET_NAME.fullmatch(value):
         raise ValueError("must be a secret name of lowercase letters, digits, '_' and '-' (at most 63)")
     return value
 

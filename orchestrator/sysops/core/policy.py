@@ -31,10 +31,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sysops.core import safe_yaml
-from sysops.core.manifest import PERMISSION_NAME_RULE, Limits, LogLimits, Manifest, is_permission_name
+from sysops.core.manifest import PERMISSION_NAME_RULE, SECRET_NAME, Limits, LogLimits, Manifest, is_permission_name
 from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import PolicyDeniedError
 
@@ -84,10 +93,42 @@ def _plugin_key(value: str) -> str:
     return value
 
 
+def _secret_key(value: str) -> str:
+    if not SECRET_NAME.fullmatch(value):
+        raise ValueError("not a secret name (lowercase letters, digits, '_' and '-', at most 63)")
+    return value
+
+
 def _config_key(value: str) -> str:
     if not _CONFIG_KEY.fullmatch(value):
         raise ValueError("not a config key (a Python identifier of at most 64 characters)")
     return value
+
+
+class KubernetesSecretKey(BaseModel):
+    """One key of a Kubernetes Secret in the server's namespace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class SecretReference(BaseModel):
+    """Where one of a plugin's secrets comes from: a file on the host (read when asked) or a Kubernetes Secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    file: Annotated[str | None, StringConstraints(min_length=1, max_length=4096)] = None
+    kubernetes: KubernetesSecretKey | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SecretReference:
+        if (self.file is None) == (self.kubernetes is None):
+            raise ValueError("give exactly one of 'file' (a path on the host) or 'kubernetes' ({name, key})")
+        if self.file is not None and not self.file.startswith("/"):
+            raise ValueError("'file' must be an absolute path")
+        return self
 
 
 class PluginGrants(BaseModel):
@@ -97,6 +138,10 @@ class PluginGrants(BaseModel):
 
     grants: list[Annotated[str, AfterValidator(_grant)]] = Field(default_factory=list, max_length=256)
     config: dict[Annotated[str, AfterValidator(_config_key)], Any] = Field(default_factory=dict, max_length=64)
+    #: Secrets by reference (the manifest's `secrets:` names them); never the secret itself.
+    secrets: dict[Annotated[str, AfterValidator(_secret_key)], SecretReference] = Field(
+        default_factory=dict, max_length=32
+    )
 
 
 class CallerEntry(BaseModel):
