@@ -168,6 +168,10 @@ class RemoteClient:
         """A plugin's revisions."""
         return [RevisionRecord(**item) for item in self._query("history", name)]
 
+    def catalog(self) -> builtins.list[dict[str, Any]]:
+        """Every plugin version the host or server knows, per store key (Query kind `catalog`)."""
+        return list(self._query("catalog"))
+
     def logs(
         self, name: str, *, follow: bool = False, tail: int | None = None, structured: bool = False
     ) -> Iterator[str]:

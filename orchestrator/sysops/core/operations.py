@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sysops.core.orchestrator import Orchestrator, PluginStatus
@@ -38,6 +38,9 @@ class PluginOperations(Protocol):
 
     def history(self, name: str) -> builtins.list[RevisionRecord]:
         """A plugin's revisions."""
+
+    def catalog(self) -> builtins.list[dict[str, Any]]:
+        """Every plugin version the installation knows, per store key (core/catalog.py's entries)."""
 
     def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """The log lines of a plugin's active instance."""

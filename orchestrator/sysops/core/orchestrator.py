@@ -20,6 +20,7 @@ from typing import Any
 
 from sysops import __version__
 from sysops.core import events, recovery
+from sysops.core.catalog import catalog_entries
 from sysops.core.client import PluginClient
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
@@ -582,6 +583,11 @@ class Orchestrator:
         if self.store.plugin(name) is None and not self.store.revisions(name):
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
         return self.store.revisions(name)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every plugin version the store knows, per key (core/catalog.py)."""
+        self.reconcile()
+        return catalog_entries(self.store)
 
     def status(self, name: str, *, limits: bool = False) -> PluginStatus:
         """Observe one plugin; with `limits`, also read back its limits and sample live usage (0.5 s)."""

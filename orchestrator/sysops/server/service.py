@@ -237,7 +237,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
-        """Answer list, status and history queries."""
+        """Answer list, status, history and catalog queries (and the host-services views)."""
         orchestrator = self.orchestrator()
         try:
             if request.kind in ("status", "history"):
@@ -250,6 +250,8 @@ class ControlServicer(pb_grpc.ControlServicer):
                 return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
             if request.kind == "history":
                 return pb.QueryReply(json=to_json(orchestrator.history(request.name)))
+            if request.kind == "catalog":
+                return pb.QueryReply(json=json.dumps(orchestrator.catalog()))
             if request.kind == "server":
                 server = {"installation_id": self.settings.installation_id, "runtime": self.driver.name}
                 return pb.QueryReply(json=json.dumps(server))
