@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sysops import __version__
 from sysops.core import events, recovery
 from sysops.core.catalog import catalog_entries
 from sysops.core.client import PluginClient
+from sysops.core.compatibility import check_image, check_sysops
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.locks import held_lock
@@ -412,7 +412,7 @@ class Orchestrator:
 
     def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
         """Check compatibility and policy, and that the engine answers; return the manifest to run."""
-        self._check_compatibility(manifest, Path(manifest_path).parent)
+        check_sysops(manifest, manifest_path)
         manifest = apply_policy(manifest, load_policy(self.settings.home), manifest_path)
         self.driver.ping()
         self.reconcile()
@@ -439,7 +439,7 @@ class Orchestrator:
             ):
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
                 return current[0][0], False
-            instance = self.rollout.roll(target())
+            instance = self.rollout.roll(self._check_image(target()))
             self._mirror_save(manifest.name)
             return instance, True
 
@@ -483,14 +483,15 @@ class Orchestrator:
                 )
         self.reconcile()
 
-    def _check_compatibility(self, manifest: Manifest, plugin_dir: Path) -> None:
-        from packaging.specifiers import SpecifierSet
-
-        if __version__ not in SpecifierSet(manifest.compatibility.sysops, prereleases=True):
-            raise ManifestError(
-                f"{plugin_dir / 'plugin.yaml'}: key 'compatibility.sysops': plugin {manifest.name} needs sysops "
-                f"{manifest.compatibility.sysops}, this is sysops {__version__}"
-            )
+    def _check_image(self, target: RollTarget) -> RollTarget:
+        """Refuse an image whose Python, SDK or protocol does not fit (core/compatibility.py), before anything
+        starts, removing it as a refused roll's build; unchecked where the driver cannot read labels."""
+        try:
+            check_image(target.manifest, self.driver.image_labels(target.image), target.source)
+        except SysopsError:
+            self.rollout.remove_unused_image(target)
+            raise
+        return target
 
     def _serving(self, name: str) -> list[tuple[InstanceRecord, InstanceStatus]]:
         """Active instances whose containers run, with their status."""

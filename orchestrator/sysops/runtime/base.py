@@ -217,6 +217,10 @@ class RuntimeDriver(Protocol):
     def image_id(self, reference: str) -> str | None:
         """Return the id of a local image, or None when it does not exist."""
 
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        """Return a local image's labels ({} when it has none), or None when the runtime cannot read them
+        (no such image, or images live in a registry or on nodes: Kubernetes)."""
+
     def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
         """Build an image from a context; raise BuildError with the failing step."""
 

@@ -49,6 +49,7 @@ class FakeDriver:
 
     def __init__(self) -> None:
         self.images: dict[str, type[Plugin]] = {}
+        self.labels: dict[str, dict[str, str]] = {}
         self.instances: dict[str, _FakeInstance] = {}
         self.started_specs: list[InstanceSpec] = []
         self._ids = itertools.count(1)
@@ -67,6 +68,14 @@ class FakeDriver:
     def image_id(self, reference: str) -> str | None:
         """Return the id if the image is registered."""
         return reference if reference in self.images else None
+
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        """Return the labels given with `label_image` ({} by default), or None for an unknown image."""
+        return dict(self.labels.get(reference, {})) if reference in self.images else None
+
+    def label_image(self, image_id: str, labels: Mapping[str, str]) -> None:
+        """Give a registered image labels (as a base image gives its plugin images theirs)."""
+        self.labels[image_id] = dict(labels)
 
     def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
         """Pretend to build: the tag must already be registered."""

@@ -130,6 +130,15 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot inspect image {reference}: {_short(exc)}") from exc
 
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        """Return a local image's labels, or None when the engine does not have it."""
+        try:
+            return dict(self.client.images.get(reference).labels or {})
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot inspect image {reference}: {_short(exc)}") from exc
+
     def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
         """Build with the classic builder and no network, streaming progress lines."""
         image_id = ""

@@ -215,6 +215,10 @@ class KubernetesDriver:
         """Images live in registries or on nodes; the cluster is trusted to resolve the reference."""
         return reference or None
 
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        """Not readable here (the image is in a registry or on nodes): the CLI checks the image it built."""
+        return None
+
     def build_image(self, request: BuildRequest, progress: ProgressCallback) -> BuiltImage:
         """The cluster does not build: the CLI builds with its local engine and pushes or shares the image."""
         raise BuildError("the kubernetes runtime does not build images", hint="the sysops CLI builds them locally")
