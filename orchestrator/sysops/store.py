@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_plugin ON events (plugin, id);
+CREATE TABLE IF NOT EXISTS route_shares (
+    instance TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    weight REAL NOT NULL
+);
 """
 
 
@@ -132,6 +137,8 @@ class Route:
     spec: bytes
     #: (endpoint, token) of every active instance.
     targets: tuple[tuple[str, str], ...]
+    #: Relative share of calls of each target during a rollout analysis (empty: all equal).
+    weights: tuple[float, ...] = ()
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -140,8 +147,13 @@ class Route:
 
     @property
     def endpoint(self) -> str:
-        """One active endpoint, chosen at random so calls spread across replicas ('' if none is active)."""
-        return random.choice(self.endpoints) if self.targets else ""
+        """One active endpoint, chosen at random (by `weights`, if any) so calls spread across replicas
+        ('' if none is active)."""
+        if not self.targets:
+            return ""
+        if self.weights and len(set(self.weights)) > 1:
+            return random.choices(self.endpoints, weights=self.weights)[0]
+        return random.choice(self.endpoints)
 
     def token_for(self, endpoint: str) -> str:
         """The token the instance at `endpoint` requires."""
@@ -310,6 +322,7 @@ class Store:
     def delete_instance(self, instance_id: str) -> None:
         """Forget an instance."""
         self.db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
+        self.db.execute("DELETE FROM route_shares WHERE instance=?", (instance_id,))
 
     # revisions
     def next_revision(self, plugin: str) -> int:
@@ -415,19 +428,36 @@ class Store:
             db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
             db.execute("UPDATE instances SET active=0 WHERE plugin=?", (plugin,))
 
+    def set_shares(self, plugin: str, shares: dict[str, float]) -> None:
+        """Route `plugin`'s calls by weight during a rollout analysis: {instance id: relative share}. An
+        instance with a share is routed even if not active (a new version on trial, which reconciliation
+        still removes if the host dies: it was never switched in). An empty dict ends the split."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM route_shares WHERE plugin=?", (plugin,))
+            db.executemany(
+                "INSERT INTO route_shares (instance, plugin, weight) VALUES (?, ?, ?)",
+                [(instance, plugin, weight) for instance, weight in shares.items()],
+            )
+
     _ROUTE_QUERY = (
-        "SELECT r.command, r.plugin, r.spec, i.endpoint, i.token FROM routes r "
-        "LEFT JOIN instances i ON i.plugin = r.plugin AND i.active = 1 "
+        "SELECT r.command, r.plugin, r.spec, i.endpoint, i.token, s.weight FROM routes r "
+        "LEFT JOIN instances i ON i.plugin = r.plugin "
+        "AND (i.active = 1 OR i.id IN (SELECT instance FROM route_shares WHERE plugin = r.plugin)) "
+        "LEFT JOIN route_shares s ON s.instance = i.id "
     )
 
     @staticmethod
     def _group_routes(rows: list[tuple[Any, ...]]) -> list[Route]:
-        grouped: dict[str, tuple[str, bytes, list[tuple[str, str]]]] = {}
-        for command, plugin, spec, endpoint, token in rows:
-            entry = grouped.setdefault(command, (plugin, spec, []))
+        grouped: dict[str, tuple[str, bytes, list[tuple[str, str]], list[float]]] = {}
+        for command, plugin, spec, endpoint, token, weight in rows:
+            entry = grouped.setdefault(command, (plugin, spec, [], []))
             if endpoint:
                 entry[2].append((endpoint, token or ""))
-        return [Route(command, plugin, spec, tuple(targets)) for command, (plugin, spec, targets) in grouped.items()]
+                entry[3].append(1.0 if weight is None else float(weight))
+        return [
+            Route(command, plugin, spec, tuple(targets), tuple(weights))
+            for command, (plugin, spec, targets, weights) in grouped.items()
+        ]
 
     def route(self, command: str) -> Route | None:
         """Return the route of a command, or None."""

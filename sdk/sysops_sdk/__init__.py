@@ -9,6 +9,7 @@ from sysops_sdk._commands import CommandDefinitionError, argument, option, plugi
 from sysops_sdk._errors import HostUnavailableError, PermissionDeniedError, ServiceCallError, ServiceUnavailableError
 from sysops_sdk._events import Event, on_event
 from sysops_sdk._plugin import Plugin
+from sysops_sdk._types import CommandPlugin, ConfigurationPlugin, EventPlugin, IntegrationPlugin, ServicePlugin
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION
 
 __all__ = [
@@ -16,11 +17,16 @@ __all__ = [
     "SDK_VERSION",
     "CommandCancelled",
     "CommandDefinitionError",
+    "CommandPlugin",
+    "ConfigurationPlugin",
     "Event",
+    "EventPlugin",
     "HostUnavailableError",
+    "IntegrationPlugin",
     "PermissionDeniedError",
     "Plugin",
     "ServiceCallError",
+    "ServicePlugin",
     "ServiceUnavailableError",
     "argument",
     "cancel_event",

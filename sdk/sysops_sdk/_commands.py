@@ -321,6 +321,12 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def has_command_marker(value: object) -> bool:
+    """Whether a class attribute (a function, staticmethod or classmethod) is decorated with @plugin_command."""
+    function = getattr(value, "__func__", value)
+    return callable(function) and hasattr(function, _COMMAND_ATTR)
+
+
 def collect_commands(plugin: object) -> list[CommandDefinition]:
     """Find the commands of a plugin: its decorated methods, then decorated module-level functions."""
     found: dict[str, CommandDefinition] = {}
@@ -328,7 +334,7 @@ def collect_commands(plugin: object) -> list[CommandDefinition]:
     for attribute in dir(type(plugin)):
         raw = inspect.getattr_static(type(plugin), attribute, None)
         function = getattr(raw, "__func__", raw)
-        if callable(function) and hasattr(function, _COMMAND_ATTR):
+        if has_command_marker(raw):
             definition = command_definition(function)
             definition.function = getattr(plugin, attribute)
             _add_unique(found, definition)

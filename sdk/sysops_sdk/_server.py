@@ -43,6 +43,8 @@ from sysops_sdk._errors import PermissionDeniedError
 from sysops_sdk._events import Event, collect_handlers, subscriptions
 from sysops_sdk._permissions import first_missing
 from sysops_sdk._plugin import Plugin
+from sysops_sdk._service import ServiceLoop
+from sysops_sdk._types import ServicePlugin, check_event_plugin
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
@@ -99,6 +101,7 @@ class PluginRuntime:
         self.plugin = plugin
         self.commands: dict[str, CommandDefinition] = {c.name: c for c in collect_commands(plugin)}
         self.handlers = collect_handlers(plugin)
+        check_event_plugin(plugin, list(self.commands), self.handlers)
         self._in_flight = 0
         self._idle = threading.Condition()
         self._draining = False
@@ -445,6 +448,10 @@ class PluginServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=interceptors)
         self._stopped = threading.Event()
         self._shutdown_lock = threading.Lock()
+        #: The process exit code `serve` returns (non-zero when a service loop's policy restarts the instance).
+        self.exit_code = 0
+        plugin = runtime.plugin
+        self.service = ServiceLoop(plugin, self.health, self.exit_with) if isinstance(plugin, ServicePlugin) else None
         pb_grpc.add_PluginServiceServicer_to_server(PluginServicer(runtime, self.shutdown), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
@@ -465,13 +472,25 @@ class PluginServer:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
+    def start_service(self) -> None:
+        """Start a service plugin's loop (nothing for other plugins)."""
+        if self.service is not None:
+            self.service.start()
+
+    def exit_with(self, code: int) -> None:
+        """Shut down in the background and make the process exit with `code`."""
+        self.exit_code = code
+        threading.Thread(target=self.shutdown, args=(0.8,), daemon=True).start()
+
     def shutdown(self, grace_seconds: float) -> None:
-        """Stop taking invocations, wait for in-flight ones, clean up, stop the server."""
+        """Stop taking invocations and a service loop, wait for in-flight calls, clean up, stop the server."""
         with self._shutdown_lock:
             if self._stopped.is_set():
                 return
             self.runtime.draining = True
             self.health.enter_graceful_shutdown()
+            if self.service is not None:
+                self.service.stop(grace_seconds)
             self.runtime.wait_idle(grace_seconds)
             try:
                 self.runtime.plugin.cleanup()
@@ -518,8 +537,9 @@ def serve(entrypoint: str, listen: str, token: str = "") -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"sysops-plugin: {plugin.name} {plugin.version} serving on {listen}", file=sys.stderr, flush=True)
+    server.start_service()  # after the serving line: a loop's stop line follows it in the log
     server.wait()
-    return 0
+    return server.exit_code
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "Histogram",
     "LogsClient",
     "MetricsClient",
+    "SecretsClient",
     "StateClient",
 ]
 
@@ -84,6 +85,10 @@ class ConfigClient:
     def all(self) -> dict[str, Any]:
         """Every key with a value."""
         return dict(self._host.call("config", "all")["values"])
+
+    def section(self) -> dict[str, Any]:
+        """A configuration plugin's own section of the system configuration (values with defaults)."""
+        return dict(self._host.call("config", "section")["values"])
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,17 @@ class LogsClient:
         self._write("error", message, fields)
 
 
+class SecretsClient:
+    """An integration plugin's secrets, read by the host from where the operator's policy says, when asked."""
+
+    def __init__(self, host: HostCaller) -> None:
+        self._host = host
+
+    def get(self, name: str) -> str:
+        """The secret `name` (one the manifest's `secrets:` lists) as text."""
+        return str(self._host.call("secrets", "get", {"name": name})["value"])
+
+
 #: The client of each service name `Plugin.get_service` knows ("alerting" is the ADR's name for alerts).
 SERVICE_CLIENTS: dict[str, Callable[[HostCaller], object]] = {
     "state": StateClient,
@@ -222,4 +238,5 @@ SERVICE_CLIENTS: dict[str, Callable[[HostCaller], object]] = {
     "alerting": AlertsClient,
     "events": EventsClient,
     "logs": LogsClient,
+    "secrets": SecretsClient,
 }

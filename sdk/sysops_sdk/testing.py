@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sysops_sdk._errors import ServiceCallError, ServiceUnavailableError
+from sysops_sdk._errors import PermissionDeniedError, ServiceCallError, ServiceUnavailableError
 from sysops_sdk._events import Event
 from sysops_sdk._plugin import Plugin
 from sysops_sdk._server import InvocationOutcome, PluginRuntime, PluginServer
@@ -106,8 +106,17 @@ class FakeHost:
     Permissions and limits are not checked.
     """
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        section: Mapping[str, Any] | None = None,
+    ) -> None:
         self.config: dict[str, Any] = dict(config or {})
+        #: An integration plugin's secrets by name (a name not here is refused, as the host refuses it).
+        self.secrets: dict[str, str] = dict(secrets or {})
+        #: A configuration plugin's section of the system configuration.
+        self.section: dict[str, Any] = dict(section or {})
         self.state: dict[str, tuple[Any, int]] = {}
         self.alerts: dict[str, dict[str, Any]] = {}
         self.calls: list[RecordedCall] = []
@@ -195,6 +204,14 @@ class FakeHost:
 
     def _config_all(self) -> dict[str, Any]:
         return {"values": dict(self.config)}
+
+    def _config_section(self) -> dict[str, Any]:
+        return {"values": dict(self.section)}
+
+    def _secrets_get(self, name: str) -> dict[str, Any]:
+        if name not in self.secrets:
+            raise PermissionDeniedError(f"secret {name!r} is not given to this plugin (FakeHost(secrets=...))")
+        return {"value": self.secrets[name]}
 
     def _alerts_raise(self, name: str, severity: str, message: str) -> dict[str, Any]:
         if severity not in ("info", "warning", "critical"):

@@ -25,6 +25,7 @@ from sysops_sdk._server import (
     SERVICE_NAME,
     TokenAuthInterceptor,
 )
+from sysops_sdk._service import EXIT_SERVICE, RESTART_ENV, SERVICE_HEALTH, SERVICE_STOPPED_PREFIX
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 
 __all__ = [
@@ -32,11 +33,15 @@ __all__ = [
     "EXIT_ENTRYPOINT",
     "EXIT_INITIALIZE",
     "EXIT_SERVE",
+    "EXIT_SERVICE",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_METADATA_KEY",
     "PROTOCOL_VERSION",
+    "RESTART_ENV",
     "SDK_VERSION",
+    "SERVICE_HEALTH",
     "SERVICE_NAME",
+    "SERVICE_STOPPED_PREFIX",
     "Reassembler",
     "ReplyTooLargeError",
     "TokenAuthInterceptor",

@@ -6,6 +6,12 @@ its state (Snapshot: it refuses new calls, which callers re-send, and its calls 
 the state to the new one (Restore), switch routing in one store transaction, then stop the old one. Any
 failure before the switch removes the new instance and re-opens the old one, which keeps serving;
 nothing of a failed roll is stored but its events and its error (docs/hot-loading.md).
+
+With a `rollout:` block, the first new instance is analysed before it takes over (docs/rollout-analysis.md):
+after readiness and the smoke command it gets a copy of the old one's state and `share` of the calls beside
+it (store route shares) for `analysis_s`; then core/analysis.py decides. Failed or inconclusive: the split
+ends, the new instance drains (calls routed to it finish, later ones are refused before they run and
+re-sent to the old one) and the roll is rolled back. Passed: the take-over goes on as without analysis.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from typing import TypeVar
 import grpc
 
 from sysops.core import events
+from sysops.core.analysis import AnalysisError, Outcome, decide
+from sysops.core.call_meter import METER
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.deadlines import stored_routes
 from sysops.core.events import EventKind
 from sysops.core.instance_hooks import hooks_for
-from sysops.core.manifest import EgressRule, Manifest
+from sysops.core.manifest import EgressRule, Manifest, PluginType, RolloutAnalysis
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
 from sysops.private_paths import ensure_private_dir
 from sysops.reserved import RESERVED_COMMANDS
@@ -144,12 +152,15 @@ class Rollout:
         if not olds:  # nothing serves: the record describes this attempt (a failed one shows as Failed)
             self.store.save_plugin(name, target.source, self.driver.name, stored)
         news: list[InstanceRecord] = []
+        # A `plugin rollback` goes back to a version that served: no analysis (nor for an undo below).
+        analysis = manifest.rollout if olds and rollback_of is None else None
         try:
             for slot in range(manifest.replicas):
                 old = olds[slot] if slot < len(olds) else None
                 # An added replica copies the state of the first new instance, which took over olds[0]'s.
                 peer = news[0] if old is None and olds and news else None
-                news.append(self._replace(target, revision, old, peer=peer))
+                trial = (analysis, olds) if slot == 0 and analysis is not None else None
+                news.append(self._replace(target, revision, old, peer=peer, trial=trial))
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SysopsError) else f"interrupted ({type(exc).__name__})"
             attempt = f"{manifest.version} (revision {revision}): {reason}"
@@ -192,14 +203,24 @@ class Rollout:
         return news[0]
 
     def _replace(
-        self, target: RollTarget, revision: int, old: InstanceRecord | None, peer: InstanceRecord | None
+        self,
+        target: RollTarget,
+        revision: int,
+        old: InstanceRecord | None,
+        peer: InstanceRecord | None,
+        trial: tuple[RolloutAnalysis, list[InstanceRecord]] | None = None,
     ) -> InstanceRecord:
-        """Start one new instance, make it ready, take over from `old` (or copy `peer`'s state), retire `old`."""
+        """Start one new instance, make it ready, take over from `old` (or copy `peer`'s state), retire `old`.
+
+        With a `trial` (the analysis and the instances serving), the new instance is analysed beside them first.
+        """
         manifest = target.manifest
         instance = self._start(target, revision)
         try:
             self.progress(f"waiting for {manifest.name} {manifest.version} to be ready")
             routes = self._wait_ready(instance, manifest)
+            if trial is not None:
+                self._analyse(instance, *trial)
             if old is not None:
                 self._take_over(old, instance, routes)
             else:
@@ -213,6 +234,45 @@ class Rollout:
             self.progress(f"draining {old.plugin} {old.version} (revision {old.revision})")
             self.retire(old)
         return instance
+
+    def _analyse(self, new: InstanceRecord, analysis: RolloutAnalysis, olds: list[InstanceRecord]) -> None:
+        """Run the smoke command, then give `new` `share` of the calls beside `olds` for the window and decide;
+        raise AnalysisError (with `new` drained and out of routing) unless the analysis passed."""
+        name = new.plugin
+        if analysis.smoke:
+            self._smoke(new, analysis)
+        self._copy_state(olds[0], new)
+        shares = {old.id: (1 - analysis.share) / len(olds) for old in olds} | {new.id: analysis.share}
+        self.progress(f"analysing {name} {new.version}: {analysis.share:.0%} of calls for {analysis.analysis_s:g}s")
+        METER.watch(new.endpoint)
+        try:
+            self.store.set_shares(name, shares)
+            time.sleep(analysis.analysis_s)
+            verdict = decide(METER.samples(new.endpoint), analysis)
+            if verdict.outcome is not Outcome.PASSED:
+                self.store.set_shares(name, {})
+        except BaseException:
+            self.store.set_shares(name, {})
+            self._drain(new)
+            raise
+        finally:
+            METER.unwatch(new.endpoint)
+        if verdict.outcome is not Outcome.PASSED:
+            self._drain(new)
+            hint = f"the previous version keeps serving; see `sysops plugin logs {name}` and docs/rollout-analysis.md"
+            raise AnalysisError(verdict.reason, hint=hint)
+        self.store.set_shares(name, {})
+        self.progress(verdict.reason)
+
+    def _smoke(self, new: InstanceRecord, analysis: RolloutAnalysis) -> None:
+        """Run the manifest's smoke command once against the new instance; a failure stops the roll."""
+        with PluginClient(new.endpoint, new.plugin, new.token) as client:
+            *_, result = client.invoke(
+                str(analysis.smoke), dict(analysis.smoke_arguments), timeout=self.settings.ready_timeout
+            )
+        if not isinstance(result, InvocationResult) or result.exit_code != 0:
+            error = result.error if isinstance(result, InvocationResult) else "no result"
+            raise AnalysisError(f"analysis smoke command {analysis.smoke!r} failed on {new.version}: {error}")
 
     def _take_over(self, old: InstanceRecord, new: InstanceRecord, routes: dict[str, bytes]) -> None:
         """Quiesce `old`, hand its state to `new`, and switch routing from one to the other.
@@ -382,6 +442,13 @@ class Rollout:
                     )
                 time.sleep(_POLL_SECONDS)
             descriptor = client.describe()
+            if manifest.types == [PluginType.EVENT] and descriptor.commands:
+                names = ", ".join(sorted(command.name for command in descriptor.commands))
+                raise StartFailedError(
+                    f"plugin {manifest.name!r} {manifest.version} is an event plugin (types: [event]) "
+                    f"but its code defines commands: {names}",
+                    hint="remove the @plugin_command functions, or add 'command' to types in plugin.yaml",
+                )
             self._self_test(client, manifest)
         routes = stored_routes(manifest, descriptor)
         self._check_conflicts(manifest.name, routes)
@@ -446,6 +513,11 @@ class Rollout:
 
     def retire(self, instance: InstanceRecord) -> None:
         """Drain an instance (in-flight calls finish), stop it, and remove it."""
+        self._drain(instance)
+        self.discard(instance)
+
+    def _drain(self, instance: InstanceRecord) -> None:
+        """Shut an instance down gracefully: its calls in flight finish, new ones are refused before they run."""
         with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
             client.shutdown(grace_seconds=self.settings.drain_timeout)
         deadline = time.monotonic() + self.settings.drain_timeout + 1
@@ -454,7 +526,6 @@ class Rollout:
             if status is None or not status.running:
                 break
             time.sleep(_POLL_SECONDS)
-        self.discard(instance)
 
     def discard(self, instance: InstanceRecord) -> None:
         """Remove an instance, its socket directory and its record."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
+from sysops.core.call_meter import METER
 from sysops.core.client import Abandon, InvocationResult, PluginClient
 from sysops.core.client_pool import ClientPool
 from sysops.core.deadlines import command_timeout, deadline_error, remaining
@@ -224,9 +225,11 @@ def _call_once(
     pool: ClientPool | None,
     caller: pb.CallerIdentity | None = None,
 ) -> Iterator[str | InvocationResult]:
-    """One attempt; `deadline` is (the call's timeout, the monotonic time it ends)."""
+    """One attempt; `deadline` is (the call's timeout, the monotonic time it ends). Its outcome goes to
+    the call meter (core/call_meter.py) unless it never started or its caller abandoned it."""
     received = False
-    since = time.time()
+    since, started = time.time(), time.monotonic()
+    ok: bool | None = None
     timeout, ends = deadline
     token = route.token_for(endpoint)
     client = PluginClient(endpoint, route.plugin, token) if pool is None else pool.client(endpoint, route.plugin, token)
@@ -236,8 +239,11 @@ def _call_once(
         )
         for item in items:
             received = True
+            if isinstance(item, InvocationResult):
+                ok = item.exit_code == 0
             yield item
     except DeadlineExceededError:
+        ok = False
         SUSPECTS.suspect(endpoint)  # the supervisor probes it at once (core/suspects.py)
         raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
     except PluginUnavailableError as exc:
@@ -245,10 +251,13 @@ def _call_once(
             pool.drop(endpoint)  # its instance may be gone: the next call connects afresh
         if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
             raise _NotStarted(exc) from exc
+        ok = False
         raise _failure(route, endpoint, since, exc) from exc
     finally:
         if pool is None:
             client.close()
+        if ok is not None:
+            METER.record(endpoint, time.monotonic() - started, ok)
 
 
 def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
