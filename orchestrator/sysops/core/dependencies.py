@@ -1,0 +1,550 @@
+"""Plugin dependency resolution: which plugin versions to run, under which keys, in which order (issue 11).
+
+Plugins declare `requires` (other plugins, with PEP 440 version ranges) and `conflicts` (plugins that must not
+run beside them). Before anything starts, `plan` decides every version that must run for a root plugin to start,
+the store key each one runs under and the order to bring them up; `dependents` says which running plugins need
+one that is about to go down; `unmet` is the host's last check before it starts a plugin. This module is pure
+(no engine, no store): callers give it candidates and it answers or raises one `DependencyError`.
+
+Rules:
+- Resolution is resolvelib's backtracking over the candidates the installation knows; within a range the newest
+  known version is preferred. Of two known candidates with the same name and version, the first in `known` wins.
+- Running plugins are pinned: a plan never changes the version of a running plugin, except the root, which may
+  roll to a new version; the running plugins that required the version it replaces must still be satisfied.
+- Side by side (cargo's rule): each major version of a plugin is its own resolver identifier. A requirement that
+  a plugin already running (or the root) satisfies is served by it; otherwise by the newest major version with a
+  usable known version matching it. So `b: a<2` and `c: a>=2` get `a 1.x` and `a 2.x` side by side. Within one
+  major there is one version. The version under the plain name keeps it; another major runs under the key
+  `NAME--vMAJOR` (`side_by_side_key`). When new versions of several majors start, the newest takes the plain name
+  if it is free. The root rolls the running version of its own major; when only other majors of it run, it takes
+  the plain name over unless a running plugin still needs the version there (then it runs side by side).
+- Conflicts (`conflicts: ["a>=3"]`) hold both ways: against running plugins and within the plan. A known version
+  that conflicts with a running plugin or with the root is never chosen.
+- Cycles are refused with the cycle named ("a 1.0 requires b, b 1.0 requires a").
+- Every error names the chain in readable lines joined by "; ", e.g. "b 2.0 requires a>=3, but a 2.1 is running
+  and no other known version of a matches (known: 1.0, 2.1)" or "c 1.4 conflicts with a>=3, but a 3.0 is running".
+- Pre-releases count as versions like any other (a range matches them).
+- Steps come in dependency order: requirements before their dependents, ties by key, the root last of its chain.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, ResolutionTooDeep, Resolver
+from resolvelib.structs import RequirementInformation
+
+from sysops.core.manifest import SIDE_BY_SIDE_MARK, Manifest
+from sysops.core.names import is_plugin_name, shown
+from sysops.errors import DependencyError, ManifestError
+
+_REQUIREMENT_TEXT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*(.*?)\s*")
+#: Resolution rounds before giving up (each round pins one identifier or backtracks).
+_MAX_ROUNDS = 2000
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A plugin name with a version range: `monitoring>=1.0` (the range may be empty: any version)."""
+
+    name: str
+    specifier: SpecifierSet = field(default_factory=SpecifierSet)
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.specifier}"
+
+    def matches(self, candidate: Candidate) -> bool:
+        """Whether `candidate` is this plugin in this range."""
+        return candidate.name == self.name and self.specifier.contains(candidate.version, prereleases=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One version of a plugin the installation knows (or runs), with what it requires and conflicts with."""
+
+    name: str
+    version: Version
+    requires: tuple[Requirement, ...]
+    conflicts: tuple[Requirement, ...]
+    origin: str  # "running as KEY" | "revision N" | "directory PATH" | "package DIST"
+    running_key: str = ""  # the store key it runs under when running ("a" or "a--v1")
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def major(self) -> int:
+        """The major version: side-by-side versions differ in it."""
+        return self.version.major
+
+
+@dataclass(frozen=True)
+class Step:
+    """One plugin of a plan: keep it (already running with this version) or start it under `key`."""
+
+    candidate: Candidate
+    key: str  # store key to run it under: the name, or "name--vMAJOR" for a side-by-side version
+    action: Literal["keep", "start"]
+
+
+def parse_requirement(text: str) -> Requirement:
+    """`"monitoring>=1.0"` -> Requirement("monitoring", SpecifierSet(">=1.0")); ManifestError when malformed."""
+    match = _REQUIREMENT_TEXT.fullmatch(text)
+    if not match or not is_plugin_name(match.group(1)):
+        raise ManifestError(f"requirement {shown(text)} must be a plugin name with an optional range, like 'a>=1.0'")
+    try:
+        return Requirement(match.group(1), SpecifierSet(match.group(2)))
+    except InvalidSpecifier:
+        raise ManifestError(f"requirement {shown(text)} has an invalid version range") from None
+
+
+def side_by_side_key(name: str, major: int) -> str:
+    """The store key of a side-by-side major version: `side_by_side_key("a", 1) == "a--v1"`."""
+    return f"{name}{SIDE_BY_SIDE_MARK}v{major}"
+
+
+def plugin_name_of(key: str) -> str:
+    """The plugin name of a store key: `plugin_name_of("a--v1") == plugin_name_of("a") == "a"`."""
+    return key.partition(SIDE_BY_SIDE_MARK)[0]
+
+
+def candidate_from_manifest(manifest: Manifest, origin: str, running_key: str = "") -> Candidate:
+    """The candidate a manifest describes (`origin` says where it comes from, e.g. "directory ./a")."""
+    return Candidate(
+        name=manifest.name,
+        version=Version(manifest.version),
+        requires=tuple(parse_requirement(text) for text in manifest.requires),
+        conflicts=tuple(parse_requirement(text) for text in manifest.conflicts),
+        origin=origin,
+        running_key=running_key,
+    )
+
+
+def _conflict_lines(candidate: Candidate, others: Iterable[Candidate], verb: str) -> list[str]:
+    """Each conflict between `candidate` and one of `others`, either way (`verb`: how an other is there)."""
+    lines: list[str] = []
+    for other in others:
+        if other.name == candidate.name:
+            continue
+        lines.extend(
+            f"{candidate} conflicts with {rule}, but {other} {verb}"
+            for rule in candidate.conflicts
+            if rule.matches(other)
+        )
+        lines.extend(f"{other} {verb} and conflicts with {rule}" for rule in other.conflicts if rule.matches(candidate))
+    return lines
+
+
+def _conflicts_either_way(first: Candidate, second: Candidate) -> bool:
+    return any(rule.matches(second) for rule in first.conflicts) or any(
+        rule.matches(first) for rule in second.conflicts
+    )
+
+
+def unmet(candidate: Candidate, running: Sequence[Candidate]) -> list[str]:
+    """What keeps `candidate` from starting now beside `running` (host-side check): each requirement no running
+    plugin satisfies, each conflict either way; one readable line each ("b 2.0 requires a>=3, but a 2.1 is running").
+
+    Running versions of the candidate's own name are ignored for conflicts (it replaces or joins them).
+    """
+    lines = []
+    for requirement in candidate.requires:
+        if any(requirement.matches(plugin) for plugin in running):
+            continue
+        present = sorted((plugin for plugin in running if plugin.name == requirement.name), key=lambda c: c.version)
+        if present:
+            shown_versions = " and ".join(str(plugin) for plugin in present)
+            lines.append(f"{candidate} requires {requirement}, but {shown_versions} {_is_are(present)} running")
+        else:
+            lines.append(f"{candidate} requires {requirement}, but no {requirement.name} is running")
+    lines.extend(_conflict_lines(candidate, running, "is running"))
+    return lines
+
+
+def _is_are(items: Sequence[object]) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+def dependents(key: str, running: Sequence[Candidate]) -> list[Candidate]:
+    """Running plugins that need the plugin running under `key` (directly or through others), in the order
+    to take them down (the furthest dependent first); a requirement another running key also satisfies does not count.
+    """
+    going = [plugin for plugin in running if plugin.running_key == key]
+    if not going:
+        return []
+    gone = {key}
+    changed = True
+    while changed:
+        changed = False
+        for plugin in running:
+            if plugin.running_key not in gone and _needs_any(plugin, gone, running):
+                gone.add(plugin.running_key)
+                changed = True
+    found = {
+        plugin.running_key: plugin for plugin in running if plugin.running_key in gone and plugin.running_key != key
+    }
+    # needed_by[x]: the dependents that need x; x may go down once none of them is still up.
+    needed_by: dict[str, set[str]] = {name: set() for name in found}
+    for plugin in found.values():
+        for needed in _needed_keys(plugin, gone, running):
+            if needed in needed_by:
+                needed_by[needed].add(plugin.running_key)
+    order: list[Candidate] = []
+    ready = [name for name, users in needed_by.items() if not users]
+    heapq.heapify(ready)
+    while ready:
+        current = heapq.heappop(ready)
+        order.append(found[current])
+        for needed in _needed_keys(found[current], gone, running):
+            users = needed_by.get(needed)
+            if users is not None and current in users:
+                users.discard(current)
+                if not users:
+                    heapq.heappush(ready, needed)
+    order.extend(plugin for name, plugin in sorted(found.items()) if plugin not in order)  # a cycle: any order
+    return order
+
+
+def _needed_keys(plugin: Candidate, gone: set[str], running: Sequence[Candidate]) -> set[str]:
+    """The keys in `gone` that `plugin` needs: they serve one of its requirements that nothing outside `gone` serves."""
+    needed: set[str] = set()
+    for requirement in plugin.requires:
+        serving = [other for other in running if other is not plugin and requirement.matches(other)]
+        if serving and all(other.running_key in gone for other in serving):
+            needed.update(other.running_key for other in serving)
+    return needed
+
+
+def _needs_any(plugin: Candidate, gone: set[str], running: Sequence[Candidate]) -> bool:
+    return bool(_needed_keys(plugin, gone, running))
+
+
+# --- plan -------------------------------------------------------------------------------------------------------
+
+#: A resolver identifier: a plugin name and a major version (None: no usable version matches the requirement).
+_Identifier = tuple[str, int | None]
+
+
+@dataclass(frozen=True)
+class _Need:
+    """A requirement as the resolver sees it: bound to the major version that serves it, and who asks."""
+
+    requirement: Requirement
+    identifier: _Identifier
+    parent: Candidate | None
+
+
+class _Catalog:
+    """The candidates of one plan: the fixed ones (running and kept, and the root) and the usable known ones."""
+
+    def __init__(self, root: Candidate, known: Sequence[Candidate], running: Sequence[Candidate]) -> None:
+        self.root = root
+        self.running = _unique_by_key(running)
+        self.known = _unique_by_version([root, *known, *self.running])
+        self.replaced = self._replaced_by_root()
+        self.fixed = [root, *(plugin for plugin in self.running if plugin is not self.replaced)]
+        self.pinned: dict[_Identifier, Candidate] = {}
+        for plugin in reversed(self.fixed):  # the root wins its identifier
+            self.pinned[(plugin.name, plugin.major)] = plugin
+
+    def _replaced_by_root(self) -> Candidate | None:
+        """The running version the root rolls, if any (see the module's rules)."""
+        same_name = [plugin for plugin in self.running if plugin.name == self.root.name]
+        for plugin in same_name:
+            if plugin.major == self.root.major:
+                return plugin
+        holder = next((plugin for plugin in same_name if plugin.running_key == self.root.name), None)
+        if holder is None or self._still_needed(holder):
+            return None
+        return holder
+
+    def _still_needed(self, holder: Candidate) -> bool:
+        """Whether a running plugin needs `holder` for a requirement the root does not satisfy."""
+        others = [plugin for plugin in self.running if plugin is not holder]
+        return any(
+            requirement.matches(holder)
+            and not requirement.matches(self.root)
+            and not any(requirement.matches(other) for other in others)
+            for plugin in others
+            for requirement in plugin.requires
+        )
+
+    def usable(self, identifier: _Identifier) -> list[Candidate]:
+        """The candidates that may serve `identifier`, newest first."""
+        if identifier in self.pinned:
+            return [self.pinned[identifier]]
+        name, major = identifier
+        return sorted(
+            (
+                plugin
+                for plugin in self.known
+                if plugin.name == name
+                and plugin.major == major
+                and plugin is not self.replaced
+                and not any(_conflicts_either_way(plugin, fixed) for fixed in self.fixed)
+            ),
+            key=lambda plugin: plugin.version,
+            reverse=True,
+        )
+
+    def identifier_for(self, requirement: Requirement) -> _Identifier:
+        """The major version that serves `requirement` (cargo's rule, see the module's rules)."""
+        fixed = [plugin for plugin in self.fixed if requirement.matches(plugin)]
+        if fixed:
+            return (requirement.name, max(fixed, key=lambda plugin: plugin.version).major)
+        majors = sorted({plugin.major for plugin in self.known if plugin.name == requirement.name}, reverse=True)
+        for major in majors:
+            if any(requirement.matches(plugin) for plugin in self.usable((requirement.name, major))):
+                return (requirement.name, major)
+        return (requirement.name, None)
+
+    def need(self, requirement: Requirement, parent: Candidate | None) -> _Need:
+        """`requirement` of `parent`, bound to its identifier."""
+        return _Need(requirement, self.identifier_for(requirement), parent)
+
+
+def _unique_by_key(running: Sequence[Candidate]) -> list[Candidate]:
+    seen: dict[str, Candidate] = {}
+    for plugin in running:
+        seen.setdefault(plugin.running_key or plugin.name, plugin)
+    return list(seen.values())
+
+
+def _unique_by_version(candidates: Iterable[Candidate]) -> list[Candidate]:
+    seen: dict[tuple[str, Version], Candidate] = {}
+    for plugin in candidates:
+        seen.setdefault((plugin.name, plugin.version), plugin)
+    return list(seen.values())
+
+
+class _Provider(AbstractProvider[_Need, Candidate, _Identifier]):
+    """resolvelib's view of a `_Catalog`."""
+
+    def __init__(self, catalog: _Catalog) -> None:
+        self.catalog = catalog
+
+    def identify(self, requirement_or_candidate: _Need | Candidate) -> _Identifier:
+        if isinstance(requirement_or_candidate, _Need):
+            return requirement_or_candidate.identifier
+        return (requirement_or_candidate.name, requirement_or_candidate.major)
+
+    def get_preference(
+        self,
+        identifier: _Identifier,
+        resolutions: Mapping[_Identifier, Candidate],
+        candidates: Mapping[_Identifier, Iterator[Candidate]],
+        information: Mapping[_Identifier, Iterator[RequirementInformation[_Need, Candidate]]],
+        backtrack_causes: Sequence[RequirementInformation[_Need, Candidate]],
+    ) -> tuple[bool, str, int]:
+        # Pinned identifiers first (they cannot move), then by name: a deterministic order.
+        return (identifier not in self.catalog.pinned, identifier[0], identifier[1] or -1)
+
+    def find_matches(
+        self,
+        identifier: _Identifier,
+        requirements: Mapping[_Identifier, Iterator[_Need]],
+        incompatibilities: Mapping[_Identifier, Iterator[Candidate]],
+    ) -> list[Candidate]:
+        needs = list(requirements.get(identifier, ()))
+        excluded = list(incompatibilities.get(identifier, ()))
+        return [
+            plugin
+            for plugin in self.catalog.usable(identifier)
+            if plugin not in excluded and all(need.requirement.matches(plugin) for need in needs)
+        ]
+
+    def is_satisfied_by(self, requirement: _Need, candidate: Candidate) -> bool:
+        return requirement.requirement.matches(candidate)
+
+    def get_dependencies(self, candidate: Candidate) -> list[_Need]:
+        return [self.catalog.need(requirement, candidate) for requirement in candidate.requires]
+
+
+def plan(root: Candidate, known: Sequence[Candidate], running: Sequence[Candidate]) -> list[Step]:
+    """Steps in dependency order (requirements first, root last). Raises DependencyError with the chain."""
+    catalog = _Catalog(root, known, running)
+    problems = _conflict_lines(root, [p for p in catalog.fixed if p is not root], "is running")
+    if problems:
+        raise DependencyError("; ".join(problems))
+    root_need = _Need(Requirement(root.name), (root.name, root.major), None)
+    resolver: Resolver[_Need, Candidate, _Identifier] = Resolver(_Provider(catalog), BaseReporter())
+    try:
+        result = resolver.resolve([root_need], max_rounds=_MAX_ROUNDS)
+    except ResolutionImpossible as impossible:
+        raise DependencyError("; ".join(_explain(catalog, impossible.causes))) from None
+    except ResolutionTooDeep:
+        raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
+    chosen = dict(result.mapping)
+    keys = _assign_keys(catalog, chosen.values())
+    started = [plugin for plugin in chosen.values() if keys[plugin] != plugin.running_key or plugin is root]
+    problems = _plan_conflicts(catalog, started) + _broken_by_roll(catalog, chosen.values())
+    if problems:
+        raise DependencyError("; ".join(problems))
+    order = _dependency_order(catalog, chosen, keys)
+    return [
+        Step(plugin, keys[plugin], "keep" if plugin.running_key and keys[plugin] == plugin.running_key else "start")
+        for plugin in order
+    ]
+
+
+def _assign_keys(catalog: _Catalog, chosen: Iterable[Candidate]) -> dict[Candidate, str]:
+    """The store key of each chosen candidate (see the module's rules)."""
+    keys: dict[Candidate, str] = {}
+    taken = {plugin.running_key for plugin in catalog.fixed if plugin.running_key}
+    root = catalog.root
+    if catalog.replaced is not None:
+        keys[root] = catalog.replaced.running_key
+    elif root.running_key:
+        keys[root] = root.running_key
+    else:
+        keys[root] = root.name if root.name not in taken else side_by_side_key(root.name, root.major)
+    taken.add(keys[root])
+    for plugin in sorted(chosen, key=lambda p: (p.name, -p.major)):
+        if plugin in keys:
+            continue
+        if plugin.running_key and plugin in catalog.fixed:
+            keys[plugin] = plugin.running_key
+            continue
+        key = plugin.name if plugin.name not in taken else side_by_side_key(plugin.name, plugin.major)
+        keys[plugin] = key
+        taken.add(key)
+    return keys
+
+
+def _plan_conflicts(catalog: _Catalog, started: Sequence[Candidate]) -> list[str]:
+    """Conflicts between started candidates and everything else that will run."""
+    lines: list[str] = []
+    for index, plugin in enumerate(started):
+        lines.extend(_conflict_lines(plugin, [p for p in catalog.fixed if p not in started], "is running"))
+        lines.extend(_conflict_lines(plugin, started[index + 1 :], "would start"))
+    return lines
+
+
+def _broken_by_roll(catalog: _Catalog, chosen: Iterable[Candidate]) -> list[str]:
+    """Requirements of running plugins that the version the root replaces served and nothing else will."""
+    replaced = catalog.replaced
+    if replaced is None:
+        return []
+    after = [*catalog.fixed, *chosen]
+    return [
+        f"{plugin} requires {requirement}, but rolling {replaced.name} from {replaced.version} to "
+        f"{catalog.root.version} would leave it unmet"
+        for plugin in catalog.fixed
+        if plugin is not catalog.root
+        for requirement in plugin.requires
+        if requirement.matches(replaced) and not any(requirement.matches(other) for other in after)
+    ]
+
+
+def _dependency_order(
+    catalog: _Catalog, chosen: Mapping[_Identifier, Candidate], keys: Mapping[Candidate, str]
+) -> list[Candidate]:
+    """Requirements before dependents, ties by key; a cycle raises DependencyError naming it."""
+    edges: dict[Candidate, list[tuple[Requirement, Candidate]]] = {}
+    for plugin in chosen.values():
+        edges[plugin] = []
+        for requirement in plugin.requires:
+            served = chosen.get(catalog.identifier_for(requirement))
+            if served is not None and served is not plugin:
+                edges[plugin].append((requirement, served))
+    waiting = {plugin: len({served for _, served in deps}) for plugin, deps in edges.items()}
+    users: dict[Candidate, set[Candidate]] = {plugin: set() for plugin in edges}
+    for plugin, deps in edges.items():
+        for _, served in deps:
+            users[served].add(plugin)
+    ready = [(keys[plugin], plugin.name, plugin) for plugin, count in waiting.items() if count == 0]
+    ready.sort(key=lambda item: item[0])
+    order: list[Candidate] = []
+    while ready:
+        _, _, current = ready.pop(0)
+        order.append(current)
+        for user in users[current]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append((keys[user], user.name, user))
+        ready.sort(key=lambda item: item[0])
+    if len(order) < len(edges):
+        raise DependencyError(_cycle_line(edges, [p for p in edges if p not in order], keys))
+    return order
+
+
+def _cycle_line(
+    edges: Mapping[Candidate, list[tuple[Requirement, Candidate]]],
+    stuck: list[Candidate],
+    keys: Mapping[Candidate, str],
+) -> str:
+    """ "a 1.0 requires b, b 1.0 requires a": one cycle among the candidates that could not be ordered."""
+    current = min(stuck, key=lambda plugin: keys[plugin])
+    path: list[tuple[Candidate, Requirement]] = []
+    seen: dict[Candidate, int] = {}
+    while current not in seen:
+        seen[current] = len(path)
+        requirement, served = min(
+            ((requirement, served) for requirement, served in edges[current] if served in stuck),
+            key=lambda item: keys[item[1]],
+        )
+        path.append((current, requirement))
+        current = served
+    cycle = path[seen[current] :]
+    return "dependency cycle: " + ", ".join(f"{plugin} requires {requirement}" for plugin, requirement in cycle)
+
+
+def _explain(catalog: _Catalog, causes: Iterable[RequirementInformation[_Need, Candidate]]) -> list[str]:
+    """One readable line per identifier the resolver could not serve."""
+    by_identifier: dict[_Identifier, list[_Need]] = {}
+    for cause in causes:
+        need = cause.requirement
+        by_identifier.setdefault(need.identifier, [])
+        if need not in by_identifier[need.identifier]:
+            by_identifier[need.identifier].append(need)
+    return [
+        _explain_one(catalog, identifier, needs)
+        for identifier, needs in sorted(by_identifier.items(), key=lambda item: (item[0][0], item[0][1] or -1))
+    ]
+
+
+def _asker(need: _Need) -> str:
+    who = str(need.parent) if need.parent is not None else "the plan"
+    return f"{who} requires {need.requirement}"
+
+
+def _explain_one(catalog: _Catalog, identifier: _Identifier, needs: list[_Need]) -> str:
+    name = identifier[0]
+    asks = ", ".join(_asker(need) for need in needs)
+    versions = sorted({plugin.version for plugin in catalog.known if plugin.name == name})
+    known = (
+        f"(known: {', '.join(str(version) for version in versions)})"
+        if versions
+        else f"(no version of {name} is known)"
+    )
+    running = [plugin for plugin in catalog.fixed if plugin.name == name and plugin is not catalog.root]
+    matching = [p for p in catalog.known if all(need.requirement.matches(p) for need in needs)]
+    what = "matches" if len(needs) == 1 else "matches all of them"
+    if not matching:
+        if running:
+            shown_running = " and ".join(str(plugin) for plugin in running)
+            return (
+                f"{asks}, but {shown_running} {_is_are(running)} running and no other known version of {name} "
+                f"{what} {known}"
+            )
+        return f"{asks}, but no known version of {name} {what} {known}"
+    reasons = []
+    for plugin in sorted(matching, key=lambda p: p.version, reverse=True):
+        pinned = catalog.pinned.get((plugin.name, plugin.major))
+        if pinned is not None and pinned is not plugin:
+            reasons.append(f"{pinned} is running and keeps its version (not {plugin.version})")
+        elif plugin is catalog.replaced:
+            reasons.append(f"{plugin} is being replaced by {catalog.root}")
+        else:
+            clashes = [str(fixed) for fixed in catalog.fixed if _conflicts_either_way(plugin, fixed)]
+            if clashes:
+                reasons.append(f"{plugin} conflicts with {' and '.join(clashes)}")
+    if reasons:
+        return f"{asks}, but " + ", and ".join(dict.fromkeys(reasons)) + f" {known}"
+    return f"{asks}, but no combination of known versions satisfies every requirement {known}"
