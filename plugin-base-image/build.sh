@@ -24,6 +24,8 @@ SLIM_IMAGE="python:3.11-slim"
 SDK_VERSION="$(sed -n 's/^version[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$SDK/pyproject.toml" | head -n1)"
 [[ -n "$SDK_VERSION" ]] || { echo "build.sh: cannot read version from $SDK/pyproject.toml" >&2; exit 1; }
 BASE_IMAGE="sysops/plugin-base:$SDK_VERSION"
+PROTOCOL_VERSION="$(sed -n 's/^PROTOCOL_VERSION[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$SDK/sysops_sdk/_version.py" | head -n1)"
+[[ -n "$PROTOCOL_VERSION" ]] || { echo "build.sh: cannot read PROTOCOL_VERSION from $SDK/sysops_sdk/_version.py" >&2; exit 1; }
 SDK_DEPS=("grpcio>=1.85.1" "grpcio-health-checking>=1.85.1" "protobuf>=7.35.1")
 
 log() { printf 'plugin-base: %s\n' "$*" >&2; }
@@ -33,7 +35,7 @@ source "$REPO/scripts/lib/image-build.sh"
 
 # ---------------------------------------------------------------- fingerprint
 fingerprint() {
-    (cd "$REPO" && hash_files plugin-base-image/Dockerfile sdk/pyproject.toml sdk/sysops_sdk)
+    (cd "$REPO" && hash_files plugin-base-image/Dockerfile plugin-base-image/build.sh sdk/pyproject.toml sdk/sysops_sdk)
 }
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found (run scripts/bootstrap.sh)"
@@ -117,6 +119,10 @@ ensure_bootstrap_image() {
 }
 
 ensure_bootstrap_image
+# The Python plugins run with (the venv is made from it): a label the compatibility checks read.
+PYTHON_VERSION="$(docker run --rm --network none --entrypoint python3 "$BOOTSTRAP_IMAGE" \
+    -c 'import platform; print(platform.python_version())')" || die "cannot run python3 in $BOOTSTRAP_IMAGE"
+[[ "$PYTHON_VERSION" =~ ^[0-9]+\.[0-9]+ ]] || die "unexpected Python version '$PYTHON_VERSION' in $BOOTSTRAP_IMAGE"
 
 # ---------------------------------------------------------------- build context
 if [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"; else PY="python3"; fi
@@ -150,6 +156,9 @@ log "docker build $BASE_IMAGE (fingerprint ${FP:0:12})"
 old_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)"
 if ! docker build --network none \
         --build-arg "PYTHON_IMAGE=$BOOTSTRAP_IMAGE" \
+        --build-arg "SYSOPS_PYTHON_VERSION=$PYTHON_VERSION" \
+        --build-arg "SYSOPS_SDK_VERSION=$SDK_VERSION" \
+        --build-arg "SYSOPS_PROTOCOL_VERSION=$PROTOCOL_VERSION" \
         --label "sysops.base.fingerprint=$FP" \
         --label "sysops.sdk.version=$SDK_VERSION" \
         -t "$BASE_IMAGE" "$CTX" >"$WORK/build.log" 2>&1; then
@@ -159,7 +168,8 @@ fi
 
 log "verifying $BASE_IMAGE"
 docker run --rm --network none --entrypoint python "$BASE_IMAGE" \
-    -c "import grpc, grpc_health, sysops_sdk; import os; assert os.getuid()==10001" >&2 \
+    -c "import grpc, grpc_health, sysops_sdk, os, platform; assert os.getuid()==10001; \
+assert platform.python_version() == '$PYTHON_VERSION' and sysops_sdk.PROTOCOL_VERSION == '$PROTOCOL_VERSION'" >&2 \
     || die "verification of $BASE_IMAGE failed"
 
 # Drop the superseded base image. Plain `docker rmi` (no -f) refuses while plugin images
