@@ -450,7 +450,9 @@ class Rollout:
                     hint="remove the @plugin_command functions, or add 'command' to types in plugin.yaml",
                 )
             self._self_test(client, manifest)
-        routes = stored_routes(manifest, descriptor)
+        from sysops.core.catalog import is_side_by_side  # its commands belong to the version under the name
+
+        routes = {} if is_side_by_side(manifest.name) else stored_routes(manifest, descriptor)
         self._check_conflicts(manifest.name, routes)
         report = self.driver.resources(instance.handle, limits_for(manifest))
         if report.mismatches:
