@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sysops.core.catalog import catalog_entries
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import RollTarget
+from sysops.errors import DependencyError, ExitCode
 from sysops.runtime.fake import FakeDriver
-from sysops_sdk import Plugin
+from sysops_sdk import Plugin, plugin_command
 
 
 class Quiet(Plugin):
@@ -24,6 +26,14 @@ class Quiet(Plugin):
 
     def cleanup(self) -> None:
         pass
+
+
+class Greeter(Quiet):
+    """A plugin with a command, to see whose routes the CLI gets."""
+
+    @plugin_command("greet")
+    def greet(self) -> str:
+        return "hello"
 
 
 def _manifest(name: str, version: str = "1.0.0", **keys: Any) -> Any:
@@ -42,7 +52,7 @@ def test_catalog_lists_each_key_with_its_revisions_and_dependency_fields(orchest
     _roll(orchestrator, "a", "1.0.0")
     _roll(orchestrator, "a", "1.2.0")
     _roll(orchestrator, "b", "2.0.0", requires=["a>=1.1"], conflicts=["old"], compatibility={"python": ">=3.10"})
-    orchestrator.down("a")
+    orchestrator.down("a", force=True)
     entries = {entry["key"]: entry for entry in catalog_entries(orchestrator.store)}
     assert set(entries) == {"a", "b"}
     assert entries["a"]["running"] is False and entries["a"]["version"] == "1.2.0" and entries["a"]["revision"] == 2
@@ -64,3 +74,92 @@ def test_catalog_is_served_as_a_query_kind(control_host: Orchestrator) -> None:
     finally:
         client.close()
     assert (entry["key"], entry["name"], entry["version"], entry["running"]) == ("a", "a", "1.0.0", True)
+
+
+def _chain(orchestrator: Orchestrator) -> None:
+    """c requires b, b requires a; d runs beside them needing nothing."""
+    _roll(orchestrator, "a", "1.0.0")
+    _roll(orchestrator, "b", "1.0.0", requires=["a>=1"])
+    _roll(orchestrator, "c", "1.0.0", requires=["b"])
+    _roll(orchestrator, "d", "1.0.0")
+
+
+def _running(orchestrator: Orchestrator) -> list[str]:
+    return sorted(p.name for p in orchestrator.store.plugins() if orchestrator.store.active_instances(p.name))
+
+
+def test_down_of_a_required_plugin_is_refused_naming_its_dependents(orchestrator: Orchestrator) -> None:
+    _chain(orchestrator)
+    with pytest.raises(DependencyError, match=r"plugin a is required by running plugins: c 1.0.0, b 1.0.0") as caught:
+        orchestrator.down("a")
+    assert caught.value.exit_code == ExitCode.CONFLICT
+    assert _running(orchestrator) == ["a", "b", "c", "d"]
+
+
+def test_down_cascade_takes_the_dependents_down_furthest_first(orchestrator: Orchestrator) -> None:
+    _chain(orchestrator)
+    lines: list[str] = []
+    orchestrator.progress = lines.append
+    orchestrator.down("a", cascade=True)
+    assert _running(orchestrator) == ["d"]
+    unloaded = [e.plugin for e in orchestrator.store.events_after(0) if e.kind == "unloaded"]
+    assert unloaded == ["c", "b", "a"]
+    assert lines == ["taking c down first (it requires a)", "taking b down first (it requires a)"]
+
+
+def test_down_force_leaves_dependents_running_and_their_status_names_the_missing_requirement(
+    orchestrator: Orchestrator,
+) -> None:
+    _chain(orchestrator)
+    orchestrator.down("a", force=True)
+    assert _running(orchestrator) == ["b", "c", "d"]
+    missing = orchestrator.status("b").missing
+    assert len(missing) == 1 and "a>=1" in missing[0]
+    assert orchestrator.status("c").missing == [] and orchestrator.status("d").missing == []
+
+
+def test_up_whose_requirement_is_not_running_is_refused_before_anything_starts(orchestrator: Orchestrator) -> None:
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("b-img", Quiet)
+    with pytest.raises(DependencyError, match=r"b 1\.0\.0 requires a>=1"):
+        orchestrator.up_image(_manifest("b", requires=["a>=1"]), "b-img", "fp-b", "/src/b")
+    assert driver.started_specs == [] and orchestrator.store.plugins() == []
+
+
+def test_up_conflicting_with_a_running_plugin_is_refused_either_way(orchestrator: Orchestrator) -> None:
+    _roll(orchestrator, "a", "2.0.0", conflicts=["old"])
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("old-img", Quiet)
+    started = len(driver.started_specs)
+    with pytest.raises(DependencyError, match="conflicts"):
+        orchestrator.up_image(_manifest("old"), "old-img", "fp-old", "/src/old")
+    with pytest.raises(DependencyError, match="conflicts"):
+        orchestrator.up_image(_manifest("new", conflicts=["a>=2"]), "old-img", "fp-new", "/src/new")
+    assert len(driver.started_specs) == started and _running(orchestrator) == ["a"]
+
+
+def test_rolling_a_required_plugin_out_of_its_dependents_range_is_refused(orchestrator: Orchestrator) -> None:
+    _roll(orchestrator, "a", "1.0.0")
+    _roll(orchestrator, "b", "1.0.0", requires=["a<2"])
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("a2", Quiet)
+    with pytest.raises(DependencyError, match=r"b 1\.0\.0 requires a<2"):
+        orchestrator.up_image(_manifest("a", "2.0.0"), "a2", "fp-a2", "/src/a")
+    assert orchestrator.status("a").version == "1.0.0"
+
+
+def test_a_side_by_side_version_runs_under_its_key_without_routes(orchestrator: Orchestrator) -> None:
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("echo-2", Greeter)
+    driver.add_image("echo-1", Greeter)
+    orchestrator.up_image(_manifest("echo", "2.0.0"), "echo-2", "fp-2", "/src/echo2")
+    instance, _ = orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1", "fp-1", "/src/echo1", key="echo--v1")
+    assert instance.plugin == "echo--v1" and instance.version == "1.0.0"
+    assert {route.plugin for route in orchestrator.store.routes()} == {"echo"}
+    assert {(s.name, s.version) for s in orchestrator.list()} == {("echo", "2.0.0"), ("echo--v1", "1.0.0")}
+    with pytest.raises(Exception, match="its side-by-side key is 'echo--v1'"):
+        orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1", "fp-1", "/src/echo1", key="echo--v3")

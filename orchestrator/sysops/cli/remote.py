@@ -96,8 +96,9 @@ class RemoteClient:
     def reconcile(self) -> None:
         """The server reconciles on its own."""
 
-    def up(self, path: Path) -> tuple[InstanceRecord, bool]:
-        """Build the image with the local engine (imaging/plugin_image.py), then have the host or server roll it."""
+    def up(self, path: Path, key: str = "") -> tuple[InstanceRecord, bool]:
+        """Build the image with the local engine (imaging/plugin_image.py), then have the host or server roll it
+        (under `key`, a side-by-side key, when given)."""
         from sysops.core.manifest import load_manifest
         from sysops.imaging.plugin_image import plugin_build
         from sysops.runtime.factory import docker_driver
@@ -131,13 +132,14 @@ class RemoteClient:
             image=build.tag,
             fingerprint=build.fingerprint,
             source=str(plugin_dir),
+            key=key,
         )
         result = self._stream("Up", request)
         return _instance(result["instance"]), bool(result["changed"])
 
-    def down(self, name: str, *, purge: bool = False) -> None:
-        """Remove a plugin."""
-        self._stream("Down", pb.DownRequest(name=name, purge=purge))
+    def down(self, name: str, *, purge: bool = False, cascade: bool = False, force: bool = False) -> None:
+        """Remove a plugin (refused while running plugins require it, unless `cascade` or `force`)."""
+        self._stream("Down", pb.DownRequest(name=name, purge=purge, cascade=cascade, force=force))
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
         """Roll back to an earlier revision."""

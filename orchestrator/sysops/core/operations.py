@@ -24,8 +24,9 @@ class PluginOperations(Protocol):
     def up(self, path: Path) -> tuple[InstanceRecord, bool]:
         """Build a plugin directory and start it or roll to it; return (instance, changed)."""
 
-    def down(self, name: str, *, purge: bool = False) -> None:
-        """Drain and remove a plugin (with `purge`, its images and data too)."""
+    def down(self, name: str, *, purge: bool = False, cascade: bool = False, force: bool = False) -> None:
+        """Drain and remove a plugin (with `purge`, its images and data too); one running plugins require is
+        refused unless `cascade` (they go down first) or `force` (only it goes down)."""
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
         """Roll a plugin back to an earlier revision."""

@@ -18,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from sysops.core import events, recovery
-from sysops.core.catalog import catalog_entries
+from sysops.core.catalog import candidate, catalog_entries, parse_stored_manifest, running_candidates
 from sysops.core.client import PluginClient
 from sysops.core.compatibility import check_image, check_sysops
+from sysops.core.dependencies import Candidate, dependents, side_by_side_key, unmet
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.locks import held_lock
-from sysops.core.manifest import Manifest, load_manifest, parse_manifest
+from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
-from sysops.errors import ManifestError, NotFoundError, SysopsError
+from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
 from sysops.imaging.plugin_image import plugin_build
 from sysops.private_paths import ensure_private_dir
 from sysops.runtime.base import (
@@ -81,6 +84,8 @@ class PluginStatus:
     fault: str = ""
     #: With `status(..., limits=True)`: asked, applied (read back), usage, mismatches.
     limits: dict[str, Any] = field(default_factory=dict)
+    #: Requirements of the manifest no running plugin satisfies (after `down --force` of one it needs).
+    missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -101,6 +106,7 @@ class PluginStatus:
             "events": [{"id": e.id, "time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
             "fault": self.fault,
             "limits": self.limits,
+            "missing": self.missing,
         }
 
 
@@ -216,7 +222,7 @@ class Orchestrator:
     def _revision_target(self, revision: RevisionRecord, source: str) -> RollTarget:
         """What rolling `revision` again starts: its image and its manifest under the current policy."""
         where = f"revision {revision.revision} of {revision.plugin}"
-        manifest = apply_policy(parse_manifest(revision.manifest, where), load_policy(self.settings.home), where)
+        manifest = apply_policy(parse_stored_manifest(revision.manifest, where), load_policy(self.settings.home), where)
         return RollTarget(manifest, revision.image, revision.image_id, revision.fingerprint, source)
 
     def _restart_stopped(self, name: str, stopped: set[str]) -> None:
@@ -317,7 +323,7 @@ class Orchestrator:
         data = recorded.get(revision) or (plugin.manifest if plugin else None)
         try:
             if data and data.get("version") == labels.get(LABEL_VERSION):
-                return parse_manifest(data, f"stored manifest of {name}")
+                return parse_stored_manifest(data, f"stored manifest of {name}")
             source = Path(labels.get("sysops.source", ""))
             manifest = load_manifest(source)
             if manifest.name != name or manifest.version != labels.get(LABEL_VERSION):
@@ -379,6 +385,7 @@ class Orchestrator:
         """
         plugin_dir = path.resolve()
         manifest = self._admit(load_manifest(plugin_dir), str(plugin_dir / "plugin.yaml"))
+        self._check_dependencies(manifest)
         self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
         with plugin_build(
             self.driver,
@@ -396,15 +403,20 @@ class Orchestrator:
 
             return self._roll_if_changed(manifest, str(plugin_dir), prepared.fingerprint, build)
 
-    def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
+    def up_image(
+        self, manifest: Manifest, image: str, fingerprint: str, source: str, key: str = ""
+    ) -> tuple[InstanceRecord, bool]:
         """Roll a plugin to an image built elsewhere (the CLI, for a server); return (instance, changed).
 
-        The client built the image for this roll, so a refused or failed roll removes it (unless a revision
-        uses it), as it does a local build's.
+        `key` runs it under a side-by-side key (`NAME--vMAJOR`) instead of its name. The client built the
+        image for this roll, so a refused or failed roll removes it (unless a revision uses it), as it does a
+        local build's.
         """
         target = RollTarget(manifest, image, self.driver.image_id(image) or image, fingerprint, source, built=True)
         try:
-            target = dataclasses.replace(target, manifest=self._admit(manifest, f"{source}/plugin.yaml"))
+            admitted = self._under_key(self._admit(manifest, f"{source}/plugin.yaml"), key)
+            self._check_dependencies(admitted)
+            target = dataclasses.replace(target, manifest=admitted)
         except SysopsError:
             self.rollout.remove_unused_image(target)
             raise
@@ -417,6 +429,37 @@ class Orchestrator:
         self.driver.ping()
         self.reconcile()
         return manifest
+
+    @staticmethod
+    def _under_key(manifest: Manifest, key: str) -> Manifest:
+        """The manifest to run under store key `key`: itself for its own name, renamed for its side-by-side key."""
+        if not key or key == manifest.name:
+            return manifest
+        expected = side_by_side_key(manifest.name, Version(manifest.version).major)
+        if key != expected:
+            raise UsageError(
+                f"plugin {manifest.name} {manifest.version} cannot run under key {shown(key)}",
+                hint=f"its side-by-side key is {expected!r}",
+            )
+        return manifest.model_copy(update={"name": key})
+
+    def _check_dependencies(self, manifest: Manifest) -> None:
+        """Refuse, before anything starts, a plugin whose requirements no running plugin satisfies, that conflicts
+        with a running one either way, or whose new version breaks a running plugin's requirement (whatever the
+        client planned); requirements a running plugin missed already (a forced down) do not count."""
+        everyone = running_candidates(self.store)
+        others = [other for other in everyone if other.running_key != manifest.name]
+        new = candidate(manifest.model_dump(mode="json"), f"directory {manifest.name}", manifest.name)
+        problems = unmet(new, others)
+        for other in others:
+            before = set(unmet(other, [c for c in everyone if c is not other]))
+            after = unmet(other, [*(c for c in others if c is not other), new])
+            problems += [line for line in after if line not in before]
+        if problems:
+            raise DependencyError(
+                "; ".join(dict.fromkeys(problems)),
+                hint="`sysops plugin up` of a plugin's directory or name brings up what it requires first",
+            )
 
     def _roll_if_changed(
         self, manifest: Manifest, source: str, fingerprint: str, target: Callable[[], RollTarget]
@@ -502,13 +545,33 @@ class Orchestrator:
                 serving.append((instance, status))
         return serving
 
-    def down(self, name: str, *, purge: bool = False) -> None:
+    def down(self, name: str, *, purge: bool = False, cascade: bool = False, force: bool = False) -> None:
         """Drain and remove a plugin's instances; with `purge`, also its images, revisions and data volume.
 
         Without `purge` the revisions stay (`history` lists them), so a later `down --purge` of the same
-        name still finds and removes their images.
+        name still finds and removes their images. A plugin running plugins require is refused (naming them)
+        unless `cascade` (they go down first, the furthest first) or `force` (only it goes down; their status
+        names the requirement they miss).
         """
         self.reconcile()
+        if not force:
+            for dependent in self._dependents(name, cascade=cascade):
+                self.progress(f"taking {dependent.running_key} down first (it requires {name})")
+                self._down(dependent.running_key, purge=False)
+        self._down(name, purge=purge)
+
+    def _dependents(self, name: str, *, cascade: bool) -> list[Candidate]:
+        """The running plugins that need `name`, the furthest first; refused (DependencyError) unless `cascade`."""
+        needing = dependents(name, running_candidates(self.store))
+        if needing and not cascade:
+            shown_dependents = ", ".join(f"{c.running_key} {c.version}" for c in needing)
+            raise DependencyError(
+                f"plugin {name} is required by running plugins: {shown_dependents}",
+                hint=f"`sysops plugin down {name} --cascade` takes them down first; `--force` takes only {name} down",
+            )
+        return needing
+
+    def _down(self, name: str, *, purge: bool) -> None:
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
             revisions = self.store.revisions(name)
@@ -550,9 +613,9 @@ class Orchestrator:
         self.reconcile()
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
-            if plugin is None:
-                raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
             revisions = self.store.revisions(name)
+            if plugin is None and not revisions:
+                raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
             current = next(iter(self.store.active_instances(name)), None)
             target = self._rollback_target(name, revisions, current, to)
             if self.driver.image_id(target.image_id) is None:
@@ -560,7 +623,8 @@ class Orchestrator:
                     f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`"
                 )
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
-            instance = self.rollout.roll(self._revision_target(target, plugin.source), rollback_of=target.revision)
+            source = plugin.source if plugin is not None else ""
+            instance = self.rollout.roll(self._revision_target(target, source), rollback_of=target.revision)
             self._mirror_save(name)
             return instance
 
@@ -598,6 +662,7 @@ class Orchestrator:
             raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
         result = PluginStatus(name=name, state=PluginState.UNLOADED, source=plugin.source, runtime=plugin.runtime)
         result.last_error = plugin.last_error
+        result.missing = self._missing(name)
         result.events = self.store.events(name)
         result.commands = [route.command for route in self.store.routes() if route.plugin == name]
         active = self.store.active_instances(name)
@@ -628,6 +693,12 @@ class Orchestrator:
         result.health = "SERVING" if healthy else "NOT_SERVING"
         return result
 
+    def _missing(self, key: str) -> list[str]:
+        """The requirements the plugin running under `key` misses now (empty when it is not running)."""
+        everyone = running_candidates(self.store)
+        mine = [c for c in everyone if c.running_key == key]
+        return unmet(mine[0], [c for c in everyone if c.running_key != key]) if mine else []
+
     def _healthy(self, instance: InstanceRecord) -> bool:
         with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
             return client.healthy(timeout=1.0)
@@ -637,7 +708,7 @@ class Orchestrator:
     ) -> None:
         """Name the instance's fault (recording it as an event once), and read back limits and usage if asked."""
         try:
-            manifest = parse_manifest(data, f"stored manifest of {result.name}")
+            manifest = parse_stored_manifest(data, f"stored manifest of {result.name}")
         except ManifestError:
             return
         asked = limits_for(manifest)

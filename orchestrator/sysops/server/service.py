@@ -218,15 +218,22 @@ class ControlServicer(pb_grpc.ControlServicer):
             data = decode_json(request.manifest_json, "the manifest", ManifestError)
             manifest = parse_manifest(data, f"{request.source}/plugin.yaml")
             check_own_image(request.image, self.settings.installation_id, manifest.name)
-            instance, changed = orchestrator.up_image(manifest, request.image, request.fingerprint, request.source)
+            instance, changed = orchestrator.up_image(
+                manifest, request.image, request.fingerprint, request.source, key=request.key
+            )
             return {"instance": public_instance(instance), "changed": changed}
 
         yield from self._stream(context, up)
 
     def Down(self, request: pb.DownRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
-        """Remove a plugin."""
+        """Remove a plugin (refused while running plugins require it, unless cascade or force)."""
         _checked_name(context, request.name)
-        yield from self._stream(context, lambda orchestrator: orchestrator.down(request.name, purge=request.purge))
+        yield from self._stream(
+            context,
+            lambda orchestrator: orchestrator.down(
+                request.name, purge=request.purge, cascade=request.cascade, force=request.force
+            ),
+        )
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
         """Roll back to an earlier revision."""

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UpRequest(_message.Message):
-    __slots__ = ("manifest_json", "image", "fingerprint", "source")
+    __slots__ = ("manifest_json", "image", "fingerprint", "source", "key")
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     manifest_json: str
     image: str
     fingerprint: str
     source: str
-    def __init__(self, manifest_json: _Optional[str] = ..., image: _Optional[str] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, manifest_json: _Optional[str] = ..., image: _Optional[str] = ..., fingerprint: _Optional[str] = ..., source: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("message", "done", "result_json")
@@ -29,12 +31,16 @@ class Progress(_message.Message):
     def __init__(self, message: _Optional[str] = ..., done: _Optional[bool] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class DownRequest(_message.Message):
-    __slots__ = ("name", "purge")
+    __slots__ = ("name", "purge", "cascade", "force")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PURGE_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     purge: bool
-    def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
+    cascade: bool
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ..., cascade: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("name", "to")
