@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -118,6 +118,14 @@ def summarize_log(lines: list[str]) -> list[str]:
         in_frame = False
         summary.append(line)
     return summary
+
+
+def _command_error(client: PluginClient, command: str, arguments: dict[str, Any], timeout: float) -> str | None:
+    """Run a check command (self-test, smoke) once; None if it succeeded, else why it failed."""
+    *_, result = client.invoke(command, dict(arguments), timeout=timeout)
+    if isinstance(result, InvocationResult) and result.exit_code == 0:
+        return None
+    return result.error if isinstance(result, InvocationResult) else "no result"
 
 
 class Rollout:
@@ -267,11 +275,8 @@ class Rollout:
     def _smoke(self, new: InstanceRecord, analysis: RolloutAnalysis) -> None:
         """Run the manifest's smoke command once against the new instance; a failure stops the roll."""
         with PluginClient(new.endpoint, new.plugin, new.token) as client:
-            *_, result = client.invoke(
-                str(analysis.smoke), dict(analysis.smoke_arguments), timeout=self.settings.ready_timeout
-            )
-        if not isinstance(result, InvocationResult) or result.exit_code != 0:
-            error = result.error if isinstance(result, InvocationResult) else "no result"
+            error = _command_error(client, str(analysis.smoke), analysis.smoke_arguments, self.settings.ready_timeout)
+        if error is not None:
             raise AnalysisError(f"analysis smoke command {analysis.smoke!r} failed on {new.version}: {error}")
 
     def _take_over(self, old: InstanceRecord, new: InstanceRecord, routes: dict[str, bytes]) -> None:
@@ -469,11 +474,8 @@ class Rollout:
         command = manifest.readiness.command
         if not command:
             return
-        *_, result = client.invoke(
-            command, dict(manifest.readiness.arguments), timeout=manifest.readiness.timeout_seconds
-        )
-        if not isinstance(result, InvocationResult) or result.exit_code != 0:
-            error = result.error if isinstance(result, InvocationResult) else "no result"
+        error = _command_error(client, command, manifest.readiness.arguments, manifest.readiness.timeout_seconds)
+        if error is not None:
             raise StartFailedError(
                 f"plugin {manifest.name!r} {manifest.version}: self-test {command!r} failed: {error}"
             )
