@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 
+from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
@@ -33,6 +34,7 @@ app.add_typer(alerts_app, name="alerts")
 app.command("metrics")(metrics)
 plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
+plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
 events_app.command("publish")(publish)
 

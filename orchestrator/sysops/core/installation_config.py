@@ -94,18 +94,22 @@ def _read_sections(path: Path) -> dict[str, Any]:
 
 
 def _plugin_dirs(path: Path, value: Any) -> tuple[Path, ...]:
-    key = f"{_where(path)}: key '{PLUGIN_DIRS_KEY}'"
+    where = _where(path)
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigFileError(f"{key}: must be a list of directory paths (got {shown(value)})", hint=_HINT)
+        raise ConfigFileError(
+            f"{where}: key '{PLUGIN_DIRS_KEY}': must be a list of directory paths (got {shown(value)})", hint=_HINT
+        )
     if len(value) > MAX_PLUGIN_DIRS:
-        raise ConfigFileError(f"{key}: more than {MAX_PLUGIN_DIRS} directories", hint=_HINT)
+        raise ConfigFileError(f"{where}: key '{PLUGIN_DIRS_KEY}': more than {MAX_PLUGIN_DIRS} directories", hint=_HINT)
     directories = []
     for index, item in enumerate(value):
         if not isinstance(item, str) or not item.strip() or "\0" in item:
             raise ConfigFileError(
-                f"{key}[{index}]: must be a directory path, a non-empty string (got {shown(item)})", hint=_HINT
+                f"{where}: key '{PLUGIN_DIRS_KEY}[{index}]': must be a directory path, a non-empty string "
+                f"(got {shown(item)})",
+                hint=_HINT,
             )
         directories.append(_normal(path.parent / Path(item).expanduser()))
     return tuple(directories)
