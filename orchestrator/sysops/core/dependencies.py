@@ -232,16 +232,39 @@ _Identifier = tuple[str, int | None]
 
 
 @dataclass(frozen=True)
+class _Absent:
+    """The resolver's choice "no version of this identifier runs": what serves an identifier only conflicts name."""
+
+    identifier: _Identifier
+
+
+_Choice = Candidate | _Absent
+
+
+@dataclass(frozen=True)
 class _Need:
-    """A requirement as the resolver sees it: bound to the major version that serves it, and who asks."""
+    """A requirement (or, `conflict`, a conflict) as the resolver sees it: bound to the major version it concerns,
+    with the candidate that asks (None: the plan's root)."""
 
     requirement: Requirement
     identifier: _Identifier
     parent: Candidate | None
+    conflict: bool = False
+
+    def accepts(self, choice: _Choice) -> bool:
+        """A requirement wants a matching version; a conflict wants no version or one outside its range."""
+        if isinstance(choice, _Absent):
+            return self.conflict
+        return self.requirement.matches(choice) != self.conflict
+
+    def __str__(self) -> str:
+        who = str(self.parent) if self.parent is not None else "the plan"
+        return f"{who} {'conflicts with' if self.conflict else 'requires'} {self.requirement}"
 
 
 class _Catalog:
-    """The candidates of one plan: the fixed ones (running and kept, and the root) and the usable known ones."""
+    """The candidates of one plan: the fixed ones (the root and the running plugins it does not replace), which
+    keep their identifiers, and the known ones usable beside them."""
 
     def __init__(self, root: Candidate, known: Sequence[Candidate], running: Sequence[Candidate]) -> None:
         self.root = root
@@ -298,15 +321,22 @@ class _Catalog:
         fixed = [plugin for plugin in self.fixed if requirement.matches(plugin)]
         if fixed:
             return (requirement.name, max(fixed, key=lambda plugin: plugin.version).major)
-        majors = sorted({plugin.major for plugin in self.known if plugin.name == requirement.name}, reverse=True)
-        for major in majors:
+        for major in self.majors(requirement.name):
             if any(requirement.matches(plugin) for plugin in self.usable((requirement.name, major))):
                 return (requirement.name, major)
         return (requirement.name, None)
 
-    def need(self, requirement: Requirement, parent: Candidate | None) -> _Need:
-        """`requirement` of `parent`, bound to its identifier."""
-        return _Need(requirement, self.identifier_for(requirement), parent)
+    def majors(self, name: str) -> list[int]:
+        """The major versions of `name` that the catalog holds, newest first."""
+        return sorted({plugin.major for plugin in self.known if plugin.name == name}, reverse=True)
+
+    def needs_of(self, candidate: Candidate) -> list[_Need]:
+        """What `candidate` asks of the resolver: each requirement, and each conflict for every major it touches."""
+        needs = [_Need(requirement, self.identifier_for(requirement), candidate) for requirement in candidate.requires]
+        for rule in candidate.conflicts:
+            touched = {plugin.major for plugin in self.known if rule.matches(plugin)}
+            needs.extend(_Need(rule, (rule.name, major), candidate, conflict=True) for major in sorted(touched))
+        return needs
 
 
 def _unique_by_key(running: Sequence[Candidate]) -> list[Candidate]:
@@ -323,73 +353,106 @@ def _unique_by_version(candidates: Iterable[Candidate]) -> list[Candidate]:
     return list(seen.values())
 
 
-class _Provider(AbstractProvider[_Need, Candidate, _Identifier]):
+class _Provider(AbstractProvider[_Need, _Choice, _Identifier]):
     """resolvelib's view of a `_Catalog`."""
 
     def __init__(self, catalog: _Catalog) -> None:
         self.catalog = catalog
 
-    def identify(self, requirement_or_candidate: _Need | Candidate) -> _Identifier:
-        if isinstance(requirement_or_candidate, _Need):
+    def identify(self, requirement_or_candidate: _Need | _Choice) -> _Identifier:
+        if isinstance(requirement_or_candidate, _Need | _Absent):
             return requirement_or_candidate.identifier
         return (requirement_or_candidate.name, requirement_or_candidate.major)
 
     def get_preference(
         self,
         identifier: _Identifier,
-        resolutions: Mapping[_Identifier, Candidate],
-        candidates: Mapping[_Identifier, Iterator[Candidate]],
-        information: Mapping[_Identifier, Iterator[RequirementInformation[_Need, Candidate]]],
-        backtrack_causes: Sequence[RequirementInformation[_Need, Candidate]],
-    ) -> tuple[bool, str, int]:
-        # Pinned identifiers first (they cannot move), then by name: a deterministic order.
-        return (identifier not in self.catalog.pinned, identifier[0], identifier[1] or -1)
+        resolutions: Mapping[_Identifier, _Choice],
+        candidates: Mapping[_Identifier, Iterator[_Choice]],
+        information: Mapping[_Identifier, Iterator[RequirementInformation[_Need, _Choice]]],
+        backtrack_causes: Sequence[RequirementInformation[_Need, _Choice]],
+    ) -> tuple[bool, bool, str, int]:
+        # Fixed identifiers first (they cannot move), then required ones before those only conflicts name,
+        # then by name: a deterministic order.
+        only_conflicts = all(info.requirement.conflict for info in information[identifier])
+        return (identifier not in self.catalog.pinned, only_conflicts, identifier[0], _major_order(identifier))
 
     def find_matches(
         self,
         identifier: _Identifier,
         requirements: Mapping[_Identifier, Iterator[_Need]],
-        incompatibilities: Mapping[_Identifier, Iterator[Candidate]],
-    ) -> list[Candidate]:
+        incompatibilities: Mapping[_Identifier, Iterator[_Choice]],
+    ) -> list[_Choice]:
         needs = list(requirements.get(identifier, ()))
         excluded = list(incompatibilities.get(identifier, ()))
-        return [
-            plugin
-            for plugin in self.catalog.usable(identifier)
-            if plugin not in excluded and all(need.requirement.matches(plugin) for need in needs)
-        ]
+        if all(need.conflict for need in needs):
+            choices: list[_Choice] = [_Absent(identifier)]
+        else:
+            choices = list(self.catalog.usable(identifier))
+        return [choice for choice in choices if choice not in excluded and all(need.accepts(choice) for need in needs)]
 
-    def is_satisfied_by(self, requirement: _Need, candidate: Candidate) -> bool:
-        return requirement.requirement.matches(candidate)
+    def is_satisfied_by(self, requirement: _Need, candidate: _Choice) -> bool:
+        return requirement.accepts(candidate)
 
-    def get_dependencies(self, candidate: Candidate) -> list[_Need]:
-        return [self.catalog.need(requirement, candidate) for requirement in candidate.requires]
+    def get_dependencies(self, candidate: _Choice) -> list[_Need]:
+        return [] if isinstance(candidate, _Absent) else self.catalog.needs_of(candidate)
+
+
+def _major_order(identifier: _Identifier) -> int:
+    return -1 if identifier[1] is None else identifier[1]
+
+
+class _Chains(BaseReporter[_Need, _Choice, _Identifier]):
+    """Records which requirement first brought in each identifier, to name the chain in errors."""
+
+    def __init__(self) -> None:
+        self.first: dict[_Identifier, _Need] = {}
+
+    def adding_requirement(self, requirement: _Need, parent: _Choice | None) -> None:
+        if not requirement.conflict:
+            self.first.setdefault(requirement.identifier, requirement)
+
+    def chain_to(self, candidate: Candidate | None) -> list[_Need]:
+        """The requirements from the root down to `candidate`, root first."""
+        chain: list[_Need] = []
+        while candidate is not None:
+            need = self.first.get((candidate.name, candidate.major))
+            if need is None or need.parent is None or need in chain:
+                break
+            chain.append(need)
+            candidate = need.parent
+        return chain[::-1]
 
 
 def plan(root: Candidate, known: Sequence[Candidate], running: Sequence[Candidate]) -> list[Step]:
     """Steps in dependency order (requirements first, root last). Raises DependencyError with the chain."""
     catalog = _Catalog(root, known, running)
-    problems = _conflict_lines(root, [p for p in catalog.fixed if p is not root], "is running")
+    # What certainly fails is said at once: the root's conflicts and its requirements nothing known can serve.
+    problems = _conflict_lines(root, [plugin for plugin in catalog.fixed if plugin is not root], "is running")
+    problems += [
+        _explain_one(catalog, need.identifier, [need])
+        for need in catalog.needs_of(root)
+        if not need.conflict and need.identifier[1] is None
+    ]
     if problems:
         raise DependencyError("; ".join(problems))
-    root_need = _Need(Requirement(root.name), (root.name, root.major), None)
-    resolver: Resolver[_Need, Candidate, _Identifier] = Resolver(_Provider(catalog), BaseReporter())
+    chains = _Chains()
+    resolver: Resolver[_Need, _Choice, _Identifier] = Resolver(_Provider(catalog), chains)
     try:
-        result = resolver.resolve([root_need], max_rounds=_MAX_ROUNDS)
+        result = resolver.resolve([_Need(Requirement(root.name), (root.name, root.major), None)], _MAX_ROUNDS)
     except ResolutionImpossible as impossible:
-        raise DependencyError("; ".join(_explain(catalog, impossible.causes))) from None
+        causes: Iterable[RequirementInformation[_Need, _Choice]] = impossible.causes
+        raise DependencyError("; ".join(_explain(catalog, chains, causes))) from None
     except ResolutionTooDeep:
         raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
-    chosen = dict(result.mapping)
-    keys = _assign_keys(catalog, chosen.values())
-    started = [plugin for plugin in chosen.values() if keys[plugin] != plugin.running_key or plugin is root]
-    problems = _plan_conflicts(catalog, started) + _broken_by_roll(catalog, chosen.values())
+    chosen = {identifier: choice for identifier, choice in result.mapping.items() if isinstance(choice, Candidate)}
+    problems = _broken_by_roll(catalog, chosen.values())
     if problems:
         raise DependencyError("; ".join(problems))
-    order = _dependency_order(catalog, chosen, keys)
+    keys = _assign_keys(catalog, chosen.values())
     return [
         Step(plugin, keys[plugin], "keep" if plugin.running_key and keys[plugin] == plugin.running_key else "start")
-        for plugin in order
+        for plugin in _dependency_order(catalog, chosen, keys)
     ]
 
 
@@ -405,25 +468,15 @@ def _assign_keys(catalog: _Catalog, chosen: Iterable[Candidate]) -> dict[Candida
     else:
         keys[root] = root.name if root.name not in taken else side_by_side_key(root.name, root.major)
     taken.add(keys[root])
-    for plugin in sorted(chosen, key=lambda p: (p.name, -p.major)):
+    for plugin in sorted(chosen, key=lambda plugin: (plugin.name, -plugin.major)):
         if plugin in keys:
             continue
         if plugin.running_key and plugin in catalog.fixed:
             keys[plugin] = plugin.running_key
             continue
-        key = plugin.name if plugin.name not in taken else side_by_side_key(plugin.name, plugin.major)
-        keys[plugin] = key
-        taken.add(key)
+        keys[plugin] = plugin.name if plugin.name not in taken else side_by_side_key(plugin.name, plugin.major)
+        taken.add(keys[plugin])
     return keys
-
-
-def _plan_conflicts(catalog: _Catalog, started: Sequence[Candidate]) -> list[str]:
-    """Conflicts between started candidates and everything else that will run."""
-    lines: list[str] = []
-    for index, plugin in enumerate(started):
-        lines.extend(_conflict_lines(plugin, [p for p in catalog.fixed if p not in started], "is running"))
-        lines.extend(_conflict_lines(plugin, started[index + 1 :], "would start"))
-    return lines
 
 
 def _broken_by_roll(catalog: _Catalog, chosen: Iterable[Candidate]) -> list[str]:
@@ -458,19 +511,18 @@ def _dependency_order(
     for plugin, deps in edges.items():
         for _, served in deps:
             users[served].add(plugin)
-    ready = [(keys[plugin], plugin.name, plugin) for plugin, count in waiting.items() if count == 0]
-    ready.sort(key=lambda item: item[0])
+    ready = [(keys[plugin], plugin) for plugin, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
     order: list[Candidate] = []
     while ready:
-        _, _, current = ready.pop(0)
+        _, current = heapq.heappop(ready)
         order.append(current)
         for user in users[current]:
             waiting[user] -= 1
             if waiting[user] == 0:
-                ready.append((keys[user], user.name, user))
-        ready.sort(key=lambda item: item[0])
+                heapq.heappush(ready, (keys[user], user))
     if len(order) < len(edges):
-        raise DependencyError(_cycle_line(edges, [p for p in edges if p not in order], keys))
+        raise DependencyError(_cycle_line(edges, [plugin for plugin in edges if plugin not in order], keys))
     return order
 
 
@@ -495,38 +547,35 @@ def _cycle_line(
     return "dependency cycle: " + ", ".join(f"{plugin} requires {requirement}" for plugin, requirement in cycle)
 
 
-def _explain(catalog: _Catalog, causes: Iterable[RequirementInformation[_Need, Candidate]]) -> list[str]:
-    """One readable line per identifier the resolver could not serve."""
+def _explain(catalog: _Catalog, chains: _Chains, causes: Iterable[RequirementInformation[_Need, _Choice]]) -> list[str]:
+    """One readable line per identifier the resolver could not serve, with the chain that asked for it."""
     by_identifier: dict[_Identifier, list[_Need]] = {}
     for cause in causes:
-        need = cause.requirement
-        by_identifier.setdefault(need.identifier, [])
-        if need not in by_identifier[need.identifier]:
-            by_identifier[need.identifier].append(need)
-    return [
-        _explain_one(catalog, identifier, needs)
-        for identifier, needs in sorted(by_identifier.items(), key=lambda item: (item[0][0], item[0][1] or -1))
-    ]
-
-
-def _asker(need: _Need) -> str:
-    who = str(need.parent) if need.parent is not None else "the plan"
-    return f"{who} requires {need.requirement}"
+        needs = by_identifier.setdefault(cause.requirement.identifier, [])
+        if cause.requirement not in needs:
+            needs.append(cause.requirement)
+    lines = []
+    for identifier, needs in sorted(by_identifier.items(), key=lambda item: (item[0][0], _major_order(item[0]))):
+        needs.sort(key=lambda need: need.conflict)
+        chain = [str(need) for need in chains.chain_to(needs[0].parent) if need not in needs]
+        lines.append(", ".join([*chain, _explain_one(catalog, identifier, needs)]))
+    return lines
 
 
 def _explain_one(catalog: _Catalog, identifier: _Identifier, needs: list[_Need]) -> str:
-    name = identifier[0]
-    asks = ", ".join(_asker(need) for need in needs)
+    """ "b 2.0 requires a>=3, but a 2.1 is running and no other known version of a matches (known: 1.0, 2.1)"."""
+    name, major = identifier
+    asks = ", ".join(str(need) for need in needs)
     versions = sorted({plugin.version for plugin in catalog.known if plugin.name == name})
-    known = (
-        f"(known: {', '.join(str(version) for version in versions)})"
-        if versions
-        else f"(no version of {name} is known)"
-    )
-    running = [plugin for plugin in catalog.fixed if plugin.name == name and plugin is not catalog.root]
-    matching = [p for p in catalog.known if all(need.requirement.matches(p) for need in needs)]
-    what = "matches" if len(needs) == 1 else "matches all of them"
+    known = f"(known: {', '.join(map(str, versions))})" if versions else f"(no version of {name} is known)"
+    matching = [
+        plugin
+        for plugin in catalog.known
+        if plugin.name == name and major in (None, plugin.major) and all(need.accepts(plugin) for need in needs)
+    ]
+    what = "matches" if len(needs) == 1 else "fits them all"
     if not matching:
+        running = [plugin for plugin in catalog.fixed if plugin.name == name and plugin is not catalog.root]
         if running:
             shown_running = " and ".join(str(plugin) for plugin in running)
             return (
@@ -534,17 +583,21 @@ def _explain_one(catalog: _Catalog, identifier: _Identifier, needs: list[_Need])
                 f"{what} {known}"
             )
         return f"{asks}, but no known version of {name} {what} {known}"
-    reasons = []
-    for plugin in sorted(matching, key=lambda p: p.version, reverse=True):
-        pinned = catalog.pinned.get((plugin.name, plugin.major))
-        if pinned is not None and pinned is not plugin:
-            reasons.append(f"{pinned} is running and keeps its version (not {plugin.version})")
-        elif plugin is catalog.replaced:
-            reasons.append(f"{plugin} is being replaced by {catalog.root}")
-        else:
-            clashes = [str(fixed) for fixed in catalog.fixed if _conflicts_either_way(plugin, fixed)]
-            if clashes:
-                reasons.append(f"{plugin} conflicts with {' and '.join(clashes)}")
-    if reasons:
-        return f"{asks}, but " + ", and ".join(dict.fromkeys(reasons)) + f" {known}"
+    reasons = [_why_unusable(catalog, plugin) for plugin in sorted(matching, key=lambda p: p.version, reverse=True)]
+    shown_reasons = ", and ".join(dict.fromkeys(reason for reason in reasons if reason))
+    if shown_reasons:
+        return f"{asks}, but {shown_reasons} {known}"
     return f"{asks}, but no combination of known versions satisfies every requirement {known}"
+
+
+def _why_unusable(catalog: _Catalog, plugin: Candidate) -> str:
+    """Why the resolver may not choose `plugin` ("" when nothing forbids it by itself)."""
+    pinned = catalog.pinned.get((plugin.name, plugin.major))
+    if pinned is catalog.root and plugin is not pinned:
+        return f"{pinned} is the version being started (not {plugin.version})"
+    if pinned is not None and pinned is not plugin:
+        return f"{pinned} is running and keeps its version (not {plugin.version})"
+    if plugin is catalog.replaced:
+        return f"{plugin} is being replaced by {catalog.root}"
+    clashes = [str(fixed) for fixed in catalog.fixed if _conflicts_either_way(plugin, fixed)]
+    return f"{plugin} conflicts with {' and '.join(clashes)}" if clashes else ""
