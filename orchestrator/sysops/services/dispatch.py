@@ -40,6 +40,7 @@ from sysops.services.permissions import (
     permission_for,
     permission_report,
 )
+from sysops.services.secrets_service import SecretsService
 from sysops.services.state import StateService
 from sysops.settings import Settings
 
@@ -86,6 +87,7 @@ class HostServices:
         self.metrics = MetricsService()
         self.alerts = AlertService(self.database, self.publish_host_event)
         self.logs = LogService(self.database)
+        self.secrets = SecretsService(self.manifest, self.policy, self.policy_location)
 
     def set_publish(self, publish: Publish | None) -> None:
         """Connect the event bus (the bus is built after the services; None disconnects it)."""
@@ -122,6 +124,13 @@ class HostServices:
         with self._policy_lock:
             self._policy = loaded
         return loaded
+
+    def policy_location(self, key: str) -> str:
+        """Where the operator sets policy key `plugins.KEY`: the file, and the Helm value when the chart made it."""
+        where = f"plugins.{key} in {self.policy_file()}"
+        if os.environ.get(CHART_ENV):  # that file is a ConfigMap made from the chart's values
+            where += f": the Helm value policy.plugins.{key}"
+        return where
 
     def manifest(self, plugin: str) -> dict[str, Any] | None:
         """The manifest of `plugin` as the store keeps it (the last `plugin up`), or None if unknown."""
@@ -171,10 +180,7 @@ class HostServices:
         head = f"plugin '{plugin}' needs permission '{permission}' for {needed_for}"
         if permission not in report.asked:
             return f"{head}, which its manifest does not ask for (add it to permissions: in plugin.yaml)"
-        where = f"plugins.{plugin}.grants in {self.policy_file()}"
-        if os.environ.get(CHART_ENV):  # that file is a ConfigMap made from the chart's values
-            where += f": the Helm value policy.plugins.{plugin}.grants"
-        return f"{head}, which policy does not grant (add it under {where})"
+        return f"{head}, which policy does not grant (add it under {self.policy_location(f'{plugin}.grants')})"
 
     def command_refusal(self, plugin: str, command_spec_permissions: Sequence[str], command: str) -> str | None:
         """Why the host refuses `command` of `plugin` (a `@requires_permission` not granted), or None to run it."""
@@ -227,7 +233,7 @@ class HostServices:
     def _checked_call(
         self, caller: Caller, permission: str, service: str, method: str, arguments: dict[str, Any]
     ) -> Any:
-        refusal = self.refusal(caller.plugin, permission, f"{service}.{method}")
+        refusal = self.refusal(caller.plugin, permission, f"{service}.{method}") if permission else None
         if refusal is not None:
             raise ServiceCallError("permission_denied", refusal)
         if service == "events":
@@ -238,6 +244,7 @@ class HostServices:
             "metrics": self.metrics.handle,
             "alerts": self.alerts.handle,
             "logs": self.logs.handle,
+            "secrets": self.secrets.handle,
         }[service]
         return handler(caller, method, arguments)
 

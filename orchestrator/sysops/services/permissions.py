@@ -38,18 +38,23 @@ METHOD_PERMISSIONS: Mapping[tuple[str, str], str] = {
     ("logs", "write"): "logs.write",
 }
 
+#: Methods whose service checks each call itself, so no grant is needed (their permission is ""): `secrets.get`
+#: (the manifest's `secrets:` is what a plugin asks, the policy's `plugins.NAME.secrets` what it is given).
+SELF_CHECKED: frozenset[tuple[str, str]] = frozenset({("secrets", "get")})
+
 #: Every service name, sorted (for messages naming what exists).
-SERVICES: tuple[str, ...] = tuple(sorted({service for service, _ in METHOD_PERMISSIONS}))
+SERVICES: tuple[str, ...] = tuple(sorted({service for service, _ in (*METHOD_PERMISSIONS, *SELF_CHECKED)}))
 
 
 def methods_of(service: str) -> tuple[str, ...]:
     """The methods of `service`, sorted (empty for an unknown service)."""
-    return tuple(sorted(method for name, method in METHOD_PERMISSIONS if name == service))
+    return tuple(sorted(method for name, method in (*METHOD_PERMISSIONS, *SELF_CHECKED) if name == service))
 
 
 def permission_for(service: str, method: str) -> str | None:
-    """The permission a call of `service.method` needs, or None for an unknown service or method."""
-    return METHOD_PERMISSIONS.get((service, method))
+    """The permission a call of `service.method` needs ("" when its service checks the call itself), or None
+    for an unknown service or method."""
+    return "" if (service, method) in SELF_CHECKED else METHOD_PERMISSIONS.get((service, method))
 
 
 def valid_permission(name: str) -> bool:

@@ -1,0 +1,124 @@
+"""The `secrets` host service: an integration plugin's secrets, given by reference and read when asked.
+
+A secret is never in an image, a manifest or the store. The manifest's `secrets:` lists the names a plugin
+may ask for (what it ASKS); the operator's policy says where each one comes from (what it is GIVEN),
+`plugins.NAME.secrets.SECRET`:
+
+- `{file: /abs/path}`: the host reads the file at call time (so a rotated file is served at once);
+- `{kubernetes: {name, key}}`: the server reads that key of a Secret in its own namespace through the API
+  (runtime/kubernetes/secrets.py; the chart's Role allows `get` on the Secrets its values name).
+
+So a call needs both, and no permission grant besides (permissions.py: the service checks itself). Only the
+plugin's own policy entry counts, never `plugins."*"`. The value is returned to the calling plugin only:
+it is never logged, recorded as an event or kept. Refusals and failures name the secret and the policy key,
+never the value. One trailing newline of the value is dropped (files written by `echo` end in one).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from sysops.core.policy import Policy, SecretReference
+from sysops.errors import SysopsError
+from sysops.services.call import Caller, ServiceCallError
+from sysops.services.limits import check_arguments, text_argument
+
+#: Largest secret served, in bytes (a token, a key, a small credentials file).
+SECRET_BYTES = 64 * 1024
+#: A secret name is at most this long (the manifest's rule).
+_NAME_LIMIT = 63
+
+#: Reads one Kubernetes Secret key: (secret name, key) -> bytes; raises SysopsError when it cannot.
+KubernetesReader = Callable[[str, str], bytes]
+
+
+def read_kubernetes_secret(name: str, key: str) -> bytes:
+    """The server's reader: the Kubernetes client, imported only when a policy names a Kubernetes Secret."""
+    from sysops.runtime.kubernetes.secrets import read_secret_key
+
+    return read_secret_key(name, key)
+
+
+class SecretsService:
+    """Answers `secrets.get(name)` for the plugin that calls."""
+
+    def __init__(
+        self,
+        manifest: Callable[[str], dict[str, Any] | None],
+        policy: Callable[[], Policy],
+        policy_location: Callable[[str], str],
+        kubernetes: KubernetesReader = read_kubernetes_secret,
+    ) -> None:
+        self._manifest = manifest
+        self._policy = policy
+        #: Where a policy key is set ("plugins.x.secrets in /etc/sysops/policy.yaml", or the Helm value).
+        self._location = policy_location
+        self._kubernetes = kubernetes
+
+    def handle(self, caller: Caller, method: str, arguments: dict[str, Any]) -> Any:
+        """`get`: {"value": the secret as text}."""
+        check_arguments(arguments, ("name",), "secrets.get")
+        name = text_argument(arguments, "name", _NAME_LIMIT)
+        return {"value": self.read(caller.plugin, name)}
+
+    def reference(self, plugin: str, name: str) -> SecretReference:
+        """Where `plugin`'s secret `name` comes from; PERMISSION_DENIED when the manifest or the policy lacks it."""
+        listed = (self._manifest(plugin) or {}).get("secrets") or []
+        if name not in listed:
+            raise ServiceCallError(
+                "permission_denied",
+                f"plugin '{plugin}' asked for secret '{name}', which its manifest does not list "
+                "(add it to secrets: in plugin.yaml)",
+            )
+        entry = self._policy().plugins.get(plugin)
+        reference = entry.secrets.get(name) if entry is not None else None
+        if reference is None:
+            raise ServiceCallError(
+                "permission_denied",
+                f"plugin '{plugin}' asked for secret '{name}', which policy does not give (add "
+                f"{{file: /path}} or {{kubernetes: {{name, key}}}} under {self._location(f'{plugin}.secrets.{name}')})",
+            )
+        return reference
+
+    def read(self, plugin: str, name: str) -> str:
+        """The secret's text, read now from where the policy says."""
+        reference = self.reference(plugin, name)
+        key = f"plugins.{plugin}.secrets.{name}"
+        try:
+            data = self._read_file(reference.file) if reference.file is not None else self._read_kubernetes(reference)
+        except OSError as error:
+            raise ServiceCallError(
+                "unavailable",
+                f"secret '{name}' of plugin '{plugin}' cannot be read ({key}): {reference.file}: "
+                f"{error.strerror or error}",
+            ) from None
+        except SysopsError as error:
+            raise ServiceCallError(
+                "unavailable", f"secret '{name}' of plugin '{plugin}' cannot be read ({key}): {error.message}"
+            ) from None
+        if len(data) > SECRET_BYTES:
+            raise ServiceCallError(
+                "unavailable", f"secret '{name}' of plugin '{plugin}' ({key}) is above {SECRET_BYTES} bytes"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServiceCallError(
+                "unavailable", f"secret '{name}' of plugin '{plugin}' ({key}) is not UTF-8 text"
+            ) from None
+        return text.removesuffix("\n").removesuffix("\r")
+
+    @staticmethod
+    def _read_file(path: str) -> bytes:
+        # Symlinks are followed: an operator may point at a mounted Secret's file (a ..data link).
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise OSError(0, "not a regular file")
+        with open(path, "rb") as handle:
+            return handle.read(SECRET_BYTES + 1)
+
+    def _read_kubernetes(self, reference: SecretReference) -> bytes:
+        assert reference.kubernetes is not None  # SecretReference holds exactly one source
+        return self._kubernetes(reference.kubernetes.name, reference.kubernetes.key)
