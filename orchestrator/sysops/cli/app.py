@@ -15,6 +15,7 @@ from sysops.cli.host_cmd import host_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.server_cmd import context_app, serve
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
+from sysops.cli.system_config_cmd import config_app
 from sysops.errors import SysopsError, UsageError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(host_app, name="host")
 app.command("serve")(serve)
 app.add_typer(events_app, name="events")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(config_app, name="config")
 app.command("metrics")(metrics)
 plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)

@@ -1,12 +1,15 @@
-"""The operator's side of the host services, as the control API serves it: four views and three actions.
+"""The operator's side of the host services, as the control API serves it: five views and four actions.
 
-`Query` kinds `permissions`, `config`, `metrics` and `alerts` answer from the host services (any role);
+`Query` kinds `permissions`, `config`, `metrics`, `alerts` and `system-config` answer from the host services
+(any role);
 `Act` kinds change something, each needing a role (server/roles.py) checked here before anything runs:
 
     config-set      {"plugin", "key", "value"}   admin     VALUE as typed (JSON if it parses and the key is not
                                                            a str, else the text), validated against the schema
     events-publish  {"topic", "payload"}         operator  published as "operator"; `sysops.*` refused
     alert-resolve   {"plugin", "name"}           operator  resolve a plugin's open alert
+    system-config-validate {"file", "text"}      viewer    the problems of a config file's text (`sysops config
+                                                           validate`); the view `system-config` shows the host's
 
 Replies are JSON-able data whose shape docs/cli.md and the CLI (cli/services_cmd.py) rely on. The services
 are attached to the control server (`ControlServicer.attach_host_services`) once the host has built them;
@@ -28,15 +31,17 @@ if TYPE_CHECKING:
     from sysops.services.config import ConfigService
     from sysops.services.logs import LogService
     from sysops.services.metrics import MetricsService
+    from sysops.services.system_config import SystemConfig
 
 #: The publisher of events an operator publishes (`sysops events publish`).
 OPERATOR_PUBLISHER = "operator"
-VIEWS = ("permissions", "config", "metrics", "alerts")
+VIEWS = ("permissions", "config", "metrics", "alerts", "system-config")
 #: Act kind -> (the role it needs, what the refusal says the caller may not do).
 ACTIONS: Mapping[str, tuple[Role, str]] = {
     "config-set": (Role.ADMIN, "set plugin config"),
     "events-publish": (Role.OPERATOR, "publish events"),
     "alert-resolve": (Role.OPERATOR, "resolve alerts"),
+    "system-config-validate": (Role.VIEWER, "validate the system configuration"),
 }
 
 
@@ -67,6 +72,10 @@ class OperatorServices(Protocol):
     @property
     def logs(self) -> LogService:
         """The structured log records (`sysops plugin logs --structured`)."""
+
+    @property
+    def system_config(self) -> SystemConfig:
+        """The system configuration (`sysops config show|validate`)."""
 
 
 #: The event bus's publish(topic, payload, publisher) -> event id (services/bus.py EventBus.publish).
@@ -101,6 +110,8 @@ def view(link: HostServicesLink, kind: str, name: str, *, include_all: bool = Fa
     if kind == "alerts":
         found = ready.alerts.list(plugin or None, include_resolved=include_all)
         return {"alerts": [alert.as_dict() for alert in found]}
+    if kind == "system-config":
+        return ready.system_config.show()
     raise NotFoundError(f"unknown query {shown(kind)}")
 
 
@@ -199,8 +210,17 @@ def _alert_resolve(link: HostServicesLink, arguments: dict[str, Any]) -> Any:
     return {"plugin": plugin, "name": name, "resolved": link.ready().alerts.resolve(plugin, name)}
 
 
+def _system_config_validate(link: HostServicesLink, arguments: dict[str, Any]) -> Any:
+    file = _text(arguments, "file", "system-config-validate")
+    text = arguments.get("text")
+    if not isinstance(text, str):
+        raise UsageError("system-config-validate: argument 'text' must be the file's text (a string)")
+    return link.ready().system_config.validate(text, file)
+
+
 _HANDLERS: Mapping[str, Callable[[HostServicesLink, dict[str, Any]], Any]] = {
     "config-set": _config_set,
     "events-publish": _events_publish,
     "alert-resolve": _alert_resolve,
+    "system-config-validate": _system_config_validate,
 }

@@ -6,6 +6,9 @@ file, in a cluster the Helm values' ConfigMap) and `sysops plugin config NAME se
 store, table service_config). A value is checked when it is set and again when it is read, since the
 schema or the policy may change after it was set: an invalid one is refused naming plugin, key, where
 the value came from and what is allowed.
+
+A configuration plugin also reads its section of the system configuration (method `section`, answered by
+services/system_config.py from the installation's config file, defaults merged in).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -23,6 +26,9 @@ from sysops.core.policy import Policy, config_values_for
 from sysops.services.call import Caller, ServiceCallError
 from sysops.services.database import ServiceDatabase
 from sysops.services.limits import STATE_VALUE_BYTES, check_arguments, json_text, text_argument
+
+if TYPE_CHECKING:
+    from sysops.services.system_config import SystemConfig
 
 #: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
 PLUGIN_TABLES = ("service_config",)
@@ -50,10 +56,12 @@ class ConfigService:
         database: ServiceDatabase,
         manifest: Callable[[str], dict[str, Any] | None],
         policy: Callable[[], Policy],
+        system: SystemConfig | None = None,
     ) -> None:
         self.database = database
         self._manifest = manifest
         self._policy = policy
+        self._system = system
         database.ensure_schema(_SCHEMA)
 
     def handle(self, caller: Caller, method: str, arguments: dict[str, Any]) -> Any:
@@ -61,10 +69,24 @@ class ConfigService:
         if method == "all":
             check_arguments(arguments, (), "config.all")
             return {"values": self.values(caller.plugin)}
+        if method == "section":
+            check_arguments(arguments, (), "config.section")
+            return self.section(caller.plugin)
         check_arguments(arguments, ("key",), "config.get")
         key = text_argument(arguments, "key", 64)
         value = self.resolved(caller.plugin, only=key).get(key, (None, "default"))[0]
         return {"found": value is not None, "value": value}
+
+    def section(self, plugin: str) -> dict[str, Any]:
+        """{"section", "values"}: the system configuration section `plugin` owns, defaults merged in."""
+        from sysops.core.installation_config import ConfigFileError
+
+        if self._system is None:
+            raise ServiceCallError("unavailable", "this host reads no system configuration")
+        try:
+            return self._system.section(plugin)
+        except ConfigFileError as error:
+            raise ServiceCallError("invalid_argument", error.message) from None
 
     def schema(self, plugin: str) -> dict[str, ConfigOption]:
         """The keys `plugin` declares (NotFound when sysops does not know the plugin)."""

@@ -42,6 +42,7 @@ from sysops.services.permissions import (
 )
 from sysops.services.secrets_service import SecretsService
 from sysops.services.state import StateService
+from sysops.services.system_config import SystemConfig
 from sysops.settings import Settings
 
 __all__ = ["Caller", "ErrorCode", "HostServices", "Publish", "ServiceCallError"]
@@ -83,7 +84,8 @@ class HostServices:
         #: plugin -> (when a full check last ran, what it granted)
         self._checked: dict[str, tuple[float, tuple[str, ...]]] = {}
         self.state = StateService(self.database)
-        self.config = ConfigService(self.database, self.manifest, self.policy)
+        self.system_config = SystemConfig(settings, lambda: self.database.store.plugins())
+        self.config = ConfigService(self.database, self.manifest, self.policy, self.system_config)
         self.metrics = MetricsService()
         self.alerts = AlertService(self.database, self.publish_host_event)
         self.logs = LogService(self.database)

@@ -28,6 +28,7 @@ METHOD_PERMISSIONS: Mapping[tuple[str, str], str] = {
     ("state", "cas"): "state.write",
     ("config", "get"): "config.read",
     ("config", "all"): "config.read",
+    ("config", "section"): "config.read",
     ("metrics", "counter"): "metrics.write",
     ("metrics", "gauge"): "metrics.write",
     ("metrics", "histogram"): "metrics.write",
