@@ -163,3 +163,20 @@ def test_a_side_by_side_version_runs_under_its_key_without_routes(orchestrator: 
     assert {(s.name, s.version) for s in orchestrator.list()} == {("echo", "2.0.0"), ("echo--v1", "1.0.0")}
     with pytest.raises(Exception, match="its side-by-side key is 'echo--v1'"):
         orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1", "fp-1", "/src/echo1", key="echo--v3")
+
+
+def test_cli_down_refusal_cascade_and_force(control_host: Orchestrator, capsys: pytest.CaptureFixture[str]) -> None:
+    from sysops.cli.main import main
+
+    _chain(control_host)
+    assert main(["plugin", "down", "a"]) == ExitCode.CONFLICT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "plugin a is required by running plugins: c 1.0.0, b 1.0.0" in error
+    assert main(["plugin", "down", "b", "--cascade", "--force"]) == ExitCode.USAGE
+    assert main(["plugin", "down", "b", "--force"]) == 0
+    capsys.readouterr()
+    assert main(["plugin", "status", "c"]) == 0
+    assert "missing       c 1.0.0 requires b" in capsys.readouterr().out
+    assert main(["plugin", "down", "a", "--cascade"]) == 0
+    assert "taking c down first (it requires a)" not in capsys.readouterr().err  # c needs b, not a, once b is gone
+    assert _running(control_host) == ["c", "d"]

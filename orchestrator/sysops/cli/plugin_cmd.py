@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -78,19 +77,28 @@ def control_client(runtime: RuntimeName | None = None) -> RemoteClient:
 
 @plugin_app.command("up")
 def up(
-    path: Annotated[Path, typer.Argument(help="Plugin directory (with plugin.yaml)")],
+    target: Annotated[
+        str, typer.Argument(metavar="PATH|NAME", help="Plugin directory (with plugin.yaml), or a discovered plugin")
+    ],
     watch: Annotated[bool, typer.Option("--watch", help="Stay in the foreground and roll on every change")] = False,
     runtime: Annotated[
         RuntimeName | None, typer.Option("--runtime", help="docker (local) or kubernetes (through a sysops server)")
     ] = None,
 ) -> None:
-    """Build a plugin, start it (or roll to the new version) and wait until it is ready."""
+    """Build a plugin, start what it requires first (in dependency order), start it (or roll to the new
+    version) and wait until each is ready."""
+    from sysops.cli.dependency_plan import describe, plan_up, plugin_directory, run_steps
     from sysops.core.manifest import load_manifest
 
-    load_manifest(path.resolve())  # bad input is refused before a host is started or anything is built
-    orchestrator = orchestrator_for_cli(runtime)
+    path = plugin_directory(target)
+    manifest = load_manifest(path)  # bad input is refused before a host is started or anything is built
+    orchestrator = control_client(runtime)
     started = time.monotonic()
-    instance, changed = orchestrator.up(path)
+    steps, origins = plan_up(orchestrator, path, manifest)
+    if len(steps) > 1:
+        for step in steps:
+            progress(f"plan: {describe(step, origins)}")
+    instance, changed = run_steps(orchestrator, steps, origins, progress)
     verb = "ready" if changed else "already running"
     progress(
         f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {time.monotonic() - started:.1f}s)"
@@ -103,12 +111,20 @@ def up(
 
 @plugin_app.command("down")
 def down(
-    name: Annotated[str, typer.Argument(help="Plugin name")],
+    name: Annotated[str, typer.Argument(help="Plugin name (or side-by-side key NAME--vMAJOR)")],
     purge: Annotated[bool, typer.Option("--purge", help="Also remove its images and data volume")] = False,
+    cascade: Annotated[
+        bool, typer.Option("--cascade", help="First take down the running plugins that require it, furthest first")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take it down even though running plugins require it (they keep running)")
+    ] = False,
 ) -> None:
-    """Drain and stop a plugin and remove its containers."""
+    """Drain and stop a plugin and remove its containers (refused while running plugins require it)."""
     check_plugin_name(name)
-    orchestrator_for_cli().down(name, purge=purge)
+    if cascade and force:
+        raise UsageError("--cascade and --force exclude each other")
+    orchestrator_for_cli().down(name, purge=purge, cascade=cascade, force=force)
     progress(f"{name} is down")
 
 
@@ -146,6 +162,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
     typer.echo(escape_controls(f"{'last error':<13} {result['last_error'] or '-'}"))
     typer.echo(escape_controls(f"{'fault':<13} {result['fault'] or '-'}"))
+    typer.echo(escape_controls(f"{'missing':<13} {'; '.join(result.get('missing') or []) or '-'}"))
     for key in ("asked", "applied", "usage"):
         values = result["limits"].get(key) or {}
         shown = ", ".join(f"{k} {'-' if v is None else v}" for k, v in values.items())
