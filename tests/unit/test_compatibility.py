@@ -173,3 +173,41 @@ def test_orchestrator_starts_a_fitting_image(orchestrator: Orchestrator) -> None
     driver = _up_image(orchestrator, BASE_LABELS, python=">=3.11")
     assert len(driver.started_specs) == 1
     orchestrator.down("x")
+
+
+def test_doctor_command_prints_the_matrix_and_exits_4_for_a_misfit(
+    control_host: Orchestrator, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import json
+
+    from sysops.cli import doctor_cmd
+    from sysops.cli.main import main
+
+    monkeypatch.delenv("SYSOPS_PLUGIN_PATH", raising=False)
+    platform = Platform("0.1.0", python="3.11.2", sdk="0.1.0", protocol=PROTOCOL_VERSION)
+    monkeypatch.setattr(doctor_cmd, "base_platform", lambda image: (platform, ""))
+    driver = control_host.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("x-image", Quiet)
+    manifest = parse_manifest(
+        {"name": "x", "version": "1.0.0", "entrypoint": "x:Y", "compatibility": {"sysops": "<0.2"}}, "test"
+    )
+    control_host.up_image(manifest, "x-image", "fp-x", "/src/x")
+
+    assert main(["plugin", "doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"sysops 0.1.0; base image {control_host.settings.base_image}: Python 3.11.2, SDK 0.1.0, " + (
+        f"protocol {PROTOCOL_VERSION}"
+    )
+    assert lines[1] == "upgrades checked: sysops 0.2, sysops 1.0, Python 3.12, SDK 0.2"
+    assert lines[3].split() == ["NAME", "VERSION", "WHERE", "SYSOPS", "PYTHON", "SDK", "BREAKS_ON_UPGRADE"]
+    assert lines[4].split() == ["x", "1.0.0", "running", "ok", "ok", "ok", "sysops", "0.2,", "sysops", "1.0"]
+
+    newer = Platform("0.2.0", python="3.11.2", sdk="0.1.0", protocol=PROTOCOL_VERSION)
+    monkeypatch.setattr(doctor_cmd, "base_platform", lambda image: (newer, ""))
+    assert main(["plugin", "doctor", "-o", "json"]) == ExitCode.INVALID_PLUGIN
+    captured = capsys.readouterr()
+    [row] = json.loads(captured.out)["plugins"]
+    assert row["sysops"] == "needs <0.2 (is 0.2.0)" and row["breaks_on_upgrade"] == []
+    assert "1 installed plugin(s) do not fit" in captured.err
+    control_host.down("x")
