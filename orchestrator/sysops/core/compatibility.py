@@ -123,6 +123,9 @@ def check_image(manifest: Manifest, labels: Mapping[str, str] | None, source: st
     `labels` are the image's (None: not readable, nothing checked); `source` is the plugin directory the error
     names (its plugin.yaml). compatibility.sysops is the host's check (`check_sysops`): the host may be another
     sysops version than the CLI that built the image.
+
+    The CLI (cli/remote.py `up`) calls it right after the build, with `driver.image_labels(build.tag)`, and on
+    a refusal removes the image it built (unless the engine had that tag before the build) before it raises.
     """
     platform = Platform.from_labels(labels)
     lines = [
