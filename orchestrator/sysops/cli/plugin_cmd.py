@@ -160,6 +160,8 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     for key in STATUS_FIELDS:
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
+    if result.get("service"):
+        typer.echo(escape_controls(f"{'service':<13} {result['service']}"))
     typer.echo(escape_controls(f"{'last error':<13} {result['last_error'] or '-'}"))
     typer.echo(escape_controls(f"{'fault':<13} {result['fault'] or '-'}"))
     typer.echo(escape_controls(f"{'missing':<13} {'; '.join(result.get('missing') or []) or '-'}"))

@@ -32,6 +32,7 @@ from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
+from sysops.core.service_status import service_state
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
 from sysops.imaging.plugin_image import plugin_build
 from sysops.private_paths import ensure_private_dir
@@ -84,6 +85,8 @@ class PluginStatus:
     fault: str = ""
     #: With `status(..., limits=True)`: asked, applied (read back), usage, mismatches.
     limits: dict[str, Any] = field(default_factory=dict)
+    #: A service plugin's loop: "running" or "stopped (reason)" (core/service_status.py); "" for other types.
+    service: str = ""
     #: Requirements of the manifest no running plugin satisfies (after `down --force` of one it needs).
     missing: list[str] = field(default_factory=list)
 
@@ -106,6 +109,7 @@ class PluginStatus:
             "events": [{"id": e.id, "time": e.time, "kind": e.kind, "message": e.message} for e in self.events],
             "fault": self.fault,
             "limits": self.limits,
+            "service": self.service,
             "missing": self.missing,
         }
 
@@ -691,6 +695,10 @@ class Orchestrator:
         result.image, result.image_digest = instance.image, instance.image_id
         result.container_id = instance.handle[:12] if len(instance.handle) == 64 else instance.handle
         result.health = "SERVING" if healthy else "NOT_SERVING"
+        if "service" in plugin.manifest.get("types", []):
+            result.service = service_state(
+                instance, healthy, lambda: self.driver.logs(instance.handle, tail=_LAST_ERROR_LINES)
+            )
         return result
 
     def _missing(self, key: str) -> list[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from sysops_sdk.wire import RESTART_ENV
 
 from sysops.core import events
 from sysops.core.analysis import AnalysisError, Outcome, decide
@@ -382,6 +383,8 @@ class Rollout:
             "sysops.source": target.source,
         }
         environment = {"SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock", "SYSOPS_INSTANCE": instance_id}
+        if PluginType.SERVICE in manifest.types:  # what the SDK does when run() ends (sysops_sdk/_service.py)
+            environment[RESTART_ENV] = manifest.service.restart
         host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
         if host_endpoint:  # where the plugin's get_service() calls go (services/transport.py)
             environment["SYSOPS_HOST_ENDPOINT"] = host_endpoint
