@@ -14,6 +14,7 @@ from sysops.core import installation_config
 from sysops.core.installation_config import ConfigFileError, plugin_path_dirs, read_installation_config
 from sysops.discovery import directories as directories_module
 from sysops.discovery import discover, find_discovered
+from sysops.discovery import entry_points as entry_points_module
 from sysops.discovery.directories import scan_directory
 from sysops.discovery.entry_points import scan_entry_points
 from sysops.errors import ExitCode, NotFoundError
@@ -163,6 +164,16 @@ def test_the_scan_of_one_directory_is_bounded_and_says_so(tmp_path: Path, monkey
     ]
 
 
+def test_the_number_of_directories_is_bounded_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directories_module, "MAX_DIRECTORIES", 2)
+    listed = [(write_manifest(tmp_path / f"d{index}", f"d{index}"), "SYSOPS_PLUGIN_PATH") for index in range(3)]
+    scan = directories_module.scan_directories(listed)
+    assert [location.path for location in scan.locations] == [tmp_path / "d0", tmp_path / "d1"]
+    assert [(e.where, e.why) for e in scan.skipped] == [
+        ("SYSOPS_PLUGIN_PATH", "more than 2 plugin directories: only the first were scanned")
+    ]
+
+
 # --- the entry-point scanner ----------------------------------------------------------------------------------
 
 
@@ -223,6 +234,17 @@ def test_entry_points_that_lead_nowhere_are_skipped_with_the_reason(site: Path, 
     skipped = [e for e in scan_entry_points().skipped if e.where == "entry point odd of odd-dist 1.0"]
     assert len(skipped) == 1 and skipped[0].why.startswith(why)
     assert value not in sys.modules
+
+
+def test_the_number_of_entry_points_is_bounded_and_says_so(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entry_points_module, "MAX_ENTRY_POINTS", 1)
+    for index in range(2):
+        write_package(site, f"bounded{index}_sysops", name=f"bounded{index}")
+        declare_entry_point(site, distribution=f"bounded{index}-dist", name=f"b{index}", value=f"bounded{index}_sysops")
+    scan = scan_entry_points()
+    assert len(scan.locations) == 1
+    assert scan.skipped[0].where == "entry points sysops.plugins"
+    assert scan.skipped[0].why.endswith("entry points: only the first 1 were read")
 
 
 # --- discover() and find_discovered() -------------------------------------------------------------------------
