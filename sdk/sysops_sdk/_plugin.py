@@ -9,6 +9,7 @@ constructor (`Plugin(services=FakeHost().services())`), and then only those.
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from sysops_sdk._host_client import HostClient
 from sysops_sdk.services import SERVICE_CLIENTS
 
 __all__ = ["Plugin", "ServiceUnavailableError"]
+
+#: A requirement of `Plugin.requires`: a plugin name and an optional PEP 440 range ("monitoring>=1.0").
+_REQUIREMENT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*(.*?)\s*")
 
 
 class Plugin(ABC):
@@ -69,6 +73,23 @@ class Plugin(ABC):
     def publish(self, topic: str, payload: Any) -> int:
         """Publish the JSON-able `payload` on the event bus under `topic`; return the event's id."""
         return int(self.get_service("events").publish(topic, payload))
+
+    def is_plugin_available(self, name: str, spec: str = "") -> bool:
+        """Whether plugin `name` runs beside this one, ready, with a version in `spec` ("" = any); the host
+        answers (service `plugins`, no permission needed)."""
+        return bool(self.get_service("plugins").available(name, spec))
+
+    def check_dependencies(self) -> bool:
+        """Whether every requirement runs now: the manifest's `requires` and `conflicts` (the host checks them)
+        and the class's `requires` (e.g. "monitoring>=1.0")."""
+        plugins = self.get_service("plugins")
+        if plugins.check():
+            return False
+        for requirement in self.requires:
+            match = _REQUIREMENT.fullmatch(requirement)
+            if match is None or not plugins.available(match.group(1), match.group(2)):
+                return False
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         """Return state to hand to the next version on a hot reload (JSON-serializable)."""

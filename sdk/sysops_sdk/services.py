@@ -32,6 +32,7 @@ __all__ = [
     "Histogram",
     "LogsClient",
     "MetricsClient",
+    "PluginsClient",
     "SecretsClient",
     "StateClient",
 ]
@@ -229,6 +230,22 @@ class SecretsClient:
         return str(self._host.call("secrets", "get", {"name": name})["value"])
 
 
+class PluginsClient:
+    """Which plugins run beside this one (no permission needed): what `is_plugin_available` and
+    `check_dependencies` ask."""
+
+    def __init__(self, host: HostCaller) -> None:
+        self._host = host
+
+    def available(self, name: str, spec: str = "") -> bool:
+        """Whether plugin `name` runs, ready, with a version in the PEP 440 range `spec` ("" = any)."""
+        return bool(self._host.call("plugins", "available", {"name": name, "spec": spec})["available"])
+
+    def check(self) -> builtins.list[str]:
+        """This plugin's unmet requirements and conflicts beside what runs now, one line each (empty: all met)."""
+        return [str(line) for line in self._host.call("plugins", "check", {})["unmet"]]
+
+
 #: The client of each service name `Plugin.get_service` knows ("alerting" is the ADR's name for alerts).
 SERVICE_CLIENTS: dict[str, Callable[[HostCaller], object]] = {
     "state": StateClient,
@@ -239,4 +256,5 @@ SERVICE_CLIENTS: dict[str, Callable[[HostCaller], object]] = {
     "events": EventsClient,
     "logs": LogsClient,
     "secrets": SecretsClient,
+    "plugins": PluginsClient,
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,12 +111,18 @@ class FakeHost:
         config: Mapping[str, Any] | None = None,
         secrets: Mapping[str, str] | None = None,
         section: Mapping[str, Any] | None = None,
+        plugins: Mapping[str, str] | None = None,
+        unmet: Sequence[str] = (),
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
         #: An integration plugin's secrets by name (a name not here is refused, as the host refuses it).
         self.secrets: dict[str, str] = dict(secrets or {})
         #: A configuration plugin's section of the system configuration.
         self.section: dict[str, Any] = dict(section or {})
+        #: The plugins running beside this one, name -> version (`plugins.available`).
+        self.plugins: dict[str, str] = dict(plugins or {})
+        #: What `plugins.check` answers: the plugin's unmet requirements, one line each.
+        self.unmet: list[str] = list(unmet)
         self.state: dict[str, tuple[Any, int]] = {}
         self.alerts: dict[str, dict[str, Any]] = {}
         self.calls: list[RecordedCall] = []
@@ -212,6 +218,19 @@ class FakeHost:
         if name not in self.secrets:
             raise PermissionDeniedError(f"secret {name!r} is not given to this plugin (FakeHost(secrets=...))")
         return {"value": self.secrets[name]}
+
+    def _plugins_available(self, name: str, spec: str = "") -> dict[str, Any]:
+        version = self.plugins.get(name)
+        if version is None or not spec:
+            return {"available": version is not None}
+        try:
+            from packaging.specifiers import SpecifierSet
+        except ImportError:  # the SDK itself does not depend on it; a plugin's tests may not have it
+            raise ServiceCallError("FakeHost needs the 'packaging' distribution to check a version range") from None
+        return {"available": SpecifierSet(spec).contains(version, prereleases=True)}
+
+    def _plugins_check(self) -> dict[str, Any]:
+        return {"unmet": list(self.unmet)}
 
     def _alerts_raise(self, name: str, severity: str, message: str) -> dict[str, Any]:
         if severity not in ("info", "warning", "critical"):

@@ -180,3 +180,27 @@ def test_cli_down_refusal_cascade_and_force(control_host: Orchestrator, capsys: 
     assert main(["plugin", "down", "a", "--cascade"]) == 0
     assert "taking c down first (it requires a)" not in capsys.readouterr().err  # c needs b, not a, once b is gone
     assert _running(control_host) == ["c", "d"]
+
+
+def test_the_plugins_host_service_answers_any_plugin_without_a_grant(orchestrator: Orchestrator) -> None:
+    from sysops.services.call import ServiceCallError
+    from sysops.services.dispatch import Caller, HostServices
+
+    _roll(orchestrator, "a", "1.2.0")
+    _roll(orchestrator, "b", "1.0.0", requires=["a>=1", "monitoring>=2"], conflicts=["a<1.1"])
+    services = HostServices(orchestrator.settings, orchestrator.settings.store_path)
+    try:
+        caller = Caller("b", "b-1", 1)  # b asks no permission and the policy grants nothing
+        assert services.call(caller, "plugins", "available", {"name": "a"}) == {"available": True}
+        assert services.call(caller, "plugins", "available", {"name": "a", "spec": ">=1.2,<2"}) == {"available": True}
+        assert services.call(caller, "plugins", "available", {"name": "a", "spec": ">=2"}) == {"available": False}
+        assert services.call(caller, "plugins", "available", {"name": "monitoring"}) == {"available": False}
+        [line] = services.call(caller, "plugins", "check", {})["unmet"]
+        assert "requires monitoring>=2" in line
+        with pytest.raises(ServiceCallError, match="invalid version range"):
+            services.call(caller, "plugins", "available", {"name": "a", "spec": "=>1"})
+        orchestrator.down("a", force=True)
+        assert services.call(caller, "plugins", "available", {"name": "a"}) == {"available": False}
+        assert len(services.call(caller, "plugins", "check", {})["unmet"]) == 2
+    finally:
+        services.close()

@@ -75,7 +75,7 @@ def test_permission_report_never_grants_what_is_not_asked() -> None:
 
 
 def test_method_table_matches_the_design() -> None:
-    assert SERVICES == ("alerts", "config", "events", "logs", "metrics", "secrets", "state")
+    assert SERVICES == ("alerts", "config", "events", "logs", "metrics", "plugins", "secrets", "state")
     assert len(METHOD_PERMISSIONS) == 16
     assert permission_for("state", "cas") == "state.write"
     assert permission_for("alerts", "list") == "alerts.read"

@@ -281,7 +281,7 @@ def test_get_service_names_give_typed_clients_and_unknown_names_list_the_known(
         plugin.get_service("mail")
     assert str(raised.value) == (
         "plugin 'watcher' asked for service 'mail', which is not available "
-        "(available: alerting, alerts, config, events, logs, metrics, secrets, state)"
+        "(available: alerting, alerts, config, events, logs, metrics, plugins, secrets, state)"
     )
 
 

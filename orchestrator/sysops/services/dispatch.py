@@ -40,6 +40,7 @@ from sysops.services.permissions import (
     permission_for,
     permission_report,
 )
+from sysops.services.plugins_service import PluginsService
 from sysops.services.secrets_service import SecretsService
 from sysops.services.state import StateService
 from sysops.services.system_config import SystemConfig
@@ -90,6 +91,7 @@ class HostServices:
         self.alerts = AlertService(self.database, self.publish_host_event)
         self.logs = LogService(self.database)
         self.secrets = SecretsService(self.manifest, self.policy, self.policy_location)
+        self.plugins = PluginsService(lambda: self.database.store)
 
     def set_publish(self, publish: Publish | None) -> None:
         """Connect the event bus (the bus is built after the services; None disconnects it)."""
@@ -247,6 +249,7 @@ class HostServices:
             "alerts": self.alerts.handle,
             "logs": self.logs.handle,
             "secrets": self.secrets.handle,
+            "plugins": self.plugins.handle,
         }[service]
         return handler(caller, method, arguments)
 

@@ -42,20 +42,24 @@ METHOD_PERMISSIONS: Mapping[tuple[str, str], str] = {
 #: Methods whose service checks each call itself, so no grant is needed (their permission is ""): `secrets.get`
 #: (the manifest's `secrets:` is what a plugin asks, the policy's `plugins.NAME.secrets` what it is given).
 SELF_CHECKED: frozenset[tuple[str, str]] = frozenset({("secrets", "get")})
+#: Methods any plugin may call without a grant: `plugins.available` and `plugins.check` say only which plugins
+#: run in which versions (what `sysops plugin ls` shows), so a plugin can check its dependencies.
+OPEN_METHODS: frozenset[tuple[str, str]] = frozenset({("plugins", "available"), ("plugins", "check")})
+_NO_GRANT = SELF_CHECKED | OPEN_METHODS
 
 #: Every service name, sorted (for messages naming what exists).
-SERVICES: tuple[str, ...] = tuple(sorted({service for service, _ in (*METHOD_PERMISSIONS, *SELF_CHECKED)}))
+SERVICES: tuple[str, ...] = tuple(sorted({service for service, _ in (*METHOD_PERMISSIONS, *_NO_GRANT)}))
 
 
 def methods_of(service: str) -> tuple[str, ...]:
     """The methods of `service`, sorted (empty for an unknown service)."""
-    return tuple(sorted(method for name, method in (*METHOD_PERMISSIONS, *SELF_CHECKED) if name == service))
+    return tuple(sorted(method for name, method in (*METHOD_PERMISSIONS, *_NO_GRANT) if name == service))
 
 
 def permission_for(service: str, method: str) -> str | None:
-    """The permission a call of `service.method` needs ("" when its service checks the call itself), or None
-    for an unknown service or method."""
-    return "" if (service, method) in SELF_CHECKED else METHOD_PERMISSIONS.get((service, method))
+    """The permission a call of `service.method` needs ("" when its service checks the call itself or it needs
+    none), or None for an unknown service or method."""
+    return "" if (service, method) in _NO_GRANT else METHOD_PERMISSIONS.get((service, method))
 
 
 def valid_permission(name: str) -> bool:
