@@ -8,8 +8,8 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve`, `context`, `events`, `host`, `metrics` and `alerts` are the CLI's built-ins; `help` and
-#: `version` are kept for sysops.
+#: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts` and `config` are the CLI's built-ins;
+#: `help` and `version` are kept for sysops.
 RESERVED_COMMANDS: tuple[str, ...] = (
-    "plugin", "serve", "context", "events", "host", "metrics", "alerts", "help", "version",
+    "plugin", "serve", "context", "events", "host", "metrics", "alerts", "config", "help", "version",
 )  # fmt: skip
