@@ -30,8 +30,10 @@ from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
 
 if TYPE_CHECKING:
+    from sysops.core.manifest import Manifest
     from sysops.core.operations import PluginOperations
     from sysops.core.orchestrator import PluginStatus
+    from sysops.runtime.docker.driver import DockerDriver
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
 
@@ -121,7 +123,9 @@ class RemoteClient:
             progress=self.progress,
             registry=registry,
         ) as build:
+            existed = driver.image_id(build.tag) is not None
             build.build()
+        self._check_image(driver, manifest, build.tag, plugin_dir, existed=existed)
         if registry:
             self.progress(f"pushing {build.tag}")
             driver.push_image(build.tag)
@@ -136,6 +140,19 @@ class RemoteClient:
         )
         result = self._stream("Up", request)
         return _instance(result["instance"]), bool(result["changed"])
+
+    @staticmethod
+    def _check_image(driver: DockerDriver, manifest: Manifest, tag: str, plugin_dir: Path, *, existed: bool) -> None:
+        """Refuse an image whose Python, SDK or protocol does not fit (core/compatibility.py) before the host is
+        asked (the host cannot read an image's labels on Kubernetes), removing it unless the engine had it."""
+        from sysops.core.compatibility import check_image
+
+        try:
+            check_image(manifest, driver.image_labels(tag), str(plugin_dir))
+        except SysopsError:
+            if not existed:
+                driver.remove_image(tag)
+            raise
 
     def down(self, name: str, *, purge: bool = False, cascade: bool = False, force: bool = False) -> None:
         """Remove a plugin (refused while running plugins require it, unless `cascade` or `force`)."""
