@@ -204,3 +204,18 @@ def test_the_plugins_host_service_answers_any_plugin_without_a_grant(orchestrato
         assert len(services.call(caller, "plugins", "check", {})["unmet"]) == 2
     finally:
         services.close()
+
+
+def test_a_side_by_side_key_rolls_back_from_its_stored_manifest(orchestrator: Orchestrator) -> None:
+    from sysops.core.catalog import parse_stored_manifest
+
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    driver.add_image("g-1.0", Greeter)
+    driver.add_image("g-1.1", Greeter)
+    orchestrator.up_image(_manifest("g", "1.0.0"), "g-1.0", "fp-1.0", "/src/g", key="g--v1")
+    orchestrator.up_image(_manifest("g", "1.1.0"), "g-1.1", "fp-1.1", "/src/g", key="g--v1")
+    stored = orchestrator.store.plugin("g--v1")
+    assert stored is not None and parse_stored_manifest(stored.manifest, "stored").name == "g--v1"
+    instance = orchestrator.rollback("g--v1")
+    assert (instance.plugin, instance.version, instance.revision) == ("g--v1", "1.0.0", 1)

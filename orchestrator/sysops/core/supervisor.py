@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sysops.core import events
+from sysops.core.catalog import parse_stored_manifest
 from sysops.core.client import PluginClient
 from sysops.core.events import EventKind
-from sysops.core.manifest import Liveness, Manifest, parse_manifest
+from sysops.core.manifest import Liveness, Manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import limits_for
 from sysops.core.suspects import REGISTRY, Suspects
@@ -189,7 +190,7 @@ class Supervisor:
         endpoints: set[str] = set()
         for plugin in orchestrator.store.plugins():
             try:
-                manifest = parse_manifest(plugin.manifest, f"stored manifest of {plugin.name}")
+                manifest = parse_stored_manifest(plugin.manifest, f"stored manifest of {plugin.name}")
             except SysopsError:
                 continue
             for instance in orchestrator.store.active_instances(plugin.name):
