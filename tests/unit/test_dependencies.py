@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -216,6 +217,18 @@ def test_a_conflict_within_the_plan_that_cannot_be_avoided_is_named() -> None:
     )
 
 
+def test_an_older_major_serves_when_the_newest_cannot() -> None:
+    known = [plugin("c", "1.4", conflicts=["a>=3"]), plugin("a", "2.0"), plugin("a", "3.0")]
+    assert shown(plan(plugin("d", "1.0", ["a", "c"]), known, []))[0] == ("a", "2.0", "start")
+    known = [plugin("a", "2.0", ["x"]), plugin("a", "1.2"), plugin("a", "1.1")]
+    assert shown(plan(plugin("b", "1.0", ["a"]), known, [])) == [("a", "1.2", "start"), ("b", "1.0", "start")]
+    known = [plugin("a", "2.0", ["x"]), plugin("a", "1.2", ["x>=2"]), plugin("x", "1.0", ["y"])]
+    assert refusal(plugin("b", "1.0", ["a"]), known) == (
+        "b 1.0 requires a, a 2.0 requires x, x 1.0 requires y, but no known version of y matches "
+        "(no version of y is known)"
+    )
+
+
 # --- plan: side by side -------------------------------------------------------------------------------------------
 
 
@@ -307,14 +320,15 @@ def test_unmet_says_each_missing_requirement_and_conflict_in_one_line() -> None:
 _NAMES = ("a", "b", "c", "d")
 _VERSIONS = ("1.0", "1.5", "2.0", "2.5", "3.0")
 _RANGES = ("", ">=1.5", "<2", ">=2", "==1.5", "<3,>=2")
-_rules = st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_RANGES)), max_size=2)
+_requires = st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_RANGES)), max_size=2)
+_conflicts = st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_RANGES)), max_size=1)
 
 
 @st.composite
 def situations(draw: st.DrawFn) -> tuple[Candidate, list[Candidate], list[Candidate]]:
     def one(name: str, version: str, running_as: str = "") -> Candidate:
-        requires = [f"{other}{spec}" for other, spec in draw(_rules) if other != name]
-        conflicts = [f"{other}{spec}" for other, spec in draw(_rules) if other != name]
+        requires = [f"{other}{spec}" for other, spec in draw(_requires) if other != name]
+        conflicts = [f"{other}{spec}" for other, spec in draw(_conflicts) if other != name]
         return plugin(name, version, requires, conflicts, running_as)
 
     known = [one(name, version) for name in _NAMES for version in _VERSIONS if draw(st.booleans())]
@@ -324,7 +338,10 @@ def situations(draw: st.DrawFn) -> tuple[Candidate, list[Candidate], list[Candid
         for index, version in enumerate(majors):
             key = name if index == 0 else side_by_side_key(name, Version(version).major)
             running.append(one(name, version, running_as=key))
-    return one(draw(st.sampled_from(_NAMES)), draw(st.sampled_from(_VERSIONS))), known, running
+    name = draw(st.sampled_from(_NAMES))
+    required = draw(st.lists(st.sampled_from([other for other in _NAMES if other != name]), min_size=1, max_size=3))
+    root = one(name, draw(st.sampled_from(_VERSIONS)))
+    return replace(root, requires=(*root.requires, *(Requirement(other) for other in required))), known, running
 
 
 @settings(max_examples=300, deadline=None)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -126,25 +126,33 @@ def candidate_from_manifest(manifest: Manifest, origin: str, running_key: str = 
     )
 
 
-def _conflict_lines(candidate: Candidate, others: Iterable[Candidate], verb: str) -> list[str]:
-    """Each conflict between `candidate` and one of `others`, either way (`verb`: how an other is there)."""
-    lines: list[str] = []
+@dataclass(frozen=True)
+class _Clash:
+    """`owner` conflicts with `rule`, which `other` matches."""
+
+    owner: Candidate
+    rule: Requirement
+    other: Candidate
+
+
+def _clashes(candidate: Candidate, others: Iterable[Candidate]) -> list[_Clash]:
+    """Each conflict between `candidate` and one of `others`, either way (versions of one name never clash)."""
+    found: list[_Clash] = []
     for other in others:
-        if other.name == candidate.name:
-            continue
-        lines.extend(
-            f"{candidate} conflicts with {rule}, but {other} {verb}"
-            for rule in candidate.conflicts
-            if rule.matches(other)
-        )
-        lines.extend(f"{other} {verb} and conflicts with {rule}" for rule in other.conflicts if rule.matches(candidate))
-    return lines
+        if other.name != candidate.name:
+            found.extend(_Clash(candidate, rule, other) for rule in candidate.conflicts if rule.matches(other))
+            found.extend(_Clash(other, rule, candidate) for rule in other.conflicts if rule.matches(candidate))
+    return found
 
 
-def _conflicts_either_way(first: Candidate, second: Candidate) -> bool:
-    return any(rule.matches(second) for rule in first.conflicts) or any(
-        rule.matches(first) for rule in second.conflicts
-    )
+def _conflict_lines(candidate: Candidate, running: Iterable[Candidate]) -> list[str]:
+    """Each conflict between `candidate` and a running plugin, either way, as one readable line."""
+    return [
+        f"{clash.owner} conflicts with {clash.rule}, but {clash.other} is running"
+        if clash.owner is candidate
+        else f"{clash.owner} is running and conflicts with {clash.rule}"
+        for clash in _clashes(candidate, running)
+    ]
 
 
 def unmet(candidate: Candidate, running: Sequence[Candidate]) -> list[str]:
@@ -163,7 +171,7 @@ def unmet(candidate: Candidate, running: Sequence[Candidate]) -> list[str]:
             lines.append(f"{candidate} requires {requirement}, but {shown_versions} {_is_are(present)} running")
         else:
             lines.append(f"{candidate} requires {requirement}, but no {requirement.name} is running")
-    lines.extend(_conflict_lines(candidate, running, "is running"))
+    lines.extend(_conflict_lines(candidate, running))
     return lines
 
 
@@ -275,6 +283,8 @@ class _Catalog:
         self.pinned: dict[_Identifier, Candidate] = {}
         for plugin in reversed(self.fixed):  # the root wins its identifier
             self.pinned[(plugin.name, plugin.major)] = plugin
+        #: The newest major a requirement may bind to, lowered when no plan exists with the newer one.
+        self.caps: dict[Requirement, int] = {}
 
     def _replaced_by_root(self) -> Candidate | None:
         """The running version the root rolls, if any (see the module's rules)."""
@@ -310,7 +320,7 @@ class _Catalog:
                 if plugin.name == name
                 and plugin.major == major
                 and plugin is not self.replaced
-                and not any(_conflicts_either_way(plugin, fixed) for fixed in self.fixed)
+                and not _clashes(plugin, self.fixed)
             ),
             key=lambda plugin: plugin.version,
             reverse=True,
@@ -321,7 +331,10 @@ class _Catalog:
         fixed = [plugin for plugin in self.fixed if requirement.matches(plugin)]
         if fixed:
             return (requirement.name, max(fixed, key=lambda plugin: plugin.version).major)
+        cap = self.caps.get(requirement)
         for major in self.majors(requirement.name):
+            if cap is not None and major > cap:
+                continue
             if any(requirement.matches(plugin) for plugin in self.usable((requirement.name, major))):
                 return (requirement.name, major)
         return (requirement.name, None)
@@ -428,7 +441,7 @@ def plan(root: Candidate, known: Sequence[Candidate], running: Sequence[Candidat
     """Steps in dependency order (requirements first, root last). Raises DependencyError with the chain."""
     catalog = _Catalog(root, known, running)
     # What certainly fails is said at once: the root's conflicts and its requirements nothing known can serve.
-    problems = _conflict_lines(root, [plugin for plugin in catalog.fixed if plugin is not root], "is running")
+    problems = _conflict_lines(root, [plugin for plugin in catalog.fixed if plugin is not root])
     problems += [
         _explain_one(catalog, need.identifier, [need])
         for need in catalog.needs_of(root)
@@ -436,16 +449,7 @@ def plan(root: Candidate, known: Sequence[Candidate], running: Sequence[Candidat
     ]
     if problems:
         raise DependencyError("; ".join(problems))
-    chains = _Chains()
-    resolver: Resolver[_Need, _Choice, _Identifier] = Resolver(_Provider(catalog), chains)
-    try:
-        result = resolver.resolve([_Need(Requirement(root.name), (root.name, root.major), None)], _MAX_ROUNDS)
-    except ResolutionImpossible as impossible:
-        causes: Iterable[RequirementInformation[_Need, _Choice]] = impossible.causes
-        raise DependencyError("; ".join(_explain(catalog, chains, causes))) from None
-    except ResolutionTooDeep:
-        raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
-    chosen = {identifier: choice for identifier, choice in result.mapping.items() if isinstance(choice, Candidate)}
+    chosen = _resolve(catalog)
     problems = _broken_by_roll(catalog, chosen.values())
     if problems:
         raise DependencyError("; ".join(problems))
@@ -454,6 +458,50 @@ def plan(root: Candidate, known: Sequence[Candidate], running: Sequence[Candidat
         Step(plugin, keys[plugin], "keep" if plugin.running_key and keys[plugin] == plugin.running_key else "start")
         for plugin in _dependency_order(catalog, chosen, keys)
     ]
+
+
+def _resolve(catalog: _Catalog) -> dict[_Identifier, Candidate]:
+    """The candidate chosen for each identifier the root needs. When there is none, a requirement the resolver
+    could not serve is bound to an older major that has a matching version and the resolution is tried again;
+    when no older major is left, DependencyError says why the first (newest) attempt failed."""
+    root = catalog.root
+    first_failure: list[str] = []
+    while True:
+        chains = _Chains()
+        resolver: Resolver[_Need, _Choice, _Identifier] = Resolver(_Provider(catalog), chains)
+        try:
+            result = resolver.resolve([_Need(Requirement(root.name), (root.name, root.major), None)], _MAX_ROUNDS)
+        except ResolutionImpossible as impossible:
+            causes: Collection[RequirementInformation[_Need, _Choice]] = impossible.causes
+            first_failure = first_failure or _explain(catalog, chains, causes)
+            failed = sorted((cause.requirement for cause in causes), key=lambda need: (str(need), need.conflict))
+            # The failed requirements first, then those that brought in who asked, nearest first.
+            suspects = [*failed, *(need for cause in failed for need in reversed(chains.chain_to(cause.parent)))]
+            if not _bind_to_an_older_major(catalog, suspects):
+                raise DependencyError("; ".join(first_failure)) from None
+        except ResolutionTooDeep:
+            raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
+        else:
+            return {
+                identifier: choice for identifier, choice in result.mapping.items() if isinstance(choice, Candidate)
+            }
+
+
+def _bind_to_an_older_major(catalog: _Catalog, needs: Iterable[_Need]) -> bool:
+    """Lower the cap of the first of `needs` that an older major can serve."""
+    for need in needs:
+        major = need.identifier[1]
+        if need.conflict or major is None or catalog.identifier_for(need.requirement) != need.identifier:
+            continue
+        previous = catalog.caps.get(need.requirement)
+        catalog.caps[need.requirement] = major - 1
+        if catalog.identifier_for(need.requirement)[1] not in (None, major):  # (a running plugin keeps serving it)
+            return True
+        if previous is None:
+            del catalog.caps[need.requirement]
+        else:
+            catalog.caps[need.requirement] = previous
+    return False
 
 
 def _assign_keys(catalog: _Catalog, chosen: Iterable[Candidate]) -> dict[Candidate, str]:
@@ -599,5 +647,12 @@ def _why_unusable(catalog: _Catalog, plugin: Candidate) -> str:
         return f"{pinned} is running and keeps its version (not {plugin.version})"
     if plugin is catalog.replaced:
         return f"{plugin} is being replaced by {catalog.root}"
-    clashes = [str(fixed) for fixed in catalog.fixed if _conflicts_either_way(plugin, fixed)]
-    return f"{plugin} conflicts with {' and '.join(clashes)}" if clashes else ""
+    return ", and ".join(_clash_reason(catalog, clash) for clash in _clashes(plugin, catalog.fixed))
+
+
+def _clash_reason(catalog: _Catalog, clash: _Clash) -> str:
+    """ "b 1.0 conflicts with z (z 1.0 is running)", "z 1.0 (running) conflicts with b>=1"."""
+    where = "being started" if catalog.root in (clash.owner, clash.other) else "running"
+    if clash.owner in catalog.fixed:
+        return f"{clash.owner} ({where}) conflicts with {clash.rule}"
+    return f"{clash.owner} conflicts with {clash.rule} ({clash.other} is {where})"
