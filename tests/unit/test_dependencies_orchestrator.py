@@ -219,3 +219,26 @@ def test_a_side_by_side_key_rolls_back_from_its_stored_manifest(orchestrator: Or
     assert stored is not None and parse_stored_manifest(stored.manifest, "stored").name == "g--v1"
     instance = orchestrator.rollback("g--v1")
     assert (instance.plugin, instance.version, instance.revision) == ("g--v1", "1.0.0", 1)
+
+
+def test_a_side_by_side_version_has_the_grants_of_its_plugin(orchestrator: Orchestrator) -> None:
+    from sysops.services.call import ServiceCallError
+    from sysops.services.dispatch import Caller, HostServices
+
+    settings = orchestrator.settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "policy.yaml").write_text("plugins:\n  h: {grants: [metrics.write]}\n")
+    orchestrator.store.save_plugin(
+        "h--v1",
+        "/src/h1",
+        "fake",
+        {"name": "h--v1", "version": "1.0.0", "permissions": ["metrics.write", "alerts.write"]},
+    )
+    services = HostServices(settings, settings.store_path)
+    try:
+        caller = Caller("h--v1", "h1-1", 1)
+        assert services.call(caller, "metrics", "counter", {"name": "runs_total"}) is None
+        with pytest.raises(ServiceCallError, match=r"add it under plugins\.h\.grants"):
+            services.call(caller, "alerts", "raise", {"name": "x", "severity": "info", "message": "m"})
+    finally:
+        services.close()

@@ -51,7 +51,7 @@ def _known(root: Candidate, root_dir: Path, entries: list[dict[str, object]]) ->
     from sysops.discovery import discover
 
     directories: dict[Candidate, Path] = {root: root_dir}
-    for found in discover().found:
+    for found in discover().found if root.requires else ():  # nothing to look for: a bad config stays out of it
         directories.setdefault(candidate_from_manifest(found.manifest, f"directory {found.path}"), found.path)
     revisions: dict[Candidate, tuple[str, int]] = {}
     for entry in entries:

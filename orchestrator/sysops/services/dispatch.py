@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sysops.core.dependencies import plugin_name_of
 from sysops.core.names import shown
 from sysops.core.policy import Policy, grants_for, load_policy, policy_path
 from sysops.errors import PolicyDeniedError
@@ -142,7 +143,8 @@ class HostServices:
         return record.manifest if record is not None else None
 
     def permission_report(self, plugin: str) -> PermissionReport:
-        """What `plugin` asks, what the policy grants of it and what it refuses (`sysops plugin permissions`).
+        """What `plugin` asks, what the policy grants of it and what it refuses (`sysops plugin permissions`); a
+        side-by-side version (`NAME--vMAJOR`) has the grants of its plugin NAME.
 
         Computed again only when the policy file or the plugin's stored manifest changed (the check runs
         before every call, so it reads the manifest's text and compares, without parsing it).
@@ -155,7 +157,8 @@ class HostServices:
             report = cached[1]
         else:
             manifest = json.loads(row[0]) if row else {}
-            report = permission_report(list(manifest.get("permissions", [])), grants_for(policy, plugin))
+            grants = grants_for(policy, plugin_name_of(plugin))
+            report = permission_report(list(manifest.get("permissions", [])), grants)
             self._reports[plugin] = (key, report)
         self._checked[plugin] = (time.monotonic(), report.granted)
         return report
@@ -184,7 +187,8 @@ class HostServices:
         head = f"plugin '{plugin}' needs permission '{permission}' for {needed_for}"
         if permission not in report.asked:
             return f"{head}, which its manifest does not ask for (add it to permissions: in plugin.yaml)"
-        return f"{head}, which policy does not grant (add it under {self.policy_location(f'{plugin}.grants')})"
+        where = self.policy_location(f"{plugin_name_of(plugin)}.grants")
+        return f"{head}, which policy does not grant (add it under {where})"
 
     def command_refusal(self, plugin: str, command_spec_permissions: Sequence[str], command: str) -> str | None:
         """Why the host refuses `command` of `plugin` (a `@requires_permission` not granted), or None to run it."""
