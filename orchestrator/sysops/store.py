@@ -2,7 +2,8 @@
 
 The engine is the truth about what runs (containers carry labels); the store is the truth about what
 the user asked for and what each command routes to. Reconciliation (core/orchestrator.py) brings the
-two together. The routed-command path reads only the `routes` table, so it stays a single indexed query.
+two together. The routed-command path reads only the `routes` table (with the active instances, and the
+weights a rollout analysis sets in `route_shares`), so it stays a single indexed query.
 """
 
 from __future__ import annotations

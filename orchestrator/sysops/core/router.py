@@ -11,8 +11,10 @@ spans the re-sends and travels with the gRPC call; a caller that abandons the ca
 fired by `sysops serve` when its client goes away) cancels it in the plugin. Arguments are checked here before
 anything is sent. In the resident host, `RoutingHooks` (set by services/hosting.py) first refuse a command
 whose `@requires_permission` the policy does not grant to its plugin, before the plugin is called, give the
-plugin the caller's identity and granted permissions, and record each call in the host's metrics. Light to
-import: this is the hot path of the CLI (no docker, kubernetes, pydantic or typer).
+plugin the caller's identity and granted permissions, and record each call in the host's metrics. The first
+instance is picked by the route's weights (a rollout analysis gives the new version its share, store.py
+`set_shares`), and each call that started is reported to core/call_meter.py, which that analysis reads. Light
+to import: this is the hot path of the CLI (no docker, kubernetes, pydantic or typer).
 """
 
 from __future__ import annotations
