@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from concurrent import futures
@@ -489,9 +490,10 @@ class PluginServer:
                 return
             self.runtime.draining = True
             self.health.enter_graceful_shutdown()
+            deadline = time.monotonic() + grace_seconds  # one grace for the loop and the calls together
             if self.service is not None:
                 self.service.stop(grace_seconds)
-            self.runtime.wait_idle(grace_seconds)
+            self.runtime.wait_idle(max(0.0, deadline - time.monotonic()))
             try:
                 self.runtime.plugin.cleanup()
             except Exception:

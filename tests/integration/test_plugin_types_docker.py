@@ -5,7 +5,8 @@
 - an event plugin (examples/event) has no commands and receives an event `sysops events publish` sends;
 - an integration plugin (examples/integration) reads its token from the file the policy names and reaches
   the HTTP server on its egress allow-list (started by the test on the docker bridge's gateway), not an
-  unlisted one; a secret its manifest does not list is refused even when the policy names it.
+  unlisted one; a secret its manifest does not list is refused even when the policy names it;
+- the service example beats in its loop, the configuration example reads its section of the config file.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ def installation(sysops: Sysops, servers: tuple[ApiServer, ApiServer], secrets_d
     policy = {
         "plugins": {
             "deploy-watcher": {"grants": ["events.subscribe", "logs.write", "state.*"]},
+            "heartbeat": {"grants": ["state.*", "config.read"], "config": {"interval_seconds": 0.5}},
+            "backup-settings": {"grants": ["config.read"]},
             "status-api": {
                 "grants": ["config.read"],
                 "config": {"base_url": allowed.url},
@@ -270,3 +273,23 @@ def test_a_secret_the_manifest_does_not_list_is_refused(installation: Sysops, tm
     assert refused.returncode == 9, refused.stderr
     assert "plugin 'peeker' asked for secret 'unlisted', which its manifest does not list" in refused.stderr
     sysops.ok("plugin", "down", "peeker")
+
+
+def test_the_service_example_beats_in_its_loop(installation: Sysops, tmp_path: Path) -> None:
+    sysops = installation
+    sysops.ok("plugin", "up", str(copy_example("service", tmp_path)))
+    assert status(sysops, "heartbeat")["service"] == "running"
+    wait_for(lambda: json.loads(sysops.ok("heartbeat", "--output", "json"))["beats"] >= 3, 30, "three beats")
+    sysops.ok("plugin", "down", "heartbeat")
+
+
+def test_the_configuration_example_reads_its_section(installation: Sysops, tmp_path: Path) -> None:
+    sysops = installation
+    (sysops.home / "config.yaml").write_text("backup:\n  retention_days: 30\n")
+    try:
+        sysops.ok("plugin", "up", str(copy_example("configuration", tmp_path)))
+        section = json.loads(sysops.ok("backup-settings", "--output", "json"))
+        assert section == {"retention_days": 30, "schedule": "daily", "targets": []}
+        sysops.ok("plugin", "down", "backup-settings")
+    finally:
+        (sysops.home / "config.yaml").unlink()
