@@ -122,7 +122,10 @@ def test_up_starts_the_chain_in_order_and_down_is_refused_cascaded_or_forced(
     assert unloaded == ["c", "b", "a"]
     assert _plugin_containers(engine, sysops) == []
 
-    sysops.ok("plugin", "up", str(c_dir))  # a and b are started again from their built revisions or directories
+    again = fresh_sysops.run("plugin", "up", str(c_dir))  # no discovery: a and b only as built revisions
+    assert again.returncode == 0, again.stderr
+    assert "plan: a 1.0.0: start (revision 1 of a)" in again.stderr
+    assert _plugin_containers(engine, sysops) == ["a", "b", "c"]
     sysops.ok("plugin", "down", "b", "--force")
     assert _plugin_containers(engine, sysops) == ["a", "c"]
     status = json.loads(sysops.ok("plugin", "status", "c", "-o", "json"))

@@ -242,3 +242,16 @@ def test_a_side_by_side_version_has_the_grants_of_its_plugin(orchestrator: Orche
             services.call(caller, "alerts", "raise", {"name": "x", "severity": "info", "message": "m"})
     finally:
         services.close()
+
+
+def test_a_revision_of_a_plugin_that_is_down_starts_again_only_beside_its_requirements(
+    orchestrator: Orchestrator,
+) -> None:
+    _roll(orchestrator, "a", "1.0.0")
+    _roll(orchestrator, "b", "1.0.0", requires=["a>=1"])
+    orchestrator.down("a", cascade=True)
+    with pytest.raises(DependencyError, match=r"b 1\.0\.0 requires a>=1"):
+        orchestrator.rollback("b")
+    assert orchestrator.rollback("a").version == "1.0.0"
+    assert orchestrator.rollback("b").version == "1.0.0"
+    assert _running(orchestrator) == ["a", "b"]

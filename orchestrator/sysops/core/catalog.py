@@ -95,11 +95,12 @@ def candidate(fields: Mapping[str, Any], origin: str, running_key: str = "") -> 
 
 
 def running_candidates(store: Store, *, besides: str = "") -> list[Candidate]:
-    """A candidate per key with an active instance, but `besides` (the key about to be rolled)."""
+    """A candidate per key with an active instance, but `besides` (the key about to be rolled); a record without
+    a version (none is stored so by sysops) is left out."""
     return [
-        candidate(plugin.manifest, f"running as {plugin.name}", plugin.name)
+        candidate({"name": plugin.name, **plugin.manifest}, f"running as {plugin.name}", plugin.name)
         for plugin in store.plugins()
-        if plugin.name != besides and store.active_instances(plugin.name)
+        if plugin.name != besides and plugin.manifest.get("version") and store.active_instances(plugin.name)
     ]
 
 

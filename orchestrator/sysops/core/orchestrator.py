@@ -613,7 +613,9 @@ class Orchestrator:
         return len(containers)
 
     def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
-        """Roll back to an earlier revision's image (the previous one by default), without rebuilding."""
+        """Roll back to an earlier revision's image (the previous one by default), without rebuilding; also starts
+        a revision of a plugin that is down (its revisions stay). Refused as an Up is when its requirements do not
+        run (`_check_dependencies`)."""
         self.reconcile()
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
@@ -626,9 +628,10 @@ class Orchestrator:
                 raise NotFoundError(
                     f"image of {name} revision {target.revision} is gone", hint="run `sysops plugin up`"
                 )
+            roll_target = self._revision_target(target, plugin.source if plugin is not None else "")
+            self._check_dependencies(roll_target.manifest)
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
-            source = plugin.source if plugin is not None else ""
-            instance = self.rollout.roll(self._revision_target(target, source), rollback_of=target.revision)
+            instance = self.rollout.roll(roll_target, rollback_of=target.revision)
             self._mirror_save(name)
             return instance
 
