@@ -282,3 +282,10 @@ def test_an_event_plugin_defining_commands_is_refused_at_readiness(orchestrator:
     refused = re.escape("is an event plugin (types: [event]) but its code defines commands: echo")
     with pytest.raises(StartFailedError, match=refused):
         orchestrator.rollout.roll(target)
+
+
+def test_a_crashed_old_instance_gives_no_state_and_the_analysis_still_decides(orchestrator: Orchestrator) -> None:
+    old = orchestrator.rollout.roll(_target("v1", "1.0.0"))
+    orchestrator.driver.stop(old.handle, timeout=1)
+    with pytest.raises(AnalysisError, match="analysis inconclusive"):
+        orchestrator.rollout.roll(_target("good", "2.0.0", {"analysis_s": 0.2, "min_calls": 5}))

@@ -250,7 +250,8 @@ class Rollout:
         name = new.plugin
         if analysis.smoke:
             self._smoke(new, analysis)
-        self._copy_state(olds[0], new)
+        if self._serves(olds[0]):  # a crashed old instance has no state to copy
+            self._copy_state(olds[0], new)
         shares = {old.id: (1 - analysis.share) / len(olds) for old in olds} | {new.id: analysis.share}
         self.progress(f"analysing {name} {new.version}: {analysis.share:.0%} of calls for {analysis.analysis_s:g}s")
         METER.watch(new.endpoint)
