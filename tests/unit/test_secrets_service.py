@@ -37,6 +37,7 @@ def services(settings: Settings, token_file: Path) -> Iterator[HostServices]:
     manifest = {"name": "fetcher", "version": "1.0.0", "secrets": ["api-token", "unset", "from-cluster", "missing"]}
     store.save_plugin("fetcher", "/src", "docker", manifest)
     store.save_plugin("other", "/src", "docker", {"name": "other", "version": "1.0.0"})
+    store.save_plugin("fetcher--v1", "/src", "docker", {**manifest, "version": "0.9.0"})  # side by side
     store.close()
     _policy(
         settings,
@@ -141,3 +142,7 @@ def test_secrets_need_no_grant_and_take_only_a_name(services: HostServices) -> N
         services.call(FETCHER, "secrets", "get", {"name": "api-token", "path": "/etc/shadow"})
     with pytest.raises(ServiceCallError, match="has no method 'list'"):
         services.call(FETCHER, "secrets", "list", {})
+
+
+def test_a_side_by_side_version_reads_its_plugins_secret(services: HostServices) -> None:
+    assert _get(services, "api-token", Caller("fetcher--v1", "fetcher-v1-1", 1)) == "s3cret-value"

@@ -9,9 +9,10 @@ may ask for (what it ASKS); the operator's policy says where each one comes from
   (runtime/kubernetes/secrets.py; the chart's Role allows `get` on the Secrets its values name).
 
 So a call needs both, and no permission grant besides (permissions.py: the service checks itself). Only the
-plugin's own policy entry counts, never `plugins."*"`. The value is returned to the calling plugin only:
-it is never logged, recorded as an event or kept. Refusals and failures name the secret and the policy key,
-never the value. One trailing newline of the value is dropped (files written by `echo` end in one).
+plugin's own policy entry counts (a side-by-side version `NAME--vMAJOR` uses NAME's), never `plugins."*"`.
+The value is returned to the calling plugin only: it is never logged, recorded as an event or kept.
+Refusals and failures name the secret and the policy key, never the value. One trailing newline of the
+value is dropped (files written by `echo` end in one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from sysops.core.dependencies import plugin_name_of
 from sysops.core.policy import Policy, SecretReference
 from sysops.errors import SysopsError
 from sysops.services.call import Caller, ServiceCallError
@@ -73,20 +75,21 @@ class SecretsService:
                 f"plugin '{plugin}' asked for secret '{name}', which its manifest does not list "
                 "(add it to secrets: in plugin.yaml)",
             )
-        entry = self._policy().plugins.get(plugin)
+        named = plugin_name_of(plugin)  # a side-by-side version (NAME--vMAJOR) has its plugin's entry
+        entry = self._policy().plugins.get(named)
         reference = entry.secrets.get(name) if entry is not None else None
         if reference is None:
             raise ServiceCallError(
                 "permission_denied",
                 f"plugin '{plugin}' asked for secret '{name}', which policy does not give (add "
-                f"{{file: /path}} or {{kubernetes: {{name, key}}}} under {self._location(f'{plugin}.secrets.{name}')})",
+                f"{{file: /path}} or {{kubernetes: {{name, key}}}} under {self._location(f'{named}.secrets.{name}')})",
             )
         return reference
 
     def read(self, plugin: str, name: str) -> str:
         """The secret's text, read now from where the policy says."""
         reference = self.reference(plugin, name)
-        key = f"plugins.{plugin}.secrets.{name}"
+        key = f"plugins.{plugin_name_of(plugin)}.secrets.{name}"
         try:
             data = self._read_file(reference.file) if reference.file is not None else self._read_kubernetes(reference)
         except OSError as error:
