@@ -23,6 +23,7 @@ from sysops.core.manifest import RolloutAnalysis, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import RollTarget
 from sysops.errors import StartFailedError, SysopsError
+from sysops.runtime.fake import FakeDriver
 from sysops.store import InstanceRecord, Store
 from sysops_sdk import Plugin, argument, on_event, plugin_command
 
@@ -289,3 +290,18 @@ def test_a_crashed_old_instance_gives_no_state_and_the_analysis_still_decides(or
     orchestrator.driver.stop(old.handle, timeout=1)
     with pytest.raises(AnalysisError, match="analysis inconclusive"):
         orchestrator.rollout.roll(_target("good", "2.0.0", {"analysis_s": 0.2, "min_calls": 5}))
+
+
+class QuietEvents(EventWithCommands):
+    """An event plugin as it should be: no commands."""
+
+    echo = None  # type: ignore[assignment]
+
+
+def test_a_version_with_no_routed_command_is_not_analysed(orchestrator: Orchestrator) -> None:
+    orchestrator.rollout.roll(_target("v1", "1.0.0"))
+    data = {"name": "echo", "version": "2.0.0", "entrypoint": "x:Y", "types": ["event"], "rollout": {"analysis_s": 1}}
+    assert isinstance(orchestrator.driver, FakeDriver)
+    orchestrator.driver.add_image("quiet", QuietEvents)
+    orchestrator.rollout.roll(RollTarget(parse_manifest(data, "test"), "quiet", "quiet", "fp", "/src/echo"))
+    assert orchestrator.store.events("echo")[-1].kind == "rolled"

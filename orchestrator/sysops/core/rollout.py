@@ -228,8 +228,10 @@ class Rollout:
         try:
             self.progress(f"waiting for {manifest.name} {manifest.version} to be ready")
             routes = self._wait_ready(instance, manifest)
-            if trial is not None:
+            if trial is not None and routes:
                 self._analyse(instance, *trial)
+            elif trial is not None:  # an event plugin, a side-by-side version: no routed call to measure
+                self.progress(f"{manifest.name} {manifest.version} serves no routed command: no analysis")
             if old is not None:
                 self._take_over(old, instance, routes)
             else:
