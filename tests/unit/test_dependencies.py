@@ -358,7 +358,7 @@ def test_every_plan_meets_every_requirement_and_holds_no_conflict(
     started = {step.key: step.candidate for step in steps if step.action == "start"}
     staying = [p for p in running if p.running_key not in started]  # running plugins the plan does not replace
     after = [*staying, *started.values()]
-    assert root in [step.candidate for step in steps]
+    assert steps[-1].candidate == root
     assert len({step.key for step in steps}) == len(steps)
     for position, step in enumerate(steps):
         candidate = step.candidate
@@ -367,8 +367,9 @@ def test_every_plan_meets_every_requirement_and_holds_no_conflict(
         if step.action == "keep":
             assert candidate in running and step.key == candidate.running_key
             continue
-        if candidate != root:  # running plugins are pinned: only the root replaces one
+        if candidate != root:  # running plugins are pinned: only the root replaces one, one version per major
             assert step.key not in {p.running_key for p in running}
+            assert (candidate.name, candidate.major) not in {(p.name, p.major) for p in staying}
         earlier = [s.candidate for s in steps[:position]]
         for requirement in candidate.requires:
             assert any(requirement.matches(p) for p in after), (step, requirement)

@@ -6,25 +6,31 @@ the store key each one runs under and the order to bring them up; `dependents` s
 one that is about to go down; `unmet` is the host's last check before it starts a plugin. This module is pure
 (no engine, no store): callers give it candidates and it answers or raises one `DependencyError`.
 
-Rules:
+Rules (docs/dependencies.md explains them for users):
 - Resolution is resolvelib's backtracking over the candidates the installation knows; within a range the newest
-  known version is preferred. Of two known candidates with the same name and version, the first in `known` wins.
+  usable version is chosen. Of two known candidates with the same name and version, the first in `known` wins.
 - Running plugins are pinned: a plan never changes the version of a running plugin, except the root, which may
   roll to a new version; the running plugins that required the version it replaces must still be satisfied.
-- Side by side (cargo's rule): each major version of a plugin is its own resolver identifier. A requirement that
-  a plugin already running (or the root) satisfies is served by it; otherwise by the newest major version with a
-  usable known version matching it. So `b: a<2` and `c: a>=2` get `a 1.x` and `a 2.x` side by side. Within one
-  major there is one version. The version under the plain name keeps it; another major runs under the key
-  `NAME--vMAJOR` (`side_by_side_key`). When new versions of several majors start, the newest takes the plain name
-  if it is free. The root rolls the running version of its own major; when only other majors of it run, it takes
-  the plain name over unless a running plugin still needs the version there (then it runs side by side).
-- Conflicts (`conflicts: ["a>=3"]`) hold both ways: against running plugins and within the plan. A known version
-  that conflicts with a running plugin or with the root is never chosen.
-- Cycles are refused with the cycle named ("a 1.0 requires b, b 1.0 requires a").
-- Every error names the chain in readable lines joined by "; ", e.g. "b 2.0 requires a>=3, but a 2.1 is running
-  and no other known version of a matches (known: 1.0, 2.1)" or "c 1.4 conflicts with a>=3, but a 3.0 is running".
+- Side by side (cargo's rule): each major version of a plugin is its own resolver identifier, so within one major
+  there is one version. A requirement that a running plugin (or the root) satisfies is served by it; otherwise by
+  the newest major that has a usable known version matching it; only when no plan exists that way is an older
+  major tried. So `b: a<2` and `c: a>=2` get `a 1.x` and `a 2.x` side by side.
+- Keys: the version under the plain name keeps it; another major runs under `NAME--vMAJOR` (`side_by_side_key`).
+  Of new versions of several majors, the newest takes the plain name if it is free. The root rolls the running
+  version of its own major (under that one's key); when only other majors of it run, it takes the plain name
+  over unless a running plugin still needs the version there (then it runs side by side).
+- Conflicts (`conflicts: ["a>=3"]`) hold both ways, against running plugins and within the plan: a known version
+  that conflicts with a running plugin or the root is never chosen, and two versions that conflict are never
+  chosen together (a conflict is a resolver constraint, met by the absence of a matching version). Versions of one
+  plugin never conflict with each other.
+- Cycles are refused with the cycle named ("dependency cycle: a 1.0 requires b, b 1.0 requires a").
+- Errors name the chain from the root in readable lines, one per failure, joined by "; " in one DependencyError:
+  "e 1.0 requires b, b 2.0 requires a>=3, but a 2.1 is running and no other known version of a matches (known:
+  1.0, 2.1)", "c 1.4 conflicts with a>=3, but a 3.0 is running".
 - Pre-releases count as versions like any other (a range matches them).
-- Steps come in dependency order: requirements before their dependents, ties by key, the root last of its chain.
+- Steps come in dependency order: requirements before their dependents (so the root last), ties by key.
+- `dependents`: a running plugin depends on a key when one of its requirements is served only by that key (or by
+  keys going down with it); the order to take them down puts each before what it needs.
 """
 
 from __future__ import annotations
@@ -183,15 +189,14 @@ def dependents(key: str, running: Sequence[Candidate]) -> list[Candidate]:
     """Running plugins that need the plugin running under `key` (directly or through others), in the order
     to take them down (the furthest dependent first); a requirement another running key also satisfies does not count.
     """
-    going = [plugin for plugin in running if plugin.running_key == key]
-    if not going:
+    if not any(plugin.running_key == key for plugin in running):
         return []
     gone = {key}
     changed = True
     while changed:
         changed = False
         for plugin in running:
-            if plugin.running_key not in gone and _needs_any(plugin, gone, running):
+            if plugin.running_key not in gone and _needed_keys(plugin, gone, running):
                 gone.add(plugin.running_key)
                 changed = True
     found = {
@@ -227,10 +232,6 @@ def _needed_keys(plugin: Candidate, gone: set[str], running: Sequence[Candidate]
         if serving and all(other.running_key in gone for other in serving):
             needed.update(other.running_key for other in serving)
     return needed
-
-
-def _needs_any(plugin: Candidate, gone: set[str], running: Sequence[Candidate]) -> bool:
-    return bool(_needed_keys(plugin, gone, running))
 
 
 # --- plan -------------------------------------------------------------------------------------------------------
@@ -482,9 +483,23 @@ def _resolve(catalog: _Catalog) -> dict[_Identifier, Candidate]:
         except ResolutionTooDeep:
             raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
         else:
-            return {
+            pinned = {
                 identifier: choice for identifier, choice in result.mapping.items() if isinstance(choice, Candidate)
             }
+            return _required_from_root(catalog, pinned)
+
+
+def _required_from_root(catalog: _Catalog, pinned: Mapping[_Identifier, Candidate]) -> dict[_Identifier, Candidate]:
+    """The pins the root needs through requirements (a pin only a conflict still names is left out)."""
+    needed: dict[_Identifier, Candidate] = {}
+    todo = [catalog.root]
+    while todo:
+        plugin = todo.pop()
+        identifier = (plugin.name, plugin.major)
+        if identifier not in needed:
+            needed[identifier] = plugin
+            todo.extend(pinned[served] for served in map(catalog.identifier_for, plugin.requires) if served in pinned)
+    return needed
 
 
 def _bind_to_an_older_major(catalog: _Catalog, needs: Iterable[_Need]) -> bool:
