@@ -6,11 +6,14 @@ keeps the old version; a good version passes and serves."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,37 +93,35 @@ def routed_ping(settings: Settings) -> tuple[bool, str]:
 
 
 @dataclass
-class Load:
-    """Threads sending routed `ping` calls through the host until stopped; bounded in count and time."""
+class Calls:
+    """The calls a load sent, in the order they ended."""
 
-    sysops: Sysops
-    clients: int = 2
-    calls: list[Call] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _run(self) -> None:
-        settings = Settings(home=self.sysops.home)
-        deadline = time.monotonic() + 170
-        while not self._stop.is_set() and time.monotonic() < deadline and len(self.calls) < 50_000:
-            sent = time.time()
-            ok, output = routed_ping(settings)
-            self.calls.append(Call(sent, time.time(), ok, output))
-            time.sleep(0.03)
-
-    def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=40)
+    made: list[Call] = field(default_factory=list)
 
     def between(self, start: float, end: float) -> list[Call]:
-        return [call for call in list(self.calls) if start <= call.sent < end]
+        return [call for call in list(self.made) if start <= call.sent < end]
+
+
+@contextlib.contextmanager
+def steady_load(sysops: Sysops, clients: int = 2) -> Iterator[Calls]:
+    """Threads sending routed `ping` calls through the host for the block; bounded in count and time."""
+    calls, stop, settings = Calls(), threading.Event(), Settings(home=sysops.home)
+    deadline = time.monotonic() + 170
+
+    def run() -> None:
+        while not stop.is_set() and time.monotonic() < deadline and len(calls.made) < 50_000:
+            sent = time.time()
+            ok, output = routed_ping(settings)
+            calls.made.append(Call(sent, time.time(), ok, output))
+            time.sleep(0.03)
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        running = [pool.submit(run) for _ in range(clients)]
+        try:
+            yield calls
+        finally:
+            stop.set()
+            concurrent.futures.wait(running, timeout=40)
 
 
 def _events(sysops: Sysops) -> list[dict[str, object]]:
@@ -136,7 +137,7 @@ def test_a_failing_version_is_rolled_back_by_analysis_and_a_good_one_passes(
     _write(source, "v2", "2.0.0", failing=True)
     assert sysops.ok("ping").strip() == "v1:pong"
 
-    with Load(sysops) as load:
+    with steady_load(sysops) as load:
         time.sleep(1.0)
         first = time.time()
         trials = []
@@ -182,13 +183,13 @@ def test_a_failing_version_is_rolled_back_by_analysis_and_a_good_one_passes(
     assert sysops.ok("ping").strip() == "v1:pong"
 
     # a good version under load passes and serves; no call fails
-    with Load(sysops) as load:
+    with steady_load(sysops) as load:
         time.sleep(0.5)
         result = sysops.run("plugin", "up", str(source), timeout=120)
         time.sleep(1.0)
     assert result.returncode == 0, result.stderr
     assert "analysis passed" in result.stdout + result.stderr
-    assert all(call.ok for call in load.calls), [call for call in load.calls if not call.ok]
-    assert {call.output for call in load.calls} <= {"v1:pong", "v3:pong"}
+    assert all(call.ok for call in load.made), [call for call in load.made if not call.ok]
+    assert {call.output for call in load.made} <= {"v1:pong", "v3:pong"}
     assert sysops.ok("ping").strip() == "v3:pong"
     assert _events(sysops)[-1]["kind"] == "rolled"
