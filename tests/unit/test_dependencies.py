@@ -195,10 +195,13 @@ def test_a_conflict_with_a_running_plugin_is_refused_both_ways() -> None:
 
 
 def test_a_known_version_that_conflicts_with_a_running_plugin_is_passed_over() -> None:
-    running = [plugin("z", "1.0", running_as="z")]
-    known = [plugin("a", "1.9"), plugin("a", "1.8", conflicts=["z"]), plugin("a", "1.7")]
-    known[0] = plugin("a", "1.9", conflicts=["z<2"])
-    assert shown(plan(plugin("b", "1.0", ["a"]), known, running))[0] == ("a", "1.7", "start")
+    running = [plugin("z", "1.0", conflicts=["a>=1.9"], running_as="z")]
+    known = [plugin("a", "1.9"), plugin("a", "1.8", conflicts=["z<2"]), plugin("a", "1.7")]
+    assert shown(plan(plugin("b", "1.0", ["a"]), known, running)) == [("a", "1.7", "start"), ("b", "1.0", "start")]
+    assert refusal(plugin("b", "1.0", ["a>=1.8"]), known, running) == (
+        "b 1.0 requires a>=1.8, but z 1.0 (running) conflicts with a>=1.9, and a 1.8 conflicts with z<2 "
+        "(z 1.0 is running) (known: 1.7, 1.8, 1.9)"
+    )
 
 
 def test_a_conflict_within_the_plan_steers_the_choice() -> None:
@@ -379,3 +382,43 @@ def test_every_plan_meets_every_requirement_and_holds_no_conflict(
             if other.name != candidate.name:
                 assert not any(rule.matches(other) for rule in candidate.conflicts), (step, other)
                 assert not any(rule.matches(candidate) for rule in other.conflicts), (step, other)
+
+
+@st.composite
+def running_sets(draw: st.DrawFn) -> list[Candidate]:
+    running: list[Candidate] = []
+    for name in _NAMES:
+        majors = draw(st.lists(st.sampled_from(_VERSIONS), max_size=2, unique_by=lambda v: Version(v).major))
+        for index, version in enumerate(majors):
+            requires = [f"{other}{spec}" for other, spec in draw(_requires) if other != name]
+            key = name if index == 0 else side_by_side_key(name, Version(version).major)
+            running.append(plugin(name, version, requires, running_as=key))
+    return running
+
+
+@settings(max_examples=300, deadline=None)
+@given(running_sets(), st.sampled_from(_NAMES))
+def test_taking_dependents_down_in_order_leaves_nothing_that_was_met_unmet(running: list[Candidate], name: str) -> None:
+    going = dependents(name, running)
+    removed = {name, *(candidate.running_key for candidate in going)}
+    remaining = [p for p in running if p.running_key not in removed]
+
+    def met(requirement: Requirement, owner: Candidate, among: list[Candidate]) -> bool:
+        return any(requirement.matches(p) for p in among if p is not owner)
+
+    for candidate in remaining:
+        for requirement in candidate.requires:
+            assert met(requirement, candidate, remaining) or not met(requirement, candidate, running)
+
+    def needs(user: Candidate, used: Candidate) -> bool:
+        return any(r.matches(used) and not met(r, user, remaining) for r in user.requires)
+
+    reaches = {(user.running_key, used.running_key) for user in going for used in going if needs(user, used)}
+    for _ in going:  # the transitive closure
+        reaches |= {(a, d) for a, b in reaches for c, d in reaches if b == c}
+    for index, candidate in enumerate(going):
+        # Each needed the key: a requirement it had met goes away with it.
+        assert any(met(r, candidate, running) and not met(r, candidate, remaining) for r in candidate.requires)
+        for later in going[index + 1 :]:  # still up when `candidate` goes: it does not need it (but in a cycle)
+            mutual = (candidate.running_key, later.running_key) in reaches
+            assert mutual or (later.running_key, candidate.running_key) not in reaches, (candidate, later)
