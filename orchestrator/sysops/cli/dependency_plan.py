@@ -20,6 +20,7 @@ from sysops.core.catalog import entry_candidates
 from sysops.core.dependencies import Candidate, Step, candidate_from_manifest, plan
 from sysops.core.manifest import Manifest
 from sysops.core.names import is_plugin_name
+from sysops.errors import ManifestError, NotFoundError
 
 if TYPE_CHECKING:
     from sysops.cli.remote import RemoteClient
@@ -27,14 +28,25 @@ if TYPE_CHECKING:
 
 
 def plugin_directory(target: str) -> Path:
-    """The directory `plugin up TARGET` means: TARGET itself when it is a directory, else the newest discovered
-    plugin named TARGET (NotFoundError, exit 8, when none is)."""
+    """The directory `plugin up TARGET` means: TARGET itself when it is a directory or not a plugin name (the
+    manifest loader then says what is wrong with it), else the newest discovered plugin named TARGET
+    (ManifestError, exit 4 as for a missing directory, when none is)."""
     path = Path(target)
-    if path.is_dir() or not is_plugin_name(target):
+    if not is_plugin_name(target) or _is_directory(path):
         return path.resolve()
     from sysops.discovery import find_discovered
 
-    return find_discovered(target).resolve()
+    try:
+        return find_discovered(target).resolve()
+    except NotFoundError as missing:
+        raise ManifestError(f"{target}: no such plugin directory, and {missing.message}", hint=missing.hint) from None
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # unreadable: taken as a name
+        return False
 
 
 @dataclass(frozen=True)
