@@ -20,7 +20,6 @@ from sysops.core.catalog import entry_candidates
 from sysops.core.dependencies import Candidate, Step, candidate_from_manifest, plan
 from sysops.core.manifest import Manifest
 from sysops.core.names import is_plugin_name
-from sysops.errors import ManifestError, NotFoundError
 
 if TYPE_CHECKING:
     from sysops.cli.remote import RemoteClient
@@ -30,16 +29,13 @@ if TYPE_CHECKING:
 def plugin_directory(target: str) -> Path:
     """The directory `plugin up TARGET` means: TARGET itself when it is a directory or not a plugin name (the
     manifest loader then says what is wrong with it), else the newest discovered plugin named TARGET
-    (ManifestError, exit 4 as for a missing directory, when none is)."""
+    (NotFoundError, exit 8, naming `sysops plugin discover`, when none is)."""
     path = Path(target)
     if not is_plugin_name(target) or _is_directory(path):
         return path.resolve()
     from sysops.discovery import find_discovered
 
-    try:
-        return find_discovered(target).resolve()
-    except NotFoundError as missing:
-        raise ManifestError(f"{target}: no such plugin directory, and {missing.message}", hint=missing.hint) from None
+    return find_discovered(target).resolve()
 
 
 def _is_directory(path: Path) -> bool:
