@@ -469,14 +469,31 @@ class KubernetesDriver:
     def logs(
         self, handle: str, *, tail: int | None = None, follow: bool = False, cancel: StreamCancel | None = None
     ) -> Iterator[str]:
-        """Yield log lines of a pod (of its previous run if the current one has not logged yet).
+        """Yield log lines of a pod: when its container was restarted, the previous run's lines come first (as
+        the engine's logs of a container keep every run, so the reason of a crash is read as on Docker; the
+        kubelet keeps one run back). `tail` counts both runs together, but when following: then each run gives
+        its last `tail` lines.
 
         `cancel` shuts the follow's connection from another thread, which ends the iteration at once.
         """
         status = self.inspect(handle)
         if status is None:
             return
-        previous = not status.running and status.restart_count > 0
+        if not status.restart_count or not status.running:  # one run, or the current one has not logged yet
+            yield from self._run_logs(handle, tail, follow, previous=status.restart_count > 0, cancel=cancel)
+            return
+        earlier = list(self._run_logs(handle, tail, follow=False, previous=True, cancel=None))
+        if follow or tail is None:
+            yield from earlier
+            yield from self._run_logs(handle, tail, follow, previous=False, cancel=cancel)
+            return
+        both = [*earlier, *self._run_logs(handle, tail, follow=False, previous=False, cancel=None)]
+        yield from both[max(0, len(both) - tail) :]
+
+    def _run_logs(
+        self, handle: str, tail: int | None, follow: bool, *, previous: bool, cancel: StreamCancel | None
+    ) -> Iterator[str]:
+        """Yield log lines of one run of a pod's container: the current one, or the `previous` one."""
         try:
             response = self.core.read_namespaced_pod_log(
                 handle, self.namespace, tail_lines=tail, follow=follow, previous=previous, _preload_content=False
