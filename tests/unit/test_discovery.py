@@ -32,7 +32,7 @@ def write_manifest(directory: Path, name: str, version: str = "1.0.0", extra: st
 
 @pytest.fixture
 def clean_env(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No SYSOPS_CONFIG / SYSOPS_PLUGIN_PATH from the environment; the unit home's config.yaml is the file."""
+    """No SYSOPS_SYSTEM_CONFIG / SYSOPS_PLUGIN_PATH from the environment; the unit home's config.yaml is the file."""
     monkeypatch.delenv(installation_config.CONFIG_VARIABLE, raising=False)
     monkeypatch.delenv(installation_config.PLUGIN_PATH_VARIABLE, raising=False)
     home.mkdir(parents=True, exist_ok=True)
@@ -62,14 +62,25 @@ def test_plugin_dirs_are_relative_to_the_file_and_other_sections_pass_through(
     assert config.sections["backup"] == {"retention_days": 3}
 
 
-def test_sysops_config_names_the_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_cli_contexts_file_is_not_the_installation_config(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SYSOPS_CONFIG names the CLI's contexts file (cli/contexts.py): it must not become the installation's."""
+    contexts = tmp_path / "contexts.yaml"
+    contexts.write_text("current-context: prod\ncontexts: {}\n")
+    clean_env.write_text("plugin_dirs: [mine]\n")
+    monkeypatch.setenv("SYSOPS_CONFIG", str(contexts))
+    assert read_installation_config().plugin_dirs == (clean_env.parent / "mine",)
+
+
+def test_sysops_system_config_names_the_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     elsewhere = tmp_path / "etc" / "sysops.yaml"
     elsewhere.parent.mkdir()
     elsewhere.write_text("plugin_dirs: [p]\n")
     clean_env.write_text("plugin_dirs: [not-this-one]\n")
-    monkeypatch.setenv("SYSOPS_CONFIG", str(elsewhere))
+    monkeypatch.setenv("SYSOPS_SYSTEM_CONFIG", str(elsewhere))
     assert read_installation_config().plugin_dirs == (tmp_path / "etc" / "p",)
-    monkeypatch.setenv("SYSOPS_CONFIG", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("SYSOPS_SYSTEM_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigFileError, match=r"missing\.yaml: no such configuration file") as raised:
         read_installation_config()
     assert raised.value.exit_code == ExitCode.INVALID_PLUGIN
@@ -294,7 +305,7 @@ def test_discover_refuses_a_bad_config_file(clean_env: Path) -> None:
 
 def run_discover(home: Path, *args: str, plugin_path: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SYSOPS_HOME": str(home)}
-    env.pop("SYSOPS_CONFIG", None)
+    env.pop("SYSOPS_SYSTEM_CONFIG", None)
     env["SYSOPS_PLUGIN_PATH"] = str(plugin_path or "")
     return subprocess.run(
         [SYSOPS, "plugin", "discover", *args], env=env, capture_output=True, text=True, timeout=60, check=False

@@ -186,7 +186,7 @@ def test_the_config_file_is_sysops_config_else_the_home_one(
     assert system.show()["exists"] is False
     named = tmp_path / "elsewhere.yaml"
     named.write_text("backup: {target: /mnt}\n")
-    monkeypatch.setenv("SYSOPS_CONFIG", str(named))
+    monkeypatch.setenv("SYSOPS_SYSTEM_CONFIG", str(named))
     shown = system.show()
     assert (shown["file"], shown["exists"], shown["problems"]) == (str(named), True, [])
     assert system.section("backup-config")["values"]["target"] == "/mnt"

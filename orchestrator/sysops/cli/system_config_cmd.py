@@ -61,7 +61,7 @@ def _invalid(problems: list[str]) -> NoReturn:
 def validate(
     file: Annotated[
         Path | None,
-        typer.Argument(help="Config file to check (default: $SYSOPS_CONFIG, else $SYSOPS_HOME/config.yaml)"),
+        typer.Argument(help="Config file to check (default: $SYSOPS_SYSTEM_CONFIG, else $SYSOPS_HOME/config.yaml)"),
     ] = None,
     output: OutputOption = Output.TEXT,
 ) -> None:

@@ -1,13 +1,13 @@
 """The installation's configuration file (`config.yaml`) and sysops's own key in it, `plugin_dirs`.
 
-One file per installation configures the system: `$SYSOPS_CONFIG` when set, else `$SYSOPS_HOME/config.yaml`.
+One file per installation configures the system: `$SYSOPS_SYSTEM_CONFIG` when set, else `$SYSOPS_HOME/config.yaml`.
 It is read with `sysops.core.safe_yaml` (size, alias, depth and duplicate-key limits). sysops owns one
 top-level key here, `plugin_dirs: [paths]`: directories scanned for plugins by `sysops.discovery`
 (relative paths are relative to the file's directory, `~` is expanded). `SYSOPS_PLUGIN_PATH`
 (os.pathsep-separated, like PATH) adds directories before them. Every other top-level section belongs to a
 configuration plugin and is only passed through here (the system configuration validates them).
 
-A missing default file is an empty configuration; a file named by `$SYSOPS_CONFIG` must exist. A bad file
+A missing default file is an empty configuration; a file named by `$SYSOPS_SYSTEM_CONFIG` must exist. A bad file
 is one line naming the file and the key, exit 4 (`ConfigFileError`).
 """
 
@@ -26,7 +26,7 @@ from sysops.errors import ExitCode, SysopsError
 from sysops.settings import Settings
 
 #: Names the configuration file instead of `$SYSOPS_HOME/config.yaml`.
-CONFIG_VARIABLE = "SYSOPS_CONFIG"
+CONFIG_VARIABLE = "SYSOPS_SYSTEM_CONFIG"
 #: More plugin directories, separated by os.pathsep; scanned before the file's `plugin_dirs`.
 PLUGIN_PATH_VARIABLE = "SYSOPS_PLUGIN_PATH"
 #: The file's name in the state directory.
@@ -58,7 +58,7 @@ class InstallationConfig:
 
 
 def config_path(settings: Settings | None = None) -> Path:
-    """The installation's configuration file: `$SYSOPS_CONFIG`, else `$SYSOPS_HOME/config.yaml`."""
+    """The installation's configuration file: `$SYSOPS_SYSTEM_CONFIG`, else `$SYSOPS_HOME/config.yaml`."""
     named = os.environ.get(CONFIG_VARIABLE)
     if named:
         return _normal(Path(named).expanduser())

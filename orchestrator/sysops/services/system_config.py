@@ -1,6 +1,6 @@
 """The system configuration: the installation's config file, merged with what its owners declare.
 
-The file is the installation config (`$SYSOPS_CONFIG`, else `$SYSOPS_HOME/config.yaml`; the path comes
+The file is the installation config (`$SYSOPS_SYSTEM_CONFIG`, else `$SYSOPS_HOME/config.yaml`; the path comes
 from core/installation_config.py). Each top-level key in it is owned by someone:
 
 - sysops itself owns `plugin_dirs` (a list of directories scanned for plugins, read by discovery);
