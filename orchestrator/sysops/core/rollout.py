@@ -260,9 +260,8 @@ class Rollout:
         try:
             self.store.set_shares(name, shares)
             time.sleep(analysis.analysis_s)
-            verdict = decide(METER.samples(new.endpoint), analysis)
-            if verdict.outcome is not Outcome.PASSED:
-                self.store.set_shares(name, {})
+            self.store.set_shares(name, {})  # the window ends; the calls it sent to `new` still count
+            verdict = decide(METER.settle(new.endpoint, self.settings.drain_timeout), analysis)
         except BaseException:
             self.store.set_shares(name, {})
             self._drain(new)
@@ -273,7 +272,6 @@ class Rollout:
             self._drain(new)
             hint = f"the previous version keeps serving; see `sysops plugin logs {name}` and docs/rollout-analysis.md"
             raise AnalysisError(verdict.reason, hint=hint)
-        self.store.set_shares(name, {})
         self.progress(verdict.reason)
 
     def _smoke(self, new: InstanceRecord, analysis: RolloutAnalysis) -> None:

@@ -230,11 +230,12 @@ def _call_once(
     """One attempt; `deadline` is (the call's timeout, the monotonic time it ends). Its outcome goes to
     the call meter (core/call_meter.py) unless it never started or its caller abandoned it."""
     received = False
-    since, started = time.time(), time.monotonic()
+    since = time.time()
     ok: bool | None = None
     timeout, ends = deadline
     token = route.token_for(endpoint)
     client = PluginClient(endpoint, route.plugin, token) if pool is None else pool.client(endpoint, route.plugin, token)
+    metered = METER.start(endpoint)
     try:
         items = client.invoke(
             route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon, caller=caller
@@ -258,8 +259,7 @@ def _call_once(
     finally:
         if pool is None:
             client.close()
-        if ok is not None:
-            METER.record(endpoint, time.monotonic() - started, ok)
+        METER.finish(endpoint, metered, ok)
 
 
 def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
