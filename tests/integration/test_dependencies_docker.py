@@ -1,7 +1,8 @@
 """Plugin dependencies on the real Docker engine (issue 11 part B): `plugin up` starts what a plugin requires
 first, each ready before the next; a missing or conflicting requirement is refused (exit 7) before any container
 starts; `plugin down` of a required plugin is refused / `--cascade` / `--force`; two major versions run side by
-side; a plugin asks the host whether its dependencies run (SDK `is_plugin_available` / `check_dependencies`).
+side, and a version built side by side starts again under the plain name when that is free; a plugin asks the
+host whether its dependencies run (SDK `is_plugin_available` / `check_dependencies`).
 
 Small plugins are written in the test's tmp directory; the required ones are found by discovery
 (SYSOPS_PLUGIN_PATH). Each test has its own installation (fresh_sysops), removed afterwards with every container,
@@ -172,6 +173,16 @@ def test_two_major_versions_run_side_by_side(fresh_sysops: Sysops, engine: docke
     assert "h--v1" in sysops.ok("plugin", "ls")
     assert sysops.ok("h-ping-v2").strip() == "pong"  # the version under the plain name serves its commands
     assert sysops.run("h-ping-v1").returncode != 0  # a side-by-side version's commands are not routed
+
+    sysops.ok("plugin", "down", "h", "--cascade")
+    sysops.ok("plugin", "down", "h--v1", "--cascade")
+    again = fresh_sysops.run("plugin", "up", str(old_user))  # no discovery: h 1.0.0 only as h--v1's revision
+    assert again.returncode == 0, again.stderr
+    assert "plan: h 1.0.0: start (revision 1 of h--v1)" in again.stderr  # the plain name is free: it takes it
+    listed = _listed(sysops)
+    assert listed["h"] == ("1.0.0", "Active") and "h--v1" not in listed
+    assert _plugin_containers(engine, sysops) == ["h", "i"]
+    assert sysops.ok("h-ping-v1").strip() == "pong"  # under the plain name its commands are routed
 
 
 def test_a_plugin_asks_the_host_about_its_dependencies(

@@ -12,6 +12,7 @@ from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import RollTarget
 from sysops.errors import DependencyError, ExitCode
 from sysops.runtime.fake import FakeDriver
+from sysops.store import InstanceRecord
 from sysops_sdk import Plugin, plugin_command
 
 
@@ -151,18 +152,29 @@ def test_rolling_a_required_plugin_out_of_its_dependents_range_is_refused(orches
     assert orchestrator.status("a").version == "1.0.0"
 
 
-def test_a_side_by_side_version_runs_under_its_key_without_routes(orchestrator: Orchestrator) -> None:
+def _greeters_side_by_side(
+    orchestrator: Orchestrator, name: str, plain: str, beside: str, **keys: Any
+) -> InstanceRecord:
+    """Greeter versions of `name` brought up: `plain` under the name, `beside` (with manifest `keys`) under its
+    side-by-side key; each version's image is `NAME-VERSION`. Returns the side-by-side instance."""
     driver = orchestrator.driver
     assert isinstance(driver, FakeDriver)
-    driver.add_image("echo-2", Greeter)
-    driver.add_image("echo-1", Greeter)
-    orchestrator.up_image(_manifest("echo", "2.0.0"), "echo-2", "fp-2", "/src/echo2")
-    instance, _ = orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1", "fp-1", "/src/echo1", key="echo--v1")
+    for version in (plain, beside):
+        driver.add_image(f"{name}-{version}", Greeter)
+    orchestrator.up_image(_manifest(name, plain), f"{name}-{plain}", f"fp-{plain}", f"/src/{name}{plain}")
+    key = f"{name}--v{beside.split('.')[0]}"
+    manifest = _manifest(name, beside, **keys)
+    instance, _ = orchestrator.up_image(manifest, f"{name}-{beside}", f"fp-{beside}", f"/src/{name}{beside}", key=key)
+    return instance
+
+
+def test_a_side_by_side_version_runs_under_its_key_without_routes(orchestrator: Orchestrator) -> None:
+    instance = _greeters_side_by_side(orchestrator, "echo", "2.0.0", "1.0.0")
     assert instance.plugin == "echo--v1" and instance.version == "1.0.0"
     assert {route.plugin for route in orchestrator.store.routes()} == {"echo"}
     assert {(s.name, s.version) for s in orchestrator.list()} == {("echo", "2.0.0"), ("echo--v1", "1.0.0")}
     with pytest.raises(Exception, match="its side-by-side key is 'echo--v1'"):
-        orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1", "fp-1", "/src/echo1", key="echo--v3")
+        orchestrator.up_image(_manifest("echo", "1.0.0"), "echo-1.0.0", "fp-1", "/src/echo1", key="echo--v3")
 
 
 def test_cli_down_refusal_cascade_and_force(control_host: Orchestrator, capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,3 +267,50 @@ def test_a_revision_of_a_plugin_that_is_down_starts_again_only_beside_its_requir
     assert orchestrator.rollback("a").version == "1.0.0"
     assert orchestrator.rollback("b").version == "1.0.0"
     assert _running(orchestrator) == ["a", "b"]
+
+
+def _down_side_by_side_pair(orchestrator: Orchestrator) -> None:
+    """a 1.0.0 under `a` and a 2.0.0 (requiring z) under `a--v2` brought up, then both down."""
+    _greeters_side_by_side(orchestrator, "a", "1.0.0", "2.0.0", requires=["z"])
+    orchestrator.down("a")
+    orchestrator.down("a--v2")
+
+
+def test_a_plan_starts_a_revision_under_the_key_it_chose(
+    control_host: Orchestrator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sysops.cli.dependency_plan import describe, plan_up, run_steps
+    from sysops.cli.plugin_cmd import control_client
+
+    monkeypatch.delenv("SYSOPS_PLUGIN_PATH", raising=False)
+    _roll(control_host, "z")
+    _down_side_by_side_pair(control_host)
+    client = control_client()
+    try:
+        steps, origins = plan_up(client, tmp_path, _manifest("c", requires=["a>=2"]))
+        assert [describe(step, origins) for step in steps] == [
+            "z 1.0.0: keep (running as z)",
+            "a 2.0.0: start (revision 1 of a--v2)",
+            f"c 1.0.0: start (directory {tmp_path})",
+        ]
+        lines: list[str] = []
+        instance, changed = run_steps(client, steps[:-1], origins, lines.append)  # the root c is no directory here
+    finally:
+        client.close()
+    assert (instance.plugin, instance.version, changed) == ("a", "2.0.0", True)
+    assert _running(control_host) == ["a", "z"]
+    assert {route.plugin for route in control_host.store.routes()} == {"a"}  # its commands reach it
+    assert [r.image for r in control_host.store.revisions("a--v2")] == ["a-2.0.0"]  # the revision stays where it was
+
+
+def test_a_revision_under_another_key_is_checked_as_an_up(orchestrator: Orchestrator) -> None:
+    _roll(orchestrator, "z")
+    _down_side_by_side_pair(orchestrator)
+    orchestrator.down("z")
+    with pytest.raises(DependencyError, match=r"a 2\.0\.0 requires z"):
+        orchestrator.rollback("a--v2", 1, key="a")
+    with pytest.raises(Exception, match="its side-by-side key is 'a--v2'"):
+        orchestrator.rollback("a--v2", 1, key="a--v3")
+    assert _running(orchestrator) == []
+    _roll(orchestrator, "z")
+    assert orchestrator.rollback("a--v2", 1, key="a").plugin == "a"

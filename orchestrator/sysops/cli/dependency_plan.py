@@ -4,7 +4,9 @@ The CLI plans (core/dependencies.py `plan`) over every version the installation 
 (the root), the plugins discovery finds (sysops.discovery: configured directories and installed packages) and
 the revisions the host or server already built (Query kind `catalog`). Each `start` step then runs in order,
 each waiting for ready before the next: a directory is built and rolled (under its side-by-side key
-`NAME--vMAJOR` when the plan says so); a revision of a plugin that is down is started again (rollback to it).
+`NAME--vMAJOR` when the plan says so); a revision of a plugin that is down is started again (rollback to it),
+under the key the plan chose, which may not be the key it was built under (a 2.0.0 built as `a--v2` starts
+under `a` when the plain name is free).
 The host checks each step again (it refuses an Up whose requirements are not running), so a plan made from a
 stale catalog cannot start a plugin beside missing requirements.
 """
@@ -106,7 +108,7 @@ def run_steps(
             result = client.up(directory, key=key)
         else:
             source_key, number = origins.revisions[candidate]
-            result = (client.rollback(source_key, number), True)
+            result = (client.rollback(source_key, number, key=step.key), True)  # under the key the plan chose
         instance = result[0]
         if step is not starts[-1]:
             progress(f"{instance.plugin} {instance.version} ready (revision {instance.revision})")

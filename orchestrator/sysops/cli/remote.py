@@ -158,9 +158,9 @@ class RemoteClient:
         """Remove a plugin (refused while running plugins require it, unless `cascade` or `force`)."""
         self._stream("Down", pb.DownRequest(name=name, purge=purge, cascade=cascade, force=force))
 
-    def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
-        """Roll back to an earlier revision."""
-        return _instance(self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0)))
+    def rollback(self, name: str, to: int | None = None, key: str = "") -> InstanceRecord:
+        """Roll back to an earlier revision (with `key`, another key of its plugin: start it under that key)."""
+        return _instance(self._stream("Rollback", pb.RollbackRequest(name=name, to=to or 0, key=key)))
 
     def _query(self, kind: str, name: str = "", *, include_all: bool = False) -> Any:
         return json.loads(self._call("Query", pb.QueryRequest(kind=kind, name=name, all=include_all)).json)

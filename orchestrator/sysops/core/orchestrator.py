@@ -24,7 +24,7 @@ from sysops.core import events, recovery
 from sysops.core.catalog import candidate, catalog_entries, parse_stored_manifest, running_candidates
 from sysops.core.client import PluginClient
 from sysops.core.compatibility import check_image, check_sysops
-from sysops.core.dependencies import Candidate, dependents, side_by_side_key, unmet
+from sysops.core.dependencies import Candidate, dependents, plugin_name_of, side_by_side_key, unmet
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.locks import held_lock
@@ -417,14 +417,20 @@ class Orchestrator:
         local build's.
         """
         target = RollTarget(manifest, image, self.driver.image_id(image) or image, fingerprint, source, built=True)
+        return self._roll_under_key(target, key)
+
+    def _roll_under_key(self, target: RollTarget, key: str) -> tuple[InstanceRecord, bool]:
+        """Admit `target`'s manifest (named after its plugin) under store key `key` (its name when empty), check
+        its dependencies, then roll that key to it unless it runs already; a refused image this roll built goes."""
         try:
-            admitted = self._under_key(self._admit(manifest, f"{source}/plugin.yaml"), key)
+            admitted = self._under_key(self._admit(target.manifest, f"{target.source}/plugin.yaml"), key)
             self._check_dependencies(admitted)
             target = dataclasses.replace(target, manifest=admitted)
         except SysopsError:
-            self.rollout.remove_unused_image(target)
+            if target.built:
+                self.rollout.remove_unused_image(target)
             raise
-        return self._roll_if_changed(target.manifest, source, fingerprint, lambda: target)
+        return self._roll_if_changed(target.manifest, target.source, target.fingerprint, lambda: target)
 
     def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
         """Check compatibility and policy, and that the engine answers; return the manifest to run."""
@@ -536,7 +542,8 @@ class Orchestrator:
         try:
             check_image(target.manifest, self.driver.image_labels(target.image), target.source)
         except SysopsError:
-            self.rollout.remove_unused_image(target)
+            if target.built:  # a revision's image (another key's) stays
+                self.rollout.remove_unused_image(target)
             raise
         return target
 
@@ -612,10 +619,16 @@ class Orchestrator:
             self.driver.remove(container.handle)
         return len(containers)
 
-    def rollback(self, name: str, to: int | None = None) -> InstanceRecord:
+    def rollback(self, name: str, to: int | None = None, key: str = "") -> InstanceRecord:
         """Roll back to an earlier revision's image (the previous one by default), without rebuilding; also starts
         a revision of a plugin that is down (its revisions stay). Refused as an Up is when its requirements do not
-        run (`_check_dependencies`)."""
+        run (`_check_dependencies`).
+
+        With `key` other than `name` (a dependency plan's step: the plugin's plain name or its other side-by-side
+        key), revision `to` of `name` starts under `key` instead, as `key`'s new revision (`_revision_under_key`).
+        """
+        if key and key != name:
+            return self._revision_under_key(name, to, key)
         self.reconcile()
         with self.plugin_lock(name):
             plugin = self.store.plugin(name)
@@ -634,6 +647,26 @@ class Orchestrator:
             instance = self.rollout.roll(roll_target, rollback_of=target.revision)
             self._mirror_save(name)
             return instance
+
+    def _revision_under_key(self, name: str, to: int | None, key: str) -> InstanceRecord:
+        """Roll `key` to the image and manifest of revision `to` (the latest by default) of store key `name`,
+        checked as an Up is (compatibility, policy, `key` being the version's plain name or side-by-side key,
+        dependencies); the revision's image, the installation's own, is shared, never removed by this roll."""
+        revisions = self.store.revisions(name)
+        if not revisions:
+            raise NotFoundError(f"no plugin named {name!r}", hint="`sysops plugin ls` lists them")
+        revision = self._rollback_target(name, revisions, None, to)
+        if self.driver.image_id(revision.image_id) is None:
+            raise NotFoundError(f"image of {name} revision {revision.revision} is gone", hint="run `sysops plugin up`")
+        plugin = self.store.plugin(name)
+        where = f"revision {revision.revision} of {name}"
+        manifest = parse_stored_manifest(revision.manifest, where)
+        manifest = manifest.model_copy(update={"name": plugin_name_of(name)})
+        source = plugin.source if plugin is not None else ""
+        target = RollTarget(manifest, revision.image, revision.image_id, revision.fingerprint, source)
+        self.progress(f"starting {where} ({revision.version}) as {key}")
+        instance, _ = self._roll_under_key(target, key)
+        return instance
 
     @staticmethod
     def _rollback_target(

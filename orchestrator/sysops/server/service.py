@@ -236,11 +236,13 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> Iterator[pb.Progress]:
-        """Roll back to an earlier revision."""
+        """Roll back to an earlier revision (or start one under another key of its plugin: `key`)."""
         _checked_name(context, request.name)
+        if request.key:
+            _checked_name(context, request.key)
         yield from self._stream(
             context,
-            lambda orchestrator: public_instance(orchestrator.rollback(request.name, request.to or None)),
+            lambda orchestrator: public_instance(orchestrator.rollback(request.name, request.to or None, request.key)),
         )
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:

@@ -43,12 +43,14 @@ class DownRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ..., cascade: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("name", "to")
+    __slots__ = ("name", "to", "key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     to: int
-    def __init__(self, name: _Optional[str] = ..., to: _Optional[int] = ...) -> None: ...
+    key: str
+    def __init__(self, name: _Optional[str] = ..., to: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("kind", "name", "all")
