@@ -38,7 +38,7 @@ run ruff   "$BIN/ruff" check .
 run mypy   "$BIN/mypy"
 # Layer contracts ([tool.importlinter] in pyproject.toml): which package may import which.
 run imports "$BIN/lint-imports" --no-cache
-run pytest "$BIN/pytest" -q --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
+run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
 # Tests that raise real asynchronous interruptions in their own process run apart, untraced (see
 # tests/unit/test_sdk_cancel.py): coverage's tracer and those interruptions wedged thread starts.
 run untraced "$BIN/pytest" -q -p no:cov -m untraced tests/unit

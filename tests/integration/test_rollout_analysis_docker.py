@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 TRIALS = 20
 ROLLOUT = """rollout:
-  analysis_s: 1.5
+  analysis_s: 1.0
   share: 0.5
   max_error_rate: 0.05
   min_calls: 8
@@ -177,7 +177,7 @@ def test_a_failing_version_is_rolled_back_by_analysis_and_a_good_one_passes(
     _write(source, "v3", "3.0.0", failing=False)
     result = sysops.run("plugin", "up", str(source), timeout=120)
     assert result.returncode == 6, result.stderr
-    assert "analysis inconclusive: 0 calls to the new version in 1.5s, fewer than min_calls 8" in result.stderr
+    assert "analysis inconclusive: 0 calls to the new version in 1s, fewer than min_calls 8" in result.stderr
     event = _events(sysops)[-1]
     assert event["kind"] == "rolled-back" and "analysis inconclusive" in str(event["message"])
     assert sysops.ok("ping").strip() == "v1:pong"
