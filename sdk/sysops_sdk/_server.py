@@ -45,7 +45,7 @@ from sysops_sdk._events import Event, collect_handlers, subscriptions
 from sysops_sdk._permissions import first_missing
 from sysops_sdk._plugin import Plugin
 from sysops_sdk._service import ServiceLoop
-from sysops_sdk._types import ServicePlugin, check_event_plugin
+from sysops_sdk._types import TYPES_ENV, ServicePlugin, check_declared_types, check_event_plugin
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
@@ -103,6 +103,7 @@ class PluginRuntime:
         self.commands: dict[str, CommandDefinition] = {c.name: c for c in collect_commands(plugin)}
         self.handlers = collect_handlers(plugin)
         check_event_plugin(plugin, list(self.commands), self.handlers)
+        check_declared_types(plugin, os.environ.get(TYPES_ENV))
         self._in_flight = 0
         self._idle = threading.Condition()
         self._draining = False

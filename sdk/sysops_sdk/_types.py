@@ -24,13 +24,18 @@ from sysops_sdk._events import EventHandler
 from sysops_sdk._plugin import Plugin
 
 __all__ = [
+    "TYPES_ENV",
     "CommandPlugin",
     "ConfigurationPlugin",
     "EventPlugin",
     "IntegrationPlugin",
     "ServicePlugin",
+    "check_declared_types",
     "check_event_plugin",
 ]
+
+#: The manifest's `types`, comma-separated, as the orchestrator gives them to every instance.
+TYPES_ENV = "SYSOPS_PLUGIN_TYPES"
 
 
 class CommandPlugin(Plugin):
@@ -97,3 +102,32 @@ def check_event_plugin(plugin: Plugin, commands: Sequence[str], handlers: Sequen
         raise CommandDefinitionError(
             f"event plugin {type(plugin).__qualname__} has no @on_event handler: it would never run"
         )
+
+
+def check_declared_types(plugin: Plugin, declared: str | None) -> None:
+    """Refuse a plugin class whose type the manifest's `types` (`declared`, from TYPES_ENV) does not list, and a
+    manifest that says `service` for a class without a `run()` loop: the orchestrator acts on the manifest, the
+    plugin server on the class, and the two must agree. No `declared` (a plugin run outside sysops): no check."""
+    if declared is None:
+        return
+    types = {kind.strip() for kind in declared.split(",") if kind.strip()}
+    listed = ", ".join(sorted(types)) or "nothing"
+    for base, kind in _TYPE_OF_CLASS:
+        if isinstance(plugin, base) and kind not in types:
+            raise CommandDefinitionError(
+                f"plugin class {type(plugin).__qualname__} is a {base.__name__}, but plugin.yaml's types lists "
+                f"{listed}: add '{kind}' to types"
+            )
+    if "service" in types and not isinstance(plugin, ServicePlugin):
+        raise CommandDefinitionError(
+            f"plugin.yaml's types lists 'service', but {type(plugin).__qualname__} is no ServicePlugin (it has no "
+            "run() loop): subclass ServicePlugin, or remove 'service' from types"
+        )
+
+
+_TYPE_OF_CLASS: tuple[tuple[type[Plugin], str], ...] = (
+    (ServicePlugin, "service"),
+    (IntegrationPlugin, "integration"),
+    (ConfigurationPlugin, "configuration"),
+    (EventPlugin, "event"),
+)

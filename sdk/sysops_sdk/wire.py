@@ -26,6 +26,7 @@ from sysops_sdk._server import (
     TokenAuthInterceptor,
 )
 from sysops_sdk._service import EXIT_SERVICE, RESTART_ENV, SERVICE_HEALTH, SERVICE_STOPPED_PREFIX
+from sysops_sdk._types import TYPES_ENV
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "SERVICE_HEALTH",
     "SERVICE_NAME",
     "SERVICE_STOPPED_PREFIX",
+    "TYPES_ENV",
     "Reassembler",
     "ReplyTooLargeError",
     "TokenAuthInterceptor",

@@ -293,3 +293,19 @@ def test_the_configuration_example_reads_its_section(installation: Sysops, tmp_p
         sysops.ok("plugin", "down", "backup-settings")
     finally:
         (sysops.home / "config.yaml").unlink()
+
+
+def test_a_class_whose_type_the_manifest_does_not_list_is_refused_at_readiness(
+    installation: Sysops, tmp_path: Path
+) -> None:
+    sysops = installation
+    directory = write_plugin(
+        tmp_path / "undeclared",
+        name="undeclared",
+        code=SERVICE_CODE.format(name="undeclared"),
+        manifest_extra="types: [command]\nnetwork: none\n",
+    )
+    result = sysops.run("plugin", "up", str(directory))
+    assert result.returncode == 6, result.stderr
+    assert "is a ServicePlugin, but plugin.yaml's types lists command: add 'service' to types" in result.stderr
+    assert "Traceback" not in result.stderr

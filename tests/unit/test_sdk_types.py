@@ -28,7 +28,7 @@ from sysops_sdk._commands import _registry as command_registry
 from sysops_sdk._events import _registry as event_registry
 from sysops_sdk._server import PluginRuntime, PluginServer
 from sysops_sdk.testing import FakeHost, PluginHarness
-from sysops_sdk.wire import EXIT_SERVICE, RESTART_ENV, SERVICE_HEALTH
+from sysops_sdk.wire import EXIT_SERVICE, RESTART_ENV, SERVICE_HEALTH, TYPES_ENV
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -262,3 +262,21 @@ def test_an_event_plugin_without_handlers_or_with_module_commands_is_refused_at_
     assert harness.command_names() == []
     harness.deliver("deploy.finished", {"service": "web"})
     assert harness.plugin.seen_topics == ["deploy.finished"]  # type: ignore[attr-defined]
+
+
+def test_the_class_and_the_manifest_types_must_agree_at_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TYPES_ENV, "command")
+    with pytest.raises(CommandDefinitionError, match=r"Crashing is a ServicePlugin, but plugin.yaml's types lists "):
+        PluginRuntime(Crashing())
+    with pytest.raises(CommandDefinitionError, match="add 'integration' to types"):
+        PluginRuntime(Fetcher())
+
+    class Plain(_Quiet):
+        name = "plain"
+
+    monkeypatch.setenv(TYPES_ENV, "service,command")
+    with pytest.raises(CommandDefinitionError, match=r"lists 'service', but .*Plain is no ServicePlugin"):
+        PluginRuntime(Plain())
+    assert PluginRuntime(Crashing()).commands  # the class fits what the manifest says
+    monkeypatch.delenv(TYPES_ENV)  # run outside sysops (a plugin's own tests): nothing to compare with
+    assert PluginRuntime(Fetcher()) is not None

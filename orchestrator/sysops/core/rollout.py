@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from sysops_sdk.wire import RESTART_ENV
+from sysops_sdk.wire import RESTART_ENV, TYPES_ENV
 
 from sysops.core import events
 from sysops.core.analysis import AnalysisError, Outcome, decide
@@ -383,7 +383,11 @@ class Rollout:
             LABEL_FINGERPRINT: target.fingerprint,
             "sysops.source": target.source,
         }
-        environment = {"SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock", "SYSOPS_INSTANCE": instance_id}
+        environment = {
+            "SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock",
+            "SYSOPS_INSTANCE": instance_id,
+            TYPES_ENV: ",".join(manifest.types),  # the SDK checks the class against them (sysops_sdk/_types.py)
+        }
         if PluginType.SERVICE in manifest.types:  # what the SDK does when run() ends (sysops_sdk/_service.py)
             environment[RESTART_ENV] = manifest.service.restart
         host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
