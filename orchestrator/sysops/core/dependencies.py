@@ -28,6 +28,8 @@ Rules (docs/dependencies.md explains them for users):
   "e 1.0 requires b, b 2.0 requires a>=3, but a 2.1 is running and no other known version of a matches (known:
   1.0, 2.1)", "c 1.4 conflicts with a>=3, but a 3.0 is running".
 - Pre-releases count as versions like any other (a range matches them).
+- Bounded: at most `_MAX_ROUNDS` rounds per resolution and `_MAX_SECONDS` for the whole plan; past either the
+  plan is refused ("too many combinations to resolve").
 - Steps come in dependency order: requirements before their dependents (so the root last), ties by key.
 - `dependents`: a running plugin depends on a key when one of its requirements is served only by that key (or by
   keys going down with it); the order to take them down puts each before what it needs.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +56,13 @@ from sysops.errors import DependencyError, ManifestError
 _REQUIREMENT_TEXT = re.compile(r"\s*([a-z0-9][-a-z0-9]*)\s*(.*?)\s*")
 #: Resolution rounds before giving up (each round pins one identifier or backtracks).
 _MAX_ROUNDS = 2000
+#: Seconds a plan may take, over all its resolutions (each failed one binds a requirement to an older major and
+#: starts again): a catalog written to hurt is refused instead of hanging `plugin up`.
+_MAX_SECONDS = 10.0
+
+
+class _OutOfTime(Exception):
+    """The plan's time budget ran out."""
 
 
 @dataclass(frozen=True)
@@ -370,8 +380,13 @@ def _unique_by_version(candidates: Iterable[Candidate]) -> list[Candidate]:
 class _Provider(AbstractProvider[_Need, _Choice, _Identifier]):
     """resolvelib's view of a `_Catalog`."""
 
-    def __init__(self, catalog: _Catalog) -> None:
+    def __init__(self, catalog: _Catalog, deadline: float) -> None:
         self.catalog = catalog
+        self.deadline = deadline
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _OutOfTime
 
     def identify(self, requirement_or_candidate: _Need | _Choice) -> _Identifier:
         if isinstance(requirement_or_candidate, _Need | _Absent):
@@ -397,6 +412,7 @@ class _Provider(AbstractProvider[_Need, _Choice, _Identifier]):
         requirements: Mapping[_Identifier, Iterator[_Need]],
         incompatibilities: Mapping[_Identifier, Iterator[_Choice]],
     ) -> list[_Choice]:
+        self._in_time()
         needs = list(requirements.get(identifier, ()))
         excluded = list(incompatibilities.get(identifier, ()))
         if all(need.conflict for need in needs):
@@ -409,6 +425,7 @@ class _Provider(AbstractProvider[_Need, _Choice, _Identifier]):
         return requirement.accepts(candidate)
 
     def get_dependencies(self, candidate: _Choice) -> list[_Need]:
+        self._in_time()
         return [] if isinstance(candidate, _Absent) else self.catalog.needs_of(candidate)
 
 
@@ -467,9 +484,10 @@ def _resolve(catalog: _Catalog) -> dict[_Identifier, Candidate]:
     when no older major is left, DependencyError says why the first (newest) attempt failed."""
     root = catalog.root
     first_failure: list[str] = []
+    deadline = time.monotonic() + _MAX_SECONDS
     while True:
         chains = _Chains()
-        resolver: Resolver[_Need, _Choice, _Identifier] = Resolver(_Provider(catalog), chains)
+        resolver: Resolver[_Need, _Choice, _Identifier] = Resolver(_Provider(catalog, deadline), chains)
         try:
             result = resolver.resolve([_Need(Requirement(root.name), (root.name, root.major), None)], _MAX_ROUNDS)
         except ResolutionImpossible as impossible:
@@ -480,7 +498,7 @@ def _resolve(catalog: _Catalog) -> dict[_Identifier, Candidate]:
             suspects = [*failed, *(need for cause in failed for need in reversed(chains.chain_to(cause.parent)))]
             if not _bind_to_an_older_major(catalog, suspects):
                 raise DependencyError("; ".join(first_failure)) from None
-        except ResolutionTooDeep:
+        except (ResolutionTooDeep, _OutOfTime):
             raise DependencyError(f"the requirements of {root} have too many combinations to resolve") from None
         else:
             pinned = {
