@@ -4,7 +4,10 @@ chart's `sysops serve` (the CLI plans and builds with the local engine, the serv
 - `plugin up chain-c` (chain-c requires chain-b requires chain-a; a and b found by discovery through
   SYSOPS_PLUGIN_PATH) starts chain-a, chain-b, chain-c in that order, each pod ready before the next one is
   created; `plugin down chain-a` is refused with exit 7 naming its dependents and no pod removed; `--cascade`
-  takes chain-c, chain-b, chain-a down in that order;
+  takes chain-c, chain-b, chain-a down in that order; `plugin up chain-c` again without discovery starts
+  chain-a and chain-b from their built revisions;
+- two major versions run side by side as pods (twin 2.0.0 under its name, twin 1.0.0 as `twin--v1`), only the
+  plain name's commands routed;
 - a requirement nothing provides (two levels down) is refused with exit 7 naming the chain: no pod created, no
   image built;
 - a service plugin (types [service], a run() loop) shows `service: running`; its loop crashing with
@@ -18,6 +21,7 @@ images the CLI built; skipped without a cluster.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -34,8 +38,9 @@ from tests.integration.test_plugin_types_docker import SERVICE_CODE
 pytestmark = chart.pytestmark
 CHAIN = ("chain-a", "chain-b", "chain-c")
 UNMET = ("needy", "middle")
+SIDE_BY_SIDE = ("twin", "twin--v1", "old-user", "new-user")
 SERVICES = ("crasher", "stayer")
-PLUGINS = (*CHAIN, *UNMET, *SERVICES)
+PLUGINS = (*CHAIN, *UNMET, *SIDE_BY_SIDE, *SERVICES)
 #: The test node has 2 CPUs; the kubelet's exec liveness probe starts a Python process inside these limits.
 SMALL = "limits: {cpu_percent: 20, memory_mb: 64}\nliveness: {interval_s: 10, timeout_s: 15, failures: 6}\n"
 
@@ -67,21 +72,25 @@ def cli(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         wait_for(lambda: chart.remove_images(engine, built), 60, "the plugin images the tests built to go")
 
 
-def small_plugin(directory: Path, name: str, extra: str = "", code: str = "") -> Path:
-    """A plugin in directory/name with command `<name>-ping` (or `code`), small limits and `extra` manifest keys."""
-    command = f"{name}-ping"
-    return write_plugin(
+def small_plugin(directory: Path, name: str, extra: str = "", code: str = "", version: str = "1.0.0") -> Path:
+    """A plugin in directory/name with command `<name>-ping-v<major>` (or `code`), small limits and `extra`
+    manifest keys."""
+    command = f"{name}-ping-v{version.split('.')[0]}"
+    path = write_plugin(
         directory / name,
         name=name,
         code=code or plugin_code(name, command=command),
         manifest_extra=SMALL + extra,
         command=command,
     )
+    manifest = path / "plugin.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", f"version: {version}"))
+    return path
 
 
-def with_plugin_path(cli: Sysops, plugins: Path) -> Sysops:
-    """The same CLI, with `plugins` as a discovery directory."""
-    return Sysops(home=cli.home, env={**cli.env, "SYSOPS_PLUGIN_PATH": str(plugins)})
+def with_plugin_path(cli: Sysops, *plugins: Path) -> Sysops:
+    """The same CLI, with `plugins` as discovery directories."""
+    return Sysops(home=cli.home, env={**cli.env, "SYSOPS_PLUGIN_PATH": os.pathsep.join(map(str, plugins))})
 
 
 def pods(cluster: Cluster, selector: str) -> list[dict[str, Any]]:
@@ -145,7 +154,7 @@ def test_up_starts_the_chain_in_order_and_down_is_refused_then_cascaded(
     for name, previous, pod in zip(CHAIN, chain_pods, chain_pods[1:], strict=False):
         ready_at = timestamp(active[name]).timestamp()
         assert created(pod) >= ready_at and created(pod) >= started(previous), (name, chain_pods)
-    assert [sysops.ok(f"{name}-ping") for name in CHAIN] == ["pong\n"] * 3
+    assert [sysops.ok(f"{name}-ping-v1") for name in CHAIN] == ["pong\n"] * 3
 
     refused = sysops.run("plugin", "down", "chain-a")
     assert refused.returncode == 7, refused.stderr
@@ -157,6 +166,13 @@ def test_up_starts_the_chain_in_order_and_down_is_refused_then_cascaded(
     assert [plugin for plugin, kind in events(sysops) if kind == "unloaded"] == ["chain-c", "chain-b", "chain-a"]
     wait_for(lambda: plugin_pods(cluster) == [], 60, "the chain's pods to be deleted")
     assert json.loads(sysops.ok("plugin", "ls", "--output", "json")) == []
+
+    again = cli.run("plugin", "up", str(root))  # no discovery: chain-a and chain-b only as built revisions
+    assert again.returncode == 0, again.stderr
+    assert "plan: chain-a 1.0.0: start (revision 1 of chain-a)" in again.stderr, again.stderr
+    assert plugin_pods(cluster) == list(CHAIN)
+    cli.ok("plugin", "down", "chain-a", "--cascade")
+    wait_for(lambda: plugin_pods(cluster) == [], 60, "the chain's pods to be deleted again")
 
 
 def test_a_missing_requirement_is_refused_with_nothing_started(cluster: Cluster, cli: Sysops, tmp_path: Path) -> None:
@@ -173,6 +189,29 @@ def test_a_missing_requirement_is_refused_with_nothing_started(cluster: Cluster,
     assert plugin_pods(cluster) == [] and cluster.plugin_objects() == []
     assert built_images(engine, UNMET) == images_before  # nothing was even built
     assert json.loads(cli.ok("plugin", "ls", "--output", "json")) == []
+
+
+def test_two_major_versions_run_side_by_side_as_pods(cluster: Cluster, cli: Sysops, tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    small_plugin(plugins / "v1", "twin")
+    small_plugin(plugins / "v2", "twin", version="2.0.0")
+    old_user = small_plugin(tmp_path / "own", "old-user", 'requires: ["twin<2"]\n')
+    new_user = small_plugin(tmp_path / "own", "new-user", 'requires: ["twin>=2"]\n')
+    sysops = with_plugin_path(cli, plugins / "v1", plugins / "v2")
+
+    sysops.ok("plugin", "up", str(new_user), "--runtime", "kubernetes")
+    result = sysops.run("plugin", "up", str(old_user), "--runtime", "kubernetes")
+    assert result.returncode == 0, result.stderr
+    assert "plan: twin 1.0.0 as twin--v1: start" in result.stderr, result.stderr
+    rows = json.loads(sysops.ok("plugin", "ls", "-o", "json"))
+    listed = {row["name"]: (row["version"], row["state"]) for row in rows}
+    assert listed["twin"] == ("2.0.0", "Active") and listed["twin--v1"] == ("1.0.0", "Active"), listed
+    assert plugin_pods(cluster) == sorted(SIDE_BY_SIDE), plugin_pods(cluster)
+    assert sysops.ok("twin-ping-v2") == "pong\n"  # the version under the plain name serves its commands
+    assert sysops.run("twin-ping-v1").returncode != 0  # a side-by-side version's commands are not routed
+    sysops.ok("plugin", "down", "twin", "--cascade")
+    sysops.ok("plugin", "down", "twin--v1", "--cascade")
+    wait_for(lambda: plugin_pods(cluster) == [], 60, "the side-by-side pods to be deleted")
 
 
 def service_plugin(directory: Path, name: str, restart: str) -> Path:
