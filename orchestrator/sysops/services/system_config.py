@@ -15,14 +15,15 @@ a section nobody owns, a key its owner does not declare, a value that does not f
 required key without a value, two plugins claiming one section. `show` lists every declared key with its
 value, default, owner and source (`file` or `default`). A configuration plugin reads its own section,
 defaults merged in, through the config host service's `section` method (services/config.py); a section
-with problems is refused with them, as the config service refuses an invalid value at read time.
+with problems is refused with them, as the config service refuses an invalid value at read time; a section
+two plugins claim is read by neither (a manifest cannot take another plugin's section by claiming it).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,12 +66,19 @@ class Owners:
 
     sections: dict[str, Owner]
     problems: list[str]
+    #: The section each plugin claims, and the problems of each section claimed twice (read by no claimer).
+    claims: dict[str, str] = field(default_factory=dict)
+    contested: dict[str, list[str]] = field(default_factory=dict)
 
 
 def section_owners(records: Iterable[PluginRecord]) -> Owners:
-    """The sections the installed plugins' `configuration:` blocks claim (by plugin name; first claim wins)."""
+    """The sections the installed plugins' `configuration:` blocks claim (by plugin name; first claim wins for
+    validation and show, but a contested section is served to no claimer: a plugin cannot take another's by
+    claiming it)."""
     sections: dict[str, Owner] = {}
     problems: list[str] = []
+    claims: dict[str, str] = {}
+    contested: dict[str, list[str]] = {}
     for record in sorted(records, key=lambda found: found.name):
         block = record.manifest.get("configuration")
         if SIDE_BY_SIDE_MARK in record.name or not block:
@@ -81,6 +89,7 @@ def section_owners(records: Iterable[PluginRecord]) -> Owners:
             problems.append(f"plugin {record.name}: unreadable configuration block in its stored manifest")
             continue
         owner = Owner(record.name, str(record.manifest.get("version", "")), fragment)
+        claims[record.name] = fragment.section
         if fragment.section in SYSOPS_KEYS:
             problems.append(f"{owner} claims section {shown(fragment.section)}, which is sysops's own key")
         elif fragment.section in sections:
@@ -88,9 +97,10 @@ def section_owners(records: Iterable[PluginRecord]) -> Owners:
                 f"section {shown(fragment.section)} is claimed by both {sections[fragment.section]} and {owner}"
                 " (take one of them down)"
             )
+            contested.setdefault(fragment.section, []).append(problems[-1])
         else:
             sections[fragment.section] = owner
-    return Owners(sections, problems)
+    return Owners(sections, problems, claims, contested)
 
 
 def parse(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
@@ -252,6 +262,9 @@ class SystemConfig:
     def section(self, plugin: str) -> dict[str, Any]:
         """The section `plugin` owns, defaults merged in; ConfigFileError when it owns none or it has problems."""
         owners = section_owners(self._plugins())
+        contested = owners.contested.get(owners.claims.get(plugin, ""))
+        if contested:
+            raise ConfigFileError("; ".join(contested))
         owner = next((found for found in owners.sections.values() if found.plugin == plugin), None)
         if owner is None:
             raise ConfigFileError(
