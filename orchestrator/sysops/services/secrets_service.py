@@ -119,7 +119,11 @@ class SecretsService:
         # Symlinks are followed: an operator may point at a mounted Secret's file (a ..data link).
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
             raise OSError(0, "not a regular file")
-        with open(path, "rb") as handle:
+        # Checked again through the handle: the path may be swapped after the check, and a FIFO without a
+        # writer would block this thread in open() (O_NONBLOCK opens it at once, to be refused).
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise OSError(0, "not a regular file")
             return handle.read(SECRET_BYTES + 1)
 
     def _read_kubernetes(self, reference: SecretReference) -> bytes:
