@@ -5,7 +5,8 @@ chart's `sysops serve` (the CLI plans and builds with the local engine, the serv
   SYSOPS_PLUGIN_PATH) starts chain-a, chain-b, chain-c in that order, each pod ready before the next one is
   created; `plugin down chain-a` is refused with exit 7 naming its dependents and no pod removed; `--cascade`
   takes chain-c, chain-b, chain-a down in that order; `plugin up chain-c` again without discovery starts
-  chain-a and chain-b from their built revisions;
+  chain-a and chain-b from their built revisions; `--force` takes chain-b alone down and chain-c's status names
+  the missing requirement;
 - two major versions run side by side as pods (twin 2.0.0 under its name, twin 1.0.0 as `twin--v1`), only the
   plain name's commands routed;
 - a requirement nothing provides (two levels down) is refused with exit 7 naming the chain: no pod created, no
@@ -171,7 +172,13 @@ def test_up_starts_the_chain_in_order_and_down_is_refused_then_cascaded(
     assert again.returncode == 0, again.stderr
     assert "plan: chain-a 1.0.0: start (revision 1 of chain-a)" in again.stderr, again.stderr
     assert plugin_pods(cluster) == list(CHAIN)
-    cli.ok("plugin", "down", "chain-a", "--cascade")
+    cli.ok("plugin", "down", "chain-b", "--force")  # only chain-b: chain-c keeps serving, missing it
+    wait_for(lambda: plugin_pods(cluster) == ["chain-a", "chain-c"], 60, "chain-b's pod to be deleted")
+    forced = status(cli, "chain-c")
+    assert forced["state"] == "Active" and "chain-c 1.0.0 requires chain-b" in " ".join(forced["missing"]), forced
+    assert cli.ok("chain-c-ping-v1") == "pong\n"
+    cli.ok("plugin", "down", "chain-c")
+    cli.ok("plugin", "down", "chain-a")
     wait_for(lambda: plugin_pods(cluster) == [], 60, "the chain's pods to be deleted again")
 
 
