@@ -287,6 +287,18 @@ def test_dependents_come_furthest_first() -> None:
     assert dependents("nothing", running) == []
 
 
+def test_dependents_that_need_each_other_go_down_before_what_they_need() -> None:
+    """b--v2 needs c, c needs any b: the two are a cycle that needs b, so they go before b (hypothesis found
+    b first, which the cycle's fallback took in name order)."""
+    running = [
+        plugin("a", "1.0", running_as="a"),
+        plugin("b", "1.0", ["a"], running_as="b"),
+        plugin("b", "2.0", ["a", "c"], running_as="b--v2"),
+        plugin("c", "1.0", ["b"], running_as="c"),
+    ]
+    assert [candidate.running_key for candidate in dependents("a", running)] == ["b--v2", "c", "b"]
+
+
 def test_a_requirement_another_running_key_satisfies_does_not_count() -> None:
     running = [
         plugin("a", "2.1", running_as="a"),

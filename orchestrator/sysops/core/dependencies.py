@@ -212,26 +212,39 @@ def dependents(key: str, running: Sequence[Candidate]) -> list[Candidate]:
     found = {
         plugin.running_key: plugin for plugin in running if plugin.running_key in gone and plugin.running_key != key
     }
-    # needed_by[x]: the dependents that need x; x may go down once none of them is still up.
-    needed_by: dict[str, set[str]] = {name: set() for name in found}
-    for plugin in found.values():
-        for needed in _needed_keys(plugin, gone, running):
-            if needed in needed_by:
-                needed_by[needed].add(plugin.running_key)
+    needs = {name: _needed_keys(plugin, gone, running) & set(found) for name, plugin in found.items()}
+    # A group of dependents that need each other (a cycle) goes down together, in name order, once every
+    # dependent outside it that needs one of them is down (Kahn's order over the groups, names breaking ties).
+    reach = {name: _reachable(name, needs) for name in found}
+    group_of = {name: frozenset({name} | {other for other in reach[name] if name in reach[other]}) for name in found}
+    groups = set(group_of.values())
+    users = {
+        group: {group_of[user] for user in found if needs[user] & group and group_of[user] != group} for group in groups
+    }
     order: list[Candidate] = []
-    ready = [name for name, users in needed_by.items() if not users]
+    ready = [(min(group), group) for group in groups if not users[group]]
     heapq.heapify(ready)
     while ready:
-        current = heapq.heappop(ready)
-        order.append(found[current])
-        for needed in _needed_keys(found[current], gone, running):
-            users = needed_by.get(needed)
-            if users is not None and current in users:
-                users.discard(current)
-                if not users:
-                    heapq.heappush(ready, needed)
-    order.extend(plugin for name, plugin in sorted(found.items()) if plugin not in order)  # a cycle: any order
+        _, group = heapq.heappop(ready)
+        order.extend(found[name] for name in sorted(group))
+        for other in groups:
+            if group in users[other]:
+                users[other].discard(group)
+                if not users[other]:
+                    heapq.heappush(ready, (min(other), other))
     return order
+
+
+def _reachable(start: str, needs: Mapping[str, set[str]]) -> set[str]:
+    """The dependents `start` needs, directly or through others."""
+    seen: set[str] = set()
+    stack = list(needs[start])
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(needs[current])
+    return seen
 
 
 def _needed_keys(plugin: Candidate, gone: set[str], running: Sequence[Candidate]) -> set[str]:
