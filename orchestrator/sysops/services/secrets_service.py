@@ -116,16 +116,40 @@ class SecretsService:
 
     @staticmethod
     def _read_file(path: str) -> bytes:
-        # Symlinks are followed: an operator may point at a mounted Secret's file (a ..data link).
+        # Symlinks are followed: an operator may point at a mounted Secret's file (a ..data link). But only
+        # through what this user or root owns: the host often runs as root, and a link another user can
+        # replace would hand a plugin /etc/shadow (ssh's StrictModes rule, applied to the path and its target).
+        _check_trusted_path(path)
+        _check_trusted_path(os.path.realpath(path))
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
             raise OSError(0, "not a regular file")
         # Checked again through the handle: the path may be swapped after the check, and a FIFO without a
         # writer would block this thread in open() (O_NONBLOCK opens it at once, to be refused).
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
                 raise OSError(0, "not a regular file")
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise OSError(0, "writable by others: refused as a secret")
             return handle.read(SECRET_BYTES + 1)
 
     def _read_kubernetes(self, reference: SecretReference) -> bytes:
         assert reference.kubernetes is not None  # SecretReference holds exactly one source
         return self._kubernetes(reference.kubernetes.name, reference.kubernetes.key)
+
+
+def _check_trusted_path(path: str) -> None:
+    """Refuse (OSError) a path another user could change: every component must be owned by root or this
+    user, and no directory on the way may be writable by others unless it is sticky (/tmp: others cannot
+    replace what they do not own there)."""
+    trusted = {0, os.geteuid()}
+    parent = "/"
+    for part in [part for part in path.split("/") if part]:
+        current = os.path.join(parent, part)
+        parent_mode = os.lstat(parent).st_mode
+        if parent_mode & (stat.S_IWGRP | stat.S_IWOTH) and not parent_mode & stat.S_ISVTX:
+            raise OSError(0, f"directory {parent} is writable by others: refused as a path to a secret")
+        status = os.lstat(current)
+        if status.st_uid not in trusted:
+            raise OSError(0, f"{current} is owned by uid {status.st_uid}, neither root nor this user: refused")
+        parent = current
