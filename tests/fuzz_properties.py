@@ -21,9 +21,13 @@ MESSAGE_LIMIT = 1000
 #: Multiplies every fuzz test's example count (1 in CI).
 SCALE = int(os.environ.get("SYSOPS_FUZZ_SCALE", "1"))
 #: What sysops makes in SYSOPS_HOME for itself whatever it is asked: the store and its journal, the lock
-#: directory (lock files live only while held), the cache directory and its (emptied) build context directory.
+#: directory (lock files live only while held, but for the kept dependencies lock), the cache directory and its
+#: (emptied) build context directory.
 BOOKKEEPING = frozenset(
-    {"state.db", "state.db-wal", "state.db-shm", "state.db-journal", "locks", "cache", "cache/contexts"}
+    {
+        *("state.db", "state.db-wal", "state.db-shm", "state.db-journal"),
+        *("locks", "locks/_dependencies.lock", "cache", "cache/contexts"),
+    }
 )
 
 

@@ -6,6 +6,9 @@ a `plugin down` of a plugin that does not exist, from the CLI or through the con
 file in SYSOPS_HOME. So the holder removes the file before it unlocks, and a waiter that then gets the
 lock of the removed file tries again on the file now at the path. The file is opened 0600 and never
 through a symlink (one planted at the path made the lock create its target, and the release removed the link).
+
+One lock is kept instead: `held_shared_lock`, a reader-writer lock on one installation-wide file, whose shared
+holders overlap, so none of them may remove the file (a later holder would lock a new file beside an old one).
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ def held_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
                 if _still_at(handle, path):
                     path.unlink()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def held_shared_lock(path: Path, *, exclusive: bool = False) -> Iterator[None]:
+    """Hold the lock of `path` (created if missing, kept after): shared with every other shared holder, or
+    `exclusive` of all holders; waits until it can. A file no holder removes, so holders always lock one file."""
+    with _open(path) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _open(path: Path) -> IO[str]:

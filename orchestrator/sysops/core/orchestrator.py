@@ -3,7 +3,8 @@
 Every operation starts by reconciling the store with what the engine runs (containers labelled with
 this installation's id), so a later process re-adopts running plugins instead of starting duplicates,
 and the leftovers of an interrupted roll are removed. Operations on one plugin hold a file lock, so two
-`sysops` processes never roll the same plugin at once.
+`sysops` processes never roll the same plugin at once. The dependency checks of `up`, `rollback` and `down` hold
+the installation's dependencies lock (`dependencies_lock`), always taken before a plugin lock.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sysops.core.compatibility import check_image, check_sysops
 from sysops.core.dependencies import Candidate, dependents, plugin_name_of, side_by_side_key, unmet
 from sysops.core.events import EventKind
 from sysops.core.lifecycle import Observation, PluginState, derive_state
-from sysops.core.locks import held_lock
+from sysops.core.locks import held_lock, held_shared_lock
 from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
@@ -61,6 +62,8 @@ _LAST_ERROR_LINES = 50
 _RESTART_STOP_SECONDS = 1.0
 #: Events of a plugin read to count reconciliation's restarts within the stability window.
 _RESTART_EVENTS = 200
+#: The dependencies lock's file in the locks directory: no plugin's ('_' is not allowed in a plugin name).
+_DEPENDENCIES_LOCK = "_dependencies.lock"
 
 
 @dataclass
@@ -144,10 +147,22 @@ class Orchestrator:
     def plugin_lock(self, name: str, *, blocking: bool = True) -> Iterator[bool]:
         """Hold the per-plugin lock (its file exists only while held); yield False if non-blocking and taken."""
         check_plugin_name(name)  # the name becomes a path: never let `../x` or `/srv/x` through
+        with held_lock(self._locks_dir() / f"{name}.lock", blocking=blocking) as acquired:
+            yield acquired
+
+    @contextmanager
+    def dependencies_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Hold the installation's dependencies lock (its file is kept): shared by an Up or rollback from its
+        dependency check until its roll ends, so ups roll side by side; `exclusive` for a `down` from its
+        dependents check until its downs end, so it never takes a requirement from under a plugin being rolled
+        (nor an Up passes its check on a plugin being taken down). Taken before a plugin lock, never inside one."""
+        with held_shared_lock(self._locks_dir() / _DEPENDENCIES_LOCK, exclusive=exclusive):
+            yield
+
+    def _locks_dir(self) -> Path:
         lock_dir = self.settings.home / "locks"
         ensure_private_dir(lock_dir)
-        with held_lock(lock_dir / f"{name}.lock", blocking=blocking) as acquired:
-            yield acquired
+        return lock_dir
 
     # reconciliation
     def reconcile(self) -> None:
@@ -389,23 +404,26 @@ class Orchestrator:
         """
         plugin_dir = path.resolve()
         manifest = self._admit(load_manifest(plugin_dir), str(plugin_dir / "plugin.yaml"))
-        self._check_dependencies(manifest)
-        self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
-        with plugin_build(
-            self.driver,
-            plugin_dir,
-            manifest,
-            base_image=self.settings.base_image,
-            installation_id=self.settings.installation_id,
-            cache_dir=self.settings.cache_dir,
-            progress=self.progress,
-        ) as prepared:
+        with self.dependencies_lock():  # from the check until the roll ends
+            self._check_dependencies(manifest)
+            self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
+            with plugin_build(
+                self.driver,
+                plugin_dir,
+                manifest,
+                base_image=self.settings.base_image,
+                installation_id=self.settings.installation_id,
+                cache_dir=self.settings.cache_dir,
+                progress=self.progress,
+            ) as prepared:
 
-            def build() -> RollTarget:
-                built = prepared.build()  # the engine has the tar once the build returns: removed before the roll
-                return RollTarget(manifest, prepared.tag, built.id, prepared.fingerprint, str(plugin_dir), built=True)
+                def build() -> RollTarget:
+                    built = prepared.build()  # the engine has the tar once the build returns: removed before the roll
+                    return RollTarget(
+                        manifest, prepared.tag, built.id, prepared.fingerprint, str(plugin_dir), built=True
+                    )
 
-            return self._roll_if_changed(manifest, str(plugin_dir), prepared.fingerprint, build)
+                return self._roll_if_changed(manifest, str(plugin_dir), prepared.fingerprint, build)
 
     def up_image(
         self, manifest: Manifest, image: str, fingerprint: str, source: str, key: str = ""
@@ -422,15 +440,16 @@ class Orchestrator:
     def _roll_under_key(self, target: RollTarget, key: str) -> tuple[InstanceRecord, bool]:
         """Admit `target`'s manifest (named after its plugin) under store key `key` (its name when empty), check
         its dependencies, then roll that key to it unless it runs already; a refused image this roll built goes."""
-        try:
-            admitted = self._under_key(self._admit(target.manifest, f"{target.source}/plugin.yaml"), key)
-            self._check_dependencies(admitted)
-            target = dataclasses.replace(target, manifest=admitted)
-        except SysopsError:
-            if target.built:
-                self.rollout.remove_unused_image(target)
-            raise
-        return self._roll_if_changed(target.manifest, target.source, target.fingerprint, lambda: target)
+        with self.dependencies_lock():  # from the check until the roll ends
+            try:
+                admitted = self._under_key(self._admit(target.manifest, f"{target.source}/plugin.yaml"), key)
+                self._check_dependencies(admitted)
+                target = dataclasses.replace(target, manifest=admitted)
+            except SysopsError:
+                if target.built:
+                    self.rollout.remove_unused_image(target)
+                raise
+            return self._roll_if_changed(target.manifest, target.source, target.fingerprint, lambda: target)
 
     def _admit(self, manifest: Manifest, manifest_path: str) -> Manifest:
         """Check compatibility and policy, and that the engine answers; return the manifest to run."""
@@ -565,11 +584,14 @@ class Orchestrator:
         names the requirement they miss).
         """
         self.reconcile()
-        if not force:
+        if force:
+            self._down(name, purge=purge)
+            return
+        with self.dependencies_lock(exclusive=True):  # from the dependents check until the downs end
             for dependent in self._dependents(name, cascade=cascade):
                 self.progress(f"taking {dependent.running_key} down first (it requires {name})")
                 self._down(dependent.running_key, purge=False)
-        self._down(name, purge=purge)
+            self._down(name, purge=purge)
 
     def _dependents(self, name: str, *, cascade: bool) -> list[Candidate]:
         """The running plugins that need `name`, the furthest first; refused (DependencyError) unless `cascade`."""
@@ -630,7 +652,7 @@ class Orchestrator:
         if key and key != name:
             return self._revision_under_key(name, to, key)
         self.reconcile()
-        with self.plugin_lock(name):
+        with self.dependencies_lock(), self.plugin_lock(name):  # from the check until the roll ends
             plugin = self.store.plugin(name)
             revisions = self.store.revisions(name)
             if plugin is None and not revisions:
