@@ -173,6 +173,25 @@ class EventRecord:
     id: int = 0
 
 
+#: How long opening the store retries switching a brand-new database to WAL while another opener holds it.
+_WAL_SWITCH_SECONDS = 30.0
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL. SQLite answers 'database is locked' at once, without its busy handler, when two
+    connections switch a new database at the same moment (two host threads opening a fresh state.db), so
+    the switch is retried for a while instead of failing the first call of a new installation."""
+    deadline = time.monotonic() + _WAL_SWITCH_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class Store:
     """SQLite-backed state of one sysops installation."""
 
@@ -201,7 +220,7 @@ class Store:
             tighten_file(self.path.with_name(self.path.name + suffix))
         with private_umask():  # SQLite creates -wal and -shm itself, with the umask's mode
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
         return connection
 
     @staticmethod
