@@ -120,7 +120,10 @@ def test_an_expired_deadline_interrupts_a_loop_and_frees_its_worker(endpoint: st
     while _cancel.interrupted_count() < before + SEEN.count("spin") - 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     # Every loop that started was interrupted (a call whose deadline passed before a worker took it never runs).
-    assert SEEN.count("spin") >= 16 and _cancel.interrupted_count() == before + SEEN.count("spin") - 1
+    # At most the server's 16 workers ran one each; on a loaded machine a call can reach the server after its
+    # deadline and never start, so fewer may have run (CI saw 15).
+    ran = SEEN.count("spin") - 1
+    assert 0 < ran <= 16 and _cancel.interrupted_count() == before + ran
     started = time.monotonic()
     assert answer(endpoint) == "pong" and time.monotonic() - started < 1
 
