@@ -424,7 +424,7 @@ class Rollout:
             endpoint=status.endpoint or f"unix://{socket_dir}/plugin.sock",
             socket_dir=str(socket_dir),
             created=time.time(),
-            token=spec.token,
+            token=status.token or spec.token,  # a driver that derives its own (kubernetes: pod_tokens.py)
         )
         self.store.add_instance(record)
         if self.hooks is not None:  # its host services listener, now that the driver made its socket directory

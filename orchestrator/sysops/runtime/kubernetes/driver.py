@@ -2,14 +2,17 @@
 
 Each instance is a Pod (not a Deployment: sysops itself does the rolling replacement and the automatic
 rollback that Deployments lack), owned by the plugin's state ConfigMap, with a NetworkPolicy
-from the manifest's `network:`. Pods listen on TCP and require the per-instance token the rollout
-generated. The plugin's limits become resource requests and limits (Guaranteed QoS) and its hardening a
-restricted security context. This module and state.py are the only ones that import the
-kubernetes client; API errors are translated here into sysops errors.
+from the manifest's `network:`. Pods listen on TCP and require a per-pod token derived from the pod's name
+(pod_tokens.py), which reaches the pod only through its Secret `<pod>-token` (with the server's CA when the
+server speaks TLS); the Secret and the NetworkPolicy exist before the pod is created. The plugin's
+limits become resource requests and limits (Guaranteed QoS) and its hardening a restricted security context.
+This module and state.py are the only ones that import the kubernetes client; API errors are translated
+here into sysops errors.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
 import os
@@ -18,6 +21,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -40,6 +44,7 @@ from sysops.runtime.base import (
     ResourceReport,
     StreamCancel,
 )
+from sysops.runtime.kubernetes.pod_tokens import pod_token, token_key, token_secret_name
 from sysops.safe_text import for_terminal
 
 PLUGIN_PORT = 50051
@@ -51,6 +56,11 @@ _POD_IP_TIMEOUT = 60.0
 EPHEMERAL_STORAGE_BASE_BYTES = 64 << 20
 #: Seconds the kubelet allows an exec probe beyond its gRPC deadline (the interpreter starting).
 EXEC_STARTUP_SECONDS = 2
+#: The server's CA certificate (PEM file): when set, plugin pods get it (their token Secret's `ca.crt`) and
+#: call host services over TLS, checking the server's certificate for SYSOPS_HOST_SERVER_NAME.
+HOST_CA_ENV = "SYSOPS_TLS_CA"
+HOST_SERVER_NAME_ENV = "SYSOPS_HOST_SERVER_NAME"
+TOKEN_ENV = "SYSOPS_TOKEN"
 
 
 def _short(exc: ApiException) -> str:
@@ -290,12 +300,19 @@ class KubernetesDriver:
         labels = {key: value for key, value in spec.labels.items() if _LABEL_VALUE.match(value) and len(value) <= 63}
         annotations = {key: value for key, value in spec.labels.items() if key not in labels}
         environment = {**spec.environment, "SYSOPS_LISTEN": f"0.0.0.0:{PLUGIN_PORT}"}
-        if spec.token:
-            environment["SYSOPS_TOKEN"] = spec.token
-        pod = self._pod_body(spec, labels, annotations, environment, owner)
-        try:
-            self.core.create_namespaced_pod(self.namespace, pod)
+        host_ca = _host_ca()
+        server_name = os.environ.get(HOST_SERVER_NAME_ENV, "").strip()
+        if host_ca and server_name:
+            environment[HOST_SERVER_NAME_ENV] = server_name
+        secret = self._token_secret_body(spec.name, labels, owner, host_ca)
+        token_secret = str(secret["metadata"]["name"])
+        pod = self._pod_body(
+            spec, labels, annotations, environment, owner, token_secret=token_secret, host_ca=bool(host_ca)
+        )
+        try:  # the token Secret and the NetworkPolicy first: the pod never runs without either
+            self.core.create_namespaced_secret(self.namespace, secret)
             self.networking.create_namespaced_network_policy(self.namespace, self._policy_body(spec, labels, owner))
+            self.core.create_namespaced_pod(self.namespace, pod)
         except ApiException as exc:
             self.remove(spec.name)
             raise RuntimeOperationError(f"cannot create pod {spec.name}: {_short(exc)}") from exc
@@ -320,6 +337,22 @@ class KubernetesDriver:
             return ""
         return scheduling_problem(pod)
 
+    @staticmethod
+    def _token_secret_body(
+        pod: str, labels: Mapping[str, str], owner: Mapping[str, Any], host_ca: bytes
+    ) -> dict[str, Any]:
+        """The pod's Secret: its token (derived from its name, pod_tokens.py), and the server's CA if any."""
+        data = {"token": base64.b64encode(pod_token(token_key(), pod).encode()).decode()}
+        if host_ca:
+            data["ca.crt"] = base64.b64encode(host_ca).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": token_secret_name(pod), "labels": dict(labels), "ownerReferences": [dict(owner)]},
+            "data": data,
+        }
+
     def _pod_body(
         self,
         spec: InstanceSpec,
@@ -327,7 +360,21 @@ class KubernetesDriver:
         annotations: Mapping[str, str],
         environment: Mapping[str, str],
         owner: Mapping[str, Any],
+        *,
+        token_secret: str = "",
+        host_ca: bool = False,
     ) -> dict[str, Any]:
+        """The pod: `environment` as plain values, plus SYSOPS_TOKEN (and SYSOPS_HOST_CA when `host_ca`) from
+        the Secret `token_secret`, never as a value in the spec."""
+        env: list[dict[str, Any]] = [
+            {"name": key, "value": value} for key, value in sorted(environment.items()) if key != TOKEN_ENV
+        ]
+        if token_secret:
+            from_secret = [(TOKEN_ENV, "token"), *([("SYSOPS_HOST_CA", "ca.crt")] if host_ca else [])]
+            env += [
+                {"name": name, "valueFrom": {"secretKeyRef": {"name": token_secret, "key": key}}}
+                for name, key in from_secret
+            ]
         resources = {
             "cpu": cpu_quantity(spec.limits.nano_cpus),
             "memory": memory_quantity(spec.limits.memory_bytes),
@@ -361,7 +408,7 @@ class KubernetesDriver:
                         "name": "plugin",
                         "image": spec.image,
                         "imagePullPolicy": self.image_pull_policy,
-                        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
+                        "env": env,
                         "ports": [{"name": "grpc", "containerPort": PLUGIN_PORT}],
                         "resources": {"limits": resources, "requests": resources},
                         "securityContext": {
@@ -452,7 +499,8 @@ class KubernetesDriver:
             if terminated is not None:
                 exit_code = int(terminated.exit_code)
                 oom_killed = terminated.reason == "OOMKilled"
-        environment = {item.name: item.value for item in pod.spec.containers[0].env or []}
+        # A pod started before tokens moved to Secrets still carries its token as a plain value.
+        plain_token = next((item.value for item in pod.spec.containers[0].env or [] if item.name == TOKEN_ENV), None)
         return InstanceStatus(
             handle=metadata.name,
             name=metadata.name,
@@ -463,7 +511,7 @@ class KubernetesDriver:
             started_at=_engine_time(status.start_time),
             restart_count=int(container_status.restart_count) if container_status else 0,
             endpoint=f"{status.pod_ip}:{PLUGIN_PORT}" if status.pod_ip else "",
-            token=environment.get("SYSOPS_TOKEN", ""),
+            token=plain_token or pod_token(token_key(), metadata.name),
         )
 
     def logs(
@@ -551,13 +599,19 @@ class KubernetesDriver:
         raise RuntimeOperationError(f"pod {handle} is restarted by the kubelet's livenessProbe, not by sysops")
 
     def remove(self, handle: str) -> None:
-        """Delete the pod at once, and its NetworkPolicy."""
+        """Delete the pod at once, its NetworkPolicy and its token Secret."""
         self._delete_pod(handle, 0)
         try:
             self.networking.delete_namespaced_network_policy(handle, self.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete NetworkPolicy {handle}: {_short(exc)}") from exc
+        secret = token_secret_name(handle)
+        try:
+            self.core.delete_namespaced_secret(secret, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(f"cannot delete Secret {secret}: {_short(exc)}") from exc
 
     def _delete_pod(self, handle: str, grace: int) -> None:
         try:
@@ -565,6 +619,18 @@ class KubernetesDriver:
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete pod {handle}: {_short(exc)}") from exc
+
+
+def _host_ca() -> bytes:
+    """The server's CA certificate that plugin pods verify it with (SYSOPS_TLS_CA), or b'' without TLS."""
+    path = os.environ.get(HOST_CA_ENV, "").strip()
+    if not path:
+        return b""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise RuntimeOperationError(f"cannot read the server's CA {path} ({HOST_CA_ENV}): {reason}") from None
 
 
 def _engine_time(moment: datetime | None) -> str:
