@@ -86,7 +86,9 @@ def test_renders_for_oldest_and_current_kubernetes(render: Render, kube: str) ->
             "Deployment",
             "Role",
             "RoleBinding",
-            "Secret",
+            "Secret",  # -auth
+            "Secret",  # -keys
+            "Secret",  # -tls
             "Service",
             "ServiceAccount",
         ]
@@ -220,7 +222,7 @@ def test_server_environment(render: Render) -> None:
     objects = render()
     (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = _env(container)
-    secret = _one(objects, "Secret")
+    [secret] = [obj for obj in objects if obj["kind"] == "Secret" and obj["metadata"]["name"].endswith("-auth")]
     assert env["SYSOPS_SERVER_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": secret["metadata"]["name"],
         "key": "token",
@@ -244,7 +246,7 @@ def test_plugin_pull_policy_and_extra_args_come_from_values(render: Render) -> N
 
 def test_existing_secret_replaces_the_generated_one(render: Render) -> None:
     objects = render("--set", "auth.existingSecret=my-token")
-    assert not [obj for obj in objects if obj["kind"] == "Secret"]
+    assert not [obj for obj in objects if obj["kind"] == "Secret" and obj["metadata"]["name"].endswith("-auth")]
     (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert _env(container)["SYSOPS_SERVER_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "my-token", "key": "token"}
 
@@ -308,6 +310,7 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         ("", "services"): {"get"},
         ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "delete", "patch", "update"},
         ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+        ("", "secrets"): {"create", "delete"},
     }
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
@@ -323,6 +326,7 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
             "resources": ["configmaps"],
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
         },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     ]
     binding = _one(objects, "RoleBinding")
     assert binding["roleRef"] == {

@@ -62,3 +62,8 @@ app.kubernetes.io/part-of: sysops
 {{- define "sysops.homeClaimName" -}}
 {{- default (printf "%s-home" (include "sysops.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
+
+{{/* Secret holding the server's TLS certificate (tls.crt, tls.key, ca.crt): tls.existingSecret, else "<fullname>-tls". */}}
+{{- define "sysops.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "sysops.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
