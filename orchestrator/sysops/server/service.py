@@ -3,8 +3,9 @@
 Each call runs the same Orchestrator operations the local CLI runs, with the configured runtime driver
 (Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
 status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
-A background loop reconciles every few seconds, so crashed or deleted instances are noticed without a
-client asking; a failing pass is logged and the next one runs. Beside it the supervisor (core/supervisor.py)
+A background loop reconciles every few seconds (on Kubernetes, informers name each change instead:
+server/plugin_controller.py), so crashed or deleted instances are noticed without a client asking; a failing
+pass is logged and the next one runs. Beside it the supervisor (core/supervisor.py)
 probes every instance and restarts a wedged one (Docker; on Kubernetes the kubelet does).
 
 A followed log stream (`plugin logs -f`) holds a worker thread for as long as its client listens, so
@@ -563,6 +564,10 @@ def serve(
     startup = servicer.orchestrator()
     try:
         driver.ping()
+        if mirror is not None and driver.name == "kubernetes":
+            from sysops.server.plugin_controller import migrate_configmaps  # needs the kubernetes client
+
+            migrate_configmaps(driver)
         startup.restore_from_mirror() if mirror is not None else startup.reconcile()
     finally:
         startup.close()
@@ -580,9 +585,20 @@ def serve(
     hosting = start_hosting(settings, driver.name, server, stop)
     servicer.attach_host_services(hosting.services, hosting.bus.publish)
     server.start()
-    threading.Thread(
-        target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
-    ).start()
+    if mirror is not None and driver.name == "kubernetes":  # informers name what changed: no polling
+        from sysops.server.plugin_controller import start_controller
+
+        start_controller(
+            servicer.orchestrator,
+            str(getattr(driver, "namespace", "default")),
+            settings.installation_id,
+            stop,
+            check_image=lambda image, plugin: check_own_image(image, settings.installation_id, plugin),
+        )
+    else:
+        threading.Thread(
+            target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
+        ).start()
     if driver.name != "kubernetes":  # there the kubelet's livenessProbe restarts a wedged pod
         supervisor = Supervisor(settings, driver)
         threading.Thread(target=supervisor.run, args=(stop,), name="sysops-supervisor", daemon=True).start()

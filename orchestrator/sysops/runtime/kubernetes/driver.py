@@ -1,7 +1,7 @@
 """The Kubernetes runtime driver: plugin instances as pods that sysops manages, in one namespace.
 
 Each instance is a Pod (not a Deployment: sysops itself does the rolling replacement and the automatic
-rollback that Deployments lack), owned by the plugin's state ConfigMap, with a NetworkPolicy
+rollback that Deployments lack), owned by the plugin's Plugin object (plugin_resource.py), with a NetworkPolicy
 from the manifest's `network:`. Pods listen on TCP and require a per-pod token derived from the pod's name
 (pod_tokens.py), which reaches the pod only through its Secret `<pod>-token` (with the server's CA when the
 server speaks TLS); the Secret and the NetworkPolicy exist before the pod is created. The plugin's
@@ -44,11 +44,11 @@ from sysops.runtime.base import (
     ResourceReport,
     StreamCancel,
 )
+from sysops.runtime.kubernetes.plugin_resource import PluginApi, plugin_owner_reference
 from sysops.runtime.kubernetes.pod_tokens import pod_token, token_key, token_secret_name
 from sysops.safe_text import for_terminal
 
 PLUGIN_PORT = 50051
-STATE_ROLE_LABEL = "sysops.dev/role"
 ORCHESTRATOR_SELECTOR = {"app.kubernetes.io/name": "sysops"}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_IP_TIMEOUT = 60.0
@@ -75,16 +75,6 @@ def scheduling_problem(pod: Any) -> str:
             reason = str(condition.message or condition.reason or "").strip()
             return f": {for_terminal(reason)}" if reason else ""
     return ""
-
-
-def state_configmap_name(plugin: str) -> str:
-    """Name of the ConfigMap that holds a plugin's desired state and owns its pods."""
-    return f"sysops-plugin-{plugin}"
-
-
-def state_labels(plugin: str) -> dict[str, str]:
-    """Labels of a plugin's state ConfigMap."""
-    return {"app.kubernetes.io/managed-by": "sysops", STATE_ROLE_LABEL: "plugin-state", LABEL_PLUGIN: plugin}
 
 
 def load_client_config() -> None:
@@ -251,32 +241,13 @@ class KubernetesDriver:
 
     # owner
     def ensure_owner(self, plugin: str) -> dict[str, Any]:
-        """Return the plugin's state ConfigMap, which owns its pods, creating an empty one if missing."""
-        name = state_configmap_name(plugin)
-        try:
-            return dict(self.core.read_namespaced_config_map(name, self.namespace).to_dict())
-        except ApiException as exc:
-            if exc.status != 404:
-                raise RuntimeOperationError(f"cannot read ConfigMap {name}: {_short(exc)}") from exc
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": state_labels(plugin)},
-            "data": {},
-        }
-        try:
-            return dict(self.core.create_namespaced_config_map(self.namespace, body).to_dict())
-        except ApiException as exc:
-            raise RuntimeOperationError(f"cannot create ConfigMap {name}: {_short(exc)}") from exc
+        """Return the plugin's Plugin object, which owns its pods, policies and Secrets, creating an empty one
+        if missing (the first roll's pods need their owner before the roll writes the spec)."""
+        return PluginApi(self.namespace).ensure(plugin)
 
     @staticmethod
     def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"],
-        }
+        return plugin_owner_reference(owner)
 
     # instances
     def start(self, spec: InstanceSpec) -> InstanceStatus:

@@ -1,0 +1,132 @@
+"""Moving an older server's plugin state from ConfigMaps to Plugin objects, with no plugin pod restarted.
+
+Before the Plugin custom resource, each plugin's desired state was a ConfigMap `sysops-plugin-<name>`
+(label sysops.dev/role=plugin-state; data manifest.json, revisions.json, source) that owned the plugin's pods
+and NetworkPolicies. At server start, each such ConfigMap becomes a Plugin object with the same data, its pods
+and policies are re-owned by that object (a patch of their ownerReferences: the pod keeps its UID and its
+container keeps running), and the ConfigMap is deleted with propagationPolicy Orphan, so the garbage collector
+takes nothing with it. Every step can be repeated: a run interrupted anywhere is finished by the next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from sysops.errors import RuntimeOperationError
+from sysops.runtime.base import LABEL_PLUGIN
+from sysops.runtime.kubernetes.plugin_resource import (
+    PluginApi,
+    empty_plugin,
+    plugin_owner_reference,
+    spec_of,
+)
+
+LOG = logging.getLogger("sysops.migration")
+#: The label (and value) of the ConfigMaps an older server kept plugin state in.
+STATE_ROLE_LABEL = "sysops.dev/role"
+STATE_ROLE = "plugin-state"
+
+
+def state_configmap_name(plugin: str) -> str:
+    """Name of the ConfigMap an older server kept a plugin's state in."""
+    return f"sysops-plugin-{plugin}"
+
+
+def _short(exc: ApiException) -> str:
+    return f"{exc.status} {exc.reason}".strip()
+
+
+def configmap_spec(data: Mapping[str, str]) -> dict[str, Any]:
+    """The Plugin spec holding what a state ConfigMap held ({} for one that never completed a roll)."""
+    if "manifest.json" not in data:
+        return {}
+    revisions = json.loads(data.get("revisions.json", "[]"))
+    return spec_of(str(data.get("source", "")), json.loads(data["manifest.json"]), revisions)
+
+
+def reowned(references: list[Mapping[str, Any]], old_uid: str, new: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The ownerReferences with the ConfigMap's (`old_uid`) replaced by the Plugin object's `new`; None when
+    there is nothing to change (owned by the Plugin object already, or not by the ConfigMap)."""
+    if not any(ref.get("uid") == old_uid for ref in references):
+        return None
+    kept = [dict(ref) for ref in references if ref.get("uid") not in (old_uid, new["uid"])]
+    return [*kept, dict(new)]
+
+
+class ConfigMapMigration:
+    """Migrates every state ConfigMap of one namespace (core and networking are the client APIs)."""
+
+    def __init__(self, core: Any, networking: Any, plugins: PluginApi) -> None:
+        self.core = core
+        self.networking = networking
+        self.plugins = plugins
+        self.namespace = plugins.namespace
+
+    def run(self) -> list[str]:
+        """Migrate each state ConfigMap; return the plugins migrated."""
+        try:
+            listed: Any = self.core.list_namespaced_config_map(
+                self.namespace, label_selector=f"{STATE_ROLE_LABEL}={STATE_ROLE}"
+            )
+        except ApiException as exc:
+            raise RuntimeOperationError(f"cannot list the ConfigMaps of plugin state: {_short(exc)}") from exc
+        migrated = []
+        for configmap in listed.items:
+            plugin = str((configmap.metadata.labels or {}).get(LABEL_PLUGIN, ""))
+            if plugin:
+                self.migrate(plugin, str(configmap.metadata.uid), configmap.data or {})
+                migrated.append(plugin)
+        return migrated
+
+    def migrate(self, plugin: str, configmap_uid: str, data: Mapping[str, str]) -> None:
+        """The Plugin object first (its data), then its pods and policies re-owned, then the ConfigMap deleted."""
+        spec = configmap_spec(data)
+        obj = self.plugins.get(plugin) or self.plugins.create(empty_plugin(plugin, spec))
+        if spec and not (obj.get("spec") or {}).get("revisions"):
+            obj = self.plugins.replace_spec(plugin, spec)
+        generation = int(obj["metadata"].get("generation", 1) or 1)
+        self.plugins.patch_status(plugin, {"observedGeneration": generation})  # what serves is this spec
+        owner = plugin_owner_reference(obj)
+        selector = f"{LABEL_PLUGIN}={plugin}"
+        for kind, items, patch in (
+            ("pod", self.core.list_namespaced_pod, self.core.patch_namespaced_pod),
+            (
+                "NetworkPolicy",
+                self.networking.list_namespaced_network_policy,
+                self.networking.patch_namespaced_network_policy,
+            ),
+        ):
+            for item in items(self.namespace, label_selector=selector).items:
+                references = [ref.to_dict() for ref in item.metadata.owner_references or []]
+                new = reowned([_camel_reference(ref) for ref in references], configmap_uid, owner)
+                if new is None:
+                    continue
+                body = [{"op": "replace", "path": "/metadata/ownerReferences", "value": new}]
+                try:
+                    patch(item.metadata.name, self.namespace, body)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise RuntimeOperationError(
+                            f"cannot re-own {kind} {item.metadata.name} by Plugin {plugin}: {_short(exc)}"
+                        ) from exc
+        try:
+            self.core.delete_namespaced_config_map(
+                state_configmap_name(plugin), self.namespace, propagation_policy="Orphan"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(
+                    f"cannot delete ConfigMap {state_configmap_name(plugin)}: {_short(exc)}"
+                ) from exc
+        LOG.warning("plugin %s: state moved from its ConfigMap to its Plugin object (no pod restarted)", plugin)
+
+
+def _camel_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference of the client's model (snake_case) as the API writes it."""
+    names = {"api_version": "apiVersion", "block_owner_deletion": "blockOwnerDeletion"}
+    return {names.get(key, key): value for key, value in reference.items() if value is not None}

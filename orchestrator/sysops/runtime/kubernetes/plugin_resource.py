@@ -1,0 +1,226 @@
+"""Desired state in the cluster: each plugin is a `Plugin` custom object (plugins.sysops.dev/v1alpha1).
+
+The orchestrator's SQLite store is only a cache inside its pod. A restarted orchestrator rebuilds it from
+these objects (`load`) and re-adopts the running plugin pods by label, so nothing is lost. The Plugin object
+owns the plugin's pods, NetworkPolicies and token Secrets, so `kubectl delete plugin NAME` deletes them. Its
+spec is what should serve (the CLI's rolls write it; `kubectl apply` may too: server/plugin_controller.py
+rolls it), its status what serves (`write_status`, a patch of the status subresource). The CRD is
+charts/sysops/crds/plugins.sysops.dev.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from sysops.errors import RuntimeOperationError
+from sysops.runtime.base import LABEL_PLUGIN, MirroredPlugin
+
+GROUP = "sysops.dev"
+VERSION = "v1alpha1"
+PLURAL = "plugins"
+KIND = "Plugin"
+API_VERSION = f"{GROUP}/{VERSION}"
+#: Revisions kept per plugin (the oldest are dropped first): the CRD allows at most 20.
+MAX_REVISIONS = 20
+#: The revision dict key that marks the one serving now (set by the orchestrator; not stored).
+SERVING_KEY = "serving"
+#: status fields `write_status` accepts (Python name -> the object's camelCase name).
+STATUS_FIELDS = {
+    "phase": "phase",
+    "ready_replicas": "readyReplicas",
+    "revision": "revision",
+    "observed_generation": "observedGeneration",
+    "last_fault": "lastFault",
+    "conditions": "conditions",
+}
+
+
+def plugin_owner_reference(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference that makes a pod, NetworkPolicy or Secret belong to the Plugin object `obj`."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def plugin_labels(plugin: str) -> dict[str, str]:
+    """Labels of a plugin's Plugin object."""
+    return {"app.kubernetes.io/managed-by": "sysops", LABEL_PLUGIN: plugin}
+
+
+def empty_plugin(plugin: str, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The body of a new Plugin object (an owner before the first roll completes: no image yet)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": plugin, "labels": plugin_labels(plugin)},
+        "spec": dict(spec or {}),
+    }
+
+
+def _short(exc: ApiException) -> str:
+    return f"{exc.status} {exc.reason}".strip()
+
+
+class PluginApi:
+    """The Plugin objects of one namespace through the custom objects API (errors as sysops errors)."""
+
+    def __init__(self, namespace: str, custom: Any = None) -> None:
+        self.namespace = namespace
+        self._custom: Any = custom
+
+    @property
+    def custom(self) -> Any:
+        """The custom objects API client, configured on first use."""
+        if self._custom is None:
+            from sysops.runtime.kubernetes.driver import load_client_config
+
+            load_client_config()
+            self._custom = client.CustomObjectsApi()
+        return self._custom
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The Plugin object `name`, or None when there is none."""
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeOperationError(f"cannot read Plugin {name}: {_short(exc)}") from exc
+        return found
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Plugin object; one created meanwhile by someone else is read instead."""
+        name = str(body["metadata"]["name"])
+        try:
+            created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, dict(body)
+            )
+        except ApiException as exc:
+            if exc.status == 409 and (existing := self.get(name)) is not None:
+                return existing
+            raise RuntimeOperationError(f"cannot create Plugin {name}: {_short(exc)}") from exc
+        return created
+
+    def ensure(self, name: str) -> dict[str, Any]:
+        """The Plugin object `name`, created empty if missing."""
+        return self.get(name) or self.create(empty_plugin(name))
+
+    def replace_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the object's spec as a whole (a JSON patch: keys a new manifest dropped go too); return the
+        object (its new generation)."""
+        try:
+            patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, [{"op": "add", "path": "/spec", "value": dict(spec)}]
+            )
+        except ApiException as exc:
+            raise RuntimeOperationError(f"cannot update Plugin {name}: {_short(exc)}") from exc
+        return patched
+
+    def patch_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge `status` into the status subresource; None when the object is gone."""
+        try:
+            patched: dict[str, Any] = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, name, {"status": dict(status)}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeOperationError(f"cannot update the status of Plugin {name}: {_short(exc)}") from exc
+        return patched
+
+    def delete(self, name: str) -> None:
+        """Delete the object (the cluster deletes what it owns in the background); gone already is fine."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise RuntimeOperationError(f"cannot delete Plugin {name}: {_short(exc)}") from exc
+
+    def list(self, **options: Any) -> dict[str, Any]:
+        """The raw list of Plugin objects (its items and metadata.resourceVersion)."""
+        try:
+            listed: dict[str, Any] = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **options
+            )
+        except ApiException as exc:
+            raise RuntimeOperationError(f"cannot list Plugin objects: {_short(exc)}") from exc
+        return listed
+
+
+def spec_of(source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+    """The spec that says a plugin serves its `serving` revision (the newest when none is marked)."""
+    kept = [{k: v for k, v in r.items() if k != SERVING_KEY} for r in revisions[-MAX_REVISIONS:]]
+    serving = next((r for r in revisions if r.get(SERVING_KEY)), revisions[-1] if revisions else None)
+    spec: dict[str, Any] = {
+        "manifest": dict(manifest),
+        "source": source,
+        "revisions": kept,
+        "replicas": int(str(manifest.get("replicas", 1) or 1)),
+    }
+    if serving is not None:
+        spec["manifest"] = dict(serving.get("manifest") or manifest)  # type: ignore[call-overload]
+        spec["image"] = str(serving.get("image", ""))
+        spec["imageDigest"] = str(serving.get("image_id", ""))
+        spec["revision"] = int(str(serving.get("revision", 0)))
+        spec["fingerprint"] = str(serving.get("fingerprint", ""))
+    return spec
+
+
+class PluginResourceMirror:
+    """Mirrors plugins, their revisions and what serves into Plugin objects (runtime/base.py StateMirror)."""
+
+    def __init__(self, namespace: str, api: PluginApi | None = None) -> None:
+        self.api = api or PluginApi(namespace)
+
+    def save(
+        self, name: str, source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Write the plugin's manifest, source, revision history and serving revision into its spec, and
+        mark that generation observed (the server's own write is not a change for the controller to roll)."""
+        spec = spec_of(source, manifest, revisions)
+        obj = self.api.get(name) or self.api.create(empty_plugin(name, spec))
+        if obj.get("spec") != spec:
+            obj = self.api.replace_spec(name, spec)
+        self.api.patch_status(name, {"observedGeneration": int(obj["metadata"].get("generation", 1))})
+
+    def delete(self, name: str) -> None:
+        """Delete the Plugin object; the cluster deletes the pods, policies and Secrets it owns."""
+        self.api.delete(name)
+
+    def load(self) -> list[MirroredPlugin]:
+        """Read every plugin's state (objects without an image never completed a roll, and are skipped)."""
+        return [mirrored for item in self.api.list().get("items", []) if (mirrored := mirrored_plugin(item))]
+
+    def write_status(self, name: str, **fields: Any) -> None:
+        """Patch the Plugin object's status: phase, ready_replicas, revision, observed_generation, last_fault,
+        conditions (the Python names; others are refused). A plugin whose object is gone is skipped."""
+        unknown = set(fields) - set(STATUS_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown Plugin status fields: {', '.join(sorted(unknown))}")
+        self.api.patch_status(name, {STATUS_FIELDS[key]: value for key, value in fields.items()})
+
+
+def mirrored_plugin(item: Mapping[str, Any]) -> MirroredPlugin | None:
+    """A Plugin object as the store restores it, or None when it never completed a roll."""
+    spec = item.get("spec") or {}
+    if not spec.get("manifest") or not spec.get("revisions"):
+        return None
+    return MirroredPlugin(
+        name=str(item["metadata"]["name"]),
+        source=str(spec.get("source", "")),
+        manifest=dict(spec["manifest"]),
+        revisions=tuple(dict(r) for r in spec.get("revisions") or []),
+    )

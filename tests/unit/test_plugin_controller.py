@@ -1,0 +1,224 @@
+"""The server's Plugin controller (server/plugin_controller.py) over the fake driver and an in-memory Plugin API:
+a changed spec is rolled (or rolled back to) without the CLI, a failed spec rolls back, says why in the status
+and is not tried again, the server's own writes are no change, a deleted object is forgotten, and handling a
+change reads nothing of any other plugin."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from sysops.core.manifest import Manifest, parse_manifest
+from sysops.core.orchestrator import Orchestrator
+from sysops.core.policy import Policy
+from sysops.runtime.base import LABEL_PLUGIN, InstanceStatus
+from sysops.runtime.fake import FakeDriver
+from sysops.runtime.kubernetes.informer import DELETED, MODIFIED
+from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror
+from sysops.server.plugin_controller import PluginController, decide, pod_fault
+from sysops.settings import Settings
+from sysops.store import RevisionRecord
+from sysops_sdk import Plugin
+
+from tests.unit.conftest import BrokenInit, EchoV1, EchoV2
+
+
+class MemoryPlugins(PluginApi):
+    """Plugin objects in a dict, with the API server's generation rule: a spec change bumps it, status does not."""
+
+    def __init__(self) -> None:
+        super().__init__("test", custom=object())
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.uids = 0
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        found = self.objects.get(name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(body["metadata"]["name"])
+        self.uids += 1
+        obj = copy.deepcopy(dict(body))
+        obj["metadata"].update(uid=f"uid-{self.uids}", generation=1)
+        self.objects.setdefault(name, obj)
+        return copy.deepcopy(self.objects[name])
+
+    def replace_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        obj = self.objects[name]
+        if obj.get("spec") != spec:
+            obj["spec"] = copy.deepcopy(dict(spec))
+            obj["metadata"]["generation"] += 1
+        return copy.deepcopy(obj)
+
+    def patch_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        obj = self.objects.get(name)
+        if obj is None:
+            return None
+        obj.setdefault("status", {}).update(copy.deepcopy(dict(status)))
+        return copy.deepcopy(obj)
+
+    def delete(self, name: str) -> None:
+        self.objects.pop(name, Policy())
+
+    def list(self, **options: Any) -> dict[str, Any]:
+        return {"items": [copy.deepcopy(o) for o in self.objects.values()], "metadata": {"resourceVersion": "1"}}
+
+    def kubectl_apply(self, name: str, **changes: Any) -> dict[str, Any]:
+        """What `kubectl apply` of an edited spec does."""
+        return self.replace_spec(name, {**self.objects[name]["spec"], **changes})
+
+
+def _manifest(version: str, **extra: Any) -> Manifest:
+    data = {"name": "echo", "version": version, "entrypoint": "x:Y", "limits": {"cpu_percent": 10, "memory_mb": 64}}
+    return parse_manifest({**data, **extra}, "test")
+
+
+class Spy(FakeDriver):
+    """The fake driver, recording the labels of every listing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[dict[str, str]] = []
+
+    def list_instances(self, labels: Mapping[str, str]) -> list[InstanceStatus]:
+        self.listed.append(dict(labels))
+        return super().list_instances(labels)
+
+
+@pytest.fixture
+def world(settings: Settings) -> Iterator[tuple[PluginController, MemoryPlugins, Spy, Orchestrator]]:
+    driver = Spy()
+    images: dict[str, type[Plugin]] = {"echo-v1": EchoV1, "echo-v2": EchoV2, "broken": BrokenInit}
+    for image, plugin_class in images.items():
+        driver.add_image(image, plugin_class)
+    api = MemoryPlugins()
+    mirror = PluginResourceMirror("test", api=api)
+    cli = Orchestrator(settings, driver, mirror=mirror)
+    controller = PluginController(lambda: Orchestrator(settings, driver, mirror=mirror), api, settings.installation_id)
+    yield controller, api, driver, cli
+    for handle in list(driver.instances):
+        driver.remove(handle)
+    cli.close()
+
+
+def _serving(orchestrator: Orchestrator) -> tuple[int, str]:
+    [instance] = orchestrator.store.active_instances("echo")
+    return instance.revision, instance.version
+
+
+def _changed(controller: PluginController, api: MemoryPlugins) -> None:
+    """Deliver the object's MODIFIED event and handle what it queued, as a worker would."""
+    controller.on_plugin(MODIFIED, api.objects["echo"])
+    for name, what in list(controller._pending.items()):
+        controller._pending.pop(name)
+        controller.handle(name, what)
+
+
+def test_a_cli_roll_marks_its_own_spec_observed(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    obj = api.objects["echo"]
+    assert obj["spec"]["image"] == "echo-v1" and obj["spec"]["revision"] == 1
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert (obj["status"]["phase"], obj["status"]["readyReplicas"], obj["status"]["revision"]) == ("Active", 1, 1)
+    controller.on_plugin(MODIFIED, obj)
+    assert controller._pending == {}  # the server's own write is no change to roll
+
+
+def test_an_applied_image_and_manifest_roll_without_the_cli(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    api.kubectl_apply("echo", image="echo-v2", manifest=_manifest("2.0.0").model_dump(mode="json"), revision=0)
+    _changed(controller, api)
+    assert _serving(cli) == (2, "2.0.0")
+    obj = api.objects["echo"]
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert (obj["status"]["phase"], obj["status"]["revision"], obj["status"]["lastFault"]) == ("Active", 2, "")
+
+
+def test_an_applied_revision_is_rolled_back_to(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    cli.up_image(_manifest("2.0.0"), "echo-v2", "fp2", "/src/echo")
+    api.kubectl_apply("echo", revision=1)  # only the revision edited: image and manifest still say revision 2's
+    _changed(controller, api)
+    assert _serving(cli) == (1, "1.0.0")
+    assert api.objects["echo"]["status"]["revision"] == 1
+
+
+def test_a_failing_spec_rolls_back_says_why_and_is_not_tried_again(world: Any) -> None:
+    controller, api, driver, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    api.kubectl_apply("echo", image="broken", manifest=_manifest("3.0.0").model_dump(mode="json"), revision=0)
+    _changed(controller, api)
+    assert _serving(cli) == (1, "1.0.0")
+    obj = api.objects["echo"]
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert "database unreachable" in status["lastFault"]
+    assert status["phase"] == "Active" and status["revision"] == 1
+    assert any(c["type"] == "Degraded" and "database unreachable" in c["message"] for c in status["conditions"])
+    starts = len(driver.started_specs)
+    _changed(controller, api)  # a resync or a status write: the same generation is not tried again
+    assert len(driver.started_specs) == starts
+
+
+def test_an_invalid_manifest_is_refused_in_the_status(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    api.kubectl_apply("echo", image="echo-v2", manifest={"name": "echo", "version": "not a version"})
+    _changed(controller, api)
+    assert _serving(cli) == (1, "1.0.0")
+    assert "version" in api.objects["echo"]["status"]["lastFault"]
+    assert api.objects["echo"]["status"]["observedGeneration"] == api.objects["echo"]["metadata"]["generation"]
+
+
+def test_a_deleted_object_is_forgotten(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    obj = api.objects["echo"]
+    api.delete("echo")
+    controller.on_plugin(DELETED, obj)
+    controller.handle("echo", controller._pending.pop("echo"))
+    assert cli.store.plugin("echo") is None and cli.store.revisions("echo") == []
+    assert cli.store.routes() == []
+
+
+def test_a_change_reads_only_the_plugin_it_names(world: Any) -> None:
+    controller, api, driver, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    api.kubectl_apply("echo", image="echo-v2", manifest=_manifest("2.0.0").model_dump(mode="json"), revision=0)
+    driver.listed.clear()
+    _changed(controller, api)
+    assert driver.listed and all(labels.get(LABEL_PLUGIN) == "echo" for labels in driver.listed)
+
+
+def test_decide_from_the_spec_and_what_serves() -> None:
+    revisions = {
+        n: RevisionRecord(
+            "echo", n, f"{n}.0.0", f"img{n}", f"img{n}", "fp", _manifest(f"{n}.0.0").model_dump(mode="json"), 0
+        )
+        for n in (1, 2)
+    }
+
+    def obj(generation: int = 2, observed: int = 1, **spec: Any) -> dict[str, Any]:
+        return {"metadata": {"generation": generation}, "spec": spec, "status": {"observedGeneration": observed}}
+
+    manifest2 = revisions[2].manifest
+    assert decide(obj(observed=2, image="img9"), 2, revisions, Policy()).action == "none"
+    assert decide(obj(image="img2", manifest=manifest2, revision=2), 2, revisions, Policy()).action == "none"
+    assert decide(obj(image="img2", manifest=manifest2, revision=1), 2, revisions, Policy()).revision == 1
+    assert decide(obj(image="img9", manifest=manifest2), 2, revisions, Policy()).action == "up"
+    changed = {**manifest2, "description": "changed"}
+    assert decide(obj(image="img2", manifest=changed), 2, revisions, Policy()).action == "up"
+    assert decide(obj(revision=7), 2, revisions, Policy()).action == "none"
+    assert decide(obj(), 0, {}, Policy()).action == "none"  # an owner created before its first roll
+
+
+def test_pod_fault_names_what_the_kubelet_saw() -> None:
+    killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    oom = {"status": {"containerStatuses": [{"restartCount": 2, "state": {"running": {}}, "lastState": killed}]}}
+    assert pod_fault(oom) == "OOMKilled: exit code 137, restarted 2 times"
+    assert pod_fault({"status": {"containerStatuses": [{"restartCount": 0, "state": {"running": {}}}]}}) == ""
