@@ -1,0 +1,242 @@
+"""Leader election for `sysops serve --leader-elect`: only the holder of a Lease runs the server.
+
+The chart runs two server replicas; both own the same plugin pods, so only one may restore state, adopt
+pods, reconcile and answer at a time. They agree through a `coordination.k8s.io/v1` Lease
+`<fullname>-leader` in their namespace, as Kubernetes' own controllers do (client-go's leaderelection):
+
+- `wait_for_leadership` blocks until this process holds the Lease: it creates it, takes it when it is free
+  (no holder: the last leader released it) or when its record has not changed for its `leaseDurationSeconds`
+  as timed on this process's own clock (the holder stopped renewing; no clock sync between nodes needed).
+  Every write is an update carrying the resourceVersion read, so of two candidates only one wins (the other
+  gets 409 Conflict and stays standby).
+- `keep_renewing` renews every RENEW_SECONDS in a thread; when no renewal has succeeded for
+  RENEW_DEADLINE_SECONDS (below the lease's duration, so that nobody else may already hold it), or another
+  holder is seen, it calls `on_lost` — `sysops serve` exits non-zero then, and the kubelet restarts it as a
+  standby: it never keeps serving without the Lease.
+- `release` (on SIGTERM, after the server stopped) clears the holder, so the standby takes over at its next
+  try instead of waiting out the lease.
+
+This module and the runtime driver are where the kubernetes client is imported (lazily, in
+`kubernetes_lease_api`); the elector itself talks to anything with the three CoordinationV1Api methods it
+uses (tests give it a fake).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+LEASE_SECONDS = 10
+RENEW_SECONDS = 2.0
+#: A leader that could not renew for this long gives up (exits) before its lease can have expired elsewhere.
+RENEW_DEADLINE_SECONDS = LEASE_SECONDS - RENEW_SECONDS
+_CONFLICT = 409
+_NOT_FOUND = 404
+
+log = logging.getLogger("sysops.leader")
+
+
+class LeaseApi(Protocol):
+    """The part of kubernetes.client.CoordinationV1Api the elector uses (bodies are plain dicts)."""
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        """The Lease (raises ApiException 404 when absent)."""
+
+    def create_namespaced_lease(self, namespace: str, body: Any) -> Any:
+        """Create it (409 when it exists)."""
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
+        """Update it (409 when body's resourceVersion is not the stored one)."""
+
+
+def kubernetes_lease_api() -> LeaseApi:
+    """The cluster's CoordinationV1Api (in-cluster service account, else the kubeconfig)."""
+    from kubernetes import client
+
+    from sysops.runtime.kubernetes.driver import load_client_config
+
+    load_client_config()
+    api: LeaseApi = client.CoordinationV1Api()
+    return api
+
+
+def micro_time(moment: datetime) -> str:
+    """A MicroTime as the API server parses it (RFC 3339 with exactly six fractional digits, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _status(exc: Exception) -> int | None:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """A Lease read from the API as its JSON shape (the client returns a model; fakes return dicts)."""
+    if isinstance(obj, dict):
+        return obj
+    from kubernetes.client import ApiClient
+
+    converted: dict[str, Any] = ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return converted
+
+
+@dataclass
+class _Observed:
+    """The last Lease record seen (its resourceVersion) and when this process first saw it (monotonic)."""
+
+    resource_version: str = ""
+    since: float = 0.0
+
+
+@dataclass
+class LeaderElector:
+    """Acquire, renew and release the Lease `name` in `namespace` as `identity` (the pod's name)."""
+
+    api: LeaseApi
+    namespace: str
+    name: str
+    identity: str
+    lease_seconds: int = LEASE_SECONDS
+    renew_seconds: float = RENEW_SECONDS
+    renew_deadline_seconds: float = RENEW_DEADLINE_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _observed: _Observed = field(default_factory=_Observed)
+    _last_renewed: float | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether the last attempt found or made this process the holder."""
+        return self._last_renewed is not None
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt: create the Lease, renew it, or take it when free or expired. True if we hold it now.
+
+        API errors other than a lost race are logged and count as not holding it (the caller retries).
+        """
+        try:
+            return self._attempt()
+        except Exception as exc:  # any API or network failure is one failed attempt
+            if _status(exc) != _CONFLICT:
+                log.warning("lease %s/%s: %s", self.namespace, self.name, str(exc).splitlines()[0] if str(exc) else exc)
+            return False
+
+    def _attempt(self) -> bool:
+        try:
+            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
+        except Exception as exc:
+            if _status(exc) != _NOT_FOUND:
+                raise
+            self.api.create_namespaced_lease(self.namespace, self._body(None, transitions=0, acquired=None))
+            return self._holding()
+        metadata, spec = lease.get("metadata") or {}, lease.get("spec") or {}
+        version = str(metadata.get("resourceVersion") or "")
+        holder = spec.get("holderIdentity") or ""
+        if version != self._observed.resource_version:
+            self._observed = _Observed(version, self.clock())
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
+        if holder and holder != self.identity and self.clock() - self._observed.since < duration:
+            self._last_renewed = None
+            return False  # someone else holds it and renews it
+        # Our own name on it while we do not lead: this pod's previous container, which is gone.
+        renewing = holder == self.identity and self._last_renewed is not None
+        acquired = spec.get("acquireTime") if renewing else None
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        self.api.replace_namespaced_lease(self.name, self.namespace, self._body(version, transitions, acquired))
+        return self._holding()
+
+    def _holding(self) -> bool:
+        self._last_renewed = self.clock()
+        return True
+
+    def _body(
+        self, resource_version: str | None, transitions: int, acquired: str | None, *, holding: bool = True
+    ) -> dict[str, Any]:
+        """The Lease as we write it: held by us (renewed now), or released (no holder, 1 s duration)."""
+        now = micro_time(self.wall_clock())
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version  # optimistic concurrency: 409 if it changed since
+        spec: dict[str, Any] = {
+            "leaseDurationSeconds": self.lease_seconds if holding else 1,
+            "acquireTime": acquired or now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+        if holding:
+            spec["holderIdentity"] = self.identity
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
+    def wait_for_leadership(self, stop: threading.Event) -> bool:
+        """Block until this process holds the Lease (True) or `stop` is set (False), trying every renew period."""
+        logged_holder = None
+        while not stop.is_set():
+            if self.try_acquire_or_renew():
+                return True
+            holder = self.holder()
+            if holder != logged_holder:
+                log.info("standby: lease %s/%s is held by %s", self.namespace, self.name, holder or "nobody")
+                logged_holder = holder
+            stop.wait(self.renew_seconds)
+        return False
+
+    def holder(self) -> str:
+        """The Lease's holder now ('' when free, absent, or unreadable)."""
+        try:
+            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
+        except Exception:  # only for the log line
+            return ""
+        return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+    def renew_once(self) -> bool:
+        """Renew now; False once the Lease is lost: another holder took it, or no renewal succeeded for the
+        renew deadline (so we must stop before anyone else may legitimately take it)."""
+        if self._last_renewed is None:
+            return False
+        last = self._last_renewed
+        if self.try_acquire_or_renew():
+            return True
+        if self._last_renewed is None:  # another holder
+            return False
+        if self.clock() - last >= self.renew_deadline_seconds:
+            self._last_renewed = None
+            return False
+        return True
+
+    def keep_renewing(self, stop: threading.Event, on_lost: Callable[[], None]) -> threading.Thread:
+        """Renew every renew period in a daemon thread until `stop`; call `on_lost` once if the Lease is lost."""
+
+        def run() -> None:
+            while not stop.wait(self.renew_seconds):
+                if not self.renew_once():
+                    if not stop.is_set():
+                        on_lost()
+                    return
+
+        thread = threading.Thread(target=run, name="sysops-leader-renew", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> bool:
+        """Give the Lease up if we hold it (holder cleared, duration 1 s), so a standby takes it at once.
+        True when released; False when not ours or the update failed (then it simply expires)."""
+        if self._last_renewed is None:
+            return False
+        self._last_renewed = None
+        try:
+            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
+            metadata, spec = lease.get("metadata") or {}, lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
+                return False
+            transitions = int(spec.get("leaseTransitions") or 0)
+            body = self._body(str(metadata.get("resourceVersion") or ""), transitions, None, holding=False)
+            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+        except Exception as exc:  # the lease then expires on its own
+            log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)
+            return False
+        return True

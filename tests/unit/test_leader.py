@@ -1,0 +1,236 @@
+"""server/leader.py on a fake CoordinationV1Api: contention, expiry takeover, update conflicts, release, loss."""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from sysops.server.leader import LeaderElector
+
+MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+class FakeLeases:
+    """Leases in one namespace with resourceVersions: create is 409 when it exists, replace 409 when stale."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.before_replace: Callable[[], None] | None = None
+        self.failing = False
+        self.writes = 0
+
+    def _check(self) -> None:
+        if self.failing:
+            raise ApiException(status=500, reason="Internal Server Error")
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> dict[str, Any]:
+        self._check()
+        if name not in self.leases:
+            raise ApiException(status=404, reason="Not Found")
+        return copy.deepcopy(self.leases[name])
+
+    def _store(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        self.writes += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        self.leases[name] = stored
+        return copy.deepcopy(stored)
+
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        name = body["metadata"]["name"]
+        if name in self.leases:
+            raise ApiException(status=409, reason="AlreadyExists")
+        assert "resourceVersion" not in body["metadata"]
+        return self._store(name, body)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        if self.before_replace is not None:
+            hook, self.before_replace = self.before_replace, None
+            hook()
+        if body["metadata"].get("resourceVersion") != self.leases[name]["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        return self._store(name, body)
+
+    def spec(self, name: str = "sysops-leader") -> dict[str, Any]:
+        spec: dict[str, Any] = self.leases[name]["spec"]
+        return spec
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def api() -> FakeLeases:
+    return FakeLeases()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def elector(api: FakeLeases, clock: Clock, identity: str) -> LeaderElector:
+    return LeaderElector(api, "ns", "sysops-leader", identity, clock=clock)
+
+
+def test_the_first_candidate_creates_the_lease_and_the_second_stays_standby(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew() and a.is_leader
+    spec = api.spec()
+    assert (spec["holderIdentity"], spec["leaseDurationSeconds"], spec["leaseTransitions"]) == ("pod-a", 10, 0)
+    assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
+    assert not b.try_acquire_or_renew() and not b.is_leader
+    assert b.holder() == "pod-a"
+
+
+def test_a_renewing_leader_is_never_taken_over(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew()
+    acquired = api.spec()["acquireTime"]
+    for _ in range(20):  # 40 s of renewals every 2 s
+        clock.now += 2
+        assert a.renew_once()
+        assert not b.try_acquire_or_renew()
+    assert api.spec()["holderIdentity"] == "pod-a" and api.spec()["acquireTime"] == acquired
+
+
+def test_an_expired_lease_is_taken_over_after_its_duration_on_the_standbys_clock(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew()  # then pod-a stops renewing (its node died)
+    assert not b.try_acquire_or_renew()
+    clock.now += 9.9
+    assert not b.try_acquire_or_renew()
+    clock.now += 0.1
+    assert b.try_acquire_or_renew()
+    assert (api.spec()["holderIdentity"], api.spec()["leaseTransitions"]) == ("pod-b", 1)
+    assert not a.renew_once()  # the old leader learns it lost the lease
+
+
+def test_two_candidates_taking_an_expired_lease_at_once_only_one_wins(api: FakeLeases, clock: Clock) -> None:
+    a, b, c = elector(api, clock, "pod-a"), elector(api, clock, "pod-b"), elector(api, clock, "pod-c")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew() and not c.try_acquire_or_renew()
+    clock.now += 10
+    # c writes between b's read and b's update: b's update carries a stale resourceVersion (409).
+    api.before_replace = lambda: c.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    assert c.is_leader and not b.is_leader
+    assert api.spec()["holderIdentity"] == "pod-c"
+
+
+def test_a_conflict_on_renewal_is_retried_not_fatal(api: FakeLeases, clock: Clock) -> None:
+    a = elector(api, clock, "pod-a")
+    assert a.try_acquire_or_renew()
+
+    def touch() -> None:  # someone bumps the object (e.g. a label edit) between read and update
+        api.leases["sysops-leader"]["metadata"]["resourceVersion"] = "999"
+
+    api.before_replace = touch
+    clock.now += 2
+    assert a.renew_once()  # the 409 is one failed try within the deadline
+    clock.now += 2
+    assert a.renew_once() and api.spec()["holderIdentity"] == "pod-a"
+
+
+def test_creating_races_with_another_creator(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    original = api.read_namespaced_lease
+
+    def read_then_b_creates(name: str, namespace: str) -> dict[str, Any]:
+        api.read_namespaced_lease = original  # type: ignore[method-assign]
+        try:
+            return original(name, namespace)
+        finally:
+            assert b.try_acquire_or_renew()
+
+    api.read_namespaced_lease = read_then_b_creates  # type: ignore[method-assign]
+    assert not a.try_acquire_or_renew()
+    assert api.spec()["holderIdentity"] == "pod-b"
+
+
+def test_release_lets_the_standby_take_over_at_once(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    assert a.release() and not a.is_leader
+    spec = api.spec()
+    assert spec.get("holderIdentity") is None and spec["leaseDurationSeconds"] == 1
+    assert b.try_acquire_or_renew()  # no time passed
+    assert api.spec()["holderIdentity"] == "pod-b"
+
+
+def test_release_of_a_lease_we_do_not_hold_changes_nothing(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew()
+    writes = api.writes
+    assert not b.release()
+    assert api.writes == writes and api.spec()["holderIdentity"] == "pod-a"
+
+
+def test_a_restarted_container_of_the_leader_pod_takes_its_own_lease_at_once(api: FakeLeases, clock: Clock) -> None:
+    assert elector(api, clock, "pod-a").try_acquire_or_renew()
+    restarted = elector(api, clock, "pod-a")  # same pod name, new process
+    assert restarted.try_acquire_or_renew()
+    assert api.spec()["leaseTransitions"] == 0
+
+
+def test_renewal_failing_past_the_deadline_loses_the_lease_before_it_expires(api: FakeLeases, clock: Clock) -> None:
+    a = elector(api, clock, "pod-a")
+    assert a.try_acquire_or_renew()
+    api.failing = True
+    for _ in range(3):
+        clock.now += 2
+        assert a.renew_once()  # 2, 4, 6 s without a renewal: still within the deadline
+    clock.now += 2
+    assert not a.renew_once() and not a.is_leader  # 8 s: gives up, 2 s before anyone may take it
+    api.failing = False
+    assert not a.renew_once()  # once lost, stays lost (the process exits)
+
+
+def test_keep_renewing_calls_on_lost_when_another_holder_takes_it(api: FakeLeases) -> None:
+    a = LeaderElector(api, "ns", "sysops-leader", "pod-a", renew_seconds=0.01)
+    assert a.try_acquire_or_renew()
+    lost = threading.Event()
+    stop = threading.Event()
+    thread = a.keep_renewing(stop, lost.set)
+    assert not lost.wait(0.2)  # renewing fine
+    api.leases["sysops-leader"]["spec"]["holderIdentity"] = "pod-b"
+    api.leases["sysops-leader"]["metadata"]["resourceVersion"] = "500"
+    assert lost.wait(5)
+    thread.join(5)
+    stop.set()
+
+
+def test_wait_for_leadership_blocks_until_the_holder_releases(api: FakeLeases) -> None:
+    a = LeaderElector(api, "ns", "sysops-leader", "pod-a", renew_seconds=0.01)
+    b = LeaderElector(api, "ns", "sysops-leader", "pod-b", renew_seconds=0.01)
+    assert a.try_acquire_or_renew()
+    won = threading.Event()
+    waiter = threading.Thread(target=lambda: b.wait_for_leadership(threading.Event()) and won.set(), daemon=True)
+    waiter.start()
+    assert not won.wait(0.3)
+    a.release()
+    assert won.wait(5)
+    waiter.join(5)
+    assert api.spec()["holderIdentity"] == "pod-b"
+
+
+def test_wait_for_leadership_returns_false_when_stopped(api: FakeLeases, clock: Clock) -> None:
+    assert elector(api, clock, "pod-a").try_acquire_or_renew()
+    stop = threading.Event()
+    stop.set()
+    assert not elector(api, clock, "pod-b").wait_for_leadership(stop)
