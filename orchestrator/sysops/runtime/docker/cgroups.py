@@ -216,10 +216,15 @@ def block_device_for(directory: str, sys_root: Path = Path("/sys")) -> BlockDevi
         rdev = os.stat(source).st_rdev
     except OSError:
         return None
-    major_minor = f"{os.major(rdev)}:{os.minor(rdev)}"
+    disk = whole_disk(f"{os.major(rdev)}:{os.minor(rdev)}", sys_root)
+    return BlockDevice(path=disk.path or source, major_minor=disk.major_minor)
+
+
+def whole_disk(major_minor: str, sys_root: Path = Path("/sys")) -> BlockDevice:
+    """The whole disk of block device `major_minor` (itself unless it is a partition; throttles apply to whole
+    disks only); `path` is `/dev/<disk>` when a partition was mapped, else "" (the caller's own path stands)."""
     sys_dir = sys_root / "dev" / "block" / major_minor
-    if (sys_dir / "partition").exists():
-        disk = sys_dir.resolve().parent
-        major_minor = (_read(disk / "dev") or major_minor).strip()
-        source = f"/dev/{disk.name}"
-    return BlockDevice(path=source, major_minor=major_minor)
+    if not (sys_dir / "partition").exists():
+        return BlockDevice(path="", major_minor=major_minor)
+    disk = sys_dir.resolve().parent
+    return BlockDevice(path=f"/dev/{disk.name}", major_minor=(_read(disk / "dev") or major_minor).strip())

@@ -12,6 +12,8 @@ The rule set (IPv4; IPv6 output is rejected except on loopback):
     OUTPUT  -o lo ACCEPT · ESTABLISHED,RELATED ACCEPT · allowed destination[/port] -> SYSOPS-ALLOW ·
             REJECT everything else (TCP reset, so a refused connect fails at once)
     SYSOPS-ALLOW  connlimit above N (mask 0: all connections of the namespace) REJECT · ACCEPT
+The connection limit's rules and their read-back are runtime/netns_firewall.py's (the Kubernetes node agent
+programs the same limit in plugin pods).
     INPUT   -i lo ACCEPT · ESTABLISHED,RELATED ACCEPT · policy DROP (nothing may connect in)
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 from sysops.errors import RuntimeOperationError
 from sysops.runtime.base import EgressAllowance
+from sysops.runtime.netns_firewall import connection_limit, connection_limit_rules, nsenter_prefix, run_iptables
 
 ALLOW_CHAIN = "SYSOPS-ALLOW"
 _TIMEOUT = 15
@@ -90,10 +93,7 @@ def rules(destinations: Sequence[tuple[str, tuple[int, ...]]], connections: int 
     commands.append(["-A", "OUTPUT", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
     commands.append(["-A", "OUTPUT", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"])
     if connections is not None:
-        above = ["-m", "conntrack", "--ctstate", "NEW", "-m", "connlimit", "--connlimit-above", str(connections)]
-        above += ["--connlimit-mask", "0"]
-        commands.append(["-A", ALLOW_CHAIN, "-p", "tcp", *above, "-j", "REJECT", "--reject-with", "tcp-reset"])
-        commands.append(["-A", ALLOW_CHAIN, *above, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"])
+        commands.extend(connection_limit_rules(ALLOW_CHAIN, connections))
     commands.append(["-A", ALLOW_CHAIN, "-j", "ACCEPT"])
     return commands
 
@@ -123,13 +123,7 @@ def check_host_support(plugin: str) -> None:
 
 
 def _run(pid: int, binary: str, arguments: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nsenter", "-t", str(pid), "-n", binary, "-w", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=_TIMEOUT,
-        check=False,
-    )
+    return run_iptables(nsenter_prefix(pid), arguments, binary)
 
 
 def apply(pid: int, destinations: Sequence[tuple[str, tuple[int, ...]]], connections: int | None, plugin: str) -> None:
@@ -183,12 +177,10 @@ def read_back(pid: int) -> FirewallReading | None:
         return None
     if result.returncode != 0:
         return None
-    limit: int | None = None
+    limit = connection_limit(result.stdout, ALLOW_CHAIN)
     allowed: list[str] = []
     output = [line.split() for line in result.stdout.splitlines()]
     for words in output:
-        if "--connlimit-above" in words and words[1] == ALLOW_CHAIN:
-            limit = int(words[words.index("--connlimit-above") + 1])
         if words[:2] == ["-A", "OUTPUT"] and words[-2:] == ["-j", ALLOW_CHAIN]:
             port = words[words.index("--dport") + 1] if "--dport" in words else "*"
             allowed.append(f"{words[words.index('-d') + 1]}:{port}")
