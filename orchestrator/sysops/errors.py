@@ -18,7 +18,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line: unknown command, missing argument, bad option value
     PLUGIN_UNAVAILABLE = 3  # no ready instance serves the command, or it died mid-call
     INVALID_PLUGIN = 4  # plugin.yaml, entrypoint or command declarations are wrong
-    ENGINE_UNAVAILABLE = 5  # the container engine or cluster cannot be reached
+    ENGINE_UNAVAILABLE = 5  # the engine, cluster or server cannot be reached, or a server's TLS is unverified
     START_FAILED = 6  # the plugin did not become ready (crashed, initialize() failed, timed out)
     CONFLICT = 7  # a command name conflict, or a plugin dependency or conflict that cannot be met
     NOT_FOUND = 8  # no such plugin or revision
@@ -73,6 +73,12 @@ class EngineUnavailableError(SysopsError):
 
     exit_code = ExitCode.ENGINE_UNAVAILABLE
     retryable = True
+
+
+class ServerUnverifiedError(SysopsError):
+    """A sysops server's TLS certificate was not verified (wrong CA or name, or no TLS): nothing was sent to it."""
+
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
 
 
 class RuntimeOperationError(SysopsError):

@@ -6,6 +6,11 @@ after the container starts, so nothing connects at import time), authenticated w
 with a deadline on every call and `wait_for_ready` so a socket that appears a moment late is waited for
 rather than failed. gRPC statuses become the SDK's exceptions, each with one line naming service and method;
 a host that is down gives HostUnavailableError within the deadline, never a hang.
+
+On Kubernetes the host is the server's TCP port, which speaks TLS: the pod gets the server's CA as
+SYSOPS_HOST_CA (PEM, from its token Secret) and the name the certificate carries as SYSOPS_HOST_SERVER_NAME,
+checked through `grpc.ssl_target_name_override` because the endpoint is an IP address (no cluster DNS needed).
+A Unix socket (the resident host on Docker) and a TCP endpoint without a CA stay plaintext.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from sysops_sdk.protocol.v1 import host_pb2
 ENDPOINT_ENV = "SYSOPS_HOST_ENDPOINT"
 DEFAULT_ENDPOINT = "unix:///run/sysops/host.sock"
 TOKEN_ENV = "SYSOPS_TOKEN"
+CA_ENV = "SYSOPS_HOST_CA"
+SERVER_NAME_ENV = "SYSOPS_HOST_SERVER_NAME"
 TIMEOUT_ENV = "SYSOPS_HOST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 CALL_METHOD = "/sysops.host.v1.Host/Call"
@@ -52,6 +59,17 @@ def timeout_from_env() -> float:
     return seconds
 
 
+def host_channel(endpoint: str) -> grpc.Channel:
+    """The channel to the host: TLS verified with SYSOPS_HOST_CA (for SYSOPS_HOST_SERVER_NAME when set) on a
+    TCP endpoint that has one, else plaintext (a Unix socket)."""
+    ca = os.environ.get(CA_ENV, "")
+    if endpoint.startswith("unix:") or not ca.strip():
+        return grpc.insecure_channel(endpoint)
+    server_name = os.environ.get(SERVER_NAME_ENV, "").strip()
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates=ca.encode()), options=options)
+
+
 class HostClient:
     """A lazily connected, thread-safe client of the sysops host's service calls."""
 
@@ -67,7 +85,7 @@ class HostClient:
     def _callable(self) -> Any:
         with self._lock:
             if self._call is None:
-                self._channel = grpc.insecure_channel(self.endpoint)
+                self._channel = host_channel(self.endpoint)
                 self._call = self._channel.unary_unary(
                     CALL_METHOD,
                     request_serializer=host_pb2.ServiceCall.SerializeToString,

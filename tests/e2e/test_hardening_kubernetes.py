@@ -49,7 +49,7 @@ def test_whole_cores_and_gibibytes_roll_out_and_cancelled_followers_free_their_s
         env=server_env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     cli_env = {**os.environ, "SYSOPS_HOME": str(tmp_path / "cli"), "SYSOPS_SERVER": f"127.0.0.1:{port}"}
-    cli = Sysops(home=tmp_path / "cli", env={**cli_env, "SYSOPS_TOKEN": token})
+    cli = Sysops(home=tmp_path / "cli", env={**cli_env, "SYSOPS_TOKEN": token, "SYSOPS_INSECURE": "1"})  # plaintext
     try:
         assert server.stderr is not None and "control API on" in server.stderr.readline()
         plugin_dir = copy_example("hello", tmp_path)

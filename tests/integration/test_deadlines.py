@@ -264,6 +264,7 @@ def served(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
         "SYSOPS_HOME": str(tmp_path / "client-home"),
         "SYSOPS_SERVER": f"127.0.0.1:{server.port}",
         "SYSOPS_TOKEN": TOKEN,
+        "SYSOPS_INSECURE": "1",  # the test server is plaintext
     }
     try:
         yield Sysops(home=tmp_path / "client-home", env=env)

@@ -181,6 +181,7 @@ def served(engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[Sysops
     server.start()
     address = f"127.0.0.1:{server.port}"
     env = {**os.environ, "SYSOPS_HOME": str(tmp_path / "client-home"), "SYSOPS_SERVER": address, "SYSOPS_TOKEN": TOKEN}
+    env["SYSOPS_INSECURE"] = "1"  # the test server is plaintext
     try:
         yield Sysops(home=tmp_path / "client-home", env=env), address
     finally:

@@ -218,7 +218,7 @@ def served(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
     server = LoggedServer(root / "server-home", _free_port(), root / "server.log")
     server.start()
     env = {**os.environ, "SYSOPS_HOME": str(root / "client-home"), "SYSOPS_SERVER": f"127.0.0.1:{server.port}"}
-    cli = Sysops(home=root / "client-home", env={**env, "SYSOPS_TOKEN": TOKEN})
+    cli = Sysops(home=root / "client-home", env={**env, "SYSOPS_TOKEN": TOKEN, "SYSOPS_INSECURE": "1"})  # plaintext
     served = Served(server, cli)
     try:
         plugin_dir = root / "hostile"

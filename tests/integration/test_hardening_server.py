@@ -72,6 +72,7 @@ def running_server(engine: docker.DockerClient, root: Path) -> Iterator[Served]:
         "SYSOPS_HOME": str(cli_home),
         "SYSOPS_SERVER": f"127.0.0.1:{server.port}",
         "SYSOPS_TOKEN": TOKEN,
+        "SYSOPS_INSECURE": "1",  # the test server is plaintext
     }
     served = Served(server, settings, Sysops(home=cli_home, env=env), copy_example("hello", root), channel)
     try:

@@ -60,6 +60,7 @@ def server(engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[Server
         "SYSOPS_HOME": str(client_home),
         "SYSOPS_SERVER": f"127.0.0.1:{server.port}",
         "SYSOPS_TOKEN": TOKEN,
+        "SYSOPS_INSECURE": "1",  # the test server is plaintext
     }
     try:
         yield server, Sysops(home=client_home, env=env)

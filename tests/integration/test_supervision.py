@@ -85,7 +85,7 @@ def supervised(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Supervis
     server = LoggedServer(tmp_path / "server-home", _free_port(), tmp_path / "server.log")
     server.start()
     env = {**os.environ, "SYSOPS_HOME": str(tmp_path / "client-home"), "SYSOPS_SERVER": f"127.0.0.1:{server.port}"}
-    cli = Sysops(home=tmp_path / "client-home", env={**env, "SYSOPS_TOKEN": TOKEN})
+    cli = Sysops(home=tmp_path / "client-home", env={**env, "SYSOPS_TOKEN": TOKEN, "SYSOPS_INSECURE": "1"})  # plaintext
     backend = Sysops(home=server.home, env={})
     try:
         for name, code in (("wedge", WEDGE_CODE), ("steady", STEADY_CODE)):

@@ -295,7 +295,7 @@ def test_the_events_rpc_lists_follows_and_frees_its_slot_on_cancel(
     servicer, port = control
     store = Store(settings.store_path)
     events.record(store, "echo", EventKind.LOADED, "1.0.0 started")
-    client = RemoteClient(ServerContext("test", f"127.0.0.1:{port}", TOKEN))
+    client = RemoteClient(ServerContext("test", f"127.0.0.1:{port}", TOKEN, insecure=True))
     assert [e.kind for e in client.events("echo")] == ["loaded"]
     followed = client.events(None, follow=True)
     assert next(followed).kind == "loaded"
@@ -317,7 +317,7 @@ def test_the_events_rpc_lists_follows_and_frees_its_slot_on_cancel(
         list(client.events("nothing"))
     assert missing.value.exit_code == 8
     client.close()
-    stranger = RemoteClient(ServerContext("test", f"127.0.0.1:{port}", "wrong-token-wrong-token"))
+    stranger = RemoteClient(ServerContext("test", f"127.0.0.1:{port}", "wrong-token-wrong-token", insecure=True))
     with pytest.raises(SysopsError, match="refused the token"):
         list(stranger.events())
     stranger.close()

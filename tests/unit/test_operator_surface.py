@@ -107,6 +107,7 @@ def served(settings: Settings, orchestrator: Orchestrator, monkeypatch: pytest.M
     server.servicer.attach_host_services(services, publish)
     served = Served(server, services, published, orchestrator.driver)
     monkeypatch.setenv("SYSOPS_SERVER", served.address)
+    monkeypatch.setenv("SYSOPS_INSECURE", "1")  # the test server is plaintext
     monkeypatch.setenv("SYSOPS_TOKEN", ADMIN_TOKEN)
     yield served
     server.stop(0).wait(5)

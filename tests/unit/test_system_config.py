@@ -207,6 +207,7 @@ def served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host
     assert server.servicer is not None
     server.servicer.attach_host_services(host_services)
     monkeypatch.setenv("SYSOPS_SERVER", f"127.0.0.1:{server.port}")
+    monkeypatch.setenv("SYSOPS_INSECURE", "1")  # the test server is plaintext
     monkeypatch.setenv("SYSOPS_TOKEN", VIEWER_TOKEN)
     yield host_services
     server.stop(0).wait(5)

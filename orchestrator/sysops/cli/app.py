@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 
 import click
@@ -17,7 +18,6 @@ from sysops.cli.server_cmd import context_app, serve
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
 from sysops.cli.system_config_cmd import config_app
 from sysops.errors import SysopsError, UsageError
-from sysops.nodeagent.command import node_agent
 
 app = typer.Typer(
     name="sysops",
@@ -31,7 +31,6 @@ app.add_typer(plugin_app, name="plugin")
 app.add_typer(context_app, name="context")
 app.add_typer(host_app, name="host")
 app.command("serve")(serve)
-app.command("node-agent")(node_agent)
 app.add_typer(events_app, name="events")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(config_app, name="config")
@@ -44,8 +43,14 @@ events_app.command("publish")(publish)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Talk plaintext (no TLS) to the server of the context (SYSOPS_INSECURE=1)"
+    ),
+) -> None:
     """Operations CLI whose commands come from plugins, each running in its own container."""
+    if insecure:  # main() already takes a leading --insecure off for the routed commands' fast path
+        os.environ["SYSOPS_INSECURE"] = "1"
 
 
 def unknown_command(word: str, known: list[str]) -> UsageError:

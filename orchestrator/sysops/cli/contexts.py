@@ -3,12 +3,17 @@
 Resolution order: `SYSOPS_SERVER` (+ `SYSOPS_TOKEN`) in the environment; else the context named by
 `SYSOPS_CONTEXT` or `current-context` in the config file (`SYSOPS_CONFIG`, default
 `~/.config/sysops/config.yaml`); else local. Kept cheap: the routed-command path calls `current()`.
+
+A server is talked to over TLS, verified with the context's `ca` (a PEM file; the system's CAs without one)
+for its `server-name` (the host of its address without one); `SYSOPS_SERVER_CA` and `SYSOPS_SERVER_NAME`
+override them. Plaintext only by explicit choice: `insecure: true` in the context (`sysops context set
+--insecure`) or `SYSOPS_INSECURE=1` (`sysops --insecure ...`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +21,31 @@ from sysops.errors import NotFoundError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
 
 LOCAL = "local"
+CA_ENV = "SYSOPS_SERVER_CA"
+SERVER_NAME_ENV = "SYSOPS_SERVER_NAME"
+INSECURE_ENV = "SYSOPS_INSECURE"
 #: The endpoint of routes that go through a server rather than straight to an instance.
 REMOTE_ENDPOINT = "sysops-server"
 
 
 @dataclass(frozen=True)
 class ServerContext:
-    """A remote orchestrator: its gRPC address and the bearer token it expects."""
+    """A remote orchestrator: its gRPC address, the bearer token it expects, and how its TLS is verified."""
 
     name: str
     server: str
     token: str
+    #: PEM file of the CA that verifies the server's certificate ('': the system's CAs).
+    ca: str = ""
+    #: The name the server's certificate must carry ('': the host of `server`).
+    server_name: str = ""
+    #: Plaintext, no TLS: only when the user said so.
+    insecure: bool = False
+
+
+def insecure_from_env() -> bool:
+    """Whether SYSOPS_INSECURE asks for plaintext (`1`, `true`, `yes`)."""
+    return os.environ.get(INSECURE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def config_path() -> Path:
@@ -67,7 +86,7 @@ def current() -> ServerContext | None:
     """The remote context in effect, or None for local."""
     server = os.environ.get("SYSOPS_SERVER")
     if server:
-        return ServerContext("environment", server, os.environ.get("SYSOPS_TOKEN", ""))
+        return _with_tls_env(ServerContext("environment", server, os.environ.get("SYSOPS_TOKEN", "")))
     if not os.environ.get("SYSOPS_CONTEXT") and not config_path().exists():
         return None
     data = _load()
@@ -77,7 +96,26 @@ def current() -> ServerContext | None:
     entry = data["contexts"].get(name)
     if not isinstance(entry, dict):
         raise NotFoundError(f"{config_path()}: no context named {name!r}", hint="`sysops context ls` lists them")
-    return ServerContext(name, str(entry.get("server", "")), str(entry.get("token", "")))
+    return _with_tls_env(
+        ServerContext(
+            name,
+            str(entry.get("server", "")),
+            str(entry.get("token", "")),
+            ca=str(entry.get("ca", "") or ""),
+            server_name=str(entry.get("server-name", "") or ""),
+            insecure=entry.get("insecure") is True,
+        )
+    )
+
+
+def _with_tls_env(context: ServerContext) -> ServerContext:
+    """The context with SYSOPS_SERVER_CA, SYSOPS_SERVER_NAME and SYSOPS_INSECURE applied over its own values."""
+    return replace(
+        context,
+        ca=os.environ.get(CA_ENV, "").strip() or context.ca,
+        server_name=os.environ.get(SERVER_NAME_ENV, "").strip() or context.server_name,
+        insecure=context.insecure or insecure_from_env(),
+    )
 
 
 def local_host() -> ServerContext:
@@ -87,12 +125,26 @@ def local_host() -> ServerContext:
     return ServerContext(LOCAL, f"unix:{ensure_host().control_socket}", "")
 
 
-def set_context(name: str, server: str, token: str) -> None:
-    """Add or change a context."""
+def set_context(
+    name: str, server: str, token: str, *, ca: str = "", server_name: str = "", insecure: bool = False
+) -> None:
+    """Add or change a context (`ca` is kept as an absolute path, and must be readable now)."""
     if name == LOCAL:
         raise UsageError("'local' is the built-in context and has no server")
+    if ca and insecure:
+        raise UsageError("--ca and --insecure contradict each other: a plaintext connection verifies nothing")
+    entry: dict[str, Any] = {"server": server, "token": token}
+    if ca:
+        ca_path = Path(ca).expanduser().resolve()
+        if not ca_path.is_file():
+            raise UsageError(f"--ca {ca}: no such file")
+        entry["ca"] = str(ca_path)
+    if server_name:
+        entry["server-name"] = server_name
+    if insecure:
+        entry["insecure"] = True
     data = _load()
-    data["contexts"][name] = {"server": server, "token": token}
+    data["contexts"][name] = entry
     _save(data)
 
 

@@ -118,6 +118,11 @@ def _routed(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # gRPC's core logs a failed TLS handshake on stderr at INFO: the CLI's one error line says it already.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if argv[:1] == ["--insecure"]:  # plaintext to a TCP server, by explicit choice (cli/contexts.py)
+        argv = argv[1:]
+        os.environ["SYSOPS_INSECURE"] = "1"
     if argv and not argv[0].startswith("-") and argv[0] not in RESERVED_COMMANDS:
         code = _routed(argv)
         if code is not None:

@@ -1,5 +1,6 @@
 """The CLI's side of the control API: the plugin operations, done by this installation's resident host (over
-its 0600 Unix socket) or by a `sysops serve` of another context (over TCP with its token).
+its 0600 Unix socket) or by a `sysops serve` of another context (over TCP with its token, and TLS verified with
+the context's CA and server name unless the user chose plaintext: cli/contexts.py).
 
 `up` builds the plugin image with the local Docker engine (the host and servers never build), pushes it
 when `SYSOPS_REGISTRY` is set (otherwise the nodes must already have it, as on a single-node cluster that
@@ -13,6 +14,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from sysops_sdk.wire import MAX_MESSAGE_BYTES
 from sysops.cli.contexts import LOCAL, REMOTE_ENDPOINT, ServerContext
 from sysops.core.client import PROTOCOL_METADATA, InvocationResult, invocation_items
 from sysops.core.lifecycle import PluginState
-from sysops.errors import EngineUnavailableError, ExitCode, SysopsError
+from sysops.errors import EngineUnavailableError, ExitCode, ServerUnverifiedError, SysopsError, UsageError
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Route
@@ -36,6 +38,51 @@ if TYPE_CHECKING:
     from sysops.runtime.docker.driver import DockerDriver
 
 EXIT_CODE_METADATA_KEY = "sysops-exit-code"
+#: What gRPC's connection error says when TLS failed, and the reason to give for it.
+_TLS_FAILURES = (
+    (re.compile(r"CERTIFICATE_VERIFY_FAILED"), "its certificate is not signed by the CA {ca}"),
+    (re.compile(r"Hostname Verification|No match found for server name"), "its certificate does not name {name}"),
+    (re.compile(r"WRONG_VERSION_NUMBER"), "it does not speak TLS"),
+    (re.compile(r"(?i)tls handshake failed|ssl_error"), "the TLS handshake failed"),
+)
+
+
+def open_channel(context: ServerContext) -> grpc.Channel:
+    """The gRPC channel to the context's host or server: plaintext to a Unix socket or when the user chose
+    `insecure`, else TLS verified with the context's CA (the system's without one) for its server name."""
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    if context.server.startswith("unix:") or context.insecure:
+        return grpc.insecure_channel(context.server, options=options)
+    root: bytes | None = None
+    if context.ca:
+        try:
+            root = Path(context.ca).read_bytes()
+        except OSError as exc:
+            raise UsageError(
+                f"CA file {context.ca} of context {context.name!r}: cannot read it ({exc.strerror or exc})",
+                hint="SYSOPS_SERVER_CA or `sysops context set --ca` names the server's CA certificate",
+            ) from None
+    if context.server_name:
+        options.append(("grpc.ssl_target_name_override", context.server_name))
+    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    return grpc.secure_channel(context.server, credentials, options=options)
+
+
+def _tls_failure(error: grpc.RpcError, context: ServerContext) -> SysopsError | None:
+    """A ServerUnverifiedError when a TLS connection failed to verify the server, else None."""
+    if context.insecure or context.server.startswith("unix:") or error.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = str(error.details() or "")
+    ca = context.ca or "(the system's CAs)"
+    name = context.server_name or context.server.rpartition(":")[0]
+    for pattern, reason in _TLS_FAILURES:
+        if pattern.search(details):
+            return ServerUnverifiedError(
+                f"sysops server {context.server} refused: TLS verification failed, {reason.format(ca=ca, name=name)}",
+                hint="give the server's CA (SYSOPS_SERVER_CA or `sysops context set --ca`) and its certificate's "
+                "name (SYSOPS_SERVER_NAME); plaintext only with --insecure",
+            )
+    return None
 
 
 def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
@@ -52,9 +99,13 @@ def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
                 f"the sysops host stopped answering ({error.code().name}: {error.details()})",
                 hint="`sysops host status` and `sysops host logs` say why; the next command starts it again",
             )
+        unverified = _tls_failure(error, context)
+        if unverified is not None:
+            return unverified
         return EngineUnavailableError(
             f"sysops server {context.server} not reachable ({error.code().name}: {error.details()})",
-            hint="check `sysops context ls`, SYSOPS_SERVER, and that the server runs",
+            hint="check `sysops context ls`, SYSOPS_SERVER, and that the server runs"
+            + ("; a server with TLS refuses plaintext: drop --insecure (SYSOPS_INSECURE)" if context.insecure else ""),
         )
     message, _, details = str(error.details()).partition("\n")
     translated = SysopsError(message, details=details)
@@ -68,9 +119,7 @@ class RemoteClient:
     def __init__(self, context: ServerContext, progress: Any = None) -> None:
         self.context = context
         self.progress = progress or (lambda message: None)
-        self.channel = grpc.insecure_channel(
-            context.server, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        )
+        self.channel = open_channel(context)
         self.stub = pb_grpc.ControlStub(self.channel)
         self.metadata = (("authorization", f"Bearer {context.token}"),)
 

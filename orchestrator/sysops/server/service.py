@@ -68,6 +68,7 @@ from sysops.server.roles import (
     owner_only,
     require,
 )
+from sysops.server.tls import ServerTls
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, Route, Store
 
@@ -542,6 +543,7 @@ def serve(
     reconcile_seconds: float = RECONCILE_SECONDS,
     driver: RuntimeDriver | None = None,
     metrics_port: int | None = None,
+    tls: ServerTls | None = None,
 ) -> ControlServer:
     """Start the control server (after restoring state and re-adopting instances); return it running.
 
@@ -551,7 +553,7 @@ def serve(
     no token, admin). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
     followers never starve other calls. `driver` replaces the runtime's (tests run it on the fake driver).
     With `metrics_port`, the host's metrics are served over HTTP at /metrics on that port of the `listen`
-    host (server/metrics_http.py; 0 picks a free port).
+    host (server/metrics_http.py; 0 picks a free port). With `tls` the TCP port speaks only TLS (server/tls.py).
     """
     if (listen is None) == (unix_socket is None):
         raise UsageError("the control server listens on TCP or on a Unix socket: give exactly one")
@@ -576,7 +578,7 @@ def serve(
     pb_grpc.add_ControlServicer_to_server(servicer, server)
     address = f"unix:{unix_socket}" if unix_socket is not None else str(listen)
     with private_umask(SOCKET_UMASK):  # gRPC creates the socket file: 0600 from its first moment
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise SysopsError(f"cannot listen on {address}")
     stop = threading.Event()
