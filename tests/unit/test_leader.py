@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from sysops.server.leader import LeaderElector
+from sysops.server.leader import LeaderElector, become_leader, lease_name
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -234,3 +236,52 @@ def test_wait_for_leadership_returns_false_when_stopped(api: FakeLeases, clock: 
     stop = threading.Event()
     stop.set()
     assert not elector(api, clock, "pod-b").wait_for_leadership(stop)
+
+
+def test_become_leader_opens_the_liveness_port_first_and_leads_under_the_services_lease(
+    api: FakeLeases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SYSOPS_LIVENESS_PORT", str(port))
+    monkeypatch.setenv("SYSOPS_SERVER_SERVICE", "rel-sysops")
+    monkeypatch.setenv("SYSOPS_NAMESPACE", "ns")
+    monkeypatch.setenv("POD_NAME", "rel-sysops-abc")
+    api.leases["rel-sysops-leader"] = {
+        "metadata": {"name": "rel-sysops-leader", "resourceVersion": "1"},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 10},
+    }
+    stop = threading.Event()
+    standby = threading.Thread(target=lambda: become_leader(stop, api), daemon=True)
+    standby.start()
+    wait_until(lambda: _connects(port))  # alive while standby, though it leads nothing
+    assert standby.is_alive()
+    stop.set()
+    standby.join(5)
+    assert not standby.is_alive() and api.spec("rel-sysops-leader")["holderIdentity"] == "other"
+
+
+def test_become_leader_returns_the_renewing_elector(api: FakeLeases, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYSOPS_LIVENESS_PORT", raising=False)
+    monkeypatch.setenv("POD_NAME", "pod-a")
+    stop = threading.Event()
+    elector = become_leader(stop, api)
+    assert elector is not None and elector.is_leader and elector.name == lease_name()
+    stop.set()
+    assert elector.release()
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.02)

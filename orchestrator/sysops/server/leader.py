@@ -24,12 +24,17 @@ uses (tests give it a fake).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from sysops.errors import ExitCode
+from sysops.server.liveness_port import serve_liveness
 
 LEASE_SECONDS = 10
 RENEW_SECONDS = 2.0
@@ -240,3 +245,45 @@ class LeaderElector:
             log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)
             return False
         return True
+
+
+def lease_name() -> str:
+    """`<fullname>-leader`: the chart's Service name (SYSOPS_SERVER_SERVICE) with `-leader`, or SYSOPS_LEADER_LEASE."""
+    return os.environ.get("SYSOPS_LEADER_LEASE") or f"{os.environ.get('SYSOPS_SERVER_SERVICE') or 'sysops'}-leader"
+
+
+def _exit_lost(elector: LeaderElector) -> None:
+    log.error(
+        "lost lease %s/%s (not renewed for %gs or taken by %s): exiting so that only the leader serves",
+        elector.namespace,
+        elector.name,
+        elector.renew_deadline_seconds,
+        elector.holder() or "nobody",
+    )
+    logging.shutdown()
+    os._exit(int(ExitCode.ENGINE_UNAVAILABLE))  # at once, from the renew thread: no cleanup that might serve on
+
+
+def become_leader(stopped: threading.Event, api: LeaseApi | None = None) -> LeaderElector | None:
+    """Block until this replica holds the Lease, then keep renewing it until `stopped` (exiting the process with
+    ExitCode.ENGINE_UNAVAILABLE if it is lost). None if `stopped` was set while waiting (SIGTERM of a standby).
+
+    Namespace from SYSOPS_NAMESPACE, identity from POD_NAME (the downward API; the host name otherwise, which
+    is the pod's name too). The liveness port (SYSOPS_LIVENESS_PORT) opens first: a standby is alive though it
+    does not listen on the control port.
+    """
+    liveness = os.environ.get("SYSOPS_LIVENESS_PORT")
+    if liveness:
+        serve_liveness(int(liveness))
+    elector = LeaderElector(
+        api or kubernetes_lease_api(),
+        os.environ.get("SYSOPS_NAMESPACE") or "default",
+        lease_name(),
+        os.environ.get("POD_NAME") or socket.gethostname(),
+    )
+    log.info("waiting to lead: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
+    if not elector.wait_for_leadership(stopped):
+        return None
+    log.info("leading: %s holds lease %s/%s", elector.identity, elector.namespace, elector.name)
+    elector.keep_renewing(stopped, lambda: _exit_lost(elector))
+    return elector
