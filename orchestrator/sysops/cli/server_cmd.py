@@ -50,13 +50,26 @@ def serve(
             "no token: keep the port to the scraper). Off by default",
         ),
     ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-cert",
+            envvar="SYSOPS_TLS_CERT",
+            help="PEM certificate (chain) to serve TLS with on --listen; with --tls-key. Plaintext without",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option("--tls-key", envvar="SYSOPS_TLS_KEY", help="PEM private key of --tls-cert")
+    ] = None,
 ) -> None:
     """Run the orchestrator as a long-lived server with an authenticated gRPC control API."""
     from sysops.server.service import serve as start_server
+    from sysops.server.tls import load_server_tls
 
     token = os.environ.get("SYSOPS_SERVER_TOKEN", "")
     if len(token) < 16:
         raise UsageError("SYSOPS_SERVER_TOKEN must be set to a secret of at least 16 characters")
+    tls = load_server_tls(tls_cert, tls_key)
     logging.basicConfig(format="sysops serve: %(levelname)s %(message)s", level=logging.INFO)
     stopped = threading.Event()
 
@@ -72,8 +85,8 @@ def serve(
         elector = become_leader(stopped)
         if elector is None:
             return  # stopped while standby
-    server = start_server(listen, runtime.value, token, max_followers=max_followers, metrics_port=metrics_port)
-    progress(f"sysops control API on {listen} (runtime {runtime.value})")
+    server = start_server(listen, runtime.value, token, max_followers=max_followers, metrics_port=metrics_port, tls=tls)
+    progress(f"sysops control API on {listen} (runtime {runtime.value}, {'TLS' if tls else 'plaintext'})")
     if server.metrics is not None:
         progress(f"metrics at http://{listen.rpartition(':')[0]}:{server.metrics.port}/metrics")
     stopped.wait()
@@ -95,12 +108,22 @@ def context_set(
     name: Annotated[str, typer.Argument(help="Context name")],
     server: Annotated[str, typer.Option("--server", help="host:port of a `sysops serve`")],
     token: Annotated[str, typer.Option("--token", help="Its bearer token", envvar="SYSOPS_TOKEN")],
+    ca: Annotated[
+        str, typer.Option("--ca", help="PEM CA file that verifies the server's TLS certificate (default: system CAs)")
+    ] = "",
+    server_name: Annotated[
+        str,
+        typer.Option("--server-name", help="Name the server's certificate must carry (default: the host of --server)"),
+    ] = "",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Talk plaintext to this server (no TLS): only by explicit choice")
+    ] = False,
 ) -> None:
     """Add or change a context."""
     from sysops.cli import contexts
 
-    contexts.set_context(name, server, token)
-    progress(f"context {name} -> {server}")
+    contexts.set_context(name, server, token, ca=ca, server_name=server_name, insecure=insecure)
+    progress(f"context {name} -> {server}{' (plaintext)' if insecure else ''}")
 
 
 @context_app.command("use")
