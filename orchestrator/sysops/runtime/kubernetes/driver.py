@@ -31,6 +31,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils import parse_quantity
 
 from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError, StartFailedError
+from sysops.nodeagent.annotations import LIMITS_ANNOTATION, NodeLimits
 from sysops.runtime.base import (
     LABEL_INSTANCE,
     LABEL_PLUGIN,
@@ -44,6 +45,7 @@ from sysops.runtime.base import (
     ResourceReport,
     StreamCancel,
 )
+from sysops.runtime.kubernetes.node_limits import await_node_limits, node_agent_report, wanted_node_limits
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, plugin_owner_reference
 from sysops.runtime.kubernetes.pod_tokens import pod_token, token_key, token_secret_name
 from sysops.safe_text import for_terminal
@@ -254,11 +256,7 @@ class KubernetesDriver:
         """Create the instance's pod and NetworkPolicy, and wait until the pod has an IP."""
         plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
         limits = spec.limits
-        if limits.io_bytes_per_sec is not None or limits.network_connections is not None:
-            raise RuntimeOperationError(
-                f"plugin {plugin!r}: limits.disk_io_mb_per_sec and limits.network_connections cannot be enforced "
-                "on the kubernetes runtime; remove them from plugin.yaml (see docs/kubernetes.md)"
-            )
+        node_limits = wanted_node_limits(plugin, limits)  # the node agent's limits; refused without the agent
         for allowance in spec.egress:
             try:
                 ipaddress.ip_network(allowance.host, strict=False)
@@ -270,6 +268,8 @@ class KubernetesDriver:
         owner = self._owner_reference(self.ensure_owner(plugin))
         labels = {key: value for key, value in spec.labels.items() if _LABEL_VALUE.match(value) and len(value) <= 63}
         annotations = {key: value for key, value in spec.labels.items() if key not in labels}
+        if node_limits is not None:
+            annotations[LIMITS_ANNOTATION] = node_limits.to_json()
         environment = {**spec.environment, "SYSOPS_LISTEN": f"0.0.0.0:{PLUGIN_PORT}"}
         host_ca = _host_ca()
         server_name = os.environ.get(HOST_SERVER_NAME_ENV, "").strip()
@@ -293,11 +293,21 @@ class KubernetesDriver:
             if status is None:
                 break
             if status.endpoint or status.exit_code is not None:
+                if node_limits is not None:  # not ready before the node agent read the limits back
+                    self._await_node_limits(spec.name, node_limits)
                 return status
             time.sleep(0.2)
         problem = self._scheduling_problem(spec.name)
         self.remove(spec.name)
         raise StartFailedError(f"pod {spec.name} was not scheduled within {_POD_IP_TIMEOUT:g}s{problem}")
+
+    def _await_node_limits(self, handle: str, wanted: NodeLimits) -> None:
+        """Wait for the node agent's read-back on the new pod; remove the pod when it does not come."""
+        try:
+            await_node_limits(self.core, self.namespace, handle, wanted)
+        except StartFailedError:
+            self.remove(handle)
+            raise
 
     def _scheduling_problem(self, handle: str) -> str:
         """`: <the scheduler's reason>` when it has said why it cannot place the pod (e.g. not enough CPU on
@@ -559,6 +569,9 @@ class KubernetesDriver:
             for key in expected
             if not quantities_equal(expected[key], applied[key])
         )
+        agent_applied, agent_mismatches = node_agent_report(pod, limits)  # what the node agent read back
+        applied.update(agent_applied)
+        mismatches += tuple(agent_mismatches)
         return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
 
     def stop(self, handle: str, timeout: float) -> None:

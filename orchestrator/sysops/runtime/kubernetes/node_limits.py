@@ -136,7 +136,7 @@ def await_node_limits(core: Any, namespace: str, name: str, wanted: NodeLimits) 
 def node_agent_report(pod: Any, limits: ResourceLimits) -> tuple[dict[str, object], list[str]]:
     """The agent's read-back of a pod as `applied` keys (pids, disk_io_mb_per_sec, network_connections) and
     how it differs from `limits`; nothing for a pod the agent was not asked to limit."""
-    annotations = dict(pod.metadata.annotations or {})
+    annotations = dict(getattr(getattr(pod, "metadata", None), "annotations", None) or {})
     if LIMITS_ANNOTATION not in annotations:
         return {}, []
     applied = read_applied(annotations)
