@@ -131,7 +131,7 @@ def test_rendered_objects_pass_strict_schema_validation(render: Render, kube: st
 
 
 def test_deployment_is_a_hardened_singleton(render: Render) -> None:
-    deployment = _one(render(), "Deployment")
+    deployment = _one(render("--set", "server.replicas=1"), "Deployment")  # HA replicas: test_chart_ha.py
     spec = deployment["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
@@ -181,7 +181,7 @@ def test_without_persistence_the_home_is_an_emptydir_and_no_claim_is_made(render
 
 @pytest.mark.parametrize("kube", [OLDEST_KUBE, CURRENT_KUBE])
 def test_persistence_puts_the_home_on_a_claim_of_the_chart(render: Render, kube: str) -> None:
-    objects = render("--set", "persistence.enabled=true", kube=kube)
+    objects = render("--set", "persistence.enabled=true", "--set", "server.replicas=1", kube=kube)
     claim = _one(objects, "PersistentVolumeClaim")
     assert claim["metadata"]["name"] == "sysops-test-home"
     assert claim["metadata"]["namespace"] == "sysops-ns"
@@ -308,7 +308,10 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
     role = _one(objects, "Role")
     granted: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        # resourceNames only where the name is known: the leader election Lease (HA, the default 2 replicas).
+        assert set(rule) == {"apiGroups", "resources", "verbs"} | (
+            {"resourceNames"} if "get" in rule["verbs"] and rule["resources"] == ["leases"] else set()
+        ), rule
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
         for group in rule["apiGroups"]:
@@ -323,6 +326,7 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         ("sysops.dev", "plugins/status"): {"patch"},
         ("", "configmaps"): {"get", "list", "delete"},
         ("", "secrets"): {"create", "delete"},
+        ("coordination.k8s.io", "leases"): {"create", "get", "update"},
     }
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
@@ -341,6 +345,13 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         {"apiGroups": ["sysops.dev"], "resources": ["plugins/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "delete"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["sysops-test-leader"],
+        },
     ]
     binding = _one(objects, "RoleBinding")
     assert binding["roleRef"] == {
@@ -369,7 +380,8 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         "server.port=http",
         "policy.plugins.keeper.grant=state.read",
         "policy.callers[0].role=root",
-        "replicas=2",  # the server is a singleton: two pods must never open one SQLite file on a volume
+        "replicas=2",  # the count is server.replicas
+        "server.replicas=0",
         "persistence.bogus=1",
         "persistence.size=lots",
         "persistence.accessModes={ReadOnlyMany}",

@@ -16,7 +16,7 @@ def test_metrics_endpoint_is_off_by_default(render: Render) -> None:  # noqa: F8
     docs = render()
     container = _kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "--metrics-port" not in container["args"]
-    assert [port["name"] for port in container["ports"]] == ["grpc"]
+    assert [port["name"] for port in container["ports"]] == ["grpc", "liveness"]  # liveness: HA replicas
     assert [port["name"] for port in _kind(docs, "Service")["spec"]["ports"]] == ["grpc"]
 
 
