@@ -3,6 +3,11 @@
 Used both on the routed-command hot path (Invoke) and by the rollout (health, Describe, Snapshot,
 Restore, Shutdown). gRPC's reconnect backoff is shortened, because readiness probing would otherwise
 wait up to a second after the socket appears.
+
+An Invoke the plugin's gRPC server cancelled before sending anything never ran (DROPPED_UNSTARTED): a server
+that stops (a drained instance's Shutdown) cancels, at once and with status CANCELLED, each call it had
+accepted on a connection but not yet handed to a handler (a call in a handler still running when the stop's
+grace ends is cancelled as UNAVAILABLE "Cancelling all calls" instead). The router re-sends such a call.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from sysops.errors import (
 from sysops.runtime.base import PLUGIN_UID, is_plugin_uid
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
+#: How the error of an Invoke that the plugin's server dropped before running it reads (module docstring).
+DROPPED_UNSTARTED = "dropped by its stopping server before it ran"
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 20),
     # Also the time one connection attempt may take (gRPC's MIN_CONNECT_TIMEOUT): at 20 ms, a call to a
@@ -259,8 +266,16 @@ class PluginClient:
         if abandon is not None:
             abandon.track(call)
         finished = False
+        received = False
+
+        def events() -> Iterator[pb.InvokeEvent]:
+            nonlocal received
+            for event in call:
+                received = True
+                yield event
+
         try:
-            for item in invocation_items(call, self.plugin):
+            for item in invocation_items(events(), self.plugin):
                 yield item
                 if isinstance(item, InvocationResult):
                     finished = True
@@ -275,6 +290,9 @@ class PluginClient:
             if exc.code() == grpc.StatusCode.CANCELLED and abandon is not None and abandon.abandoned:
                 message = f"plugin {self.plugin!r}: command {command!r} abandoned by its caller"
                 raise CallInterruptedError(message) from exc
+            if exc.code() == grpc.StatusCode.CANCELLED and not received:
+                message = f"plugin {self.plugin!r}: command {command!r} {DROPPED_UNSTARTED}"
+                raise PluginUnavailableError(message) from exc
             raise self._unavailable(exc, f"command {command!r}") from exc
         finally:
             if not finished:

@@ -1,11 +1,12 @@
 """One routed call, wherever it starts: `sysops <command>` on this host, or `Invoke` of `sysops serve`.
 
 A roll retires an instance while calls are on their way to it. A call the instance refused before running
-it (draining, or its socket already gone) is safe to send again, so it is re-sent to the route's current
-instances: at once to one it has not tried, else (the route still names only instances that are quiescing)
-again every RETRY_SECONDS to those, for up to HANDOVER_WAIT_SECONDS, because a failed hand-over re-opens
-the old instance instead of switching. At most MAX_RESENDS other instances are tried; a call that started
-is never re-sent, because commands need not be idempotent. Both the local CLI and the control server go
+it (draining, its socket already gone, or dropped unstarted by its stopping gRPC server) is safe to send
+again, so it is re-sent to the route's current instances: at once to one it has not tried, else (the route
+still names only instances that are quiescing) again every RETRY_SECONDS to those, for up to
+HANDOVER_WAIT_SECONDS, because a failed hand-over re-opens the old instance instead of switching. At most
+MAX_RESENDS other instances are tried; a call that started is never re-sent, because commands need not be
+idempotent. Both the local CLI and the control server go
 through `call`, so "no failed calls during a roll" holds for both. The call's deadline (core/deadlines.py)
 spans the re-sends and travels with the gRPC call; a caller that abandons the call (Ctrl-C, an `Abandon`
 fired by `sysops serve` when its client goes away) cancels it in the plugin. Arguments are checked here before
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.core.call_meter import METER
-from sysops.core.client import Abandon, InvocationResult, PluginClient
+from sysops.core.client import DROPPED_UNSTARTED, Abandon, InvocationResult, PluginClient
 from sysops.core.client_pool import ClientPool
 from sysops.core.deadlines import command_timeout, deadline_error, remaining
 from sysops.core.suspects import REGISTRY as SUSPECTS
@@ -40,9 +41,10 @@ from sysops.store import Route
 MAX_RESENDS = 3
 #: Largest arguments of one call, as JSON in UTF-8 (the command line of Linux is about 2 MiB in all).
 MAX_ARGUMENTS_BYTES = 1 << 20
-#: How a refusal before the command ran reads: the instance drains, or its socket is gone.
+#: How a refusal before the command ran reads: the instance drains, its socket is gone, or its stopping gRPC
+#: server dropped the call it had not handed to the plugin yet (core/client.py).
 _DRAINING = "plugin is shutting down"
-_NOT_STARTED_MARKERS = (_DRAINING, "failed to connect to all addresses")
+_NOT_STARTED_MARKERS = (_DRAINING, "failed to connect to all addresses", DROPPED_UNSTARTED)
 #: How long a refused call keeps trying: a roll quiesces the old instance (its calls in flight get
 #: SYSOPS_DRAIN_TIMEOUT, 10 s by default), then switches the route to the new one or, if the hand-over
 #: failed, re-opens the old one.
