@@ -61,8 +61,11 @@ class Cluster:
         return (ready[0]["metadata"]["name"], f"{ready[0]['status']['podIP']}:7443") if ready else ("", "")
 
     def server_address(self) -> str:
-        """gRPC address of the ready orchestrator pod."""
-        return self.server_pod()[1]
+        """The server's Service as users reach it: ClusterIP and gRPC port (the test cluster has no DNS, so not
+        `sysops.<namespace>.svc`). kube-proxy routes it to the ready server pod, whichever that is."""
+        service = json.loads(kubectl("-n", self.namespace, "get", "service", "sysops", "-o", "json"))
+        [port] = [port["port"] for port in service["spec"]["ports"] if port["name"] == "grpc"]
+        return f"{service['spec']['clusterIP']}:{port}"
 
     def cli(self, home: Path) -> Sysops:
         env = {
