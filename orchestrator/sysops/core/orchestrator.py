@@ -118,6 +118,18 @@ class PluginStatus:
         }
 
 
+def _touching(others: list[Candidate], new: Candidate, replaced: list[Candidate]) -> list[Candidate]:
+    """The running plugins whose dependency check may change when `new` replaces `replaced`: those with a
+    requirement or conflict naming it, and those a conflict of `new` or of `replaced` names. For any other, the
+    plugins its rules match are the same before and after, so are its unmet lines."""
+    named = {rule.name for c in (new, *replaced) for rule in c.conflicts}
+    return [
+        other
+        for other in others
+        if other.name in named or any(rule.name == new.name for rule in (*other.requires, *other.conflicts))
+    ]
+
+
 LOG = logging.getLogger("sysops.reconcile")
 #: Labels already reported as not being plugin names (each is logged once per process).
 _IGNORED_LABELS: set[str] = set()
@@ -517,7 +529,8 @@ class Orchestrator:
         others = [other for other in everyone if other.running_key != manifest.name]
         new = candidate(manifest.model_dump(mode="json"), f"directory {manifest.name}", manifest.name)
         problems = unmet(new, others)
-        for other in others:
+        replaced = [c for c in everyone if c.running_key == manifest.name]
+        for other in _touching(others, new, replaced):  # no other's check can change: O(plugins), not O(plugins²)
             before = set(unmet(other, [c for c in everyone if c is not other]))
             after = unmet(other, [*(c for c in others if c is not other), new])
             problems += [line for line in after if line not in before]

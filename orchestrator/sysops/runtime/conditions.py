@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 
 def condition(kind: str, status: bool, reason: str, message: str = "") -> dict[str, str]:
-    """One status condition (Ready, Progressing, Degraded), stamped now."""
-    return {
+    """One status condition (Ready, Progressing, Degraded), stamped now; without a message when `message` is
+    empty (an API server may decode an empty string as null, which a string field refuses)."""
+    stamped = {
         "type": kind,
         "status": "True" if status else "False",
         "reason": reason,
-        "message": message,
         "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    return {**stamped, "message": message} if message else stamped

@@ -305,7 +305,7 @@ class PluginController:
         if fields is None or obj is None:
             return
         status = obj.get("status") or {}
-        if all(status.get(STATUS_FIELDS[key]) == fields[key] for key in _COMPARED):
+        if all((status.get(STATUS_FIELDS[key]) or None) == (fields[key] or None) for key in _COMPARED):
             return
         self.api.patch_status(name, _camel(fields))
 

@@ -115,6 +115,8 @@ class Informer:
                     LOG.warning("%s informer works again", self.what)
                 failing, delay = "", BACKOFF_SECONDS[0]
             except ApiException as exc:
+                if stop.is_set():  # `close` shut the watch
+                    return
                 if _gone(exc):
                     LOG.info("%s informer: resourceVersion %s expired, listing again", self.what, self.resource_version)
                     needs_list = True
@@ -122,6 +124,8 @@ class Informer:
                 failing, delay = self._failed(exc, failing, delay, stop)
                 needs_list = True
             except Exception as exc:  # a lost connection, a handler's bug: logged, backed off, listed again
+                if stop.is_set():
+                    return
                 failing, delay = self._failed(exc, failing, delay, stop)
                 needs_list = True
 

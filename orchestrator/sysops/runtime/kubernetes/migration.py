@@ -18,8 +18,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from sysops.errors import RuntimeOperationError
-from sysops.runtime.base import LABEL_PLUGIN
+from sysops.runtime.base import LABEL_PLUGIN, LABEL_REVISION
 from sysops.runtime.kubernetes.plugin_resource import (
+    SERVING_KEY,
     PluginApi,
     empty_plugin,
     plugin_owner_reference,
@@ -41,11 +42,15 @@ def _short(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
 
 
-def configmap_spec(data: Mapping[str, str]) -> dict[str, Any]:
-    """The Plugin spec holding what a state ConfigMap held ({} for one that never completed a roll)."""
+def configmap_spec(data: Mapping[str, str], serving: set[str]) -> dict[str, Any]:
+    """The Plugin spec holding what a state ConfigMap held ({} for one that never completed a roll); the revision
+    its pods run (labels `serving`; the newest when none) is the one the spec asks."""
     if "manifest.json" not in data:
         return {}
-    revisions = json.loads(data.get("revisions.json", "[]"))
+    revisions = [
+        {**r, SERVING_KEY: True} if str(r.get("revision")) in serving else r
+        for r in json.loads(data.get("revisions.json", "[]"))
+    ]
     return spec_of(str(data.get("source", "")), json.loads(data["manifest.json"]), revisions)
 
 
@@ -85,30 +90,29 @@ class ConfigMapMigration:
 
     def migrate(self, plugin: str, configmap_uid: str, data: Mapping[str, str]) -> None:
         """The Plugin object first (its data), then its pods and policies re-owned, then the ConfigMap deleted."""
-        spec = configmap_spec(data)
+        selector = f"{LABEL_PLUGIN}={plugin}"
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        policies = self.networking.list_namespaced_network_policy(self.namespace, label_selector=selector).items
+        serving = {str((pod.metadata.labels or {}).get(LABEL_REVISION, "")) for pod in pods}
+        spec = configmap_spec(data, serving)
         obj = self.plugins.get(plugin) or self.plugins.create(empty_plugin(plugin, spec))
         if spec and not (obj.get("spec") or {}).get("revisions"):
             obj = self.plugins.replace_spec(plugin, spec)
         generation = int(obj["metadata"].get("generation", 1) or 1)
         self.plugins.patch_status(plugin, {"observedGeneration": generation})  # what serves is this spec
         owner = plugin_owner_reference(obj)
-        selector = f"{LABEL_PLUGIN}={plugin}"
         for kind, items, patch in (
-            ("pod", self.core.list_namespaced_pod, self.core.patch_namespaced_pod),
-            (
-                "NetworkPolicy",
-                self.networking.list_namespaced_network_policy,
-                self.networking.patch_namespaced_network_policy,
-            ),
+            ("pod", pods, self.core.patch_namespaced_pod),
+            ("NetworkPolicy", policies, self.networking.patch_namespaced_network_policy),
         ):
-            for item in items(self.namespace, label_selector=selector).items:
+            for item in items:
                 references = [ref.to_dict() for ref in item.metadata.owner_references or []]
                 new = reowned([_camel_reference(ref) for ref in references], configmap_uid, owner)
                 if new is None:
                     continue
                 body = [{"op": "replace", "path": "/metadata/ownerReferences", "value": new}]
                 try:
-                    patch(item.metadata.name, self.namespace, body)
+                    patch(item.metadata.name, self.namespace, body, _content_type="application/json-patch+json")
                 except ApiException as exc:
                     if exc.status != 404:
                         raise RuntimeOperationError(
