@@ -228,3 +228,13 @@ def test_pod_fault_names_what_the_kubelet_saw() -> None:
     oom = {"status": {"containerStatuses": [{"restartCount": 2, "state": {"running": {}}, "lastState": killed}]}}
     assert pod_fault(oom) == "OOMKilled: exit code 137, restarted 2 times"
     assert pod_fault({"status": {"containerStatuses": [{"restartCount": 0, "state": {"running": {}}}]}}) == ""
+
+
+def test_the_object_deleted_by_plugin_down_keeps_the_revisions(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    obj = api.objects["echo"]
+    cli.down("echo")  # deletes the object itself; the revisions stay for a later start
+    controller.on_plugin(DELETED, obj)
+    controller.handle("echo", controller._pending.pop("echo"))
+    assert [r.revision for r in cli.store.revisions("echo")] == [1]

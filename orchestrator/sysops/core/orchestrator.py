@@ -228,9 +228,10 @@ class Orchestrator:
     def forget(self, name: str, reason: str) -> bool:
         """Forget a plugin whose desired state was deleted outside sysops (`kubectl delete plugin`): its records,
         routes and revisions go, its instances are removed (the cluster deletes what the object owned anyway);
-        return whether there was anything to forget."""
+        return whether there was anything to forget. A plugin without a record is left alone: `plugin down`
+        removed it (and deleted its object) and keeps its revisions for a later start."""
         with self.plugin_lock(name):
-            if self.store.plugin(name) is None and not self.store.revisions(name):
+            if self.store.plugin(name) is None:
                 return False
             self.store.deactivate(name)
             events.record(self.store, name, EventKind.STOPPING, reason)
