@@ -73,12 +73,28 @@ class Cluster:
             "SYSOPS_HOME": str(home),
             "SYSOPS_SERVER": self.server_address(),
             "SYSOPS_TOKEN": self.token,
+            **self.tls_env(home.parent),
         }
         return Sysops(home=home, env=env)
 
+    def tls_env(self, directory: Path) -> dict[str, str]:
+        """How the CLI verifies the server: the CA of the chart's TLS Secret (written to `directory`) and the name
+        its certificate carries for the Service (the address is a ClusterIP); SYSOPS_INSECURE=1 when the chart
+        was installed with tls.enabled=false (no Secret)."""
+        found = kubectl("-n", self.namespace, "get", "secret", "sysops-tls", "-o", "json", check=False)
+        if not found:
+            return {"SYSOPS_INSECURE": "1"}
+        ca = directory / f"{self.namespace}-ca.crt"
+        ca.write_bytes(base64.b64decode(json.loads(found)["data"]["ca.crt"]))
+        return {
+            "SYSOPS_SERVER_CA": str(ca),
+            "SYSOPS_SERVER_NAME": f"sysops.{self.namespace}.svc",
+            "SYSOPS_INSECURE": "",
+        }
+
     def plugin_objects(self) -> list[str]:
         out = kubectl(
-            "-n", self.namespace, "get", "pods,networkpolicies,configmaps", "-l", "sysops.plugin", "-o", "name"
+            "-n", self.namespace, "get", "pods,networkpolicies,configmaps,secrets", "-l", "sysops.plugin", "-o", "name"
         )
         return out.split()
 
@@ -289,6 +305,7 @@ def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: P
         "SYSOPS_HOME": str(tmp_path / "cli"),
         "SYSOPS_SERVER": f"127.0.0.1:{port}",
         "SYSOPS_TOKEN": token,
+        "SYSOPS_INSECURE": "1",  # this server has no TLS
     }
     cli = Sysops(home=tmp_path / "cli", env=env)
     try:
