@@ -238,3 +238,21 @@ def test_the_object_deleted_by_plugin_down_keeps_the_revisions(world: Any) -> No
     controller.on_plugin(DELETED, obj)
     controller.handle("echo", controller._pending.pop("echo"))
     assert [r.revision for r in cli.store.revisions("echo")] == [1]
+
+
+def test_a_pod_being_deleted_is_no_fault_of_its_plugin(world: Any) -> None:
+    controller, _, _, _ = world
+    killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    labels = {LABEL_PLUGIN: "echo", "sysops.installation": controller.installation_id}
+
+    def pod(name: str, **metadata: Any) -> dict[str, Any]:
+        statuses = [{"restartCount": 0, "state": killed}]
+        return {"metadata": {"name": name, "labels": labels, **metadata}, "status": {"containerStatuses": statuses}}
+
+    controller.on_pod(MODIFIED, pod("old", deletionTimestamp="2026-12-03T12:00:00Z"))  # stopped by a roll
+    controller.on_pod(MODIFIED, pod("other", labels={**labels, "sysops.installation": "another"}))
+    assert controller._faults.get("echo", {}) == {}
+    controller.on_pod(MODIFIED, pod("new"))
+    assert controller._faults["echo"] == {"new": "OOMKilled: exit code 137, restarted 0 times"}
+    controller.on_pod(DELETED, pod("new"))
+    assert controller._faults["echo"] == {}

@@ -140,7 +140,8 @@ class PluginController:
         self._pending: dict[str, set[str]] = {}
         self._busy: set[str] = set()
         self.objects: dict[str, Mapping[str, Any]] = {}
-        self._faults: dict[str, str] = {}
+        #: plugin -> pod name -> what the kubelet reports went wrong with it ('' when nothing).
+        self._faults: dict[str, dict[str, str]] = {}
         #: Called with (plugin, seconds) after each handled change (the scale benchmark measures it).
         self.on_handled: Callable[[str, float], None] | None = None
 
@@ -163,14 +164,19 @@ class PluginController:
                 self._queue(name, "spec")
 
     def on_pod(self, kind: str, pod: Mapping[str, Any]) -> None:
-        """A plugin pod's event: queue its plugin's reconcile (a resync only re-checks its status)."""
-        labels = (pod.get("metadata") or {}).get("labels") or {}
+        """A plugin pod's event: remember its fault (none for a pod being deleted: sysops or the cluster stops
+        it), and queue its plugin's reconcile."""
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
         name = str(labels.get(LABEL_PLUGIN, ""))
         if not name or labels.get(LABEL_INSTALLATION) != self.installation_id:
             return
         with self._lock:
-            if kind != DELETED:
-                self._faults[name] = pod_fault(pod)
+            faults = self._faults.setdefault(name, {})
+            if kind == DELETED or metadata.get("deletionTimestamp"):
+                faults.pop(str(metadata.get("name", "")), None)
+            else:
+                faults[str(metadata.get("name", ""))] = pod_fault(pod)
             self._queue(name, "pods")
 
     def _queue(self, name: str, what: str) -> None:
@@ -299,7 +305,8 @@ class PluginController:
 
     def _pods_changed(self, orchestrator: Orchestrator, name: str) -> None:
         orchestrator.reconcile_plugin(name)
-        fault = self._faults.get(name) or None
+        with self._lock:
+            fault = next((fault for fault in self._faults.get(name, {}).values() if fault), None)
         fields = orchestrator.status_fields(name, fault=fault)
         obj = self.objects.get(name)
         if fields is None or obj is None:
