@@ -49,6 +49,7 @@ from sysops_sdk._types import TYPES_ENV, ServicePlugin, check_declared_types, ch
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
+from sysops_sdk.usage import usage_metadata
 
 SERVICE_NAME = "sysops.plugin.v1.PluginService"
 PROTOCOL_METADATA_KEY = "sysops-protocol"
@@ -285,8 +286,9 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
             )
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.PluginDescriptor:
-        """Describe the plugin."""
+        """Describe the plugin; its live usage (usage.py) goes with the reply as trailing metadata."""
         self._check_protocol(context, request.protocol_version)
+        context.set_trailing_metadata(usage_metadata())
         return self.runtime.describe()
 
     def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.InvokeEvent]:

@@ -29,7 +29,7 @@ class _StoredPod:
         container = SimpleNamespace(resources=SimpleNamespace(limits=self.limits))
         data = SimpleNamespace(name="data", empty_dir=SimpleNamespace(size_limit=self.data))
         tmp = SimpleNamespace(name="tmp", empty_dir=SimpleNamespace(size_limit="16Mi"))
-        return SimpleNamespace(spec=SimpleNamespace(containers=[container], volumes=[tmp, data]))
+        return SimpleNamespace(spec=SimpleNamespace(containers=[container], volumes=[tmp, data]), status=None)
 
 
 def _limits(cpu_percent: int, memory_mb: int, data_mb: int = 256) -> ResourceLimits:

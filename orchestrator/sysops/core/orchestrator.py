@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
+from sysops_sdk.healthcheck import UNRESPONSIVE
 
 from sysops.core import events, recovery
 from sysops.core.catalog import candidate, catalog_entries, parse_stored_manifest, running_candidates
@@ -894,6 +895,8 @@ class Orchestrator:
         observed: list[tuple[EventKind, str]] = []
         if status.oom_killed:
             observed.append((EventKind.OOM_KILLED, f"(container {container})"))
+        if status.error.startswith(UNRESPONSIVE):  # its livenessProbe had the kubelet kill it (Kubernetes)
+            observed.append((EventKind.UNRESPONSIVE, f"(container {container}, restart {status.restart_count})"))
         if status.running and status.restart_count:
             observed.append((EventKind.RESTARTED, f"(container {container}, restart {status.restart_count})"))
         if not status.running and status.restart_count >= MAX_RESTARTS:

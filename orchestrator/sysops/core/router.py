@@ -71,11 +71,24 @@ class RoutingHooks(Protocol):
 
 _hooks: RoutingHooks | None = None
 
+#: Names why the instance at a TCP endpoint (a pod) broke a call of a plugin begun at a time (epoch seconds):
+#: (plugin, endpoint, since) -> the fault, or "". `sysops serve` on Kubernetes sets it (server/pod_fault_reports.py);
+#: an instance on a Unix socket is asked about through the engine (runtime/faults.py).
+RemoteFaultReader = Callable[[str, str, float], str]
+_remote_faults: RemoteFaultReader | None = None
+
 
 def set_routing_hooks(hooks: RoutingHooks | None) -> RoutingHooks | None:
     """Install the host's routing hooks for this process (None removes them); return the previous ones."""
     global _hooks
     previous, _hooks = _hooks, hooks
+    return previous
+
+
+def set_remote_fault_reader(reader: RemoteFaultReader | None) -> RemoteFaultReader | None:
+    """Have `reader` name the faults of instances reached over TCP (None removes it); return the previous one."""
+    global _remote_faults
+    previous, _remote_faults = _remote_faults, reader
     return previous
 
 
@@ -265,14 +278,18 @@ def _call_once(
 
 
 def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
-    """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK."""
+    """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK, or (a pod)
+    the remote fault reader."""
+    fault: str | None = None
     if endpoint.startswith("unix://"):
         from sysops.runtime.faults import describe_instance_failure
 
         fault = describe_instance_failure(endpoint, since, wait=1.5)
-        if fault:
-            return PluginUnavailableError(
-                f"plugin {route.plugin!r} died during command {route.command!r}: {fault}",
-                hint=f"see `sysops plugin status {route.plugin}`",
-            )
+    elif _remote_faults is not None:
+        fault = _remote_faults(route.plugin, endpoint, since)
+    if fault:
+        return PluginUnavailableError(
+            f"plugin {route.plugin!r} died during command {route.command!r}: {fault}",
+            hint=f"see `sysops plugin status {route.plugin}`",
+        )
     return error

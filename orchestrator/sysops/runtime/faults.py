@@ -27,6 +27,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sysops_sdk.healthcheck import UNRESPONSIVE
+
 from sysops.errors import PluginUnavailableError
 from sysops.runtime.base import InstanceStatus
 
@@ -57,6 +59,8 @@ def oom_message(memory_limit: int, peak: int | None) -> str:
 def describe_fault(status: InstanceStatus, memory_limit: int, peak: int | None = None) -> str:
     """One line naming what went wrong with an instance, or "" when nothing did."""
     restarts = f", restarted {status.restart_count} time{'s' * (status.restart_count != 1)}"
+    if status.error.startswith(UNRESPONSIVE):  # killed by its livenessProbe (Kubernetes: pod_faults.py)
+        return f"{status.error}{restarts}" if status.restart_count else status.error
     if status.oom_killed:
         text = oom_message(memory_limit, peak)
         if status.running:
@@ -161,6 +165,8 @@ def last_error(status: InstanceStatus, log_lines: Sequence[str], memory_limit: i
     that runs again after crashes, the reason is taken from the run before the latest start.
     """
     serving = [index for index, line in enumerate(log_lines) if _SERVING_LINE.match(line.strip())]
+    if status.error.startswith(UNRESPONSIVE):
+        return describe_fault(status, memory_limit)
     if status.running:
         if not status.restart_count or not serving:
             return ""

@@ -54,6 +54,7 @@ from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
 from sysops.server import operator_api
 from sysops.server.metrics_http import MetricsEndpoint, start_metrics_endpoint
+from sysops.server.pod_fault_reports import DescribesFailures, pod_fault_reader
 from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops.server.protocol.v1 import control_pb2_grpc as pb_grpc
 from sysops.server.roles import (
@@ -573,6 +574,8 @@ def serve(
         startup.restore_from_mirror() if mirror is not None else startup.reconcile()
     finally:
         startup.close()
+    if isinstance(driver, DescribesFailures):  # a pod that broke a call is named in the call's error
+        router.set_remote_fault_reader(pod_fault_reader(driver, mirror))
     workers = futures.ThreadPoolExecutor(max_workers=max_followers + RESERVED_WORKERS, thread_name_prefix="sysops-rpc")
     server = grpc.server(workers, interceptors=[] if unix_socket is not None else [RoleAuthInterceptor(callers)])
     pb_grpc.add_ControlServicer_to_server(servicer, server)

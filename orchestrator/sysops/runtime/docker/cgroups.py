@@ -16,6 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sysops_sdk.usage import keyed as _keyed
+from sysops_sdk.usage import read_int as _int
+from sysops_sdk.usage import read_text as _read
+
 #: Controllers whose v1 hierarchies sysops reads.
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio")
 
@@ -30,31 +34,6 @@ class CgroupReading:
     limits: dict[str, object] = field(default_factory=dict)
     #: Usage: memory_bytes, memory_peak_bytes, memory_failcnt, oom_kills, cpu_usage_ns, pids_current, pids_max_hits.
     usage: dict[str, int | None] = field(default_factory=dict)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def _int(text: str | None) -> int | None:
-    if text is None or text == "max":
-        return None
-    try:
-        return int(text.split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
-def _keyed(text: str | None) -> dict[str, str]:
-    """Parse `key value` lines (memory.oom_control, cpu.stat, memory.events, pids.events)."""
-    pairs: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        pairs[key] = value.strip()
-    return pairs
 
 
 def _device_rates(text: str | None) -> dict[str, int]:

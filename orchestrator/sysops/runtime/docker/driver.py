@@ -60,6 +60,7 @@ from sysops.runtime.socket_dirs import (
     recreate_socket_dir,
     unmount_socket_tmpfs,
 )
+from sysops.runtime.usage import usage_report
 
 PLUGIN_SOCKET_DIR = "/run/sysops"
 PLUGIN_DATA_DIR = "/data"
@@ -651,17 +652,7 @@ class DockerDriver:
             used = raw.get("cpu_usage_ns")
             if started is not None and used is not None and time.time() > started:
                 cores = used / 1e9 / (time.time() - started)
-        memory, peak = raw.get("memory_bytes"), raw.get("memory_peak_bytes")
-        return {
-            "cpu_percent": round(cores * 100, 1) if cores is not None else None,
-            "cpu_window": f"{sample_seconds:g}s" if sample_seconds > 0 else "since start",
-            "memory_mb": round(memory / _MIB, 1) if memory is not None else None,
-            "memory_peak_mb": round(peak / _MIB, 1) if peak is not None else None,
-            "memory_limit_hits": raw.get("memory_failcnt"),
-            "oom_kills": raw.get("oom_kills"),
-            "pids": raw.get("pids_current"),
-            "pids_limit_hits": raw.get("pids_max_hits"),
-        }
+        return usage_report(raw, cores, f"{sample_seconds:g}s" if sample_seconds > 0 else "since start")
 
     def stop(self, handle: str, timeout: float) -> None:
         """Send SIGTERM and kill after `timeout` seconds."""

@@ -45,9 +45,12 @@ from sysops.runtime.base import (
     ResourceReport,
     StreamCancel,
 )
+from sysops.runtime.faults import describe_fault, engine_timestamp
 from sysops.runtime.kubernetes.node_limits import await_node_limits, node_agent_report, wanted_node_limits
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, plugin_owner_reference
+from sysops.runtime.kubernetes.pod_faults import ended_since, last_termination
 from sysops.runtime.kubernetes.pod_tokens import pod_token, token_key, token_secret_name
+from sysops.runtime.kubernetes.pod_usage import pod_usage
 from sysops.safe_text import for_terminal
 
 PLUGIN_PORT = 50051
@@ -471,15 +474,10 @@ class KubernetesDriver:
         running = bool(
             status.phase == "Running" and container_status is not None and container_status.state.running is not None
         )
-        exit_code: int | None = None
-        oom_killed = False
-        if container_status is not None and not running:
-            terminated = container_status.state.terminated or (
-                container_status.last_state.terminated if container_status.last_state else None
-            )
-            if terminated is not None:
-                exit_code = int(terminated.exit_code)
-                oom_killed = terminated.reason == "OOMKilled"
+        # The latest end of the container, also once the kubelet restarted it: an OOM kill stays flagged (as
+        # the engine's OOMKilled does on Docker), a liveness kill says unresponsive (pod_faults.py).
+        ended = last_termination(container_status)
+        exit_code = ended.exit_code if ended is not None and not running else None
         # A pod started before tokens moved to Secrets still carries its token as a plain value.
         plain_token = next((item.value for item in pod.spec.containers[0].env or [] if item.name == TOKEN_ENV), None)
         return InstanceStatus(
@@ -488,8 +486,10 @@ class KubernetesDriver:
             labels={**(metadata.annotations or {}), **(metadata.labels or {})},
             running=running and metadata.deletion_timestamp is None,
             exit_code=exit_code,
-            oom_killed=oom_killed,
+            oom_killed=ended is not None and ended.oom_killed,
+            error=ended.unresponsive if ended is not None else "",
             started_at=_engine_time(status.start_time),
+            finished_at=_engine_time(ended.finished_at) if ended is not None else "",
             restart_count=int(container_status.restart_count) if container_status else 0,
             endpoint=f"{status.pod_ip}:{PLUGIN_PORT}" if status.pod_ip else "",
             token=plain_token or pod_token(token_key(), metadata.name),
@@ -547,7 +547,8 @@ class KubernetesDriver:
             raise RuntimeOperationError(f"lost the logs of pod {handle} ({type(exc).__name__})") from exc
 
     def resources(self, handle: str, limits: ResourceLimits, *, sample_seconds: float = 0.0) -> ResourceReport:
-        """Compare the pod's resource limits as the API server stored them with the manifest's, as amounts."""
+        """Compare the pod's resource limits as the API server stored them with the manifest's, as amounts, and
+        read its live usage (CPU over `sample_seconds`, or since the pod started when that is 0)."""
         try:
             pod: Any = self.core.read_namespaced_pod(handle, self.namespace)
         except ApiException as exc:
@@ -572,7 +573,37 @@ class KubernetesDriver:
         agent_applied, agent_mismatches = node_agent_report(pod, limits)  # what the node agent read back
         applied.update(agent_applied)
         mismatches += tuple(agent_mismatches)
-        return ResourceReport(applied=applied, usage={}, mismatches=mismatches)
+        return ResourceReport(applied=applied, usage=self._live_usage(pod, sample_seconds), mismatches=mismatches)
+
+    def _live_usage(self, pod: Any, sample_seconds: float) -> dict[str, object]:
+        """The pod's usage as its plugin's SDK reads its own cgroup (pod_usage.py); {} when it does not run."""
+        if pod.status is None or pod.status.phase != "Running":
+            return {}
+        status = self._status(pod)
+        if not status.running or not status.endpoint:
+            return {}
+        return pod_usage(status.endpoint, status.token, engine_timestamp(status.started_at), sample_seconds)
+
+    def describe_failure(self, endpoint: str, since: float, wait: float = 5.0) -> str:
+        """Why the pod serving `endpoint` (IP:port) broke a call begun at `since` (epoch seconds): e.g.
+        "OOMKilled (memory limit 64 MiB, peak reached the 64 MiB limit), restarted 1 time", or "" when its
+        container did not end since then. Waits up to `wait` seconds for the kubelet to report the end."""
+        address = endpoint.rpartition(":")[0]
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                pods = self.core.list_namespaced_pod(
+                    self.namespace, label_selector=LABEL_INSTANCE, field_selector=f"status.podIP={address}"
+                ).items
+            except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                return ""
+            for pod in pods:
+                if ended_since(last_termination((pod.status.container_statuses or [None])[0]), since):
+                    limit = (pod.spec.containers[0].resources.limits or {}).get("memory")
+                    return describe_fault(self._status(pod), int(parse_quantity(limit)) if limit else 0)
+            if time.monotonic() > deadline:
+                return ""
+            time.sleep(0.25)
 
     def stop(self, handle: str, timeout: float) -> None:
         """Delete the pod with a grace period (SIGTERM, then SIGKILL)."""
