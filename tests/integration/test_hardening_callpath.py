@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import docker
 import pytest
-from sysops.cli.contexts import ServerContext
+from sysops.cli import contexts
 from sysops.cli.remote import RemoteClient
 from sysops.core.client import InvocationResult
 from sysops.errors import SysopsError
@@ -155,14 +156,28 @@ def test_up_failure_details_are_escaped(fresh_sysops: Sysops, tmp_path: Path) ->
 
 @dataclass
 class ServerLoad(LoadLoop):
-    """LoadLoop's clients calling `greet World` through the control API with the CLI's client, as fast as it answers."""
+    """LoadLoop's clients calling `greet World` through the control API with the CLI's client, as fast as it answers.
 
-    server: str = ""
+    The server, its token and TLS settings come from the CLI's environment (SYSOPS_SERVER, SYSOPS_TOKEN, ...)."""
+
     clients: int = 4
+    seconds: float = 180
+    #: Seconds each client waits between its calls (0: as fast as the server answers).
+    pause: float = 0.0
+
+    _context: contexts.ServerContext | None = None
+
+    def __enter__(self) -> ServerLoad:
+        with mock.patch.dict(os.environ, self.sysops.env, clear=True):  # before the clients' threads start
+            self._context = contexts.current()
+        assert self._context is not None, "SYSOPS_SERVER is not set"
+        super().__enter__()
+        return self
 
     def _run(self) -> None:
-        client = RemoteClient(ServerContext("test", self.server, TOKEN))
-        deadline = time.monotonic() + 180  # bounded even if the test forgets to stop it
+        assert self._context is not None
+        client = RemoteClient(self._context)
+        deadline = time.monotonic() + self.seconds  # bounded even if the test forgets to stop it
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
@@ -171,6 +186,7 @@ class ServerLoad(LoadLoop):
                     self.answers.append(result.text)
                 except SysopsError as error:
                     self.failures.append(str(error))
+                self._stop.wait(self.pause)
         finally:
             client.close()
 
@@ -190,11 +206,11 @@ def served(engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[Sysops
 
 
 def test_a_roll_through_the_server_fails_no_call(served: tuple[Sysops, str], tmp_path: Path) -> None:
-    cli, address = served
+    cli, _ = served
     plugin_dir = copy_example("hello", tmp_path)
     up = cli.run("plugin", "up", str(plugin_dir), timeout=180)
     assert up.returncode == 0, up.stderr
-    with ServerLoad(cli, server=address) as load:
+    with ServerLoad(cli) as load:
         wait_for(lambda: len(load.answers) >= 10, 30, "the first answers")
         for greeting in ("Howdy", "Ahoy", "Salut"):
             _set_greeting(plugin_dir, greeting)
