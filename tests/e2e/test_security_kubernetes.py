@@ -9,7 +9,8 @@
   plaintext (`--insecure`, or a plain gRPC client) is not served; plugin pods call host services over TLS;
 - RBAC: `kubectl auth can-i --list` of the server's ServiceAccount, less what every authenticated user may do
   (a ServiceAccount without bindings gives that), is exactly the namespaced set the design names, and the
-  ServiceAccount may do nothing more in another namespace nor is bound by any ClusterRoleBinding.
+  ServiceAccount may do nothing more in another namespace nor is bound by any ClusterRoleBinding;
+- `helm upgrade` keeps the TLS Secret and the token key (`lookup`): the CLI's CA and the pod's token still hold.
 
 Own namespace (test_kubernetes.installed_chart), plugin at 10% CPU; everything removed afterwards.
 """
@@ -22,6 +23,7 @@ import hmac
 import json
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_kubernetes import (
+    ROOT,
     SERVER_INSTALLATION,
     Cluster,
     installation_images,
@@ -195,8 +198,14 @@ def test_the_secret_and_the_policy_exist_before_the_pod(keeper: dict[tuple[str, 
     assert created["NetworkPolicy"] < created["Pod"], keeper
 
 
-def test_plugin_pods_call_host_services_over_tls(cli: Sysops, keeper: Any) -> None:
-    assert cli.run("remember", "colour", "teal").returncode == 0
+def _keeper_story(cluster: Cluster) -> str:
+    """What the kubelet says about keeper's pod (restarts, probe failures), for a failure message."""
+    return kubectl("-n", cluster.namespace, "describe", "pods", "-l", "sysops.plugin=keeper", check=False)[-3000:]
+
+
+def test_plugin_pods_call_host_services_over_tls(cluster: Cluster, cli: Sysops, keeper: Any) -> None:
+    remembered = cli.run("remember", "colour", "teal")
+    assert remembered.returncode == 0, remembered.stderr + _keeper_story(cluster)
     assert cli.ok("recall", "colour").strip() == "A:teal"  # keeper's MARK, then the value
 
 
@@ -252,3 +261,14 @@ def test_rbac_is_the_namespaced_least_privilege_set(cluster: Cluster) -> None:
         if subject.get("namespace") == namespace or subject.get("name") == f"system:serviceaccounts:{namespace}"
     ]
     assert bound == [], "no ClusterRoleBinding reaches the server's ServiceAccount"
+
+
+def test_an_upgrade_keeps_the_certificate_and_the_token_key(cluster: Cluster, cli: Sysops, keeper: Any) -> None:
+    before = {name: _secret(cluster, name)["data"] for name in ("sysops-tls", "sysops-keys")}
+    subprocess.run(
+        ["helm", "upgrade", "sysops", str(ROOT / "charts" / "sysops"), "-n", cluster.namespace, "--reuse-values",
+         "--wait", "--timeout", "180s"],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    assert {name: _secret(cluster, name)["data"] for name in before} == before
+    assert cli.ok("recall", "colour").strip() == "A:teal", "the CA and the pod's token still hold"
