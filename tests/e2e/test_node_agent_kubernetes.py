@@ -12,7 +12,6 @@ CPU), the refused one 10 % (the test node has 2 CPUs for everybody).
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
@@ -56,17 +55,6 @@ def cluster() -> Iterator[Cluster]:
         yield installed
 
 
-def cli_for(cluster: Cluster, home: Path) -> Sysops:
-    """The cluster's CLI, verifying the server's certificate when the chart serves TLS."""
-    cli = cluster.cli(home)
-    secret = kubectl("-n", cluster.namespace, "get", "secret", "sysops-tls", "-o", "json", check=False)
-    if secret and "SYSOPS_SERVER_CA" not in cli.env:
-        ca = home.parent / f"{home.name}-ca.crt"
-        ca.write_bytes(base64.b64decode(json.loads(secret)["data"]["ca.crt"]))
-        cli.env.update({"SYSOPS_SERVER_CA": str(ca), "SYSOPS_SERVER_NAME": f"sysops.{cluster.namespace}.svc"})
-    return cli
-
-
 @pytest.fixture(scope="module")
 def gateway() -> str:
     """The Docker bridge's address on this machine, which the test cluster's pods reach."""
@@ -87,7 +75,7 @@ def limited(
 ) -> Iterator[Sysops]:
     """The hostile plugin up with the three limits only the node agent enforces."""
     workdir = tmp_path_factory.mktemp("agent")
-    cli = cli_for(cluster, workdir / "home")
+    cli = cluster.cli(workdir / "home")
     engine = docker.from_env()
     existing = installation_images(engine, SERVER_INSTALLATION, ["hostile", "hostile-b"])
     extra = (
@@ -222,7 +210,7 @@ def test_without_the_agent_the_limits_are_refused_naming_the_chart_value(
     )  # fmt: skip
     wait_for(lambda: cluster.server_pod()[0] not in ("", old_server), 120, "the server without the agent")
     assert kubectl("-n", cluster.namespace, "get", "daemonsets", "-o", "name").strip() == ""
-    cli = cli_for(cluster, limited.home)
+    cli = cluster.cli(limited.home)
     wait_for(lambda: cli.run("plugin", "ls").returncode == 0, 60, "the new server to answer")
     extra = (
         f"limits: {{cpu_percent: 10, memory_mb: 96, disk_io_mb_per_sec: {IO_MB}, network_connections: {CONNECTIONS}}}\n"
