@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+from sysops.core import router
+from sysops.errors import PluginUnavailableError
 from sysops.runtime.base import InstanceStatus
 from sysops.runtime.faults import describe_fault, last_error
 from sysops.runtime.kubernetes.pod_faults import ended_since, last_termination
 from sysops.runtime.usage import usage_report
+from sysops.server.pod_fault_reports import pod_fault_reader
+from sysops.store import Route
 from sysops_sdk.healthcheck import UNRESPONSIVE, record
 from sysops_sdk.usage import own_usage
 
@@ -104,3 +108,43 @@ def test_the_sdk_reads_its_own_cgroup_v1_and_v2(tmp_path: Path) -> None:
     assert reading["memory_peak_bytes"] is None and reading["pids_current"] == 4
     report = usage_report(reading, 0.123, "0.5s")
     assert report["cpu_percent"] == 12.3 and report["memory_mb"] == 1.0 and report["pids"] == 4
+
+
+class _Driver:
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.asked: list[tuple[str, float]] = []
+
+    def describe_failure(self, endpoint: str, since: float, wait: float = 5.0) -> str:
+        self.asked.append((endpoint, since))
+        return self.fault
+
+
+class _Mirror:
+    def __init__(self) -> None:
+        self.written: list[tuple[str, dict[str, object]]] = []
+
+    def write_status(self, name: str, **fields: object) -> None:
+        self.written.append((name, fields))
+
+
+def test_a_pod_that_broke_a_call_is_named_in_its_error_and_its_plugin_objects_status() -> None:
+    driver, mirror = _Driver("OOMKilled (memory limit 96 MiB, peak reached the 96 MiB limit)"), _Mirror()
+    previous = router.set_remote_fault_reader(pod_fault_reader(driver, mirror))
+    try:
+        route = Route("hog", "faulty", b"", (("10.0.0.7:50051", "token"),))
+        error = router._failure(
+            route, "10.0.0.7:50051", 100.0, PluginUnavailableError("did not answer (Socket closed)")
+        )
+        assert str(error) == (
+            "plugin 'faulty' died during command 'hog': OOMKilled (memory limit 96 MiB, peak reached the 96 MiB "
+            "limit); see `sysops plugin status faulty`"
+        )
+        assert driver.asked == [("10.0.0.7:50051", 100.0)]
+        assert mirror.written == [("faulty", {"last_fault": driver.fault})]
+        driver.fault = ""  # the pod did not end: the call's own error stands, nothing is written
+        unchanged = PluginUnavailableError("did not answer (Socket closed)")
+        assert router._failure(route, "10.0.0.7:50051", 100.0, unchanged) is unchanged
+        assert len(mirror.written) == 1
+    finally:
+        router.set_remote_fault_reader(previous)
