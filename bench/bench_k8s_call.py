@@ -12,6 +12,9 @@ same load (bench_invoke's pairing, after a few warm-up calls):
       Service's ClusterIP on one kept TLS channel (what the CLI's RemoteClient sends; the server forwards the
       call to a ready pod over its pooled channel) against the plugin's own `Invoke` on the pod's IP:50051 with
       the pod's token (read from its Secret `<pod>-token`, as the server derives it), on one kept channel;
+  (c) in process, BENCH_CALLS pairs: the same direct call on a new channel per call (TCP connect and HTTP/2
+      setup to the pod each time) against the kept channel: what the server pays per routed call when it does
+      not keep its connection to the pod (server/service.py's Invoke calls the router without a ClientPool);
   (b) as processes, BENCH_PAIRS pairs (default 20): `sysops greet World` through the Service (CLI start, TLS
       handshake, routed call) against the same direct in-process call; the venv's `python -c pass` beside them.
 Prints p50 and p99 of each and their ratios, and asserts nothing (figures vary with the machine and its load).
@@ -235,6 +238,12 @@ def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) 
         for _event in direct.Invoke(direct_request, metadata=pod_metadata, timeout=30):
             pass
 
+    def direct_on_a_new_channel() -> None:
+        with grpc.insecure_channel(f"{pod_ip}:{PLUGIN_PORT}") as channel:
+            stub = plugin_grpc.PluginServiceStub(channel)
+            for _event in stub.Invoke(direct_request, metadata=pod_metadata, timeout=30):
+                pass
+
     failed: list[str] = []
 
     def cli() -> None:
@@ -252,6 +261,11 @@ def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) 
             through_server,
             "plugin pod Invoke, direct (kept channel)",
             straight,
+        )
+        print(f"\n(c) in process, {calls} interleaved pairs: what a connection to the pod costs")
+        fresh, kept = _paired(direct_on_a_new_channel, direct_call, calls)
+        _report(
+            "plugin pod Invoke, direct, a new channel per call", fresh, "plugin pod Invoke, direct (kept channel)", kept
         )
         print(f"\n(b) as processes, {pairs} interleaved pairs:")
         cli_samples, straight_b = _paired(cli, direct_call, pairs)
