@@ -94,7 +94,7 @@ class Cluster:
 
     def plugin_objects(self) -> list[str]:
         out = kubectl(
-            "-n", self.namespace, "get", "pods,networkpolicies,configmaps,secrets", "-l", "sysops.plugin", "-o", "name"
+            "-n", self.namespace, "get", "pods,networkpolicies,plugins,secrets", "-l", "sysops.plugin", "-o", "name"
         )
         return out.split()
 
@@ -213,7 +213,8 @@ def test_pod_carries_the_manifest_limits_and_hardening(cluster: Cluster, hello: 
     assert is_plugin_uid(context["runAsUser"]) and context["runAsGroup"] == context["fsGroup"] == context["runAsUser"]
     assert pod["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["spec"]["automountServiceAccountToken"] is False
-    assert pod["metadata"]["ownerReferences"][0]["name"] == "sysops-plugin-hello"
+    [owner] = pod["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Plugin", "hello", True)
     assert {e["name"] for e in container["env"]} >= {"SYSOPS_TOKEN", "SYSOPS_LISTEN"}
     policy = json.loads(kubectl("-n", cluster.namespace, "get", "networkpolicy", pod["metadata"]["name"], "-o", "json"))
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -281,9 +282,10 @@ def test_down_leaves_no_objects_behind(cluster: Cluster, hello: tuple[Sysops, Pa
     assert json.loads(cli.ok("plugin", "ls", "--output", "json")) == []
 
 
-def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: Path) -> None:
+def test_a_server_outside_the_cluster_restores_state_from_plugin_objects(tmp_path: Path) -> None:
     """The Kubernetes driver driven from this machine (kubeconfig): state survives losing the server's store."""
     namespace = f"sysops-host-{uuid.uuid4().hex[:6]}"
+    kubectl("apply", "-f", str(ROOT / "charts" / "sysops" / "crds"))  # the chart's CRD (cluster-wide)
     kubectl("create", "namespace", namespace)
     token = uuid.uuid4().hex
     port = 17000 + int(uuid.uuid4().int % 1000)
@@ -323,7 +325,7 @@ def test_a_server_outside_the_cluster_restores_state_from_configmaps(tmp_path: P
         cli.ok("plugin", "down", "hello")
         wait_for(
             lambda: (
-                kubectl("-n", namespace, "get", "pods,networkpolicies,configmaps", "-l", "sysops.plugin", "-o", "name")
+                kubectl("-n", namespace, "get", "pods,networkpolicies,plugins", "-l", "sysops.plugin", "-o", "name")
                 == ""
             ),
             60,
