@@ -11,5 +11,5 @@ from __future__ import annotations
 #: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts` and `config` are the CLI's built-ins;
 #: `help` and `version` are kept for sysops.
 RESERVED_COMMANDS: tuple[str, ...] = (
-    "plugin", "serve", "context", "events", "host", "metrics", "alerts", "config", "help", "version",
+    "plugin", "serve", "context", "events", "host", "metrics", "alerts", "config", "help", "version", "node-agent",
 )  # fmt: skip
