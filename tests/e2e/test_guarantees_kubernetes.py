@@ -162,11 +162,13 @@ class P(Plugin):
         ctypes.PyDLL(None).sleep(600)  # holds the GIL: not even a health check answers
         return "woke"
 """
-#: Probes spawn an interpreter in the pod, within its CPU quota: 20% of a CPU and a 10 s answer keep them honest.
+#: Probes spawn an interpreter in the pod, within its limits: 20% of a CPU and a 5 s answer keep them honest, and
+#: 160 MiB leave room for two probes next to a wedged plugin (at 96 MiB they got it OOM-killed before the kubelet
+#: killed it for its liveness).
 FAULTY_MANIFEST = (
     "types: [command]\n"
-    "limits: {cpu_percent: 20, memory_mb: 96}\n"
-    "liveness: {interval_s: 3, timeout_s: 10, failures: 2}\n"
+    "limits: {cpu_percent: 20, memory_mb: 160}\n"
+    "liveness: {interval_s: 5, timeout_s: 5, failures: 2}\n"
     "commands: {wedge: {timeout_seconds: 120}}\n"
 )
 
@@ -195,11 +197,13 @@ def test_crash_oom_and_unresponsive_are_named(cluster: Cluster, built_images: No
         assert _fault_events(cli, "restarted"), status["events"]
 
         hogged = cli.run("hog", timeout=120)
-        assert "died during command 'hog': OOMKilled (memory limit 96 MiB" in hogged.stderr, hogged.stderr
+        assert "died during command 'hog': OOMKilled (memory limit 160 MiB" in hogged.stderr, hogged.stderr
         _wait_serving(cli)
         status = json.loads(cli.ok("plugin", "status", "faulty", "--output", "json"))
-        assert status["fault"].startswith("OOMKilled (memory limit 96 MiB"), status
-        assert any("OOMKilled (memory limit 96 MiB" in message for message in _fault_events(cli, "oom-killed"))
+        assert status["fault"].startswith("OOMKilled (memory limit 160 MiB"), status
+        assert any("OOMKilled (memory limit 160 MiB" in message for message in _fault_events(cli, "oom-killed"))
+        last_fault = kubectl("-n", cluster.namespace, "get", "plugin", "faulty", "-o", "jsonpath={.status.lastFault}")
+        assert "OOMKilled" in last_fault, last_fault
 
         wedged = cli.run("wedge", timeout=180)
         assert "plugin 'faulty' died during command 'wedge': unresponsive: " in wedged.stderr, wedged.stderr
