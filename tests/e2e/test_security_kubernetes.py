@@ -62,7 +62,7 @@ EXPECTED_GRANTS: dict[tuple[str, str], set[str]] = {
     ("plugins.sysops.dev", "[]"): {"get", "list", "watch", "create", "patch", "delete"},
     ("plugins.sysops.dev/status", "[]"): {"patch"},
     ("configmaps", "[]"): {"get", "list", "delete"},
-    ("secrets", "[]"): {"create", "delete"},
+    ("secrets", "[]"): {"create", "delete", "deletecollection"},
     ("leases.coordination.k8s.io", "[]"): {"create"},
     ("leases.coordination.k8s.io", "[sysops-leader]"): {"get", "update"},
 }

@@ -101,7 +101,7 @@ def test_secrets_are_created_and_deleted_but_read_only_by_name(render: Render) -
     role = _one(render(), "Role")
     for rule in role["rules"]:
         if "secrets" in rule["resources"] and "resourceNames" not in rule:
-            assert set(rule["verbs"]) == {"create", "delete"}, rule
+            assert set(rule["verbs"]) == {"create", "delete", "deletecollection"}, rule
 
 
 def test_a_malformed_existing_secret_name_is_refused(helm: str) -> None:

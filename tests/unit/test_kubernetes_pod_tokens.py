@@ -13,8 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from sysops.errors import RuntimeOperationError
-from sysops.runtime.base import LABEL_INSTANCE, LABEL_PLUGIN, InstanceSpec, ResourceLimits
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_INSTANCE, LABEL_PLUGIN, InstanceSpec, ResourceLimits
 from sysops.runtime.kubernetes import pod_tokens
 from sysops.runtime.kubernetes.driver import KubernetesDriver
 
@@ -28,13 +29,17 @@ class RecordingApi:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.pods: dict[str, dict[str, Any]] = {}
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.secrets: dict[str, dict[str, Any]] = {}
 
     def create_namespaced_secret(self, namespace: str, body: dict[str, Any]) -> None:
         self.calls.append(("create secret", body["metadata"]["name"]))
         self.secret = body
+        self.secrets[body["metadata"]["name"]] = body
 
     def create_namespaced_network_policy(self, namespace: str, body: dict[str, Any]) -> None:
         self.calls.append(("create networkpolicy", body["metadata"]["name"]))
+        self.policies[body["metadata"]["name"]] = body
 
     def create_namespaced_pod(self, namespace: str, body: dict[str, Any]) -> None:
         self.calls.append(("create pod", body["metadata"]["name"]))
@@ -46,11 +51,27 @@ class RecordingApi:
     def delete_namespaced_pod(self, name: str, namespace: str, grace_period_seconds: int) -> None:
         self.calls.append(("delete pod", name))
 
-    def delete_namespaced_network_policy(self, name: str, namespace: str) -> None:
-        self.calls.append(("delete networkpolicy", name))
+    def read_namespaced_network_policy(self, name: str, namespace: str) -> Any:
+        if name not in self.policies:
+            raise ApiException(status=404, reason="Not Found")
+        metadata = self.policies[name]["metadata"]
+        return SimpleNamespace(metadata=SimpleNamespace(labels=metadata.get("labels"), uid=f"uid-{name}"))
 
-    def delete_namespaced_secret(self, name: str, namespace: str) -> None:
-        self.calls.append(("delete secret", name))
+    def delete_namespaced_network_policy(self, name: str, namespace: str, body: Any) -> None:
+        self.calls.append(("delete networkpolicy", name))
+        assert body.preconditions.uid == f"uid-{name}", "the delete names the uid of the policy checked"
+        del self.policies[name]
+
+    def delete_collection_namespaced_secret(
+        self, namespace: str, field_selector: str, label_selector: str, _preload_content: bool
+    ) -> Any:
+        """Deletes the Secrets matching both selectors, as the API server does (name=, and label existence)."""
+        name = field_selector.removeprefix("metadata.name=")
+        labels = self.secrets.get(name, {}).get("metadata", {}).get("labels", {})
+        if name in self.secrets and all(labels.get(key) for key in label_selector.split(",")):
+            self.calls.append(("delete secret", name))
+            del self.secrets[name]
+        return SimpleNamespace(release_conn=lambda: None)
 
 
 def _pod_object(body: dict[str, Any]) -> Any:
@@ -95,7 +116,7 @@ def _spec() -> InstanceSpec:
     return InstanceSpec(
         name=POD,
         image="img",
-        labels={LABEL_PLUGIN: "demo", LABEL_INSTANCE: "0123456789"},
+        labels={LABEL_INSTALLATION: "inst", LABEL_PLUGIN: "demo", LABEL_INSTANCE: "0123456789"},
         environment={"SYSOPS_INSTANCE": "0123456789"},
         socket_dir=Path("/nonexistent"),
         data_volume="v",
@@ -177,5 +198,26 @@ def test_a_listed_pod_has_its_derived_token_and_an_old_pod_its_plain_one(key_fil
 
 
 def test_remove_deletes_the_token_secret_with_the_pod(key_file: Path, api: RecordingApi) -> None:
-    KubernetesDriver(namespace="unit").remove(POD)
+    driver = KubernetesDriver(namespace="unit")
+    driver.start(_spec())
+    api.calls.clear()
+    driver.remove(POD)
     assert api.calls == [("delete pod", POD), ("delete networkpolicy", POD), ("delete secret", f"{POD}-token")]
+    assert not api.policies and not api.secrets
+
+
+def test_remove_leaves_a_policy_and_a_secret_sysops_did_not_make(
+    key_file: Path, api: RecordingApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A labelled pod named `default-deny` (or `github`) that the server does not know is removed by
+    reconciliation: the user's NetworkPolicy `default-deny` and Secret `github-token` stay."""
+    api.policies["default-deny"] = {"metadata": {"name": "default-deny", "labels": {"team": "a"}}}
+    api.secrets["default-deny-token"] = {"metadata": {"name": "default-deny-token", "labels": {}}}
+    api.secrets["github-token"] = {"metadata": {"name": "github-token", "labels": {LABEL_INSTANCE: "forged"}}}
+    driver = KubernetesDriver(namespace="unit")
+    driver.remove("default-deny")
+    driver.remove("github")
+    assert api.calls == [("delete pod", "default-deny"), ("delete pod", "github")]
+    assert set(api.policies) == {"default-deny"}
+    assert set(api.secrets) == {"default-deny-token", "github-token"}
+    assert "left NetworkPolicy default-deny in place" in caplog.text

@@ -6,14 +6,17 @@ from the manifest's `network:`. Pods listen on TCP and require a per-pod token d
 (pod_tokens.py), which reaches the pod only through its Secret `<pod>-token` (with the server's CA when the
 server speaks TLS); the Secret and the NetworkPolicy exist before the pod is created. The plugin's
 limits become resource requests and limits (Guaranteed QoS) and its hardening a restricted security context.
-This module and state.py are the only ones that import the kubernetes client; API errors are translated
-here into sysops errors.
+This module translates the pod, NetworkPolicy and Secret API's errors into sysops errors; the other modules
+that import the kubernetes client each own one kind of object (runtime/kubernetes/: plugin_resource.py
+Plugin objects, informer.py watches, node_limits.py the node agent's read-back, migration.py old ConfigMaps,
+secrets.py host secrets; server/leader.py and server/plugin_controller.py; nodeagent/).
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -33,6 +36,7 @@ from kubernetes.utils import parse_quantity
 from sysops.errors import BuildError, EngineUnavailableError, RuntimeOperationError, StartFailedError
 from sysops.nodeagent.annotations import LIMITS_ANNOTATION, NodeLimits
 from sysops.runtime.base import (
+    LABEL_INSTALLATION,
     LABEL_INSTANCE,
     LABEL_PLUGIN,
     BuildRequest,
@@ -66,6 +70,8 @@ EXEC_STARTUP_SECONDS = 2
 HOST_CA_ENV = "SYSOPS_TLS_CA"
 HOST_SERVER_NAME_ENV = "SYSOPS_HOST_SERVER_NAME"
 TOKEN_ENV = "SYSOPS_TOKEN"
+
+_log = logging.getLogger(__name__)
 
 
 def _short(exc: ApiException) -> str:
@@ -614,16 +620,46 @@ class KubernetesDriver:
         raise RuntimeOperationError(f"pod {handle} is restarted by the kubelet's livenessProbe, not by sysops")
 
     def remove(self, handle: str) -> None:
-        """Delete the pod at once, its NetworkPolicy and its token Secret."""
+        """Delete the pod at once, and its NetworkPolicy and token Secret when sysops made them for it.
+
+        Reconciliation also removes labelled pods the server does not know, whose names anyone who may create
+        pods chooses: the policy `handle` and the Secret `<handle>-token` are deleted only when their labels
+        say sysops made them (`made_by_sysops`), else left in place and logged. The policy is read and deleted
+        with its uid as precondition; the Secret, which the server may not read (the Role grants no `get` on
+        Secrets), by a delete-collection that the API server limits to that name and those labels.
+        """
         self._delete_pod(handle, 0)
+        self._delete_own_policy(handle)
+        self._delete_own_token_secret(handle)
+
+    def _delete_own_policy(self, handle: str) -> None:
         try:
-            self.networking.delete_namespaced_network_policy(handle, self.namespace)
+            policy: Any = self.networking.read_namespaced_network_policy(handle, self.namespace)
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status == 404:
+                return
+            raise RuntimeOperationError(f"cannot read NetworkPolicy {handle}: {_short(exc)}") from exc
+        if not made_by_sysops(policy.metadata.labels):
+            _log.warning("left NetworkPolicy %s in place: its labels do not say sysops made it", handle)
+            return
+        only_this = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=policy.metadata.uid))
+        try:
+            self.networking.delete_namespaced_network_policy(handle, self.namespace, body=only_this)
+        except ApiException as exc:
+            if exc.status == 409:  # replaced since the read: no longer the one checked
+                _log.warning("left NetworkPolicy %s in place: it was replaced while being removed", handle)
+            elif exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete NetworkPolicy {handle}: {_short(exc)}") from exc
+
+    def _delete_own_token_secret(self, handle: str) -> None:
         secret = token_secret_name(handle)
         try:
-            self.core.delete_namespaced_secret(secret, self.namespace)
+            self.core.delete_collection_namespaced_secret(
+                self.namespace,
+                field_selector=f"metadata.name={secret}",
+                label_selector=SYSOPS_MADE_SELECTOR,
+                _preload_content=False,  # the answer lists what was deleted: never parsed nor kept
+            ).release_conn()
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete Secret {secret}: {_short(exc)}") from exc
@@ -634,6 +670,16 @@ class KubernetesDriver:
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeOperationError(f"cannot delete pod {handle}: {_short(exc)}") from exc
+
+
+#: The labels every object sysops makes for a pod carries (the pod's own labels, set by `start`).
+SYSOPS_MADE_LABELS = (LABEL_INSTALLATION, LABEL_INSTANCE)
+SYSOPS_MADE_SELECTOR = ",".join(SYSOPS_MADE_LABELS)
+
+
+def made_by_sysops(labels: Mapping[str, str] | None) -> bool:
+    """Whether an object's labels say sysops made it for a pod (it carries SYSOPS_MADE_LABELS)."""
+    return all((labels or {}).get(key) for key in SYSOPS_MADE_LABELS)
 
 
 def _host_ca() -> bytes:
