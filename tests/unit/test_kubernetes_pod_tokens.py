@@ -188,13 +188,15 @@ def test_with_tls_the_secret_carries_the_ca_and_the_pod_its_server_name(
     assert env["SYSOPS_HOST_SERVER_NAME"]["value"] == "rel-sysops.ns.svc"
 
 
-def test_a_listed_pod_has_its_derived_token_and_an_old_pod_its_plain_one(key_file: Path, api: RecordingApi) -> None:
+def test_a_listed_pod_has_its_derived_token_never_a_plain_one_from_its_spec(key_file: Path, api: RecordingApi) -> None:
+    """A pod someone made with the plugin's labels and a plain SYSOPS_TOKEN of their choosing is not trusted
+    with that token: the server would send it to the pod and accept it from the pod's host calls."""
     driver = KubernetesDriver(namespace="unit")
     driver.start(_spec())
     assert driver._status(api.read_namespaced_pod(POD, "unit")).token == pod_tokens.pod_token(KEY, POD)
-    old = api.read_namespaced_pod(POD, "unit")
-    old.spec.containers[0].env = [SimpleNamespace(name="SYSOPS_TOKEN", value="plain-old")]
-    assert driver._status(old).token == "plain-old", "a pod started before the upgrade keeps its token"
+    forged = api.read_namespaced_pod(POD, "unit")
+    forged.spec.containers[0].env = [SimpleNamespace(name="SYSOPS_TOKEN", value="chosen-by-the-pod")]
+    assert driver._status(forged).token == pod_tokens.pod_token(KEY, POD)
 
 
 def test_remove_deletes_the_token_secret_with_the_pod(key_file: Path, api: RecordingApi) -> None:

@@ -484,8 +484,9 @@ class KubernetesDriver:
         # the engine's OOMKilled does on Docker), a liveness kill says unresponsive (pod_faults.py).
         ended = last_termination(container_status)
         exit_code = ended.exit_code if ended is not None and not running else None
-        # A pod started before tokens moved to Secrets still carries its token as a plain value.
-        plain_token = next((item.value for item in pod.spec.containers[0].env or [] if item.name == TOKEN_ENV), None)
+        # Always the derived token, never one from the pod's spec: anyone who may create pods could put a plain
+        # SYSOPS_TOKEN of their choice there and, adopted, act as the plugin (pods from before token Secrets
+        # must be rolled again, docs/security.md).
         return InstanceStatus(
             handle=metadata.name,
             name=metadata.name,
@@ -498,7 +499,7 @@ class KubernetesDriver:
             finished_at=_engine_time(ended.finished_at) if ended is not None else "",
             restart_count=int(container_status.restart_count) if container_status else 0,
             endpoint=f"{status.pod_ip}:{PLUGIN_PORT}" if status.pod_ip else "",
-            token=plain_token or pod_token(token_key(), metadata.name),
+            token=pod_token(token_key(), metadata.name),
         )
 
     def logs(
