@@ -325,7 +325,7 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         ("sysops.dev", "plugins"): {"get", "list", "watch", "create", "patch", "delete"},
         ("sysops.dev", "plugins/status"): {"patch"},
         ("", "configmaps"): {"get", "list", "delete"},
-        ("", "secrets"): {"create", "delete"},
+        ("", "secrets"): {"create", "delete", "deletecollection"},
         ("coordination.k8s.io", "leases"): {"create", "get", "update"},
     }
     assert role["rules"] == [
@@ -344,7 +344,7 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         },
         {"apiGroups": ["sysops.dev"], "resources": ["plugins/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "delete"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete", "deletecollection"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
