@@ -10,7 +10,9 @@ a host that is down gives HostUnavailableError within the deadline, never a hang
 On Kubernetes the host is the server's TCP port, which speaks TLS: the pod gets the server's CA as
 SYSOPS_HOST_CA (PEM, from its token Secret) and the name the certificate carries as SYSOPS_HOST_SERVER_NAME,
 checked through `grpc.ssl_target_name_override` because the endpoint is an IP address (no cluster DNS needed).
-A Unix socket (the resident host on Docker) and a TCP endpoint without a CA stay plaintext.
+A Unix socket (the resident host on Docker) and a TCP endpoint without a CA stay plaintext, unless
+SYSOPS_HOST_TLS=required (the driver sets it on pods when the server speaks TLS): then a missing CA fails
+the call with one clear error before anything, the token least of all, is sent in plaintext.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ DEFAULT_ENDPOINT = "unix:///run/sysops/host.sock"
 TOKEN_ENV = "SYSOPS_TOKEN"
 CA_ENV = "SYSOPS_HOST_CA"
 SERVER_NAME_ENV = "SYSOPS_HOST_SERVER_NAME"
+#: "required": never call the host in plaintext (no CA is an error, not a plaintext fallback).
+TLS_ENV = "SYSOPS_HOST_TLS"
 TIMEOUT_ENV = "SYSOPS_HOST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 CALL_METHOD = "/sysops.host.v1.Host/Call"
@@ -61,8 +65,14 @@ def timeout_from_env() -> float:
 
 def host_channel(endpoint: str) -> grpc.Channel:
     """The channel to the host: TLS verified with SYSOPS_HOST_CA (for SYSOPS_HOST_SERVER_NAME when set) on a
-    TCP endpoint that has one, else plaintext (a Unix socket)."""
+    TCP endpoint that has one, else plaintext (a Unix socket); HostUnavailableError, before any connection,
+    when SYSOPS_HOST_TLS=required and there is no CA."""
     ca = os.environ.get(CA_ENV, "")
+    if os.environ.get(TLS_ENV, "").strip() == "required" and not ca.strip():
+        raise HostUnavailableError(
+            f"{TLS_ENV}=required but {CA_ENV} is empty: not calling the sysops host at {endpoint} in plaintext "
+            "(the token would travel in the clear); the pod's token Secret should carry ca.crt"
+        )
     if endpoint.startswith("unix:") or not ca.strip():
         return grpc.insecure_channel(endpoint)
     server_name = os.environ.get(SERVER_NAME_ENV, "").strip()

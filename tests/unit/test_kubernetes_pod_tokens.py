@@ -186,6 +186,7 @@ def test_with_tls_the_secret_carries_the_ca_and_the_pod_its_server_name(
     env = {item["name"]: item for item in api.pods[POD]["spec"]["containers"][0]["env"]}
     assert env["SYSOPS_HOST_CA"]["valueFrom"]["secretKeyRef"] == {"name": f"{POD}-token", "key": "ca.crt"}
     assert env["SYSOPS_HOST_SERVER_NAME"]["value"] == "rel-sysops.ns.svc"
+    assert env["SYSOPS_HOST_TLS"]["value"] == "required", "the SDK must not fall back to plaintext"
 
 
 def test_a_listed_pod_has_its_derived_token_never_a_plain_one_from_its_spec(key_file: Path, api: RecordingApi) -> None:

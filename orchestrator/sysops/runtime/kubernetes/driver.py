@@ -69,6 +69,8 @@ EXEC_STARTUP_SECONDS = 2
 #: call host services over TLS, checking the server's certificate for SYSOPS_HOST_SERVER_NAME.
 HOST_CA_ENV = "SYSOPS_TLS_CA"
 HOST_SERVER_NAME_ENV = "SYSOPS_HOST_SERVER_NAME"
+#: Set to "required" on plugin pods when the server speaks TLS (sysops_sdk/_host_client.py).
+HOST_TLS_ENV = "SYSOPS_HOST_TLS"
 TOKEN_ENV = "SYSOPS_TOKEN"
 
 _log = logging.getLogger(__name__)
@@ -282,6 +284,8 @@ class KubernetesDriver:
         environment = {**spec.environment, "SYSOPS_LISTEN": f"0.0.0.0:{PLUGIN_PORT}"}
         host_ca = _host_ca()
         server_name = os.environ.get(HOST_SERVER_NAME_ENV, "").strip()
+        if host_ca:  # the SDK then refuses a host call without the CA rather than send the token in plaintext
+            environment[HOST_TLS_ENV] = "required"
         if host_ca and server_name:
             environment[HOST_SERVER_NAME_ENV] = server_name
         secret = self._token_secret_body(spec.name, labels, owner, host_ca)
