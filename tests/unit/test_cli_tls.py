@@ -7,6 +7,7 @@ The certificates come from tests/unit/tls_pki.py (openssl); the server runs in t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,49 @@ def test_serve_needs_both_files_and_pem(pki: Path, tmp_path: Path) -> None:
         load_server_tls(str(tmp_path / "junk"), str(pki / "server.key"))
     with pytest.raises(UsageError, match=r"--tls-key .*absent: cannot read it"):
         load_server_tls(str(pki / "server.crt"), str(tmp_path / "absent"))
+
+
+def test_plaintext_to_a_tcp_server_warns_once_on_stderr(settings: Settings, client_env: Any, capsys: Any) -> None:
+    """The token goes to the server in the clear: one warning line per process and server, none for TLS."""
+    server = _serve(settings, None)
+    try:
+        address = f"127.0.0.1:{server.port}"
+        client_env.setenv("SYSOPS_SERVER", address)
+        assert main(["--insecure", "plugin", "ls"]) == 0
+        assert main(["--insecure", "plugin", "ls"]) == 0
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        assert warnings == [
+            f"warning: talking plaintext (no TLS, --insecure) to {address}: the token is sent in the clear"
+        ]
+    finally:
+        server.stop(0).wait(5)
+
+
+def test_a_ca_in_the_environment_turns_a_stored_insecure_context_back_to_tls(
+    pki: Path, client_env: Any, tmp_path: Path
+) -> None:
+    client_env.delenv("SYSOPS_SERVER", raising=False)
+    contexts.set_context("lab", "10.0.0.2:7443", TOKEN, insecure=True)
+    contexts.use_context("lab")
+    client_env.setenv("SYSOPS_SERVER_CA", str(pki / "ca.crt"))
+    lab = contexts.current()
+    assert lab is not None and (lab.insecure, lab.ca) == (False, str(pki / "ca.crt"))
+    client_env.setenv("SYSOPS_INSECURE", "1")
+    lab = contexts.current()
+    assert lab is not None and lab.insecure, "--insecure said for this command wins"
+
+
+def test_context_ls_shows_how_each_context_verifies_tls(pki: Path, client_env: Any, capsys: Any) -> None:
+    client_env.delenv("SYSOPS_SERVER", raising=False)
+    contexts.set_context("prod", "10.0.0.1:7443", TOKEN, ca=str(pki / "ca.crt"))
+    contexts.set_context("lab", "10.0.0.2:7443", TOKEN, insecure=True)
+    contexts.set_context("public", "sysops.example:7443", TOKEN)
+    capsys.readouterr()
+    assert main(["context", "ls", "-o", "json"]) == 0
+    rows = {row["name"]: row["tls"] for row in json.loads(capsys.readouterr().out)}
+    assert rows == {
+        "local": "-",
+        "prod": f"ca {pki / 'ca.crt'}",
+        "lab": "insecure (plaintext)",
+        "public": "system CAs",
+    }

@@ -7,7 +7,9 @@ Resolution order: `SYSOPS_SERVER` (+ `SYSOPS_TOKEN`) in the environment; else th
 A server is talked to over TLS, verified with the context's `ca` (a PEM file; the system's CAs without one)
 for its `server-name` (the host of its address without one); `SYSOPS_SERVER_CA` and `SYSOPS_SERVER_NAME`
 override them. Plaintext only by explicit choice: `insecure: true` in the context (`sysops context set
---insecure`) or `SYSOPS_INSECURE=1` (`sysops --insecure ...`).
+--insecure`) or `SYSOPS_INSECURE=1` (`sysops --insecure ...`). `SYSOPS_SERVER_CA` given for a context stored
+with `insecure: true` switches it back to TLS (a CA is a request to verify); `SYSOPS_INSECURE=1`, said for
+this one command, wins over everything.
 """
 
 from __future__ import annotations
@@ -109,12 +111,14 @@ def current() -> ServerContext | None:
 
 
 def _with_tls_env(context: ServerContext) -> ServerContext:
-    """The context with SYSOPS_SERVER_CA, SYSOPS_SERVER_NAME and SYSOPS_INSECURE applied over its own values."""
+    """The context with SYSOPS_SERVER_CA, SYSOPS_SERVER_NAME and SYSOPS_INSECURE applied over its own values
+    (a CA from the environment turns a stored `insecure` back to TLS; SYSOPS_INSECURE=1 is plaintext)."""
+    ca_from_env = os.environ.get(CA_ENV, "").strip()
     return replace(
         context,
-        ca=os.environ.get(CA_ENV, "").strip() or context.ca,
+        ca=ca_from_env or context.ca,
         server_name=os.environ.get(SERVER_NAME_ENV, "").strip() or context.server_name,
-        insecure=context.insecure or insecure_from_env(),
+        insecure=(context.insecure and not ca_from_env) or insecure_from_env(),
     )
 
 
@@ -158,12 +162,24 @@ def use_context(name: str) -> None:
 
 
 def list_contexts() -> list[dict[str, str]]:
-    """All contexts, with which one is current."""
+    """All contexts as stored, with which one is current and how each verifies the server (`tls`)."""
     data = _load()
     current_name = data["current-context"]
-    rows = [{"name": LOCAL, "server": "(this machine)", "current": "*" if current_name == LOCAL else ""}]
+    rows = [{"name": LOCAL, "server": "(this machine)", "tls": "-", "current": "*" if current_name == LOCAL else ""}]
     for name, entry in sorted(data["contexts"].items()):
         rows.append(
-            {"name": name, "server": str(entry.get("server", "")), "current": "*" if name == current_name else ""}
+            {
+                "name": name,
+                "server": str(entry.get("server", "")),
+                "tls": _stored_tls(entry),
+                "current": "*" if name == current_name else "",
+            }
         )
     return rows
+
+
+def _stored_tls(entry: dict[str, Any]) -> str:
+    """How a stored context talks to its server: `insecure (plaintext)`, `ca FILE`, or `system CAs`."""
+    if entry.get("insecure") is True:
+        return "insecure (plaintext)"
+    return f"ca {entry['ca']}" if entry.get("ca") else "system CAs"

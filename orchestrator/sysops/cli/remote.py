@@ -15,6 +15,7 @@ import builtins
 import json
 import os
 import re
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,10 @@ def open_channel(context: ServerContext) -> grpc.Channel:
     """The gRPC channel to the context's host or server: plaintext to a Unix socket or when the user chose
     `insecure`, else TLS verified with the context's CA (the system's without one) for its server name."""
     options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    if context.server.startswith("unix:") or context.insecure:
+    if context.server.startswith("unix:"):
+        return grpc.insecure_channel(context.server, options=options)
+    if context.insecure:
+        _warn_plaintext(context)
         return grpc.insecure_channel(context.server, options=options)
     root: bytes | None = None
     if context.ca:
@@ -66,6 +70,20 @@ def open_channel(context: ServerContext) -> grpc.Channel:
         options.append(("grpc.ssl_target_name_override", context.server_name))
     credentials = grpc.ssl_channel_credentials(root_certificates=root)
     return grpc.secure_channel(context.server, credentials, options=options)
+
+
+_warned_plaintext: set[str] = set()
+
+
+def _warn_plaintext(context: ServerContext) -> None:
+    """One stderr line, once per server and process: the token goes to a TCP server in the clear."""
+    if context.server in _warned_plaintext:
+        return
+    _warned_plaintext.add(context.server)
+    print(
+        f"warning: talking plaintext (no TLS, --insecure) to {context.server}: the token is sent in the clear",
+        file=sys.stderr,
+    )
 
 
 def _tls_failure(error: grpc.RpcError, context: ServerContext) -> SysopsError | None:

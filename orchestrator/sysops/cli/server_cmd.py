@@ -97,10 +97,10 @@ def serve(
 
 @context_app.command("ls")
 def context_ls(output: OutputOption = Output.TEXT) -> None:
-    """List contexts; the current one is marked with *."""
+    """List contexts; the current one is marked with *, and `tls` says how each verifies its server."""
     from sysops.cli import contexts
 
-    emit(contexts.list_contexts(), output, ["current", "name", "server"])
+    emit(contexts.list_contexts(), output, ["current", "name", "server", "tls"])
 
 
 @context_app.command("set")
