@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from sysops.errors import (
     SysopsError,
     UsageError,
 )
+from sysops.imaging.plugin_image import plugin_repository
 from sysops.private_paths import SOCKET_UMASK, private_umask
 from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
@@ -74,6 +76,8 @@ from sysops.settings import Settings
 from sysops.store import InstanceRecord, Route, Store
 
 RECONCILE_SECONDS = 5.0
+#: The registry plugin images may come from besides the node's own (chart value plugins.registry).
+REGISTRY_ENV = "SYSOPS_REGISTRY"
 #: Followed log streams served at once (`sysops serve --max-followers`); one more is refused.
 DEFAULT_MAX_FOLLOWERS = 64
 #: Worker threads kept for every other call, on top of one per follower.
@@ -135,19 +139,26 @@ def to_json(value: Any) -> str:
     return json.dumps(dataclasses.asdict(value), default=str)
 
 
-def check_own_image(image: str, installation_id: str, plugin: str) -> None:
+def check_own_image(image: str, installation_id: str, plugin: str, registry: str | None = None) -> None:
     """Refuse an image reference that is not one of this installation's images of `plugin`.
 
-    Tags carry the installation id, and `down --purge` removes the tags of a plugin's revisions: a roll to
-    another installation's tag would let a purge here untag that installation's image.
+    The repository must be exactly `sysops-plugins/<installation>-<plugin>`, or the same under the registry the
+    server is configured with (`registry`, by default env SYSOPS_REGISTRY; chart value plugins.registry): any
+    other registry could serve an attacker's image under that path, which would then run as the plugin (its
+    token, its secrets, its calls). Tags carry the installation id, and `down --purge` removes the tags of a
+    plugin's revisions: a roll to another installation's tag would let a purge here untag that image.
     """
+    registry = os.environ.get(REGISTRY_ENV, "") if registry is None else registry
     repository, _, tag = image.rpartition(":")
     if "/" in tag:  # the colon was a registry port: no tag
         repository, tag = image, ""
-    expected = f"sysops-plugins/{installation_id}-{plugin}"
-    if not tag or not (repository == expected or repository.endswith(f"/{expected}")):
+    allowed = {plugin_repository(installation_id, plugin)}
+    if registry:
+        allowed.add(plugin_repository(installation_id, plugin, registry))
+    if not tag or repository not in allowed:
+        expected = plugin_repository(installation_id, plugin, registry)
         raise UsageError(
-            f"image {shown(image)} is not a plugin image of this server; expected [REGISTRY/]{expected}:TAG",
+            f"image {shown(image)} is not a plugin image of this server; expected {expected}:TAG",
             hint="roll plugins with `sysops plugin up` against this server",
         )
 
