@@ -109,3 +109,19 @@ def test_a_malformed_existing_secret_name_is_refused(helm: str) -> None:
 
     result = _template(helm, "--set", "tls.existingSecret=Not_A_Name")
     assert result.returncode != 0 and "existingSecret" in result.stderr
+
+
+def test_an_existing_keys_secret_is_mounted_and_none_generated(render: Render) -> None:
+    """GitOps renders without a cluster (lookup finds nothing): a generated key would change on every sync."""
+    objects = render("--set", "keys.existingSecret=my-keys")
+    assert _named(objects, "Secret", f"{FULLNAME}-keys") is None
+    pod, _ = _server(objects)
+    [volume] = [volume for volume in pod["volumes"] if volume["name"] == "keys"]
+    assert volume["secret"] == {"secretName": "my-keys", "defaultMode": 0o440}
+
+
+def test_a_malformed_existing_keys_secret_name_is_refused(helm: str) -> None:
+    from tests.unit.test_chart import _template
+
+    result = _template(helm, "--set", "keys.existingSecret=Not_A_Name")
+    assert result.returncode != 0 and "existingSecret" in result.stderr

@@ -67,3 +67,8 @@ app.kubernetes.io/part-of: sysops
 {{- define "sysops.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "sysops.fullname" .)) .Values.tls.existingSecret }}
 {{- end }}
+
+{{/* Secret holding the key plugin pod tokens derive from (token-key): keys.existingSecret, else "<fullname>-keys". */}}
+{{- define "sysops.keysSecretName" -}}
+{{- default (printf "%s-keys" (include "sysops.fullname" .)) .Values.keys.existingSecret }}
+{{- end }}
