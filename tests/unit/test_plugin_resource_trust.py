@@ -4,11 +4,27 @@ ConfigMap skipped, never a crash of serve()."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import jsonschema
 import pytest
+import yaml
+from sysops.core.orchestrator import Orchestrator
 from sysops.errors import UsageError
+from sysops.runtime.fake import FakeDriver
+from sysops.runtime.kubernetes.informer import MODIFIED
+from sysops.runtime.kubernetes.plugin_resource import PluginResourceMirror
+from sysops.server.plugin_controller import PluginController
 from sysops.server.service import check_own_image
+from sysops.settings import Settings
+from sysops.store import RevisionRecord
+
+from tests.unit.conftest import EchoV1, EchoV2
+from tests.unit.test_plugin_controller import MemoryPlugins, _manifest
 
 INSTALL = "abc123"
+CRD = Path(__file__).resolve().parents[2] / "charts" / "sysops" / "crds" / "plugins.sysops.dev.yaml"
 
 
 def test_only_this_installations_repository_in_its_registry_is_accepted() -> None:
@@ -32,3 +48,86 @@ def test_the_registry_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
     check_own_image(f"reg.local:5000/sysops-plugins/{INSTALL}-hello:1", INSTALL, "hello")
     with pytest.raises(UsageError):
         check_own_image(f"evil.example/sysops-plugins/{INSTALL}-hello:1", INSTALL, "hello")
+
+
+# --- revisions restored from Plugin objects (item: spec.revisions is input, not truth)
+
+
+def _refuse_evil(image: str, plugin: str) -> None:
+    if not image.startswith("echo-"):
+        raise UsageError(f"image {image} is not a plugin image of this server")
+
+
+def _revision(n: int, image: str, **extra: Any) -> dict[str, Any]:
+    manifest = _manifest(f"{n}.0.0").model_dump(mode="json")
+    return {"revision": n, "version": f"{n}.0.0", "image": image, "image_id": image, "manifest": manifest, **extra}
+
+
+def test_a_restart_restores_only_well_formed_revisions_of_own_images(settings: Settings) -> None:
+    api = MemoryPlugins()
+    good = _revision(1, "echo-v1")
+    bad = [
+        {**_revision(2, "echo-v2"), "revision": "abc"},
+        {k: v for k, v in _revision(3, "echo-v2").items() if k != "version"},
+        _revision(4, "evil/x"),  # added by whoever may patch Plugin objects
+        {**_revision(5, "echo-v2"), "image_id": "evil/x"},
+        {**_revision(6, "echo-v2"), "manifest": {"name": "other", "version": "6.0.0"}},
+        "not an object",
+    ]
+    manifest = good["manifest"]
+    api.create({"metadata": {"name": "echo"}, "spec": {"manifest": manifest, "revisions": [good, *bad]}})
+    api.create({"metadata": {"name": "junk"}, "spec": {"manifest": "x", "revisions": 7}})
+    driver = FakeDriver()
+    restarted = Orchestrator(settings, driver, mirror=PluginResourceMirror("test", api=api))
+    try:
+        restarted.restore_from_mirror(check_image=_refuse_evil)  # raised ValueError/KeyError before
+        assert [r.revision for r in restarted.store.revisions("echo")] == [1]
+        assert restarted.store.plugin("junk") is None
+    finally:
+        restarted.close()
+
+
+def test_a_rollback_checks_the_revisions_image_again(settings: Settings) -> None:
+    driver = FakeDriver()
+    driver.add_image("echo-v1", EchoV1)
+    driver.add_image("evil/x", EchoV2)
+    api = MemoryPlugins()
+    mirror = PluginResourceMirror("test", api=api)
+    cli = Orchestrator(settings, driver, mirror=mirror)
+    controller = PluginController(
+        lambda: Orchestrator(settings, driver, mirror=mirror), api, settings.installation_id, check_image=_refuse_evil
+    )
+    try:
+        cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+        evil = _revision(2, "evil/x")
+        cli.store.add_revision(RevisionRecord("echo", 2, "2.0.0", "evil/x", "evil/x", "", evil["manifest"], 0.0))
+        api.kubectl_apply("echo", revision=2)
+        controller.on_plugin(MODIFIED, api.objects["echo"])
+        controller.handle("echo", controller._pending.pop("echo"))
+        [instance] = cli.store.active_instances("echo")
+        assert (instance.revision, instance.image_id) == (1, "echo-v1")
+        assert "evil/x" in api.objects["echo"]["status"]["lastFault"]
+    finally:
+        for handle in list(driver.instances):
+            driver.remove(handle)
+        cli.close()
+
+
+def test_the_crd_types_the_revisions() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    items = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["revisions"]
+    schema = _json_schema(items["items"])
+    jsonschema.validate(_revision(1, "echo-v1"), schema)
+    for bad in (
+        {**_revision(1, "x"), "revision": "abc"},
+        {"revision": 1, "image": "x"},
+        {"revision": 1, "version": "1"},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def _json_schema(openapi: Any) -> Any:
+    if isinstance(openapi, dict):
+        return {k: _json_schema(v) for k, v in openapi.items() if not k.startswith("x-kubernetes")}
+    return openapi

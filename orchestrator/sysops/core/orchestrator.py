@@ -33,6 +33,7 @@ from sysops.core.locks import held_lock, held_shared_lock
 from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
+from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_revision
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.core.service_status import service_state
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
@@ -630,26 +631,30 @@ class Orchestrator:
                 LOG.warning("%s: the roll's failure was not written to its status: %s", name, mirrored.message)
             raise
 
-    def restore_from_mirror(self) -> None:
-        """Rebuild plugins and revisions from the mirror (a restarted server), then re-adopt what runs."""
+    def restore_from_mirror(self, check_image: ImageCheck | None = None) -> None:
+        """Rebuild plugins and revisions from the mirror (a restarted server), then re-adopt what runs.
+
+        The mirror is input (core/restored_revisions.py): a plugin whose manifest does not parse, and a revision
+        that is malformed or names an image `check_image` refuses, are logged and skipped, never restored and
+        never a failed startup."""
         if self.mirror is None:
             return
         for mirrored in self.mirror.load():
+            try:
+                parse_stored_manifest(mirrored.manifest, f"Plugin {mirrored.name}'s manifest")
+            except SysopsError as exc:
+                LOG.warning("restore: plugin %s skipped: %s", mirrored.name, exc.message)
+                continue
+            revisions = []
+            for raw in mirrored.revisions:
+                try:
+                    revisions.append(restored_revision(mirrored.name, raw, check_image))
+                except BadRevision as exc:
+                    LOG.warning("restore: a revision of plugin %s skipped: %s", mirrored.name, exc)
             if self.store.plugin(mirrored.name) is None:
                 self.store.save_plugin(mirrored.name, mirrored.source, self.driver.name, dict(mirrored.manifest))
-            for revision in mirrored.revisions:
-                self.store.add_revision(
-                    RevisionRecord(
-                        plugin=mirrored.name,
-                        revision=int(str(revision["revision"])),
-                        version=str(revision["version"]),
-                        image=str(revision["image"]),
-                        image_id=str(revision["image_id"]),
-                        fingerprint=str(revision.get("fingerprint", "")),
-                        manifest=dict(revision.get("manifest") or {}),  # type: ignore[call-overload]
-                        created=float(str(revision.get("created", 0))),
-                    )
-                )
+            for revision in revisions:
+                self.store.add_revision(revision)
         self.reconcile()
 
     def _check_image(self, target: RollTarget) -> RollTarget:

@@ -264,6 +264,9 @@ class PluginController:
         fault: str | None = None
         try:
             if decision.action == "rollback":
+                target = revisions[decision.revision]
+                for reference in dict.fromkeys((target.image, target.image_id)):
+                    self.check_image(reference, name)  # checked when restored; again before it runs
                 orchestrator.rollback(name, decision.revision)
             elif decision.action == "up":
                 spec = obj.get("spec") or {}

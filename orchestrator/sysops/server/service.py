@@ -575,6 +575,10 @@ def serve(
     driver, mirror = (driver, None) if driver is not None else make_driver(runtime)
     callers = owner_only if unix_socket is not None else ServerCallers(token, settings.home)
     servicer = ControlServicer(settings, driver, mirror, max_followers, callers)
+
+    def own_image(image: str, plugin: str) -> None:  # what a Plugin spec or the mirror may name
+        check_own_image(image, settings.installation_id, plugin)
+
     startup = servicer.orchestrator()
     try:
         driver.ping()
@@ -582,7 +586,10 @@ def serve(
             from sysops.server.plugin_controller import migrate_configmaps  # needs the kubernetes client
 
             migrate_configmaps(driver)
-        startup.restore_from_mirror() if mirror is not None else startup.reconcile()
+        if mirror is not None:
+            startup.restore_from_mirror(check_image=own_image)
+        else:
+            startup.reconcile()
     finally:
         startup.close()
     if isinstance(driver, DescribesFailures):  # a pod that broke a call is named in the call's error
@@ -609,7 +616,7 @@ def serve(
             str(getattr(driver, "namespace", "default")),
             settings.installation_id,
             stop,
-            check_image=lambda image, plugin: check_own_image(image, settings.installation_id, plugin),
+            check_image=own_image,
         )
     else:
         threading.Thread(

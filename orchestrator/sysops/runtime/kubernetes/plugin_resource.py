@@ -223,13 +223,17 @@ class PluginResourceMirror:
 
 
 def mirrored_plugin(item: Mapping[str, Any]) -> MirroredPlugin | None:
-    """A Plugin object as the store restores it, or None when it never completed a roll."""
-    spec = item.get("spec") or {}
-    if not spec.get("manifest") or not spec.get("revisions"):
+    """A Plugin object as the store restores it, or None when it never completed a roll or is not even shaped
+    like one. Its revisions are passed on as they are: the orchestrator validates each before restoring it
+    (core/restored_revisions.py), since anyone with RBAC on Plugin objects may have written them."""
+    spec = item.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    manifest, revisions = spec.get("manifest"), spec.get("revisions")
+    if not isinstance(manifest, Mapping) or not manifest or not isinstance(revisions, list) or not revisions:
         return None
     return MirroredPlugin(
         name=str(item["metadata"]["name"]),
         source=str(spec.get("source", "")),
-        manifest=dict(spec["manifest"]),
-        revisions=tuple(dict(r) for r in spec.get("revisions") or []),
+        manifest=dict(manifest),
+        revisions=tuple(dict(r) if isinstance(r, Mapping) else r for r in revisions),
     )
