@@ -4,7 +4,9 @@ ConfigMap skipped, never a crash of serve()."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -13,6 +15,7 @@ import yaml
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import UsageError
 from sysops.runtime.fake import FakeDriver
+from sysops.runtime.kubernetes import migration
 from sysops.runtime.kubernetes.informer import MODIFIED
 from sysops.runtime.kubernetes.plugin_resource import PluginResourceMirror
 from sysops.server.plugin_controller import PluginController
@@ -131,3 +134,60 @@ def _json_schema(openapi: Any) -> Any:
     if isinstance(openapi, dict):
         return {k: _json_schema(v) for k, v in openapi.items() if not k.startswith("x-kubernetes")}
     return openapi
+
+
+# --- the migration of an older server's state ConfigMaps (anyone who may create ConfigMaps can label one)
+
+
+class FakeCluster:
+    """The core and networking APIs the migration calls, with its state ConfigMaps (no pods or policies)."""
+
+    def __init__(self, configmaps: list[Any]) -> None:
+        self.configmaps = configmaps
+        self.deleted: list[tuple[str, Any]] = []
+        self.patched: list[str] = []
+
+    def list_namespaced_config_map(self, namespace: str, label_selector: str) -> Any:
+        return SimpleNamespace(items=self.configmaps)
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+        return SimpleNamespace(items=[])
+
+    def list_namespaced_network_policy(self, namespace: str, label_selector: str) -> Any:
+        return SimpleNamespace(items=[])
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **options: Any) -> None:
+        self.patched.append(name)
+
+    patch_namespaced_network_policy = patch_namespaced_pod
+
+    def delete_namespaced_config_map(self, name: str, namespace: str, **options: Any) -> None:
+        self.deleted.append((name, options.get("body")))
+
+
+def _configmap(name: str, plugin: str, uid: str, **data: str) -> Any:
+    labels = {"sysops.dev/role": "plugin-state", "sysops.plugin": plugin}
+    return SimpleNamespace(metadata=SimpleNamespace(name=name, uid=uid, labels=labels), data=data)
+
+
+def test_a_bad_configmap_is_skipped_and_an_existing_objects_pending_generation_stays() -> None:
+    good = _revision(1, "echo-v1")
+    data = {"manifest.json": json.dumps(good["manifest"]), "revisions.json": json.dumps([good]), "source": "/s"}
+    cluster = FakeCluster(
+        [
+            _configmap("sysops-plugin-broken", "broken", "u1", **{"manifest.json": "{not json"}),
+            _configmap("made-up", "echo", "u2", **data),  # not named sysops-plugin-echo
+            _configmap("sysops-plugin-pending", "pending", "u3", **data),
+        ]
+    )
+    api = MemoryPlugins()
+    api.create({"metadata": {"name": "pending"}, "spec": {"image": "x"}})
+    api.kubectl_apply("pending", image="y")  # generation 2, not yet handled by the controller
+    api.patch_status("pending", {"observedGeneration": 1})
+    assert migration.ConfigMapMigration(cluster, cluster, api).run() == ["echo", "pending"]  # raised before
+    assert api.objects["pending"]["status"]["observedGeneration"] == 1
+    assert api.objects["pending"]["spec"] == {"image": "y"}
+    assert api.objects["echo"]["status"]["observedGeneration"] == api.objects["echo"]["metadata"]["generation"]
+    body = {"propagationPolicy": "Orphan", "preconditions": {"uid": "u2"}}
+    assert cluster.deleted[0] == ("made-up", body)
+    assert [name for name, _ in cluster.deleted] == ["made-up", "sysops-plugin-pending"]

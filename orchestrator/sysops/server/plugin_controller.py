@@ -368,10 +368,3 @@ def start_controller(
             target=informer.run, args=(stop,), name=f"sysops-informer-{informer.what}", daemon=True
         ).start()
     return controller, informers
-
-
-def migrate_configmaps(driver: Any) -> list[str]:
-    """Move an older server's ConfigMap state of `driver`'s namespace to Plugin objects (migration.py)."""
-    from sysops.runtime.kubernetes.migration import ConfigMapMigration
-
-    return ConfigMapMigration(driver.core, driver.networking, PluginApi(driver.namespace)).run()

@@ -583,7 +583,7 @@ def serve(
     try:
         driver.ping()
         if mirror is not None and driver.name == "kubernetes":
-            from sysops.server.plugin_controller import migrate_configmaps  # needs the kubernetes client
+            from sysops.runtime.kubernetes.migration import migrate_configmaps  # needs the kubernetes client
 
             migrate_configmaps(driver)
         if mirror is not None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from sysops.core.names import is_plugin_name
 from sysops.errors import RuntimeOperationError
 from sysops.runtime.base import LABEL_PLUGIN, LABEL_REVISION
 from sysops.runtime.kubernetes.plugin_resource import (
@@ -33,11 +35,6 @@ STATE_ROLE_LABEL = "sysops.dev/role"
 STATE_ROLE = "plugin-state"
 
 
-def state_configmap_name(plugin: str) -> str:
-    """Name of the ConfigMap an older server kept a plugin's state in."""
-    return f"sysops-plugin-{plugin}"
-
-
 def _short(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
 
@@ -51,7 +48,10 @@ def configmap_spec(data: Mapping[str, str], serving: set[str]) -> dict[str, Any]
         {**r, SERVING_KEY: True} if str(r.get("revision")) in serving else r
         for r in json.loads(data.get("revisions.json", "[]"))
     ]
-    return spec_of(str(data.get("source", "")), json.loads(data["manifest.json"]), revisions)
+    manifest = json.loads(data["manifest.json"])
+    if not isinstance(manifest, dict) or not all(isinstance(r, dict) for r in revisions):
+        raise ValueError("manifest.json and revisions.json must hold an object and a list of objects")
+    return spec_of(str(data.get("source", "")), manifest, revisions)
 
 
 def reowned(references: list[Mapping[str, Any]], old_uid: str, new: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -61,6 +61,14 @@ def reowned(references: list[Mapping[str, Any]], old_uid: str, new: Mapping[str,
         return None
     kept = [dict(ref) for ref in references if ref.get("uid") not in (old_uid, new["uid"])]
     return [*kept, dict(new)]
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A state ConfigMap as listed: its name and uid."""
+
+    name: str
+    uid: str
 
 
 class ConfigMapMigration:
@@ -73,7 +81,9 @@ class ConfigMapMigration:
         self.namespace = plugins.namespace
 
     def run(self) -> list[str]:
-        """Migrate each state ConfigMap; return the plugins migrated."""
+        """Migrate each state ConfigMap; return the plugins migrated. A ConfigMap that cannot be migrated (not
+        JSON, not a plugin's, an API error) is logged and left: any one who may create ConfigMaps here can make
+        one, and it must not stop the server from starting."""
         try:
             listed: Any = self.core.list_namespaced_config_map(
                 self.namespace, label_selector=f"{STATE_ROLE_LABEL}={STATE_ROLE}"
@@ -82,24 +92,34 @@ class ConfigMapMigration:
             raise RuntimeOperationError(f"cannot list the ConfigMaps of plugin state: {_short(exc)}") from exc
         migrated = []
         for configmap in listed.items:
+            name = str(configmap.metadata.name)
             plugin = str((configmap.metadata.labels or {}).get(LABEL_PLUGIN, ""))
-            if plugin:
-                self.migrate(plugin, str(configmap.metadata.uid), configmap.data or {})
-                migrated.append(plugin)
+            try:
+                if not is_plugin_name(plugin):
+                    raise ValueError(f"its label {LABEL_PLUGIN}={plugin!r} names no plugin")
+                self.migrate(plugin, Listed(name, str(configmap.metadata.uid)), configmap.data or {})
+            except Exception as exc:  # whatever is wrong with it, the next ConfigMap and the server go on
+                LOG.warning("ConfigMap %s not migrated (left as it is): %s: %s", name, type(exc).__name__, exc)
+                continue
+            migrated.append(plugin)
         return migrated
 
-    def migrate(self, plugin: str, configmap_uid: str, data: Mapping[str, str]) -> None:
-        """The Plugin object first (its data), then its pods and policies re-owned, then the ConfigMap deleted."""
+    def migrate(self, plugin: str, configmap: Listed, data: Mapping[str, str]) -> None:
+        """The Plugin object first (its data), then its pods and policies re-owned, then the ConfigMap deleted.
+        A Plugin object that exists already is left as it is (spec and status: a `kubectl apply` it holds that
+        the controller has not handled yet stays pending); only one this run creates is marked observed."""
         selector = f"{LABEL_PLUGIN}={plugin}"
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         policies = self.networking.list_namespaced_network_policy(self.namespace, label_selector=selector).items
         serving = {str((pod.metadata.labels or {}).get(LABEL_REVISION, "")) for pod in pods}
-        spec = configmap_spec(data, serving)
-        obj = self.plugins.get(plugin) or self.plugins.create(empty_plugin(plugin, spec))
-        if spec and not (obj.get("spec") or {}).get("revisions"):
-            obj = self.plugins.replace_spec(plugin, spec)
-        generation = int(obj["metadata"].get("generation", 1) or 1)
-        self.plugins.patch_status(plugin, {"observedGeneration": generation})  # what serves is this spec
+        obj = self.plugins.get(plugin)
+        if obj is None:
+            spec = configmap_spec(data, serving)
+            obj = self.plugins.create(empty_plugin(plugin, spec))
+            fresh = obj.get("spec") == spec and not (obj.get("status") or {}).get("observedGeneration")
+            if fresh:  # ours, just created (not one someone created meanwhile): what serves is this spec
+                generation = int(obj["metadata"].get("generation", 1) or 1)
+                self.plugins.patch_status(plugin, {"observedGeneration": generation})
         owner = plugin_owner_reference(obj)
         for kind, items, patch in (
             ("pod", pods, self.core.patch_namespaced_pod),
@@ -107,7 +127,7 @@ class ConfigMapMigration:
         ):
             for item in items:
                 references = [ref.to_dict() for ref in item.metadata.owner_references or []]
-                new = reowned([_camel_reference(ref) for ref in references], configmap_uid, owner)
+                new = reowned([_camel_reference(ref) for ref in references], configmap.uid, owner)
                 if new is None:
                     continue
                 body = [{"op": "replace", "path": "/metadata/ownerReferences", "value": new}]
@@ -118,15 +138,15 @@ class ConfigMapMigration:
                         raise RuntimeOperationError(
                             f"cannot re-own {kind} {item.metadata.name} by Plugin {plugin}: {_short(exc)}"
                         ) from exc
-        try:
+        try:  # exactly the ConfigMap listed: its name, and its uid as a precondition
             self.core.delete_namespaced_config_map(
-                state_configmap_name(plugin), self.namespace, propagation_policy="Orphan"
+                configmap.name,
+                self.namespace,
+                body={"propagationPolicy": "Orphan", "preconditions": {"uid": configmap.uid}},
             )
         except ApiException as exc:
             if exc.status != 404:
-                raise RuntimeOperationError(
-                    f"cannot delete ConfigMap {state_configmap_name(plugin)}: {_short(exc)}"
-                ) from exc
+                raise RuntimeOperationError(f"cannot delete ConfigMap {configmap.name}: {_short(exc)}") from exc
         LOG.warning("plugin %s: state moved from its ConfigMap to its Plugin object (no pod restarted)", plugin)
 
 
@@ -134,3 +154,8 @@ def _camel_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
     """An ownerReference of the client's model (snake_case) as the API writes it."""
     names = {"api_version": "apiVersion", "block_owner_deletion": "blockOwnerDeletion"}
     return {names.get(key, key): value for key, value in reference.items() if value is not None}
+
+
+def migrate_configmaps(driver: Any) -> list[str]:
+    """Move an older server's ConfigMap state of `driver`'s namespace to Plugin objects (at serve() start)."""
+    return ConfigMapMigration(driver.core, driver.networking, PluginApi(driver.namespace)).run()
