@@ -247,8 +247,9 @@ def test_large_results_arrive_whole_through_the_server(served: Served, mib: int,
 def test_a_result_over_the_cap_is_one_clear_line_through_the_server(served: Served) -> None:
     result = served.cli.run("big", "--mb", "70", timeout=60)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (
-        "error: hostile: big: reply larger than 64 MiB (70.0 MiB): return less, or write it to /data\n"
+    warning, error = result.stderr.splitlines()  # the plaintext warning (SYSOPS_INSECURE), then the one error line
+    assert warning.startswith("warning: talking plaintext") and error == (
+        "error: hostile: big: reply larger than 64 MiB (70.0 MiB): return less, or write it to /data"
     )
     assert served.cli.ok("ping") == "pong\n"
 
