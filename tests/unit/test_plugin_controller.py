@@ -16,7 +16,7 @@ from sysops.core.policy import Policy
 from sysops.runtime.base import LABEL_PLUGIN, InstanceStatus
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes.informer import DELETED, MODIFIED
-from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror
+from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror, SpecConflict
 from sysops.server.plugin_controller import PluginController, decide, pod_fault
 from sysops.settings import Settings
 from sysops.store import RevisionRecord
@@ -32,6 +32,7 @@ class MemoryPlugins(PluginApi):
         super().__init__("test", custom=object())
         self.objects: dict[str, dict[str, Any]] = {}
         self.uids = 0
+        self.versions = 0
 
     def get(self, name: str) -> dict[str, Any] | None:
         found = self.objects.get(name)
@@ -42,20 +43,29 @@ class MemoryPlugins(PluginApi):
         self.uids += 1
         obj = copy.deepcopy(dict(body))
         obj["metadata"].update(uid=f"uid-{self.uids}", generation=1)
+        self._changed(obj)
         self.objects.setdefault(name, obj)
         return copy.deepcopy(self.objects[name])
 
-    def replace_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def replace_spec(self, name: str, spec: Mapping[str, Any], resource_version: str = "") -> dict[str, Any]:
         obj = self.objects[name]
+        if resource_version and resource_version != obj["metadata"]["resourceVersion"]:
+            raise SpecConflict(f"Plugin {name} changed since version {resource_version}")
         if obj.get("spec") != spec:
             obj["spec"] = copy.deepcopy(dict(spec))
             obj["metadata"]["generation"] += 1
+        self._changed(obj)
         return copy.deepcopy(obj)
+
+    def _changed(self, obj: dict[str, Any]) -> None:
+        self.versions += 1
+        obj["metadata"]["resourceVersion"] = str(self.versions)
 
     def patch_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         obj = self.objects.get(name)
         if obj is None:
             return None
+        self._changed(obj)
         current = obj.setdefault("status", {})
         for key, value in status.items():  # a merge patch: "" is sent as null, which removes the field
             if value in ("", None):

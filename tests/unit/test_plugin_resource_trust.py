@@ -5,6 +5,7 @@ ConfigMap skipped, never a crash of serve()."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,7 @@ from sysops.errors import UsageError
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes import migration
 from sysops.runtime.kubernetes.informer import MODIFIED
-from sysops.runtime.kubernetes.plugin_resource import PluginResourceMirror
+from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror
 from sysops.server.plugin_controller import PluginController
 from sysops.server.service import check_own_image
 from sysops.settings import Settings
@@ -191,3 +192,53 @@ def test_a_bad_configmap_is_skipped_and_an_existing_objects_pending_generation_s
     body = {"propagationPolicy": "Orphan", "preconditions": {"uid": "u2"}}
     assert cluster.deleted[0] == ("made-up", body)
     assert [name for name, _ in cluster.deleted] == ["made-up", "sysops-plugin-pending"]
+
+
+# --- the server's spec writes never overwrite a spec applied meanwhile
+
+
+class RacingPlugins(MemoryPlugins):
+    """A kubectl apply (or a status write) lands between the server's read and its spec write, once."""
+
+    def __init__(self, race: str) -> None:
+        super().__init__()
+        self.race = race
+
+    def replace_spec(self, name: str, spec: Mapping[str, Any], resource_version: str = "") -> dict[str, Any]:
+        if self.race == "apply" and name in self.objects:
+            self.race = ""
+            self.kubectl_apply(name, image="echo-applied")
+        elif self.race == "status":
+            self.race = ""
+            self.patch_status(name, {"phase": "Active"})
+        return super().replace_spec(name, spec, resource_version)
+
+
+@pytest.mark.parametrize("race", ["apply", "status"])
+def test_a_spec_applied_during_a_server_write_is_kept_pending(race: str) -> None:
+    api = RacingPlugins(race)
+    api.create({"metadata": {"name": "echo"}, "spec": {"image": "echo-v1"}})
+    api.patch_status("echo", {"observedGeneration": 1})
+    revisions = [_revision(2, "echo-v2")]
+    PluginResourceMirror("test", api=api).save("echo", "/s", revisions[0]["manifest"], revisions)
+    obj = api.objects["echo"]
+    if race == "apply":  # the user's spec stays, and pending
+        assert obj["spec"]["image"] == "echo-applied"
+        assert obj["status"]["observedGeneration"] < obj["metadata"]["generation"]
+    else:  # a status write only: read again and written
+        assert obj["spec"]["image"] == "echo-v2"
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+
+
+def test_replace_spec_sends_a_resource_version_test() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    class Custom:
+        def patch_namespaced_custom_object(self, *args: Any, **options: Any) -> dict[str, Any]:
+            calls.append((args[-1], options))
+            return {}
+
+    PluginApi("ns", custom=Custom()).replace_spec("echo", {"image": "x"}, "42")
+    [(body, options)] = calls
+    assert body[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
+    assert options == {"_content_type": "application/json-patch+json"}

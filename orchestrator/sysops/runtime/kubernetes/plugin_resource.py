@@ -10,6 +10,7 @@ charts/sysops/crds/plugins.sysops.dev.yaml.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,8 +25,11 @@ VERSION = "v1alpha1"
 PLURAL = "plugins"
 KIND = "Plugin"
 API_VERSION = f"{GROUP}/{VERSION}"
+LOG = logging.getLogger("sysops.plugin_resource")
 #: Revisions kept per plugin (the oldest are dropped first): the CRD allows at most 20.
 MAX_REVISIONS = 20
+#: Reads and writes of a spec that `save` tries while status writes move the object's resourceVersion.
+SAVE_ATTEMPTS = 5
 #: The revision dict key that marks the one serving now (set by the orchestrator; not stored).
 SERVING_KEY = "serving"
 #: status fields `write_status` accepts (Python name -> the object's camelCase name).
@@ -68,6 +72,10 @@ def empty_plugin(plugin: str, spec: Mapping[str, Any] | None = None) -> dict[str
 
 def _short(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
+
+
+class SpecConflict(RuntimeOperationError):
+    """The Plugin object changed between the read and a spec write that required it unchanged."""
 
 
 class PluginApi:
@@ -116,20 +124,21 @@ class PluginApi:
         """The Plugin object `name`, created empty if missing."""
         return self.get(name) or self.create(empty_plugin(name))
 
-    def replace_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def replace_spec(self, name: str, spec: Mapping[str, Any], resource_version: str = "") -> dict[str, Any]:
         """Replace the object's spec as a whole (a JSON patch: keys a new manifest dropped go too); return the
-        object (its new generation). The spec must have no empty strings in its typed fields (`spec_of`)."""
+        object (its new generation). With `resource_version`, only if the object is still at that version
+        (a JSON-patch `test`): SpecConflict when it changed meanwhile. The spec must have no empty strings in its
+        typed fields (`spec_of`)."""
+        patch: list[dict[str, Any]] = [{"op": "add", "path": "/spec", "value": dict(spec)}]
+        if resource_version:
+            patch.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version})
         try:
             patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                name,
-                [{"op": "add", "path": "/spec", "value": dict(spec)}],
-                _content_type="application/json-patch+json",
+                GROUP, VERSION, self.namespace, PLURAL, name, patch, _content_type="application/json-patch+json"
             )
         except ApiException as exc:
+            if resource_version and exc.status in (409, 422):
+                raise SpecConflict(f"Plugin {name} changed since version {resource_version}") from exc
             raise RuntimeOperationError(f"cannot update Plugin {name}: {_short(exc)}") from exc
         return patched
 
@@ -198,12 +207,29 @@ class PluginResourceMirror:
         self, name: str, source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]
     ) -> None:
         """Write the plugin's manifest, source, revision history and serving revision into its spec, and
-        mark that generation observed (the server's own write is not a change for the controller to roll)."""
+        mark that generation observed (the server's own write is not a change for the controller to roll).
+
+        The spec is written only over the object as read (a resourceVersion precondition): a status write
+        meanwhile is read again and retried; a spec someone applied meanwhile (a new generation) is left
+        pending for the controller, not overwritten and not marked observed."""
         spec = spec_of(source, manifest, revisions)
-        obj = self.api.get(name) or self.api.create(empty_plugin(name, spec))
-        if obj.get("spec") != spec:
-            obj = self.api.replace_spec(name, spec)
-        self.api.patch_status(name, {"observedGeneration": int(obj["metadata"].get("generation", 1))})
+        for _ in range(SAVE_ATTEMPTS):
+            obj = self.api.get(name) or self.api.create(empty_plugin(name, spec))
+            if obj.get("spec") != spec:
+                read = obj["metadata"]
+                try:
+                    obj = self.api.replace_spec(name, spec, str(read.get("resourceVersion", "")))
+                except SpecConflict as conflict:
+                    current = (self.api.get(name) or {}).get("metadata") or {}
+                    if current.get("resourceVersion") == read.get("resourceVersion"):  # refused for another reason
+                        raise RuntimeOperationError(f"cannot update Plugin {name}: {conflict.__cause__}") from conflict
+                    if current.get("generation") != read.get("generation"):
+                        LOG.warning("Plugin %s: a spec applied meanwhile is left for the controller", name)
+                        return
+                    continue
+            self.api.patch_status(name, {"observedGeneration": int(obj["metadata"].get("generation", 1))})
+            return
+        raise RuntimeOperationError(f"cannot update Plugin {name}: it kept changing ({SAVE_ATTEMPTS} attempts)")
 
     def delete(self, name: str) -> None:
         """Delete the Plugin object; the cluster deletes the pods, policies and Secrets it owns."""
