@@ -4,10 +4,13 @@ inside a plugin pod as the Docker tests measure them (tests/integration/test_lim
 The chart is installed with `--set nodeAgent.enabled=true`; the hostile test plugin (tests/integration/plugins/
 hostile) comes up with `disk_io_mb_per_sec`, `network_connections` and `pids`. Its O_DIRECT writes and reads on
 /data are held at the throttle, its third connection to a server this test holds open on the Docker bridge's
-gateway is refused, its fork bomb stops at pids.max, and `plugin status` shows the agent's read-back. A container
-the kubelet restarts gets its limits again. Upgraded with the agent off, the server refuses the same limits and
-names the chart value. One chart install; the limited plugin gets 20 % CPU (its O_DIRECT loop must not wait for
-CPU), the refused one 10 % (the test node has 2 CPUs for everybody).
+gateway is refused, its fork bomb stops at pids.max, and `plugin status` shows the agent's read-back (the pod
+condition sysops.dev/limits-applied in the pod's status). The pod's readiness gate on that condition holds it
+unready while the condition is not True (v1.20 honours readiness gates), a custom condition written through
+pods/status survives the kubelet's own status updates, and the agent may not patch a pod (only its status). A
+container the kubelet restarts gets its limits again. Upgraded with the agent off, the server refuses the same
+limits and names the chart value. One chart install; the limited plugin gets 20 % CPU (its O_DIRECT loop must
+not wait for CPU), the refused one 10 % (the test node has 2 CPUs for everybody).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import docker
 import pytest
-from sysops.nodeagent.annotations import APPLIED_ANNOTATION, LIMITS_ANNOTATION
+from sysops.nodeagent.annotations import APPLIED_CONDITION, LIMITS_ANNOTATION
 
 from tests.e2e.test_kubernetes import (
     ROOT,
@@ -106,6 +109,22 @@ def cgroup_file(container_id: str, controller: str, name: str) -> Path:
     return found / name
 
 
+def conditions(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {condition["type"]: condition for condition in pod["status"].get("conditions", [])}
+
+
+def read_back(pod: dict[str, Any]) -> dict[str, Any]:
+    """The agent's read-back: the message of the pod condition sysops.dev/limits-applied ({} when none)."""
+    condition = conditions(pod).get(APPLIED_CONDITION)
+    return dict(json.loads(condition["message"])) if condition else {}
+
+
+def patch_status(cluster: Cluster, pod: str, condition: dict[str, str]) -> None:
+    """Set one pod condition through pods/status (a strategic merge by type), as the agent does."""
+    body = json.dumps({"status": {"conditions": [{**condition, "lastTransitionTime": None}]}})
+    kubectl("-n", cluster.namespace, "patch", "pod", pod, "--subresource=status", "--type=strategic", "-p", body)
+
+
 def test_limits_are_applied_and_read_back_on_the_pod(cluster: Cluster, limited: Sysops) -> None:
     pod = plugin_pod(cluster)
     annotations = pod["metadata"]["annotations"]
@@ -114,7 +133,11 @@ def test_limits_are_applied_and_read_back_on_the_pod(cluster: Cluster, limited: 
         "network_connections": CONNECTIONS,
         "pids": PIDS,
     }
-    applied = json.loads(annotations[APPLIED_ANNOTATION])
+    assert pod["spec"]["readinessGates"] == [{"conditionType": APPLIED_CONDITION}]
+    assert conditions(pod)[APPLIED_CONDITION]["status"] == "True"
+    wait_for(lambda: conditions(plugin_pod(cluster))["Ready"]["status"] == "True", 30, "the pod Ready (probe, gate)")
+    assert APPLIED_CONDITION not in annotations  # the read-back is in the status only
+    applied = read_back(pod)
     container_id = pod["status"]["containerStatuses"][0]["containerID"]
     print(f"read-back on {pod['metadata']['name']}: {applied}")
     assert applied["container_id"] == container_id and applied["error"] == ""
@@ -170,19 +193,56 @@ def test_the_fork_bomb_stops_at_the_pods_pids_limit(cluster: Cluster, limited: S
     assert limited.ok("ping") == "pong\n"
 
 
+def test_the_readiness_gate_holds_the_pod_unready_until_the_agent_says_true(cluster: Cluster, limited: Sysops) -> None:
+    name = plugin_pod(cluster)["metadata"]["name"]
+    [account] = kubectl(
+        "-n", cluster.namespace, "get", "daemonsets", "-o", "jsonpath={.items[*].spec.template.spec.serviceAccountName}"
+    ).split()  # fmt: skip
+    agent = f"system:serviceaccount:{cluster.namespace}:{account}"
+    asked = (("patch", "pods"), ("update", "pods"), ("patch", "pods", "--subresource=status"), ("watch", "pods"))
+    can_i = [
+        kubectl("auth", "can-i", *question, "-n", cluster.namespace, "--as", agent, check=False) for question in asked
+    ]
+    assert [answer.strip() for answer in can_i] == ["no", "no", "yes", "yes"], (account, can_i)
+    # Read-back withdrawn (status False, no container): the kubelet keeps the pod unready though its container is
+    # ready, until the agent, seeing it does not match the running container, applies and says True again.
+    patch_status(cluster, name, {"type": APPLIED_CONDITION, "status": "False", "message": "{}"})
+    pod = plugin_pod(cluster)
+    print(f"condition False: Ready {conditions(pod)['Ready']}, ContainersReady {conditions(pod)['ContainersReady']}")
+    started = time.monotonic()
+    wait_for(lambda: conditions(plugin_pod(cluster))[APPLIED_CONDITION]["status"] == "True", 30, "the agent")
+    wait_for(lambda: conditions(plugin_pod(cluster))["Ready"]["status"] == "True", 30, "the pod Ready again")
+    print(f"the agent said True again and the pod is Ready {time.monotonic() - started:.1f}s later")
+    # Held False with a matching read-back (the agent leaves it): the gate alone keeps the pod unready.
+    matching = json.dumps(read_back(plugin_pod(cluster)))
+    patch_status(cluster, name, {"type": APPLIED_CONDITION, "status": "False", "message": matching})
+
+    def gated() -> bool:
+        pod = plugin_pod(cluster)
+        return conditions(pod)["ContainersReady"]["status"] == "True" and conditions(pod)["Ready"]["status"] == "False"
+
+    wait_for(gated, 30, "the kubelet to hold the pod unready on its readiness gate")
+    time.sleep(5)  # the kubelet's status updates (probes every 2 s) do not undo it
+    assert gated() and conditions(plugin_pod(cluster))[APPLIED_CONDITION]["status"] == "False"
+    patch_status(cluster, name, {"type": APPLIED_CONDITION, "status": "True", "message": matching})
+    wait_for(lambda: conditions(plugin_pod(cluster))["Ready"]["status"] == "True", 30, "the pod Ready again")
+
+
 def test_a_restarted_container_gets_its_limits_again(cluster: Cluster, limited: Sysops) -> None:
     before = plugin_pod(cluster)["status"]["containerStatuses"][0]
+    # A condition nobody but this test writes: the kubelet's status updates of the restart must keep it.
+    probe = {"type": "sysops.dev/e2e-probe", "status": "True", "message": "kept"}
+    patch_status(cluster, plugin_pod(cluster)["metadata"]["name"], probe)
     docker.from_env().containers.get(before["containerID"].rpartition("://")[2]).kill()
 
     def reapplied() -> bool:
         pod = plugin_pod(cluster)
         status = pod["status"]["containerStatuses"][0]
-        applied = json.loads(pod["metadata"]["annotations"].get(APPLIED_ANNOTATION, "{}"))
         running = status.get("state", {}).get("running") is not None
         return (
             running
             and status["containerID"] != before["containerID"]
-            and applied["container_id"] == status["containerID"]
+            and read_back(pod).get("container_id") == status["containerID"]
         )
 
     started = time.monotonic()
@@ -196,6 +256,8 @@ def test_a_restarted_container_gets_its_limits_again(cluster: Cluster, limited: 
     assert int(cgroup_file(container_id, "pids", "pids.max").read_text()) == PIDS
     assert str(IO_MB * MIB) in cgroup_file(container_id, "blkio", "blkio.throttle.read_bps_device").read_text()
     wait_for(lambda: limited.run("ping").stdout == "pong\n", 60, "the restarted plugin to answer")
+    kept = conditions(plugin_pod(cluster)).get("sysops.dev/e2e-probe", {})
+    assert (kept.get("status"), kept.get("message")) == ("True", "kept"), kept
     assert not json.loads(limited.ok("plugin", "status", "hostile", "--output", "json"))["limits"]["mismatches"]
 
 

@@ -59,11 +59,15 @@ def test_the_node_agent_daemonset_when_enabled(render: Render, kube: str) -> Non
     assert _server_env(docs)["SYSOPS_NODE_AGENT"]["value"] == "1"
 
 
-def test_the_node_agent_may_only_read_and_annotate_pods_of_its_namespace(render: Render) -> None:  # noqa: F811
+def test_the_node_agent_may_only_read_pods_and_write_their_status(render: Render) -> None:  # noqa: F811
     docs = render("--set", "nodeAgent.enabled=true")
     role = _named(docs, "Role", "sysops-test-node-agent")
     assert role["metadata"]["namespace"] == "sysops-ns"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
+    # No `pods` patch: it could swap a pod's image (the server's, which mounts the TLS and token keys).
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+    ]
     binding = _named(docs, "RoleBinding", "sysops-test-node-agent")
     assert binding["roleRef"]["name"] == "sysops-test-node-agent"
     assert binding["subjects"] == [

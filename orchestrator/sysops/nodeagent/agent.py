@@ -3,10 +3,12 @@
 One namespace (the release's), plugin pods only (label selector), this node only (field selector
 spec.nodeName): a list, then a watch from the list's resourceVersion, resumed from the last event's
 version when the server ends it, and a fresh list after 410 Gone. A pod is acted on only when it carries
-`sysops.dev/limits` and its running container's read-back (`sysops.dev/limits-applied`) does not match:
-then the limits are written to the container's cgroup and the pod's network namespace, read back from
-the kernel, and the read-back written to the pod. A restarted container has a new id (and cgroup), so
-its pod no longer matches and is done again; the agent's own patch matches, so it causes no second pass.
+`sysops.dev/limits` and its running container's read-back (the pod condition `sysops.dev/limits-applied`)
+does not match: then the limits are written to the container's cgroup and the pod's network namespace, read
+back from the kernel, and the read-back written to the pod's status (`pods/status` patch: the agent cannot
+change a pod's spec). A restarted container has a new id (and cgroup): the watch event of the kubelet's
+containerStatuses update shows it, its pod no longer matches and is done again at once; the agent's own patch
+matches, so it causes no second pass.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from sysops.nodeagent.annotations import (
-    APPLIED_ANNOTATION,
+    APPLIED_CONDITION,
     LIMITS_ANNOTATION,
     AppliedLimits,
     NodeLimits,
+    condition_body,
     mismatches,
     read_applied,
 )
 from sysops.nodeagent.cgroup_limits import CgroupError, CgroupLimiter
 from sysops.nodeagent.connections import ConnectionLimiter, FirewallError
+from sysops.nodeagent.pod_netns import NamespaceError, container_network_namespace
 
 log = logging.getLogger("sysops.nodeagent")
 #: Seconds a watch request lasts before it is resumed (the API server ends it anyway after a while).
@@ -57,10 +61,11 @@ class Enforcer:
         try:
             cgroup = self.cgroups.find(container_id)
             self.cgroups.apply(cgroup, wanted.pids, wanted.io_bytes_per_sec)
-            self.firewall.apply(cgroup.pid, wanted.network_connections)
+            with container_network_namespace(cgroup.pid, container_id, self.cgroups.proc) as namespace:
+                self.firewall.apply(namespace, wanted.network_connections)
+                connections = self.firewall.read(namespace)
             found = self.cgroups.read(cgroup)
-            connections = self.firewall.read(cgroup.pid)
-        except (CgroupError, FirewallError) as exc:
+        except (CgroupError, FirewallError, NamespaceError) as exc:
             return AppliedLimits(container_id=container_id, error=str(exc))
         return AppliedLimits(container_id, found.pids, found.read_bps, found.write_bps, connections)
 
@@ -88,16 +93,20 @@ class NodeAgent:
             return  # not running yet: the event of its start comes next
         try:
             wanted = NodeLimits.from_json(annotations[LIMITS_ANNOTATION])
+            if pod.spec and pod.spec.host_network:  # plugin pods never are: anyone else's must not steer the agent
+                raise ValueError("the pod uses the node's network (hostNetwork): its firewall is the node's, refused")
         except ValueError as exc:
             result = AppliedLimits(container_id=container_id, error=str(exc))
+            problems = [result.error]
         else:
-            if not mismatches(wanted, read_applied(annotations), container_id):
+            if not mismatches(wanted, read_applied(pod), container_id):
                 return
             result = self.enforcer.enforce(container_id, wanted)
-        self._write(metadata.name, result)
-        if result.error:
+            problems = mismatches(wanted, result, container_id)
+        self._write(metadata.name, condition_body(pod, result, problems))
+        if problems:
             log.warning(
-                "pod %s (container %s): limits NOT applied: %s", metadata.name, container_id[-12:], result.error
+                "pod %s (container %s): limits NOT applied: %s", metadata.name, container_id[-12:], "; ".join(problems)
             )
         else:
             log.info(
@@ -110,13 +119,14 @@ class NodeAgent:
                 result.network_connections if result.network_connections is not None else "none",
             )
 
-    def _write(self, pod: str, result: AppliedLimits) -> None:
-        body = {"metadata": {"annotations": {APPLIED_ANNOTATION: result.to_json()}}}
+    def _write(self, pod: str, body: dict[str, Any]) -> None:
         try:
-            self.core.patch_namespaced_pod(pod, self.namespace, body)
+            self.core.patch_namespaced_pod_status(
+                pod, self.namespace, body, _content_type="application/strategic-merge-patch+json"
+            )
         except ApiException as exc:
             if exc.status != 404:  # a pod deleted meanwhile needs nothing
-                log.warning("pod %s: cannot write %s: %s %s", pod, APPLIED_ANNOTATION, exc.status, exc.reason)
+                log.warning("pod %s: cannot write %s: %s %s", pod, APPLIED_CONDITION, exc.status, exc.reason)
 
     def _list(self) -> str:
         """Reconcile every plugin pod on this node; return the list's resourceVersion."""

@@ -1,24 +1,28 @@
-"""The two pod annotations between the Kubernetes driver and the node agent, and how they are compared.
+"""The contract between the Kubernetes driver and the node agent on a pod, and how the read-back is compared.
 
-`sysops.dev/limits` (written by the server when it creates a plugin pod): the limits the agent must enforce,
-`{"pids": 64, "io_bytes_per_sec": 5242880, "network_connections": 3}` (absent keys: no limit).
-`sysops.dev/limits-applied` (written by the agent): what the kernel enforces, read back from the cgroup files
-and iptables, for one container of the pod: `{"container_id": "docker://…", "pids": 64, "read_bps":
-{"254:0": 5242880}, "write_bps": {…}, "network_connections": 3, "error": ""}`. `mismatches` is the one rule
-both sides use to decide whether the read-back matches; a roll waits for it (driver.py) and the agent skips a
-pod whose read-back already matches (so its own patch does not make it apply again).
+The annotation `sysops.dev/limits` (written by the server when it creates a plugin pod): the limits the agent
+must enforce, `{"pids": 64, "io_bytes_per_sec": 5242880, "network_connections": 3}` (absent keys: no limit).
+The pod condition `sysops.dev/limits-applied` (written by the agent in the pod's STATUS, so the agent needs
+`pods/status` patch only, never `pods` patch, which could change a pod's image): status True when the kernel
+enforces what the pod asks, False otherwise; its message is the read-back, read from the cgroup files and
+iptables, for one container of the pod: `{"container_id": "docker://…", "pids": 64, "read_bps":
+{"254:0": 5242880}, "write_bps": {…}, "network_connections": 3, "error": ""}`. The driver gives such a pod a
+readiness gate on the condition, so the kubelet keeps it unready until the agent says True. `mismatches` is
+the one rule both sides use to decide whether the read-back matches; a roll waits for it (driver.py) and the
+agent skips a pod whose read-back already matches (so its own patch does not make it apply again).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sysops.runtime.base import ResourceLimits
 
 LIMITS_ANNOTATION = "sysops.dev/limits"
-APPLIED_ANNOTATION = "sysops.dev/limits-applied"
+APPLIED_CONDITION = "sysops.dev/limits-applied"
 _MIB = 1024 * 1024
 
 
@@ -82,18 +86,18 @@ class AppliedLimits:
     error: str = ""
 
     def to_json(self) -> str:
-        """The `sysops.dev/limits-applied` annotation's value."""
+        """The `sysops.dev/limits-applied` condition's message."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> AppliedLimits:
         """Parse the annotation; ValueError naming what is wrong."""
-        document = _object(text, APPLIED_ANNOTATION)
+        document = _object(text, APPLIED_CONDITION)
         rates: dict[str, dict[str, int]] = {}
         for key in ("read_bps", "write_bps"):
             value = document.get(key) or {}
             if not isinstance(value, dict) or not all(isinstance(rate, int) for rate in value.values()):
-                raise ValueError(f"{APPLIED_ANNOTATION}: {key} must map devices to byte rates")
+                raise ValueError(f"{APPLIED_CONDITION}: {key} must map devices to byte rates")
             rates[key] = {str(device): int(rate) for device, rate in value.items()}
         return cls(
             container_id=str(document.get("container_id") or ""),
@@ -137,12 +141,36 @@ def mismatches(wanted: NodeLimits, applied: AppliedLimits | None, container_id: 
     return found
 
 
-def read_applied(annotations: dict[str, str] | None) -> AppliedLimits | None:
-    """The pod's read-back, None when absent or unreadable (then it is not applied)."""
-    text = (annotations or {}).get(APPLIED_ANNOTATION)
-    if not text:
+def applied_condition(pod: Any) -> Any:
+    """The pod's `sysops.dev/limits-applied` condition (a V1PodCondition), None when it has none."""
+    conditions = (pod.status.conditions if getattr(pod, "status", None) else None) or []
+    return next((condition for condition in conditions if condition.type == APPLIED_CONDITION), None)
+
+
+def read_applied(pod: Any) -> AppliedLimits | None:
+    """The pod's read-back (its condition's message), None when absent or unreadable (then it is not applied)."""
+    condition = applied_condition(pod)
+    if condition is None or not condition.message:
         return None
     try:
-        return AppliedLimits.from_json(text)
+        return AppliedLimits.from_json(str(condition.message))
     except ValueError:
         return None
+
+
+def condition_body(pod: Any, applied: AppliedLimits, problems: list[str]) -> dict[str, Any]:
+    """The `pods/status` strategic merge patch that sets the pod's condition to this read-back: True when
+    `problems` (its mismatches) is empty. The transition time moves only when the status does, so writing the
+    same read-back again changes nothing (and causes no watch event)."""
+    status = "False" if problems else "True"
+    previous = applied_condition(pod)
+    since = previous.last_transition_time if previous is not None and previous.status == status else None
+    when = (since or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition = {
+        "type": APPLIED_CONDITION,
+        "status": status,
+        "reason": "LimitsApplied" if not problems else "AgentError" if applied.error else "LimitsDiffer",
+        "message": applied.to_json(),
+        "lastTransitionTime": when,
+    }
+    return {"status": {"conditions": [condition]}}

@@ -6,14 +6,15 @@ is its NetworkPolicy's job, and connections into the pod (the server's calls) ar
 connections other than on loopback pass through SYSOPS-CONNLIMIT, built by the same rule builder the Docker
 runtime uses (runtime/netns_firewall.py). The node agent's image has no iptables: the node's own runs, from
 the host's root filesystem mounted read-only in the agent's pod (`host_root`), as the Docker runtime runs the
-host's.
+host's. The namespace is a descriptor held open by pod_netns.py (proven to be the pod's), never a PID.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 
-from sysops.runtime.netns_firewall import connection_limit, connection_limit_rules, nsenter_prefix, run_iptables
+from sysops.runtime.netns_firewall import connection_limit, connection_limit_rules, held_namespace_prefix, run_iptables
 
 CHAIN = "SYSOPS-CONNLIMIT"
 JUMP = ["OUTPUT", "!", "-o", "lo", "-j", CHAIN]
@@ -40,35 +41,30 @@ def limit_in(listing: str) -> int | None:
 
 
 class ConnectionLimiter:
-    """Programs and reads the connection limit in the network namespace of a process on this node."""
+    """Programs and reads the connection limit in a network namespace held open on this node (pod_netns.py)."""
 
     def __init__(self, host_root: str = "") -> None:
         self.host_root = host_root
 
-    def _prefix(self, pid: int) -> list[str]:
-        return nsenter_prefix(pid, root=self.host_root)
+    def _run(self, namespace: int, arguments: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        prefix = held_namespace_prefix(namespace, root=self.host_root)
+        return run_iptables(prefix, arguments, pass_fds=[namespace])
 
-    def read(self, pid: int) -> int | None:
-        """The limit in force in the namespace of `pid` (None: none)."""
-        result = run_iptables(self._prefix(pid), ["-S"])
+    def read(self, namespace: int) -> int | None:
+        """The limit in force in the held `namespace` (None: none)."""
+        result = self._run(namespace, ["-S"])
         if result.returncode != 0:
             raise FirewallError(f"cannot read the pod's firewall (iptables -S): {result.stderr.strip()[:200]}")
         return limit_in(result.stdout)
 
-    def apply(self, pid: int, connections: int | None) -> None:
-        """Make the namespace of `pid` enforce `connections` (None: no limit); nothing changes if it already does."""
-        if self.read(pid) == connections:
+    def apply(self, namespace: int, connections: int | None) -> None:
+        """Make the held `namespace` enforce `connections` (None: no limit); nothing changes if it already does."""
+        if self.read(namespace) == connections:
             return
-        prefix = self._prefix(pid)
         for arguments in removal_rules():
-            run_iptables(prefix, arguments)
-        if connections is not None:
-            self._run_all(prefix, limit_rules(connections))
-
-    @staticmethod
-    def _run_all(prefix: Sequence[str], commands: list[list[str]]) -> None:
-        for arguments in commands:
-            result = run_iptables(prefix, arguments)
+            self._run(namespace, arguments)
+        for arguments in limit_rules(connections) if connections is not None else []:
+            result = self._run(namespace, arguments)
             if result.returncode != 0:
                 raise FirewallError(
                     f"cannot program the pod's firewall (iptables {' '.join(arguments)}): {result.stderr.strip()[:200]}"

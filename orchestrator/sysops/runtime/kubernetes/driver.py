@@ -50,7 +50,12 @@ from sysops.runtime.base import (
     StreamCancel,
 )
 from sysops.runtime.faults import describe_fault, engine_timestamp
-from sysops.runtime.kubernetes.node_limits import await_node_limits, node_agent_report, wanted_node_limits
+from sysops.runtime.kubernetes.node_limits import (
+    await_node_limits,
+    gate_on_node_agent,
+    node_agent_report,
+    wanted_node_limits,
+)
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, plugin_owner_reference
 from sysops.runtime.kubernetes.pod_faults import ended_since, last_termination
 from sysops.runtime.kubernetes.pod_tokens import pod_token, token_key, token_secret_name
@@ -293,6 +298,8 @@ class KubernetesDriver:
         pod = self._pod_body(
             spec, labels, annotations, environment, owner, token_secret=token_secret, host_ca=bool(host_ca)
         )
+        if node_limits is not None:  # unready (no calls) until the node agent says its limits hold
+            gate_on_node_agent(pod)
         try:  # the token Secret and the NetworkPolicy first: the pod never runs without either
             self.core.create_namespaced_secret(self.namespace, secret)
             self.networking.create_namespaced_network_policy(self.namespace, self._policy_body(spec, labels, owner))

@@ -3,9 +3,11 @@ for a new pod's read-back before the roll goes on, and report it.
 
 Kubernetes has no block-I/O throttle, no connection limit, and (1.20) only a node-wide pids limit. With the
 chart's node agent DaemonSet (`nodeAgent.enabled`, which gives the server SYSOPS_NODE_AGENT=1) a plugin pod
-carries its `disk_io_mb_per_sec`, `network_connections` and `pids` in the annotation `sysops.dev/limits`, the
-agent enforces them on the node and writes back `sysops.dev/limits-applied` (sysops/nodeagent). Without the
-agent a plugin asking for the first two is refused, naming the chart value; `pids` then stays node-wide.
+carries its `disk_io_mb_per_sec`, `network_connections` and `pids` in the annotation `sysops.dev/limits` and a
+readiness gate on the condition `sysops.dev/limits-applied`; the agent enforces them on the node and writes
+that condition to the pod's status with the read-back (sysops/nodeagent), so the kubelet keeps the pod unready
+until the agent says True. Without the agent a plugin asking for the first two is refused, naming the chart
+value; `pids` then stays node-wide.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from sysops.errors import RuntimeOperationError, StartFailedError
-from sysops.nodeagent.annotations import LIMITS_ANNOTATION, NodeLimits, mismatches, read_applied
+from sysops.nodeagent.annotations import APPLIED_CONDITION, LIMITS_ANNOTATION, NodeLimits, mismatches, read_applied
 from sysops.runtime.base import ResourceLimits
 
 NODE_AGENT_ENV = "SYSOPS_NODE_AGENT"
@@ -55,6 +57,12 @@ def wanted_node_limits(plugin: str, limits: ResourceLimits) -> NodeLimits | None
     return None
 
 
+def gate_on_node_agent(pod_body: dict[str, Any]) -> None:
+    """Give a pod body the readiness gate on the agent's condition: the kubelet keeps the pod unready (no
+    calls) until the node agent says its limits hold."""
+    pod_body["spec"]["readinessGates"] = [{"conditionType": APPLIED_CONDITION}]
+
+
 def _timeout() -> float:
     raw = os.environ.get(NODE_AGENT_TIMEOUT_ENV, "").strip()
     try:
@@ -82,7 +90,7 @@ def _settled(pod: Any, wanted: NodeLimits) -> bool:
     if _terminated(pod):
         return True
     running = container_id(pod)
-    applied = read_applied(pod.metadata.annotations)
+    applied = read_applied(pod)
     if applied is not None and applied.error and running and applied.container_id == running:
         raise StartFailedError(
             f"pod {pod.metadata.name}: the sysops node agent could not apply its limits: {applied.error}"
@@ -123,7 +131,7 @@ def await_node_limits(core: Any, namespace: str, name: str, wanted: NodeLimits) 
                 return
             pod = None  # 410 Gone, or the watch ended badly: read the pod again
             time.sleep(0.5)
-    problems = mismatches(wanted, read_applied(pod.metadata.annotations), container_id(pod)) if pod else []
+    problems = mismatches(wanted, read_applied(pod), container_id(pod)) if pod else []
     node = str(pod.spec.node_name or "?") if pod is not None and pod.spec else "?"
     raise StartFailedError(
         f"pod {name}: the sysops node agent did not apply its limits within {_timeout():g}s"
@@ -139,7 +147,7 @@ def node_agent_report(pod: Any, limits: ResourceLimits) -> tuple[dict[str, objec
     annotations = dict(getattr(getattr(pod, "metadata", None), "annotations", None) or {})
     if LIMITS_ANNOTATION not in annotations:
         return {}, []
-    applied = read_applied(annotations)
+    applied = read_applied(pod)
     found = mismatches(NodeLimits.of(limits), applied, container_id(pod))
     if applied is None:
         return {"pids": None, "disk_io_mb_per_sec": None, "network_connections": None}, found
