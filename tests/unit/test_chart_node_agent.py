@@ -80,3 +80,15 @@ def test_the_node_agent_values_are_checked(helm: str) -> None:  # noqa: F811
     for bad in ("nodeAgent.enabled=maybe", "nodeAgent.bogus=1", "nodeAgent.resources.cpu=1"):
         result = _template(helm, "--set", bad)
         assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr, bad
+
+
+def test_the_node_agent_never_runs_under_the_servers_service_account(render: Render) -> None:  # noqa: F811
+    docs = render(
+        "--set", "nodeAgent.enabled=true", "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"
+    )  # fmt: skip
+    daemonset = _named(docs, "DaemonSet", "sysops-test-node-agent")
+    assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == "sysops-test-node-agent"
+    assert _named(docs, "ServiceAccount", "sysops-test-node-agent")["metadata"]["namespace"] == "sysops-ns"
+    binding = _named(docs, "RoleBinding", "sysops-test-node-agent")
+    assert [subject["name"] for subject in binding["subjects"]] == ["sysops-test-node-agent"]
+

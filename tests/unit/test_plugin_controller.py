@@ -13,7 +13,7 @@ import pytest
 from sysops.core.manifest import Manifest, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.policy import Policy
-from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, InstanceStatus
+from sysops.runtime.base import LABEL_PLUGIN, InstanceStatus
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes.informer import DELETED, MODIFIED
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror, SpecConflict
@@ -42,7 +42,6 @@ class MemoryPlugins(PluginApi):
         name = str(body["metadata"]["name"])
         self.uids += 1
         obj = copy.deepcopy(dict(body))
-        obj["metadata"].setdefault("labels", {})[LABEL_INSTALLATION] = self.installation_id  # as PluginApi.create
         obj["metadata"].update(uid=f"uid-{self.uids}", generation=1)
         self._changed(obj)
         self.objects.setdefault(name, obj)

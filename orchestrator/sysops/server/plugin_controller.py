@@ -149,7 +149,7 @@ class PluginController:
     def on_plugin(self, kind: str, obj: Mapping[str, Any]) -> None:
         """A Plugin object's event: remember it; queue its plugin when its spec may need a roll, or it went."""
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if not name or not self.api.owns(obj):  # another installation's object
+        if not name:
             return
         with self._lock:
             if kind == DELETED:
@@ -337,7 +337,7 @@ def start_controller(
     """Start the controller's workers and its informers (Plugin objects; plugin pods unless not `watch_pods`)."""
     from kubernetes import client
 
-    api = PluginApi(namespace, installation_id=installation_id)
+    api = PluginApi(namespace)
     controller = PluginController(orchestrator, api, installation_id, check_image=check_image)
     informers = [
         Informer(
@@ -349,7 +349,6 @@ def start_controller(
             namespace,
             PLURAL,
             resync_seconds=resync_seconds,
-            label_selector=api.selector,
         )
     ]
     if watch_pods:
