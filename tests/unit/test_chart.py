@@ -374,8 +374,6 @@ def test_rbac_is_namespaced_least_privilege(render: Render) -> None:
         "image.bogus=1",
         "policy.limits.memory_mb=1024",
         "policy.caps.memory_mb=1",
-        "policy.caps.disk_io_mb_per_sec=50",
-        "policy.defaults.network_connections=10",
         "plugins.imagePullPolicy=Sometimes",
         "server.port=http",
         "policy.plugins.keeper.grant=state.read",

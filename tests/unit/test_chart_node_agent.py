@@ -92,3 +92,14 @@ def test_the_node_agent_never_runs_under_the_servers_service_account(render: Ren
     binding = _named(docs, "RoleBinding", "sysops-test-node-agent")
     assert [subject["name"] for subject in binding["subjects"]] == ["sysops-test-node-agent"]
 
+
+def test_the_policy_may_cap_the_agents_limits_only_with_the_agent(render: Render, helm: str) -> None:  # noqa: F811
+    limits = ("--set", "policy.caps.disk_io_mb_per_sec=50", "--set", "policy.defaults.network_connections=10")
+    docs = render("--set", "nodeAgent.enabled=true", *limits)
+    [policy] = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-policy")]
+    assert "disk_io_mb_per_sec: 50" in policy["data"]["policy.yaml"]
+    assert "network_connections: 10" in policy["data"]["policy.yaml"]
+    for key in ("caps.disk_io_mb_per_sec=50", "defaults.network_connections=10"):
+        refused = _template(helm, "--set", f"policy.{key}")
+        assert refused.returncode != 0, key
+        assert f"policy.{key.partition('=')[0]} needs nodeAgent.enabled=true" in refused.stderr, refused.stderr
