@@ -163,3 +163,21 @@ def test_stop_during_a_watch_ends_it_after_the_current_event() -> None:
 
     Informer("thing", api.list_call, handler, watch_factory=api.watch).run(stop)
     assert seen == ["a", "b"]
+
+
+def test_an_event_a_handler_failed_on_is_delivered_again_by_the_next_list() -> None:
+    stop = threading.Event()
+    api = ScriptedApi(
+        [[_obj("a", "10"), _obj("b", "11")], [_obj("a", "10"), _obj("b", "12")]],
+        [[{"type": "MODIFIED", "raw_object": _obj("b", "12")}]],
+        stop,
+    )
+    seen: list[tuple[str, str]] = []
+
+    def handler(kind: str, obj: Any) -> None:
+        seen.append((kind, obj["metadata"]["resourceVersion"]))
+        if seen.count(("MODIFIED", "12")) == 1:
+            raise RuntimeError("the handler failed once")
+
+    Informer("thing", api.list_call, handler, watch_factory=api.watch).run(stop)
+    assert seen == [("ADDED", "10"), ("ADDED", "11"), ("MODIFIED", "12"), ("MODIFIED", "12")]

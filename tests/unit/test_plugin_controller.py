@@ -6,6 +6,8 @@ change reads nothing of any other plugin."""
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,9 +15,9 @@ import pytest
 from sysops.core.manifest import Manifest, parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.policy import Policy
-from sysops.runtime.base import LABEL_PLUGIN, InstanceStatus
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, InstanceStatus
 from sysops.runtime.fake import FakeDriver
-from sysops.runtime.kubernetes.informer import DELETED, MODIFIED
+from sysops.runtime.kubernetes.informer import DELETED, MODIFIED, SYNC
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror, SpecConflict
 from sysops.server.plugin_controller import PluginController, decide, pod_fault
 from sysops.settings import Settings
@@ -42,6 +44,7 @@ class MemoryPlugins(PluginApi):
         name = str(body["metadata"]["name"])
         self.uids += 1
         obj = copy.deepcopy(dict(body))
+        obj["metadata"].setdefault("labels", {})[LABEL_INSTALLATION] = self.installation_id  # as PluginApi.create
         obj["metadata"].update(uid=f"uid-{self.uids}", generation=1)
         self._changed(obj)
         self.objects.setdefault(name, obj)
@@ -266,3 +269,33 @@ def test_a_pod_being_deleted_is_no_fault_of_its_plugin(world: Any) -> None:
     assert controller._faults["echo"] == {"new": "OOMKilled: exit code 137, restarted 0 times"}
     controller.on_pod(DELETED, pod("new"))
     assert controller._faults["echo"] == {}
+
+
+def test_a_resync_skips_a_plugin_whose_pods_did_not_change(world: Any) -> None:
+    controller, _, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    handled: list[str] = []
+    controller.on_handled = lambda name, seconds: handled.append(name)
+    labels = {LABEL_PLUGIN: "echo", LABEL_INSTALLATION: controller.installation_id}
+
+    def pod(version: str) -> dict[str, Any]:
+        return {"metadata": {"name": "p", "labels": labels, "resourceVersion": version}, "status": {}}
+
+    def settled(count: int) -> list[str]:
+        deadline = time.monotonic() + 5
+        while len(handled) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        return handled
+
+    stop = threading.Event()
+    controller.run(stop, workers=1)
+    try:
+        controller.on_pod(MODIFIED, pod("1"))
+        assert settled(1) == ["echo"]
+        controller.on_pod(SYNC, pod("1"))  # a resync: nothing changed since it was handled
+        assert settled(2) == ["echo"]
+        controller.on_pod(SYNC, pod("2"))  # changed (an event missed): handled
+        assert settled(2) == ["echo", "echo"]
+    finally:
+        stop.set()

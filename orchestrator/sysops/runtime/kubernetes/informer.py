@@ -1,7 +1,9 @@
 """An informer: a local cache of one kind of object, kept by list + watch, that names every change.
 
 It lists the objects once (remembering the list's resourceVersion), then watches from that version, so no
-change between the two is missed and none is delivered twice. A watch that ends (its timeout) is opened again
+change between the two is missed and none is delivered twice. An event is delivered before it enters the cache:
+a handler that raises leaves the cache and the version as they were, and the list that follows (any error
+lists again) delivers it again. A watch that ends (its timeout) is opened again
 from the last version seen; a version the API server no longer keeps (410 Gone, or an ERROR event saying
 so) makes it list again, and the difference with its cache is delivered as ADDED, MODIFIED and DELETED
 events. Every `resync_seconds` every cached object is delivered again as SYNC (a handler that missed or
@@ -153,18 +155,19 @@ class Informer:
         """List the objects; deliver what changed since the cache (DELETED for those gone); remember the version."""
         listed = self._list()
         self.lists += 1
-        self.resource_version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
         fresh = {_key(item): item for item in listed.get("items") or []}
-        previous, self.cache = self.cache, dict(fresh)
-        for key, obj in previous.items():
-            if key not in fresh:
+        for key, obj in list(self.cache.items()):  # each change delivered, then cached: one a handler
+            if key not in fresh:  # raised on is delivered again by the next list
                 self.handler(DELETED, obj)
+                self.cache.pop(key, None)
         for key, obj in fresh.items():
-            before = previous.get(key)
+            before = self.cache.get(key)
             if before is None:
                 self.handler(ADDED, obj)
             elif _version(before) != _version(obj):
                 self.handler(MODIFIED, obj)
+            self.cache[key] = obj
+        self.resource_version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
         self._next_resync = self.clock() + self.resync_seconds
         self.synced.set()
 
@@ -204,16 +207,15 @@ class Informer:
         if kind == "ERROR":
             code = int(obj.get("code", 0) or 0)
             raise ApiException(status=code, reason=f"{obj.get('reason', '')}: {obj.get('message', '')}")
+        if kind != "BOOKMARK":  # delivered first: when the handler raises, neither the cache nor the version
+            self.handler(kind, obj)  # moves, so the list that follows delivers it again
+            key = _key(obj)
+            if kind == DELETED:
+                self.cache.pop(key, None)
+            else:
+                self.cache[key] = obj
         if _version(obj):
             self.resource_version = _version(obj)
-        if kind == "BOOKMARK":
-            return
-        key = _key(obj)
-        if kind == DELETED:
-            self.cache.pop(key, None)
-        else:
-            self.cache[key] = obj
-        self.handler(kind, obj)
 
     # resync
     def resync_if_due(self) -> None:
