@@ -93,7 +93,7 @@ class Bench:
         self.driver = FakeDriver()
         self.driver.add_image("probe-v1", ProbeV1)
         self.driver.add_image("probe-v2", ProbeV2)
-        self.api = PluginApi(namespace)
+        self.api = PluginApi(namespace, installation_id=self.settings.installation_id)
         self.mirror = PluginResourceMirror(namespace, api=self.api)
         self.store = Store(self.settings.store_path)
         self.fillers = 0

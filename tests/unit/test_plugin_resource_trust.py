@@ -17,7 +17,7 @@ from sysops.core.orchestrator import Orchestrator
 from sysops.errors import UsageError
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes import migration
-from sysops.runtime.kubernetes.informer import MODIFIED
+from sysops.runtime.kubernetes.informer import DELETED, MODIFIED
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror
 from sysops.server.plugin_controller import PluginController
 from sysops.server.service import check_own_image
@@ -242,3 +242,40 @@ def test_replace_spec_sends_a_resource_version_test() -> None:
     [(body, options)] = calls
     assert body[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
     assert options == {"_content_type": "application/json-patch+json"}
+
+
+# --- two releases in one namespace: each acts on its own Plugin objects only
+
+
+def test_objects_are_labelled_and_listed_per_installation() -> None:
+    calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    class Custom:
+        def create_namespaced_custom_object(self, *args: Any) -> Any:
+            calls.append(("create", args[-1], {}))
+            return args[-1]
+
+        def list_namespaced_custom_object(self, *args: Any, **options: Any) -> Any:
+            calls.append(("list", None, options))
+            return {"items": [{"metadata": {"name": "old"}}]} if "!" in options["label_selector"] else {"items": []}
+
+        def patch_namespaced_custom_object(self, *args: Any, **options: Any) -> Any:
+            calls.append(("patch", args[-2:], options))
+
+    api = PluginApi("ns", custom=Custom(), installation_id=INSTALL)
+    api.create({"metadata": {"name": "echo", "labels": {"a": "b"}}, "spec": {}})
+    api.list()
+    assert api.adopt_unlabelled() == ("old",)
+    created, listed = calls[0][1], calls[1][2]
+    assert created["metadata"]["labels"] == {"a": "b", "sysops.installation": INSTALL}
+    assert listed == {"label_selector": f"sysops.installation={INSTALL}"}
+    assert calls[-1][1] == ("old", {"metadata": {"labels": {"sysops.installation": INSTALL}}})
+
+
+def test_the_controller_ignores_another_installations_objects(settings: Settings) -> None:
+    api = MemoryPlugins()
+    controller = PluginController(lambda: Orchestrator(settings, FakeDriver()), api, settings.installation_id)
+    other = {"metadata": {"name": "echo", "generation": 2, "labels": {"sysops.installation": "another"}}}
+    controller.on_plugin(MODIFIED, other)
+    controller.on_plugin(DELETED, other)
+    assert controller._pending == {} and controller.objects == {}

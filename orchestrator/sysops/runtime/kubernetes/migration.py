@@ -157,5 +157,9 @@ def _camel_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def migrate_configmaps(driver: Any) -> list[str]:
-    """Move an older server's ConfigMap state of `driver`'s namespace to Plugin objects (at serve() start)."""
-    return ConfigMapMigration(driver.core, driver.networking, PluginApi(driver.namespace)).run()
+    """Move an older server's ConfigMap state of `driver`'s namespace to Plugin objects, and label the Plugin
+    objects made before objects carried an installation label as this installation's (at serve() start)."""
+    plugins = PluginApi(driver.namespace)
+    for name in plugins.adopt_unlabelled():
+        LOG.warning("Plugin %s had no installation label: labelled as this installation's", name)
+    return ConfigMapMigration(driver.core, driver.networking, plugins).run()

@@ -18,7 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sysops.errors import RuntimeOperationError
-from sysops.runtime.base import LABEL_PLUGIN, MirroredPlugin
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, MirroredPlugin
+from sysops.settings import Settings
 
 GROUP = "sysops.dev"
 VERSION = "v1alpha1"
@@ -81,9 +82,21 @@ class SpecConflict(RuntimeOperationError):
 class PluginApi:
     """The Plugin objects of one namespace through the custom objects API (errors as sysops errors)."""
 
-    def __init__(self, namespace: str, custom: Any = None) -> None:
+    def __init__(self, namespace: str, custom: Any = None, installation_id: str | None = None) -> None:
         self.namespace = namespace
         self._custom: Any = custom
+        #: The installation whose objects these are: it labels those it creates and lists only those.
+        self.installation_id = Settings().installation_id if installation_id is None else installation_id
+
+    @property
+    def selector(self) -> str:
+        """The label selector of this installation's Plugin objects."""
+        return f"{LABEL_INSTALLATION}={self.installation_id}"
+
+    def owns(self, obj: Mapping[str, Any]) -> bool:
+        """Whether a Plugin object is this installation's (another release in the namespace has its own)."""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return bool(labels.get(LABEL_INSTALLATION) == self.installation_id)
 
     @property
     def custom(self) -> Any:
@@ -108,11 +121,13 @@ class PluginApi:
         return found
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a Plugin object; one created meanwhile by someone else is read instead."""
+        """Create a Plugin object labelled with this installation; one created meanwhile is read instead."""
         name = str(body["metadata"]["name"])
+        labels = {**(body["metadata"].get("labels") or {}), LABEL_INSTALLATION: self.installation_id}
+        body = {**body, "metadata": {**body["metadata"], "labels": labels}}
         try:
             created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, dict(body)
+                GROUP, VERSION, self.namespace, PLURAL, body
             )
         except ApiException as exc:
             if exc.status == 409 and (existing := self.get(name)) is not None:
@@ -167,7 +182,8 @@ class PluginApi:
                 raise RuntimeOperationError(f"cannot delete Plugin {name}: {_short(exc)}") from exc
 
     def list(self, **options: Any) -> dict[str, Any]:
-        """The raw list of Plugin objects (its items and metadata.resourceVersion)."""
+        """The raw list of this installation's Plugin objects (its items and metadata.resourceVersion)."""
+        options.setdefault("label_selector", self.selector)
         try:
             listed: dict[str, Any] = self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, **options
@@ -176,6 +192,22 @@ class PluginApi:
             hint = "install the CRD: kubectl apply -f charts/sysops/crds/" if exc.status == 404 else ""
             raise RuntimeOperationError(f"cannot list Plugin objects: {_short(exc)}", hint=hint) from exc
         return listed
+
+    def adopt_unlabelled(self) -> tuple[str, ...]:
+        """Label the Plugin objects that carry no installation label (made before objects were labelled) as this
+        installation's; return their names. Objects of other installations are left alone."""
+        adopted: tuple[str, ...] = ()
+        for item in self.list(label_selector=f"!{LABEL_INSTALLATION}").get("items") or []:
+            name = str(item["metadata"]["name"])
+            body = {"metadata": {"labels": {LABEL_INSTALLATION: self.installation_id}}}
+            try:
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise RuntimeOperationError(f"cannot label Plugin {name}: {_short(exc)}") from exc
+                continue
+            adopted += (name,)
+        return adopted
 
 
 def spec_of(source: str, manifest: Mapping[str, object], revisions: Sequence[Mapping[str, object]]) -> dict[str, Any]:
