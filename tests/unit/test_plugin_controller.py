@@ -19,7 +19,8 @@ from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, InstanceStatus
 from sysops.runtime.fake import FakeDriver
 from sysops.runtime.kubernetes.informer import DELETED, MODIFIED, SYNC
 from sysops.runtime.kubernetes.plugin_resource import PluginApi, PluginResourceMirror, SpecConflict
-from sysops.server.plugin_controller import PluginController, decide, pod_fault
+from sysops.runtime.kubernetes.pod_faults import pod_fault
+from sysops.server.plugin_controller import PluginController, decide
 from sysops.settings import Settings
 from sysops.store import RevisionRecord
 from sysops_sdk import Plugin
@@ -236,10 +237,20 @@ def test_decide_from_the_spec_and_what_serves() -> None:
     assert decide(obj(), 0, {}, Policy()).action == "none"  # an owner created before its first roll
 
 
-def test_pod_fault_names_what_the_kubelet_saw() -> None:
-    killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
-    oom = {"status": {"containerStatuses": [{"restartCount": 2, "state": {"running": {}}, "lastState": killed}]}}
-    assert pod_fault(oom) == "OOMKilled: exit code 137, restarted 2 times"
+def test_pod_fault_names_what_the_kubelet_saw_as_the_call_path_does() -> None:
+    def pod(restarts: int, last: dict[str, Any]) -> dict[str, Any]:
+        spec = {"containers": [{"resources": {"limits": {"memory": "64Mi"}}}]}
+        statuses = [{"restartCount": restarts, "state": {"running": {}}, "lastState": {"terminated": last}}]
+        return {"spec": spec, "status": {"phase": "Running", "containerStatuses": statuses}}
+
+    oom = pod(2, {"reason": "OOMKilled", "exitCode": 137})
+    assert pod_fault(oom) == "OOMKilled (memory limit 64 MiB, peak reached the 64 MiB limit), restarted 2 times"
+    record = "unresponsive: 2 liveness probes in a row found no SERVING answer within 5s"
+    liveness = pod(1, {"reason": "Error", "exitCode": 137, "message": record + "\n"})
+    assert pod_fault(liveness) == f"{record}, restarted 1 time"  # said 'Error: exit code 137' before
+    assert (
+        pod_fault(pod(3, {"reason": "Error", "exitCode": 3})) == "crashed, restarted 3 times (last exit code unknown)"
+    )
     assert pod_fault({"status": {"containerStatuses": [{"restartCount": 0, "state": {"running": {}}}]}}) == ""
 
 
@@ -260,13 +271,15 @@ def test_a_pod_being_deleted_is_no_fault_of_its_plugin(world: Any) -> None:
 
     def pod(name: str, **metadata: Any) -> dict[str, Any]:
         statuses = [{"restartCount": 0, "state": killed}]
-        return {"metadata": {"name": name, "labels": labels, **metadata}, "status": {"containerStatuses": statuses}}
+        spec = {"containers": [{"resources": {"limits": {"memory": "64Mi"}}}]}
+        status = {"containerStatuses": statuses}
+        return {"metadata": {"name": name, "labels": labels, **metadata}, "spec": spec, "status": status}
 
     controller.on_pod(MODIFIED, pod("old", deletionTimestamp="2026-12-03T12:00:00Z"))  # stopped by a roll
     controller.on_pod(MODIFIED, pod("other", labels={**labels, "sysops.installation": "another"}))
     assert controller._faults.get("echo", {}) == {}
     controller.on_pod(MODIFIED, pod("new"))
-    assert controller._faults["echo"] == {"new": "OOMKilled: exit code 137, restarted 0 times"}
+    assert controller._faults["echo"] == {"new": "OOMKilled (memory limit 64 MiB, peak reached the 64 MiB limit)"}
     controller.on_pod(DELETED, pod("new"))
     assert controller._faults["echo"] == {}
 

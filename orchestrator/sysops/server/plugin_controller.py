@@ -38,6 +38,7 @@ from sysops.errors import ManifestError, SysopsError
 from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
 from sysops.runtime.kubernetes.informer import DELETED, SYNC, Informer
 from sysops.runtime.kubernetes.plugin_resource import GROUP, PLURAL, STATUS_FIELDS, VERSION, PluginApi
+from sysops.runtime.kubernetes.pod_faults import pod_fault
 from sysops.store import RevisionRecord
 
 LOG = logging.getLogger("sysops.controller")
@@ -107,20 +108,6 @@ def spec_fingerprint(image: str, manifest: Mapping[str, Any]) -> str:
     """The fingerprint of a roll asked by a spec: its image and manifest (a change of either rolls)."""
     digest = hashlib.sha256(json.dumps([image, manifest], sort_keys=True, default=str).encode()).hexdigest()
     return f"spec-{digest[:24]}"
-
-
-def pod_fault(pod: Mapping[str, Any]) -> str:
-    """What the kubelet reports went wrong with a pod's container (OOMKilled, a crash, a crash loop), or ''."""
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        restarts = int(status.get("restartCount", 0) or 0)
-        waiting = (status.get("state") or {}).get("waiting") or {}
-        terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
-        if terminated and (terminated.get("reason") == "OOMKilled" or terminated.get("exitCode")):
-            reason = terminated.get("reason") or "Error"
-            return f"{reason}: exit code {terminated.get('exitCode')}, restarted {restarts} times"
-        if waiting.get("reason") in ("CrashLoopBackOff", "ErrImageNeverPull", "ImagePullBackOff"):
-            return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
-    return ""
 
 
 class PluginController:
