@@ -312,3 +312,22 @@ def test_a_resync_skips_a_plugin_whose_pods_did_not_change(world: Any) -> None:
         assert settled(2) == ["echo", "echo"]
     finally:
         stop.set()
+
+
+def test_an_applied_replicas_rolls_to_that_many_instances_through_rolling(world: Any) -> None:
+    controller, api, _, cli = world
+    cli.up_image(_manifest("1.0.0"), "echo-v1", "fp1", "/src/echo")
+    phases: list[str] = []
+    write = api.patch_status
+
+    def recorded(name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        phases.append(str(status.get("phase", "")))
+        return write(name, status)
+
+    api.patch_status = recorded  # type: ignore[method-assign]
+    api.kubectl_apply("echo", replicas=2)  # only spec.replicas edited
+    _changed(controller, api)
+    assert len(cli.store.active_instances("echo")) == 2
+    obj = api.objects["echo"]
+    assert obj["spec"]["replicas"] == 2 and obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert phases[0] == "Rolling" and obj["status"]["phase"] == "Active"

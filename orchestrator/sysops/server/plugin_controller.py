@@ -89,9 +89,18 @@ def decide(
         return Decision("up", "nothing serves")
     if image != current.image:
         return Decision("up", f"image {image} asked, {current.image} serves")
-    if normalized(spec.get("manifest") or {}, home_policy) != normalized(current.manifest, home_policy):
-        return Decision("up", "the manifest changed")
+    if normalized(wanted_manifest(spec), home_policy) != normalized(current.manifest, home_policy):
+        return Decision("up", "the manifest changed (or spec.replicas)")
     return Decision("none", "what serves is what the spec asks")
+
+
+def wanted_manifest(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest a spec asks for: spec.manifest with spec.replicas, when given, as its `replicas` (a
+    `kubectl apply` changing only spec.replicas rolls to that many instances, as a manifest's replicas does)."""
+    manifest = dict(spec.get("manifest") or {})
+    if spec.get("replicas"):
+        manifest["replicas"] = spec["replicas"]
+    return manifest
 
 
 def normalized(manifest: Mapping[str, Any], policy: Policy) -> dict[str, Any] | None:
@@ -279,6 +288,7 @@ class PluginController:
         generation = int(obj["metadata"].get("generation", 0) or 0)
         LOG.info("%s: spec generation %d: %s (%s)", name, generation, decision.action, decision.reason)
         fault: str | None = None
+        self.api.patch_status(name, {"phase": "Rolling"})  # until the roll's own status write
         try:
             if decision.action == "rollback":
                 target = revisions[decision.revision]
@@ -301,7 +311,7 @@ class PluginController:
 
     @staticmethod
     def _manifest(name: str, spec: Mapping[str, Any]) -> Manifest:
-        manifest = parse_manifest(dict(spec.get("manifest") or {}), f"Plugin {name} spec.manifest")
+        manifest = parse_manifest(wanted_manifest(spec), f"Plugin {name} spec.manifest")
         if manifest.name != name:
             raise ManifestError(f"Plugin {name}: spec.manifest names plugin {manifest.name!r}")
         return manifest

@@ -214,17 +214,13 @@ def spec_of(source: str, manifest: Mapping[str, object], revisions: Sequence[Map
     """The spec that says a plugin serves its `serving` revision (the newest when none is marked)."""
     kept = [{k: v for k, v in r.items() if k != SERVING_KEY} for r in revisions[-MAX_REVISIONS:]]
     serving = next((r for r in revisions if r.get(SERVING_KEY)), revisions[-1] if revisions else None)
-    spec: dict[str, Any] = {
-        "manifest": dict(manifest),
-        "source": source,
-        "revisions": kept,
-        "replicas": int(str(manifest.get("replicas", 1) or 1)),
-    }
+    spec: dict[str, Any] = {"manifest": dict(manifest), "source": source, "revisions": kept}
     if serving is not None:
         spec["manifest"] = dict(serving.get("manifest") or manifest)  # type: ignore[call-overload]
         spec["image"] = str(serving.get("image", ""))
         spec["imageDigest"] = str(serving.get("image_id", ""))
         spec["revision"] = int(str(serving.get("revision", 0)))
+    spec["replicas"] = int(str(spec["manifest"].get("replicas", 1) or 1))  # what serves: the controller rolls a change
     # The test cluster's API server refuses an empty string in a typed field (it decodes it as null): omit them.
     return {key: value for key, value in spec.items() if value != ""}
 
