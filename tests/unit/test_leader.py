@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 from sysops.server.leader import LeaderElector, become_leader, lease_name
+from sysops.server.leader_label import LEADER_LABEL
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -26,13 +27,15 @@ class FakeLeases:
         self.before_replace: Callable[[], None] | None = None
         self.failing = False
         self.writes = 0
+        self.timeouts: list[float] = []
 
-    def _check(self) -> None:
+    def _check(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
         if self.failing:
             raise ApiException(status=500, reason="Internal Server Error")
 
-    def read_namespaced_lease(self, name: str, namespace: str) -> dict[str, Any]:
-        self._check()
+    def read_namespaced_lease(self, name: str, namespace: str, *, _request_timeout: float) -> dict[str, Any]:
+        self._check(_request_timeout)
         if name not in self.leases:
             raise ApiException(status=404, reason="Not Found")
         return copy.deepcopy(self.leases[name])
@@ -45,16 +48,20 @@ class FakeLeases:
         self.leases[name] = stored
         return copy.deepcopy(stored)
 
-    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._check()
+    def create_namespaced_lease(
+        self, namespace: str, body: dict[str, Any], *, _request_timeout: float
+    ) -> dict[str, Any]:
+        self._check(_request_timeout)
         name = body["metadata"]["name"]
         if name in self.leases:
             raise ApiException(status=409, reason="AlreadyExists")
         assert "resourceVersion" not in body["metadata"]
         return self._store(name, body)
 
-    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._check()
+    def replace_namespaced_lease(
+        self, name: str, namespace: str, body: dict[str, Any], *, _request_timeout: float
+    ) -> dict[str, Any]:
+        self._check(_request_timeout)
         if self.before_replace is not None:
             hook, self.before_replace = self.before_replace, None
             hook()
@@ -65,6 +72,23 @@ class FakeLeases:
     def spec(self, name: str = "sysops-leader") -> dict[str, Any]:
         spec: dict[str, Any] = self.leases[name]["spec"]
         return spec
+
+
+class FakePods:
+    """Pod label patches (merge patches of sysops.dev/leader), in order; `failing` makes the next ones fail."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, Any]] = []
+        self.failing = 0
+
+    def patch_namespaced_pod(
+        self, name: str, namespace: str, body: Any, *, _content_type: str, _request_timeout: float
+    ) -> None:
+        assert _content_type == "application/merge-patch+json" and _request_timeout <= 2.0
+        if self.failing:
+            self.failing -= 1
+            raise ApiException(status=500, reason="Internal Server Error")
+        self.patches.append((name, body["metadata"]["labels"][LEADER_LABEL]))
 
 
 class Clock:
@@ -96,7 +120,7 @@ def test_the_first_candidate_creates_the_lease_and_the_second_stays_standby(api:
     assert (spec["holderIdentity"], spec["leaseDurationSeconds"], spec["leaseTransitions"]) == ("pod-a", 10, 0)
     assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
     assert not b.try_acquire_or_renew() and not b.is_leader
-    assert b.holder() == "pod-a"
+    assert b.last_holder == "pod-a"
 
 
 def test_a_renewing_leader_is_never_taken_over(api: FakeLeases, clock: Clock) -> None:
@@ -152,10 +176,10 @@ def test_creating_races_with_another_creator(api: FakeLeases, clock: Clock) -> N
     a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
     original = api.read_namespaced_lease
 
-    def read_then_b_creates(name: str, namespace: str) -> dict[str, Any]:
+    def read_then_b_creates(name: str, namespace: str, *, _request_timeout: float) -> dict[str, Any]:
         api.read_namespaced_lease = original  # type: ignore[method-assign]
         try:
-            return original(name, namespace)
+            return original(name, namespace, _request_timeout=_request_timeout)
         finally:
             assert b.try_acquire_or_renew()
 
@@ -253,23 +277,91 @@ def test_become_leader_opens_the_liveness_port_first_and_leads_under_the_service
         "spec": {"holderIdentity": "other", "leaseDurationSeconds": 10},
     }
     stop = threading.Event()
-    standby = threading.Thread(target=lambda: become_leader(stop, api), daemon=True)
+    pods = FakePods()
+    standby = threading.Thread(target=lambda: become_leader(stop, api, pods), daemon=True)
     standby.start()
     wait_until(lambda: _connects(port))  # alive while standby, though it leads nothing
+    wait_until(lambda: bool(pods.patches))
     assert standby.is_alive()
     stop.set()
     standby.join(5)
     assert not standby.is_alive() and api.spec("rel-sysops-leader")["holderIdentity"] == "other"
+    assert pods.patches == [("rel-sysops-abc", None)]  # a standby's pod never carries the leader label
 
 
 def test_become_leader_returns_the_renewing_elector(api: FakeLeases, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SYSOPS_LIVENESS_PORT", raising=False)
     monkeypatch.setenv("POD_NAME", "pod-a")
     stop = threading.Event()
-    elector = become_leader(stop, api)
+    pods = FakePods()
+    pods.failing = 1  # retried
+    original = api.create_namespaced_lease
+
+    def create(namespace: str, body: dict[str, Any], *, _request_timeout: float) -> dict[str, Any]:
+        assert pods.patches == [("pod-a", None)]  # the label is removed before the Lease is tried
+        return original(namespace, body, _request_timeout=_request_timeout)
+
+    monkeypatch.setattr(api, "create_namespaced_lease", create)
+    elector = become_leader(stop, api, pods)
     assert elector is not None and elector.is_leader and elector.name == lease_name()
+    assert pods.patches == [("pod-a", None), ("pod-a", "true")]  # labelled once leading, before it returns
     stop.set()
     assert elector.release()
+
+
+def test_every_lease_call_has_a_request_timeout_no_longer_than_the_renew_period(api: FakeLeases, clock: Clock) -> None:
+    a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert a.try_acquire_or_renew() and a.renew_once() and not b.try_acquire_or_renew() and a.release()
+    assert len(api.timeouts) >= 7 and all(0 < timeout <= a.renew_seconds for timeout in api.timeouts)
+
+
+def test_a_renewal_counts_from_when_it_was_sent_not_when_it_was_answered(api: FakeLeases, clock: Clock) -> None:
+    """The two-leaders case: a renewal sent at t=2 and answered at t=9 must not let the leader believe it holds the
+    Lease past t=2+10 (a standby saw the write at about t=2 and takes over 10 s later on its own clock)."""
+    start = clock.now
+    a = elector(api, clock, "pod-a")
+    assert a.try_acquire_or_renew()
+    clock.now = start + 2
+
+    def answer_late() -> None:
+        clock.now = start + 9
+
+    api.before_replace = answer_late
+    assert a.renew_once()
+    api.failing = True
+    clock.now = start + 2 + a.renew_deadline_seconds  # 8 s after the renewal was sent, not after its answer
+    assert not a.renew_once() and not a.is_leader
+    assert a.overdue(start + 2) is False or clock.now - (start + 2) > a.lease_seconds - 1
+
+
+def test_the_watchdog_exits_while_the_renew_thread_is_stuck_in_a_call(api: FakeLeases) -> None:
+    fake_now = [1000.0]
+    a = LeaderElector(api, "ns", "sysops-leader", "pod-a", renew_seconds=0.05, clock=lambda: fake_now[0])
+    assert a.try_acquire_or_renew()
+    stuck, stop, lost, overdue = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    api.before_replace = lambda: stuck.wait(30)  # the next renewal hangs (no request timeout in the fake)
+    a.keep_renewing(stop, lost.set)
+    a.start_watchdog(stop, overdue.set)
+    fake_now[0] += a.lease_seconds - 1.5  # below lease - margin: no exit yet
+    assert not overdue.wait(0.6)
+    fake_now[0] += 0.6  # 9.1 s since the last renewal was sent: past lease - margin
+    assert overdue.wait(5) and not lost.is_set()  # the renew thread is still stuck; the watchdog acted
+    stuck.set()
+    stop.set()
+
+
+def test_the_exit_on_a_lost_lease_makes_no_api_call(
+    api: FakeLeases, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sysops.server import leader
+
+    a = elector(api, clock, "pod-a")
+    assert a.try_acquire_or_renew()
+    calls = len(api.timeouts)
+    exits: list[int] = []
+    monkeypatch.setattr(leader.os, "_exit", exits.append)
+    leader._exit_lost(a, "test")
+    assert exits == [5] and len(api.timeouts) == calls
 
 
 def _connects(port: int) -> bool:

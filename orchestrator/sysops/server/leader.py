@@ -13,8 +13,14 @@ pods, reconcile and answer at a time. They agree through a `coordination.k8s.io/
   RENEW_DEADLINE_SECONDS (below the lease's duration, so that nobody else may already hold it), or another
   holder is seen, it calls `on_lost` — `sysops serve` exits non-zero then, and the kubelet restarts it as a
   standby: it never keeps serving without the Lease.
+- Every Lease call carries `_request_timeout` (the renew period), and a renewal counts from the moment it
+  was sent, not answered: an API server that answers late must not stretch the leader's belief past the
+  moment a standby may take over. A watchdog thread exits the process (os._exit) once no renewal was sent
+  successfully for the lease's duration less WATCHDOG_MARGIN_SECONDS, whatever the renew thread is blocked on.
 - `release` (on SIGTERM, after the server stopped) clears the holder, so the standby takes over at its next
   try instead of waiting out the lease.
+- The Service routes to the leader by the label `sysops.dev/leader` (leader_label.py): a standby removes it
+  from its own pod before waiting, the leader sets it right after taking the Lease, before it serves.
 
 This module and the runtime driver are where the kubernetes client is imported (lazily, in
 `kubernetes_lease_api`); the elector itself talks to anything with the three CoordinationV1Api methods it
@@ -34,12 +40,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sysops.errors import ExitCode
+from sysops.server.leader_label import LEADER_LABEL, PodPatchApi, kubernetes_pod_api, label_until_done
 from sysops.server.liveness_port import serve_liveness
 
 LEASE_SECONDS = 10
 RENEW_SECONDS = 2.0
 #: A leader that could not renew for this long gives up (exits) before its lease can have expired elsewhere.
 RENEW_DEADLINE_SECONDS = LEASE_SECONDS - RENEW_SECONDS
+#: The watchdog exits the process this long before the lease, counted from the last successful renewal's sending,
+#: could expire on a standby's clock (which starts no earlier than that sending).
+WATCHDOG_MARGIN_SECONDS = 1.0
+WATCHDOG_POLL_SECONDS = 0.2
 _CONFLICT = 409
 _NOT_FOUND = 404
 
@@ -49,13 +60,13 @@ log = logging.getLogger("sysops.leader")
 class LeaseApi(Protocol):
     """The part of kubernetes.client.CoordinationV1Api the elector uses (bodies are plain dicts)."""
 
-    def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+    def read_namespaced_lease(self, name: str, namespace: str, *, _request_timeout: float) -> Any:
         """The Lease (raises ApiException 404 when absent)."""
 
-    def create_namespaced_lease(self, namespace: str, body: Any) -> Any:
+    def create_namespaced_lease(self, namespace: str, body: Any, *, _request_timeout: float) -> Any:
         """Create it (409 when it exists)."""
 
-    def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
+    def replace_namespaced_lease(self, name: str, namespace: str, body: Any, *, _request_timeout: float) -> Any:
         """Update it (409 when body's resourceVersion is not the stored one)."""
 
 
@@ -112,7 +123,15 @@ class LeaderElector:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     _observed: _Observed = field(default_factory=_Observed)
+    #: When the last successful write of ours was sent (monotonic), while we lead; None when not leading.
     _last_renewed: float | None = None
+    #: The holder seen by the last attempt (for log lines: no API call on the way out).
+    last_holder: str = ""
+
+    @property
+    def request_timeout(self) -> float:
+        """Every Lease call gives up after this long (the renew period), so a hung call never outlives a renewal."""
+        return self.renew_seconds
 
     @property
     def is_leader(self) -> bool:
@@ -132,16 +151,20 @@ class LeaderElector:
             return False
 
     def _attempt(self) -> bool:
+        sent = self.clock()  # before anything is sent: the lease runs from no later than this on every clock
+        timeout = self.request_timeout
         try:
-            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
+            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout))
         except Exception as exc:
             if _status(exc) != _NOT_FOUND:
                 raise
-            self.api.create_namespaced_lease(self.namespace, self._body(None, transitions=0, acquired=None))
-            return self._holding()
+            body = self._body(None, transitions=0, acquired=None)
+            self.api.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
+            return self._holding(sent)
         metadata, spec = lease.get("metadata") or {}, lease.get("spec") or {}
         version = str(metadata.get("resourceVersion") or "")
         holder = spec.get("holderIdentity") or ""
+        self.last_holder = str(holder)
         if version != self._observed.resource_version:
             self._observed = _Observed(version, self.clock())
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
@@ -152,11 +175,13 @@ class LeaderElector:
         renewing = holder == self.identity and self._last_renewed is not None
         acquired = spec.get("acquireTime") if renewing else None
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-        self.api.replace_namespaced_lease(self.name, self.namespace, self._body(version, transitions, acquired))
-        return self._holding()
+        body = self._body(version, transitions, acquired)
+        self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
+        return self._holding(sent)
 
-    def _holding(self) -> bool:
-        self._last_renewed = self.clock()
+    def _holding(self, sent: float) -> bool:
+        self._last_renewed = sent
+        self.last_holder = self.identity
         return True
 
     def _body(
@@ -183,20 +208,12 @@ class LeaderElector:
         while not stop.is_set():
             if self.try_acquire_or_renew():
                 return True
-            holder = self.holder()
+            holder = self.last_holder
             if holder != logged_holder:
                 log.info("standby: lease %s/%s is held by %s", self.namespace, self.name, holder or "nobody")
                 logged_holder = holder
             stop.wait(self.renew_seconds)
         return False
-
-    def holder(self) -> str:
-        """The Lease's holder now ('' when free, absent, or unreadable)."""
-        try:
-            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
-        except Exception:  # only for the log line
-            return ""
-        return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
     def renew_once(self) -> bool:
         """Renew now; False once the Lease is lost: another holder took it, or no renewal succeeded for the
@@ -227,6 +244,26 @@ class LeaderElector:
         thread.start()
         return thread
 
+    def overdue(self, since_sent: float) -> bool:
+        """Whether a renewal last sent at `since_sent` leaves us too close to the lease's end to go on leading."""
+        return self.clock() - since_sent > self.lease_seconds - WATCHDOG_MARGIN_SECONDS
+
+    def start_watchdog(self, stop: threading.Event, on_overdue: Callable[[], None]) -> threading.Thread:
+        """A daemon thread that calls `on_overdue` once if no renewal was sent successfully for the lease's duration
+        less the margin (the renew thread may be stuck in a call: this thread makes no API call)."""
+        leading_since = self._last_renewed
+
+        def run() -> None:
+            while not stop.wait(WATCHDOG_POLL_SECONDS):
+                last = self._last_renewed if self._last_renewed is not None else leading_since
+                if last is not None and self.overdue(last):
+                    on_overdue()
+                    return
+
+        thread = threading.Thread(target=run, name="sysops-leader-watchdog", daemon=True)
+        thread.start()
+        return thread
+
     def release(self) -> bool:
         """Give the Lease up if we hold it (holder cleared, duration 1 s), so a standby takes it at once.
         True when released; False when not ours or the update failed (then it simply expires)."""
@@ -234,13 +271,14 @@ class LeaderElector:
             return False
         self._last_renewed = None
         try:
-            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace))
+            timeout = self.request_timeout
+            lease = _as_dict(self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout))
             metadata, spec = lease.get("metadata") or {}, lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return False
             transitions = int(spec.get("leaseTransitions") or 0)
             body = self._body(str(metadata.get("resourceVersion") or ""), transitions, None, holding=False)
-            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+            self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
         except Exception as exc:  # the lease then expires on its own
             log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)
             return False
@@ -252,25 +290,29 @@ def lease_name() -> str:
     return os.environ.get("SYSOPS_LEADER_LEASE") or f"{os.environ.get('SYSOPS_SERVER_SERVICE') or 'sysops'}-leader"
 
 
-def _exit_lost(elector: LeaderElector) -> None:
+def _exit_lost(elector: LeaderElector, why: str) -> None:
+    """Exit at once (no API call, no cleanup that might serve on), from the renew or the watchdog thread."""
     log.error(
-        "lost lease %s/%s (not renewed for %gs or taken by %s): exiting so that only the leader serves",
+        "lost lease %s/%s (%s; last holder seen: %s): exiting so that only the leader serves",
         elector.namespace,
         elector.name,
-        elector.renew_deadline_seconds,
-        elector.holder() or "nobody",
+        why,
+        elector.last_holder or "nobody",
     )
     logging.shutdown()
-    os._exit(int(ExitCode.ENGINE_UNAVAILABLE))  # at once, from the renew thread: no cleanup that might serve on
+    os._exit(int(ExitCode.ENGINE_UNAVAILABLE))
 
 
-def become_leader(stopped: threading.Event, api: LeaseApi | None = None) -> LeaderElector | None:
+def become_leader(
+    stopped: threading.Event, api: LeaseApi | None = None, pods: PodPatchApi | None = None
+) -> LeaderElector | None:
     """Block until this replica holds the Lease, then keep renewing it until `stopped` (exiting the process with
     ExitCode.ENGINE_UNAVAILABLE if it is lost). None if `stopped` was set while waiting (SIGTERM of a standby).
 
     Namespace from SYSOPS_NAMESPACE, identity from POD_NAME (the downward API; the host name otherwise, which
-    is the pod's name too). The liveness port (SYSOPS_LIVENESS_PORT) opens first: a standby is alive though it
-    does not listen on the control port.
+    is the pod's name too). The liveness port (SYSOPS_LIVENESS_PORT) opens first: a standby is alive (and Ready)
+    though it does not listen on the control port. The pod's `sysops.dev/leader` label is removed before waiting
+    and set once leading (retried until done), so the Service sends nothing to a standby.
     """
     liveness = os.environ.get("SYSOPS_LIVENESS_PORT")
     if liveness:
@@ -281,9 +323,20 @@ def become_leader(stopped: threading.Event, api: LeaseApi | None = None) -> Lead
         lease_name(),
         os.environ.get("POD_NAME") or socket.gethostname(),
     )
+    pod_api = pods or kubernetes_pod_api()
+    timeout = elector.request_timeout
+    if not label_until_done(pod_api, elector.namespace, elector.identity, leading=False, timeout=timeout, stop=stopped):
+        return None
     log.info("waiting to lead: lease %s/%s as %s", elector.namespace, elector.name, elector.identity)
     if not elector.wait_for_leadership(stopped):
         return None
     log.info("leading: %s holds lease %s/%s", elector.identity, elector.namespace, elector.name)
-    elector.keep_renewing(stopped, lambda: _exit_lost(elector))
+    deadline = f"not renewed for {elector.renew_deadline_seconds:g}s or taken by another"
+    elector.keep_renewing(stopped, lambda: _exit_lost(elector, deadline))
+    overdue = f"no renewal sent successfully for {elector.lease_seconds - WATCHDOG_MARGIN_SECONDS:g}s (watchdog)"
+    elector.start_watchdog(stopped, lambda: _exit_lost(elector, overdue))
+    if not label_until_done(pod_api, elector.namespace, elector.identity, leading=True, timeout=timeout, stop=stopped):
+        elector.release()  # stopped (SIGTERM) before it served: the next replica takes over at once
+        return None
+    log.info("labelled pod %s %s=true: the Service routes to it", elector.identity, LEADER_LABEL)
     return elector
