@@ -299,7 +299,9 @@ def test_service_is_cluster_ip_grpc(render: Render) -> None:
         {"name": "grpc", "port": 7443, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
     ]
     pod_labels = _one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
+    # and the label sysops.dev/leader, which the HA leader sets on its own pod (test_chart_ha)
+    selector = {key: value for key, value in service["spec"]["selector"].items() if key != "sysops.dev/leader"}
+    assert selector.items() <= pod_labels.items()
 
 
 def test_rbac_is_namespaced_least_privilege(render: Render) -> None:

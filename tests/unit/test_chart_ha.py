@@ -33,8 +33,9 @@ def test_two_replicas_elect_a_leader_and_roll_one_at_a_time(render: Render) -> N
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SYSOPS_LIVENESS_PORT"]["value"] == "7444"
     assert {"name": "liveness", "containerPort": 7444, "protocol": "TCP"} in container["ports"]
-    # The standby does not listen on grpc: not Ready (no Service traffic), but alive on its liveness port.
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
+    # The standby does not listen on grpc, yet it is alive and Ready (on its liveness port): a rolling update goes
+    # on while a new pod waits on standby (with readiness on grpc, `helm upgrade --wait` never finished).
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "liveness"}
     assert container["livenessProbe"]["tcpSocket"] == {"port": "liveness"}
     selector = spec["selector"]["matchLabels"]
     [term] = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
@@ -44,6 +45,21 @@ def test_two_replicas_elect_a_leader_and_roll_one_at_a_time(render: Render) -> N
     }
 
 
+def test_the_service_routes_to_the_leader_label_which_the_deployment_does_not_select(render: Render) -> None:  # noqa: F811
+    objects = render()
+    deployment = _one(objects, "Deployment")["spec"]
+    service_selector = _one(objects, "Service")["spec"]["selector"]
+    assert service_selector == {**deployment["selector"]["matchLabels"], "sysops.dev/leader": "true"}
+    template_labels = deployment["template"]["metadata"]["labels"]
+    assert "sysops.dev/leader" not in template_labels  # set on its own pod by the leader only
+    assert template_labels["sysops.dev/leader-elect"] == "true"  # what a new leader tells pre-HA pods apart by
+    pods_rule = next(rule for rule in _one(objects, "Role")["rules"] if rule["resources"] == ["pods"])
+    assert "patch" in pods_rule["verbs"]
+    single = render("--set", "server.replicas=1")
+    assert "sysops.dev/leader" not in _one(single, "Service")["spec"]["selector"]
+    assert "sysops.dev/leader-elect" not in _one(single, "Deployment")["spec"]["template"]["metadata"]["labels"]
+
+
 def test_one_replica_is_a_singleton_without_election(render: Render) -> None:  # noqa: F811
     objects = render("--set", "server.replicas=1")
     spec = _one(objects, "Deployment")["spec"]
@@ -51,6 +67,7 @@ def test_one_replica_is_a_singleton_without_election(render: Render) -> None:  #
     container = _container(objects)
     assert not {"SYSOPS_LEADER_ELECT", "SYSOPS_LEADER_LEASE", "SYSOPS_LIVENESS_PORT"} & set(_env(container))
     assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
     assert "affinity" not in spec["template"]["spec"]
     role = _one(objects, "Role")
     assert not [rule for rule in role["rules"] if "leases" in rule["resources"]]
@@ -79,8 +96,9 @@ def test_pdb_only_where_the_cluster_has_policy_v1(render: Render) -> None:  # no
     assert pdb["metadata"]["name"] == "sysops-test" and pdb["metadata"]["namespace"] == "sysops-ns"
     selector = _one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     assert pdb["spec"] == {
-        "minAvailable": 1,
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",  # the never-Ready standby may be evicted
+        # Not minAvailable 1: evicting the leader is fine (SIGTERM releases the Lease), one replica at a time.
+        "maxUnavailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
         "selector": {"matchLabels": selector},
     }
     kubernetes_validate.validate(pdb, CURRENT_KUBE, strict=True)
