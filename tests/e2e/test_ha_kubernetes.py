@@ -1,12 +1,14 @@
 """Kubernetes end to end: the chart's two server replicas elect a leader, and the standby takes over.
 
 The chart (default values: 2 replicas) runs `sysops serve --leader-elect` twice. Only the holder of the Lease
-`sysops-leader` listens, so only it is Ready and the Service routes to it; the standby stays alive (its liveness
-port) without serving. Under a bounded load loop of routed calls through the Service's ClusterIP, and of direct
-calls to the plugin pod, the leader pod is deleted: the standby must be Ready and answering within 15 s (the
-deleted leader releases the Lease, so the takeover does not wait out its 10 s), the plugin pod must be the same
-pod (UID, restartCount) and answer direct calls throughout, and calls through the Service may fail only within
-that window. A leader whose Lease is taken from it exits (code 5) and is restarted by the kubelet as a standby.
+`sysops-leader` listens and labels its pod `sysops.dev/leader=true`, which the Service selects; both replicas are
+Ready (their liveness port), the standby without serving. `helm upgrade --wait` of the two replicas (one pod at a
+time) completes and the plugin keeps serving. Under a bounded load loop of routed calls through the Service's
+ClusterIP, and of direct calls to the plugin pod, the leader pod is deleted: the standby must be labelled leader
+and answering within 15 s (the deleted leader releases the Lease, so the takeover does not wait out its 10 s),
+the plugin pod must be the same pod (UID, restartCount) and answer direct calls throughout, and calls through the
+Service may fail only within that window. A leader whose Lease is taken from it exits (code 5) and is restarted
+by the kubelet as a standby.
 Figures are printed (`pytest -s`). The plugin asks 20% of a CPU (the test node has 2, shared by every test).
 """
 
@@ -16,8 +18,10 @@ import base64
 import calendar
 import json
 import socket
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ from sysops.server.protocol.v1 import control_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
 
 from tests.e2e.test_kubernetes import (
+    ROOT,
     SERVER_INSTALLATION,
     Cluster,
     installation_images,
@@ -99,6 +104,15 @@ def _server_pods(cluster: Cluster) -> list[dict[str, Any]]:
 
 def _ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def _labelled_leader(pod: dict[str, Any]) -> bool:
+    """The label the Service selects, which only the leader sets on its own pod."""
+    return (pod["metadata"].get("labels") or {}).get("sysops.dev/leader") == "true"
+
+
+def _serving(pod: dict[str, Any]) -> bool:
+    return _ready(pod) and _labelled_leader(pod)
 
 
 def _running_since(pod: dict[str, Any]) -> float | None:
@@ -251,32 +265,33 @@ def _refuses(address: str) -> bool:
 
 
 def _leader_and_standby(cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two server pods once both run: the Ready one holding the Lease, and the standby (running, not Ready)."""
+    """The two server pods once both are Ready: the one holding the Lease and labelled leader, and the standby
+    (Ready, not labelled: the Service sends it nothing)."""
     found: list[dict[str, Any]] = []
 
     def settled() -> bool:
-        pods = _server_pods(cluster)
-        ready = [pod for pod in pods if _ready(pod)]
-        standby = [pod for pod in pods if not _ready(pod) and _running_since(pod) is not None]
-        if len(ready) == 1 and len(standby) == 1 and _holder(cluster) == ready[0]["metadata"]["name"]:
-            found[:] = [ready[0], standby[0]]
+        pods = [pod for pod in _server_pods(cluster) if _ready(pod)]
+        leaders = [pod for pod in pods if _labelled_leader(pod)]
+        standby = [pod for pod in pods if not _labelled_leader(pod)]
+        if len(leaders) == 1 and len(standby) == 1 and _holder(cluster) == leaders[0]["metadata"]["name"]:
+            found[:] = [leaders[0], standby[0]]
             return True
         return False
 
-    wait_for(settled, 180, "one Ready leader holding the Lease and one running standby")
+    wait_for(settled, 180, "a Ready labelled leader holding the Lease and a Ready unlabelled standby")
     return found[0], found[1]
 
 
 def test_the_standby_takes_over_when_the_leader_pod_is_deleted(cluster: Cluster, hello: Sysops, tmp_path: Path) -> None:
     leader, standby = _leader_and_standby(cluster)
     leader_name, standby_name = leader["metadata"]["name"], standby["metadata"]["name"]
-    # The standby does not listen on the control port (so it is not Ready and gets no Service traffic) ...
+    # The standby does not listen on the control port (and, unlabelled, gets no Service traffic) ...
     assert _refuses(f"{standby['status']['podIP']}:7443")
     logs = kubectl("-n", cluster.namespace, "logs", standby_name)
     assert f"standby: lease {cluster.namespace}/{LEASE} is held by {leader_name}" in logs, logs
     assert "control API on" not in logs
     assert f"leading: {leader_name} holds lease" in kubectl("-n", cluster.namespace, "logs", leader_name)
-    # ... yet it is alive: it outlives its liveness probe's grace without a restart.
+    # ... yet it is alive and Ready: it outlives its liveness probe's grace without a restart.
     since = _running_since(standby) or 0.0
     time.sleep(max(0.0, STANDBY_ALIVE_S - since))
     [standby] = [pod for pod in _server_pods(cluster) if pod["metadata"]["name"] == standby_name]
@@ -316,12 +331,12 @@ def test_the_standby_takes_over_when_the_leader_pod_is_deleted(cluster: Cluster,
             if not lease_taken and _holder(cluster) == standby_name:
                 lease_taken.append(now)
             if not standby_ready and any(
-                pod["metadata"]["name"] == standby_name and _ready(pod) for pod in _server_pods(cluster)
+                pod["metadata"]["name"] == standby_name and _serving(pod) for pod in _server_pods(cluster)
             ):
                 standby_ready.append(now)
             return bool(lease_taken and standby_ready)
 
-        wait_for(taken_over, 60, "the standby to hold the Lease and be Ready")
+        wait_for(taken_over, 60, "the standby to hold the Lease and be labelled leader")
         wait_for(lambda: service.answered(after=standby_ready[0]) >= 1, 30, "a routed call answered by the new leader")
         answering = min(c.end for c in service.calls if not c.error and c.start >= standby_ready[0])
         mark = time.monotonic()
@@ -355,12 +370,12 @@ def test_the_standby_takes_over_when_the_leader_pod_is_deleted(cluster: Cluster,
     # The Deployment's replacement pod becomes the new standby.
     wait_for(
         lambda: any(
-            pod["metadata"]["name"] not in (leader_name, standby_name) and _running_since(pod) is not None
-            and not _ready(pod)
+            pod["metadata"]["name"] not in (leader_name, standby_name) and _ready(pod)
+            and not _labelled_leader(pod)
             for pod in _server_pods(cluster)
         ),
         120,
-        "a new standby",
+        "a new standby (Ready, not labelled leader)",
     )  # fmt: skip
 
 
@@ -387,7 +402,7 @@ def test_a_leader_that_loses_the_lease_exits_and_comes_back_as_standby(cluster: 
     # The intruder never renews: one of the two replicas takes the Lease after its 10 s and serves.
     wait_for(lambda: _holder(cluster) in (leader_name, standby["metadata"]["name"]), 60, "a replica to lead again")
     led = time.monotonic() - changed
-    wait_for(lambda: any(_ready(pod) for pod in _server_pods(cluster)), 90, "the new leader to be Ready")
+    wait_for(lambda: any(_serving(pod) for pod in _server_pods(cluster)), 90, "the new leader Ready and labelled")
     serving = time.monotonic() - changed
     print(
         f"\nlease taken from {leader_name}: it exited (code 5) within {exited:.2f}s; "
@@ -395,3 +410,26 @@ def test_a_leader_that_loses_the_lease_exits_and_comes_back_as_standby(cluster: 
     )
     cli = cluster.cli(hello.home)
     wait_for(lambda: cli.run("greet", "again").stdout == "Hello, again!\n", 90, "the plugin through the new leader")
+
+
+def test_helm_upgrade_wait_of_two_replicas_completes_and_the_plugin_keeps_serving(
+    cluster: Cluster, hello: Sysops
+) -> None:
+    """One pod at a time (maxSurge 0, maxUnavailable 1): a new pod is a Ready standby while the old leader lives,
+    so the Deployment goes on and `helm upgrade --wait` returns (it timed out when only the leader was Ready)."""
+    before = {pod["metadata"]["name"] for pod in _server_pods(cluster)}
+    started = time.monotonic()
+    upgrade = subprocess.run(
+        ["helm", "upgrade", "sysops", str(ROOT / "charts" / "sysops"), "-n", cluster.namespace, "--reuse-values",
+         "--set-string", f"podAnnotations.sysops-e2e/roll={uuid.uuid4().hex[:8]}", "--wait", "--timeout", "240s"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert upgrade.returncode == 0, upgrade.stderr
+    leader, standby = _leader_and_standby(cluster)
+    assert not {leader["metadata"]["name"], standby["metadata"]["name"]} & before  # both replaced
+    print(f"\nhelm upgrade --wait of 2 replicas: {took:.1f}s; leader {leader['metadata']['name']}")
+    cli = cluster.cli(hello.home)
+    wait_for(
+        lambda: cli.run("greet", "upgraded").stdout == "Hello, upgraded!\n", 90, "the plugin through the new leader"
+    )

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -49,7 +50,9 @@ class Cluster:
     token: str
 
     def server_pod(self) -> tuple[str, str]:
-        """Name and gRPC address of the ready orchestrator pod (empty strings when none is ready)."""
+        """Name and gRPC address of the ready serving orchestrator pod (empty strings when none is ready): with
+        several replicas every healthy one is Ready, and the one serving is the leader, labelled
+        sysops.dev/leader=true (a single replica has no leader election: no sysops.dev/leader-elect label)."""
         pods = json.loads(
             kubectl("-n", self.namespace, "get", "pods", "-l", "app.kubernetes.io/component=server", "-o", "json")
         )
@@ -57,6 +60,10 @@ class Cluster:
             pod for pod in pods["items"]
             if pod["metadata"].get("deletionTimestamp") is None
             and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+            and (
+                (pod["metadata"].get("labels") or {}).get("sysops.dev/leader") == "true"
+                or "sysops.dev/leader-elect" not in (pod["metadata"].get("labels") or {})
+            )
         ]  # fmt: skip
         return (ready[0]["metadata"]["name"], f"{ready[0]['status']['podIP']}:7443") if ready else ("", "")
 
@@ -115,10 +122,25 @@ def installed_chart(*helm_args: str, prepare: Callable[[str], None] | None = Non
             check=True, timeout=300,
         )  # fmt: skip
         secret = json.loads(kubectl("-n", namespace, "get", "secret", "sysops-auth", "-o", "json"))
-        yield Cluster(namespace, base64.b64decode(secret["data"]["token"]).decode())
+        cluster = Cluster(namespace, base64.b64decode(secret["data"]["token"]).decode())
+        # --wait does not wait for the HA leader to serve: every healthy replica is Ready, standbys too, and the
+        # leader labels its pod before it listens.
+        wait_for(lambda: _listening(cluster.server_pod()[1]), 180, "the server (the HA leader) to listen")
+        yield cluster
     finally:
         subprocess.run(["helm", "uninstall", "sysops", "-n", namespace, "--wait"], check=False, timeout=180)
         delete_namespace(namespace)
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 #: The installation of the chart's server (its SYSOPS_HOME), whose id labels the plugin images the CLI builds.
