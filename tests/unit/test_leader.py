@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -89,6 +90,12 @@ class FakePods:
             self.failing -= 1
             raise ApiException(status=500, reason="Internal Server Error")
         self.patches.append((name, body["metadata"]["labels"][LEADER_LABEL]))
+
+    def read_namespaced_pod(self, name: str, namespace: str, *, _request_timeout: float) -> Any:
+        return SimpleNamespace(metadata=SimpleNamespace(name=name, labels={}))  # not an HA pod of the chart
+
+    def list_namespaced_pod(self, namespace: str, *, label_selector: str, _request_timeout: float) -> Any:
+        raise AssertionError("not listed for a pod without the election label")
 
 
 class Clock:

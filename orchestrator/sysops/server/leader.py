@@ -40,8 +40,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sysops.errors import ExitCode
-from sysops.server.leader_label import LEADER_LABEL, PodPatchApi, kubernetes_pod_api, label_until_done
+from sysops.server.leader_label import LEADER_LABEL, PodPatchApi, label_until_done
 from sysops.server.liveness_port import serve_liveness
+from sysops.server.pre_ha_servers import PodListApi, wait_until_no_pre_ha_server_runs
 
 LEASE_SECONDS = 10
 RENEW_SECONDS = 2.0
@@ -78,6 +79,21 @@ def kubernetes_lease_api() -> LeaseApi:
 
     load_client_config()
     api: LeaseApi = client.CoordinationV1Api()
+    return api
+
+
+class ServerPodsApi(PodPatchApi, PodListApi, Protocol):
+    """The part of kubernetes.client.CoreV1Api used on the server's own pod and its release's server pods."""
+
+
+def kubernetes_pod_api() -> ServerPodsApi:
+    """The cluster's CoreV1Api (in-cluster service account, else the kubeconfig)."""
+    from kubernetes import client
+
+    from sysops.runtime.kubernetes.driver import load_client_config
+
+    load_client_config()
+    api: ServerPodsApi = client.CoreV1Api()
     return api
 
 
@@ -304,7 +320,7 @@ def _exit_lost(elector: LeaderElector, why: str) -> None:
 
 
 def become_leader(
-    stopped: threading.Event, api: LeaseApi | None = None, pods: PodPatchApi | None = None
+    stopped: threading.Event, api: LeaseApi | None = None, pods: ServerPodsApi | None = None
 ) -> LeaderElector | None:
     """Block until this replica holds the Lease, then keep renewing it until `stopped` (exiting the process with
     ExitCode.ENGINE_UNAVAILABLE if it is lost). None if `stopped` was set while waiting (SIGTERM of a standby).
@@ -312,7 +328,8 @@ def become_leader(
     Namespace from SYSOPS_NAMESPACE, identity from POD_NAME (the downward API; the host name otherwise, which
     is the pod's name too). The liveness port (SYSOPS_LIVENESS_PORT) opens first: a standby is alive (and Ready)
     though it does not listen on the control port. The pod's `sysops.dev/leader` label is removed before waiting
-    and set once leading (retried until done), so the Service sends nothing to a standby.
+    and set once leading (retried until done), so the Service sends nothing to a standby. Before that, the leader
+    waits until no server pod of its release from before HA (without leader election) runs (pre_ha_servers.py).
     """
     liveness = os.environ.get("SYSOPS_LIVENESS_PORT")
     if liveness:
@@ -335,7 +352,12 @@ def become_leader(
     elector.keep_renewing(stopped, lambda: _exit_lost(elector, deadline))
     overdue = f"no renewal sent successfully for {elector.lease_seconds - WATCHDOG_MARGIN_SECONDS:g}s (watchdog)"
     elector.start_watchdog(stopped, lambda: _exit_lost(elector, overdue))
-    if not label_until_done(pod_api, elector.namespace, elector.identity, leading=True, timeout=timeout, stop=stopped):
+    ready = wait_until_no_pre_ha_server_runs(
+        pod_api, elector.namespace, elector.identity, timeout=timeout, stop=stopped
+    )
+    if not ready or not label_until_done(
+        pod_api, elector.namespace, elector.identity, leading=True, timeout=timeout, stop=stopped
+    ):
         elector.release()  # stopped (SIGTERM) before it served: the next replica takes over at once
         return None
     log.info("labelled pod %s %s=true: the Service routes to it", elector.identity, LEADER_LABEL)
