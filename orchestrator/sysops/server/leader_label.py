@@ -27,17 +27,6 @@ class PodPatchApi(Protocol):
         """Patch the pod."""
 
 
-def kubernetes_pod_api() -> PodPatchApi:
-    """The cluster's CoreV1Api (in-cluster service account, else the kubeconfig)."""
-    from kubernetes import client
-
-    from sysops.runtime.kubernetes.driver import load_client_config
-
-    load_client_config()
-    api: PodPatchApi = client.CoreV1Api()
-    return api
-
-
 def set_leader_label(api: PodPatchApi, namespace: str, pod: str, *, leading: bool, timeout: float) -> None:
     """Label `pod` `sysops.dev/leader: "true"` (leading) or remove the label (a JSON merge patch; raises on failure)."""
     body = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else None}}}
