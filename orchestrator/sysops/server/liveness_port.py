@@ -1,8 +1,9 @@
-"""A TCP port that accepts and closes connections: the kubelet's liveness probe of an HA server replica.
+"""A TCP port that accepts and closes connections: the kubelet's liveness and readiness probes of an HA replica.
 
-With leader election the standby replica does not listen on the control port (so its readiness probe fails
-and the Service sends it nothing), yet it is alive: its liveness probe connects here instead, and the
-kubelet does not restart a standby that is only waiting for the Lease.
+With leader election the standby replica does not listen on the control port, yet it is alive and Ready: its
+probes connect here instead, so the kubelet does not restart a standby that is only waiting for the Lease and a
+rolling update can go on while a new pod waits on standby. The Service sends calls only to the leader, by the
+label it sets on its own pod (leader_label.py), not by readiness.
 """
 
 from __future__ import annotations
