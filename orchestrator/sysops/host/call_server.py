@@ -35,6 +35,7 @@ from sysops.core.client import Abandon, InvocationResult
 from sysops.core.client_pool import ClientPool
 from sysops.core.command_shape import shape_from_spec
 from sysops.core.deadlines import TIMEOUT_ENV
+from sysops.core.thread_stores import ThreadStores
 from sysops.errors import (
     CommandFailedError,
     EngineUnavailableError,
@@ -147,7 +148,7 @@ class CallServer:
         self._stopping = False
         self._pool = ClientPool()
         self._pruned_at = time.monotonic()
-        self._local = threading.local()
+        self._stores = ThreadStores(settings.store_path)
         self._shapes: dict[tuple[str, str, bytes], dict[str, Any]] = {}
         self._hangups = _HangupWatch()
         with self._lock:
@@ -189,9 +190,7 @@ class CallServer:
             while self._serve_next():
                 pass
         finally:
-            store = getattr(self._local, "store", None)
-            if store is not None:
-                store.close()
+            self._stores.close_current()
 
     def _serve_next(self) -> bool:
         """Accept one connection and serve it; False once the server stops."""
@@ -290,18 +289,8 @@ class CallServer:
             reader.close()
 
     def _store(self) -> Store:
-        """This worker thread's store connection (SQLite connections stay in their thread), opened again when
-        the store file was replaced or removed since (a connection would keep reading the old file)."""
-        store: Store | None = getattr(self._local, "store", None)
-        identity = _file_identity(self.settings.store_path)
-        if store is not None and (identity is None or identity != self._local.identity):
-            store.close()
-            store = None
-        if store is None:
-            store = self._local.store = Store(self.settings.store_path)
-            store.db  # noqa: B018 - opens (or creates) the file, so its identity is the one read from
-            self._local.identity = _file_identity(self.settings.store_path)
-        return store
+        """This worker thread's store connection (core/thread_stores.py)."""
+        return self._stores.get()
 
     def _answer_routes(self, connection: socket.socket, request: dict[str, Any]) -> None:
         prefix = request.get("prefix", "")
@@ -375,14 +364,6 @@ class CallServer:
                 return
             self._pruned_at = now
         self._pool.retain({endpoint for route in self._store().routes() for endpoint in route.endpoints})
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def _send_result(connection: socket.socket, result: InvocationResult, route: Route) -> None:
