@@ -433,3 +433,32 @@ def test_helm_upgrade_wait_of_two_replicas_completes_and_the_plugin_keeps_servin
     wait_for(
         lambda: cli.run("greet", "upgraded").stdout == "Hello, upgraded!\n", 90, "the plugin through the new leader"
     )
+
+
+def test_upgrading_a_single_server_release_to_ha_leads_only_once_the_old_server_stopped(tmp_path: Path) -> None:
+    """The server of a release with one replica ignores the Lease; upgraded to 2 replicas, the new leader takes the
+    Lease but serves only once that old pod (no sysops.dev/leader-elect label) stopped, and says it waits for it."""
+    with installed_chart("--set", "server.replicas=1") as single:
+        [old] = _server_pods(single)
+        old_name = old["metadata"]["name"]
+        assert "sysops.dev/leader-elect" not in old["metadata"]["labels"]
+        upgrade = subprocess.run(
+            ["helm", "upgrade", "sysops", str(ROOT / "charts" / "sysops"), "-n", single.namespace, "--reuse-values",
+             "--set", "server.replicas=2", "--wait", "--timeout", "240s"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert upgrade.returncode == 0, upgrade.stderr
+        leader, _ = _leader_and_standby(single)
+
+        def leader_log() -> str:
+            return kubectl("-n", single.namespace, "logs", leader["metadata"]["name"])
+
+        wait_for(lambda: "control API on" in leader_log(), 90, "the new leader to listen")  # labelled before it
+        logs = leader_log()
+        print(f"\nleader after the upgrade to HA: {leader['metadata']['name']}; its log:\n{logs}")
+        assert "without leader election" in logs and old_name in logs, logs
+        waited = logs.index(f"gone ({old_name}): serving")
+        assert waited < logs.index("control API on"), logs  # it listened only after the old server was gone
+        wait_for(
+            lambda: single.cli(tmp_path / "home").run("plugin", "ls").returncode == 0, 60, "the new leader to answer"
+        )
