@@ -18,6 +18,7 @@ from sysops.cli.server_cmd import context_app, serve
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
 from sysops.cli.system_config_cmd import config_app
 from sysops.errors import SysopsError, UsageError
+from sysops.nodeagent.command import node_agent
 
 app = typer.Typer(
     name="sysops",
@@ -31,6 +32,7 @@ app.add_typer(plugin_app, name="plugin")
 app.add_typer(context_app, name="context")
 app.add_typer(host_app, name="host")
 app.command("serve")(serve)
+app.command("node-agent")(node_agent)
 app.add_typer(events_app, name="events")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(config_app, name="config")
