@@ -39,6 +39,7 @@ from sysops.runtime.base import (
     plugin_uid,
 )
 from sysops.runtime.fake import FakeDriver
+from sysops.runtime.kubernetes.pod_tokens import KEY_FILE_ENV
 from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops_sdk import Plugin, plugin_command
@@ -145,6 +146,12 @@ class Harness:
         """Where the core would call the instance: the driver's endpoint, else the socket in its directory."""
         return status.endpoint or f"unix://{spec.socket_dir}/plugin.sock"
 
+    @staticmethod
+    def token(spec: InstanceSpec, status: InstanceStatus) -> str:
+        """The instance's token, as the rollout records it: the driver's own when it makes one (Kubernetes derives
+        each pod's token from its name), else the spec's."""
+        return status.token or spec.token
+
     def wait_serving(self, spec: InstanceSpec, handle: str) -> InstanceStatus:
         """Wait until the instance answers health with SERVING; return its status then."""
         deadline = time.monotonic() + self.ready_s
@@ -152,7 +159,7 @@ class Harness:
         while time.monotonic() < deadline:
             status = self.driver.inspect(handle)
             assert status is not None, f"instance {handle} vanished while starting"
-            with PluginClient(self.endpoint(spec, status), PLUGIN, spec.token) as client:
+            with PluginClient(self.endpoint(spec, status), PLUGIN, self.token(spec, status)) as client:
                 answer = client.health(timeout=1.0)
             if answer == "SERVING":
                 return status
@@ -231,6 +238,11 @@ def _remove_images(settings: Settings) -> None:
     docker_driver().remove_labelled({LABEL_INSTALLATION: settings.installation_id})
 
 
+#: The chart's CustomResourceDefinitions (the Plugin kind) and the Plugin CRD's name.
+CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "sysops" / "crds"
+PLUGIN_CRD = "plugins.sysops.dev"
+
+
 def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=120, check=False)
 
@@ -244,6 +256,15 @@ def _kubernetes_harness(settings: Settings, tmp_path_factory: pytest.TempPathFac
     namespace = f"sysops-contract-{uuid.uuid4().hex[:6]}"
     created = kubectl("create", "namespace", namespace)
     assert created.returncode == 0, created.stderr
+    # What the chart gives its server: the Plugin CRD (pods are owned by Plugin objects) and the key that plugin pod
+    # tokens are derived from. The CRD stays only if it was there before (helm, too, never deletes a CRD).
+    crd_was_there = kubectl("get", "crd", PLUGIN_CRD).returncode == 0
+    applied = kubectl("apply", "-f", str(CHART_CRDS))
+    assert applied.returncode == 0, applied.stderr
+    key_file = tmp_path_factory.mktemp("token-key") / "token-key"
+    key_file.write_bytes(os.urandom(32))
+    saved_key = os.environ.get(KEY_FILE_ENV)
+    os.environ[KEY_FILE_ENV] = str(key_file)
     driver = KubernetesDriver(namespace=namespace, image_pull_policy="Never")
     harness = Harness(driver, image, broken, settings, ready_s=90)
     try:
@@ -252,6 +273,12 @@ def _kubernetes_harness(settings: Settings, tmp_path_factory: pytest.TempPathFac
         harness.remove_everything()
         kubectl("delete", "namespace", namespace, "--wait=false")
         _remove_images(settings)
+        if saved_key is None:
+            os.environ.pop(KEY_FILE_ENV, None)
+        else:
+            os.environ[KEY_FILE_ENV] = saved_key
+        if not crd_was_there:
+            kubectl("delete", "-f", str(CHART_CRDS), "--wait=false")
 
 
 @pytest.fixture(scope="module", params=["fake", "docker", "kubernetes"])

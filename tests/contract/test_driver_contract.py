@@ -49,7 +49,7 @@ def test_a_started_instance_is_listed_with_its_labels_and_running(rig: Harness) 
 def test_the_reported_endpoint_answers_health_and_describe(rig: Harness) -> None:
     spec, started = rig.start()
     status = rig.wait_serving(spec, started.handle)
-    with PluginClient(rig.endpoint(spec, status), PLUGIN, spec.token) as client:
+    with PluginClient(rig.endpoint(spec, status), PLUGIN, rig.token(spec, status)) as client:
         assert client.health(timeout=2.0) == "SERVING"
         descriptor = client.describe()
     assert (descriptor.name, descriptor.version) == (PLUGIN, VERSION)
