@@ -31,9 +31,15 @@ def roles_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYSOPS_METRICS_PORT", str(METRICS_PORT))
 
 
+#: The warning the CLI prints when it talks plaintext to a TCP server.
+PLAINTEXT = "warning: talking plaintext"
+
+
 def _as(cli: Sysops, name: str, *args: str) -> tuple[int, str, str]:
+    """Run as caller `name`; stderr without the plaintext warning line (the test server has no TLS)."""
     result = cli.run(*args, env={"SYSOPS_TOKEN": CALLERS[name][0]})
-    return result.returncode, result.stdout, result.stderr
+    errors = "".join(line for line in result.stderr.splitlines(keepends=True) if not line.startswith(PLAINTEXT))
+    return result.returncode, result.stdout, errors
 
 
 def test_roles_and_metrics_of_a_real_server(server: tuple[Server, Sysops]) -> None:  # noqa: F811
