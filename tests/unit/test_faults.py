@@ -16,8 +16,10 @@ from sysops.runtime.faults import (
     BudgetAction,
     budget_action,
     crashes_in_budget,
+    describe_fault,
     last_error,
     restarting_message,
+    status_from_attrs,
 )
 
 T0 = 1_700_000_000.0
@@ -118,6 +120,17 @@ def test_restarting_message_counts_crashes_of_the_budget() -> None:
     assert restarting_message("x", restarting) == "plugin 'x' is restarting (crash 2 of 3: exit code 1)"
     spent = status(running=False, exit_code=1, restart_count=3)
     assert restarting_message("x", spent) == "plugin 'x' failed after 3 restarts (last exit code 1)"
+
+
+def test_the_last_restart_of_the_budget_pending_is_not_giving_up() -> None:
+    # The engine counts a restart when it decides it: during the backoff before the third restart, inspect
+    # says Restarting, RestartCount 3, ExitCode 1. The instance runs again moments later: not Failed yet.
+    pending = status_from_attrs(attrs(restarts=3, running=False, exit_code=1, restarting=True))
+    assert not describe_fault(pending, 0).startswith("Failed after"), describe_fault(pending, 0)
+    assert describe_fault(pending, 0) == "exited with code 1, restarted 3 times (the engine starts it again)"
+    assert restarting_message("x", pending) == "plugin 'x' is restarting (crash 3 of 3: exit code 1)"
+    spent = status_from_attrs(attrs(restarts=3, running=False, exit_code=1))
+    assert describe_fault(spent, 0) == "Failed after 3 restarts: last exit code 1"
 
 
 def test_policy_caps_logs() -> None:

@@ -52,7 +52,7 @@ from sysops.runtime.base import (
     StreamCancel,
 )
 from sysops.runtime.conditions import condition
-from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, last_error, stability_window
+from sysops.runtime.faults import MAX_RESTARTS, describe_fault, engine_timestamp, given_up, last_error, stability_window
 from sysops.runtime.socket_dirs import remove_socket_dir
 from sysops.settings import Settings
 from sysops.store import EventRecord, InstanceRecord, RevisionRecord, Store
@@ -904,7 +904,7 @@ class Orchestrator:
             observed.append((EventKind.UNRESPONSIVE, f"(container {container}, restart {status.restart_count})"))
         if status.running and status.restart_count:
             observed.append((EventKind.RESTARTED, f"(container {container}, restart {status.restart_count})"))
-        if not status.running and status.restart_count >= MAX_RESTARTS:
+        if given_up(status):
             observed.append((EventKind.FAILED, f"(container {container})"))
         # A restart counts as recorded only by an event since the container's current start: a supervisor
         # restart or a stable run zeroes the engine's count, so a later crash is "restart 1" again (and was

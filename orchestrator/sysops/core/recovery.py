@@ -46,7 +46,7 @@ class Verdict(StrEnum):
 
 def stopped_cleanly(status: InstanceStatus) -> bool:
     """Whether an instance is stopped with an exit code of a stop, not of a crash the engine handles."""
-    if status.running or status.oom_killed or status.exit_code not in ENGINE_STOP_EXIT_CODES:
+    if status.running or status.restarting or status.oom_killed or status.exit_code not in ENGINE_STOP_EXIT_CODES:
         return False
     # 137 and 143 are non-zero: once the engine's budget is spent, that stop is its giving up on a crash loop.
     return status.exit_code == 0 or status.restart_count < MAX_RESTARTS

@@ -125,6 +125,9 @@ class InstanceStatus:
     finished_at: str = ""
     pid: int = 0
     restart_count: int = 0
+    #: The engine is about to start the instance again (a crash within its restart policy, in the backoff
+    #: before the restart): stopped, yet not given up on. Docker counts the restart when it decides it.
+    restarting: bool = False
     #: Image the instance was created from (an image id locally), "" when unknown.
     image: str = ""
     #: gRPC address of the instance when the driver decides it (TCP in a cluster); "" for the Unix socket.

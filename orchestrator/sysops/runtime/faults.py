@@ -56,6 +56,11 @@ def oom_message(memory_limit: int, peak: int | None) -> str:
     return f"OOMKilled (memory limit {_mib(memory_limit)}, {peak_text})"
 
 
+def given_up(status: InstanceStatus) -> bool:
+    """Whether the engine stopped restarting an instance: stopped, no restart pending, its budget spent."""
+    return not status.running and not status.restarting and status.restart_count >= MAX_RESTARTS
+
+
 def describe_fault(status: InstanceStatus, memory_limit: int, peak: int | None = None) -> str:
     """One line naming what went wrong with an instance, or "" when nothing did."""
     restarts = f", restarted {status.restart_count} time{'s' * (status.restart_count != 1)}"
@@ -65,16 +70,17 @@ def describe_fault(status: InstanceStatus, memory_limit: int, peak: int | None =
         text = oom_message(memory_limit, peak)
         if status.running:
             return f"{text}{restarts}" if status.restart_count else text
-        if status.restart_count >= MAX_RESTARTS:
+        if given_up(status):
             return f"Failed after {status.restart_count} restarts: last exit {text}"
-        return text
+        return f"{text}{restarts} (the engine starts it again)" if status.restarting else text
     if status.running:
         return f"crashed{restarts} (last exit code unknown)" if status.restart_count else ""
     if status.exit_code in (None, 0):
         return ""
-    if status.restart_count >= MAX_RESTARTS:
+    if given_up(status):
         return f"Failed after {status.restart_count} restarts: last exit code {status.exit_code}"
-    return f"exited with code {status.exit_code}" + (restarts if status.restart_count else "")
+    pending = " (the engine starts it again)" if status.restarting else ""
+    return f"exited with code {status.exit_code}" + (restarts if status.restart_count else "") + pending
 
 
 def engine_timestamp(text: str) -> float | None:
@@ -112,6 +118,7 @@ def status_from_attrs(attrs: Mapping[str, Any]) -> InstanceStatus:
         finished_at=str(state.get("FinishedAt") or ""),
         pid=int(state.get("Pid") or 0),
         restart_count=crashes_in_budget(attrs),
+        restarting=bool(state.get("Restarting")),
         image=str(attrs.get("Image") or ""),
         token=next((item.split("=", 1)[1] for item in config.get("Env") or [] if item.startswith("SYSOPS_TOKEN=")), ""),
     )
@@ -189,7 +196,7 @@ def last_error(status: InstanceStatus, log_lines: Sequence[str], memory_limit: i
 def restarting_message(plugin: str, status: InstanceStatus) -> str:
     """`plugin 'x' is restarting (crash 2 of 3: exit code 1)`, or that it failed when the budget is spent."""
     cause = "OOMKilled" if status.oom_killed else f"exit code {status.exit_code}"
-    if status.restart_count >= MAX_RESTARTS and not status.running:
+    if given_up(status):
         return f"plugin {plugin!r} failed after {status.restart_count} restarts (last {cause})"
     if not status.restart_count:
         return f"plugin {plugin!r} stopped ({cause})"
