@@ -52,6 +52,14 @@ if ! docker_ok; then
     log "Docker engine is up"
 fi
 
+# ---------------------------------------------------------------- 1b. tools the tests run
+# A real OCI registry on loopback for the distribution tests (the CNCF distribution server), and git for
+# `plugin install git+...`.
+for tool in docker-registry:docker-registry git:git; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || { is_debian_root && apt_install "${tool##*:}"; } \
+        || die "${tool%%:*} is required (Debian: apt-get install ${tool##*:})"
+done
+
 # ---------------------------------------------------------------- 2. venv
 command -v python3 >/dev/null 2>&1 || { is_debian_root && apt_install python3 python3-venv; } \
     || die "python3 (>= 3.11) is required"

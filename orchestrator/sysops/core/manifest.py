@@ -329,6 +329,16 @@ class Manifest(_Strict):
     configuration: ConfigurationFragment | None = Field(
         default=None, description="A configuration plugin's section of the system configuration"
     )
+    stage: Literal["stable", "experimental", "deprecated"] = Field(
+        default="stable",
+        description="Release stage: `plugin upgrade` skips experimental versions unless asked, and warns on deprecated",
+    )
+    breaking_versions: list[_Line] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Versions that break compatibility with earlier ones, e.g. ['2.0.0']: "
+        "`plugin upgrade` does not cross one without --allow-breaking",
+    )
 
     @field_validator("name")
     @classmethod
