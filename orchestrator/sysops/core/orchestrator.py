@@ -34,6 +34,7 @@ from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_revision
+from sysops.core.roll_gates import roll_gates
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.core.service_status import service_state
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
@@ -658,10 +659,17 @@ class Orchestrator:
         self.reconcile()
 
     def _check_image(self, target: RollTarget) -> RollTarget:
-        """Refuse an image whose Python, SDK or protocol does not fit (core/compatibility.py), before anything
-        starts, removing it as a refused roll's build; unchecked where the driver cannot read labels."""
+        """Refuse an image whose Python, SDK or protocol does not fit (core/compatibility.py) or that a roll gate
+        refuses (core/roll_gates.py: trust, held upgrades), before anything starts, removing it as a refused
+        roll's build; compatibility is unchecked where the driver cannot read labels."""
         try:
             check_image(target.manifest, self.driver.image_labels(target.image), target.source)
+            stored = self.store.plugin(target.manifest.name)
+            serving = None
+            if stored is not None and self.store.active_instances(target.manifest.name):
+                serving = parse_stored_manifest(stored.manifest, f"stored manifest of {target.manifest.name}")
+            for gate in roll_gates(self.settings):
+                gate(target, serving)
         except SysopsError:
             if target.built:  # a revision's image (another key's) stays
                 self.rollout.remove_unused_image(target)
