@@ -1,0 +1,1 @@
+"""Static analysis of a plugin's code at build, tied to what its manifest asks for."""

@@ -1,0 +1,1 @@
+"""Where plugins come from: install sources (pip, git, paths), OCI registries, and plugin indexes."""
