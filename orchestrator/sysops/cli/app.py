@@ -9,6 +9,7 @@ import sys
 import click
 import typer
 
+from sysops.cli.check_cmd import check
 from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
@@ -41,6 +42,7 @@ plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
+plugin_app.command("check")(check)
 events_app.command("publish")(publish)
 
 

@@ -42,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from sysops.checks.policy import CheckPolicy
 from sysops.core import safe_yaml
 from sysops.core.manifest import PERMISSION_NAME_RULE, SECRET_NAME, Limits, LogLimits, Manifest, is_permission_name
 from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
@@ -172,6 +173,8 @@ class Policy(BaseModel):
     egress: Literal["allow", "deny"] = "allow"
     plugins: dict[Annotated[str, AfterValidator(_plugin_key)], PluginGrants] = Field(default_factory=dict)
     callers: list[CallerEntry] = Field(default_factory=list, max_length=1000)
+    #: Which static findings block a build (sysops/checks/policy.py).
+    checks: CheckPolicy = Field(default_factory=CheckPolicy)
     #: Where the policy came from, for messages ("" = built in).
     source: str = ""
 
