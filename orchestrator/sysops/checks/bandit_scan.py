@@ -10,12 +10,10 @@ the policy instead, checks/policy.py).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
-
-from bandit.core import config as bandit_config  # type: ignore[import-untyped]
-from bandit.core import manager as bandit_manager
 
 from sysops.checks.findings import Finding, Severity
 from sysops.checks.sources import SourceFile
@@ -29,6 +27,11 @@ def bandit_findings(files: Sequence[SourceFile]) -> list[Finding]:
         return []
     relative_of = {str(source.path): source.relative for source in files}
     with _quiet_bandit():
+        with warnings.catch_warnings():  # bandit's plugin loader (stevedore) warns of its own deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from bandit.core import config as bandit_config  # type: ignore[import-untyped]
+            from bandit.core import manager as bandit_manager
+
         manager = bandit_manager.BanditManager(bandit_config.BanditConfig(), "file", quiet=True, ignore_nosec=True)
         manager.discover_files(list(relative_of))
         manager.run_tests()
@@ -51,11 +54,14 @@ def bandit_findings(files: Sequence[SourceFile]) -> list[Finding]:
 
 @contextmanager
 def _quiet_bandit() -> Iterator[None]:
-    """bandit logs progress and warnings itself; our findings say everything, so it stays quiet meanwhile."""
-    logger = logging.getLogger("bandit")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """bandit and its plugin loader log progress and warnings themselves (such as an optional formatter it cannot
+    load); our findings say everything, so they stay quiet meanwhile."""
+    loggers = [logging.getLogger(name) for name in ("bandit", "stevedore")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
