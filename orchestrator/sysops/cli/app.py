@@ -10,6 +10,7 @@ import click
 import typer
 
 from sysops.cli.check_cmd import check
+from sysops.cli.approve_cmd import approve
 from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
@@ -42,6 +43,7 @@ plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
+plugin_app.command("approve")(approve)
 plugin_app.command("check")(check)
 events_app.command("publish")(publish)
 

@@ -39,7 +39,7 @@ class RuntimeName(StrEnum):
 
 STATUS_FIELDS = (
     "name", "state", "version", "revision", "replicas", "health", "runtime", "container_id", "image", "image_digest",
-    "source",
+    "source", "rating",
 )  # fmt: skip
 #: Events `plugin status` prints (the latest; `sysops events --plugin NAME` prints them all).
 STATUS_EVENTS = 10
@@ -140,12 +140,14 @@ def ls(output: OutputOption = Output.TEXT) -> None:
             "revision": s.revision,
             "health": s.health,
             "replicas": s.replicas,
+            "rating": s.rating if output is Output.JSON else (s.rating or "-"),
             "container": s.container_id,
             "commands": " ".join(s.commands) if output is Output.TEXT else s.commands,
         }
         for s in orchestrator.list()
     ]
-    emit(rows, output, ["name", "state", "version", "revision", "replicas", "health", "container", "commands"])
+    columns = ["name", "state", "version", "revision", "replicas", "health", "rating", "container", "commands"]
+    emit(rows, output, columns)
 
 
 @plugin_app.command("status")
@@ -160,6 +162,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     for key in STATUS_FIELDS:
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
     typer.echo(f"{'commands':<13} {' '.join(result['commands'])}")
+    typer.echo(f"{'rating why':<13} {'; '.join(result.get('rating_reasons') or []) or '-'}")
     if result.get("service"):
         typer.echo(escape_controls(f"{'service':<13} {result['service']}"))
     typer.echo(escape_controls(f"{'last error':<13} {result['last_error'] or '-'}"))

@@ -33,6 +33,7 @@ from sysops.core.locks import held_lock, held_shared_lock
 from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
 from sysops.core.policy import apply_policy, load_policy
+from sysops.core.rating_inputs import rating_of
 from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_revision
 from sysops.core.roll_gates import roll_gates
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
@@ -96,6 +97,9 @@ class PluginStatus:
     service: str = ""
     #: Requirements of the manifest no running plugin satisfies (after `down --force` of one it needs).
     missing: list[str] = field(default_factory=list)
+    #: Security rating 1-6 and why it is not 6 (core/rating.py); 0 when it could not be computed.
+    rating: int = 0
+    rating_reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -118,6 +122,8 @@ class PluginStatus:
             "limits": self.limits,
             "service": self.service,
             "missing": self.missing,
+            "rating": self.rating,
+            "rating_reasons": self.rating_reasons,
         }
 
 
@@ -845,6 +851,7 @@ class Orchestrator:
         active = self.store.active_instances(name)
         observed = [(instance, self.driver.inspect(instance.handle)) for instance in active]
         ready = [status is not None and status.running and self._healthy(instance) for instance, status in observed]
+        self._rate(result, plugin.manifest, active[0].image_id if active else "")
         result.replicas = f"{sum(ready)}/{plugin.manifest.get('replicas', 1)}"
         if not observed:
             result.state = PluginState.FAILED if plugin.last_error else PluginState.UNLOADED
@@ -873,6 +880,15 @@ class Orchestrator:
                 instance, healthy, lambda: self.driver.logs(instance.handle, tail=_LAST_ERROR_LINES)
             )
         return result
+
+    def _rate(self, result: PluginStatus, data: dict[str, Any], image_id: str) -> None:
+        """Fill the plugin's security rating (core/rating.py) from its stored manifest; left 0 if unreadable."""
+        try:
+            manifest = parse_stored_manifest(data, f"stored manifest of {result.name}")
+            rating = rating_of(self.settings.home, manifest, image_id)
+        except SysopsError:
+            return
+        result.rating, result.rating_reasons = rating.score, list(rating.reasons)
 
     def _missing(self, key: str) -> list[str]:
         """The requirements the plugin running under `key` misses now (empty when it is not running)."""

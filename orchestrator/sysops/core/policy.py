@@ -7,6 +7,7 @@ read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps
     caps: {cpu_percent: 200, memory_mb: 512, pids: 256, disk_io_mb_per_sec: 50, network_connections: 20,
            data_mb: 1024, replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
+    min_rating: 4                                        # refuse plugins rated lower (core/rating.py)
     plugins:                                             # host-service grants and config values per plugin
       "*": {grants: [logs.write, "state.*"]}             # "*": every plugin
       monitoring: {grants: ["metrics.*", "alerts.*"], config: {threshold: 90}}
@@ -175,6 +176,8 @@ class Policy(BaseModel):
     callers: list[CallerEntry] = Field(default_factory=list, max_length=1000)
     #: Which static findings block a build (sysops/checks/policy.py).
     checks: CheckPolicy = Field(default_factory=CheckPolicy)
+    #: The lowest security rating (1-6, core/rating.py) a plugin may have to run; None: any.
+    min_rating: Annotated[int | None, Field(ge=1, le=6)] = None
     #: Where the policy came from, for messages ("" = built in).
     source: str = ""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sysops.core.held_upgrades import held_upgrade_gate
 from sysops.core.manifest import Manifest
 from sysops.core.rollout import RollTarget
 from sysops.settings import Settings
@@ -26,4 +27,4 @@ class RollGate(Protocol):
 
 def roll_gates(settings: Settings) -> list[RollGate]:
     """The gates of this installation, in order (each module owns its gate's rules)."""
-    return []
+    return [held_upgrade_gate(settings)]

@@ -10,6 +10,8 @@
     alert-resolve   {"plugin", "name"}           operator  resolve a plugin's open alert
     system-config-validate {"file", "text"}      viewer    the problems of a config file's text (`sysops config
                                                            validate`); the view `system-config` shows the host's
+    upgrade-approve {"plugin", "digest"}         admin     approve the held upgrade of that digest (the view
+                                                           `held` shows it; core/held_upgrades.py)
 
 Replies are JSON-able data whose shape docs/cli.md and the CLI (cli/services_cmd.py) rely on. The services
 are attached to the control server (`ControlServicer.attach_host_services`) once the host has built them;
@@ -22,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sysops.core.held_upgrades import APPROVE_ACTION, HELD_VIEW, approve, held_view
 from sysops.core.names import check_plugin_name, shown
 from sysops.errors import EngineUnavailableError, NotFoundError, UsageError
 from sysops.server.roles import Caller, Role, require
@@ -32,21 +35,27 @@ if TYPE_CHECKING:
     from sysops.services.logs import LogService
     from sysops.services.metrics import MetricsService
     from sysops.services.system_config import SystemConfig
+    from sysops.settings import Settings
 
 #: The publisher of events an operator publishes (`sysops events publish`).
 OPERATOR_PUBLISHER = "operator"
-VIEWS = ("permissions", "config", "metrics", "alerts", "system-config")
+VIEWS = ("permissions", "config", "metrics", "alerts", "system-config", HELD_VIEW)
 #: Act kind -> (the role it needs, what the refusal says the caller may not do).
 ACTIONS: Mapping[str, tuple[Role, str]] = {
     "config-set": (Role.ADMIN, "set plugin config"),
     "events-publish": (Role.OPERATOR, "publish events"),
     "alert-resolve": (Role.OPERATOR, "resolve alerts"),
     "system-config-validate": (Role.VIEWER, "validate the system configuration"),
+    APPROVE_ACTION: (Role.ADMIN, "approve held upgrades"),
 }
 
 
 class OperatorServices(Protocol):
     """What the views and actions need of the host services (services/dispatch.py HostServices)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The installation's settings (its home holds the held upgrades)."""
 
     def permission_report(self, plugin: str) -> Any:
         """asked / granted / refused of a plugin."""
@@ -99,7 +108,7 @@ class HostServicesLink:
 def view(link: HostServicesLink, kind: str, name: str, *, include_all: bool = False) -> Any:
     """The answer to a `Query` of one of VIEWS (`name`: the plugin, or "" for all where that makes sense)."""
     ready = link.ready()
-    plugin = check_plugin_name(name) if name or kind in ("permissions", "config") else ""
+    plugin = check_plugin_name(name) if name or kind in ("permissions", "config", HELD_VIEW) else ""
     if kind == "permissions":
         return permissions_view(ready, plugin)
     if kind == "config":
@@ -112,6 +121,8 @@ def view(link: HostServicesLink, kind: str, name: str, *, include_all: bool = Fa
         return {"alerts": [alert.as_dict() for alert in found]}
     if kind == "system-config":
         return ready.system_config.show()
+    if kind == HELD_VIEW:
+        return held_view(ready.settings.home, plugin)
     raise NotFoundError(f"unknown query {shown(kind)}")
 
 
@@ -223,4 +234,5 @@ _HANDLERS: Mapping[str, Callable[[HostServicesLink, dict[str, Any]], Any]] = {
     "events-publish": _events_publish,
     "alert-resolve": _alert_resolve,
     "system-config-validate": _system_config_validate,
+    APPROVE_ACTION: lambda link, arguments: approve(link.ready().settings.home, arguments),
 }
