@@ -68,6 +68,13 @@ def _hostile_plugin(parent: Path, name: str, data_mb: int) -> Path:
     )
 
 
+def _let_it_past_the_static_checks(sysops: Sysops) -> None:
+    """The operator's policy ignores bandit's B103 (the plugin's chmod 0o777 of /data, high): this plugin is hostile
+    on purpose, and the sandbox must hold even for one an operator let through (docs/static-checks.md)."""
+    sysops.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (sysops.home / "policy.yaml").write_text("checks: {ignore: [B103]}\n")
+
+
 def _mounts_of(text: str) -> list[list[str]]:
     """Mounts whose source or target holds `text`: [source, target, type, options]."""
     lines = Path("/proc/self/mounts").read_text().splitlines()
@@ -83,6 +90,7 @@ def test_a_setuid_file_a_plugin_plants_in_data_is_inert_on_every_host_mount(
     fresh_sysops: Sysops, tmp_path: Path
 ) -> None:
     plugin = _hostile_plugin(tmp_path, "rv-plant", data_mb=16)
+    _let_it_past_the_static_checks(fresh_sysops)
     result = fresh_sysops.run("plugin", "up", str(plugin), timeout=180)
     assert result.returncode == 0, result.stderr
     assert fresh_sysops.ok("rv-plant-plant").strip() == "0o104755"
@@ -115,6 +123,7 @@ def small_home(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops]:
 
 def test_a_data_mb_larger_than_the_free_space_of_sysops_home_is_refused(small_home: Sysops, tmp_path: Path) -> None:
     plugin = _hostile_plugin(tmp_path, "rv-big", data_mb=64)
+    _let_it_past_the_static_checks(small_home)
     result = small_home.run("plugin", "up", str(plugin), timeout=180)
     assert result.returncode == 6, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -16,6 +16,7 @@ from sysops.checks.policy import CheckPolicy
 from sysops.checks.run import analyze, check_before_build, load_report, report_path
 from sysops.cli.main import main
 from sysops.core.manifest import load_manifest
+from sysops.core.orchestrator import Orchestrator
 from sysops.core.policy import load_policy
 from sysops.errors import ExitCode, PolicyDeniedError
 
@@ -228,6 +229,22 @@ def test_check_before_build_refuses_and_keeps_the_report(tmp_path: Path) -> None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert check_before_build(home, directory, manifest, CheckPolicy(ignore=["B602"]), lambda _: None)
+
+
+def test_the_host_refuses_before_it_builds(
+    tmp_path: Path, orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orchestrator.up (the host's own build, as `--watch` through a host uses) checks first, as the CLI does."""
+    monkeypatch.delenv("SYSOPS_POLICY", raising=False)
+    directory = plugin(tmp_path, "import subprocess\nsubprocess.call(cmd, shell=True)\n")
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("an image was built for a plugin the checks block")
+
+    monkeypatch.setattr(orchestrator.driver, "build_image", no_build)
+    with pytest.raises(PolicyDeniedError, match=r"pkg/plugin.py:2 B602 \(high\)"):
+        orchestrator.up(directory)
+    assert load_report(orchestrator.settings.home, "plug", "1.0.0") is not None
 
 
 def test_load_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
