@@ -16,6 +16,7 @@ from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
 from sysops.cli.plugin_cmd import plugin_app
+from sysops.cli.registry_cmd import pull, push
 from sysops.cli.server_cmd import context_app, serve
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
 from sysops.cli.system_config_cmd import config_app
@@ -43,6 +44,8 @@ plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
+plugin_app.command("push")(push)
+plugin_app.command("pull")(pull)
 plugin_app.command("approve")(approve)
 plugin_app.command("check")(check)
 events_app.command("publish")(publish)

@@ -211,6 +211,18 @@ class RemoteClient:
         result = self._stream("Up", request)
         return _instance(result["instance"]), bool(result["changed"])
 
+    def up_image(self, manifest: Manifest, image: str, fingerprint: str, source: str) -> tuple[InstanceRecord, bool]:
+        """Have the host or server roll to an image already in the engine or a registry (`REPO@sha256:...` of a
+        plugin installed from a registry: distribution/oci.py), without building."""
+        request = pb.UpRequest(
+            manifest_json=manifest.model_dump_json(exclude_unset=True),
+            image=image,
+            fingerprint=fingerprint,
+            source=source,
+        )
+        result = self._stream("Up", request)
+        return _instance(result["instance"]), bool(result["changed"])
+
     @staticmethod
     def _check_image(driver: DockerDriver, manifest: Manifest, tag: str, plugin_dir: Path, *, existed: bool) -> None:
         """Refuse an image whose Python, SDK or protocol does not fit (core/compatibility.py) before the host is

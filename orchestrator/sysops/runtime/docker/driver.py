@@ -10,7 +10,9 @@ kernel actually enforce (inspect and the cgroup files) so that any difference is
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -21,7 +23,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
-from sysops.errors import BuildError, EngineUnavailableError, ManifestError, RuntimeOperationError
+from sysops.errors import BuildError, EngineUnavailableError, ManifestError, NotFoundError, RuntimeOperationError
 from sysops.runtime.base import (
     LABEL_INSTALLATION,
     LABEL_INSTANCE,
@@ -186,6 +188,62 @@ class DockerDriver:
                     raise BuildError(f"pushing {reference} failed: {_short(chunk['error'])}")
         except docker.errors.APIError as exc:
             raise BuildError(f"pushing {reference} failed: {_short(exc)}") from exc
+
+    def pull_image(self, reference: str, progress: ProgressCallback) -> str:
+        """Pull `REPO:TAG` or `REPO@sha256:...` from its registry; return the local image id. A reference the
+        registry does not have is a NotFoundError; the engine verifies the content of a pull by digest."""
+        try:
+            for chunk in self.client.api.pull(reference, stream=True, decode=True):
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise _pull_error(reference, str(chunk["error"]))
+                status = str(chunk.get("status", "")) if isinstance(chunk, dict) else ""
+                if status.startswith(("Digest:", "Status:")):
+                    progress(status)
+        except docker.errors.APIError as exc:
+            raise _pull_error(reference, str(exc.explanation or exc)) from None
+        image_id = self.image_id(reference)
+        if image_id is None:
+            raise RuntimeOperationError(f"pulling {reference} left no image in the engine")
+        return image_id
+
+    def repo_digests(self, reference: str) -> list[str]:
+        """The `REPO@sha256:...` digests the engine records for a local image (empty when it has no such image)."""
+        try:
+            return [str(digest) for digest in self.client.images.get(reference).attrs.get("RepoDigests") or []]
+        except docker.errors.ImageNotFound:
+            return []
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot inspect image {reference}: {_short(exc)}") from exc
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        """Tag a local image as `repository:tag` (before a push)."""
+        try:
+            self.client.images.get(image).tag(repository, tag)
+        except docker.errors.ImageNotFound:
+            raise NotFoundError(f"image {image} not found in the engine") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot tag {image} as {repository}:{tag}: {_short(exc)}") from exc
+
+    def read_image_file(self, image: str, path: str, max_bytes: int) -> bytes | None:
+        """The content of the regular file `path` in `image`, read from a created (never started) container that is
+        removed at once; None when the image has no such file. Larger than `max_bytes` is refused."""
+        try:
+            container = self.client.containers.create(image, command=["true"], network_disabled=True)
+        except docker.errors.ImageNotFound:
+            raise NotFoundError(f"image {image} not found in the engine") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot read {path} from image {image}: {_short(exc)}") from exc
+        try:
+            stream, stat = container.get_archive(path)
+            if int((stat or {}).get("size", 0)) > max_bytes:
+                raise ManifestError(f"{path} in image {image} is larger than {max_bytes} bytes")
+            return _single_file(b"".join(stream), max_bytes)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise RuntimeOperationError(f"cannot read {path} from image {image}: {_short(exc)}") from exc
+        finally:
+            container.remove(force=True)
 
     def remove_image(self, reference: str) -> None:
         """Remove an image if present."""
@@ -728,6 +786,24 @@ class DockerDriver:
     @staticmethod
     def _status(container: Container) -> InstanceStatus:
         return status_from_attrs(container.attrs)
+
+
+def _pull_error(reference: str, message: str) -> NotFoundError | RuntimeOperationError:
+    """A failed pull: NotFoundError when the registry has no such tag or digest."""
+    lowered = message.lower()
+    if "manifest unknown" in lowered or "not found" in lowered:
+        return NotFoundError(f"{reference}: the registry has no such image ({_short(message, 160)})")
+    return RuntimeOperationError(f"pulling {reference} failed: {_short(message)}")
+
+
+def _single_file(archive: bytes, max_bytes: int) -> bytes | None:
+    """The content of the one regular file in a tar from `get_archive` (None when it is not a regular file)."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.next()
+        if member is None or not member.isfile() or member.size > max_bytes:
+            return None
+        extracted = tar.extractfile(member)
+        return extracted.read(max_bytes) if extracted else None
 
 
 def _orphan_holders(containers: Iterable[Container]) -> list[Container]:
