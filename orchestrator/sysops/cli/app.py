@@ -15,9 +15,11 @@ from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
+from sysops.cli.key_cmd import key_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.registry_cmd import pull, push
 from sysops.cli.server_cmd import context_app, serve
+from sysops.cli.sign_cmd import sign_command, verify_command
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
 from sysops.cli.system_config_cmd import config_app
 from sysops.errors import SysopsError, UsageError
@@ -37,6 +39,7 @@ app.add_typer(host_app, name="host")
 app.command("serve")(serve)
 app.command("node-agent")(node_agent)
 app.add_typer(events_app, name="events")
+app.add_typer(key_app, name="key")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(config_app, name="config")
 app.command("metrics")(metrics)
@@ -44,6 +47,8 @@ plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
+plugin_app.command("sign")(sign_command)
+plugin_app.command("verify")(verify_command)
 plugin_app.command("push")(push)
 plugin_app.command("pull")(pull)
 plugin_app.command("approve")(approve)

@@ -48,6 +48,7 @@ from sysops.core import safe_yaml
 from sysops.core.manifest import PERMISSION_NAME_RULE, SECRET_NAME, Limits, LogLimits, Manifest, is_permission_name
 from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import PolicyDeniedError
+from sysops.trust.policy import TrustPolicy
 
 POLICY_FILE = "policy.yaml"
 #: Most instances one plugin may run when the policy sets no `caps.replicas`.
@@ -178,6 +179,8 @@ class Policy(BaseModel):
     checks: CheckPolicy = Field(default_factory=CheckPolicy)
     #: The lowest security rating (1-6, core/rating.py) a plugin may have to run; None: any.
     min_rating: Annotated[int | None, Field(ge=1, le=6)] = None
+    #: Which signatures each trust tier requires (sysops/trust/policy.py).
+    trust: TrustPolicy = Field(default_factory=TrustPolicy)
     #: Where the policy came from, for messages ("" = built in).
     source: str = ""
 

@@ -15,6 +15,7 @@ from typing import Protocol
 from sysops.core.held_upgrades import held_upgrade_gate
 from sysops.core.manifest import Manifest
 from sysops.core.rollout import RollTarget
+from sysops.core.trust_gate import trust_gate
 from sysops.settings import Settings
 
 
@@ -27,4 +28,4 @@ class RollGate(Protocol):
 
 def roll_gates(settings: Settings) -> list[RollGate]:
     """The gates of this installation, in order (each module owns its gate's rules)."""
-    return [held_upgrade_gate(settings)]
+    return [trust_gate(settings), held_upgrade_gate(settings)]

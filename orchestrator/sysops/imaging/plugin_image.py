@@ -9,17 +9,22 @@ The fingerprint is known before anything is built, so a caller can skip the buil
 
 from __future__ import annotations
 
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sysops.core.manifest import Manifest
+from sysops.core import safe_yaml
+from sysops.core.manifest import Manifest, parse_manifest
 from sysops.errors import StartFailedError
 from sysops.imaging.context import BuildContext
 from sysops.imaging.image import image_tag, make_context
 from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, LABEL_VERSION, BuildRequest, BuiltImage
+from sysops.trust.keys import signing_key
+from sysops.trust.signature_store import cache_signature, cached_signatures, push_signatures, split_reference
+from sysops.trust.signing import sign
 
 
 class ImageBuilder(Protocol):
@@ -52,11 +57,27 @@ class PluginBuild:
         """Hash of everything that goes into the image."""
         return self.context.fingerprint
 
+    #: The installation's state directory: its signing key and signature cache (trust/).
+    home: Path
+
     def build(self) -> BuiltImage:
-        """Build the image (the context tar is removed once the engine has it)."""
+        """Build the image and sign it with the installation's key (trust/keys.py `signing_key`): the signature
+        covers the image id and the plugin.yaml shipped in the context; it goes to the signature cache and, for
+        an image in a registry, beside it there. The context tar is removed once the engine has it."""
         self.progress(f"building image {self.tag}")
         with self.context:
-            return self.driver.build_image(BuildRequest(context=self.context.tar_path, tag=self.tag), self.progress)
+            built = self.driver.build_image(BuildRequest(context=self.context.tar_path, tag=self.tag), self.progress)
+            with tarfile.open(self.context.tar_path) as archive:
+                shipped = archive.extractfile("plugin/plugin.yaml")
+                text = shipped.read(safe_yaml.MAX_BYTES + 1).decode() if shipped else ""
+        manifest = parse_manifest(safe_yaml.load(text), f"{self.tag}: plugin.yaml")
+        private_key, signer = signing_key(self.home)
+        signature = sign(private_key, signer, manifest, built.id)
+        cache_signature(self.home, built.id, signature)
+        if split_reference(self.tag) is not None:
+            push_signatures(self.tag, built.id, cached_signatures(self.home, built.id))
+        self.progress(f"signed {built.id[:19]} with key {signer}")
+        return built
 
 
 @contextmanager
@@ -83,4 +104,4 @@ def plugin_build(
         tag = image_tag(
             plugin_repository(installation_id, manifest.name, registry), manifest.version, context.fingerprint
         )
-        yield PluginBuild(driver, context, tag, progress)
+        yield PluginBuild(driver, context, tag, progress, home=cache_dir.parent)  # Settings.cache_dir: home/cache

@@ -1,0 +1,105 @@
+"""The trust gate: every roll's image must carry signatures its plugin's tier accepts (docs/signing.md).
+
+Registered first in core/roll_gates.py, it runs on the local host and in `sysops serve` alike, before any
+instance starts. The plugin's tier comes from its install record (distribution/installs.py: a plugin brought
+up from a directory is `private`), the rule for the tier from the policy file's `trust:` key. The image is
+named by its config digest: the engine's image id locally; on Kubernetes, where the server has no engine, the
+digest the registry gives for the image's tag. Its signatures come from this installation's cache, else from
+the registry beside the image (`sha256-<hex>.sig`). A signature's manifest must be the manifest rolled: the
+signed (declared) manifest with this policy applied, under the plugin's name or its side-by-side key.
+A refusal is a PolicyDeniedError (exit code 9) whose message says which check failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sysops.core.dependencies import plugin_name_of, side_by_side_key
+from sysops.core.manifest import Manifest, parse_manifest
+from sysops.core.policy import Policy, apply_policy, load_policy
+from sysops.core.rollout import RollTarget
+from sysops.distribution.installs import tier_of
+from sysops.errors import PolicyDeniedError, SysopsError
+from sysops.settings import Settings
+from sysops.trust.keys import keyring
+from sysops.trust.signature_store import cached_signatures, config_digest, registry_signatures
+from sysops.trust.signing import Signature
+from sysops.trust.verdicts import Verdict, record_verdict
+from sysops.trust.verification import decide
+
+if TYPE_CHECKING:
+    from sysops.core.roll_gates import RollGate  # roll_gates imports this module
+
+_HINT = "`sysops plugin verify NAME` shows the image's signatures; docs/signing.md says what each tier accepts"
+
+
+def trust_gate(settings: Settings) -> RollGate:
+    """The gate of the installation at `settings.home`."""
+
+    def gate(target: RollTarget, serving: Manifest | None) -> None:
+        check_trust(settings.home, target)
+
+    return gate
+
+
+def image_digest_of(target: RollTarget) -> str | None:
+    """The config digest of the roll's image: the engine's image id, else the registry's (None: unknown)."""
+    if target.image_id.startswith("sha256:"):
+        return target.image_id
+    return config_digest(target.image)
+
+
+def signatures_of(home: Path, image: str, image_digest: str) -> list[Signature]:
+    """The signatures of an image: the cache's, else the registry's."""
+    return cached_signatures(home, image_digest) or registry_signatures(image, image_digest)
+
+
+def check_trust(home: Path, target: RollTarget) -> Verdict:
+    """Admit the roll (returning the verdict, also recorded) or raise PolicyDeniedError saying why."""
+    policy = load_policy(home)
+    plugin = plugin_name_of(target.manifest.name)
+    tier = tier_of(home, plugin)
+    rule = policy.trust.for_tier(tier)
+    image_digest = image_digest_of(target)
+    signatures = signatures_of(home, target.image, image_digest) if image_digest else []
+    decision = decide(
+        signatures,
+        image_digest or "",
+        keyring(home),
+        tier,
+        rule,
+        lambda signature: _manifest_is_rolled(signature, target.manifest, policy),
+    )
+    signer = decision.signer if decision.admitted else None
+    verdict = Verdict(
+        plugin,
+        image_digest or "",
+        tier,
+        signer is not None,
+        signer.key_id if signer else "",
+        signer.name if signer else "",
+    )
+    if image_digest:
+        record_verdict(home, verdict)
+    if not decision.admitted:
+        raise PolicyDeniedError(f"plugin {plugin} {target.manifest.version} refused: {decision.reason}", hint=_HINT)
+    return verdict
+
+
+def _manifest_is_rolled(signature: Signature, rolled: Manifest, policy: Policy) -> bool:
+    """Whether the signed manifest, with `policy` applied, is the manifest `rolled` (under its key)."""
+    try:
+        signed = parse_manifest(json.loads(signature.manifest_json), "the signed manifest")
+        admitted = apply_policy(signed, policy, "the signed manifest")
+    except (SysopsError, ValueError, RecursionError):
+        return False
+    if rolled.name not in (signed.name, side_by_side_key(signed.name, _major(signed.version))):
+        return False
+    return admitted.model_copy(update={"name": rolled.name}).model_dump() == rolled.model_dump()
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else -1

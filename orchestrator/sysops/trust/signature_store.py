@@ -1,0 +1,176 @@
+"""Where plugin signatures are kept: the local cache, and a registry beside the image as an OCI artifact.
+
+The cache holds every signature known for an image in `$SYSOPS_HOME/cache/signatures/<config digest hex>.json`
+(written by builds and `plugin sign`, read by the trust gate of the same installation). A registry holds them
+beside the image, as cosign does: an OCI artifact pushed with `oras` to the image's repository under the tag
+`sha256-<config digest hex>.sig`, one layer `signatures.json` of media type `SIGNATURES_MEDIA_TYPE`. A server
+in a cluster, which never sees the CLI's cache, reads them from there. A registry on a loopback address is
+spoken to over plain HTTP (as Docker does); any other over HTTPS unless `$SYSOPS_REGISTRY_INSECURE=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sysops.errors import EngineUnavailableError, UsageError
+from sysops.private_paths import ensure_private_dir, write_private_file
+from sysops.trust.signing import MalformedSignature, Signature
+
+SIGNATURES_MEDIA_TYPE = "application/vnd.sysops.plugin.signatures.v1+json"
+SIGNATURES_FILE = "signatures.json"
+INSECURE_ENV = "SYSOPS_REGISTRY_INSECURE"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_MAX_SIGNATURES_BYTES = 1 << 20
+_IMAGE_MANIFEST_TYPES = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+]
+
+
+def check_digest(image_digest: str) -> str:
+    """The hex part of a `sha256:<hex>` digest, or a UsageError naming it."""
+    if not _DIGEST.fullmatch(image_digest):
+        raise UsageError(f"{image_digest[:80]!r} is not an image digest (sha256:<64 hex>)")
+    return image_digest.removeprefix("sha256:")
+
+
+def cache_path(home: Path, image_digest: str) -> Path:
+    """The cache file of the signatures of an image."""
+    return home / "cache" / "signatures" / f"{check_digest(image_digest)}.json"
+
+
+def cached_signatures(home: Path, image_digest: str) -> list[Signature]:
+    """The signatures the cache holds for an image (none when it holds no file)."""
+    path = cache_path(home, image_digest)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the signatures: {exc}") from None
+    return parse_signatures(text, str(path))
+
+
+def cache_signature(home: Path, image_digest: str, signature: Signature) -> None:
+    """Add `signature` to the cache of the image (replacing one by the same key)."""
+    kept = [known for known in cached_signatures(home, image_digest) if known.key_id != signature.key_id]
+    path = cache_path(home, image_digest)
+    ensure_private_dir(ensure_private_dir(ensure_private_dir(home) / "cache") / "signatures")
+    write_private_file(path, signatures_json([*kept, signature]))
+
+
+def signatures_json(signatures: list[Signature]) -> str:
+    """The stored form of a list of signatures."""
+    return json.dumps({"signatures": [signature.as_dict() for signature in signatures]}, indent=1, sort_keys=True)
+
+
+def parse_signatures(text: str, where: str) -> list[Signature]:
+    """Signatures from their stored form; a UsageError names `where` when it is not that."""
+    try:
+        document = json.loads(text)
+        records = document["signatures"] if isinstance(document, dict) else None
+        if not isinstance(records, list):
+            raise MalformedSignature('expected {"signatures": [...]}')
+        return [Signature.from_dict(record) for record in records]
+    except (ValueError, KeyError, RecursionError) as exc:
+        raise UsageError(f"{where}: not a signatures file ({exc})") from None
+
+
+def split_reference(image: str) -> tuple[str, str, str] | None:
+    """(registry host, repository, tag or digest) of an image reference in a registry, None without a registry."""
+    first, slash, rest = image.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return None
+    if "@" in rest:
+        repository, _, reference = rest.partition("@")
+    else:
+        repository, _, reference = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+    return first, repository, reference
+
+
+def _client(host: str) -> Any:
+    import oras.provider  # type: ignore[import-untyped]  # imported on use: a routed command never needs it
+
+    loopback = host.startswith(("127.", "localhost", "[::1]"))
+    return oras.provider.Registry(hostname=host, insecure=loopback or os.environ.get(INSECURE_ENV) == "1")
+
+
+def _registry_error(host: str, action: str, exc: Exception) -> EngineUnavailableError:
+    return EngineUnavailableError(
+        f"registry {host}: {action} failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+        hint="check that the registry runs and is reachable (and $SYSOPS_REGISTRY_INSECURE for plain HTTP)",
+    )
+
+
+def config_digest(image: str) -> str | None:
+    """The config digest of an image in a registry (the signed image digest), None when it names no registry."""
+    parts = split_reference(image)
+    if parts is None:
+        return None
+    host, repository, reference = parts
+    try:
+        manifest = _client(host).get_manifest(
+            f"{host}/{repository}:{reference}", allowed_media_type=_IMAGE_MANIFEST_TYPES
+        )
+    except Exception as exc:  # oras raises ValueError, requests errors and its own
+        raise _registry_error(host, f"reading the manifest of {repository}:{reference}", exc) from None
+    digest = manifest.get("config", {}).get("digest") if isinstance(manifest, dict) else None
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise EngineUnavailableError(f"registry {host}: the manifest of {repository}:{reference} names no config")
+    return digest
+
+
+def signature_tag(image_digest: str) -> str:
+    """The tag of an image's signatures artifact in its repository."""
+    return f"sha256-{check_digest(image_digest)}.sig"
+
+
+def push_signatures(image: str, image_digest: str, signatures: list[Signature]) -> str:
+    """Push the signatures of an image to its repository (the `.sig` tag); return the artifact's reference."""
+    parts = split_reference(image)
+    if parts is None:
+        raise UsageError(f"image {image[:200]!r} names no registry: its signatures stay in the cache")
+    host, repository, _ = parts
+    target = f"{host}/{repository}:{signature_tag(image_digest)}"
+    with tempfile.TemporaryDirectory(prefix="sysops-sig-") as work:
+        path = Path(work) / SIGNATURES_FILE
+        path.write_text(signatures_json(signatures), encoding="utf-8")
+        cwd = os.getcwd()
+        os.chdir(work)  # oras names the layer after the path as given
+        try:
+            _client(host).push(target, files=[f"{SIGNATURES_FILE}:{SIGNATURES_MEDIA_TYPE}"], quiet=True)
+        except Exception as exc:
+            raise _registry_error(host, f"pushing {target}", exc) from None
+        finally:
+            os.chdir(cwd)
+    return target
+
+
+def registry_signatures(image: str, image_digest: str) -> list[Signature]:
+    """The signatures the registry holds beside an image (none when there is no `.sig` artifact)."""
+    parts = split_reference(image)
+    if parts is None:
+        return []
+    host, repository, _ = parts
+    target = f"{host}/{repository}:{signature_tag(image_digest)}"
+    client = _client(host)
+    try:
+        manifest = client.get_manifest(target)
+    except Exception as exc:
+        if "404" in str(exc) or "not found" in str(exc).lower() or "MANIFEST_UNKNOWN" in str(exc):
+            return []
+        raise _registry_error(host, f"reading {target}", exc) from None
+    layers = [layer for layer in manifest.get("layers", []) if layer.get("mediaType") == SIGNATURES_MEDIA_TYPE]
+    if len(layers) != 1 or int(layers[0].get("size", 0)) > _MAX_SIGNATURES_BYTES:
+        raise UsageError(f"{target}: not a sysops signatures artifact (one {SIGNATURES_MEDIA_TYPE} layer)")
+    try:
+        response = client.get_blob(f"{host}/{repository}", layers[0]["digest"])
+        response.raise_for_status()
+    except Exception as exc:
+        raise _registry_error(host, f"reading {target}", exc) from None
+    return parse_signatures(response.content[:_MAX_SIGNATURES_BYTES].decode("utf-8", "replace"), target)
