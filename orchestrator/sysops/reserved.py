@@ -8,8 +8,9 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts` and `config` are the CLI's built-ins;
+#: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts`, `config` and `index` are the CLI's built-ins;
 #: `help` and `version` are kept for sysops.
 RESERVED_COMMANDS: tuple[str, ...] = (
     "plugin", "serve", "context", "events", "host", "metrics", "alerts", "config", "help", "version", "node-agent",
+    "index",
 )  # fmt: skip

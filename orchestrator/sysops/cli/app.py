@@ -15,6 +15,7 @@ from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
+from sysops.cli.index_cmd import index_app, search
 from sysops.cli.key_cmd import key_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.registry_cmd import pull, push
@@ -39,6 +40,7 @@ app.add_typer(host_app, name="host")
 app.command("serve")(serve)
 app.command("node-agent")(node_agent)
 app.add_typer(events_app, name="events")
+app.add_typer(index_app, name="index")
 app.add_typer(key_app, name="key")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(config_app, name="config")
@@ -47,6 +49,7 @@ plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)
 plugin_app.command("doctor")(doctor)
+plugin_app.command("search")(search)
 plugin_app.command("sign")(sign_command)
 plugin_app.command("verify")(verify_command)
 plugin_app.command("push")(push)
