@@ -15,6 +15,7 @@ from sysops.checks.findings import Finding
 from sysops.checks.policy import CheckPolicy
 from sysops.checks.run import analyze, check_before_build, load_report, report_path
 from sysops.cli.main import main
+from sysops.core.code_checks import shipped_code_findings
 from sysops.core.manifest import load_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.policy import load_policy
@@ -198,6 +199,20 @@ def test_links_out_of_the_plugin_are_reported_and_not_read(tmp_path: Path) -> No
     found = analyze(directory, load_manifest(directory))
     assert {(f.file, f.rule) for f in found} == {("pkg/evil.py", "symlink-outside"), ("pkg/outdir", "symlink-outside")}
     assert all(f.severity == "medium" for f in found)  # the build refuses such links itself (exit 4)
+
+
+def test_only_what_the_build_ships_is_judged(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYSOPS_POLICY", raising=False)
+    shell = b"import subprocess\nsubprocess.call(cmd, shell=True)\n"
+    files = {".venv/lib/site.py": shell, "tests/test_x.py": shell, ".dockerignore": b"tests\n", "pkg/run.py": b""}
+    directory = plugin(tmp_path, "x = 1\n", files=files)
+    everything = {f.file for f in analyze(directory, load_manifest(directory)) if f.rule == "B602"}
+    assert everything == {".venv/lib/site.py", "tests/test_x.py"}
+    findings, policy = shipped_code_findings(home, directory, load_manifest(directory))
+    assert not [f for f in findings if f.rule == "B602"] and policy == CheckPolicy()
+    assert main(["plugin", "check", str(directory)]) == ExitCode.OK
+    (directory / "pkg" / "run.py").write_bytes(shell)  # shipped: judged
+    assert main(["plugin", "check", str(directory)]) == ExitCode.POLICY_DENIED
 
 
 def test_policy_blocks_by_severity_and_ignores_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from sysops.checks.bandit_scan import bandit_findings
 from sysops.checks.findings import Finding
 from sysops.checks.policy import CheckPolicy
 from sysops.checks.rules import manifest_findings
-from sysops.checks.sources import collect_sources
+from sysops.checks.sources import Ignores, collect_sources
 from sysops.core.manifest import Manifest
 from sysops.errors import PolicyDeniedError
 from sysops.private_paths import ensure_private_dir, write_private_file
@@ -27,9 +27,10 @@ REPORT_DIR = Path("cache") / "checks"
 SHOWN_IN_REFUSAL = 3
 
 
-def analyze(plugin_dir: Path, manifest: Manifest) -> list[Finding]:
-    """Every finding in the plugin's Python code, sorted by file, line and rule."""
-    sources = collect_sources(plugin_dir)
+def analyze(plugin_dir: Path, manifest: Manifest, ignores: Ignores | None = None) -> list[Finding]:
+    """Every finding in the plugin's Python code, sorted by file, line and rule; `ignores` (the build's ignore
+    rules) leaves out what never reaches the image, by default nothing."""
+    sources = collect_sources(plugin_dir, ignores) if ignores else collect_sources(plugin_dir)
     findings = [*sources.findings, *bandit_findings(sources.files)]
     for source in sources.files:
         findings += manifest_findings(source, manifest)
@@ -67,10 +68,11 @@ def check_before_build(
     manifest: Manifest,
     policy: CheckPolicy,
     progress: Callable[[str], None],
+    ignores: Ignores | None = None,
 ) -> list[Finding]:
     """Analyse, keep the report, and raise PolicyDeniedError (exit 9) when a finding blocks; else the findings."""
     progress(f"checking the code of {manifest.name} {manifest.version}")
-    findings = analyze(plugin_dir, manifest)
+    findings = analyze(plugin_dir, manifest, ignores)
     save_report(home, manifest, findings)
     blocking = policy.blocking(findings)
     if blocking:

@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from sysops.checks.findings import Finding
 
@@ -23,6 +24,18 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_FILES = 2000
 #: Directories never scanned: caches Python writes and version control, neither shipped as code.
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn"})
+
+
+class Ignores(Protocol):
+    """Which paths the build leaves out of the image (imaging's IgnoreRules.ignores): never shipped, never run."""
+
+    def __call__(self, relative: PurePosixPath, *, is_dir: bool = False) -> bool:
+        """Say whether `relative` (a directory when `is_dir`) is left out of the image."""
+        ...
+
+
+def _nothing_ignored(relative: PurePosixPath, *, is_dir: bool = False) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,9 @@ class Sources:
     findings: list[Finding] = field(default_factory=list)
 
 
-def collect_sources(plugin_dir: Path) -> Sources:
-    """Parse every `.py` file under `plugin_dir` (links not followed); unreadable ones become findings."""
+def collect_sources(plugin_dir: Path, ignores: Ignores = _nothing_ignored) -> Sources:
+    """Parse every `.py` file under `plugin_dir` that the build ships (what `ignores` leaves in; links not
+    followed); unreadable ones become findings."""
     root = plugin_dir.resolve()
     sources = Sources()
 
@@ -54,9 +68,14 @@ def collect_sources(plugin_dir: Path) -> Sources:
     for directory, subdirectories, names in os.walk(root, onerror=unlistable):
         here = PurePosixPath(Path(directory).relative_to(root).as_posix())
         for name in sorted(name for name in subdirectories if os.path.islink(os.path.join(directory, name))):
-            _check_link(root, here / name, sources)
-        subdirectories[:] = sorted(name for name in subdirectories if name not in SKIPPED_DIRS)
+            if not ignores(here / name):
+                _check_link(root, here / name, sources)
+        subdirectories[:] = sorted(
+            name for name in subdirectories if name not in SKIPPED_DIRS and not ignores(here / name, is_dir=True)
+        )
         for name in sorted(names):
+            if ignores(here / name):
+                continue
             if os.path.islink(os.path.join(directory, name)):
                 _check_link(root, here / name, sources)
             elif name.endswith(".py"):

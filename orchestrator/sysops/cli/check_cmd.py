@@ -1,4 +1,4 @@
-"""`sysops plugin check DIR`: the static checks of `plugin up` (sysops/checks), run alone, nothing built.
+"""`sysops plugin check DIR`: the static checks of `plugin up` (core/code_checks.py), run alone, nothing built.
 
 Prints every finding as `file:line  severity  rule  message` (or JSON with `--output json`), marking those
 the policy in effect blocks (its `checks:` section: sysops/checks/policy.py). Exit 0 when nothing blocks,
@@ -25,16 +25,14 @@ def check(
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Run the static checks (bandit and the manifest rules) over a plugin's code; exit 9 if the policy blocks."""
-    from sysops.checks.run import analyze
+    from sysops.core.code_checks import shipped_code_findings
     from sysops.core.manifest import load_manifest
-    from sysops.core.policy import load_policy
     from sysops.settings import Settings
 
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a plugin directory", hint="give the directory that holds plugin.yaml")
     manifest = load_manifest(directory.resolve())
-    policy = load_policy(Settings().home).checks
-    findings = analyze(directory.resolve(), manifest)
+    findings, policy = shipped_code_findings(Settings().home, directory.resolve(), manifest)
     blocking = set(policy.blocking(findings))
     if output is Output.JSON:
         rows = [{**finding.to_json(), "blocks": finding in blocking} for finding in findings]

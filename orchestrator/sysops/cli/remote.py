@@ -168,9 +168,8 @@ class RemoteClient:
     def up(self, path: Path, key: str = "") -> tuple[InstanceRecord, bool]:
         """Build the image with the local engine (imaging/plugin_image.py), then have the host or server roll it
         (under `key`, a side-by-side key, when given)."""
-        from sysops.checks.run import check_before_build
+        from sysops.core.code_checks import check_plugin_code
         from sysops.core.manifest import load_manifest
-        from sysops.core.policy import load_policy
         from sysops.imaging.plugin_image import plugin_build
         from sysops.runtime.factory import docker_driver
         from sysops.settings import Settings
@@ -178,7 +177,7 @@ class RemoteClient:
         plugin_dir = path.resolve()
         manifest = load_manifest(plugin_dir)
         settings = Settings()
-        check_before_build(settings.home, plugin_dir, manifest, load_policy(settings.home).checks, self.progress)
+        check_plugin_code(settings.home, plugin_dir, manifest, self.progress)
         driver = docker_driver()
         registry = os.environ.get("SYSOPS_REGISTRY", "")
         installation_id = str(self._query("server")["installation_id"])

@@ -461,12 +461,11 @@ class Orchestrator:
         The build is imaging/plugin_image.py's, the one the CLI runs before it asks the host; here it is
         skipped when the fingerprint shows nothing changed.
         """
-        from sysops.checks.run import check_before_build  # bandit loads on the first build, not at host start
+        from sysops.core.code_checks import check_plugin_code  # bandit loads on the first build, not at host start
 
         plugin_dir = path.resolve()
         manifest = self._admit(load_manifest(plugin_dir), str(plugin_dir / "plugin.yaml"))
-        checks = load_policy(self.settings.home).checks
-        check_before_build(self.settings.home, plugin_dir, manifest, checks, self.progress)
+        check_plugin_code(self.settings.home, plugin_dir, manifest, self.progress)
         with self.dependencies_lock():  # from the check until the roll ends
             self._check_dependencies(manifest)
             self.progress(f"preparing {manifest.name} {manifest.version} from {plugin_dir}")
