@@ -15,6 +15,7 @@ from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
+from sysops.cli.install_cmd import install, uninstall, upgrade
 from sysops.cli.index_cmd import index_app, search
 from sysops.cli.key_cmd import key_app
 from sysops.cli.plugin_cmd import plugin_app
@@ -56,6 +57,9 @@ plugin_app.command("push")(push)
 plugin_app.command("pull")(pull)
 plugin_app.command("approve")(approve)
 plugin_app.command("check")(check)
+plugin_app.command("install")(install)
+plugin_app.command("upgrade")(upgrade)
+plugin_app.command("uninstall")(uninstall)
 events_app.command("publish")(publish)
 
 

@@ -129,8 +129,18 @@ def down(
 
 
 @plugin_app.command("ls")
-def ls(output: OutputOption = Output.TEXT) -> None:
-    """List plugins with their state, version and health."""
+def ls(
+    output: OutputOption = Output.TEXT,
+    outdated: Annotated[
+        bool, typer.Option("--outdated", help="List installed plugins whose source offers a newer version")
+    ] = False,
+) -> None:
+    """List plugins with their state, version and health (or, with --outdated, the installed ones to upgrade)."""
+    if outdated:
+        from sysops.cli.install_cmd import print_outdated
+
+        print_outdated(output)
+        return
     orchestrator = orchestrator_for_cli()
     rows = [
         {

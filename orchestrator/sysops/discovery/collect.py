@@ -1,7 +1,8 @@
 """Discovery as a whole: scan the configured directories and the installed packages, validate each plugin.yaml.
 
 Sources in order (the first of two plugins with one name and version is kept): `SYSOPS_PLUGIN_PATH`, then
-`plugin_dirs` of the installation's configuration file, then `sysops.plugins` entry points. Every
+`plugin_dirs` of the installation's configuration file, then `sysops.plugins` entry points, then the
+packages `sysops plugin install` put in `$SYSOPS_HOME/packages`. Every
 plugin.yaml is validated with `load_manifest`; an invalid one is skipped with its error line. Nothing a
 plugin ships is imported or run.
 """
@@ -22,6 +23,7 @@ from sysops.core.manifest import load_manifest
 from sysops.core.names import shown
 from sysops.discovery.directories import scan_directories
 from sysops.discovery.entry_points import ENTRY_POINT_GROUP, scan_entry_points
+from sysops.discovery.installed_packages import scan_installed_packages
 from sysops.discovery.results import DiscoveredPlugin, Discovery, Scan, Skipped
 from sysops.errors import ManifestError, NotFoundError
 
@@ -79,7 +81,7 @@ def discover() -> Discovery:
 
     Raises ConfigFileError (exit 4) when the installation's configuration file is bad.
     """
-    return _validated([scan_directories(_directories()), scan_entry_points()])
+    return _validated([scan_directories(_directories()), scan_entry_points(), scan_installed_packages()])
 
 
 def find_discovered(name: str, discovery: Discovery | None = None) -> Path:

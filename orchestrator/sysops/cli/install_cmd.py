@@ -1,0 +1,202 @@
+"""`sysops plugin install|upgrade|uninstall`: plugins from pip, git, local paths, OCI references and indexes.
+
+Each command fetches (distribution/sources.py), brings the plugin up through the same plan as `plugin up`
+(its requirements first), and only then keeps the fetched package and its install record
+(distribution/installs.py): a failed install or upgrade leaves the installed state as it was.
+`install -e PATH` stays in the foreground and rolls on every change, like `plugin up --watch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sysops.cli.plugin_cmd import control_client, progress, up
+from sysops.distribution.index_client import find
+from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install
+from sysops.distribution.packages import package_dir_of
+from sysops.distribution.sources import (
+    Fetched,
+    SpecKind,
+    classify,
+    fetch_local,
+    fetch_with_pip,
+    is_project,
+    requirement_of,
+)
+from sysops.distribution.upgrade import choose_upgrade
+from sysops.errors import NotFoundError
+from sysops.settings import Settings
+
+#: The trust tier of each source kind that is not an index entry (an index entry carries its index's tier).
+TIER_OF_KIND = {"pip": "community", "git": "community", "oci": "community", "path": "private", "editable": "private"}
+IndexUrlOption = Annotated[
+    str, typer.Option("--index-url", help="Package index (PEP 503 simple) instead of pip's configured one")
+]
+PreOption = Annotated[bool, typer.Option("--pre", help="Also take experimental (and pre-release) versions")]
+
+
+def _bring_up(fetched: Fetched) -> None:
+    """Build and start the fetched plugin through `plugin up DIR` itself (requirements first), until ready."""
+    up(str(fetched.plugin_dir), watch=False, runtime=None)
+
+
+def _bring_up_and_keep(home: Path, fetched: Fetched, record_of: Callable[[Fetched], InstallRecord]) -> Fetched:
+    """Put the fetched package in its place, record it (the roll's trust gate reads the tier from the record),
+    and bring the plugin up from there. A failure puts back the package and the record it replaced (or
+    removes them when it replaced none) and re-raises."""
+    placed = fetched.place(home)
+    record = record_of(placed.fetched)
+    previous = load_installs(home).get(record.name)
+    save_install(home, record)
+    try:
+        _bring_up(placed.fetched)
+    except BaseException:
+        placed.restore()
+        if previous is None:
+            remove_install(home, record.name)
+        else:
+            save_install(home, previous)
+        raise
+    placed.keep()
+    return placed.fetched
+
+
+def _install_oci(home: Path, spec: str, *, tier: str = "community", index: str = "") -> None:
+    """An OCI reference: pulled, verified by digest, rolled by digest and recorded by distribution/oci.py."""
+    from sysops.cli.registry_cmd import install_oci_ref  # supplies the host's installation id and registry
+
+    install_oci_ref(spec, tier=tier, index=index)
+
+
+def _fetch(home: Path, spec: str, kind: SpecKind, *, index_url: str, pre: bool) -> Fetched:
+    if kind == "editable":
+        return fetch_local(Path(spec))
+    if kind == "path":
+        path = Path(spec).expanduser()
+        if is_project(path):
+            return fetch_with_pip(home, str(path.resolve()), pre=pre, from_source=True)
+        return fetch_local(path)
+    return fetch_with_pip(home, spec, index_url=index_url, pre=pre, from_source=kind == "git")
+
+
+def _record(
+    spec: str, kind: SpecKind, fetched: Fetched, *, tier: str = "", index: str = "", image: str = "", directory: str
+) -> InstallRecord:
+    return InstallRecord(
+        name=fetched.manifest.name,
+        spec=spec,
+        kind=kind,
+        version=fetched.manifest.version,
+        tier=tier or TIER_OF_KIND[kind],
+        directory=directory,
+        image=image,
+        index=index,
+    )
+
+
+def install(
+    spec: Annotated[
+        str, typer.Argument(metavar="SPEC", help="NAME[==VERSION], git+URL@REF, PATH, or REGISTRY/REPO@sha256:...")
+    ],
+    editable: Annotated[
+        bool, typer.Option("-e", "--editable", help="Use the local directory in place and roll on every change")
+    ] = False,
+    index_url: IndexUrlOption = "",
+    pre: PreOption = False,
+) -> None:
+    """Install a plugin from a package index, git, a local path or an OCI registry, and start it."""
+    home = Settings().home
+    kind = classify(spec, editable=editable)
+    if kind == "oci":
+        _install_oci(home, spec)
+        return
+    tier = index_name = ""
+    fetch_spec = spec
+    if kind == "pip":
+        requirement = requirement_of(spec)
+        hit = find(home, requirement.name, requirement.specifier, include_experimental=pre)
+        if hit is not None:
+            if hit.is_oci:
+                _install_oci(home, hit.spec, tier=hit.tier, index=hit.index)
+                return
+            kind, tier, index_name, fetch_spec = "index", hit.tier, hit.index, hit.spec
+    fetched = _fetch(home, fetch_spec, kind, index_url=index_url, pre=pre)
+    chosen: SpecKind = kind
+
+    def record_of(placed: Fetched) -> InstallRecord:
+        return _record(spec, chosen, placed, tier=tier, index=index_name, directory=str(placed.plugin_dir))
+
+    kept = _bring_up_and_keep(home, fetched, record_of)
+    if editable:
+        from sysops.core.watch import watch_and_roll
+
+        watch_and_roll(control_client(), kept.plugin_dir, progress)
+
+
+def _installed(home: Path, name: str) -> InstallRecord:
+    record = load_installs(home).get(name)
+    if record is None:
+        raise NotFoundError(
+            f"plugin {name!r} was not installed with `sysops plugin install`",
+            hint="`sysops plugin ls` lists running plugins; `plugin down NAME` stops one brought up from a directory",
+        )
+    return record
+
+
+def upgrade(
+    name: Annotated[str, typer.Argument(help="Installed plugin name")],
+    pre: PreOption = False,
+    allow_breaking: Annotated[
+        bool, typer.Option("--allow-breaking", help="Cross a version the plugin marks as breaking")
+    ] = False,
+    index_url: IndexUrlOption = "",
+) -> None:
+    """Move an installed plugin to the newest version its source offers (skipping experimental versions)."""
+    home = Settings().home
+    record = _installed(home, name)
+    choice = choose_upgrade(home, record, pre=pre, allow_breaking=allow_breaking, index_url=index_url)
+    for skipped in choice.skipped:
+        progress(f"skipped {name} {skipped}")
+    for warning in choice.warnings:
+        progress(f"warning: {warning}")
+    if choice.fetched is None:
+        progress(f"{name} {record.version} is up to date")
+        return
+
+    def upgraded(placed: Fetched) -> InstallRecord:
+        return dataclasses.replace(record, version=placed.manifest.version, directory=str(placed.plugin_dir))
+
+    _bring_up_and_keep(home, choice.fetched, upgraded)
+
+
+def uninstall(
+    name: Annotated[str, typer.Argument(help="Installed plugin name")],
+    purge: Annotated[bool, typer.Option("--purge", help="Also remove its images and data volume")] = False,
+) -> None:
+    """Take an installed plugin down and remove its package and install record."""
+    home = Settings().home
+    record = _installed(home, name)
+    with contextlib.suppress(NotFoundError):  # not running: only the package and the record are left to remove
+        control_client().down(name, purge=purge)
+    package = package_dir_of(home, Path(record.directory)) if record.directory else None
+    if package is not None:
+        shutil.rmtree(package)
+    remove_install(home, name)
+    progress(f"{name} uninstalled")
+
+
+def print_outdated(output: str) -> None:
+    """`plugin ls --outdated`: the installed plugins whose source offers a newer version."""
+    from sysops.cli.output import emit
+    from sysops.distribution.upgrade import outdated
+
+    home = Settings().home
+    rows = [dataclasses.asdict(row) for row in outdated(home, list(load_installs(home).values()))]
+    emit(rows, output, ["name", "installed", "latest", "kind", "note"])

@@ -1,0 +1,131 @@
+"""Install records, source kinds, package inspection and breaking versions: the pure logic of plugin install."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from sysops.core.manifest import Manifest
+from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install, tier_of
+from sysops.distribution.packages import inspect_package, package_dir_of
+from sysops.distribution.sources import Fetched, classify, fetch_local, is_project, requirement_of
+from sysops.distribution.upgrade import crossed_breaking_versions
+from sysops.errors import ManifestError, NotFoundError, UsageError
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_records_round_trip_private_and_tier_defaults_to_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert load_installs(home) == {} and tier_of(home, "x") == "private"
+    record = InstallRecord("x", "x==1.0", "pip", "1.0.0", "community", "/d")
+    save_install(home, record)
+    assert load_installs(home) == {"x": record} and tier_of(home, "x") == "community"
+    assert stat.S_IMODE((home / "installs.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    remove_install(home, "x")
+    remove_install(home, "x")  # nothing to remove: no error
+    assert load_installs(home) == {}
+
+
+def _entry(**changes: object) -> str:
+    entry = {"name": "x", "spec": "", "kind": "pip", "version": "", "tier": "private", "directory": "", **changes}
+    return json.dumps({"installs": {"x": entry}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{bad json",
+        "[]",
+        '{"installs": []}',
+        '{"installs": {"x": "s"}}',
+        _entry(name="y"),
+        _entry(kind="ftp"),
+        _entry(tier="root"),
+        _entry(spec=1),
+        _entry(evil="1"),
+    ],
+)
+def test_a_damaged_record_file_is_refused_in_one_line(tmp_path: Path, text: str) -> None:
+    tmp_path.joinpath("installs.json").write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load_installs(tmp_path)
+    assert "installs.json: not a valid install record file" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ("hello", "pip"),
+        ("hello==1.0", "pip"),
+        ("git+https://example.invalid/r.git@v1", "git"),
+        ("./plugin", "path"),
+        ("/abs/plugin", "path"),
+        ("oci://127.0.0.1:5000/sysops-plugins/x@" + DIGEST, "oci"),
+        ("127.0.0.1:5000/sysops-plugins/x@" + DIGEST, "oci"),
+    ],
+)
+def test_specs_are_classified(spec: str, kind: str) -> None:
+    assert classify(spec) == kind
+
+
+def test_a_bad_requirement_is_named() -> None:
+    with pytest.raises(UsageError, match="'not a spec!!' is not a pip requirement"):
+        requirement_of("not a spec!!")
+
+
+def test_a_local_directory_is_used_in_place(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "plugin.yaml").write_text("name: p\nversion: 1.0.0\nentrypoint: m:P\n")
+    assert fetch_local(tmp_path / "p").plugin_dir == (tmp_path / "p").resolve()
+    assert not is_project(tmp_path / "p")
+    (tmp_path / "q" / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "q" / "pyproject.toml").write_text("")
+    (tmp_path / "q" / "src" / "pkg" / "plugin.yaml").write_text("name: q\nversion: 1.0.0\nentrypoint: m:P\n")
+    assert is_project(tmp_path / "q")
+    assert fetch_local(tmp_path / "q").plugin_dir == (tmp_path / "q" / "src" / "pkg").resolve()
+    with pytest.raises(NotFoundError):
+        fetch_local(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"no plugin\.yaml"):
+        fetch_local(tmp_path / "empty")
+
+
+def _package(root: Path, *, name: str, entry: str = "pkg", yaml_in: str = "pkg") -> Path:
+    dist_info = root / "dist-1.0.dist-info"  # the name inside METADATA is the one read
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[sysops.plugins]\np = {entry}\n")
+    (dist_info / "RECORD").write_text(f"{yaml_in}/plugin.yaml,,\npkg/__init__.py,,\n")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "plugin.yaml").write_text("name: p\nversion: 1.0.0\nentrypoint: m:P\n")
+    return root
+
+
+def test_package_inspection_finds_the_plugin_directory_and_refuses_hostile_ones(tmp_path: Path) -> None:
+    package = inspect_package(_package(tmp_path / "good", name="Good_Dist"))
+    assert (package.distribution, package.version) == ("good-dist", "1.0")
+    assert package.plugin_dir == (tmp_path / "good" / "pkg").resolve()
+    with pytest.raises(ManifestError, match="not a valid package name"):
+        inspect_package(_package(tmp_path / "bad", name="../escape"))
+    with pytest.raises(ManifestError, match=r"ships no plugin\.yaml"):
+        inspect_package(_package(tmp_path / "elsewhere", name="d", yaml_in="other"))
+    with pytest.raises(ManifestError, match="found 0"):
+        inspect_package(tmp_path / "nothing")
+    home = tmp_path / "home"
+    assert package_dir_of(home, home / "packages" / "d" / "pkg") == home / "packages" / "d"
+    assert package_dir_of(home, home / "packages" / ".staging-1" / "pkg") is None
+    assert package_dir_of(home, tmp_path / "elsewhere") is None
+
+
+def test_breaking_versions_crossed_are_those_above_the_installed_one() -> None:
+    manifest = Manifest.model_validate(
+        {"name": "p", "version": "3.0.0", "entrypoint": "m:P", "breaking_versions": ["1.0.0", "2.0.0", "3.0.0"]}
+    )
+    candidate = Fetched(Path("/p"), manifest)
+    assert crossed_breaking_versions("1.5.0", candidate) == ["2.0.0", "3.0.0"]
+    assert crossed_breaking_versions("3.0.0", candidate) == []
+    assert json.dumps(crossed_breaking_versions("0.1", candidate)) == '["1.0.0", "2.0.0", "3.0.0"]'
