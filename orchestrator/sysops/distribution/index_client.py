@@ -209,6 +209,8 @@ def parse_index_document(data: bytes, index: IndexConfig) -> list[IndexEntry]:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"not UTF-8 JSON ({error})") from None
+    except RecursionError:
+        raise ValueError("not UTF-8 JSON (nested too deeply)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f'not an index document of format {FORMAT} (an object with "format": {FORMAT})')
     plugins = document.get("plugins")
