@@ -8,21 +8,20 @@ import sys
 
 import click
 import typer
-
-from sysops.cli.check_cmd import check
 from sysops.cli.approve_cmd import approve
+from sysops.cli.check_cmd import check
 from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
 from sysops.cli.host_cmd import host_app
-from sysops.cli.install_cmd import install, uninstall, upgrade
 from sysops.cli.index_cmd import index_app, search
+from sysops.cli.install_cmd import install, uninstall, upgrade
 from sysops.cli.key_cmd import key_app
 from sysops.cli.plugin_cmd import plugin_app
 from sysops.cli.registry_cmd import pull, push
 from sysops.cli.server_cmd import context_app, serve
-from sysops.cli.sign_cmd import sign_command, verify_command
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
+from sysops.cli.sign_cmd import sign_command, verify_command
 from sysops.cli.system_config_cmd import config_app
 from sysops.errors import SysopsError, UsageError
 from sysops.nodeagent.command import node_agent
