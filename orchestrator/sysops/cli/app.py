@@ -8,6 +8,7 @@ import sys
 
 import click
 import typer
+
 from sysops.cli.approve_cmd import approve
 from sysops.cli.check_cmd import check
 from sysops.cli.discover_cmd import discover
