@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from sysops.cli.plugin_cmd import control_client, progress, up
+from sysops.cli.registry_cmd import install_oci_ref
 from sysops.distribution.index_client import find
 from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install
 from sysops.distribution.packages import package_dir_of
@@ -68,13 +69,6 @@ def _bring_up_and_keep(home: Path, fetched: Fetched, record_of: Callable[[Fetche
     return placed.fetched
 
 
-def _install_oci(home: Path, spec: str, *, tier: str = "community", index: str = "") -> None:
-    """An OCI reference: pulled, verified by digest, rolled by digest and recorded by distribution/oci.py."""
-    from sysops.cli.registry_cmd import install_oci_ref  # supplies the host's installation id and registry
-
-    install_oci_ref(spec, tier=tier, index=index)
-
-
 def _fetch(home: Path, spec: str, kind: SpecKind, *, index_url: str, pre: bool) -> Fetched:
     if kind == "editable":
         return fetch_local(Path(spec))
@@ -115,7 +109,7 @@ def install(
     home = Settings().home
     kind = classify(spec, editable=editable)
     if kind == "oci":
-        _install_oci(home, spec)
+        install_oci_ref(spec)
         return
     tier = index_name = ""
     fetch_spec = spec
@@ -124,7 +118,7 @@ def install(
         hit = find(home, requirement.name, requirement.specifier, include_experimental=pre)
         if hit is not None:
             if hit.is_oci:
-                _install_oci(home, hit.spec, tier=hit.tier, index=hit.index)
+                install_oci_ref(hit.spec, tier=hit.tier, index=hit.index)
                 return
             kind, tier, index_name, fetch_spec = "index", hit.tier, hit.index, hit.spec
     fetched = _fetch(home, fetch_spec, kind, index_url=index_url, pre=pre)
