@@ -53,10 +53,13 @@ def test_network_use_without_network_key(tmp_path: Path) -> None:
         import socket
         from urllib.request import urlopen
         import requests as r
+        r.get("https://example.com")
         """
     found = rules(findings_of(tmp_path, code), "network")
     assert found == {("network-undeclared", 1, "medium"), ("network-undeclared", 2, "medium"),
                      ("network-undeclared", 3, "medium")}  # fmt: skip
+    reached_through_a_package = 'import urllib\nurllib.request.urlopen("https://example.com")\n'
+    assert rules(findings_of(tmp_path / "c", reached_through_a_package)) == {("network-undeclared", 2, "medium")}
     allowed = "network: [{host: example.com, ports: [443]}]\n"
     assert not rules(findings_of(tmp_path / "b", code, allowed), "network")
 

@@ -82,6 +82,9 @@ class _FileRules:
         self.manifest = manifest
         self.aliases: dict[str, str] = {}
         self.constants: dict[str, str] = {}
+        #: Network modules already reported (a call through one reached another way, `urllib.request.urlopen`
+        #: after `import urllib`, is reported at the call).
+        self.network_modules_seen: set[str] = set()
         #: `get_service(...)` calls already judged with the method called on them.
         self.judged: set[int] = set()
 
@@ -128,6 +131,7 @@ class _FileRules:
 
     def _module_use(self, node: ast.AST, module: str) -> Iterator[Finding]:
         if module in NETWORK_MODULES and self.manifest.network == "none":
+            self.network_modules_seen.add(module)
             yield self._finding(node, "network-undeclared", f"uses {module} but plugin.yaml says network: none")
         if module in NATIVE_MODULES:
             yield self._finding(node, "native-code", f"imports {module}: native calls the checks cannot follow")
@@ -163,6 +167,9 @@ class _FileRules:
                 yield self._finding(node, "dynamic-code", f"calls {name} with a computed module name")
             else:
                 yield from self._module_use(node, module)
+        module = name.rpartition(".")[0]
+        if module in NETWORK_MODULES and module not in self.network_modules_seen:
+            yield from self._module_use(node, module)
         yield from self._writes(node, name)
         yield from self._services(node)
 
