@@ -266,3 +266,19 @@ def test_bad_specs_are_refused_in_one_line(installer: Sysops, index: SimpleIndex
         assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert time.monotonic() - started < 120
     assert not any((installer.home / "packages").glob(".staging-*")) if (installer.home / "packages").exists() else True
+
+
+def test_a_held_pip_upgrade_keeps_its_package_for_approve(
+    installer: Sysops, index: SimpleIndex, tmp_path: Path
+) -> None:
+    builds = tmp_path / "builds"
+    index.publish(builds, version="1.0.0", manifest_extra="permissions: [state.read]\n")
+    installer.ok("plugin", "install", DIST, "--index-url", index.url)
+    index.publish(builds, version="1.1.0", manifest_extra="permissions: [state.read, deployment.execute]\n")
+    held = installer.run("plugin", "upgrade", PLUGIN, "--index-url", index.url)
+    assert held.returncode == 9 and "is held" in held.stderr, held.stderr
+    assert installer.ok(COMMAND).strip() == "hello from 1.0.0"  # the serving version keeps answering
+    assert "version: 1.1.0" in (installer.home / "packages" / DIST / "greeter_pkg" / "plugin.yaml").read_text()
+    installer.ok("plugin", "approve", PLUGIN, "--yes")
+    assert installer.ok(COMMAND).strip() == "hello from 1.1.0"
+    installer.ok("plugin", "uninstall", PLUGIN, "--purge")

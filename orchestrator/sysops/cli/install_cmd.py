@@ -59,6 +59,9 @@ def _bring_up_and_keep(home: Path, fetched: Fetched, record_of: Callable[[Fetche
     try:
         _bring_up(placed.fetched)
     except BaseException:
+        if _held(home, placed.fetched):
+            placed.keep()  # `plugin approve` rolls this directory again once the operator agrees
+            raise
         placed.restore()
         if previous is None:
             remove_install(home, record.name)
@@ -67,6 +70,14 @@ def _bring_up_and_keep(home: Path, fetched: Fetched, record_of: Callable[[Fetche
         raise
     placed.keep()
     return placed.fetched
+
+
+def _held(home: Path, fetched: Fetched) -> bool:
+    """Whether the roll of `fetched` was held for approval (it asks for more than the version serving)."""
+    from sysops.core.held_upgrades import load_held
+
+    held = load_held(home, fetched.manifest.name)
+    return held is not None and held.version == fetched.manifest.version
 
 
 def _fetch(home: Path, spec: str, kind: SpecKind, *, index_url: str, pre: bool) -> Fetched:
