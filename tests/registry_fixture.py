@@ -8,7 +8,8 @@ registry, so the engine pushes to and pulls from it over plain HTTP without conf
 
 Use it from a conftest.py (or a test module) that needs it:
 
-    from tests.registry_fixture import registry  # noqa: F401  (the fixture)
+    from tests.registry_fixture import LoopbackRegistry
+    from tests.registry_fixture import registry_fixture  # noqa: F401  (defines the fixture `registry`)
 
     def test_x(registry: LoopbackRegistry) -> None:
         ref = f"{registry.host}/sysops-plugins/demo:1.0"
@@ -134,8 +135,11 @@ def running_registry() -> Iterator[LoopbackRegistry]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def registry() -> Iterator[LoopbackRegistry]:
-    """One loopback registry for the test session (see the module docstring)."""
+@pytest.fixture(scope="session", name="registry")
+def registry_fixture() -> Iterator[LoopbackRegistry]:
+    """One loopback registry for the test session, the fixture `registry` (see the module docstring)."""
     with running_registry() as running:
         yield running
+
+
+registry = registry_fixture  # `from tests.registry_fixture import registry` (noqa F401, F811) works too

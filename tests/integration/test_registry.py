@@ -23,7 +23,10 @@ import docker.errors
 import pytest
 
 from tests.integration.conftest import Sysops, plugin_code, write_plugin
-from tests.registry_fixture import LoopbackRegistry, registry  # noqa: F401  (the session fixture)
+from tests.registry_fixture import (
+    LoopbackRegistry,
+    registry_fixture,  # noqa: F401  (defines the fixture `registry`)
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +82,6 @@ def install_by_digest(consumer: Sysops, spec: str) -> subprocess.CompletedProces
     """`plugin install oci://...`'s OCI path (cli/registry_cmd.py install_oci_ref) in the consumer's SYSOPS_HOME."""
     script = (
         "import sys\n"
-        "from sysops.cli.main import main\n"
         "from sysops.cli.registry_cmd import install_oci_ref\n"
         "from sysops.errors import SysopsError\n"
         "try:\n"
@@ -111,7 +113,10 @@ def test_pushed_image_is_pulled_by_digest_and_runs_by_digest(
     assert status["source"] == f"oci://{published.ref}"
     record = json.loads((fresh_sysops.home / "installs.json").read_text())["installs"][PLUGIN]
     assert (record["kind"], record["image"], record["tier"]) == ("oci", published.ref, "community")
-    fresh_sysops.ok("plugin", "down", PLUGIN)
+    fresh_sysops.ok("plugin", "down", PLUGIN, "--purge")
+    with pytest.raises(docker.errors.ImageNotFound):  # purge removed the installation's tag
+        engine.images.get(own_tag)
+    engine.images.remove(published.ref, force=True)  # the pulled reference stays until removed (docs/registry.md)
 
 
 def test_a_moved_tag_is_refused_naming_both_digests(
@@ -133,7 +138,8 @@ def test_a_moved_tag_is_refused_naming_both_digests(
         assert result.returncode == 6, result.stderr
         assert f"expected {published.digest}, found {served}" in result.stderr
         assert "Traceback" not in result.stderr
-        assert not images_of_registry(engine, registry.host)  # the image the tag serves now was not kept
+        with pytest.raises(docker.errors.ImageNotFound):  # the image the tag serves now was not kept
+            engine.images.get(moved)
 
         result = install_by_digest(fresh_sysops, f"oci://{pinned_tag}")
         assert result.returncode == 6, result.stderr
