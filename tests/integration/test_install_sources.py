@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from sysops.distribution.index_writer import IndexRepository
 
 from tests.integration.conftest import (
     SYSOPS,
@@ -40,7 +41,10 @@ PLUGIN = "inst-greeter"
 COMMAND = "inst-greet"
 
 #: Community plugins built here are signed by the installation's own (private-tier) key.
-TRUST_LOCAL_BUILDS = "trust:\n  community: {require_signature: true, signers: [official, community, private]}\n"
+TRUST_LOCAL_BUILDS = """trust:
+  community: {require_signature: true, signers: [official, community, private]}
+  official: {require_signature: true, signers: [official, private]}
+"""
 
 
 def offline_pip_env() -> dict[str, str]:
@@ -281,4 +285,41 @@ def test_a_held_pip_upgrade_keeps_its_package_for_approve(
     assert "version: 1.1.0" in (installer.home / "packages" / DIST / "greeter_pkg" / "plugin.yaml").read_text()
     installer.ok("plugin", "approve", PLUGIN, "--yes")
     assert installer.ok(COMMAND).strip() == "hello from 1.1.0"
+    installer.ok("plugin", "uninstall", PLUGIN, "--purge")
+
+
+def publish_index(index: SimpleIndex, versions: list[str]) -> str:
+    """A TUF plugin index (`sysops index publish`) listing PLUGIN's `versions` as pip specs, served beside the
+    simple index; return its URL."""
+    directory = index.root / "tuf"
+    directory.mkdir(exist_ok=True)
+    entries = [{"version": version, "spec": f"{DIST}=={version}"} for version in versions]
+    document = {"format": 1, "plugins": [{"name": PLUGIN, "description": "greets", "versions": entries}]}
+    (directory / "index.json").write_text(json.dumps(document))
+    return f"{index.url.removesuffix('/simple/')}/tuf/repository"
+
+
+def test_a_name_an_index_lists_installs_its_spec_with_the_index_tier(
+    installer: Sysops, index: SimpleIndex, tmp_path: Path
+) -> None:
+    builds = tmp_path / "builds"
+    index.publish(builds, version="1.0.0")
+    index.publish(builds, version="1.1.0")
+    url = publish_index(index, ["1.0.0"])
+    installer.ok("index", "publish", str(index.root / "tuf"), timeout=60)
+    root = IndexRepository(index.root / "tuf").root_file
+    installer.ok("index", "add", "main", url, "--root", str(root), "--tier", "official", timeout=60)
+
+    installer.ok("plugin", "install", PLUGIN, "--index-url", index.url)  # the plugin's name, not the distribution's
+    assert installer.ok(COMMAND).strip() == "hello from 1.0.0"  # the index's 1.0.0, not pip's newest 1.1.0
+    record = installs(installer)[PLUGIN]
+    assert (record["kind"], record["tier"], record["index"]) == ("index", "official", "main")
+    assert installer.run("plugin", "upgrade", PLUGIN, "--index-url", index.url).returncode == 0
+    assert installer.ok(COMMAND).strip() == "hello from 1.0.0"  # the index lists nothing newer
+
+    publish_index(index, ["1.0.0", "1.1.0"])
+    installer.ok("index", "publish", str(index.root / "tuf"), timeout=60)
+    installer.ok("plugin", "upgrade", PLUGIN, "--index-url", index.url)
+    assert installer.ok(COMMAND).strip() == "hello from 1.1.0"
+    assert installs(installer)[PLUGIN]["tier"] == "official"
     installer.ok("plugin", "uninstall", PLUGIN, "--purge")
