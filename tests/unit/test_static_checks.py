@@ -170,6 +170,21 @@ def test_syntax_errors_and_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     assert ("pkg/declared.py", "network-undeclared", 3) in found  # a declared encoding is read as declared
 
 
+def test_file_names_and_literals_with_control_characters_are_shown_escaped(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = 'open("/etc/\\x1b]52;c;evil\\x07\\udcff", "w")\n'
+    directory = plugin(tmp_path, code, files={"pkg/a\nb.py": b"import socket\n"})
+    (directory / "pkg" / "bad\udcff.py").write_bytes(b"import socket\n")
+    found = {(f.file, f.rule): f.message for f in analyze(directory, load_manifest(directory))}
+    assert ("pkg/a\\x0ab.py", "network-undeclared") in found
+    assert ("pkg/bad\\udcff.py", "network-undeclared") in found
+    assert "/etc/\\x1b]52;c;evil\\x07\\udcff" in found[("pkg/plugin.py", "write-outside-data")]
+    assert main(["plugin", "check", str(directory), "--output", "json"]) == ExitCode.OK
+    assert main(["plugin", "check", str(directory)]) == ExitCode.OK
+    assert "\x1b" not in capsys.readouterr().out
+
+
 def test_huge_deep_and_special_files_are_unanalysed_high(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "MAX_FILE_BYTES", 10_000)
     files = {

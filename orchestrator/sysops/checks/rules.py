@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from sysops.checks.findings import Finding, Severity
 from sysops.checks.sources import SourceFile
 from sysops.core.manifest import Manifest
+from sysops.safe_text import cap, escape_controls
 from sysops.services.permissions import SERVICES, grant_matches, methods_of, permission_for
 
 NETWORK_MODULES = frozenset(
@@ -97,7 +98,8 @@ class _FileRules:
                 yield from self._call(node)
 
     def _finding(self, node: ast.AST, rule: str, message: str, severity: Severity = "medium") -> Finding:
-        return Finding(self.source.relative, getattr(node, "lineno", 0), rule, severity, message)
+        shown = cap(escape_controls(message, one_line=True))  # literals of the plugin's code are quoted
+        return Finding(self.source.relative, getattr(node, "lineno", 0), rule, severity, shown)
 
     def _read_constants(self) -> None:
         """Module-level `NAME = "text"` assignments made once, so a path held in a constant is still seen."""

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from sysops.checks.findings import Finding
+from sysops.safe_text import escape_controls
 
 #: Largest Python file parsed (bytes); a bigger one is reported unanalysed.
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -63,7 +64,9 @@ def collect_sources(plugin_dir: Path, ignores: Ignores = _nothing_ignored) -> So
 
     def unlistable(error: OSError) -> None:
         where = Path(error.filename or root).relative_to(root).as_posix() if error.filename else "."
-        sources.findings.append(_unanalysed(where, f"cannot list: {error.strerror or error}"))
+        sources.findings.append(
+            _unanalysed(escape_controls(where, one_line=True), f"cannot list: {error.strerror or error}")
+        )
 
     for directory, subdirectories, names in os.walk(root, onerror=unlistable):
         here = PurePosixPath(Path(directory).relative_to(root).as_posix())
@@ -90,7 +93,7 @@ def _check_link(root: Path, relative: PurePosixPath, sources: Sources) -> None:
     if not resolved.is_relative_to(root):
         sources.findings.append(
             Finding(
-                relative.as_posix(),
+                shown_name(relative),
                 0,
                 "symlink-outside",
                 "medium",
@@ -100,7 +103,7 @@ def _check_link(root: Path, relative: PurePosixPath, sources: Sources) -> None:
 
 
 def _add_file(root: Path, relative: PurePosixPath, sources: Sources) -> None:
-    name = relative.as_posix()
+    name = shown_name(relative)
     if len(sources.files) >= MAX_FILES:
         sources.findings.append(_unanalysed(name, f"more than {MAX_FILES} Python files in the plugin"))
         return
@@ -139,6 +142,12 @@ def _read_bounded(path: Path) -> bytes | str:
     if len(data) > MAX_FILE_BYTES:
         return f"grew above the {MAX_FILE_BYTES} bytes the checks parse"
     return data
+
+
+def shown_name(relative: PurePosixPath) -> str:
+    """A file's name as findings show it: control characters, newlines and bytes that are not UTF-8 escaped (a
+    file name is the plugin author's text, and reports end up on terminals and in logs)."""
+    return escape_controls(relative.as_posix(), one_line=True)
 
 
 def _unanalysed(name: str, reason: str) -> Finding:
