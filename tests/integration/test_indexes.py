@@ -177,7 +177,7 @@ def test_expired_metadata_is_refused(cli: Sysops, index_dir: Path) -> None:
         assert "hello" in cli.ok("plugin", "search", "hello")
 
 
-def test_expired_root_at_add_is_refused(cli: Sysops, tmp_path: Path) -> None:
+def test_an_expired_or_wrong_root_at_add_is_refused(cli: Sysops, tmp_path: Path) -> None:
     directory = tmp_path / "stale"
     directory.mkdir()
     (directory / "index.json").write_text(json.dumps(INDEX))
@@ -185,7 +185,9 @@ def test_expired_root_at_add_is_refused(cli: Sysops, tmp_path: Path) -> None:
     repository.publish(repository.read_source())
     with serving(directory / "repository") as (url, _server):
         result = cli.run("index", "add", "main", url, "--root", str(repository.root_file), "--tier", "official")
+        not_root = cli.run("index", "add", "main", url, "--root", str(directory / "index.json"), "--tier", "official")
     assert result.returncode == 9 and "root.json is expired" in result.stderr, result.stderr
+    assert not_root.returncode == 2 and "index.json is not TUF root metadata" in not_root.stderr, not_root.stderr
     assert "no indexes" in cli.ok("index", "ls") and not (cli.home / "indexes" / "main").exists()
 
 

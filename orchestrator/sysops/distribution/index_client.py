@@ -45,6 +45,7 @@ whole, naming the index and the plugin)::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -62,6 +63,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from tuf.api import exceptions
+from tuf.api.metadata import Metadata
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
@@ -377,20 +379,38 @@ def _updater(home: Path, index: IndexConfig, trusted_root: bytes) -> Updater:
 def _download_index(home: Path, index: IndexConfig, trusted_root: bytes) -> bytes:
     """index.json of `index`, verified by TUF (refreshed metadata, then the cached or downloaded target)."""
     try:
-        updater = _updater(home, index, trusted_root)
-        updater.refresh()
-        info = updater.get_targetinfo(INDEX_TARGET)
-        if info is None:
-            raise IndexUntrustedError(f"index {index.name!r} ({index.url}) refused: its targets list no {INDEX_TARGET}")
-        if info.length > MAX_INDEX_BYTES:
-            raise IndexUntrustedError(
-                f"index {index.name!r} ({index.url}) refused: {INDEX_TARGET} is {info.length} bytes, "
-                f"more than {MAX_INDEX_BYTES}"
-            )
-        path = updater.find_cached_target(info) or updater.download_target(info)
-        return Path(path).read_bytes()
+        with _locked(index_dir(home, index.name)):
+            return _verified_index(home, index, trusted_root)
     except (exceptions.RepositoryError, exceptions.DownloadError, OSError) as error:
         raise _refusal(index, error) from None
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One sysops at a time reads an index through its caches (python-tuf's Updater is single-instance)."""
+    ensure_private_dir(directory)
+    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _verified_index(home: Path, index: IndexConfig, trusted_root: bytes) -> bytes:
+    """Refresh the metadata (root, timestamp, snapshot, targets, in that order) and return index.json."""
+    updater = _updater(home, index, trusted_root)
+    updater.refresh()
+    info = updater.get_targetinfo(INDEX_TARGET)
+    if info is None:
+        raise IndexUntrustedError(f"index {index.name!r} ({index.url}) refused: its targets list no {INDEX_TARGET}")
+    if info.length > MAX_INDEX_BYTES:
+        raise IndexUntrustedError(
+            f"index {index.name!r} ({index.url}) refused: {INDEX_TARGET} is {info.length} bytes, "
+            f"more than {MAX_INDEX_BYTES}"
+        )
+    path = updater.find_cached_target(info) or updater.download_target(info)
+    return Path(path).read_bytes()
 
 
 def trusted_root(home: Path, index: IndexConfig) -> bytes:
@@ -427,6 +447,14 @@ def bootstrap_index(home: Path, index: IndexConfig, root_file: Path) -> list[Ind
         raise UsageError(f"root metadata {root_file} cannot be read ({error.strerror})") from None
     if len(root) > MAX_ROOT_BYTES:
         raise UsageError(f"root metadata {root_file} is larger than {MAX_ROOT_BYTES} bytes")
+    try:
+        is_root = Metadata.from_bytes(root).signed.type == "root"
+    except exceptions.RepositoryError:
+        is_root = False
+    if not is_root:
+        raise UsageError(
+            f"{root_file} is not TUF root metadata", hint="ask the index's maintainer for its metadata/root.json"
+        )
     directory = index_dir(home, index.name)
     ensure_private_dir(directory.parent)
     if directory.exists():
