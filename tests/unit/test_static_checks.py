@@ -129,6 +129,8 @@ def test_host_service_without_its_permission(tmp_path: Path) -> None:
     }
     wide = "permissions: [state.read, state.write, metrics.write, alerts.read, events.publish]\n"
     assert rules(findings_of(tmp_path / "b", code, wide), "service-undeclared") == set()
+    wildcard = "permissions: [state.*]\n"  # asked wildcards stand for nothing (docs/permissions.md)
+    assert ("service-undeclared", 3, "medium") in rules(findings_of(tmp_path / "w", code, wildcard))
 
 
 def test_bandit_findings_carry_file_line_and_severity_and_nosec_is_not_honoured(tmp_path: Path) -> None:

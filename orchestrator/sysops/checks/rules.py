@@ -32,7 +32,7 @@ from sysops.checks.findings import Finding, Severity
 from sysops.checks.sources import SourceFile
 from sysops.core.manifest import Manifest
 from sysops.safe_text import cap, escape_controls
-from sysops.services.permissions import SERVICES, grant_matches, methods_of, permission_for
+from sysops.services.permissions import SERVICES, methods_of, permission_for
 
 NETWORK_MODULES = frozenset(
     {
@@ -218,11 +218,7 @@ class _FileRules:
             )
             return
         needed = _permissions_of(service, method)
-        if needed and not any(
-            grant_matches(asked_permission, permission)
-            for asked_permission in self.manifest.permissions
-            for permission in needed
-        ):
+        if needed and not needed & set(self.manifest.permissions):  # a wildcard asked is literal (permissions.md)
             yield self._finding(
                 node,
                 "service-undeclared",
