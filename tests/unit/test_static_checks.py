@@ -201,11 +201,15 @@ def test_huge_deep_and_special_files_are_unanalysed_high(tmp_path: Path, monkeyp
     assert not any(f[0] == "pkg/huge.py" and f[1] != "unanalysed" for f in found)
 
 
-def test_too_many_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_files_or_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "MAX_FILES", 3)
     files = {f"pkg/m{index}.py": b"x = 1\n" for index in range(5)}
     found = [f for f in findings_of(tmp_path, "x = 1\n", files=files) if f.rule == "unanalysed"]
     assert len(found) == 3 and all("more than 3" in f.message for f in found)
+    monkeypatch.setattr(sources, "MAX_FILES", 100)
+    monkeypatch.setattr(sources, "MAX_TOTAL_BYTES", 20)
+    found = [f for f in findings_of(tmp_path / "b", "x = 1\n", files=files) if f.rule == "unanalysed"]
+    assert len(found) == 3 and all("20 bytes in all" in f.message for f in found)
 
 
 def test_links_out_of_the_plugin_are_reported_and_not_read(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from sysops.safe_text import escape_controls
 MAX_FILE_BYTES = 2 * 1024 * 1024
 #: Most Python files parsed in one plugin; the rest are reported unanalysed.
 MAX_FILES = 2000
+#: Most bytes of Python parsed in one plugin; files past it are reported unanalysed.
+MAX_TOTAL_BYTES = 32 * 1024 * 1024
 #: Directories never scanned: caches Python writes and version control, neither shipped as code.
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn"})
 
@@ -53,6 +55,8 @@ class Sources:
     """The parsed files of a plugin and the findings about files that could not be analysed."""
 
     files: list[SourceFile] = field(default_factory=list)
+    #: Bytes of the files read so far (MAX_TOTAL_BYTES bounds them).
+    total_bytes: int = 0
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -111,13 +115,17 @@ def _add_file(root: Path, relative: PurePosixPath, sources: Sources) -> None:
     if isinstance(data, str):
         sources.findings.append(_unanalysed(name, data))
         return
+    sources.total_bytes += len(data)
+    if sources.total_bytes > MAX_TOTAL_BYTES:
+        sources.findings.append(_unanalysed(name, f"the plugin's Python files pass {MAX_TOTAL_BYTES} bytes in all"))
+        return
     try:
         tree = ast.parse(data, filename=name)
     except (SyntaxError, ValueError) as exc:  # ValueError: null bytes; SyntaxError covers bad encodings too
         line = getattr(exc, "lineno", None) or 0
-        message = getattr(exc, "msg", None) or str(exc)
+        message = escape_controls(str(getattr(exc, "msg", None) or exc), one_line=True)[:300]
         sources.findings.append(
-            Finding(name, int(line), "syntax-error", "low", f"not valid Python, not analysed: {message}"[:300])
+            Finding(name, int(line), "syntax-error", "low", f"not valid Python, not analysed: {message}")
         )
         return
     except (RecursionError, MemoryError):
