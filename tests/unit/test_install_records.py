@@ -11,7 +11,7 @@ from sysops.core.manifest import Manifest
 from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install, tier_of
 from sysops.distribution.packages import inspect_package, package_dir_of
 from sysops.distribution.sources import Fetched, classify, fetch_local, is_project, requirement_of
-from sysops.distribution.upgrade import crossed_breaking_versions
+from sysops.distribution.upgrade import choose_upgrade, crossed_breaking_versions
 from sysops.errors import ManifestError, NotFoundError, UsageError
 
 DIGEST = "sha256:" + "a" * 64
@@ -129,3 +129,31 @@ def test_breaking_versions_crossed_are_those_above_the_installed_one() -> None:
     assert crossed_breaking_versions("1.5.0", candidate) == ["2.0.0", "3.0.0"]
     assert crossed_breaking_versions("3.0.0", candidate) == []
     assert json.dumps(crossed_breaking_versions("0.1", candidate)) == '["1.0.0", "2.0.0", "3.0.0"]'
+
+
+def _plugin_dir(directory: Path, version: str, extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "plugin.yaml").write_text(f"name: p\nversion: {version}\nentrypoint: m:P\n{extra}")
+    return directory
+
+
+def test_a_directory_upgrade_honours_breaking_versions_and_warns_on_deprecated(tmp_path: Path) -> None:
+    directory = _plugin_dir(tmp_path / "p", "1.0.0")
+    record = InstallRecord("p", str(directory), "path", "1.0.0", "private", str(directory))
+    home = tmp_path / "home"
+    assert choose_upgrade(home, record).fetched is None  # same version: nothing to do
+    _plugin_dir(directory, "2.0.0", "breaking_versions: ['2.0.0']\nstage: deprecated\n")
+    with pytest.raises(UsageError, match=r"from 1\.0\.0 to 2\.0\.0 crosses breaking version 2\.0\.0"):
+        choose_upgrade(home, record)
+    choice = choose_upgrade(home, record, allow_breaking=True)
+    assert choice.fetched is not None and choice.fetched.manifest.version == "2.0.0"
+    assert choice.warnings == ["p 2.0.0 is deprecated"]
+    oci = InstallRecord("p", "r@" + DIGEST, "oci", "1.0.0", "community", "", image="r@" + DIGEST)
+    with pytest.raises(UsageError, match="pinned by digest"):
+        choose_upgrade(home, oci)
+
+
+def test_a_file_is_not_a_plugin_directory(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ManifestError, match="a file, not a plugin directory"):
+        fetch_local(tmp_path / "notes.txt")

@@ -118,6 +118,8 @@ def plugin_dir_in_place(path: Path) -> Path:
     """A local plugin directory used as it is (PATH or `-e PATH`): PATH itself, or the one directory below
     it (`PATH/*`, `PATH/src/*`) holding plugin.yaml; ManifestError (exit 4) naming PATH otherwise."""
     root = path.expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ManifestError(f"{path}: a file, not a plugin directory or a wheel (.whl)")
     if not root.is_dir():
         raise NotFoundError(f"{path}: no such directory", hint="give the directory that holds plugin.yaml")
     if (root / MANIFEST_FILE).is_file():
