@@ -156,6 +156,7 @@ def test_add_ls_search_find_remove(cli: Sysops, index_dir: Path) -> None:
     assert "index main removed" in cli.ok("index", "remove", "main")
     assert not (cli.home / "indexes" / "main").exists()
     assert "no indexes" in cli.ok("index", "ls")
+    assert "no indexes; `sysops index add" in cli.ok("plugin", "search", "hello")
     missing = cli.run("index", "remove", "main")
     assert (missing.returncode, missing.stderr) == (8, "error: no index named 'main'; `sysops index ls` lists them\n")
 

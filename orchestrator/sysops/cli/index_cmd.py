@@ -25,6 +25,7 @@ index_app = typer.Typer(
 
 INDEX_COLUMNS = ("name", "tier", "url", "token_file")
 SEARCH_COLUMNS = ("name", "version", "index", "tier", "stage", "description")
+NO_INDEXES = "no indexes; `sysops index add NAME URL --root FILE --tier T` adds one\n"
 
 
 def _home() -> Path:
@@ -77,7 +78,7 @@ def ls(output: OutputOption = Output.TEXT) -> None:
 
     rows = [asdict(config) for config in load_indexes(Settings().home)]
     if not rows and output is Output.TEXT:
-        sys.stdout.write("no indexes; `sysops index add NAME URL --root FILE --tier T` adds one\n")
+        sys.stdout.write(NO_INDEXES)
         return
     emit(rows, output, INDEX_COLUMNS)
 
@@ -137,9 +138,12 @@ def search(
 ) -> None:
     """Search the configured indexes for plugins (newest version of each)."""
     from sysops.distribution.index_client import search as search_indexes
+    from sysops.distribution.index_registry import load_indexes
 
-    rows = [entry.as_row() for entry in search_indexes(Settings().home, term)]
+    home = Settings().home
+    rows = [entry.as_row() for entry in search_indexes(home, term)]
     if not rows and output is Output.TEXT:
-        sys.stdout.write(f"no plugin matches {term!r}\n")
+        configured = bool(load_indexes(home))
+        sys.stdout.write(f"no plugin matches {term!r}\n" if configured else NO_INDEXES)
         return
     emit(rows, output, SEARCH_COLUMNS)
