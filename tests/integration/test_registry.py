@@ -147,6 +147,12 @@ def test_a_moved_tag_is_refused_naming_both_digests(
         assert not (fresh_sysops.home / "installs.json").exists()
         assert "regdemo" not in fresh_sysops.ok("plugin", "ls")
 
+        # the image the tag serves now, pinned by its own digest, is no plugin: refused, and never run
+        result = fresh_sysops.run("plugin", "pull", f"{published.repository}@{served}")
+        assert result.returncode == 4, result.stderr
+        assert "/plugin/plugin.yaml: no such file" in result.stderr and "Traceback" not in result.stderr
+        assert not engine.containers.list(all=True, filters={"ancestor": other.id})  # read from a removed container
+
         # the digest itself still names the published image
         assert fresh_sysops.ok("plugin", "pull", published.ref).strip() == published.ref
     finally:
