@@ -323,3 +323,17 @@ def test_a_name_an_index_lists_installs_its_spec_with_the_index_tier(
     assert installer.ok(COMMAND).strip() == "hello from 1.1.0"
     assert installs(installer)[PLUGIN]["tier"] == "official"
     installer.ok("plugin", "uninstall", PLUGIN, "--purge")
+
+
+def test_a_local_project_is_installed_by_pip_and_upgraded_from_its_path(installer: Sysops, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project", version="1.0.0")
+    installer.ok("plugin", "install", str(project))
+    assert installer.ok(COMMAND).strip() == "hello from 1.0.0"
+    record = installs(installer)[PLUGIN]
+    assert (record["kind"], record["tier"], record["spec"]) == ("path", "private", str(project.resolve()))
+    assert record["directory"] == str(installer.home / "packages" / DIST / "greeter_pkg")
+    write_project(project, version="1.1.0")
+    installer.ok("plugin", "upgrade", PLUGIN)
+    assert installer.ok(COMMAND).strip() == "hello from 1.1.0"
+    installer.ok("plugin", "uninstall", PLUGIN, "--purge")
+    assert not (installer.home / "packages" / DIST).exists() and project.is_dir()

@@ -124,6 +124,8 @@ def install(
         return
     tier = index_name = ""
     fetch_spec = spec
+    if kind in ("path", "editable"):
+        spec = str(Path(spec).expanduser().resolve())  # recorded absolute: upgrade runs from anywhere
     if kind == "pip":
         requirement = requirement_of(spec)
         hit = find(home, requirement.name, requirement.specifier, include_experimental=pre)
