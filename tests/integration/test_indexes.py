@@ -265,3 +265,22 @@ def test_private_index_needs_its_token(cli: Sysops, index_dir: Path, tmp_path: P
         token_file.write_text("wrong\n")
         line = cli.run("plugin", "search", "hello", timeout=60)
         assert line.returncode == 5 and "index 'main'" in line.stderr and "HTTP 401" in line.stderr
+
+
+def test_publish_lists_a_plugin_from_its_directory(cli: Sysops, tmp_path: Path) -> None:
+    directory = tmp_path / "authored"
+    plugin = Path(__file__).resolve().parents[2] / "examples" / "hello"
+    added = cli.ok("index", "publish", str(directory), "--add", str(plugin), "--spec", "hello-plugin==0.1.0",
+                   "--image-digest", DIGEST)  # fmt: skip
+    assert "created keys" in added
+    listed = json.loads((directory / "index.json").read_text())["plugins"]
+    manifest_name, manifest_version = listed[0]["name"], listed[0]["versions"][0]["version"]
+    again = cli.run("index", "publish", str(directory), "--add", str(plugin), "--spec", "hello-plugin==0.1.0")
+    assert again.returncode == 2 and f"{manifest_name} {manifest_version} is already listed" in again.stderr
+    without_spec = cli.run("index", "publish", str(directory), "--add", str(plugin))
+    assert without_spec.returncode == 2 and "--add needs --spec" in without_spec.stderr
+    with serving(directory / "repository") as (url, _server):
+        _add(cli, url, directory)
+        entry = find(cli.home, manifest_name)
+    assert entry is not None and (entry.version, entry.image_digest) == (manifest_version, DIGEST)
+    assert entry.compatibility["sysops"] and entry.spec == "hello-plugin==0.1.0"

@@ -103,8 +103,16 @@ def publish(
     timestamp_only: Annotated[
         bool, typer.Option("--timestamp-only", help="Only renew the timestamp (a periodic job)")
     ] = False,
+    add_plugin: Annotated[
+        Path | None, typer.Option("--add", help="A plugin directory whose plugin.yaml version to list first")
+    ] = None,
+    spec: Annotated[str, typer.Option("--spec", help="With --add: pip requirement or OCI ref by digest")] = "",
+    image_digest: Annotated[str, typer.Option("--image-digest", help="With --add: its signed image's digest")] = "",
 ) -> None:
-    """Sign DIR/index.json into DIR/repository (creating keys and the repository the first time)."""
+    """Sign DIR/index.json into DIR/repository (creating keys and the repository the first time).
+
+    With --add PLUGIN_DIR --spec SPEC, first list that plugin's version (from its plugin.yaml) in DIR/index.json.
+    """
     from sysops.distribution.index_writer import Expiry, IndexRepository
     from sysops.errors import UsageError
 
@@ -119,6 +127,14 @@ def publish(
             raise UsageError(f"{directory}: no index repository yet", hint="publish it once without --timestamp-only")
         sys.stdout.write(f"timestamp renewed: version {repository.resign_timestamp(expiry=expiry)}\n")
         return
+    if add_plugin is not None:
+        from sysops.core.manifest import load_manifest
+
+        if not spec:
+            raise UsageError("--add needs --spec: the pip requirement or OCI ref by digest users install it by")
+        repository.add_version(load_manifest(add_plugin), spec, image_digest)
+    elif spec or image_digest:
+        raise UsageError("--spec and --image-digest go with --add PLUGIN_DIR")
     document = repository.read_source()  # checked before anything is created or signed
     if not repository.exists():
         IndexRepository.create(directory, expiry=expiry)

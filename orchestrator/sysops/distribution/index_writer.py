@@ -11,17 +11,19 @@ Index authors (`sysops index publish DIR`) and the tests use it. An index direct
         metadata/timestamp.json     timestamp: the version of snapshot; the shortest expiry (freshness)
         targets/<sha256>.index.json the signed index document, named by its hash
 
-`create` makes the keys and the first version of every role; `publish` checks DIR/index.json with the
-client's own parser, then signs a new targets, snapshot and timestamp (each version one higher, so a
-client that saw a newer one refuses an older one: rollback protection) with fresh expiry dates (a client
-refuses expired metadata: freeze protection). `resign_timestamp` renews only the timestamp, what a
-periodic job does so that an unchanged index does not expire. Keys never leave DIR/keys; the root key can
-be moved offline between root changes.
+`add_version` lists a plugin's version in DIR/index.json from its plugin.yaml (name, version, description,
+compatibility, stage) with the spec to install it by. `create` makes the keys and the first version of every
+role; `publish` checks DIR/index.json with the client's own parser, then signs a new targets, snapshot and
+timestamp (each version one higher, so a client that saw a newer one refuses an older one: rollback
+protection) with fresh expiry dates (a client refuses expired metadata: freeze protection).
+`resign_timestamp` renews only the timestamp, what a periodic job does so that an unchanged index does not
+expire. Keys never leave DIR/keys; the root key can be moved offline between root changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from packaging.version import Version
 
 # Both packages re-export these names without __all__: documented public API that mypy's strict mode flags.
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
@@ -43,13 +46,16 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from sysops.distribution.index_client import INDEX_TARGET, parse_index_document
+from sysops.core.manifest import Manifest
+from sysops.distribution.index_client import FORMAT, INDEX_TARGET, parse_index_document
 from sysops.distribution.index_registry import IndexConfig
 from sysops.errors import UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _PRETTY = JSONSerializer(compact=False)
+#: How the author's own document is named when it is checked with the clients' parser.
+_SOURCE = IndexConfig(name="source", url="file:///", tier="private")
 
 
 @dataclass(frozen=True)
@@ -146,10 +152,46 @@ class IndexRepository:
                 hint="write the index document there (see docs/indexes.md)",
             ) from None
         try:
-            parse_index_document(data, IndexConfig(name="source", url="file:///", tier="private"))
+            parse_index_document(data, _SOURCE)
         except ValueError as error:
             raise UsageError(f"{self.source_file}: {error}") from None
         return data
+
+    def add_version(self, manifest: Manifest, spec: str, image_digest: str = "") -> None:
+        """List one more version of a plugin in DIR/index.json (created when absent), from its manifest.
+
+        A version already listed is refused: a published version never changes (clients may have it).
+        The document is checked with the clients' parser before it is written.
+        """
+        document: dict[str, Any] = {"format": FORMAT, "plugins": []}
+        if self.source_file.exists():
+            document = json.loads(self.read_source())
+        plugin = next((item for item in document["plugins"] if item.get("name") == manifest.name), None)
+        if plugin is None:
+            plugin = {"name": manifest.name, "description": manifest.description, "versions": []}
+            document["plugins"].append(plugin)
+        if any(Version(item["version"]) == Version(manifest.version) for item in plugin["versions"]):
+            raise UsageError(
+                f"{self.source_file}: {manifest.name} {manifest.version} is already listed",
+                hint="a published version never changes; release a new version",
+            )
+        entry: dict[str, Any] = {
+            "version": manifest.version,
+            "spec": spec,
+            "compatibility": manifest.compatibility.model_dump(),
+            "stage": manifest.stage,
+            "description": manifest.description,
+        }
+        if image_digest:
+            entry["image_digest"] = image_digest
+        plugin["versions"].append(entry)
+        data = (json.dumps(document, indent=2) + "\n").encode()
+        try:
+            parse_index_document(data, _SOURCE)
+        except ValueError as error:
+            raise UsageError(f"{manifest.name} {manifest.version} cannot be listed: {error}") from None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.source_file.write_bytes(data)
 
     def publish(self, data: bytes, *, expiry: Expiry = Expiry(), now: datetime | None = None) -> int:
         """Sign `data` as the new index.json: new targets, snapshot and timestamp; the targets version."""
