@@ -8,17 +8,23 @@ image is built (and signed) first, then signatures are tampered with, then the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.orchestrator import Orchestrator
+from sysops.core.policy import apply_policy, load_policy
+from sysops.core.rollout import RollTarget
+from sysops.core.trust_gate import check_trust
 from sysops.distribution.installs import InstallRecord, remove_install, save_install
 from sysops.errors import ExitCode, PolicyDeniedError
 from sysops.imaging.plugin_image import plugin_build
@@ -30,6 +36,10 @@ from sysops.trust.signing import sign
 from sysops.trust.verdicts import load_verdict
 
 from tests.integration.conftest import Sysops, plugin_code, remove_installation, write_plugin
+from tests.registry_fixture import (
+    LoopbackRegistry,
+    registry_fixture,  # noqa: F401  (defines the fixture `registry`)
+)
 
 pytestmark = pytest.mark.integration
 NAME = "trusty"
@@ -54,8 +64,8 @@ class Installation:
     def home(self) -> Path:
         return self.settings.home
 
-    def build(self, answer: str = "pong") -> Built:
-        """Build (and so sign) a plugin whose `ping` answers `answer`."""
+    def build(self, answer: str = "pong", registry: str = "") -> Built:
+        """Build (and so sign) a plugin whose `ping` answers `answer` (tagged in `registry` when given)."""
         directory = self.root / f"src-{answer}"
         if not directory.exists():
             write_plugin(directory, name=NAME, code=plugin_code(NAME, answer=answer))
@@ -68,6 +78,7 @@ class Installation:
             installation_id=self.settings.installation_id,
             cache_dir=self.settings.cache_dir,
             progress=lambda line: None,
+            registry=registry,
         ) as build:
             built = build.build()
         return Built(build.tag, built.id, build.fingerprint, manifest, directory)
@@ -202,3 +213,26 @@ def test_key_commands(tmp_path: Path) -> None:
     garbage.write_text("not a key")
     bad = cli.run("key", "trust", str(garbage), "--tier", "community")
     assert bad.returncode == ExitCode.USAGE and "not a PEM public key" in bad.stderr
+
+
+def test_signatures_beside_the_image_in_a_registry_are_verified_without_the_cache(
+    installation: Installation, registry: LoopbackRegistry, engine: docker.DockerClient
+) -> None:
+    """What a server in a cluster does: no engine, no cache; the image digest and its signatures come from the
+    registry (the `.sig` artifact the build pushed), and a manifest other than the signed one is refused."""
+    built = installation.build(registry=registry.host)
+    try:
+        engine.images.push(built.tag)
+        repository, _, _ = built.tag.partition("/")[2].rpartition(":")
+        assert registry.manifest_digest(repository, f"sha256-{built.image_id.removeprefix('sha256:')}.sig")
+        shutil.rmtree(installation.home / "cache" / "signatures")
+        admitted = apply_policy(built.manifest, load_policy(installation.home), "x")
+        target = RollTarget(admitted, built.tag, built.tag, "", "x")  # no image id: as on Kubernetes
+        verdict = check_trust(installation.home, target)
+        assert verdict.signed and verdict.image_digest == built.image_id and verdict.signer_name == "local"
+        widened = dataclasses.replace(target, manifest=target.manifest.model_copy(update={"description": "evil"}))
+        with pytest.raises(PolicyDeniedError, match="tampered manifest"):
+            check_trust(installation.home, widened)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            engine.images.remove(built.tag)

@@ -5,7 +5,10 @@ The cache holds every signature known for an image in `$SYSOPS_HOME/cache/signat
 beside the image, as cosign does: an OCI artifact pushed with `oras` to the image's repository under the tag
 `sha256-<config digest hex>.sig`, one layer `signatures.json` of media type `SIGNATURES_MEDIA_TYPE`. A server
 in a cluster, which never sees the CLI's cache, reads them from there. A registry on a loopback address is
-spoken to over plain HTTP (as Docker does); any other over HTTPS unless `$SYSOPS_REGISTRY_INSECURE=1`.
+spoken to over plain HTTP (as Docker does); any other over HTTPS unless `$SYSOPS_REGISTRY_INSECURE=1`. Where
+the server reaches the registry at another address than the nodes' engines do (a registry on the node's
+loopback, which a pod reaches at the node's address), `$SYSOPS_REGISTRY_ENDPOINT` (HOST:PORT) is where the
+server asks for images of `$SYSOPS_REGISTRY` (chart values trust.registryEndpoint, trust.registryInsecure).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from sysops.trust.signing import MalformedSignature, Signature
 SIGNATURES_MEDIA_TYPE = "application/vnd.sysops.plugin.signatures.v1+json"
 SIGNATURES_FILE = "signatures.json"
 INSECURE_ENV = "SYSOPS_REGISTRY_INSECURE"
+ENDPOINT_ENV = "SYSOPS_REGISTRY_ENDPOINT"
+REGISTRY_ENV = "SYSOPS_REGISTRY"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_SIGNATURES_BYTES = 1 << 20
 _IMAGE_MANIFEST_TYPES = [
@@ -82,10 +87,11 @@ def parse_signatures(text: str, where: str) -> list[Signature]:
 
 
 def split_reference(image: str) -> tuple[str, str, str] | None:
-    """(registry host, repository, tag or digest) of an image reference in a registry, None without a registry."""
+    """(registry host to ask, repository, tag or digest) of an image reference in a registry, None without one."""
     first, slash, rest = image.partition("/")
     if not slash or not ("." in first or ":" in first or first == "localhost"):
         return None
+    first = _api_host(first)
     if "@" in rest:
         repository, _, reference = rest.partition("@")
     else:
@@ -93,7 +99,14 @@ def split_reference(image: str) -> tuple[str, str, str] | None:
     return first, repository, reference
 
 
+def _api_host(host: str) -> str:
+    """Where to reach the registry `host` of an image reference (`$SYSOPS_REGISTRY_ENDPOINT` for `$SYSOPS_REGISTRY`)."""
+    endpoint = os.environ.get(ENDPOINT_ENV, "")
+    return endpoint if endpoint and host == os.environ.get(REGISTRY_ENV, "").rstrip("/") else host
+
+
 def _client(host: str) -> Any:
+    """An oras client for the registry at `host` (as `_api_host` gives it)."""
     import oras.provider  # type: ignore[import-untyped]  # imported on use: a routed command never needs it
 
     loopback = host.startswith(("127.", "localhost", "[::1]"))
