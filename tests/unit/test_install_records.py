@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from sysops.core.manifest import Manifest
 from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install, tier_of
 from sysops.distribution.packages import inspect_package, package_dir_of
-from sysops.distribution.sources import Fetched, classify, fetch_local, is_project, requirement_of
+from sysops.distribution.sources import Fetched, classify, fetch_local, is_project, remove_leftovers, requirement_of
 from sysops.distribution.upgrade import choose_upgrade, crossed_breaking_versions
 from sysops.errors import ManifestError, NotFoundError, UsageError
 
@@ -157,3 +158,13 @@ def test_a_file_is_not_a_plugin_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ManifestError, match="a file, not a plugin directory"):
         fetch_local(tmp_path / "notes.txt")
+
+
+def test_leftovers_of_interrupted_installs_are_removed_once_old(tmp_path: Path) -> None:
+    old, recent, package = tmp_path / ".staging-old", tmp_path / ".previous-new", tmp_path / "dist"
+    for directory in (old, recent, package):
+        directory.mkdir()
+    os.utime(old, (0, 0))
+    os.utime(package, (0, 0))
+    remove_leftovers(tmp_path)
+    assert not old.exists() and recent.is_dir() and package.is_dir()

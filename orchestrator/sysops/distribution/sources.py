@@ -13,11 +13,13 @@ or run by sysops; a source tree is built by its own build backend, which must be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ SpecKind = Literal["pip", "git", "path", "editable", "oci", "index"]
 PROJECT_FILES = ("pyproject.toml", "setup.py")
 _OCI_DIGEST = re.compile(r"^[A-Za-z0-9.\-:_/]+@sha256:[0-9a-f]{64}$")
 PIP_TIMEOUT_SECONDS = 600
+#: Age after which a staging or set-aside package directory is taken for the leftover of an interrupted install.
+LEFTOVER_SECONDS = 86400.0
 
 
 def classify(spec: str, *, editable: bool = False) -> SpecKind:
@@ -153,6 +157,7 @@ def fetch_with_pip(
     """pip-install `spec` (no dependencies) into a staging directory and read its plugin; the caller commits
     or discards it. BuildError or NotFoundError naming the spec when pip fails."""
     root = ensure_private_dir(packages_root(ensure_private_dir(home)))
+    remove_leftovers(root)
     staging = root / f".staging-{uuid.uuid4().hex[:12]}"
     ensure_private_dir(staging)
     command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check",
@@ -177,6 +182,16 @@ def fetch_with_pip(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_leftovers(root: Path, *, older_than: float = LEFTOVER_SECONDS) -> None:
+    """Remove staging and set-aside package directories an interrupted install left (older than a day, so
+    another install in progress keeps its own)."""
+    deadline = time.time() - older_than
+    for leftover in [*root.glob(".staging-*"), *root.glob(".previous-*")]:
+        with contextlib.suppress(OSError):
+            if leftover.is_dir() and not leftover.is_symlink() and leftover.stat().st_mtime < deadline:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _pip_failure(spec: str, stderr: str) -> BuildError | NotFoundError:
