@@ -42,6 +42,7 @@ class Published:
     repository: str
     digest: str
     tag: str  # the version tag push gave it
+    publisher_key: Path  # the public half of the key the publisher's build signed with
 
 
 def images_of_registry(engine: docker.DockerClient, host: str) -> list[str]:
@@ -69,11 +70,15 @@ def published(
     ref = result.stdout.strip()
     repository, digest = ref.split("@")
     assert repository == f"{registry.host}/sysops-plugins/{sysops.installation_id}-{PLUGIN}"
-    assert registry.manifest_digest(repository.split("/", 1)[1], "1.0.0") == digest  # the registry's own word
+    path = repository.split("/", 1)[1]
+    assert registry.manifest_digest(path, "1.0.0") == digest  # the registry's own word
+    image_id = engine.images.get(ref).id
+    assert "signature(s) as" in result.stderr
+    assert registry.manifest_digest(path, f"sha256-{image_id[7:]}.sig")  # the signatures beside the image
     # the publisher's images go (labels), and with them every tag of the image: the engine has it no more
     sysops.ok("plugin", "down", PLUGIN, "--purge")
     assert not images_of_registry(engine, registry.host)
-    yield Published(ref, repository, digest, "1.0.0")
+    yield Published(ref, repository, digest, "1.0.0", sysops.home / "keys" / "local.pub")
     for image_id in images_of_registry(engine, registry.host):
         engine.images.remove(image_id, force=True)
 
@@ -101,8 +106,20 @@ def test_pushed_image_is_pulled_by_digest_and_runs_by_digest(
     assert fresh_sysops.ok("plugin", "pull", published.ref).strip() == published.ref
     assert published.ref in (engine.images.get(published.ref).attrs.get("RepoDigests") or [])
 
+    # community tier: the publisher's signature, fetched from beside the image, is by a key not trusted here
+    result = install_by_digest(fresh_sysops, f"oci://{published.ref}")
+    assert result.returncode == 9, result.stderr
+    assert "unknown signer key" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        not (fresh_sysops.home / "installs.json").exists()
+        or PLUGIN not in (json.loads((fresh_sysops.home / "installs.json").read_text())["installs"])
+    )
+    assert PLUGIN not in fresh_sysops.ok("plugin", "ls")
+
+    fresh_sysops.ok("key", "trust", str(published.publisher_key), "--tier", "community", "--name", "publisher")
     result = install_by_digest(fresh_sysops, f"oci://{published.ref}")
     assert result.returncode == 0, result.stderr
+    assert "1 signature(s) beside" in result.stderr
     assert fresh_sysops.ok("regping") == f"{ANSWER}\n"
     status = json.loads(fresh_sysops.ok("plugin", "status", PLUGIN, "--output", "json"))
     # the installation's own repository (the host runs no other), tagged with the pinned digest, of that image
@@ -183,3 +200,39 @@ def test_push_needs_a_registry_and_a_serving_plugin(fresh_sysops: Sysops, tmp_pa
     assert result.returncode == 2 and "no registry given" in result.stderr
     result = fresh_sysops.run("plugin", "push", "Bad Name!", "--registry", "127.0.0.1:1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_an_unsigned_image_installed_from_a_registry_is_community_and_refused(
+    sysops: Sysops,
+    fresh_sysops: Sysops,
+    registry: LoopbackRegistry,
+    engine: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    name = "regplain"
+    plugin_dir = write_plugin(tmp_path / name, name=name, code=plugin_code(name, command="plainping"))
+    sysops.ok("plugin", "up", str(plugin_dir))
+    try:
+        image_id = json.loads(sysops.ok("plugin", "status", name, "--output", "json"))["image_digest"]
+        for cached in (sysops.home / "cache" / "signatures").glob(f"{image_id[7:]}*"):
+            cached.unlink()  # the publisher's signature stays home: nothing is pushed beside the image
+        result = sysops.run("plugin", "push", name, "--registry", registry.host)
+        assert result.returncode == 0, result.stderr
+        assert "signature(s) as" not in result.stderr
+        ref = result.stdout.strip()
+
+        # the tier of the roll is the install's (community), not that of a plugin never installed (private)
+        result = install_by_digest(fresh_sysops, f"oci://{ref}")
+        assert result.returncode == 9, result.stderr
+        assert "unsigned" in result.stderr and "community" in result.stderr
+        assert name not in fresh_sysops.ok("plugin", "ls")
+        assert (
+            not (fresh_sysops.home / "installs.json").exists()
+            or name not in (json.loads((fresh_sysops.home / "installs.json").read_text())["installs"])
+        )
+    finally:
+        fresh_sysops.run("plugin", "down", name, "--purge")  # had it started, its container would hold the image
+        sysops.ok("plugin", "down", name, "--purge")
+        for image in images_of_registry(engine, registry.host):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                engine.images.remove(image, force=True)

@@ -32,8 +32,9 @@ def push(
     ] = "",
 ) -> None:
     """Push the image of a plugin's serving revision to a registry; print its reference by digest."""
-    from sysops.distribution.oci import push_plugin_image
+    from sysops.distribution.oci import push_plugin_image, push_signatures_beside
     from sysops.runtime.factory import docker_driver
+    from sysops.settings import Settings
 
     check_plugin_name(name)
     registry = registry or os.environ.get(REGISTRY_VARIABLE, "")
@@ -43,6 +44,7 @@ def push(
     if not status.image:
         raise NotFoundError(f"plugin {name} has no serving revision", hint=f"`sysops plugin up {name}` first")
     pushed = push_plugin_image(docker_driver(), status.image, name, status.version, registry, progress)
+    push_signatures_beside(Settings().home, pushed, progress)
     progress(f"pushed {name} {status.version} as {pushed.repository}:{pushed.tag}")
     write_result(pushed.by_digest + "\n")
 

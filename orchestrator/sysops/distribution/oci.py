@@ -15,28 +15,32 @@ Entry points:
 - `install_from_oci(home, ref, progress, roll, *, installation_id, registry="", tier="community", index="")
   -> InstanceRecord` (`sysops plugin install oci://...`; the CLI calls it through cli/registry_cmd.py
   `install_oci_ref(spec, tier=..., index=...)`, which supplies the rest): pull_verified, tag the image into the
-  installation's own repository and check that tag's digest, then `roll(manifest, image, fingerprint, source)`
-  - the control-API client's `up_image` (cli/remote.py) - and save the install record (kind `oci`, image
-  `REPO@sha256:<manifest digest>`). `tier` is the index's tier when an index entry lists that digest, else
-  `community`.
+  installation's own repository and check that tag's digest, cache the signatures the registry holds beside
+  the image (`sha256-<hex>.sig`, trust/signature_store.py) for the trust gate, save the install record (kind
+  `oci`, image `REPO@sha256:<manifest digest>`) so the gate sees the plugin's tier, then `roll(manifest, image,
+  fingerprint, source)` - the control-API client's `up_image` (cli/remote.py); a failed roll puts the previous
+  record back. `tier` is the index's tier when an index entry lists that digest, else `community`.
+- `push_signatures_beside(home, pushed, progress)`: `plugin push` also pushes the image's cached signatures.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sysops.core.manifest import MANIFEST_FILE, Manifest, load_manifest
-from sysops.distribution.installs import InstallRecord, save_install
+from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install
 from sysops.errors import ManifestError, StartFailedError, UsageError
 from sysops.imaging.image import image_tag
 from sysops.imaging.plugin_image import plugin_repository
 from sysops.runtime.base import LABEL_PLUGIN
 from sysops.store import InstanceRecord
+from sysops.trust.signature_store import cache_signature, cached_signatures, push_signatures, registry_signatures
 
 OCI_SCHEME = "oci://"
 #: Where the image builder puts the plugin directory (imaging/image.py: COPY plugin/ /plugin/).
@@ -255,10 +259,12 @@ def install_from_oci(
     """Install a plugin from a registry by digest: pull and verify, read its manifest, roll it with `roll` (the
     control-API client's `up_image`), and save its install record (image `REPO@sha256:...`).
 
-    The host and servers run only their own installation's repository (server/service.py check_own_image), so
-    the verified image is tagged `[REGISTRY/]sysops-plugins/<installation>-<plugin>:<version>-<digest[:12]>`
-    (pushed to `registry`, the server's, when given) and that tag is checked again, just before the roll, to
-    name the image of the pinned digest; the roll's image id is that image's (content-addressed) id.
+    The record is saved before the roll (the trust gate reads the plugin's tier from it) and put back as it was
+    when the roll fails; the signatures beside the image in the registry are cached for the gate. The host and
+    servers run only their own installation's repository (server/service.py check_own_image), so the verified
+    image is tagged `[REGISTRY/]sysops-plugins/<installation>-<plugin>:<version>-<digest[:12]>` (pushed to
+    `registry`, the server's, when given) and that tag is checked again, just before the roll, to name the
+    image of the pinned digest; the roll's image id is that image's (content-addressed) id.
     """
     from sysops.runtime.factory import docker_driver
 
@@ -279,22 +285,53 @@ def install_from_oci(
     if registry:
         progress(f"pushing {local}")
         engine.push_image(local)
-    progress(f"installing {manifest.name} {manifest.version} from {pulled.ref.by_digest}")
-    instance, _ = roll(manifest, local, pulled.image_id, f"{OCI_SCHEME}{pulled.ref.by_digest}")
-    save_install(
-        home,
-        InstallRecord(
-            name=manifest.name,
-            spec=ref,
-            kind="oci",
-            version=manifest.version,
-            tier=tier,
-            directory="",
-            image=pulled.ref.by_digest,
-            index=index,
-        ),
+    fetch_signatures(home, pulled, progress)
+    record = InstallRecord(
+        name=manifest.name,
+        spec=ref,
+        kind="oci",
+        version=manifest.version,
+        tier=tier,
+        directory="",
+        image=pulled.ref.by_digest,
+        index=index,
     )
+    progress(f"installing {manifest.name} {manifest.version} from {pulled.ref.by_digest}")
+    with recorded_during_roll(home, record):  # the trust gate reads the tier of the roll from the record
+        instance, _ = roll(manifest, local, pulled.image_id, f"{OCI_SCHEME}{pulled.ref.by_digest}")
     return instance
+
+
+@contextmanager
+def recorded_during_roll(home: Path, record: InstallRecord) -> Iterator[None]:
+    """Save `record` for the roll (the gates see the plugin's tier); put back what was there if the roll fails."""
+    before = load_installs(home).get(record.name)
+    save_install(home, record)
+    try:
+        yield
+    except BaseException:
+        if before is None:
+            remove_install(home, record.name)
+        else:
+            save_install(home, before)
+        raise
+
+
+def fetch_signatures(home: Path, pulled: PulledImage, progress: Progress) -> None:
+    """Cache the signatures the registry holds beside a pulled image (`sha256-<hex>.sig`), for the trust gate,
+    which verifies them (a signature here is only a candidate)."""
+    signatures = registry_signatures(pulled.ref.by_digest, pulled.image_id)
+    for signature in signatures:
+        cache_signature(home, pulled.image_id, signature)
+    progress(f"{len(signatures)} signature(s) beside {pulled.ref.by_digest}")
+
+
+def push_signatures_beside(home: Path, pushed: PushedImage, progress: Progress) -> None:
+    """Push the cached signatures of a pushed image beside it in its repository (none cached: nothing pushed)."""
+    signatures = cached_signatures(home, pushed.image_id)
+    if signatures:
+        target = push_signatures(pushed.by_digest, pushed.image_id, signatures)
+        progress(f"pushed {len(signatures)} signature(s) as {target}")
 
 
 _NOT_PLUGIN = "is it a sysops plugin image? (`sysops plugin push` publishes one)"
