@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,21 @@ def test_leftovers_of_interrupted_installs_are_removed_once_old(tmp_path: Path) 
     os.utime(package, (0, 0))
     remove_leftovers(tmp_path)
     assert not old.exists() and recent.is_dir() and package.is_dir()
+
+
+def test_installs_of_one_installation_take_turns(tmp_path: Path) -> None:
+    from sysops.cli.install_cmd import installing
+
+    entered = threading.Event()
+
+    def second() -> None:
+        with installing(tmp_path / "home"):
+            entered.set()
+
+    with installing(tmp_path / "home"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not entered.wait(0.5)  # the second waits while the first installs
+    assert entered.wait(5)
+    thread.join(5)
+    assert list((tmp_path / "home").iterdir()) == []  # the lock file goes with its holder

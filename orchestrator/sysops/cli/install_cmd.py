@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +33,7 @@ from sysops.distribution.sources import (
 )
 from sysops.distribution.upgrade import choose_upgrade
 from sysops.errors import NotFoundError
+from sysops.private_paths import ensure_private_dir
 from sysops.settings import Settings
 
 #: The trust tier of each source kind that is not an index entry (an index entry carries its index's tier).
@@ -40,7 +41,17 @@ TIER_OF_KIND = {"pip": "community", "git": "community", "oci": "community", "pat
 IndexUrlOption = Annotated[
     str, typer.Option("--index-url", help="Package index (PEP 503 simple) instead of pip's configured one")
 ]
+INSTALL_LOCK = "install.lock"
 PreOption = Annotated[bool, typer.Option("--pre", help="Also take experimental (and pre-release) versions")]
+
+
+@contextlib.contextmanager
+def installing(home: Path) -> Iterator[None]:
+    """One install, upgrade or uninstall at a time per installation (they replace packages and records)."""
+    from sysops.core.locks import held_lock
+
+    with held_lock(ensure_private_dir(home) / INSTALL_LOCK):
+        yield
 
 
 def _bring_up(fetched: Fetched) -> None:
@@ -106,6 +117,33 @@ def _record(
     )
 
 
+def _install(home: Path, spec: str, *, editable: bool, index_url: str, pre: bool) -> Fetched | None:
+    """Fetch, record and bring up SPEC; the plugin directory fetched (None for an image from a registry)."""
+    kind = classify(spec, editable=editable)
+    if kind == "oci":
+        install_oci_ref(spec)
+        return None
+    tier = index_name = ""
+    fetch_spec = spec
+    if kind in ("path", "editable"):
+        spec = str(Path(spec).expanduser().resolve())  # recorded absolute: upgrade runs from anywhere
+    if kind == "pip":
+        requirement = requirement_of(spec)
+        hit = find(home, requirement.name, requirement.specifier, include_experimental=pre)
+        if hit is not None:
+            if hit.is_oci:
+                install_oci_ref(hit.spec, tier=hit.tier, index=hit.index)
+                return None
+            kind, tier, index_name, fetch_spec = "index", hit.tier, hit.index, hit.spec
+    fetched = _fetch(home, fetch_spec, kind, index_url=index_url, pre=pre)
+    chosen: SpecKind = kind
+
+    def record_of(placed: Fetched) -> InstallRecord:
+        return _record(spec, chosen, placed, tier=tier, index=index_name, directory=str(placed.plugin_dir))
+
+    return _bring_up_and_keep(home, fetched, record_of)
+
+
 def install(
     spec: Annotated[
         str, typer.Argument(metavar="SPEC", help="NAME[==VERSION], git+URL@REF, PATH, or REGISTRY/REPO@sha256:...")
@@ -118,30 +156,9 @@ def install(
 ) -> None:
     """Install a plugin from a package index, git, a local path or an OCI registry, and start it."""
     home = Settings().home
-    kind = classify(spec, editable=editable)
-    if kind == "oci":
-        install_oci_ref(spec)
-        return
-    tier = index_name = ""
-    fetch_spec = spec
-    if kind in ("path", "editable"):
-        spec = str(Path(spec).expanduser().resolve())  # recorded absolute: upgrade runs from anywhere
-    if kind == "pip":
-        requirement = requirement_of(spec)
-        hit = find(home, requirement.name, requirement.specifier, include_experimental=pre)
-        if hit is not None:
-            if hit.is_oci:
-                install_oci_ref(hit.spec, tier=hit.tier, index=hit.index)
-                return
-            kind, tier, index_name, fetch_spec = "index", hit.tier, hit.index, hit.spec
-    fetched = _fetch(home, fetch_spec, kind, index_url=index_url, pre=pre)
-    chosen: SpecKind = kind
-
-    def record_of(placed: Fetched) -> InstallRecord:
-        return _record(spec, chosen, placed, tier=tier, index=index_name, directory=str(placed.plugin_dir))
-
-    kept = _bring_up_and_keep(home, fetched, record_of)
-    if editable:
+    with installing(home):
+        kept = _install(home, spec, editable=editable, index_url=index_url, pre=pre)
+    if editable and kept is not None:
         from sysops.core.watch import watch_and_roll
 
         watch_and_roll(control_client(), kept.plugin_dir, progress)
@@ -167,20 +184,21 @@ def upgrade(
 ) -> None:
     """Move an installed plugin to the newest version its source offers (skipping experimental versions)."""
     home = Settings().home
-    record = _installed(home, name)
-    choice = choose_upgrade(home, record, pre=pre, allow_breaking=allow_breaking, index_url=index_url)
-    for skipped in choice.skipped:
-        progress(f"skipped {name} {skipped}")
-    for warning in choice.warnings:
-        progress(f"warning: {warning}")
-    if choice.fetched is None:
-        progress(f"{name} {record.version} is up to date")
-        return
+    with installing(home):
+        record = _installed(home, name)
+        choice = choose_upgrade(home, record, pre=pre, allow_breaking=allow_breaking, index_url=index_url)
+        for skipped in choice.skipped:
+            progress(f"skipped {name} {skipped}")
+        for warning in choice.warnings:
+            progress(f"warning: {warning}")
+        if choice.fetched is None:
+            progress(f"{name} {record.version} is up to date")
+            return
 
-    def upgraded(placed: Fetched) -> InstallRecord:
-        return dataclasses.replace(record, version=placed.manifest.version, directory=str(placed.plugin_dir))
+        def upgraded(placed: Fetched) -> InstallRecord:
+            return dataclasses.replace(record, version=placed.manifest.version, directory=str(placed.plugin_dir))
 
-    _bring_up_and_keep(home, choice.fetched, upgraded)
+        _bring_up_and_keep(home, choice.fetched, upgraded)
 
 
 def uninstall(
@@ -189,14 +207,15 @@ def uninstall(
 ) -> None:
     """Take an installed plugin down and remove its package and install record."""
     home = Settings().home
-    record = _installed(home, name)
-    with contextlib.suppress(NotFoundError):  # not running: only the package and the record are left to remove
-        control_client().down(name, purge=purge)
-    package = package_dir_of(home, Path(record.directory)) if record.directory else None
-    if package is not None:
-        shutil.rmtree(package)
-    remove_install(home, name)
-    progress(f"{name} uninstalled")
+    with installing(home):
+        record = _installed(home, name)
+        with contextlib.suppress(NotFoundError):  # not running: only the package and the record are left to remove
+            control_client().down(name, purge=purge)
+        package = package_dir_of(home, Path(record.directory)) if record.directory else None
+        if package is not None:
+            shutil.rmtree(package)
+        remove_install(home, name)
+        progress(f"{name} uninstalled")
 
 
 def print_outdated(output: str) -> None:
