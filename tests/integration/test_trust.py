@@ -31,7 +31,7 @@ from sysops.imaging.plugin_image import plugin_build
 from sysops.runtime.docker.driver import DockerDriver
 from sysops.settings import Settings
 from sysops.trust.keys import generate_key, keys_dir, load_private_key, trust_key
-from sysops.trust.signature_store import cache_path, cached_signatures
+from sysops.trust.signature_store import cache_path, cached_signatures, fetch_signatures, publish_signatures
 from sysops.trust.signing import sign
 from sysops.trust.verdicts import load_verdict
 
@@ -233,6 +233,11 @@ def test_signatures_beside_the_image_in_a_registry_are_verified_without_the_cach
         widened = dataclasses.replace(target, manifest=target.manifest.model_copy(update={"description": "evil"}))
         with pytest.raises(PolicyDeniedError, match="tampered manifest"):
             check_trust(installation.home, widened)
+        assert fetch_signatures(installation.home, built.tag, built.image_id) == 1  # what a pull keeps
+        assert cached_signatures(installation.home, built.image_id)[0].payload.image_digest == built.image_id
+        assert publish_signatures(installation.home, built.tag, built.image_id) == (
+            f"{registry.host}/{repository}:sha256-{built.image_id.removeprefix('sha256:')}.sig"
+        )
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             engine.images.remove(built.tag)

@@ -187,3 +187,18 @@ def registry_signatures(image: str, image_digest: str) -> list[Signature]:
     except Exception as exc:
         raise _registry_error(host, f"reading {target}", exc) from None
     return parse_signatures(response.content[:_MAX_SIGNATURES_BYTES].decode("utf-8", "replace"), target)
+
+
+def publish_signatures(home: Path, image: str, image_digest: str) -> str | None:
+    """Push the cached signatures of an image beside it in its registry (`plugin push`); None when none are cached."""
+    signatures = cached_signatures(home, image_digest)
+    return push_signatures(image, image_digest, signatures) if signatures else None
+
+
+def fetch_signatures(home: Path, image: str, image_digest: str) -> int:
+    """Copy the signatures a registry holds beside `image` into the cache (`plugin pull`, installs from a
+    registry: the gate then finds them under the image's local tag); return how many."""
+    signatures = registry_signatures(image, image_digest)
+    for signature in signatures:
+        cache_signature(home, image_digest, signature)
+    return len(signatures)
