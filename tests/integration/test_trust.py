@@ -241,3 +241,22 @@ def test_signatures_beside_the_image_in_a_registry_are_verified_without_the_cach
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             engine.images.remove(built.tag)
+
+
+def test_plugin_verify_and_sign_through_the_cli(fresh_sysops: Sysops, tmp_path: Path) -> None:
+    directory = write_plugin(tmp_path / "cli-plugin", name=NAME, code=plugin_code(NAME))
+    fresh_sysops.ok("plugin", "up", str(directory))
+    verified = json.loads(fresh_sysops.ok("plugin", "verify", NAME, "--output", "json"))
+    assert verified["signed"] and verified["tier"] == "private" and "(local)" in verified["signer"]
+    fresh_sysops.ok("key", "generate", "release")
+    signed = fresh_sysops.ok("plugin", "sign", NAME, "--key", "release")
+    assert signed.startswith("signed ") and "the cache" in signed
+    image_id = verified["image_digest"]
+    assert len(cached_signatures(fresh_sysops.home, image_id)) == 2
+    cache_path(fresh_sysops.home, image_id).unlink()
+    save_install(fresh_sysops.home, InstallRecord(NAME, "trusty", "pip", "1.0.0", "community", str(directory)))
+    refused = fresh_sysops.run("plugin", "verify", NAME)
+    assert refused.returncode == ExitCode.POLICY_DENIED
+    assert "unsigned, tier community requires a signature" in refused.stderr and "Traceback" not in refused.stderr
+    missing = fresh_sysops.run("plugin", "sign", NAME, "--key", "nobody")
+    assert missing.returncode == ExitCode.NOT_FOUND and "no own key 'nobody'" in missing.stderr
