@@ -24,8 +24,10 @@ def _manifest(version: str, **fields: object) -> Manifest:
 
 
 @pytest.fixture(autouse=True)
-def _no_policy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_policy_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     monkeypatch.delenv("SYSOPS_POLICY", raising=False)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "policy.yaml").write_text("hold_upgrades: all\n")  # these plugins come from directories
 
 
 def _versions(orchestrator: Orchestrator) -> list[str]:

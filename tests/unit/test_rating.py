@@ -15,8 +15,9 @@ from sysops.core.manifest import Manifest
 from sysops.core.manifest_growth import growth
 from sysops.core.policy import Policy, apply_policy, load_policy
 from sysops.core.rating import SignatureFacts, rate
-from sysops.core.roll_gates import roll_gates
+from sysops.core.roll_gates import RollGate, roll_gates
 from sysops.core.rollout import RollTarget
+from sysops.distribution.installs import InstallRecord, save_install
 from sysops.errors import ExitCode, NotFoundError, PolicyDeniedError, SysopsError, UsageError
 from sysops.services.permissions import SERVICES
 from sysops.settings import Settings
@@ -134,8 +135,28 @@ def _target(m: Manifest) -> RollTarget:
     return RollTarget(m, f"sysops-tool:{m.version}", "sha256:" + "ab" * 32, f"fp-{m.version}", "/src/tool")
 
 
+def _holding_gate(home: Path, hold: str = "all") -> RollGate:
+    """The gate of an installation whose policy holds upgrades of `hold` plugins."""
+    (home / "policy.yaml").write_text(f"hold_upgrades: {hold}\n")
+    return held_upgrade_gate(Settings(home=home))
+
+
+def test_by_default_only_upgrades_of_installed_plugins_are_held(tmp_path: Path) -> None:
+    v1, v2 = manifest(), manifest(version="2.0.0", permissions=["system.deploy"])
+    held_upgrade_gate(Settings(home=tmp_path))(_target(v2), v1)  # brought up from a directory: its operator chose
+    for kind in ("pip", "git", "index", "oci"):
+        save_install(tmp_path, InstallRecord("tool", "tool", kind, "1.0.0", "community", "/src/tool"))  # type: ignore[arg-type]
+        with pytest.raises(PolicyDeniedError, match="is held"):
+            held_upgrade_gate(Settings(home=tmp_path))(_target(v2), v1)
+    save_install(tmp_path, InstallRecord("tool", "/src/tool", "path", "1.0.0", "private", "/src/tool"))
+    held_upgrade_gate(Settings(home=tmp_path))(_target(v2), v1)
+    with pytest.raises(PolicyDeniedError, match="is held"):
+        _holding_gate(tmp_path, "all")(_target(v2), v1)
+    _holding_gate(tmp_path, "none")(_target(v2), v1)
+
+
 def test_an_upgrade_asking_more_is_held_and_the_record_is_private(tmp_path: Path) -> None:
-    gate = held_upgrade_gate(Settings(home=tmp_path))
+    gate = _holding_gate(tmp_path)
     v1, v2 = manifest(), manifest(version="2.0.0", permissions=["system.deploy"])
     with pytest.raises(PolicyDeniedError) as refused:
         gate(_target(v2), v1)
@@ -155,7 +176,7 @@ def test_an_upgrade_asking_more_is_held_and_the_record_is_private(tmp_path: Path
 
 
 def test_an_approved_digest_is_admitted_once_and_only_that_one(tmp_path: Path) -> None:
-    gate = held_upgrade_gate(Settings(home=tmp_path))
+    gate = _holding_gate(tmp_path)
     v1, v2 = manifest(), manifest(version="2.0.0", permissions=["system.deploy"])
     with pytest.raises(PolicyDeniedError):
         gate(_target(v2), v1)
@@ -174,7 +195,7 @@ def test_an_approved_digest_is_admitted_once_and_only_that_one(tmp_path: Path) -
 
 
 def test_asking_nothing_more_or_a_first_start_is_not_held_and_drops_a_held_record(tmp_path: Path) -> None:
-    gate = held_upgrade_gate(Settings(home=tmp_path))
+    gate = _holding_gate(tmp_path)
     v1 = manifest(permissions=["state.read"])
     gate(_target(manifest(version="9.0.0", permissions=["system.x"])), None)  # first start
     with pytest.raises(PolicyDeniedError):
@@ -224,7 +245,7 @@ def test_hostile_held_records_and_arguments(tmp_path: Path) -> None:
 
 
 def test_the_difference_shown_before_approval(tmp_path: Path) -> None:
-    gate = held_upgrade_gate(Settings(home=tmp_path))
+    gate = _holding_gate(tmp_path)
     v1 = manifest()
     v2 = manifest(version="2.0.0", permissions=["system.deploy"], network=[{"host": "a.example", "ports": [443]}])
     with pytest.raises(PolicyDeniedError):

@@ -1,6 +1,9 @@
 """The roll gate of held upgrades and minimum ratings (registered in core/roll_gates.py, after the trust gate).
 
-An upgrade whose manifest asks for more than the version serving now (core/manifest_growth.py: permissions,
+An upgrade whose manifest asks for more than the version serving now, of a plugin the policy's
+`hold_upgrades` covers (`installed`, the default: plugins installed from a package, git, an index or a
+registry, whose new version someone else wrote; `all`: also plugins brought up from a directory, whose
+operator typed `plugin up` or saved the file under `--watch`; `none`), (core/manifest_growth.py: permissions,
 secrets, network, limits) is not rolled: the gate records the pending target in
 `$SYSOPS_HOME/held/<key>.json` (0600, in a 0700 directory) and refuses with exit code 9, naming what grew and
 `sysops plugin approve NAME`; the old version keeps serving, untouched. `plugin approve` shows the record
@@ -26,12 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sysops.core.dependencies import plugin_name_of
 from sysops.core.manifest import Manifest
 from sysops.core.manifest_growth import growth
 from sysops.core.names import check_plugin_name, shown
-from sysops.core.policy import load_policy
+from sysops.core.policy import Policy, load_policy
 from sysops.core.rating_inputs import rating_of
 from sysops.core.rollout import RollTarget
+from sysops.distribution.installs import load_installs
 from sysops.errors import NotFoundError, PolicyDeniedError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
 from sysops.settings import Settings
@@ -104,6 +109,18 @@ def drop_held(home: Path, key: str) -> None:
         held_path(home, key).unlink()
 
 
+#: Install kinds (distribution/installs.py) whose upgrades come from someone else's release.
+_DISTRIBUTED_KINDS = frozenset({"pip", "git", "index", "oci"})
+
+
+def _held_by_policy(policy: Policy, home: Path, manifest: Manifest) -> bool:
+    """Whether the policy's `hold_upgrades` covers this plugin's upgrades."""
+    if policy.hold_upgrades != "installed":
+        return policy.hold_upgrades == "all"
+    record = load_installs(home).get(plugin_name_of(manifest.name))
+    return record is not None and record.kind in _DISTRIBUTED_KINDS
+
+
 def held_upgrade_gate(settings: Settings) -> RollGate:
     """The gate: refuse below the policy's `min_rating`, hold an upgrade asking for more than what serves."""
 
@@ -118,7 +135,7 @@ def held_upgrade_gate(settings: Settings) -> RollGate:
                 f"{policy.min_rating}{f' ({policy.source})' if policy.source else ''}: {'; '.join(rating.reasons)}",
                 hint="ask less of the plugin (docs/rating-and-upgrades.md), or lower min_rating",
             )
-        grew = growth(serving, manifest) if serving is not None else []
+        grew = growth(serving, manifest) if serving is not None and _held_by_policy(policy, home, manifest) else []
         digest = manifest_digest(manifest)
         held = load_held(home, manifest.name)
         if not grew or (held is not None and held.approved and held.digest == digest):

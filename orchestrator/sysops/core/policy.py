@@ -8,6 +8,7 @@ read from `$SYSOPS_POLICY` or else `<SYSOPS_HOME>/policy.yaml` (no file: no caps
            data_mb: 1024, replicas: 4, logs_max_mb: 10, logs_files: 3}  # replicas: 10 unless the policy says otherwise
     egress: allow                                        # or deny: refuse any `network:` allow-list
     min_rating: 4                                        # refuse plugins rated lower (core/rating.py)
+    hold_upgrades: installed                             # hold upgrades asking more: installed | all | none
     plugins:                                             # host-service grants and config values per plugin
       "*": {grants: [logs.write, "state.*"]}             # "*": every plugin
       monitoring: {grants: ["metrics.*", "alerts.*"], config: {threshold: 90}}
@@ -179,6 +180,10 @@ class Policy(BaseModel):
     checks: CheckPolicy = Field(default_factory=CheckPolicy)
     #: The lowest security rating (1-6, core/rating.py) a plugin may have to run; None: any.
     min_rating: Annotated[int | None, Field(ge=1, le=6)] = None
+    #: Which upgrades asking for more than the serving version are held for `sysops plugin approve`
+    #: (core/held_upgrades.py): those of plugins installed from a package, git, an index or a registry
+    #: (`installed`), also those brought up from a directory (`all`), or none.
+    hold_upgrades: Literal["installed", "all", "none"] = "installed"
     #: Which signatures each trust tier requires (sysops/trust/policy.py).
     trust: TrustPolicy = Field(default_factory=TrustPolicy)
     #: Where the policy came from, for messages ("" = built in).
