@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from sysops.core.manifest import Manifest, parse_manifest
-from sysops.core.policy import load_policy
-from sysops.errors import PolicyDeniedError, UsageError
+from sysops.core.policy import apply_policy, load_policy
+from sysops.core.rollout import RollTarget
+from sysops.core.trust_gate import check_trust
+from sysops.distribution.installs import InstallRecord, save_install
+from sysops.errors import EngineUnavailableError, PolicyDeniedError, UsageError
 from sysops.trust.keys import (
     TRUSTED_KEYS_ENV,
     generate_key,
@@ -154,3 +157,16 @@ def test_policy_file_trust_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     (tmp_path / "policy.yaml").write_text("trust:\n  community: {require_signature: true, signers: [gold]}\n")
     with pytest.raises(PolicyDeniedError, match=r"trust\.community\.signers"):
         load_policy(tmp_path)
+
+
+def test_an_unreachable_registry_refuses_only_where_a_signature_is_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SYSOPS_POLICY", raising=False)
+    image = "127.0.0.1:1/sysops-plugins/x-demo:1.2.0-abc"  # nothing listens on port 1
+    target = RollTarget(apply_policy(manifest(), load_policy(tmp_path), "x"), image, image, "", "x")
+    verdict = check_trust(tmp_path, target)  # private: logged, counted as unsigned
+    assert not verdict.signed and verdict.tier == "private"
+    save_install(tmp_path, InstallRecord("demo", "demo", "pip", "1.2.0", "community", ""))
+    with pytest.raises(EngineUnavailableError, match=r"registry 127\.0\.0\.1:1"):
+        check_trust(tmp_path, target)

@@ -5,14 +5,17 @@ instance starts. The plugin's tier comes from its install record (distribution/i
 up from a directory is `private`), the rule for the tier from the policy file's `trust:` key. The image is
 named by its config digest: the engine's image id locally; on Kubernetes, where the server has no engine, the
 digest the registry gives for the image's tag. Its signatures come from this installation's cache, else from
-the registry beside the image (`sha256-<hex>.sig`). A signature's manifest must be the manifest rolled: the
-signed (declared) manifest with this policy applied, under the plugin's name or its side-by-side key.
+the registry beside the image (`sha256-<hex>.sig`); an unreachable registry refuses the roll only where the tier
+requires a signature (elsewhere it is logged and the image counts as unsigned). A signature's manifest must be
+the manifest rolled: the signed (declared) manifest with this policy applied, under the plugin's name or its
+side-by-side key.
 A refusal is a PolicyDeniedError (exit code 9) whose message says which check failed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +24,7 @@ from sysops.core.manifest import Manifest, parse_manifest
 from sysops.core.policy import Policy, apply_policy, load_policy
 from sysops.core.rollout import RollTarget
 from sysops.distribution.installs import tier_of
-from sysops.errors import PolicyDeniedError, SysopsError
+from sysops.errors import EngineUnavailableError, PolicyDeniedError, SysopsError
 from sysops.settings import Settings
 from sysops.trust.keys import keyring
 from sysops.trust.signature_store import cached_signatures, config_digest, registry_signatures
@@ -32,6 +35,7 @@ from sysops.trust.verification import decide
 if TYPE_CHECKING:
     from sysops.core.roll_gates import RollGate  # roll_gates imports this module
 
+LOG = logging.getLogger("sysops.trust")
 _HINT = "`sysops plugin verify NAME` shows the image's signatures; docs/signing.md says what each tier accepts"
 
 
@@ -62,8 +66,15 @@ def check_trust(home: Path, target: RollTarget) -> Verdict:
     plugin = plugin_name_of(target.manifest.name)
     tier = tier_of(home, plugin)
     rule = policy.trust.for_tier(tier)
-    image_digest = image_digest_of(target)
-    signatures = signatures_of(home, target.image, image_digest) if image_digest else []
+    try:
+        image_digest = image_digest_of(target)
+        signatures = signatures_of(home, target.image, image_digest) if image_digest else []
+    except EngineUnavailableError as error:
+        if rule.require_signature:
+            raise
+        # Where signatures are optional, an unreachable registry must not stop what ran before signing existed.
+        LOG.warning("plugin %s: signatures not read (%s); tier %s allows unsigned images", plugin, error, tier)
+        image_digest, signatures = None, []
     decision = decide(
         signatures,
         image_digest or "",

@@ -13,6 +13,7 @@ server asks for images of `$SYSOPS_REGISTRY` (chart values trust.registryEndpoin
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,6 +32,8 @@ ENDPOINT_ENV = "SYSOPS_REGISTRY_ENDPOINT"
 REGISTRY_ENV = "SYSOPS_REGISTRY"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_SIGNATURES_BYTES = 1 << 20
+#: Seconds each registry request may take (connect and each read).
+REQUEST_SECONDS = 20.0
 _IMAGE_MANIFEST_TYPES = [
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -109,8 +112,15 @@ def _client(host: str) -> Any:
     """An oras client for the registry at `host` (as `_api_host` gives it)."""
     import oras.provider  # type: ignore[import-untyped]  # imported on use: a routed command never needs it
 
+    class OneAttempt(oras.provider.Registry):  # type: ignore[misc]
+        """oras retries a failed request 5 times, sleeping 2 min in all: a roll waiting on the gate would hang."""
+
+        do_request = oras.provider.Registry.do_request.__wrapped__
+
     loopback = host.startswith(("127.", "localhost", "[::1]"))
-    return oras.provider.Registry(hostname=host, insecure=loopback or os.environ.get(INSECURE_ENV) == "1")
+    client = OneAttempt(hostname=host, insecure=loopback or os.environ.get(INSECURE_ENV) == "1")
+    client.session.request = functools.partial(client.session.request, timeout=REQUEST_SECONDS)
+    return client
 
 
 def _registry_error(host: str, action: str, exc: Exception) -> EngineUnavailableError:
