@@ -187,3 +187,18 @@ def test_installs_of_one_installation_take_turns(tmp_path: Path) -> None:
     assert entered.wait(5)
     thread.join(5)
     assert list((tmp_path / "home").iterdir()) == []  # the lock file goes with its holder
+
+
+def test_package_whose_entry_point_and_record_point_outside_it_is_refused(tmp_path: Path) -> None:
+    """A wheel's RECORD and entry point are the author's text: an absolute path (or a symlinked package) must
+    not make sysops build a plugin directory elsewhere on the host."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "plugin.yaml").write_text("name: p\nversion: 1.0.0\nentrypoint: m:P\n")
+    absolute = _package(tmp_path / "absolute", name="d", entry=str(outside), yaml_in=str(outside))
+    with pytest.raises(ManifestError, match="outside its package directory"):
+        inspect_package(absolute)
+    linked = _package(tmp_path / "linked", name="d", entry="lnk", yaml_in="lnk")
+    (linked / "lnk").symlink_to(outside)
+    with pytest.raises(ManifestError, match="outside its package directory"):
+        inspect_package(linked)

@@ -91,4 +91,11 @@ def inspect_package(package_dir: Path) -> InstalledPackage:
             hint=f"ship {MANIFEST_FILE} as package data beside the package's __init__.py",
         )
     deepest = max(holding, key=lambda path: len(path.parts))
-    return InstalledPackage(name, distribution.version, (package_dir / deepest).resolve())
+    plugin_dir = (package_dir / deepest).resolve()
+    if not plugin_dir.is_relative_to(package_dir.resolve()):  # an absolute RECORD path, a symlinked package
+        raise ManifestError(
+            f"distribution {name} {distribution.version}: its plugin directory {str(deepest)[:200]!r} lies "
+            f"outside its package directory",
+            hint=f"ship {MANIFEST_FILE} inside the package, as a relative path in the wheel",
+        )
+    return InstalledPackage(name, distribution.version, plugin_dir)
