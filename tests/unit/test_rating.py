@@ -255,3 +255,20 @@ def test_the_difference_shown_before_approval(tmp_path: Path) -> None:
     assert "  + permission system.deploy" in lines and "  + network a.example:443" in lines
     assert "rating: 5 -> 2" in lines
     assert "  +- system.deploy" in lines and "  -version: 1.0.0" in lines and "  +version: 2.0.0" in lines
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"grew": 5}, {"grew": [1]}, {"manifest": "m"}, {"serving_manifest": []}, {"held_at": "x"}, {"key": "other"}],
+)
+def test_a_held_record_with_fields_of_the_wrong_type_is_refused_in_one_line(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    gate = _holding_gate(tmp_path)
+    with pytest.raises(PolicyDeniedError):
+        gate(_target(manifest(version="2.0.0", permissions=["system.deploy"])), manifest())
+    path = held_path(tmp_path, "tool")
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(UsageError, match=r"held/tool.json: not a held upgrade record") as caught:
+        load_held(tmp_path, "tool")
+    assert "\n" not in str(caught.value)

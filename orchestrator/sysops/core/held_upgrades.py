@@ -86,7 +86,9 @@ def load_held(home: Path, key: str) -> HeldUpgrade | None:
     path = held_path(home, key)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return HeldUpgrade(**data)
+        held = HeldUpgrade(**data)
+        _check_held_fields(held, key)
+        return held
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as exc:
@@ -94,6 +96,30 @@ def load_held(home: Path, key: str) -> HeldUpgrade | None:
             f"{path}: not a held upgrade record ({exc})",
             hint="remove it; the next `plugin up` of that version is held again",
         ) from None
+
+
+#: The JSON type of each field of a held record (a damaged record must not reach `plugin approve` as another type).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "grew": list,
+    "manifest": dict,
+    "serving_manifest": dict,
+    "held_at": (int, float),
+    "approved": bool,
+    "rating_before": int,
+    "rating_after": int,
+}
+
+
+def _check_held_fields(held: HeldUpgrade, key: str) -> None:
+    """Raise TypeError or ValueError when a loaded record's fields have the wrong types or it names another key."""
+    for name, value in asdict(held).items():
+        expected = _FIELD_TYPES.get(name, str)
+        if not isinstance(value, expected) or (name != "approved" and isinstance(value, bool)):
+            raise TypeError(f"field {name!r} has the wrong type")
+    if not all(isinstance(line, str) for line in held.grew):
+        raise TypeError("field 'grew' holds a value that is not a string")
+    if held.key != key:
+        raise ValueError(f"it is the record of {held.key!r}")
 
 
 def save_held(home: Path, held: HeldUpgrade) -> None:
