@@ -202,3 +202,28 @@ def test_package_whose_entry_point_and_record_point_outside_it_is_refused(tmp_pa
     (linked / "lnk").symlink_to(outside)
     with pytest.raises(ManifestError, match="outside its package directory"):
         inspect_package(linked)
+
+
+def test_uninstall_of_a_plugin_that_is_not_running_removes_its_package_and_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control API reports 'no plugin named x' as a SysopsError with exit code 8 (cli/remote.py), not as
+    NotFoundError: a plugin brought down (or that never started) must still be uninstallable."""
+    from sysops.cli import install_cmd
+    from sysops.distribution.packages import packages_root
+    from sysops.errors import ExitCode, SysopsError
+
+    class StoppedHost:
+        def down(self, name: str, *, purge: bool) -> None:
+            error = SysopsError(f"no plugin named {name!r}")
+            error.exit_code = ExitCode.NOT_FOUND
+            raise error
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SYSOPS_HOME", str(home))
+    monkeypatch.setattr(install_cmd, "control_client", StoppedHost)
+    plugin_dir = packages_root(home) / "x_dist" / "x"
+    plugin_dir.mkdir(parents=True)
+    save_install(home, InstallRecord("x", "x==1.0", "pip", "1.0.0", "community", str(plugin_dir)))
+    install_cmd.uninstall("x")
+    assert load_installs(home) == {} and not (packages_root(home) / "x_dist").exists()

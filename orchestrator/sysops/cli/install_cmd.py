@@ -32,7 +32,7 @@ from sysops.distribution.sources import (
     requirement_of,
 )
 from sysops.distribution.upgrade import choose_upgrade
-from sysops.errors import NotFoundError
+from sysops.errors import ExitCode, NotFoundError, SysopsError
 from sysops.private_paths import ensure_private_dir
 from sysops.settings import Settings
 
@@ -209,8 +209,11 @@ def uninstall(
     home = Settings().home
     with installing(home):
         record = _installed(home, name)
-        with contextlib.suppress(NotFoundError):  # not running: only the package and the record are left to remove
+        try:
             control_client().down(name, purge=purge)
+        except SysopsError as error:  # the control API's 'no plugin named' arrives as a SysopsError with code 8
+            if error.exit_code != ExitCode.NOT_FOUND:
+                raise  # not running: only the package and the record are left to remove
         package = package_dir_of(home, Path(record.directory)) if record.directory else None
         if package is not None:
             shutil.rmtree(package)
