@@ -85,6 +85,23 @@ def test_processes_dynamic_code_and_native_calls(tmp_path: Path) -> None:
     assert ("network-undeclared", 10, "medium") in found  # a literal __import__ is followed
 
 
+def test_process_spawn_is_not_evaded_by_trivial_indirection(tmp_path: Path) -> None:
+    """os's functions are posix's; a literal importlib/__import__/getattr names the module or function as
+    plainly as an import does; and a process function taken as a value is spawned later."""
+    code = """\
+        import posix
+        import importlib
+        import subprocess
+        posix.system("id")
+        importlib.import_module("subprocess").run(["id"])
+        __import__("os").system("id")
+        getattr(subprocess, "Popen")(["id"])
+        spawn = subprocess.Popen
+        """
+    found = rules(findings_of(tmp_path, code), "process")
+    assert found == {("process-spawn", line, "medium") for line in (4, 5, 6, 7, 8)}
+
+
 def test_writes_outside_data_and_tmp(tmp_path: Path) -> None:
     code = """\
         import os, shutil

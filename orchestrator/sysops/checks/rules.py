@@ -17,7 +17,8 @@ or permission that is missing:
   permissions the manifest asks for (the table is services/permissions.py's); `service-unknown` (low): a
   service name that does not exist.
 
-Names are followed through import aliases (`import subprocess as sp`, `from os import system`) and
+Names are followed through import aliases (`import subprocess as sp`, `from os import system`, `posix` for
+`os`), literal `importlib.import_module`/`__import__`/`getattr`, process functions taken as values, and
 module-level string constants (`MARKER = "/etc/x"`); anything computed at run time is out of reach of a
 static rule, which is why dynamic code is itself a finding.
 """
@@ -91,11 +92,20 @@ class _FileRules:
 
     def run(self) -> Iterator[Finding]:
         self._read_constants()
+        called = {id(node.func) for node in ast.walk(self.source.tree) if isinstance(node, ast.Call)}
         for node in ast.walk(self.source.tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 yield from self._import(node)
             elif isinstance(node, ast.Call):
                 yield from self._call(node)
+            elif isinstance(node, ast.Attribute | ast.Name) and id(node) not in called:
+                yield from self._reference(node)
+
+    def _reference(self, node: ast.Attribute | ast.Name) -> Iterator[Finding]:
+        """A process function taken as a value (`spawn = subprocess.Popen`) is called later, out of sight."""
+        name = self._qualified(node)
+        if name in PROCESS_CALLS:
+            yield self._finding(node, "process-spawn", f"refers to {name}: starts a process or replaces this one")
 
     def _finding(self, node: ast.AST, rule: str, message: str, severity: Severity = "medium") -> Finding:
         shown = cap(escape_controls(message, one_line=True))  # literals of the plugin's code are quoted
@@ -139,13 +149,26 @@ class _FileRules:
             yield self._finding(node, "native-code", f"imports {module}: native calls the checks cannot follow")
 
     def _qualified(self, node: ast.expr) -> str:
-        """`subprocess.run` for `sp.run` after `import subprocess as sp`; "" for what is not a dotted name."""
+        """`subprocess.run` for `sp.run` after `import subprocess as sp`; "" for what is not a dotted name.
+
+        A module named by a literal (`importlib.import_module("os")`, `__import__("os")`) or an attribute fetched
+        by one (`getattr(os, "system")`) is as plain as an import; `posix` is what `os` re-exports.
+        """
+        name = ""
         if isinstance(node, ast.Name):
-            return self.aliases.get(node.id, node.id)
-        if isinstance(node, ast.Attribute):
+            name = self.aliases.get(node.id, node.id)
+        elif isinstance(node, ast.Attribute):
             base = self._qualified(node.value)
-            return f"{base}.{node.attr}" if base else ""
-        return ""
+            name = f"{base}.{node.attr}" if base else ""
+        elif isinstance(node, ast.Call) and node.args:
+            function = self._qualified(node.func)
+            if function in DYNAMIC_IMPORTS:
+                name = self._literal(node.args[0]) or ""
+            elif function == "getattr" and len(node.args) >= 2:
+                base, attribute = self._qualified(node.args[0]), self._literal(node.args[1])
+                name = f"{base}.{attribute}" if base and attribute else ""
+        module, dot, rest = name.partition(".")
+        return f"os{dot}{rest}" if module == "posix" else name
 
     def _literal(self, node: ast.expr) -> str | None:
         """The text of a string literal, a module constant, or a Path("...") of one; None otherwise."""
