@@ -58,6 +58,7 @@ def test_an_upgrade_asking_more_is_held_until_approved(
     fresh_sysops: Sysops, tmp_path: Path, engine: docker.DockerClient
 ) -> None:
     sysops = fresh_sysops
+    sysops.home.mkdir(parents=True, exist_ok=True)
     (sysops.home / "policy.yaml").write_text("hold_upgrades: all\n")  # a plugin from a directory: held too
     plugin = write_version(tmp_path / NAME, "1.0.0", "permissions: [state.read]\n")
     sysops.ok("plugin", "up", str(plugin))
