@@ -227,3 +227,17 @@ def test_uninstall_of_a_plugin_that_is_not_running_removes_its_package_and_recor
     save_install(home, InstallRecord("x", "x==1.0", "pip", "1.0.0", "community", str(plugin_dir)))
     install_cmd.uninstall("x")
     assert load_installs(home) == {} and not (packages_root(home) / "x_dist").exists()
+
+
+def test_a_bare_name_is_a_requirement_even_where_a_directory_has_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plugin install hello` in a directory others can write (/tmp) must not build their ./hello as a
+    private plugin (unsigned allowed): a path is written as one (./hello, /abs), as pip requires."""
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "plugin.yaml").write_text("name: hello\nversion: 1.0.0\nentrypoint: m:P\n")
+    (tmp_path / "x-1.0-py3-none-any.whl").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert classify("hello") == "pip"
+    assert classify("./hello") == "path"
+    assert classify("x-1.0-py3-none-any.whl") == "path"  # a wheel file typed by name stays one

@@ -48,7 +48,9 @@ def classify(spec: str, *, editable: bool = False) -> SpecKind:
         return "oci"
     if spec.startswith("git+"):
         return "git"
-    if spec.startswith((".", "/", "~")) or os.sep in spec or Path(spec).exists():
+    # A bare name is a requirement even where the working directory holds that name (as for pip): in a
+    # directory others can write (/tmp), `install hello` must not build their ./hello as a private plugin.
+    if spec.startswith((".", "/", "~")) or os.sep in spec or (spec.endswith(".whl") and Path(spec).is_file()):
         return "path"
     return "pip"
 
