@@ -54,6 +54,12 @@ def check_index_name(name: str) -> str:
 def check_index_url(url: str) -> str:
     """The URL without a trailing slash when it is http(s)://HOST/... or file:///PATH; else a UsageError."""
     parts = urlsplit(url)
+    if "@" in parts.netloc:  # user:token@host would be kept in indexes.json and shown by `index ls` and errors
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise UsageError(
+            f"index URL {shown!r} carries credentials (user or token before '@')",
+            hint="give the URL without them and the token with --token-file FILE (a 0600 file)",
+        )
     if parts.scheme not in _SCHEMES or (parts.scheme != "file" and not parts.hostname) or parts.query:
         raise UsageError(
             f"index URL {url!r} is not valid", hint="give http(s)://HOST/PATH or file:///PATH of the index repository"
