@@ -7,6 +7,7 @@ line naming the plugin, and the tier always comes from the operator's configurat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +93,18 @@ def test_a_duplicate_plugin_is_refused() -> None:
 def test_a_deeply_nested_document_is_refused_not_crashed() -> None:
     with pytest.raises(ValueError, match="not UTF-8 JSON"):
         parse_index_document(b"[" * 100_000 + b"]" * 100_000, INDEX)
+
+
+@pytest.mark.parametrize("damage", [b"garbage", b"{}", b'{"signed": {"_type": "targets"}, "signatures": []}'])
+def test_a_damaged_trusted_root_is_named_with_what_to_do(tmp_path: Path, damage: bytes) -> None:
+    from sysops.distribution.index_client import index_entries
+    from sysops.distribution.index_registry import index_dir
+    from sysops.errors import SysopsError
+
+    index = IndexConfig(name="main", url="http://127.0.0.1:1", tier="community")
+    index_dir(tmp_path, "main").mkdir(parents=True)
+    (index_dir(tmp_path, "main") / "trusted-root.json").write_bytes(damage)
+    with pytest.raises(SysopsError) as caught:
+        index_entries(tmp_path, index)
+    message = str(caught.value)
+    assert "trusted-root.json is not TUF root metadata" in message and "sysops index remove main" in message

@@ -416,13 +416,24 @@ def _verified_index(home: Path, index: IndexConfig, trusted_root: bytes) -> byte
 def trusted_root(home: Path, index: IndexConfig) -> bytes:
     """The root metadata trusted for `index` at `index add`."""
     path = index_dir(home, index.name) / TRUSTED_ROOT_FILE
+    hint = f"`sysops index remove {index.name}` and add it again with --root"
     try:
-        return path.read_bytes()
+        root = path.read_bytes()
     except OSError as error:
         raise IndexUntrustedError(
-            f"index {index.name!r}: its trusted root {path} cannot be read ({error.strerror})",
-            hint=f"`sysops index remove {index.name}` and add it again with --root",
+            f"index {index.name!r}: its trusted root {path} cannot be read ({error.strerror})", hint=hint
         ) from None
+    if not _is_root_metadata(root):
+        raise IndexUntrustedError(f"index {index.name!r}: its trusted root {path} is not TUF root metadata", hint=hint)
+    return root
+
+
+def _is_root_metadata(data: bytes) -> bool:
+    """Whether `data` parses as TUF metadata of the root role (signatures are checked by the Updater)."""
+    try:
+        return Metadata.from_bytes(data).signed.type == "root"
+    except exceptions.RepositoryError:
+        return False
 
 
 def index_entries(home: Path, index: IndexConfig) -> list[IndexEntry]:
@@ -447,11 +458,7 @@ def bootstrap_index(home: Path, index: IndexConfig, root_file: Path) -> list[Ind
         raise UsageError(f"root metadata {root_file} cannot be read ({error.strerror})") from None
     if len(root) > MAX_ROOT_BYTES:
         raise UsageError(f"root metadata {root_file} is larger than {MAX_ROOT_BYTES} bytes")
-    try:
-        is_root = Metadata.from_bytes(root).signed.type == "root"
-    except exceptions.RepositoryError:
-        is_root = False
-    if not is_root:
+    if not _is_root_metadata(root):
         raise UsageError(
             f"{root_file} is not TUF root metadata", hint="ask the index's maintainer for its metadata/root.json"
         )
