@@ -40,7 +40,7 @@ def test_a_blocking_finding_refuses_up_before_the_build_and_a_lower_bar_lets_it_
     assert len(errors) == 1 and f"sc_shell_plugin/plugin.py:{shell_line} B602 (high)" in errors[0], refused.stderr
     assert "Traceback" not in refused.stderr and "building" not in refused.stderr
     assert _images_of(engine, fresh_sysops, "sc-shell") == []  # refused before any image was built
-    report = json.loads((fresh_sysops.home / "cache/checks/sc-shell-1.0.0.json").read_text())
+    report = json.loads((fresh_sysops.home / "cache/checks/sc-shell@1.0.0.json").read_text())
     assert {"B602", "process-spawn"} <= {finding["rule"] for finding in report["findings"]}
 
     (fresh_sysops.home / "policy.yaml").write_text("checks: {block: [high], ignore: [B602]}\n")

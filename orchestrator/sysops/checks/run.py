@@ -2,7 +2,7 @@
 
 `analyze` is bandit (checks/bandit_scan.py) plus our manifest rules (checks/rules.py) over the files
 checks/sources.py could read; the report of the last analysis of each plugin version is kept in
-`$SYSOPS_HOME/cache/checks/<plugin>-<version>.json` (0600 in a 0700 directory) for the security rating
+`$SYSOPS_HOME/cache/checks/<plugin>@<version>.json` (0600 in a 0700 directory) for the security rating
 (`load_report`). `check_before_build` is what `plugin up` runs, locally and against a server, before any
 image is built.
 """
@@ -38,8 +38,11 @@ def analyze(plugin_dir: Path, manifest: Manifest, ignores: Ignores | None = None
 
 
 def report_path(home: Path, plugin: str, version: str) -> Path:
-    """Where the report of `plugin` `version` is kept (names and versions are checked by the manifest)."""
-    return home / REPORT_DIR / f"{plugin}-{version}.json"
+    """Where the report of `plugin` `version` is kept (names and versions are checked by the manifest).
+
+    '@' is in no plugin name and no PEP 440 version; '-' is in both ('x' 1-2 and 'x-1' 2 would share a file).
+    """
+    return home / REPORT_DIR / f"{plugin}@{version}.json"
 
 
 def save_report(home: Path, manifest: Manifest, findings: list[Finding]) -> Path:
