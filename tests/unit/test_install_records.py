@@ -241,3 +241,14 @@ def test_a_bare_name_is_a_requirement_even_where_a_directory_has_that_name(
     assert classify("hello") == "pip"
     assert classify("./hello") == "path"
     assert classify("x-1.0-py3-none-any.whl") == "path"  # a wheel file typed by name stays one
+
+
+def test_an_upgrade_that_is_another_plugin_is_refused(tmp_path: Path) -> None:
+    """The record (and so the trust tier and the held-upgrade review) is the installed plugin's: a new version
+    naming another plugin would be brought up as a plugin never installed (tier private, a first start never
+    held). Every source's candidate passes the same check; a directory source shows it without pip."""
+    directory = _plugin_dir(tmp_path / "p", "1.0.0")
+    record = InstallRecord("p", "p==1.0.0", "path", "1.0.0", "community", str(directory))
+    (directory / "plugin.yaml").write_text("name: other\nversion: 2.0.0\nentrypoint: m:P\n")
+    with pytest.raises(ManifestError, match=r"p 2\.0\.0 is plugin 'other', not p"):
+        choose_upgrade(tmp_path / "home", record)

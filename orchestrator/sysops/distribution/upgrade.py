@@ -20,7 +20,7 @@ from sysops.distribution.index_client import find
 from sysops.distribution.installs import InstallRecord
 from sysops.distribution.packages import inspect_package, package_dir_of
 from sysops.distribution.sources import Fetched, fetch_local, fetch_with_pip, requirement_of
-from sysops.errors import NotFoundError, UsageError
+from sysops.errors import ManifestError, NotFoundError, UsageError
 
 #: Experimental candidates skipped before giving up (each is fetched to read its plugin.yaml).
 MAX_SKIPPED = 10
@@ -85,6 +85,13 @@ def _checked(record: InstallRecord, choice: UpgradeChoice, allow_breaking: bool)
     candidate = choice.fetched
     if candidate is None:
         return choice
+    if candidate.manifest.name != record.name:  # the record holds its tier; another name would be uninstalled
+        candidate.discard()
+        raise ManifestError(
+            f"the new version of {record.name} {candidate.manifest.version} is plugin "
+            f"{candidate.manifest.name!r}, not {record.name}: refused",
+            hint="install it as a plugin of its own (`sysops plugin install`) if you trust it",
+        )
     crossed = crossed_breaking_versions(record.version, candidate)
     if crossed and not allow_breaking:
         candidate.discard()
