@@ -5,7 +5,8 @@ Both manifests are compared after policy (the limits each runs with). Growth is:
 - a network destination (host and port) the serving allow-list does not cover: any allow-list where the
   serving version has `none`, a new host, a port beyond the serving rule's ports, a rule without ports (all
   ports) where the serving rule lists some, a network block wider than the serving block;
-- a limit above the serving one (unlimited is above every number).
+- a limit above the serving one (unlimited is above every number), the replicas and the log output
+  kept on the host (`logs.max_mb`, `logs.files`) included: the policy caps them like limits.
 Each growth is one line, such as `permission system.deploy` or `limits.memory_mb 256 -> 512`.
 """
 
@@ -53,13 +54,19 @@ def describe(rule: EgressRule) -> str:
 
 
 def limits_growth(serving: Manifest, target: Manifest) -> list[str]:
-    """`limits.KEY old -> new` for each limit the target raises (None = unlimited)."""
-    before, after = serving.limits.model_dump(), target.limits.model_dump()
+    """`limits.KEY old -> new` for each limit the target raises (None = unlimited), `replicas` and `logs.KEY` too."""
+    lines = _raised("limits.", serving.limits.model_dump(), target.limits.model_dump())
+    lines += _raised("", {"replicas": serving.replicas}, {"replicas": target.replicas})
+    return lines + _raised("logs.", serving.logs.model_dump(), target.logs.model_dump())
+
+
+def _raised(prefix: str, before: dict[str, float | None], after: dict[str, float | None]) -> list[str]:
+    """`PREFIXKEY old -> new` for each value `after` raises above `before` (None = unlimited)."""
     lines = []
     for key, new in after.items():
         old = before.get(key)
         if old is not None and (new is None or new > old):
-            lines.append(f"limits.{key} {_shown(old)} -> {_shown(new)}")
+            lines.append(f"{prefix}{key} {_shown(old)} -> {_shown(new)}")
     return lines
 
 
