@@ -74,6 +74,9 @@ def test_compatibility_ranges_decide_whether_an_entry_fits_this_sysops() -> None
         (_document({"version": "1.0.0", "spec": "a==1", "compatibility": {"os": "linux"}}), "compatibility key"),
         (_document({"version": "1.0.0", "spec": "a==1", "compatibility": {"sysops": "soon"}}), "not a version range"),
         (_document({"version": "1.0.0", "spec": "a==1", "description": "ok\x1b]52;c;x\x07"}), "control characters"),
+        (_document({"version": "1.0.0", "spec": "a==1"}, description="evil \u202egnp.exe"), "control characters"),
+        (_document({"version": "1.0.0", "spec": "a==1"}, description="C1 CSI \x9b2J"), "control characters"),
+        (_document({"version": "1.0.0", "spec": "a==1"}, description="line\u2028break"), "control characters"),
         (_document({"version": "1.0.0", "spec": "a==1"}, description=7), "'description' must be a string"),
     ],
 )

@@ -71,6 +71,7 @@ from sysops import __version__ as sysops_version
 from sysops.distribution.index_registry import DNS_LABEL, IndexConfig, index_dir, load_indexes
 from sysops.errors import ExitCode, SysopsError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
+from sysops.safe_text import escape_controls
 
 INDEX_TARGET = "index.json"
 TRUSTED_ROOT_FILE = "trusted-root.json"
@@ -141,7 +142,7 @@ def _text(item: dict[str, Any], key: str, where: str, *, required: bool = False)
     value = item.get(key, "")
     if not isinstance(value, str) or (required and not value):
         raise ValueError(f"{where}: '{key}' must be a {'non-empty ' if required else ''}string")
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+    if "\t" in value or escape_controls(value, one_line=True) != value:  # C0/C1, bidi overrides, separators
         raise ValueError(f"{where}: '{key}' contains control characters")
     return value
 
