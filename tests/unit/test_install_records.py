@@ -252,3 +252,32 @@ def test_an_upgrade_that_is_another_plugin_is_refused(tmp_path: Path) -> None:
     (directory / "plugin.yaml").write_text("name: other\nversion: 2.0.0\nentrypoint: m:P\n")
     with pytest.raises(ManifestError, match=r"p 2\.0\.0 is plugin 'other', not p"):
         choose_upgrade(tmp_path / "home", record)
+
+
+def test_installing_another_source_under_an_installed_plugins_name_is_refused(tmp_path: Path) -> None:
+    """`plugin install foo` of a package whose plugin.yaml names the installed plugin bar would replace bar,
+    its record (tier) and code, keeping its data and secrets, unreviewed when it asks nothing more."""
+    from sysops.distribution.packages import packages_root
+    from sysops.distribution.sources import refuse_another_source
+
+    home = tmp_path / "home"
+    bar_dir = packages_root(home) / "bar-dist" / "bar"
+    save_install(home, InstallRecord("bar", "bar", "index", "1.0.0", "official", str(bar_dir), index="main"))
+    manifest = Manifest.model_validate({"name": "bar", "version": "2.0.0", "entrypoint": "m:P"})
+    staged = tmp_path / "home" / "packages" / ".staging-1" / "bar"
+    with pytest.raises(UsageError, match=r"plugin bar is installed already from 'bar' \(index, tier official\)"):
+        refuse_another_source(home, Fetched(staged, manifest, "foo-dist", "2.0.0", staged.parent))
+    refuse_another_source(home, Fetched(staged, manifest, "bar-dist", "2.0.0", staged.parent))  # same package
+    refuse_another_source(home, Fetched(staged, manifest.model_copy(update={"name": "baz"}), "foo-dist"))
+    local = tmp_path / "local"
+    save_install(home, InstallRecord("bar", str(local), "path", "1.0.0", "private", str(local)))
+    refuse_another_source(home, Fetched(local, manifest))  # the same directory again
+    with pytest.raises(UsageError, match="installed already"):
+        refuse_another_source(home, Fetched(tmp_path / "elsewhere", manifest))
+
+
+def test_upgrade_of_a_plugin_whose_index_was_removed_says_so(tmp_path: Path) -> None:
+    """It said '1.0.0 is up to date': no configured index listed anything newer, since none was configured."""
+    record = InstallRecord("x", "x", "index", "1.0.0", "community", "/nonexistent", index="gone")
+    with pytest.raises(NotFoundError, match=r"x was installed from index 'gone', which is no longer configured"):
+        choose_upgrade(tmp_path / "home", record)

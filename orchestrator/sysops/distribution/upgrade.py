@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from sysops.distribution.index_client import find
+from sysops.distribution.index_registry import load_indexes
 from sysops.distribution.installs import InstallRecord
 from sysops.distribution.packages import inspect_package, package_dir_of
 from sysops.distribution.sources import Fetched, fetch_local, fetch_with_pip, requirement_of
@@ -110,6 +111,11 @@ def _candidates(
 ) -> Callable[[list[str]], Fetched | None]:
     """A function giving the newest candidate above the installed version, leaving out `excluded` versions."""
     if record.kind == "index":
+        if record.index not in {index.name for index in load_indexes(home)}:
+            raise NotFoundError(
+                f"{record.name} was installed from index {record.index!r}, which is no longer configured",
+                hint=f"`sysops index add {record.index} ...` again, or `sysops plugin install` it from another source",
+            )
 
         def from_index(excluded: list[str]) -> Fetched | None:
             specifier = ",".join([f">{record.version}", *(f"!={version}" for version in excluded)])
