@@ -170,3 +170,21 @@ def test_an_unreachable_registry_refuses_only_where_a_signature_is_required(
     save_install(tmp_path, InstallRecord("demo", "demo", "pip", "1.2.0", "community", ""))
     with pytest.raises(EngineUnavailableError, match=r"registry 127\.0\.0\.1:1"):
         check_trust(tmp_path, target)
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "what_to_do"),
+    [
+        ("trusted.json", "{bad", "`sysops key trust`"),
+        ("trusted.json", "[]", "`sysops key trust`"),
+        ("trusted.json", '{"keys": {"a": {"tier": "root"}}}', "`sysops key trust`"),
+        ("ci.key", "garbage", "`sysops key generate`"),
+    ],
+)
+def test_a_damaged_key_file_is_named_with_what_to_do(tmp_path: Path, file: str, text: str, what_to_do: str) -> None:
+    generate_key(tmp_path, "ci")
+    (keys_dir(tmp_path) / file).write_text(text)
+    with pytest.raises(UsageError) as caught:
+        keyring(tmp_path) if file == "trusted.json" else load_private_key(tmp_path, "ci")
+    message = str(caught.value)
+    assert file in message and what_to_do in message and "\n" not in message

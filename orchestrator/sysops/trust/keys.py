@@ -37,6 +37,11 @@ SIGNING_KEY_ENV = "SYSOPS_SIGNING_KEY"
 #: Environment: a trusted-keys file read besides `$SYSOPS_HOME/keys/trusted.json` (a server's ConfigMap).
 TRUSTED_KEYS_ENV = "SYSOPS_TRUSTED_KEYS"
 TRUSTED_FILE = "trusted.json"
+#: What to do about a damaged key file (the errors name the file).
+DAMAGED_PRIVATE_KEY_HINT = "restore it from a backup, or `sysops key generate` a new key and sign again with it"
+DAMAGED_TRUSTED_HINT = (
+    "restore it, or remove it and `sysops key trust` each key again (a server's file comes from the chart's trust.keys)"
+)
 KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _MAX_KEY_FILE_BYTES = 16 * 1024
 
@@ -116,9 +121,9 @@ def load_private_key(home: Path, name: str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise UsageError(f"{path}: not a PEM private key without password") from None
+        raise UsageError(f"{path}: not a PEM private key without password", hint=DAMAGED_PRIVATE_KEY_HINT) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"{path}: not an ed25519 private key")
+        raise UsageError(f"{path}: not an ed25519 private key", hint=DAMAGED_PRIVATE_KEY_HINT)
     return key
 
 
@@ -137,7 +142,8 @@ def read_public_key(path: Path) -> Ed25519PublicKey:
     try:
         data = _read_small(path)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the key file: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise UsageError(f"{path}: cannot read the key file: {reason}", hint="check the path and its mode") from None
     return parse_public_key(data, str(path))
 
 
@@ -192,12 +198,16 @@ def _trusted_entries(path: Path) -> dict[str, dict[str, str]]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the trusted keys: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise UsageError(f"{path}: cannot read the trusted keys: {reason}", hint="check its mode") from None
     except ValueError:
-        raise UsageError(f"{path}: not a trusted-keys file (not JSON)") from None
+        raise UsageError(f"{path}: not a trusted-keys file (not JSON)", hint=DAMAGED_TRUSTED_HINT) from None
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, dict):
-        raise UsageError(f'{path}: not a trusted-keys file (expected {{"keys": {{NAME: {{tier, public_key}}}}}})')
+        raise UsageError(
+            f'{path}: not a trusted-keys file (expected {{"keys": {{NAME: {{tier, public_key}}}}}})',
+            hint=DAMAGED_TRUSTED_HINT,
+        )
     for name, entry in entries.items():
         valid = (
             isinstance(name, str)
@@ -209,7 +219,8 @@ def _trusted_entries(path: Path) -> dict[str, dict[str, str]]:
         )
         if not valid:
             raise UsageError(
-                f"{path}: trusted key {str(name)[:80]!r}: expected {{tier, public_key (base64, 32 bytes)}}"
+                f"{path}: trusted key {str(name)[:80]!r}: expected {{tier, public_key (base64, 32 bytes)}}",
+                hint=DAMAGED_TRUSTED_HINT,
             )
     return entries
 
