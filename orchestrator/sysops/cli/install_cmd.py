@@ -29,10 +29,11 @@ from sysops.distribution.sources import (
     fetch_local,
     fetch_with_pip,
     is_project,
+    refuse_another_source,
     requirement_of,
 )
 from sysops.distribution.upgrade import choose_upgrade
-from sysops.errors import ExitCode, NotFoundError, SysopsError
+from sysops.errors import ExitCode, NotFoundError, SysopsError, UsageError
 from sysops.private_paths import ensure_private_dir
 from sysops.settings import Settings
 
@@ -136,6 +137,11 @@ def _install(home: Path, spec: str, *, editable: bool, index_url: str, pre: bool
                 return None
             kind, tier, index_name, fetch_spec = "index", hit.tier, hit.index, hit.spec
     fetched = _fetch(home, fetch_spec, kind, index_url=index_url, pre=pre)
+    try:
+        refuse_another_source(home, fetched)
+    except UsageError:
+        fetched.discard()
+        raise
     chosen: SpecKind = kind
 
     def record_of(placed: Fetched) -> InstallRecord:

@@ -28,7 +28,8 @@ from typing import Literal
 from packaging.requirements import InvalidRequirement, Requirement
 
 from sysops.core.manifest import MANIFEST_FILE, Manifest, load_manifest
-from sysops.distribution.packages import inspect_package, packages_root
+from sysops.distribution.installs import load_installs
+from sysops.distribution.packages import inspect_package, package_dir_of, packages_root
 from sysops.errors import BuildError, ManifestError, NotFoundError, UsageError
 from sysops.private_paths import ensure_private_dir
 
@@ -184,6 +185,30 @@ def fetch_with_pip(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def refuse_another_source(home: Path, fetched: Fetched) -> None:
+    """Refuse (UsageError) a fetched plugin whose name is installed already from another package or directory.
+
+    A package chooses its plugin's name in its plugin.yaml: installing it must not take over an installed
+    plugin of that name (its record and tier, its data and secrets), unreviewed when it asks nothing more.
+    The same package (distribution) or the same directory again is a reinstall.
+    """
+    record = load_installs(home).get(fetched.manifest.name)
+    if record is None or not record.directory:
+        return
+    installed = package_dir_of(home, Path(record.directory))
+    same = (
+        installed.name == fetched.distribution
+        if installed is not None and fetched.distribution
+        else Path(record.directory) == fetched.plugin_dir
+    )
+    if not same:
+        raise UsageError(
+            f"plugin {record.name} is installed already from {record.spec!r} ({record.kind}, tier {record.tier}); "
+            f"what was fetched is another {'package' if fetched.distribution else 'directory'} of that name",
+            hint=f"`sysops plugin uninstall {record.name}` first if it is to replace that plugin",
+        )
 
 
 def remove_leftovers(root: Path, *, older_than: float = LEFTOVER_SECONDS) -> None:
