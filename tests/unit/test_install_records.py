@@ -281,3 +281,20 @@ def test_upgrade_of_a_plugin_whose_index_was_removed_says_so(tmp_path: Path) -> 
     record = InstallRecord("x", "x", "index", "1.0.0", "community", "/nonexistent", index="gone")
     with pytest.raises(NotFoundError, match=r"x was installed from index 'gone', which is no longer configured"):
         choose_upgrade(tmp_path / "home", record)
+
+
+def test_a_failed_git_fetch_names_gits_reason() -> None:
+    """pip's last lines are a 'note: This error originates from a subprocess' that says nothing of the cause."""
+    from sysops.distribution.sources import _pip_failure
+
+    stderr = """  Running command git clone --filter=blob:none --quiet file:///nonexist /tmp/pip-req-build-x
+  fatal: '/nonexist' does not appear to be a git repository
+  fatal: Could not read from remote repository.
+  error: subprocess-exited-with-error
+  \u00d7 git clone --filter=blob:none --quiet file:///nonexist /tmp/pip-req-build-x did not run successfully.
+  note: This error originates from a subprocess, and is likely not a problem with pip.
+error: subprocess-exited-with-error
+note: This error originates from a subprocess, and is likely not a problem with pip.
+"""
+    message = str(_pip_failure("git+file:///nonexist@v1", stderr))
+    assert message.startswith("cannot install git+file:///nonexist@v1: fatal: '/nonexist' does not appear to be a git")

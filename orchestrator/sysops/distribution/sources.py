@@ -223,7 +223,9 @@ def remove_leftovers(root: Path, *, older_than: float = LEFTOVER_SECONDS) -> Non
 
 def _pip_failure(spec: str, stderr: str) -> BuildError | NotFoundError:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR:")] or lines or ["pip failed"]
+    git_errors = [line for line in lines if line.startswith("fatal:")][:1]  # git's first says what is wrong
+    pip_errors = [line for line in lines if line.startswith("ERROR:")]
+    errors = git_errors or pip_errors or [line for line in lines if not line.startswith("note:")] or ["pip failed"]
     reason = errors[-1].removeprefix("ERROR: ")
     if "No matching distribution" in stderr or "Could not find a version" in stderr:
         return NotFoundError(f"cannot install {spec}: {reason}", hint="check the name, the version and --index-url")
