@@ -86,6 +86,17 @@ def tier_of(home: Path, plugin: str) -> str:
     return record.tier if record is not None else "private"
 
 
+def installed_elsewhere(record: InstallRecord, fetched: str) -> UsageError:
+    """The refusal of an install whose plugin.yaml names `record`'s plugin, fetched from another source
+    (`fetched` says what: "package", "directory", "image of REPOSITORY"): it would take over that plugin's
+    record and tier, code, data and secrets."""
+    return UsageError(
+        f"plugin {record.name} is installed already from {record.spec!r} ({record.kind}, tier {record.tier}); "
+        f"what was fetched is another {fetched} of that name",
+        hint=f"`sysops plugin uninstall {record.name}` first if it is to replace that plugin",
+    )
+
+
 def _record_from(name: str, entry: Any) -> InstallRecord:
     if not isinstance(entry, dict):
         raise TypeError(f"the entry of {name!r} is not an object")

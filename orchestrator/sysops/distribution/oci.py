@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Protocol
 
 from sysops.core.manifest import MANIFEST_FILE, Manifest, load_manifest
-from sysops.distribution.installs import InstallRecord, load_installs, remove_install, save_install
+from sysops.distribution.installs import (
+    InstallRecord,
+    installed_elsewhere,
+    load_installs,
+    remove_install,
+    save_install,
+)
 from sysops.errors import ManifestError, StartFailedError, UsageError
 from sysops.imaging.image import image_tag
 from sysops.imaging.plugin_image import plugin_repository
@@ -272,6 +278,7 @@ def install_from_oci(
     pinned = parse_ref(ref)
     pulled = pull_verified(engine, pinned, progress)
     manifest = pulled.manifest
+    refuse_another_image_source(home, manifest.name, pulled.ref)
     local = image_tag(
         plugin_repository(installation_id, manifest.name, registry),
         manifest.version,
@@ -300,6 +307,17 @@ def install_from_oci(
     with recorded_during_roll(home, record):  # the trust gate reads the tier of the roll from the record
         instance, _ = roll(manifest, local, pulled.image_id, f"{OCI_SCHEME}{pulled.ref.by_digest}")
     return instance
+
+
+def refuse_another_image_source(home: Path, plugin: str, pulled: ImageRef) -> None:
+    """Refuse an image whose plugin is installed already from another source (a package, a directory, another
+    repository); a new digest of the repository it was installed from is an upgrade."""
+    record = load_installs(home).get(plugin)
+    if record is None:
+        return
+    if record.kind == "oci" and record.image.partition("@")[0] == pulled.repository:
+        return
+    raise installed_elsewhere(record, f"image of {pulled.repository}")
 
 
 @contextmanager

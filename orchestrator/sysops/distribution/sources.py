@@ -28,7 +28,7 @@ from typing import Literal
 from packaging.requirements import InvalidRequirement, Requirement
 
 from sysops.core.manifest import MANIFEST_FILE, Manifest, load_manifest
-from sysops.distribution.installs import load_installs
+from sysops.distribution.installs import installed_elsewhere, load_installs
 from sysops.distribution.packages import inspect_package, package_dir_of, packages_root
 from sysops.errors import BuildError, ManifestError, NotFoundError, UsageError
 from sysops.private_paths import ensure_private_dir
@@ -204,11 +204,7 @@ def refuse_another_source(home: Path, fetched: Fetched) -> None:
         else Path(record.directory) == fetched.plugin_dir
     )
     if not same:
-        raise UsageError(
-            f"plugin {record.name} is installed already from {record.spec!r} ({record.kind}, tier {record.tier}); "
-            f"what was fetched is another {'package' if fetched.distribution else 'directory'} of that name",
-            hint=f"`sysops plugin uninstall {record.name}` first if it is to replace that plugin",
-        )
+        raise installed_elsewhere(record, "package" if fetched.distribution else "directory")
 
 
 def remove_leftovers(root: Path, *, older_than: float = LEFTOVER_SECONDS) -> None:
