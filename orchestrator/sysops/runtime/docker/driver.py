@@ -185,9 +185,9 @@ class DockerDriver:
         try:
             for chunk in self.client.images.push(reference, stream=True, decode=True):
                 if isinstance(chunk, dict) and "error" in chunk:
-                    raise BuildError(f"pushing {reference} failed: {_short(chunk['error'])}")
-        except docker.errors.APIError as exc:
-            raise BuildError(f"pushing {reference} failed: {_short(exc)}") from exc
+                    raise RuntimeOperationError(f"pushing {reference} failed: {_short(chunk['error'])}")
+        except docker.errors.APIError as exc:  # the registry, not the plugin: exit 6 like a failed pull
+            raise RuntimeOperationError(f"pushing {reference} failed: {_short(exc)}") from exc
 
     def pull_image(self, reference: str, progress: ProgressCallback) -> str:
         """Pull `REPO:TAG` or `REPO@sha256:...` from its registry; return the local image id. A reference the
