@@ -14,12 +14,14 @@ server asks for images of `$SYSOPS_REGISTRY` (chart values trust.registryEndpoin
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sysops.errors import EngineUnavailableError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
@@ -117,10 +119,21 @@ def _client(host: str) -> Any:
 
         do_request = oras.provider.Registry.do_request.__wrapped__
 
-    loopback = host.startswith(("127.", "localhost", "[::1]"))
-    client = OneAttempt(hostname=host, insecure=loopback or os.environ.get(INSECURE_ENV) == "1")
+    client = OneAttempt(hostname=host, insecure=_is_loopback(host) or os.environ.get(INSECURE_ENV) == "1")
     client.session.request = functools.partial(client.session.request, timeout=REQUEST_SECONDS)
     return client
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a registry HOST[:PORT] is on this machine: `localhost` or a loopback address, not a name that
+    merely begins like one (`localhost.example.org`, `127.example.org`), which is reached over the network."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _registry_error(host: str, action: str, exc: Exception) -> EngineUnavailableError:
