@@ -49,6 +49,8 @@ def _entry(**changes: object) -> str:
         _entry(tier="root"),
         _entry(spec=1),
         _entry(evil="1"),
+        _entry(spec="s\x1b[2J"),  # a pip record whose spec is no requirement: upgrade and ls --outdated blamed SPEC
+        _entry(kind="index", spec="not a requirement"),
     ],
 )
 def test_a_damaged_record_file_is_refused_in_one_line(tmp_path: Path, text: str) -> None:

@@ -112,8 +112,20 @@ def _record_from(name: str, entry: Any) -> InstallRecord:
         raise KeyError(f"the entry of {name!r} has an unknown kind {entry.get('kind')!r}")
     if entry.get("tier") not in TIERS:
         raise KeyError(f"the entry of {name!r} has an unknown tier {entry.get('tier')!r}")
+    if entry["kind"] in ("pip", "index"):  # upgrade asks pip for this requirement again
+        _check_requirement(name, entry.get("spec", ""))
     entry["kind"] = cast(InstallKind, entry["kind"])
     return InstallRecord(**entry)
+
+
+def _check_requirement(name: str, spec: str) -> None:
+    """ValueError (one line) unless the spec of a pip or index record is a pip requirement."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(spec)
+    except InvalidRequirement:
+        raise ValueError(f"the entry of {name!r} has a spec that is no pip requirement: {spec!r}") from None
 
 
 def _write(home: Path, records: dict[str, InstallRecord]) -> None:
