@@ -300,3 +300,28 @@ note: This error originates from a subprocess, and is likely not a problem with 
 """
     message = str(_pip_failure("git+file:///nonexist@v1", stderr))
     assert message.startswith("cannot install git+file:///nonexist@v1: fatal: '/nonexist' does not appear to be a git")
+
+
+def test_an_index_install_upgrades_only_from_its_own_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A community index listing a newer 'x' must not upgrade the 'x' installed from the official index (the
+    record keeps tier official): versions are taken from the record's index only."""
+    from sysops.distribution import index_client, upgrade
+    from sysops.distribution.index_client import IndexEntry, find
+    from sysops.distribution.index_registry import IndexConfig
+
+    indexes = [IndexConfig("street", "https://street.example", "community"),
+               IndexConfig("vendor", "https://vendor.example", "official")]  # fmt: skip
+    listed = {
+        "street": [IndexEntry("street", "community", "x", "9.0.0", "x==9.0.0")],
+        "vendor": [IndexEntry("vendor", "official", "x", "1.0.0", "x==1.0.0")],
+    }
+    for module in (index_client, upgrade):
+        monkeypatch.setattr(module, "load_indexes", lambda home: indexes)
+    monkeypatch.setattr(index_client, "index_entries", lambda home, index: listed[index.name])
+    fetched: list[str] = []
+    monkeypatch.setattr(upgrade, "fetch_with_pip", lambda home, spec, **kw: fetched.append(spec))
+    home = tmp_path / "home"
+    assert find(home, "x", ">1.0.0").version == "9.0.0"  # type: ignore[union-attr]  # a new install: first index
+    assert find(home, "x", ">1.0.0", index_name="vendor") is None
+    record = InstallRecord("x", "x", "index", "1.0.0", "official", "/nonexistent", index="vendor")
+    assert choose_upgrade(home, record).fetched is None and fetched == []

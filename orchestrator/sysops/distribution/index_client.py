@@ -504,9 +504,12 @@ def _specifier(specifier: str | SpecifierSet) -> SpecifierSet:
         raise UsageError(f"version range {specifier!r} is not valid", hint="use e.g. '>=1.0,<2'") from None
 
 
-def versions(home: Path, name: str) -> list[IndexEntry]:
-    """Every version of plugin `name`, oldest first, from the first configured index that lists it."""
+def versions(home: Path, name: str, *, index_name: str = "") -> list[IndexEntry]:
+    """Every version of plugin `name`, oldest first, from the first configured index that lists it (only from
+    the index named `index_name` when given: an upgrade stays with the index, and tier, it was installed from)."""
     for index in load_indexes(home):
+        if index_name and index.name != index_name:
+            continue
         listed = [entry for entry in index_entries(home, index) if entry.name == name]
         if listed:
             return listed
@@ -514,11 +517,18 @@ def versions(home: Path, name: str) -> list[IndexEntry]:
 
 
 def find(
-    home: Path, name: str, specifier: str | SpecifierSet = "", *, include_experimental: bool = False
+    home: Path,
+    name: str,
+    specifier: str | SpecifierSet = "",
+    *,
+    include_experimental: bool = False,
+    index_name: str = "",
 ) -> IndexEntry | None:
-    """The newest version of `name` matching `specifier` that fits this sysops (see the module docstring)."""
+    """The newest version of `name` matching `specifier` that fits this sysops (see the module docstring), from
+    the index named `index_name` only when given."""
     wanted = _specifier(specifier)
-    candidates = [entry for entry in versions(home, name) if _matches(entry, wanted, include_experimental)]
+    listed = versions(home, name, index_name=index_name)
+    candidates = [entry for entry in listed if _matches(entry, wanted, include_experimental)]
     return max(candidates, key=lambda entry: Version(entry.version), default=None)
 
 

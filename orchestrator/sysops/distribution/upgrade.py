@@ -119,7 +119,8 @@ def _candidates(
 
         def from_index(excluded: list[str]) -> Fetched | None:
             specifier = ",".join([f">{record.version}", *(f"!={version}" for version in excluded)])
-            found = find(home, record.name, specifier, include_experimental=pre)
+            # Only the index it came from: another index listing the name must not upgrade it under this tier.
+            found = find(home, record.name, specifier, include_experimental=pre, index_name=record.index)
             if found is None:
                 return None
             if found.is_oci:
