@@ -7,6 +7,9 @@ The registry is the loopback one of tests/registry_fixture.py (the node's engine
 (chart value trust.registryEndpoint). The CLI signs its builds with its key `ci`, which the chart trusts as a
 community key (trust.keys); the policy makes private plugins need a community signature. Then:
 - a plugin signed by `ci` comes up, its pod's image is the registry's (imagePullPolicy Always) and it answers;
+  the pod spec names the image by the manifest digest the tag named at the roll (`REPO@sha256:...`), the one
+  whose signature the server verified, and moving the tag to another image afterwards changes nothing: a new pod
+  (the old one deleted) pulls the same digest and answers;
 - a plugin signed by a key the server does not know is refused (exit 9, "unknown signer key"), no pod created;
 - the same image with its `.sig` artifact deleted from the registry is refused as unsigned (exit 9).
 Own namespace (test_kubernetes.installed_chart), everything removed afterwards; skipped without a cluster.
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from sysops.settings import Settings
 
 from tests.e2e import test_kubernetes as chart
 from tests.e2e.test_kubernetes import Cluster, kubectl
@@ -162,10 +166,45 @@ def test_a_signed_plugin_is_verified_by_the_server_and_pulled_from_the_registry(
     repository = f"sysops-plugins/{chart.SERVER_INSTALLATION}-{SIGNED}"
     tags = registry_tags(registry, repository)
     assert any(tag.endswith(".sig") for tag in tags), tags
+    [image_tag] = [tag for tag in tags if not tag.endswith(".sig")]
     [(image, image_id)] = plugin_pod_images(cluster, SIGNED)
-    assert image.startswith(f"{registry.host}/{repository}:")
-    assert f"{registry.host}/{repository}@sha256:" in image_id  # pulled from the registry
+    pinned = f"{registry.host}/{repository}@{registry.manifest_digest(repository, image_tag)}"
+    assert image == pinned  # what the server verified, not the tag
+    assert image_id.endswith(pinned.partition("@")[2]) and f"{registry.host}/{repository}@sha256:" in image_id
     assert cli.ok("signed-ping").strip() == "pong"
+    [revision] = json.loads(cli.ok("plugin", "history", SIGNED, "--output", "json"))
+    assert revision["digest"] == pinned  # the revision keeps the digest: rollbacks and replicas pull it
+
+
+def test_a_tag_moved_after_the_roll_changes_nothing_that_runs(
+    cluster: Cluster, cli: Sysops, registry: LoopbackRegistry
+) -> None:
+    repository = f"sysops-plugins/{chart.SERVER_INSTALLATION}-{SIGNED}"
+    [image_tag] = [tag for tag in registry_tags(registry, repository) if not tag.endswith(".sig")]
+    [(pinned, _)] = plugin_pod_images(cluster, SIGNED)
+    engine = docker.from_env()
+    moved = f"{registry.host}/{repository}:{image_tag}"
+    other = engine.images.get(Settings().base_image)  # not the signed plugin: no plugin at all
+    other.tag(moved)
+    try:
+        engine.images.push(moved)
+    finally:
+        engine.images.remove(moved)  # the tag only: the base image keeps its own
+    assert registry.manifest_digest(repository, image_tag) != pinned.partition("@")[2]  # the tag moved
+    [before] = json.loads(
+        kubectl("-n", cluster.namespace, "get", "pods", "-l", f"sysops.plugin={SIGNED}", "-o", "json")
+    )["items"]
+    kubectl("-n", cluster.namespace, "delete", "pod", before["metadata"]["name"], "--wait=true")
+    wait_for(
+        lambda: (
+            [p for p in plugin_pod_images(cluster, SIGNED) if p[1]] != []
+            and cli.run("signed-ping").stdout.strip() == "pong"
+        ),
+        120,
+        "a new pod of the signed plugin, brought by reconciliation, to answer",
+    )
+    [(image, image_id)] = plugin_pod_images(cluster, SIGNED)
+    assert image == pinned and image_id.endswith(pinned.partition("@")[2])  # the verified image, pulled again
 
 
 def test_an_unknown_signer_and_an_unsigned_image_are_refused_by_the_server(

@@ -38,6 +38,7 @@ from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_rev
 from sysops.core.roll_gates import roll_gates
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.core.service_status import service_state
+from sysops.core.trust_gate import pinned_image
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
 from sysops.imaging.plugin_image import plugin_build
 from sysops.private_paths import ensure_private_dir
@@ -494,9 +495,14 @@ class Orchestrator:
 
         `key` runs it under a side-by-side key (`NAME--vMAJOR`) instead of its name. The client built the
         image for this roll, so a refused or failed roll removes it (unless a revision uses it), as it does a
-        local build's.
+        local build's. A runtime that pulls images by reference (Kubernetes: its image id is the reference) runs
+        a registry tag by the manifest digest the tag names now (core/trust_gate.py pinned_image), which the
+        gates verify and the revision keeps.
         """
-        target = RollTarget(manifest, image, self.driver.image_id(image) or image, fingerprint, source, built=True)
+        image_id = self.driver.image_id(image)
+        if image_id == image:
+            image_id = pinned_image(self.settings.home, manifest, image)
+        target = RollTarget(manifest, image, image_id or image, fingerprint, source, built=True)
         return self._roll_under_key(target, key)
 
     def _roll_under_key(self, target: RollTarget, key: str) -> tuple[InstanceRecord, bool]:

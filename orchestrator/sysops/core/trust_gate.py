@@ -4,11 +4,14 @@ Registered first in core/roll_gates.py, it runs on the local host and in `sysops
 instance starts. The plugin's tier comes from its install record (distribution/installs.py: a plugin brought
 up from a directory is `private`), the rule for the tier from the policy file's `trust:` key. The image is
 named by its config digest: the engine's image id locally; on Kubernetes, where the server has no engine, the
-digest the registry gives for the image's tag. Its signatures come from this installation's cache, else from
-the registry beside the image (`sha256-<hex>.sig`); an unreachable registry refuses the roll only where the tier
-requires a signature (elsewhere it is logged and the image counts as unsigned). A signature's manifest must be
-the manifest rolled: the signed (declared) manifest with this policy applied, under the plugin's name or its
-side-by-side key.
+config digest of the registry manifest the roll runs. There the tag asked for is resolved once, before the
+gates, to the registry's manifest digest (`pinned_image`, called by Orchestrator.up_image): the gate verifies
+that manifest's config, and the pods, the revision and every later replica or rollback pull
+`REPO@sha256:<digest>`, so a tag moved after the check changes nothing that runs. Its signatures come from this
+installation's cache, else from the registry beside the image (`sha256-<hex>.sig`); an unreachable registry
+refuses the roll only where the tier requires a signature (elsewhere it is logged and the image counts as
+unsigned). A signature's manifest must be the manifest rolled: the signed (declared) manifest with this policy
+applied, under the plugin's name or its side-by-side key.
 A refusal is a PolicyDeniedError (exit code 9) whose message says which check failed.
 """
 
@@ -27,7 +30,8 @@ from sysops.distribution.installs import tier_of
 from sysops.errors import EngineUnavailableError, PolicyDeniedError, SysopsError
 from sysops.settings import Settings
 from sysops.trust.keys import keyring
-from sysops.trust.signature_store import cached_signatures, config_digest, registry_signatures
+from sysops.trust.policy import TierTrust
+from sysops.trust.signature_store import cached_signatures, config_digest, pinned_reference, registry_signatures
 from sysops.trust.signing import Signature
 from sysops.trust.verdicts import Verdict, record_verdict
 from sysops.trust.verification import decide
@@ -49,10 +53,32 @@ def trust_gate(settings: Settings) -> RollGate:
 
 
 def image_digest_of(target: RollTarget) -> str | None:
-    """The config digest of the roll's image: the engine's image id, else the registry's (None: unknown)."""
+    """The config digest of the image the roll runs: the engine's image id, else the registry's for the reference
+    that runs (`target.image_id`, pinned to a manifest digest by `pinned_image`), None when unknown."""
     if target.image_id.startswith("sha256:"):
         return target.image_id
-    return config_digest(target.image)
+    return config_digest(target.image_id)
+
+
+def pinned_image(home: Path, manifest: Manifest, image: str) -> str:
+    """What a runtime that pulls by reference (Kubernetes) is to run for `image`: `REPO@sha256:<manifest digest>`
+    for a tag in a registry, resolved now; `image` itself when it names no registry or is pinned already. A
+    registry that cannot be reached refuses where the plugin's tier requires a signature; elsewhere it is
+    logged and the tag runs (unverified, as the tier allows)."""
+    try:
+        return pinned_reference(image) or image
+    except EngineUnavailableError as error:
+        plugin, tier, rule = _rule_of(home, manifest)
+        if rule.require_signature:
+            raise
+        LOG.warning(
+            "plugin %s: image %s not pinned to a digest (%s); tier %s allows unsigned images",
+            plugin,
+            image,
+            error,
+            tier,
+        )
+        return image
 
 
 def signatures_of(home: Path, image: str, image_digest: str) -> list[Signature]:
@@ -63,9 +89,7 @@ def signatures_of(home: Path, image: str, image_digest: str) -> list[Signature]:
 def check_trust(home: Path, target: RollTarget) -> Verdict:
     """Admit the roll (returning the verdict, also recorded) or raise PolicyDeniedError saying why."""
     policy = load_policy(home)
-    plugin = plugin_name_of(target.manifest.name)
-    tier = tier_of(home, plugin)
-    rule = policy.trust.for_tier(tier)
+    plugin, tier, rule = _rule_of(home, target.manifest, policy)
     try:
         image_digest = image_digest_of(target)
         signatures = signatures_of(home, target.image, image_digest) if image_digest else []
@@ -97,6 +121,13 @@ def check_trust(home: Path, target: RollTarget) -> Verdict:
     if not decision.admitted:
         raise PolicyDeniedError(f"plugin {plugin} {target.manifest.version} refused: {decision.reason}", hint=_HINT)
     return verdict
+
+
+def _rule_of(home: Path, manifest: Manifest, policy: Policy | None = None) -> tuple[str, str, TierTrust]:
+    """(plugin, its tier, the trust policy's rule for that tier) of a roll of `manifest`."""
+    plugin = plugin_name_of(manifest.name)
+    tier = tier_of(home, plugin)
+    return plugin, tier, (policy or load_policy(home)).trust.for_tier(tier)
 
 
 def _manifest_is_rolled(signature: Signature, rolled: Manifest, policy: Policy) -> bool:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -86,6 +87,8 @@ RESERVED_WORKERS = 32
 #: How often a follower checks that its client still listens; lines buffered per follower.
 FOLLOW_POLL_SECONDS = 0.2
 FOLLOW_BUFFER_LINES = 1000
+#: A manifest digest in an image reference (`REPO@sha256:...`).
+MANIFEST_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: Fields of an instance that stay inside the server (credentials and host paths).
 PRIVATE_INSTANCE_FIELDS = frozenset({"token", "socket_dir", "endpoint"})
 LOG = logging.getLogger("sysops.server")
@@ -148,18 +151,23 @@ def check_own_image(image: str, installation_id: str, plugin: str, registry: str
     other registry could serve an attacker's image under that path, which would then run as the plugin (its
     token, its secrets, its calls). Tags carry the installation id, and `down --purge` removes the tags of a
     plugin's revisions: a roll to another installation's tag would let a purge here untag that image.
+    The image is named by a tag, by a manifest digest (`REPO@sha256:<64 hex>`, what a roll on Kubernetes runs
+    and its revisions keep: core/trust_gate.py pinned_image), or both (`REPO:TAG@sha256:...`).
     """
     registry = os.environ.get(REGISTRY_ENV, "") if registry is None else registry
-    repository, _, tag = image.rpartition(":")
+    name, at, digest = image.partition("@")
+    repository, _, tag = name.rpartition(":")
     if "/" in tag:  # the colon was a registry port: no tag
-        repository, tag = image, ""
+        repository, tag = name, ""
     allowed = {plugin_repository(installation_id, plugin)}
     if registry:
         allowed.add(plugin_repository(installation_id, plugin, registry))
-    if not tag or repository not in allowed:
+    pinned = bool(at) and MANIFEST_DIGEST.fullmatch(digest) is not None
+    if (at and not pinned) or not (tag or pinned) or repository not in allowed:
         expected = plugin_repository(installation_id, plugin, registry)
         raise UsageError(
-            f"image {shown(image)} is not a plugin image of this server; expected {expected}:TAG",
+            f"image {shown(image)} is not a plugin image of this server; expected {expected}:TAG "
+            f"or {expected}@sha256:DIGEST",
             hint="roll plugins with `sysops plugin up` against this server",
         )
 

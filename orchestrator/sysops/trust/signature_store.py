@@ -9,21 +9,28 @@ spoken to over plain HTTP (as Docker does); any other over HTTPS unless `$SYSOPS
 the server reaches the registry at another address than the nodes' engines do (a registry on the node's
 loopback, which a pod reaches at the node's address), `$SYSOPS_REGISTRY_ENDPOINT` (HOST:PORT) is where the
 server asks for images of `$SYSOPS_REGISTRY` (chart values trust.registryEndpoint, trust.registryInsecure).
+
+A tag can be moved at any time, so what the server verifies is a manifest by its digest: `registry_manifest`
+reads the manifest a reference names and takes its digest from the bytes served (for a reference by digest,
+bytes that do not hash to it are refused), and `pinned_reference` names the image by that digest
+(`REPO@sha256:...`), which the kubelet pulls and checks against the same digest (core/trust_gate.py).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sysops.errors import EngineUnavailableError, UsageError
+from sysops.errors import EngineUnavailableError, PolicyDeniedError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
 from sysops.trust.signing import MalformedSignature, Signature
 
@@ -34,6 +41,8 @@ ENDPOINT_ENV = "SYSOPS_REGISTRY_ENDPOINT"
 REGISTRY_ENV = "SYSOPS_REGISTRY"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_SIGNATURES_BYTES = 1 << 20
+#: A registry's own limit on a manifest (CNCF distribution: 4 MiB).
+_MAX_MANIFEST_BYTES = 4 << 20
 #: Seconds each registry request may take (connect and each read).
 REQUEST_SECONDS = 20.0
 _IMAGE_MANIFEST_TYPES = [
@@ -99,6 +108,7 @@ def split_reference(image: str) -> tuple[str, str, str] | None:
     first = _api_host(first)
     if "@" in rest:
         repository, _, reference = rest.partition("@")
+        repository = repository.partition(":")[0]  # `REPO:TAG@sha256:...`: the digest names the image
     else:
         repository, _, reference = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
     return first, repository, reference
@@ -143,22 +153,68 @@ def _registry_error(host: str, action: str, exc: Exception) -> EngineUnavailable
     )
 
 
-def config_digest(image: str) -> str | None:
-    """The config digest of an image in a registry (the signed image digest), None when it names no registry."""
+@dataclass(frozen=True)
+class RegistryManifest:
+    """An image manifest as a registry serves it: its digest (of the bytes served) and its config's digest."""
+
+    digest: str
+    config_digest: str
+
+
+def registry_manifest(image: str) -> RegistryManifest | None:
+    """The manifest `image` names in its registry now (None when it names no registry). For a reference by
+    digest the bytes served must hash to that digest (else PolicyDeniedError: the registry served another)."""
     parts = split_reference(image)
     if parts is None:
         return None
     host, repository, reference = parts
+    by_digest = reference.startswith("sha256:")
+    named = f"{repository}{'@' if by_digest else ':'}{reference}"
+    client = _client(host)
     try:
-        manifest = _client(host).get_manifest(
-            f"{host}/{repository}:{reference}", allowed_media_type=_IMAGE_MANIFEST_TYPES
-        )
+        container = client.get_container(f"{host}/{named}")
+        client.auth.load_configs(container)
+        url = f"{client.prefix}://{container.manifest_url()}"
+        accept = {"Accept": ", ".join(_IMAGE_MANIFEST_TYPES)}
+        with client.do_request(url, "GET", headers=accept, stream=True) as response:
+            response.raise_for_status()
+            body = response.raw.read(_MAX_MANIFEST_BYTES + 1, decode_content=True)  # a hostile one may be endless
     except Exception as exc:  # oras raises ValueError, requests errors and its own
-        raise _registry_error(host, f"reading the manifest of {repository}:{reference}", exc) from None
-    digest = manifest.get("config", {}).get("digest") if isinstance(manifest, dict) else None
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise EngineUnavailableError(f"registry {host}: the manifest of {repository}:{reference} names no config")
-    return digest
+        raise _registry_error(host, f"reading the manifest of {named}", exc) from None
+    if len(body) > _MAX_MANIFEST_BYTES:
+        raise EngineUnavailableError(f"registry {host}: the manifest of {named} is over {_MAX_MANIFEST_BYTES} bytes")
+    digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    if by_digest and digest != reference:
+        raise PolicyDeniedError(
+            f"registry {host}: the manifest served for {named} has digest {digest}: not the image asked for"
+        )
+    try:
+        document = json.loads(body)
+        config = document.get("config", {}).get("digest") if isinstance(document, dict) else None
+    except (ValueError, RecursionError, AttributeError):
+        config = None
+    if not isinstance(config, str) or not _DIGEST.fullmatch(config):
+        raise EngineUnavailableError(f"registry {host}: the manifest of {named} names no config")
+    return RegistryManifest(digest, config)
+
+
+def config_digest(image: str) -> str | None:
+    """The config digest of an image in a registry (the signed image digest), None when it names no registry."""
+    manifest = registry_manifest(image)
+    return manifest.config_digest if manifest else None
+
+
+def pinned_reference(image: str) -> str | None:
+    """`image` by the digest of the manifest its registry serves for it now (`REPO@sha256:...`, under the
+    registry host as `image` names it, which the nodes pull from); None when it names no registry. A reference
+    by digest is returned as given (after its manifest is checked to be that digest's)."""
+    manifest = registry_manifest(image)
+    if manifest is None:
+        return None
+    if "@" in image:
+        return image
+    name, _, last = image.rpartition("/")
+    return f"{name}/{last.partition(':')[0]}@{manifest.digest}"
 
 
 def signature_tag(image_digest: str) -> str:
