@@ -140,3 +140,57 @@ def _no_hooks() -> Iterator[None]:
     previous = router.set_routing_hooks(None)
     yield
     router.set_routing_hooks(previous)
+
+
+class _Failed(grpc.RpcError):
+    """A call's failure as grpc raises it while the caller reads the stream."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _FailingCall:
+    def __init__(self, error: _Failed) -> None:
+        self.error = error
+
+    def __iter__(self) -> Iterator[pb.InvokeEvent]:
+        raise self.error
+
+    def cancel(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "unstarted"),
+    [
+        # the stream id was above the last one the stopping server's GOAWAY said it would process (seen in a run
+        # of the load test above: "did not answer command 'echo' (Stream removed (GOAWAY received ...))")
+        (
+            _Failed(
+                grpc.StatusCode.UNAVAILABLE,
+                "Stream removed (GOAWAY received; Error code: 0; Debug Text: Server shutdown)",
+            ),
+            True,
+        ),
+        (_Failed(grpc.StatusCode.CANCELLED, "Cancelled"), True),
+        (_Failed(grpc.StatusCode.UNAVAILABLE, "Cancelling all calls"), False),  # a handler ran past the grace
+        (_Failed(grpc.StatusCode.UNAVAILABLE, "Socket closed"), False),
+    ],
+)
+def test_only_calls_no_handler_took_are_dropped_unstarted(tmp_path: Path, error: _Failed, unstarted: bool) -> None:
+    from sysops.core.client import DROPPED_UNSTARTED
+
+    client = PluginClient(f"unix://{tmp_path}/none.sock")
+    try:
+        client.stub = type("Stub", (), {"Invoke": lambda *_, **__: _FailingCall(error)})()
+        with pytest.raises(SysopsError) as failed:
+            list(client.invoke("echo", {}))
+        assert (DROPPED_UNSTARTED in str(failed.value)) is unstarted, str(failed.value)
+    finally:
+        client.close()

@@ -7,7 +7,9 @@ wait up to a second after the socket appears.
 An Invoke the plugin's gRPC server cancelled before sending anything never ran (DROPPED_UNSTARTED): a server
 that stops (a drained instance's Shutdown) cancels, at once and with status CANCELLED, each call it had
 accepted on a connection but not yet handed to a handler (a call in a handler still running when the stop's
-grace ends is cancelled as UNAVAILABLE "Cancelling all calls" instead). The router re-sends such a call.
+grace ends is cancelled as UNAVAILABLE "Cancelling all calls" instead). A call whose stream the server's
+GOAWAY refused (UNAVAILABLE "Stream removed (GOAWAY received ...)", nothing sent: its stream id was above the
+last one the stopping server said it would process) never reached it either. The router re-sends such calls.
 """
 
 from __future__ import annotations
@@ -176,6 +178,14 @@ def _plugin_owned(directory: os.stat_result, parent: os.stat_result, ours: set[i
     return plugin_owner and _private(parent, ours)
 
 
+def _never_reached_a_handler(exc: grpc.RpcError) -> bool:
+    """Whether a failed call with nothing received was dropped unstarted by a stopping server (module docstring)."""
+    if exc.code() == grpc.StatusCode.CANCELLED:
+        return True
+    detail = exc.details() if hasattr(exc, "details") else ""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and "GOAWAY received" in str(detail or "")
+
+
 class PluginClient:
     """A connection to one plugin instance."""
 
@@ -290,7 +300,7 @@ class PluginClient:
             if exc.code() == grpc.StatusCode.CANCELLED and abandon is not None and abandon.abandoned:
                 message = f"plugin {self.plugin!r}: command {command!r} abandoned by its caller"
                 raise CallInterruptedError(message) from exc
-            if exc.code() == grpc.StatusCode.CANCELLED and not received:
+            if not received and _never_reached_a_handler(exc):
                 message = f"plugin {self.plugin!r}: command {command!r} {DROPPED_UNSTARTED}"
                 raise PluginUnavailableError(message) from exc
             raise self._unavailable(exc, f"command {command!r}") from exc
