@@ -9,7 +9,9 @@ that stops (a drained instance's Shutdown) cancels, at once and with status CANC
 accepted on a connection but not yet handed to a handler (a call in a handler still running when the stop's
 grace ends is cancelled as UNAVAILABLE "Cancelling all calls" instead). A call whose stream the server's
 GOAWAY refused (UNAVAILABLE "Stream removed (GOAWAY received ...)", nothing sent: its stream id was above the
-last one the stopping server said it would process) never reached it either. The router re-sends such calls.
+last one the stopping server said it would process), or whose request could not be written because the server
+had closed the connection (UNAVAILABLE "Stream removed (sendmsg: Broken pipe ...)"), never reached it either.
+The router re-sends such calls.
 """
 
 from __future__ import annotations
@@ -182,8 +184,10 @@ def _never_reached_a_handler(exc: grpc.RpcError) -> bool:
     """Whether a failed call with nothing received was dropped unstarted by a stopping server (module docstring)."""
     if exc.code() == grpc.StatusCode.CANCELLED:
         return True
-    detail = exc.details() if hasattr(exc, "details") else ""
-    return exc.code() == grpc.StatusCode.UNAVAILABLE and "GOAWAY received" in str(detail or "")
+    detail = str((exc.details() if hasattr(exc, "details") else "") or "")
+    # "sendmsg: Broken pipe": writing the request failed because the server had closed the connection; a
+    # handler of Invoke (one request message) starts only once it has read that whole message.
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and ("GOAWAY received" in detail or "(sendmsg: " in detail)
 
 
 class PluginClient:
