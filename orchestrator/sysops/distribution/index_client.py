@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import json
 import os
 import re
@@ -72,6 +71,7 @@ from sysops.distribution.index_registry import DNS_LABEL, IndexConfig, index_dir
 from sysops.errors import ExitCode, SysopsError, UsageError
 from sysops.private_paths import ensure_private_dir, write_private_file
 from sysops.safe_text import escape_controls
+from sysops.trust.signature_store import is_loopback_name
 
 INDEX_TARGET = "index.json"
 TRUSTED_ROOT_FILE = "trusted-root.json"
@@ -242,15 +242,6 @@ def parse_index_document(data: bytes, index: IndexConfig) -> list[IndexEntry]:
 # -- fetching through TUF ------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def read_token(index: IndexConfig) -> str:
     """The bearer token of a private index from its token file ("" for none). The file must be ours, 0600."""
     if not index.token_file:
@@ -274,7 +265,7 @@ def read_token(index: IndexConfig) -> str:
 def check_token_transport(index: IndexConfig) -> None:
     """Refuse a token for an index served over plain http other than loopback (it would travel in clear)."""
     parts = urlsplit(index.url)
-    if index.token_file and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if index.token_file and parts.scheme == "http" and not is_loopback_name(parts.hostname or ""):
         raise UsageError(
             f"index {index.name!r}: a token is sent only over https (or to a loopback address), not to {index.url}"
         )

@@ -135,9 +135,13 @@ def _client(host: str) -> Any:
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether a registry HOST[:PORT] is on this machine: `localhost` or a loopback address, not a name that
-    merely begins like one (`localhost.example.org`, `127.example.org`), which is reached over the network."""
-    name = urlsplit(f"//{host}").hostname or ""
+    """Whether a registry HOST[:PORT] is on this machine (see `is_loopback_name`)."""
+    return is_loopback_name(urlsplit(f"//{host}").hostname or "")
+
+
+def is_loopback_name(name: str) -> bool:
+    """Whether a host name (no port, no brackets) is this machine: `localhost` or a loopback address, not a
+    name that merely begins like one (`localhost.example.org`, `127.example.org`), reached over the network."""
     if name == "localhost":
         return True
     try:
