@@ -1,4 +1,9 @@
-"""Plain-text tables and JSON for everything the CLI prints, without importing anything heavy.
+"""Tables, JSON and YAML for everything the CLI prints, without importing anything heavy up front.
+
+Every listing prints through `emit` in one of `OUTPUT_FORMATS`: `text` is a table (drawn with rich when
+stdout is a terminal and NO_COLOR is unset, plain aligned text otherwise, so pipes and scripts get stable
+columns), `wide` the same table with more columns, `json` and `yaml` the whole data. rich and PyYAML are
+imported inside the functions that need them: `sysops greet World` (the routed fast path) pays for neither.
 
 A command's result goes to stdout through `write_result`: on a terminal, control characters a plugin put
 in it are escaped (they could set the clipboard, retitle or rewrite the screen) unless the user asked for
@@ -12,12 +17,21 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from sysops.safe_text import escape_controls
 
 #: Set to 1 to let a command's result reach the terminal unescaped.
 RAW_OUTPUT_VARIABLE = "SYSOPS_RAW_OUTPUT"
+#: The formats of `--output` on every listing.
+OUTPUT_FORMATS = ("text", "json", "yaml", "wide")
+#: The formats that print the whole data rather than a table.
+DATA_FORMATS = ("json", "yaml")
+
+
+def fancy_terminal(stream: TextIO) -> bool:
+    """Whether to draw with rich on `stream`: a terminal, NO_COLOR unset or empty (no-color.org), TERM not dumb."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def _cell(value: Any) -> str:
@@ -26,10 +40,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """Format rows of dicts as an aligned table with upper-case headers."""
     if columns is None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
+        columns = _columns_of(rows)
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)]
     lines = ["  ".join(column.upper().ljust(width) for column, width in zip(columns, widths, strict=True))]
@@ -37,17 +55,33 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join(line.rstrip() for line in lines)
 
 
-def format_data(data: Any) -> str:
-    """Format a command's dict or list result as a table (or lines for a list of scalars)."""
+def table_rows(data: Any) -> list[dict[str, Any]] | None:
+    """The rows a table shows for `data` (a list of dicts, a dict of dicts, or a dict of values); None if none."""
     if isinstance(data, dict):
         if data and all(isinstance(value, dict) for value in data.values()):
-            return format_table([{"name": key, **value} for key, value in data.items()])
-        return format_table([{"key": key, "value": value} for key, value in data.items()])
+            return [{"name": key, **value} for key, value in data.items()]
+        return [{"key": key, "value": value} for key, value in data.items()]
+    if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        return data
+    return None
+
+
+def format_data(data: Any) -> str:
+    """Format a command's dict or list result as a table (or lines for a list of scalars)."""
+    rows = table_rows(data)
+    if rows is not None:
+        return format_table(rows)
     if isinstance(data, list):
-        if data and all(isinstance(item, dict) for item in data):
-            return format_table(data)
         return "\n".join(_cell(item) for item in data)
     return _cell(data)
+
+
+def format_yaml(data: Any) -> str:
+    """YAML of `data` (safe_dump, key order kept); values JSON cannot hold are written as their text, as in JSON."""
+    import yaml
+
+    plain = json.loads(json.dumps(data, default=str))
+    return str(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False))
 
 
 def when(timestamp: float) -> str:
@@ -62,11 +96,44 @@ def write_result(text: str) -> None:
     sys.stdout.write(text)
 
 
-def emit(data: Any, output: str, columns: Sequence[str] | None = None) -> None:
-    """Print data as JSON (whose strings escape every control character) or as a table."""
+def print_rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Draw rows as a rich table on stdout (a terminal): every cell is plain text, its control characters escaped."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    raw = os.environ.get(RAW_OUTPUT_VARIABLE) == "1"
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column.upper(), overflow="fold")
+    for row in rows:
+        cells = (_cell(row.get(column)) for column in columns)
+        table.add_row(*(Text(cell if raw else escape_controls(cell)) for cell in cells))  # Text: no markup
+    Console(file=sys.stdout, highlight=False, soft_wrap=False).print(table)
+
+
+def emit(
+    data: Any,
+    output: str,
+    columns: Sequence[str] | None = None,
+    wide_columns: Sequence[str] | None = None,
+) -> None:
+    """Print data in one of OUTPUT_FORMATS: JSON (whose strings escape every control character), YAML, or a table.
+
+    A table shows `columns` (all keys if None); `wide` shows `wide_columns` (else the same). On a terminal
+    without NO_COLOR the table is drawn by rich; otherwise it is plain aligned text.
+    """
     if output == "json":
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    elif isinstance(data, list) and columns is not None:
-        write_result(format_table(data, columns) + "\n")
+        return
+    if output == "yaml":
+        write_result(format_yaml(data))
+        return
+    shown = wide_columns if output == "wide" and wide_columns is not None else columns
+    rows = data if isinstance(data, list) and shown is not None else table_rows(data)
+    if rows is not None and fancy_terminal(sys.stdout):
+        print_rich_table(rows, shown if shown is not None else _columns_of(rows))
+    elif rows is not None and shown is not None:
+        write_result(format_table(rows, shown) + "\n")
     else:
         write_result(format_data(data) + "\n")
