@@ -10,7 +10,8 @@ received every event. Measured:
       publisher puts each event in every queue), nothing persisted.
 Each side runs BENCH_ROUNDS times (default 3), interleaved; the median is printed as events/s (events
 published and delivered to all subscribers per second) and deliveries/s, with the ratio bus/baseline.
-Goal: at least 5,000 events/s to 10 subscribers. Asserts nothing (figures vary with the machine).
+Goal: at least 5,000 events/s to 10 subscribers. measure(smoke) returns the figures to the runner (bench/run.py;
+smoke: 200 events, one round); main() prints them. Asserts nothing (figures vary with the machine).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from figures import Figure
 from sysops.services.bus import BusEvent, EventBus
 
 TOPIC = "bench.tick"
@@ -104,34 +106,53 @@ def _queue_seconds(subscribers: int, events: int) -> float:
     return elapsed
 
 
-def main() -> int:
-    events = int(os.environ.get("BENCH_EVENTS", "5000"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    print(f"event fan-out: {events} events per run, median of {rounds} interleaved runs", flush=True)
+def _median_rates(subscribers: int, events: int, rounds: int) -> tuple[float, float]:
+    """Events/s of the bus and of the queue baseline (medians of interleaved rounds)."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    for round_number in range(rounds):
+        order = (
+            ((_bus_seconds, ours), (_queue_seconds, theirs))
+            if round_number % 2 == 0
+            else ((_queue_seconds, theirs), (_bus_seconds, ours))
+        )
+        for run, samples in order:
+            samples.append(run(subscribers, events))
+    return events / statistics.median(ours), events / statistics.median(theirs)
+
+
+def measure(smoke: bool) -> list[Figure]:
+    """Events/s to 1, 10 and 50 subscribers beside the queue.Queue baseline (smoke: 200 events, one round)."""
+    events = 200 if smoke else int(os.environ.get("BENCH_EVENTS", "5000"))
+    rounds = 1 if smoke else int(os.environ.get("BENCH_ROUNDS", "3"))
+    figures: list[Figure] = []
     for subscribers in SUBSCRIBER_COUNTS:
-        ours: list[float] = []
-        theirs: list[float] = []
-        for round_number in range(rounds):
-            order = (
-                ((_bus_seconds, ours), (_queue_seconds, theirs))
-                if round_number % 2 == 0
-                else ((_queue_seconds, theirs), (_bus_seconds, ours))
+        bus_rate, queue_rate = _median_rates(subscribers, events, rounds)
+        judged = subscribers == 10
+        figures.append(
+            Figure(
+                metric=f"event fan-out to {subscribers} subscriber(s)",
+                ours=bus_rate,
+                unit="events/s",
+                baseline=queue_rate,
+                baseline_name="queue.Queue fan-out",
+                goal=f">= {GOAL_EVENTS_PER_SECOND:,} events/s" if judged else "",
+                passed=None if smoke or not judged else bus_rate >= GOAL_EVENTS_PER_SECOND,
+                detail={"events": events, "rounds": rounds, "deliveries_per_second": bus_rate * subscribers},
             )
-            for run, samples in order:
-                samples.append(run(subscribers, events))
-        bus_rate = events / statistics.median(ours)
-        queue_rate = events / statistics.median(theirs)
-        print(f"  {subscribers:>2} subscriber(s)")
-        print(
-            f"    {'event bus (SQLite, worker per subscriber)':<44} {bus_rate:10,.0f} events/s  "
-            f"{bus_rate * subscribers:12,.0f} deliveries/s"
         )
+    return figures
+
+
+def main() -> int:
+    print("event fan-out: events/s published and delivered to every subscriber (median of interleaved runs)")
+    for figure in measure(smoke=False):
+        goal = f"  (goal {figure.goal})" if figure.goal else ""
         print(
-            f"    {'baseline queue.Queue fan-out':<44} {queue_rate:10,.0f} events/s  "
-            f"{queue_rate * subscribers:12,.0f} deliveries/s"
+            f"  {figure.metric:<36} bus {figure.ours:10,.0f} events/s  baseline {figure.baseline or 0:10,.0f}"
+            f"  ratio {figure.ratio or 0:5.2f}x{goal}",
+            flush=True,
         )
-        goal = f"  (goal >= {GOAL_EVENTS_PER_SECOND:,} events/s)" if subscribers == 10 else ""
-        print(f"    ratio bus/baseline: {bus_rate / queue_rate:5.2f}x{goal}", flush=True)
     return 0
 
 

@@ -7,7 +7,8 @@ permission checked against the policy, JSON both ways), called through the SDK's
 standard gRPC health Check on a prebuilt stub to the same listener (the cheapest call that server answers:
 the floor of a call on that socket). BENCH_CALLS interleaved pairs (default 2000) after a warm-up; prints
 median, p95 and calls/s of each and the ratio of the medians (goal: <= 1.2x). Asserts nothing (figures vary
-with the machine). Removes what it made.
+with the machine). measure(smoke) returns the figures to the runner (bench/run.py);
+main() prints them. Removes what it made.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from figures import Figure
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sysops.services.dispatch import HostServices
 from sysops.services.transport import HOST_SOCKET, InstanceListeners
@@ -49,8 +51,8 @@ def _report(label: str, samples: list[float]) -> float:
     return median
 
 
-def main() -> int:
-    calls = int(os.environ.get("BENCH_CALLS", "2000"))
+def _samples(calls: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Seconds of each state.get through the SDK and of each raw health Check, interleaved."""
     with tempfile.TemporaryDirectory(prefix="sysops-bench-host-") as temporary:
         home = Path(temporary) / "home"
         settings = Settings(home=home)
@@ -87,7 +89,7 @@ def main() -> int:
         check = health_pb2_grpc.HealthStub(channel).Check
         request = health_pb2.HealthCheckRequest(service="")
         try:
-            for _ in range(200):  # warm-up: connections, caches, the policy read
+            for _ in range(warmup):  # warm-up: connections, caches, the policy read
                 state.get("key")
                 check(request, timeout=5)
             service_samples: list[float] = []
@@ -100,6 +102,45 @@ def main() -> int:
             host.close()
             listeners.stop()
             services.close()
+    return service_samples, raw_samples
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(int(len(ordered) * 0.95) - 1, 0)]
+
+
+def measure(smoke: bool) -> list[Figure]:
+    """Median and p95 of a host service call beside a raw gRPC call on the same socket (smoke: 50 pairs)."""
+    calls = 50 if smoke else int(os.environ.get("BENCH_CALLS", "2000"))
+    service, raw = _samples(calls, warmup=10 if smoke else 200)
+    service_median, raw_median = statistics.median(service), statistics.median(raw)
+    baseline_name = "raw gRPC health Check, same host.sock"
+    return [
+        Figure(
+            metric="host service call (state.get) median",
+            ours=service_median * 1e6,
+            unit="us",
+            baseline=raw_median * 1e6,
+            baseline_name=baseline_name,
+            goal=f"<= {GOAL}x baseline",
+            passed=None if smoke else service_median / raw_median <= GOAL,
+            detail={"calls": calls},
+        ),
+        Figure(
+            metric="host service call (state.get) p95",
+            ours=_p95(service) * 1e6,
+            unit="us",
+            baseline=_p95(raw) * 1e6,
+            baseline_name=baseline_name,
+            detail={"calls": calls},
+        ),
+    ]
+
+
+def main() -> int:
+    calls = int(os.environ.get("BENCH_CALLS", "2000"))
+    service_samples, raw_samples = _samples(calls, warmup=200)
     print(f"host service call vs raw gRPC on the same host.sock, {calls} interleaved pairs (goal: <= {GOAL}x):")
     service_median = _report("state.get via the SDK (token, permission, state)", service_samples)
     raw_median = _report("raw gRPC health Check on the same listener", raw_samples)

@@ -130,8 +130,8 @@ def _figures_problem(result: object, smoke: bool) -> str:
 def _number(value: float | None) -> str:
     if value is None:
         return "-"
-    if value == 0 or 0.01 <= abs(value) < 100_000:
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
     return f"{value:.3g}"
 
 
