@@ -8,10 +8,10 @@ the routed-command hot path stays light.
 
 from __future__ import annotations
 
-#: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts`, `config`, `index` and `key` are the CLI's
-#: built-ins;
+#: `plugin`, `serve`, `context`, `events`, `host`, `metrics`, `alerts`, `config`, `index`, `key` and `completion`
+#: are the CLI's built-ins;
 #: `help` and `version` are kept for sysops.
 RESERVED_COMMANDS: tuple[str, ...] = (
     "plugin", "serve", "context", "events", "host", "metrics", "alerts", "config", "help", "version", "node-agent",
-    "index", "key",
+    "index", "key", "completion",
 )  # fmt: skip

@@ -11,6 +11,7 @@ import typer
 
 from sysops.cli.approve_cmd import approve
 from sysops.cli.check_cmd import check
+from sysops.cli.completion import completion
 from sysops.cli.discover_cmd import discover
 from sysops.cli.doctor_cmd import doctor
 from sysops.cli.events_cmd import events_app
@@ -46,6 +47,7 @@ app.add_typer(key_app, name="key")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(config_app, name="config")
 app.command("metrics")(metrics)
+app.command("completion")(completion)
 plugin_app.command("permissions")(permissions)
 plugin_app.command("config")(config)
 plugin_app.command("discover")(discover)

@@ -21,6 +21,9 @@ from sysops.safe_text import for_terminal
 if TYPE_CHECKING:
     import click
 
+#: Set by the completion scripts of `sysops completion SHELL` (cli/completion.py's COMPLETE_VARIABLE).
+COMPLETE_VARIABLE = "_SYSOPS_COMPLETE"
+
 
 def _print_error(error: SysopsError) -> None:
     """One line (capped, control characters escaped: it may quote a plugin), then the details block."""
@@ -118,6 +121,10 @@ def _routed(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if COMPLETE_VARIABLE in os.environ:  # a shell asking for completions (cli/completion.py): nothing else runs
+        from sysops.cli.completion import complete
+
+        return run_guarded(lambda: complete(os.environ[COMPLETE_VARIABLE]))
     # gRPC's core logs a failed TLS handshake on stderr at INFO: the CLI's one error line says it already.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     if argv[:1] == ["--insecure"]:  # plaintext to a TCP server, by explicit choice (cli/contexts.py)
