@@ -36,6 +36,7 @@ from sysops.imaging.context import (
     read_small_plugin_text,
     shipped_files,
 )
+from sysops.imaging.requirements import check_dependencies, parse_requirements_txt
 from sysops.private_paths import ensure_private_dir
 
 #: Python of the base image; wheels must be built for it.
@@ -79,7 +80,8 @@ def image_tag(repository: str, version: str, fingerprint: str) -> str:
 
 
 def plugin_requirements(plugin_dir: Path) -> list[str]:
-    """Third-party requirements of a plugin: pyproject's [project].dependencies or requirements.txt."""
+    """Third-party requirements of a plugin: pyproject's [project].dependencies or requirements.txt, parsed
+    by imaging/requirements.py (what the build cannot honour is refused, exit 4; markers kept)."""
     pyproject = plugin_dir / "pyproject.toml"
     requirements: list[str] = []
     if pyproject.is_file():
@@ -89,16 +91,12 @@ def plugin_requirements(plugin_dir: Path) -> list[str]:
             raise PluginDefinitionError(f"{pyproject}: not valid TOML: {shown(str(exc), 120)}") from None
         project = data.get("project", {})
         dependencies = project.get("dependencies", []) if isinstance(project, dict) else None
-        if not isinstance(dependencies, list) or not all(
-            isinstance(req, str) and not req.lstrip().startswith("-") for req in dependencies
-        ):
+        if not isinstance(dependencies, list) or not all(isinstance(req, str) for req in dependencies):
             raise PluginDefinitionError(f"{pyproject}: [project].dependencies must be a list of requirement strings")
-        requirements = dependencies
+        requirements = check_dependencies(pyproject, dependencies)
     elif (plugin_dir / "requirements.txt").is_file():
-        for line in read_plugin_text(plugin_dir / "requirements.txt").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line and not line.startswith("-"):
-                requirements.append(line)
+        path = plugin_dir / "requirements.txt"
+        requirements = parse_requirements_txt(path, read_plugin_text(path))
     return [req for req in requirements if _distribution_name(req) not in _SDK_DISTRIBUTIONS]
 
 
