@@ -1,5 +1,8 @@
 """Test helpers for plugin authors: run a plugin's commands in-process, without a container.
 
+Most authors use the pytest fixture `plugin` (sysops_sdk.pytest_plugin, a `PluginUnderTest`), which builds on
+these helpers in-process and drives the real container with `--sysops-mode=container`. Directly:
+
 harness = PluginHarness(MyPlugin, services={"metrics": FakeMetrics()})
 assert harness.invoke("greet", name="World").text == "Hello, World!"
 
@@ -18,7 +21,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sysops_sdk._errors import PermissionDeniedError, ServiceCallError, ServiceUnavailableError
 from sysops_sdk._events import Event
@@ -27,7 +30,15 @@ from sysops_sdk._server import InvocationOutcome, PluginRuntime, PluginServer
 from sysops_sdk.services import SERVICE_CLIENTS
 
 #: A real plugin server run in-process (the orchestrator's fake runtime driver serves plugins with it).
-__all__ = ["FakeHost", "InvocationResult", "PluginHarness", "PluginRuntime", "PluginServer", "RecordedCall"]
+__all__ = [
+    "FakeHost",
+    "InvocationResult",
+    "PluginHarness",
+    "PluginRuntime",
+    "PluginServer",
+    "PluginUnderTest",
+    "RecordedCall",
+]
 
 
 @dataclass
@@ -39,6 +50,31 @@ class InvocationResult:
     data: Any = None
     exit_code: int = 0
     error: str = ""
+
+
+class PluginUnderTest(Protocol):
+    """The `plugin` fixture: the plugin under test, in-process or in its real container, behind one interface.
+
+    `invoke` gives what the CLI would: in container mode `text` is everything the command printed (a stream's
+    lines joined) and `lines` its lines, so assert on `text` for a text result, `lines` for a stream and
+    `data` for a dict or list result; those assertions hold in both modes.
+    """
+
+    #: "inprocess" or "container".
+    mode: str
+    #: The plugin's name (plugin.yaml).
+    name: str
+    #: The host services: a FakeHost in-process; in container mode the real host, whose `config` can be set.
+    host: Any
+
+    def invoke(self, command: str, *arguments: Any, **options: Any) -> InvocationResult:
+        """Run a command: positional arguments in order, options by Python name (`dry_run=True`)."""
+
+    def publish(self, topic: str, payload: Any = None) -> None:
+        """Publish an event to the plugin's `@on_event` handlers (returns once they ran, in-process)."""
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The value the plugin last reported for metric `name` with `labels` (None: never reported)."""
 
 
 class PluginHarness:
