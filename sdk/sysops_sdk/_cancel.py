@@ -99,6 +99,13 @@ class Cancellation:
             self.event.set()
         _reaper.schedule(time.monotonic() + self._grace, self._interrupt)
 
+    def adopt_thread(self) -> None:
+        """The handler runs on in the calling thread from now on (a streaming command's own thread,
+        `_line_batches.py`): interruptions and `cancelled()` follow it there."""
+        with self._lock:
+            self._thread = threading.get_ident()
+        _current.call = self
+
     def enter_handler(self) -> None:
         """The thread runs the handler's code from now on."""
         with self._lock:

@@ -6,6 +6,11 @@ text or dict would otherwise fail as "did not answer" although the plugin is hea
 each at most `CHUNK_CHARS` characters, to callers that announce 1.1 or later; the receiver joins them
 and refuses more than `MAX_REPLY_BYTES` in all, so a hostile plugin cannot exhaust the caller's memory.
 The plugin server, the orchestrator's client and the control API (`sysops serve`) share this module.
+
+Since protocol 1.4, to callers that announce 1.4 or later, streamed lines travel in batches: one
+`OutputChunk` whose text is several lines joined by "\n" (a line never holds a newline: the server splits
+what a command yields). A batch holds at most `BATCH_CHARS` characters; a longer line goes alone, in pieces
+as above. An older caller that prints each chunk's text plus a newline still prints the same bytes.
 """
 
 from __future__ import annotations
@@ -24,15 +29,28 @@ MAX_REPLY_MIB = MAX_REPLY_BYTES >> 20
 MAX_MESSAGE_BYTES = 8 << 20
 #: The first protocol version whose callers understand `continued`.
 CHUNKED_SINCE = (1, 1)
+#: The first protocol version whose callers take several lines in one OutputChunk.
+BATCHED_SINCE = (1, 4)
+#: Characters of lines (newlines included) in one batched OutputChunk at most.
+BATCH_CHARS = 256 << 10
 
 
-def speaks_chunks(version: str) -> bool:
-    """Say whether a peer announcing protocol `version` ("MAJOR.MINOR") joins continued pieces."""
+def _speaks(version: str, since: tuple[int, int]) -> bool:
     try:
         major, minor = (int(part) for part in version.split(".", 1))
     except ValueError:
         return False
-    return (major, minor) >= CHUNKED_SINCE
+    return (major, minor) >= since
+
+
+def speaks_chunks(version: str) -> bool:
+    """Say whether a peer announcing protocol `version` ("MAJOR.MINOR") joins continued pieces."""
+    return _speaks(version, CHUNKED_SINCE)
+
+
+def speaks_batches(version: str) -> bool:
+    """Say whether a peer announcing protocol `version` takes several lines in one OutputChunk."""
+    return _speaks(version, BATCHED_SINCE)
 
 
 def utf8_size(text: str) -> int:
@@ -59,6 +77,27 @@ def output_events(line: str, chunked: bool) -> Iterator[pb.InvokeEvent]:
     """The events of one output line: one, or pieces marked continued but the last."""
     for piece, more in _pieces(line, chunked):
         yield pb.InvokeEvent(output=pb.OutputChunk(text=piece, continued=more))
+
+
+def batch_events(lines: list[str]) -> Iterator[pb.InvokeEvent]:
+    """The events of whole lines (none holding a newline) for a caller that speaks 1.4: as few OutputChunks as
+    BATCH_CHARS allows, each its lines joined by "\n"; a line longer than BATCH_CHARS goes alone, in pieces."""
+    group: list[str] = []
+    size = 0
+    for line in lines:
+        if len(line) >= BATCH_CHARS:
+            if group:
+                yield pb.InvokeEvent(output=pb.OutputChunk(text="\n".join(group)))
+                group, size = [], 0
+            yield from output_events(line, True)
+            continue
+        if group and size + len(line) + 1 > BATCH_CHARS:
+            yield pb.InvokeEvent(output=pb.OutputChunk(text="\n".join(group)))
+            group, size = [], 0
+        group.append(line)
+        size += len(line) + 1
+    if group:
+        yield pb.InvokeEvent(output=pb.OutputChunk(text="\n".join(group)))
 
 
 def result_events(

@@ -33,8 +33,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sysops_sdk._cancel import Cancellation, CommandCancelled, install_interruptible_sleep, start_reaper
 from sysops_sdk._chunks import (
     MAX_REPLY_BYTES,
+    batch_events,
     output_events,
     result_events,
+    speaks_batches,
     speaks_chunks,
     too_large_message,
     utf8_size,
@@ -42,6 +44,7 @@ from sysops_sdk._chunks import (
 from sysops_sdk._commands import CommandDefinition, collect_commands
 from sysops_sdk._errors import PermissionDeniedError
 from sysops_sdk._events import Event, collect_handlers, subscriptions
+from sysops_sdk._line_batches import LineBatcher
 from sysops_sdk._permissions import first_missing
 from sysops_sdk._plugin import Plugin
 from sysops_sdk._service import ServiceLoop
@@ -261,6 +264,18 @@ def _command_spec(command: CommandDefinition) -> pb.CommandSpec:
     )
 
 
+def _outcome_events(outcome: InvocationOutcome, chunked: bool) -> Iterator[pb.InvokeEvent]:
+    return result_events(
+        chunked,
+        kind=outcome.kind,
+        text=outcome.text,
+        data_json=outcome.data_json,
+        exit_code=outcome.exit_code,
+        error=outcome.error,
+        error_type=outcome.error_type,
+    )
+
+
 def _hook_failure(hook: str, plugin: Plugin, exc: Exception) -> str:
     """Log a failed snapshot()/restore() with its traceback; return the one line the orchestrator reports."""
     traceback.print_exc(file=sys.stderr)
@@ -300,7 +315,8 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"arguments_json is not JSON: {exc}")
         if not isinstance(arguments, dict):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "arguments_json is not a JSON object")
-        chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
+        version = dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, "")
+        chunked, batched = speaks_chunks(version), speaks_batches(version)
         if refusal := self.runtime.refusal(request.command, request.caller):
             log.warning("refused: %s", refusal)
             yield from result_events(
@@ -320,16 +336,22 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
                 if not context.add_callback(call.cancel):
                     call.cancel()
                 try:
-                    yield from self._events(request.command, arguments, chunked, call)
+                    yield from self._events(request.command, arguments, (chunked, batched), call)
                 except CommandCancelled:
                     log.info("command %r stopped after its caller abandoned it", request.command)
         finally:
             self.runtime.leave()
 
     def _events(
-        self, command: str, arguments: dict[str, Any], chunked: bool, call: Cancellation
+        self, command: str, arguments: dict[str, Any], speaks: tuple[bool, bool], call: Cancellation
     ) -> Iterator[pb.InvokeEvent]:
-        """The events of one command; the handler runs (and may be interrupted) only inside `next`."""
+        """The events of one command; the handler runs (and may be interrupted) only inside `next`.
+
+        `speaks` is whether the caller joins continued pieces (1.1) and takes batched lines (1.4). For a
+        caller that takes batches, a command that streams sends its first line at once, then runs on in a
+        thread of its own whose lines go out in batches (`_line_batches.py`).
+        """
+        chunked, batched = speaks
         items = self.runtime.run(command, arguments)
         while True:
             call.enter_handler()
@@ -340,18 +362,19 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
             if item is None:
                 return
             if isinstance(item, str):
-                for line in item.splitlines() or [""]:
+                lines = item.splitlines() or [""]
+                if batched:
+                    yield from batch_events(lines)
+                    for batch in LineBatcher(items, call).batches():
+                        if isinstance(batch, list):
+                            yield from batch_events(batch)
+                        else:
+                            yield from _outcome_events(batch, chunked)
+                    return
+                for line in lines:
                     yield from output_events(line, chunked)
             else:
-                yield from result_events(
-                    chunked,
-                    kind=item.kind,
-                    text=item.text,
-                    data_json=item.data_json,
-                    exit_code=item.exit_code,
-                    error=item.error,
-                    error_type=item.error_type,
-                )
+                yield from _outcome_events(item, chunked)
 
     def Deliver(self, request: pb.EventDelivery, context: grpc.ServicerContext) -> pb.DeliveryReply:
         """Run the handlers of one event; fail (INTERNAL) when one raises, so the host re-sends it."""

@@ -2,7 +2,7 @@
 
 SDK_VERSION = "0.1.0"
 #: "MAJOR.MINOR" of sysops.plugin.v1. A different MAJOR is refused at connect; MINOR only adds fields.
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 
 
 def protocol_compatible(other: str) -> bool:

@@ -12,8 +12,10 @@ from sysops_sdk._chunks import (
     Reassembler,
     ReplyTooLargeError,
     WholeResult,
+    batch_events,
     output_events,
     result_events,
+    speaks_batches,
     speaks_chunks,
 )
 from sysops_sdk._server import (
@@ -48,8 +50,10 @@ __all__ = [
     "ReplyTooLargeError",
     "TokenAuthInterceptor",
     "WholeResult",
+    "batch_events",
     "output_events",
     "protocol_compatible",
     "result_events",
+    "speaks_batches",
     "speaks_chunks",
 ]

@@ -76,13 +76,13 @@ def test_protocol_major_mismatch_is_refused_at_connect(
     monkeypatch.setattr(client_module, "PROTOCOL_VERSION", "2.0")
     with (
         PluginClient(route.endpoints[0], "echo", route.token_for(route.endpoints[0])) as client,
-        pytest.raises(ProtocolMismatchError, match=r"speaks sysops protocol 1\.3"),
+        pytest.raises(ProtocolMismatchError, match=r"speaks sysops protocol 1\.4"),
     ):
         client.describe()
     monkeypatch.setattr(client_module, "PROTOCOL_METADATA", (("sysops-protocol", "2.0"),))
     assert main(["echo", "x"]) == ExitCode.INVALID_PLUGIN
     assert "caller speaks 2.0" in capsys.readouterr().err
-    assert _server.PROTOCOL_VERSION == "1.3"
+    assert _server.PROTOCOL_VERSION == "1.4"
 
 
 def test_instances_refuse_calls_without_their_token(running: FakeDriver) -> None:

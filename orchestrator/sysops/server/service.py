@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 from sysops_sdk.protocol.v1 import plugin_pb2 as plugin_pb
-from sysops_sdk.wire import PROTOCOL_METADATA_KEY, output_events, result_events, speaks_chunks
+from sysops_sdk.wire import PROTOCOL_METADATA_KEY, output_events, result_events, speaks_batches, speaks_chunks
 
 from sysops.core import router
 from sysops.core.client import Abandon, InvocationResult
@@ -465,7 +465,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         Bad arguments are INVALID_ARGUMENT with exit code 2, and logged. A client that goes away (Ctrl-C,
         its own deadline) cancels the plugin's call: the command is cancelled in the plugin, not left running.
         """
-        chunked = speaks_chunks(dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, ""))
+        version = dict(context.invocation_metadata()).get(PROTOCOL_METADATA_KEY, "")
+        speaks = speaks_chunks(version), speaks_batches(version)
         abandon = Abandon()
         if not context.add_callback(abandon):
             abandon()
@@ -483,7 +484,7 @@ class ControlServicer(pb_grpc.ControlServicer):
             principal = "" if caller is OWNER else caller.principal  # "": the host names its local user
             output_format = request.output_format or "text"
             for item in router.call(route, arguments, output_format, self._route, abandon, principal=principal):
-                for event in _events(item, chunked):
+                for event in _events(item, speaks):
                     yield pb.InvokeChunk(event=event.SerializeToString())
         except SysopsError as error:
             if error.exit_code == ExitCode.USAGE:
@@ -491,9 +492,14 @@ class ControlServicer(pb_grpc.ControlServicer):
             _abort(context, error)
 
 
-def _events(item: str | InvocationResult, chunked: bool) -> Iterator[plugin_pb.InvokeEvent]:
+def _events(item: str | InvocationResult, speaks: tuple[bool, bool]) -> Iterator[plugin_pb.InvokeEvent]:
+    """The events of an item for a caller that joins continued pieces (1.1) and takes batched lines (1.4):
+    a batch of lines from the plugin (joined by newlines) goes on as it is, or line by line to older callers."""
+    chunked, batched = speaks
     if isinstance(item, str):
-        return output_events(item, chunked)
+        if batched or "\n" not in item:
+            return output_events(item, chunked)
+        return (event for line in item.split("\n") for event in output_events(line, chunked))
     return result_events(
         chunked,
         kind=plugin_pb.Result.Kind.Value(item.kind.upper()),
