@@ -81,3 +81,12 @@ def test_markup_in_a_cell_is_shown_as_it_is(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TERM", "xterm")
     shown = _emitted(monkeypatch, Terminal(), [{"name": "[bold red]x[/]"}], "text", ["name"])
     assert "[bold red]x[/]" in shown
+
+
+def test_a_rich_table_wider_than_the_terminal_keeps_cells_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLUMNS", "40")
+    digest = "sha256:" + "ab" * 32
+    shown = _emitted(monkeypatch, Terminal(), [{"name": "x", "digest": digest, "note": "y" * 30}], "text")
+    assert digest in shown and "y" * 30 in shown

@@ -34,12 +34,12 @@ def check(
     manifest = load_manifest(directory.resolve())
     findings, policy = shipped_code_findings(Settings().home, directory.resolve(), manifest)
     blocking = set(policy.blocking(findings))
-    if output is Output.JSON:
+    if output.is_data:
         rows = [{**finding.to_json(), "blocks": finding in blocking} for finding in findings]
         report = {"plugin": manifest.name, "version": manifest.version, "directory": str(directory)}
         emit(
             {**report, "block": policy.block, "ignore": policy.ignore, "findings": rows, "blocking": len(blocking)},
-            "json",
+            output,
         )
     else:
         lines = [

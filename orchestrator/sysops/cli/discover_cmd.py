@@ -29,7 +29,7 @@ def discover(output: OutputOption = Output.TEXT) -> None:
     discovery = run_discovery()
     found = [plugin.as_row() for plugin in discovery.found]
     skipped = [entry.as_row() for entry in discovery.skipped]
-    if output is Output.JSON:
+    if output.is_data:
         emit({"found": found, "skipped": skipped}, output)
         return
     if found:

@@ -88,8 +88,8 @@ def doctor(output: OutputOption = Output.TEXT) -> None:
         "note": note,
         "plugins": rows,
     }
-    if output is Output.JSON:
-        emit(report, "json")
+    if output.is_data:
+        emit(report, output)
     else:
         write_result(_text(report) + "\n")
     if note:

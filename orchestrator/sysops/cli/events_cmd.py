@@ -1,8 +1,9 @@
-"""`sysops events`: the plugins' lifecycle events, as aligned text or JSON Lines, optionally followed.
+"""`sysops events`: the plugins' lifecycle events, as aligned text, JSON Lines or YAML, optionally followed.
 
 The rows come from the local store or, in a remote context, from the server's Events stream; either way
 they are printed one at a time (a follow never holds more than one batch). Messages quote plugins (their
-errors and log lines), so text is always escaped onto one line; JSON escapes every control character.
+errors and log lines), so text is always escaped onto one line; JSON escapes every control character. YAML
+is one sequence item per event, so a followed stream is one growing YAML list.
 `plugin status` prints its last events with the same `event_line`. `sysops events publish` is
 cli/services_cmd.py's (a subcommand of this group).
 """
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sysops.cli.output import when
+from sysops.cli.output import format_yaml, when
 from sysops.cli.plugin_cmd import Output, orchestrator_for_cli
 from sysops.core.events import KIND_WIDTH
 from sysops.core.names import check_plugin_name
@@ -44,8 +45,8 @@ def header(plugin_width: int) -> str:
     return "  ".join(columns)
 
 
-def event_json(event: EventRecord) -> str:
-    """One JSON Lines row: `time` is ISO 8601 UTC to the second (jq's `fromdate` reads it), `unix_time` exact."""
+def event_row(event: EventRecord) -> dict[str, Any]:
+    """An event as data: `time` is ISO 8601 UTC to the second (jq's `fromdate` reads it), `unix_time` exact."""
     iso = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     row: dict[str, Any] = {
         "id": event.id,
@@ -55,7 +56,21 @@ def event_json(event: EventRecord) -> str:
         "kind": event.kind,
         "message": event.message,
     }
-    return json.dumps({key: row[key] for key in JSON_KEYS})
+    return {key: row[key] for key in JSON_KEYS}
+
+
+def event_json(event: EventRecord) -> str:
+    """One JSON Lines row (`event_row`)."""
+    return json.dumps(event_row(event))
+
+
+def event_text(event: EventRecord, output: Output, plugin_width: int) -> str:
+    """One event as `output` prints it, with its newline: a JSON line, a YAML list item, or an aligned row."""
+    if output is Output.JSON:
+        return event_json(event) + "\n"
+    if output is Output.YAML:
+        return format_yaml([event_row(event)])
+    return event_line(event.time, event.kind, event.message, event.plugin, plugin_width) + "\n"
 
 
 events_app = typer.Typer(
@@ -70,7 +85,8 @@ def events(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they are stored")] = False,
     plugin: Annotated[str | None, typer.Option("--plugin", help="Only this plugin's events")] = None,
     output: Annotated[
-        Output, typer.Option("--output", "-o", help="Aligned text, or JSON Lines (one object per event).")
+        Output,
+        typer.Option("--output", "-o", help="Aligned text (text, wide), JSON Lines (one object per event) or YAML."),
     ] = Output.TEXT,
 ) -> None:
     """Print the lifecycle events of every plugin (or one), oldest first; Ctrl-C ends a follow (exit 130)."""
@@ -79,7 +95,7 @@ def events(
     if plugin is not None:
         check_plugin_name(plugin)
     width = len(plugin) if plugin is not None else PLUGIN_WIDTH
-    headed = output is Output.JSON
+    headed = output.is_data
     if follow and not headed:  # at once, so a follower shows it is there
         sys.stdout.write(header(width) + "\n")
         sys.stdout.flush()
@@ -88,10 +104,7 @@ def events(
         if not headed:  # with the first event: a refused --plugin prints its one error line only
             sys.stdout.write(header(width) + "\n")
             headed = True
-        if output is Output.JSON:
-            sys.stdout.write(event_json(event) + "\n")
-        else:
-            sys.stdout.write(event_line(event.time, event.kind, event.message, event.plugin, width) + "\n")
+        sys.stdout.write(event_text(event, output, width))
         if follow:
             sys.stdout.flush()
     if not headed:

@@ -53,8 +53,8 @@ def status(output: OutputOption = Output.TEXT) -> None:
         "call_socket": str(paths.call_socket),
         "log": str(paths.log),
     }
-    if output is Output.JSON:
-        emit(row, "json")
+    if output.is_data:
+        emit(row, output)
     else:
         for key, value in row.items():
             typer.echo(f"{key.replace('_', ' '):<15} {'-' if value is None else value}")

@@ -77,7 +77,7 @@ def ls(output: OutputOption = Output.TEXT) -> None:
     from sysops.distribution.index_registry import load_indexes
 
     rows = [asdict(config) for config in load_indexes(Settings().home)]
-    if not rows and output is Output.TEXT:
+    if not rows and not output.is_data:
         sys.stdout.write(NO_INDEXES)
         return
     emit(rows, output, INDEX_COLUMNS)
@@ -158,7 +158,7 @@ def search(
 
     home = Settings().home
     rows = [entry.as_row() for entry in search_indexes(home, term)]
-    if not rows and output is Output.TEXT:
+    if not rows and not output.is_data:
         configured = bool(load_indexes(home))
         sys.stdout.write(f"no plugin matches {term!r}\n" if configured else NO_INDEXES)
         return

@@ -25,6 +25,8 @@ from sysops.safe_text import escape_controls
 RAW_OUTPUT_VARIABLE = "SYSOPS_RAW_OUTPUT"
 #: The formats of `--output` on every listing.
 OUTPUT_FORMATS = ("text", "json", "yaml", "wide")
+#: Width a rich table is measured in, to find how wide it is when nothing is cut.
+UNBOUNDED_WIDTH = 1_000_000
 #: The formats that print the whole data rather than a table.
 DATA_FORMATS = ("json", "yaml")
 
@@ -97,19 +99,27 @@ def write_result(text: str) -> None:
 
 
 def print_rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Draw rows as a rich table on stdout (a terminal): every cell is plain text, its control characters escaped."""
+    """Draw rows as a rich table on stdout (a terminal): every cell is plain text, its control characters escaped.
+
+    A cell is never folded or cut: a table wider than the terminal overflows it, like kubectl's, so what a
+    cell says (an id, a digest, an escaped message) stays whole and can be selected and copied.
+    """
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
     raw = os.environ.get(RAW_OUTPUT_VARIABLE) == "1"
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     for column in columns:
-        table.add_column(column.upper(), overflow="fold")
+        table.add_column(column.upper(), no_wrap=True)
     for row in rows:
         cells = (_cell(row.get(column)) for column in columns)
         table.add_row(*(Text(cell if raw else escape_controls(cell)) for cell in cells))  # Text: no markup
-    Console(file=sys.stdout, highlight=False, soft_wrap=False).print(table)
+    console = Console(file=sys.stdout, highlight=False)
+    natural = Measurement.get(console, console.options.update_width(UNBOUNDED_WIDTH), table).maximum
+    console.width = max(console.width, natural)  # rows too wide overflow the terminal, as plain ones do
+    console.print(table)
 
 
 def emit(

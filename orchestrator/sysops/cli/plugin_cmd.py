@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sysops.cli.output import emit, when
+from sysops.cli.output import DATA_FORMATS, emit, when
+from sysops.cli.progress import Report, progress_line, progress_reporter
 from sysops.core.names import check_plugin_name
 from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
@@ -24,10 +25,17 @@ plugin_app = typer.Typer(
 
 
 class Output(StrEnum):
-    """Output formats of commands that print tables."""
+    """Output formats of commands that print tables (cli/output.py OUTPUT_FORMATS)."""
 
     TEXT = "text"
     JSON = "json"
+    YAML = "yaml"
+    WIDE = "wide"
+
+    @property
+    def is_data(self) -> bool:
+        """Whether this format prints the whole data (json, yaml) rather than a table."""
+        return self.value in DATA_FORMATS
 
 
 class RuntimeName(StrEnum):
@@ -43,22 +51,23 @@ STATUS_FIELDS = (
 )  # fmt: skip
 #: Events `plugin status` prints (the latest; `sysops events --plugin NAME` prints them all).
 STATUS_EVENTS = 10
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Print a table (text) or JSON.")]
+LS_COLUMNS = ("name", "state", "version", "revision", "replicas", "health", "rating", "container", "commands")
+#: `plugin ls -o wide`: also where it runs, where it came from, its image and its last error.
+LS_WIDE_COLUMNS = (*LS_COLUMNS, "runtime", "source", "image", "last_error")
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="Print a table (text), a table with more columns (wide), JSON or YAML.")
+]
+#: One plain progress line on stderr (for a single message; long operations use `progress_reporter`).
+progress = progress_line
 
 
-def progress(message: str) -> None:
-    """Print one progress line on stderr."""
-    sys.stderr.write(f"• {escape_controls(message)}\n")  # build output and errors may quote a plugin
-    sys.stderr.flush()
-
-
-def orchestrator_for_cli(runtime: RuntimeName | None = None) -> PluginOperations:
+def orchestrator_for_cli(runtime: RuntimeName | None = None, report: Report = progress) -> PluginOperations:
     """The door to the orchestrator of the current context: this installation's host (started if needed) or a
     `sysops serve` of another context. The one place the CLI chooses (core/operations.py)."""
-    return control_client(runtime)
+    return control_client(runtime, report)
 
 
-def control_client(runtime: RuntimeName | None = None) -> RemoteClient:
+def control_client(runtime: RuntimeName | None = None, report: Report = progress) -> RemoteClient:
     """The control-API client of the current context (the host services' views and actions need it whole)."""
     from sysops.cli import contexts
     from sysops.cli.remote import RemoteClient
@@ -72,7 +81,7 @@ def control_client(runtime: RuntimeName | None = None) -> RemoteClient:
                 "(docs/kubernetes.md)",
             )
         context = contexts.local_host()
-    return RemoteClient(context, progress)
+    return RemoteClient(context, report)
 
 
 @plugin_app.command("up")
@@ -92,21 +101,21 @@ def up(
 
     path = plugin_directory(target)
     manifest = load_manifest(path)  # bad input is refused before a host is started or anything is built
-    orchestrator = control_client(runtime)
-    started = time.monotonic()
-    steps, origins = plan_up(orchestrator, path, manifest)
-    if len(steps) > 1:
-        for step in steps:
-            progress(f"plan: {describe(step, origins)}")
-    instance, changed = run_steps(orchestrator, steps, origins, progress)
-    verb = "ready" if changed else "already running"
-    progress(
-        f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {time.monotonic() - started:.1f}s)"
-    )
-    if watch:
-        from sysops.core.watch import watch_and_roll
+    with progress_reporter() as report:
+        orchestrator = control_client(runtime, report)
+        started = time.monotonic()
+        steps, origins = plan_up(orchestrator, path, manifest)
+        if len(steps) > 1:
+            for step in steps:
+                report(f"plan: {describe(step, origins)}")
+        instance, changed = run_steps(orchestrator, steps, origins, report)
+        verb = "ready" if changed else "already running"
+        seconds = time.monotonic() - started
+        report(f"{instance.plugin} {instance.version} {verb} (revision {instance.revision}, {seconds:.1f}s)")
+        if watch:
+            from sysops.core.watch import watch_and_roll
 
-        watch_and_roll(orchestrator, path, progress)
+            watch_and_roll(orchestrator, path, report)
 
 
 @plugin_app.command("down")
@@ -124,8 +133,9 @@ def down(
     check_plugin_name(name)
     if cascade and force:
         raise UsageError("--cascade and --force exclude each other")
-    orchestrator_for_cli().down(name, purge=purge, cascade=cascade, force=force)
-    progress(f"{name} is down")
+    with progress_reporter() as report:
+        orchestrator_for_cli(report=report).down(name, purge=purge, cascade=cascade, force=force)
+        report(f"{name} is down")
 
 
 @plugin_app.command("ls")
@@ -150,14 +160,17 @@ def ls(
             "revision": s.revision,
             "health": s.health,
             "replicas": s.replicas,
-            "rating": s.rating if output is Output.JSON else (s.rating or "-"),
+            "rating": s.rating if output.is_data else (s.rating or "-"),
             "container": s.container_id,
-            "commands": " ".join(s.commands) if output is Output.TEXT else s.commands,
+            "commands": s.commands if output.is_data else " ".join(s.commands),
+            "runtime": s.runtime,
+            "source": s.source,
+            "image": s.image,
+            "last_error": s.last_error if output.is_data else escape_controls(s.last_error, one_line=True),
         }
         for s in orchestrator.list()
     ]
-    columns = ["name", "state", "version", "revision", "replicas", "health", "rating", "container", "commands"]
-    emit(rows, output, columns)
+    emit(rows, output, LS_COLUMNS, LS_WIDE_COLUMNS)
 
 
 @plugin_app.command("status")
@@ -166,8 +179,8 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
     check_plugin_name(name)
     orchestrator = orchestrator_for_cli()
     result = orchestrator.status(name, limits=True).as_dict()
-    if output is Output.JSON:
-        emit(result, "json")
+    if output.is_data:
+        emit(result, output)
         return
     for key in STATUS_FIELDS:
         typer.echo(f"{key.replace('_', ' '):<13} {result[key]}")
@@ -240,5 +253,6 @@ def rollback(
 ) -> None:
     """Roll a plugin back to an earlier revision's image, without rebuilding."""
     check_plugin_name(name)
-    instance = orchestrator_for_cli().rollback(name, to)
-    progress(f"{name} {instance.version} ready (revision {instance.revision})")
+    with progress_reporter() as report:
+        instance = orchestrator_for_cli(report=report).rollback(name, to)
+        report(f"{name} {instance.version} ready (revision {instance.revision})")

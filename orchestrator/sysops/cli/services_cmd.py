@@ -36,8 +36,8 @@ def permissions(name: PluginArgument, output: OutputOption = Output.TEXT) -> Non
     """Show the permissions a plugin asks for, which the policy grants or refuses, and the grant that matched."""
     check_plugin_name(name)
     report = control_client().view("permissions", name)
-    if output is Output.JSON:
-        emit(report, "json")
+    if output.is_data:
+        emit(report, output)
         return
     rows = [
         {**row, "asked": "yes" if row["asked"] else "no", "grant": row["grant"] or "-"} for row in report["permissions"]
@@ -66,8 +66,8 @@ def config(
     if key is None or value is None:
         raise UsageError("plugin config set: give KEY and VALUE", hint="`sysops plugin config NAME set KEY VALUE`")
     result = control_client().act("config-set", {"plugin": name, "key": key, "value": value})  # the host parses it
-    if output is Output.JSON:
-        emit(result, "json")
+    if output.is_data:
+        emit(result, output)
         return
     progress(f"{name}: config {for_terminal(key)} = {for_terminal(json.dumps(result.get('value')))}")
 
@@ -75,8 +75,8 @@ def config(
 def show_config(name: str, output: Output) -> None:
     """Print every config key of a plugin."""
     data = control_client().view("config", name)
-    if output is Output.JSON:
-        emit(data, "json")
+    if output.is_data:
+        emit(data, output)
         return
     rows = [
         {
@@ -117,10 +117,10 @@ def alerts(
     if plugin is not None:
         check_plugin_name(plugin)
     found = control_client().view("alerts", plugin or "", include_all=include_all)["alerts"]
-    if output is Output.JSON:
-        emit(found, "json")
+    if output.is_data:
+        emit(found, output)
         return
-    emit([alert_row(alert) for alert in found], "text", ALERT_COLUMNS)
+    emit([alert_row(alert) for alert in found], output, ALERT_COLUMNS)
 
 
 def alert_row(alert: dict[str, Any]) -> dict[str, Any]:

@@ -81,4 +81,4 @@ def verify_command(target: TargetArgument, output: OutputOption = Output.TEXT) -
         "signer": f"{verdict.signer_key_id} ({verdict.signer_name})" if verdict.signed else "",
         "verdict": "admitted",
     }
-    emit(row if output == Output.JSON else [row], output.value, list(row))
+    emit(row if output.is_data else [row], output, list(row))

@@ -69,8 +69,8 @@ def validate(
     name, text = _file_text(file)
     result = control_client().act("system-config-validate", {"file": name, "text": text})
     problems = [str(problem) for problem in result.get("problems", [])]
-    if output is Output.JSON:
-        emit(result, "json")
+    if output.is_data:
+        emit(result, output)
         if problems:
             raise typer.Exit(int(ExitCode.INVALID_PLUGIN))
         return
@@ -94,13 +94,13 @@ def show(output: OutputOption = Output.TEXT) -> None:
     """Show every key of the system configuration: value, default, owner and source (exit 4 if invalid)."""
     data = control_client().view("system-config", "")
     problems = [str(problem) for problem in data.get("problems", [])]
-    if output is Output.JSON:
-        emit(data, "json")
+    if output.is_data:
+        emit(data, output)
     else:
         missing = "" if data.get("exists") else " (no such file: defaults only)"
         progress(f"configuration file: {data.get('file')}{missing}")
         emit([_show_row(row) for row in data.get("keys", [])], "text", SHOW_COLUMNS)
     if problems:
-        if output is Output.JSON:
+        if output.is_data:
             raise typer.Exit(int(ExitCode.INVALID_PLUGIN))
         _invalid(problems)
