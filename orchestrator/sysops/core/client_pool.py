@@ -17,8 +17,8 @@ from collections import OrderedDict
 
 from sysops.core.client import PluginClient
 
-#: Clients kept open at most (one per instance endpoint).
-DEFAULT_LIMIT = 64
+#: Clients kept open at most (one per instance endpoint): fifty plugins of several replicas each fit.
+DEFAULT_LIMIT = 1024
 
 
 class ClientPool:
