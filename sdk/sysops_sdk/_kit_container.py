@@ -125,6 +125,8 @@ class ContainerPlugin:
         self.name = manifest.name
         self.manifest = manifest
         self._cli = cli
+        #: The private installation of this test session (e.g. `SYSOPS_HOME=... sysops plugin logs NAME`).
+        self.sysops_home = cli.home
         self.host = ContainerHost(cli, manifest.name)
         cli.ok("plugin", "up", str(manifest.directory), timeout=UP_TIMEOUT)
 

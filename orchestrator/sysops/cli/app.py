@@ -21,6 +21,7 @@ from sysops.cli.install_cmd import install, uninstall, upgrade
 from sysops.cli.key_cmd import key_app
 from sysops.cli.new_cmd import new
 from sysops.cli.plugin_cmd import plugin_app
+from sysops.cli.plugin_test_cmd import test_command
 from sysops.cli.registry_cmd import pull, push
 from sysops.cli.server_cmd import context_app, serve
 from sysops.cli.services_cmd import alerts_app, config, metrics, permissions, publish
@@ -60,6 +61,7 @@ plugin_app.command("push")(push)
 plugin_app.command("pull")(pull)
 plugin_app.command("approve")(approve)
 plugin_app.command("check")(check)
+plugin_app.command("test")(test_command)
 plugin_app.command("new")(new)
 plugin_app.command("install")(install)
 plugin_app.command("upgrade")(upgrade)

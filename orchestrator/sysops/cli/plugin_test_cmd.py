@@ -1,0 +1,88 @@
+"""`sysops plugin test DIR`: run a plugin's tests inside its own image, where its code will really run.
+
+    sysops plugin test ./my-plugin              build the image (the normal build), run tests/ with pytest in it
+    sysops plugin test ./my-plugin -- -k greet  arguments after `--` go to pytest
+
+The image is built exactly as `plugin up` builds it (same context, requirements, static checks, tag and
+signature), so the tests import the code with the requirements the plugin ships with, on the base image's
+Python and SDK. pytest and the test kit's requirements are fetched on the host (imaging/test_kit_site.py) and
+mounted read-only, as are the plugin's tests/ (the live copy, over the one in the image); the container is
+hardened like an instance (runtime/docker/one_off.py) and has no network. The tests use the SDK's `plugin`
+fixture in-process inside the container. The exit code is pytest's (0 passed, 1 failed, 2 interrupted,
+4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sysops.cli.plugin_cmd import progress
+from sysops.errors import UsageError
+
+#: Where the plugin's code is in its image, and where the tests and pytest are mounted.
+PLUGIN_ROOT = "/plugin"
+TESTS_IN_CONTAINER = f"{PLUGIN_ROOT}/tests"
+KIT_IN_CONTAINER = "/opt/sysops-test-kit"
+
+
+def test_command(
+    path: Annotated[Path, typer.Argument(help="Plugin directory (with plugin.yaml and tests/)", show_default=False)],
+    pytest_args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments for pytest, after `--`", show_default=False)
+    ] = None,
+) -> None:
+    """Build a plugin's image and run its tests/ with pytest inside a container of it; exit with pytest's code."""
+    from sysops.core.code_checks import check_plugin_code
+    from sysops.core.manifest import load_manifest
+    from sysops.imaging.image import PLUGIN_UID
+    from sysops.imaging.plugin_image import plugin_build
+    from sysops.imaging.test_kit_site import test_kit_site
+    from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
+    from sysops.runtime.docker.one_off import OneOffRun, run_to_end
+    from sysops.runtime.factory import docker_driver
+    from sysops.settings import Settings
+
+    plugin_dir = path.resolve()
+    manifest = load_manifest(plugin_dir)
+    tests = plugin_dir / "tests"
+    if not tests.is_dir():
+        raise UsageError(f"{plugin_dir}: no tests/ directory", hint="put the plugin's pytest tests in DIR/tests")
+    settings = Settings()
+    check_plugin_code(settings.home, plugin_dir, manifest, progress)
+    driver = docker_driver()
+    with plugin_build(
+        driver,
+        plugin_dir,
+        manifest,
+        base_image=settings.base_image,
+        installation_id=settings.installation_id,
+        cache_dir=settings.cache_dir,
+        progress=progress,
+    ) as build:
+        image = build.build()
+    progress("fetching pytest for the tests (on the host; the container has no network)")
+    kit = test_kit_site(settings.cache_dir)
+    progress(f"running {manifest.name}'s tests in {image.tag}")
+    run = OneOffRun(
+        image=image.id,
+        entrypoint=["python", "-m", "pytest"],
+        command=["-p", "no:cacheprovider", "--rootdir", PLUGIN_ROOT, TESTS_IN_CONTAINER, *(pytest_args or [])],
+        user=f"{PLUGIN_UID}:{PLUGIN_UID}",
+        read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
+        environment={
+            "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SYSOPS_TEST_MODE": "inprocess",
+            "HOME": "/tmp",
+        },
+        labels={LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name},
+    )
+    sys.stdout.flush()
+    code = run_to_end(driver.client, run, sys.stdout.buffer)
+    if code:
+        progress(f"{manifest.name}'s tests failed (pytest exit {code})")
+    raise typer.Exit(code)
