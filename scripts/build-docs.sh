@@ -29,6 +29,7 @@ if [[ ! -x "$BIN/mkdocs" ]]; then
     exit 2
 fi
 
+export NO_MKDOCS_2_WARNING=1  # material's notice about MkDocs 2.0, printed on every build
 work="$(mktemp -d "${TMPDIR:-/tmp}/sysops-docs.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 cp -r docs "$work/docs"

@@ -27,6 +27,7 @@ class ExamplePlugin:
     types: list[str]
     permissions: list[str]
     commands: list[str]
+    has_tests: bool
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def read_examples(root: Path) -> list[ExamplePlugin]:
                 types=[str(getattr(kind, "value", kind)) for kind in manifest.types],
                 permissions=list(manifest.permissions),
                 commands=commands_in(manifest_file.parent),
+                has_tests=any(manifest_file.parent.glob("tests/test_*.py")),
             )
         )
     return found
@@ -116,15 +118,16 @@ def _examples_section(examples: list[ExamplePlugin]) -> str:
             cell(", ".join(code(name) for name in plugin.permissions)),
             cell(plugin.description),
             code(plugin.directory),
+            code(f"pytest {plugin.directory}") if plugin.has_tests else "-",
         ]
         for plugin in examples
     ]
     return "\n".join(
         [
             "## Examples in this repository\n",
-            "Bring one up with `sysops plugin up examples/NAME`; each has tests run with the SDK's test kit "
-            "(`pytest examples/NAME`).\n",
-            table(["plugin", "version", "types", "commands", "permissions", "description", "directory"], rows),
+            "Bring one up with `sysops plugin up examples/DIR`. The tests column says how to run the tests an "
+            "example has (written with the SDK's test kit).\n",
+            table(["plugin", "version", "types", "commands", "permissions", "description", "directory", "tests"], rows),
         ]
     )
 

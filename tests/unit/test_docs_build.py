@@ -209,7 +209,11 @@ def test_the_available_plugins_page_lists_examples_and_each_index_or_why_not() -
     examples = plugins_page.read_examples(ROOT)
     names = {plugin.name for plugin in examples}
     assert names == {yaml.safe_load(path.read_text())["name"] for path in ROOT.glob("examples/*/plugin.yaml")}
-    assert "greet" in next(plugin for plugin in examples if plugin.name == "hello").commands
+    hello = next(plugin for plugin in examples if plugin.name == "hello")
+    assert "greet" in hello.commands
+    assert hello.has_tests == any(ROOT.glob("examples/hello/tests/test_*.py"))
+    tested = plugins_page.ExamplePlugin("examples/x", "x", "1.0.0", "X", ["command"], [], ["x run"], has_tests=True)
+    assert "| `examples/x` | `pytest examples/x` |" in plugins_page.render([tested], [])
     listings = [
         plugins_page.IndexListing(
             "official",
