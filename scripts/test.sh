@@ -22,6 +22,10 @@ if [[ -z "${KUBECONFIG:-}" && -z "${SYSOPS_SKIP_K8S:-}" && -x "$K8S_UP" ]]; then
     fi
 fi
 
+# helm and kubectl come from the bootstrap (.venv/bin), ahead of any the cluster script put on PATH: the chart
+# tests never skip for want of them, only the tests that need a running cluster may (summary below).
+export PATH="$REPO/.venv/bin:$PATH"
+
 BIN=.venv/bin
 declare -a results=()
 rc=0
@@ -38,11 +42,21 @@ run ruff   "$BIN/ruff" check .
 run mypy   "$BIN/mypy"
 # Layer contracts ([tool.importlinter] in pyproject.toml): which package may import which.
 run imports "$BIN/lint-imports" --no-cache
-run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
+skips="$(mktemp)"
+trap 'rm -f "$skips"' EXIT
+SYSOPS_SKIP_SUMMARY="$skips" \
+    run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
 # Tests that raise real asynchronous interruptions in their own process run apart, untraced (see
 # tests/unit/test_sdk_cancel.py): coverage's tracer and those interruptions wedged thread starts.
 run untraced "$BIN/pytest" -q -p no:cov -m untraced tests/unit
 
+# The documentation site, strict (scripts/build-docs.sh builds into a temporary directory), and a smoke run of
+# the benchmark runner: a few iterations of each benchmark, checking they work, judging no figure.
+run docs   scripts/build-docs.sh
+run bench  "$BIN/python" -m bench --smoke
+
 echo "==> summary" >&2
 printf '    %s\n' "${results[@]}" >&2
+# Why tests were skipped (tests/conftest.py): "N skipped: needs a running Kubernetes cluster (...)" and any other.
+[[ -s "$skips" ]] && sed 's/^/    /' "$skips" >&2
 exit "$rc"
