@@ -246,3 +246,28 @@ def test_the_benchmarks_page_shows_each_figure_beside_its_baseline(tmp_path: Pat
     (tmp_path / bench_page.REPORT).write_text('{"figures": [{"ours": 1}]}', encoding="utf-8")
     with pytest.raises(bench_page.ReportError, match="not a report"):
         bench_page.generate(tmp_path)
+
+
+def test_configured_indexes_are_read_through_tuf_or_named_with_the_reason(tmp_path: Path, home: Path) -> None:
+    from sysops.core.manifest import load_manifest
+    from sysops.distribution.index_client import bootstrap_index
+    from sysops.distribution.index_registry import IndexConfig, add_index
+    from sysops.distribution.index_writer import IndexRepository
+
+    repository = IndexRepository.create(tmp_path / "index")
+    repository.add_version(load_manifest(ROOT / "examples" / "hello"), "hello-plugin==1.0.0")
+    repository.publish(repository.read_source())
+    served = IndexConfig("main", f"file://{repository.repository_dir}", "community")
+    bootstrap_index(home, served, repository.root_file)
+    add_index(home, served)
+    add_index(home, IndexConfig("gone", f"file://{tmp_path / 'nothing'}", "private"))
+
+    main, gone = plugins_page.read_indexes(home)
+
+    assert (main.name, main.problem) == ("main", "")
+    assert [(row["name"], row["version"], row["spec"]) for row in main.rows] == [
+        ("hello", "1.0.0", "hello-plugin==1.0.0")
+    ]
+    assert gone.rows == [] and "index 'gone'" in gone.problem
+    page = plugins_page.render([], [main, gone])
+    assert "### main (community)" in page and "| `hello` | 1.0.0 | stable |" in page
