@@ -68,12 +68,12 @@ class HostCall:
             if TIMEOUT_ENV in os.environ:  # the deadline setting of the process that asks, as before the host
                 request["command_timeout"] = os.environ[TIMEOUT_ENV]
             reader = self._request(request)
+            raw = _binary_stdout()
             while True:
                 reply = self._reply(reader)
                 kind = reply.get("type")
-                if kind == wire.LINE:
-                    write_result(reader.text(reply.get("bytes")) + "\n")
-                    sys.stdout.flush()
+                if kind == wire.LINE:  # one line, or a batch of lines joined by newlines (protocol 1.4)
+                    _write_text(reader.chunks(reply.get("bytes")), raw, line=True)
                 elif kind == wire.RESULT:
                     _print_result(reply, reader, output)
                     return
@@ -185,17 +185,17 @@ def _open(path: str) -> socket.socket:
 def _print_result(reply: dict[str, Any], reader: wire.Reader, output: str) -> None:
     kind = reply.get("kind")
     if kind == "text":
-        _write_text(reader.chunks(reply.get("bytes", -1)))
+        _write_text(reader.chunks(reply.get("bytes", -1)), _binary_stdout())
     elif kind == "data":
         emit(reply.get("data"), output)
 
 
-def _write_text(chunks: Iterator[bytes]) -> None:
-    """Write a text result as it arrives (it can be 64 MiB), ending it with a newline if it has none.
+def _write_text(chunks: Iterator[bytes], raw: Any, *, line: bool = False) -> None:
+    """Write a text as it arrives (a result can be 64 MiB) and flush it; a `line` (or a batch of lines) always
+    gets its newline, a result only if it has none.
 
-    On a terminal it is decoded and escaped (cli/output.py); to a pipe or file it goes byte for byte.
+    On a terminal (`raw` None) it is decoded and escaped (cli/output.py); to a pipe or file it goes byte for byte.
     """
-    raw = _binary_stdout()
     decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
     last = b""
     for chunk in chunks:
@@ -204,11 +204,12 @@ def _write_text(chunks: Iterator[bytes]) -> None:
         else:
             write_result(decoder.decode(chunk))
         last = chunk[-1:]
+    ending = "\n" if line or last != b"\n" else ""
     if raw is None:
-        write_result(decoder.decode(b"", final=True) + ("" if last == b"\n" else "\n"))
+        write_result(decoder.decode(b"", final=True) + ending)
+        sys.stdout.flush()
         return
-    if last != b"\n":
-        raw.write(b"\n")
+    raw.write(ending.encode())
     raw.flush()
 
 
