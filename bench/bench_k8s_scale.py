@@ -13,12 +13,15 @@ handling of its own status writes that follow), and the time from the apply to t
 prints the medians and their ratio to the 10-object figure. Bounded: every wait has a timeout, and the
 namespace is deleted whatever happens.
 
-Run: `eval "$(../shared/k8s/up.sh)"; .venv/bin/python bench/bench_k8s_scale.py` (about 2-4 minutes).
+Run: `eval "$(../shared/k8s/up.sh)"; .venv/bin/python bench/bench_k8s_scale.py` (about 2-4 minutes). measure(smoke)
+returns the figures to the runner (bench/run.py; smoke: 2 and 5 objects, 2 changes each; [] without KUBECONFIG).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -30,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from figures import Figure
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.runtime.fake import FakeDriver
@@ -156,7 +160,8 @@ class Bench:
         return handling, served
 
 
-def main() -> None:
+def _run(sizes: tuple[int, ...], changes: int) -> tuple[dict[int, tuple[float, float]], float]:
+    """(handling, apply-to-serving) medians per object count, and one full reconcile pass over the largest."""
     kubectl("apply", "-f", str(ROOT / "charts" / "sysops" / "crds"))
     namespace = f"sysops-bench-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
@@ -171,27 +176,20 @@ def main() -> None:
             controller.on_handled = bench.on_handled
             wait(lambda: all(i.synced.is_set() for i in informers), "the informer's first list")
             figures: dict[int, tuple[float, float]] = {}
-            for size in SIZES:
+            for size in sizes:
                 started = time.monotonic()
                 bench.add_fillers(size - 1 - bench.fillers)
                 wait(lambda n=size: len(informers[0].cache) == n, f"{size} Plugin objects in the informer", 600)  # type: ignore[misc]
                 wait(lambda: not controller._pending and not controller._busy, "the controller to settle", 600)
                 print(f"{size} Plugin objects in namespace {namespace} ({time.monotonic() - started:.1f}s to create)")
-                samples = [bench.change() for _ in range(CHANGES)]
+                samples = [bench.change() for _ in range(changes)]
                 figures[size] = (
                     statistics.median(s[0] for s in samples),
                     statistics.median(s[1] for s in samples),
                 )
                 print(
                     f"  per change: controller handling {figures[size][0] * 1000:.0f} ms, "
-                    f"apply to serving {figures[size][1] * 1000:.0f} ms (median of {CHANGES})"
-                )
-            base = figures[SIZES[0]]
-            print("\nobjects  handling/change  ratio  apply-to-serving  ratio")
-            for size, (handling, served) in figures.items():
-                print(
-                    f"{size:>7}  {handling * 1000:>12.0f} ms  {handling / base[0]:>5.2f}  "
-                    f"{served * 1000:>13.0f} ms  {served / base[1]:>5.2f}"
+                    f"apply to serving {figures[size][1] * 1000:.0f} ms (median of {changes})"
                 )
             orchestrator = bench.orchestrator()
             try:
@@ -200,20 +198,60 @@ def main() -> None:
                 full = time.monotonic() - started
             finally:
                 orchestrator.close()
-            print(
-                f"\nfor comparison, one full reconcile pass (the old poll) over {SIZES[-1]} plugins: "
-                f"{full * 1000:.0f} ms"
-            )
-            print(json.dumps({str(k): {"handling_s": v[0], "serving_s": v[1]} for k, v in figures.items()}))
             stop.set()
             for informer in informers:
                 informer.close()
             for handle in list(bench.driver.instances):
                 bench.driver.remove(handle)
             bench.store.close()
+            return figures, full
     finally:
         stop.set()
         kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
+
+
+def measure(smoke: bool) -> list[Figure]:
+    """Handling and apply-to-serving per change at each object count, beside the smallest count (smoke: 2, 5)."""
+    if not os.environ.get("KUBECONFIG") or not shutil.which("kubectl"):
+        print('bench_k8s_scale: needs a cluster: set KUBECONFIG (eval "$(../shared/k8s/up.sh)"); not run')
+        return []
+    sizes, changes = ((2, 5), 2) if smoke else (SIZES, CHANGES)
+    figures, full = _run(sizes, changes)
+    base_handling, base_serving = figures[sizes[0]]
+    baseline = f"the same at {sizes[0]} objects"
+    result: list[Figure] = []
+    for size, (handling, served) in figures.items():
+        result.append(
+            Figure(
+                f"Plugin controller: handling per change, {size} objects",
+                handling * 1000,
+                "ms",
+                base_handling * 1000,
+                baseline,
+                detail={"changes": changes},
+            )
+        )
+        result.append(
+            Figure(
+                f"Plugin controller: apply to serving, {size} objects",
+                served * 1000,
+                "ms",
+                base_serving * 1000,
+                baseline,
+                detail={"changes": changes},
+            )
+        )
+    result.append(Figure(f"one full reconcile pass (the old 5 s poll) over {sizes[-1]} plugins", full * 1000, "ms"))
+    return result  # fmt: skip
+
+
+def main() -> None:
+    figures = measure(smoke=False)
+    print("\nmetric                                                     ours        ratio to the smallest")
+    for figure in figures:
+        ratio = f"{figure.ratio:5.2f}" if figure.ratio is not None else ""
+        print(f"{figure.metric:<58} {figure.ours:8.0f} {figure.unit}  {ratio}")
+    print(json.dumps([figure.as_json() for figure in figures]))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ if str(BENCH_DIR) not in sys.path:
 from figures import Figure  # noqa: E402  (bench/ is put on sys.path just above, as for `python bench/x.py`)
 
 RESULTS_DIR = BENCH_DIR / "results"
+#: scripts/bootstrap.sh installs helm and kubectl beside the venv's Python: the Kubernetes benchmarks use those.
+PROJECT_TOOLS = Path(sys.executable).parent
 
 #: Every benchmark, in the order they run (the cheap in-process ones first).
 BENCHMARKS: tuple[str, ...] = (
@@ -294,6 +296,8 @@ def main(
         if isinstance(error.code, str):
             print(error.code, file=sys.stderr)
         return 2 if error.code else 0
+    if (PROJECT_TOOLS / "kubectl").is_file():
+        os.environ["PATH"] = f"{PROJECT_TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
     runs: list[ModuleRun] = []
     for name in names:
         print(f"==> {name}{' (smoke)' if args.smoke else ''}", file=sys.stderr, flush=True)
