@@ -32,6 +32,7 @@ from sysops.core.lifecycle import Observation, PluginState, derive_state
 from sysops.core.locks import held_lock, held_shared_lock
 from sysops.core.manifest import Manifest, load_manifest
 from sysops.core.names import check_plugin_name, is_plugin_name, shown
+from sysops.core.observations import InstanceObservation, observe, observe_all
 from sysops.core.policy import apply_policy, load_policy
 from sysops.core.rating_inputs import rating_of
 from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_revision
@@ -163,6 +164,9 @@ class Orchestrator:
         self.rollout = Rollout(settings, self.store, driver, self.progress)
         #: Operations reconcile only the plugin they act on (an informer-driven server), not every plugin.
         self.per_plugin = False
+        #: During `list`: every active instance observed at once, and the running plugins (for `_missing`).
+        self._observed: dict[str, InstanceObservation] = {}
+        self._candidates: list[Candidate] | None = None
 
     def close(self) -> None:
         """Release the store."""
@@ -854,8 +858,9 @@ class Orchestrator:
         result.events = self.store.events(name)
         result.commands = [route.command for route in self.store.routes() if route.plugin == name]
         active = self.store.active_instances(name)
-        observed = [(instance, self.driver.inspect(instance.handle)) for instance in active]
-        ready = [status is not None and status.running and self._healthy(instance) for instance, status in observed]
+        seen = [self._observed.get(instance.id) or observe(self.driver, instance) for instance in active]
+        observed = [(instance, status) for instance, (status, _) in zip(active, seen, strict=True)]
+        ready = [healthy for _, healthy in seen]
         self._rate(result, plugin.manifest, active[0].image_id if active else "")
         result.replicas = f"{sum(ready)}/{plugin.manifest.get('replicas', 1)}"
         if not observed:
@@ -897,13 +902,9 @@ class Orchestrator:
 
     def _missing(self, key: str) -> list[str]:
         """The requirements the plugin running under `key` misses now (empty when it is not running)."""
-        everyone = running_candidates(self.store)
+        everyone = running_candidates(self.store) if self._candidates is None else self._candidates
         mine = [c for c in everyone if c.running_key == key]
         return unmet(mine[0], [c for c in everyone if c.running_key != key]) if mine else []
-
-    def _healthy(self, instance: InstanceRecord) -> bool:
-        with PluginClient(instance.endpoint, instance.plugin, instance.token) as client:
-            return client.healthy(timeout=1.0)
 
     def _observe_limits(
         self, result: PluginStatus, data: dict[str, Any], instance: InstanceRecord, status: InstanceStatus, sample: bool
@@ -950,8 +951,14 @@ class Orchestrator:
                 result.events = self.store.events(result.name)
 
     def list(self) -> list[PluginStatus]:
-        """Observe every plugin."""
-        return [self.status(plugin.name) for plugin in self.store.plugins()]
+        """Observe every plugin (the engine and health checks of all their instances asked at once)."""
+        plugins = self.store.plugins()
+        active = [instance for plugin in plugins for instance in self.store.active_instances(plugin.name)]
+        self._observed, self._candidates = observe_all(self.driver, active), running_candidates(self.store)
+        try:
+            return [self.status(plugin.name) for plugin in plugins]
+        finally:
+            self._observed, self._candidates = {}, None
 
     def events(
         self,
