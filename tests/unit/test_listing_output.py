@@ -18,8 +18,10 @@ from sysops.cli.output import OUTPUT_FORMATS
 from sysops.cli.plugin_cmd import Output
 from sysops.cli.progress import progress_reporter
 from sysops.core.orchestrator import Orchestrator
+from sysops.services.dispatch import Caller
 from sysops.store import EventRecord
 
+from tests.unit.test_operator_surface import Served, served  # noqa: F401  (the fixture)
 from tests.unit.test_rollout import _target
 
 #: The listings of the CLI: each takes --output with every format.
@@ -144,3 +146,15 @@ def test_plugin_down_reports_through_the_spinner_on_a_terminal(
     assert main(["plugin", "down", "echo"]) == 0
     shown = stream.getvalue()
     assert "• echo is down" in shown and "\x1b[?25l" in shown
+
+
+def test_structured_logs_as_yaml_form_one_list(served: Served, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    writer = Caller(plugin="ops", instance_id="abc123", revision=2)
+    served.services.logs.write(writer, "info", "deployed", {"service": "web"})
+    served.services.logs.write(writer, "error", "failed", {})
+    assert main(["plugin", "logs", "ops", "--structured", "-o", "yaml"]) == 0
+    records = yaml.safe_load(capsys.readouterr().out)
+    assert [(record["level"], record["message"], record["revision"]) for record in records] == [
+        ("info", "deployed", 2),
+        ("error", "failed", 2),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from enum import StrEnum
@@ -217,9 +218,15 @@ def logs(
     """Print the logs of a plugin's active instance (or, with --structured, its structured log records)."""
     check_plugin_name(name)
     if structured:
+        records = control_client().logs(name, follow=follow, tail=tail, structured=True)
+        if output is Output.YAML:  # one list item per record: a follow is one growing YAML list
+            for record in records:
+                emit([json.loads(record)], output)
+                sys.stdout.flush()
+            return
         from sysops.cli.log_records import print_records
 
-        print_records(control_client().logs(name, follow=follow, tail=tail, structured=True), output, follow=follow)
+        print_records(records, output, follow=follow)
         return
     # Streamed line by line (memory stays bounded); flushed per line only when following.
     for line in orchestrator_for_cli().logs(name, follow=follow, tail=tail):
