@@ -7,6 +7,7 @@ line when a source cannot be turned into a page (a broken example manifest, a re
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +27,15 @@ def pages(root: Path, home: Path) -> dict[str, Callable[[], str]]:
 
 
 def write_pages(docs_dir: Path, root: Path, home: Path) -> list[Path]:
-    """Generate every page into `docs_dir`; the paths written."""
+    """Generate every page (and the files they show) into `docs_dir`; the paths written."""
     written = []
     for relative, make in pages(root, home).items():
         target = docs_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(make(), encoding="utf-8")
         written.append(target)
+    for relative, source in bench_page.assets(root).items():
+        written.append(Path(shutil.copyfile(source, docs_dir / relative)))
     return written
 
 

@@ -15,6 +15,9 @@ from typing import Any
 from gen_docs.markdown import cell, code, generated_from, table
 
 REPORT = Path("bench") / "results" / "latest.json"
+#: The runner's chart of the reload latency of each reload in that run, and its name in the site.
+CHART = Path("bench") / "results" / "reload.png"
+CHART_IN_DOCS = "bench-reload.png"
 
 
 class ReportError(ValueError):
@@ -49,8 +52,8 @@ def _figure_row(figure: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(report: dict[str, Any]) -> str:
-    """The page for one runner report."""
+def render(report: dict[str, Any], *, with_chart: bool = False) -> str:
+    """The page for one runner report (and the reload chart beside it, when the run made one)."""
     try:
         figures = report["figures"]
         machine = report.get("machine", {})
@@ -70,6 +73,7 @@ def render(report: dict[str, Any]) -> str:
             table(["what", "value"], machine_rows) if machine_rows else "Not recorded.\n",
             "## Figures\n",
             table(["metric", "ours", "baseline", "ratio", "goal", "result", "module"], rows),
+            f"## Reload latency\n\n![Latency of each reload in the run]({CHART_IN_DOCS})\n" if with_chart else "",
         ]
     )
 
@@ -99,4 +103,10 @@ def generate(root: Path) -> str:
         raise ReportError(f"{REPORT}: not JSON ({error})") from None
     if not isinstance(report, dict):
         raise ReportError(f"{REPORT}: not a JSON object")
-    return render(report)
+    return render(report, with_chart=(root / CHART).is_file())
+
+
+def assets(root: Path) -> dict[str, Path]:
+    """Files the page shows, by their path in the site: the reload chart of the reported run, if any."""
+    chart = root / CHART
+    return {CHART_IN_DOCS: chart} if chart.is_file() and (root / REPORT).is_file() else {}

@@ -243,6 +243,11 @@ def test_the_benchmarks_page_shows_each_figure_beside_its_baseline(tmp_path: Pat
     assert "| idle memory per plugin | 52 MiB | - | - | &lt;= 40 MiB | **FAIL** | `s` |" in page
     assert "Measured 2026-12-03T18:00:00+00:00" in page and "| `cpus` | 2 |" in page
 
+    assert "Reload latency" not in page and bench_page.assets(tmp_path) == {}
+    (tmp_path / bench_page.CHART).write_bytes(b"\x89PNG\r\n")
+    assert f"![Latency of each reload in the run]({bench_page.CHART_IN_DOCS})" in bench_page.generate(tmp_path)
+    assert bench_page.assets(tmp_path) == {bench_page.CHART_IN_DOCS: tmp_path / bench_page.CHART}
+
     (tmp_path / bench_page.REPORT).write_text('{"figures": [{"ours": 1}]}', encoding="utf-8")
     with pytest.raises(bench_page.ReportError, match="not a report"):
         bench_page.generate(tmp_path)
