@@ -1,9 +1,11 @@
-"""Printing a log file as `tail [-n N] [-f]` does, with bounded memory and escaped control characters."""
+"""Printing logs with bounded memory and escaped control characters: a log file as `tail [-n N] [-f]` does
+(`sysops host logs`), and a plugin's log lines as the host streams them in batches (`sysops plugin logs`)."""
 
 from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -26,3 +28,13 @@ def print_file(path: Path, *, tail: int | None, follow: bool, out: TextIO) -> No
                 continue
             out.write(escape_controls(line.decode(errors="replace").rstrip("\n"), one_line=True) + "\n")
             out.flush()
+
+
+def print_batches(batches: Iterable[str], *, follow: bool, out: TextIO) -> None:
+    """Print batches of log lines (each one or more lines joined by newlines, none holding another newline) as
+    they come, their control characters escaped (the plugin wrote them); flushed per batch only when following."""
+    for batch in batches:
+        out.write(escape_controls(batch) + "\n")
+        if follow:
+            out.flush()
+    out.flush()

@@ -228,12 +228,9 @@ def logs(
 
         print_records(records, output, follow=follow)
         return
-    # Streamed line by line (memory stays bounded); flushed per line only when following.
-    for line in orchestrator_for_cli().logs(name, follow=follow, tail=tail):
-        sys.stdout.write(escape_controls(line, one_line=True) + "\n")  # the plugin wrote them: no escape sequences
-        if follow:
-            sys.stdout.flush()
-    sys.stdout.flush()
+    from sysops.cli.log_tail import print_batches  # streamed in batches of lines: memory stays bounded
+
+    print_batches(control_client().log_batches(name, follow=follow, tail=tail), follow=follow, out=sys.stdout)
 
 
 @plugin_app.command("history")

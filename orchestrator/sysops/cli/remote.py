@@ -276,10 +276,20 @@ class RemoteClient:
         self, name: str, *, follow: bool = False, tail: int | None = None, structured: bool = False
     ) -> Iterator[str]:
         """A plugin's log lines (`structured`: its records from the `logs` host service, each a JSON object)."""
+        if structured:
+            yield from self._log_texts(pb.LogsRequest(name=name, follow=follow, tail=tail or 0, structured=True))
+            return
+        for text in self.log_batches(name, follow=follow, tail=tail):
+            yield from text.split("\n")
+
+    def log_batches(self, name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """A plugin's log lines in batches: each text is one or more lines joined by newlines (an older server
+        sends one line each)."""
+        return self._log_texts(pb.LogsRequest(name=name, follow=follow, tail=tail or 0, batched=True))
+
+    def _log_texts(self, request: pb.LogsRequest) -> Iterator[str]:
         try:
-            for line in self.stub.Logs(
-                pb.LogsRequest(name=name, follow=follow, tail=tail or 0, structured=structured), metadata=self.metadata
-            ):
+            for line in self.stub.Logs(request, metadata=self.metadata):
                 yield line.text
         except grpc.RpcError as error:
             raise _translate(error, self.context) from None

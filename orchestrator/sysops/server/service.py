@@ -57,6 +57,7 @@ from sysops.private_paths import SOCKET_UMASK, private_umask
 from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
 from sysops.server import operator_api
+from sysops.server.log_batches import batched_texts, drain_batch
 from sysops.server.metrics_http import MetricsEndpoint, start_metrics_endpoint
 from sysops.server.pod_fault_reports import DescribesFailures, pod_fault_reader
 from sysops.server.protocol.v1 import control_pb2 as pb
@@ -319,8 +320,8 @@ class ControlServicer(pb_grpc.ControlServicer):
             return
         orchestrator = self.orchestrator()
         try:
-            for line in orchestrator.logs(request.name, tail=request.tail or None):
-                yield pb.LogLine(text=line)
+            for text in batched_texts(orchestrator.logs(request.name, tail=request.tail or None), request.batched):
+                yield pb.LogLine(text=text)
         except SysopsError as error:
             _abort(context, error)
         finally:
@@ -410,7 +411,7 @@ class ControlServicer(pb_grpc.ControlServicer):
                     if (ended.is_set() and buffered.empty()) or not context.is_active():
                         break
                     continue
-                yield pb.LogLine(text=line)
+                yield pb.LogLine(text=drain_batch(line, buffered) if request.batched else line)
         finally:
             cancel.cancel()
         if "error" in outcome:

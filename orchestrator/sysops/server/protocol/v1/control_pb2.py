@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'sysops/server/protocol/v1/control.proto\x12\x11sysops.control.v1\"c\n\tUpRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\">\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\"J\n\x0b\x44ownRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\x12\x0f\n\x07\x63\x61scade\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"8\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\x05\x12\x0b\n\x03key\x18\x03 \x01(\t\"7\n\x0cQueryRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"\x1a\n\nQueryReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"2\n\nActRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\"\x18\n\x08\x41\x63tReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"M\n\x0bLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\x12\x12\n\nstructured\x18\x04 \x01(\x08\"\x17\n\x07LogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x0f\n\rRoutesRequest\"6\n\x05Route\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04spec\x18\x03 \x01(\x0c\"7\n\x0bRoutesReply\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.sysops.control.v1.Route\"O\n\rInvokeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x15\n\routput_format\x18\x03 \x01(\t\"\x1c\n\x0bInvokeChunk\x12\r\n\x05\x65vent\x18\x01 \x01(\x0c\"A\n\rEventsRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x03\"P\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t2\x96\x05\n\x07\x43ontrol\x12\x41\n\x02Up\x12\x1c.sysops.control.v1.UpRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12\x45\n\x04\x44own\x12\x1e.sysops.control.v1.DownRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12M\n\x08Rollback\x12\".sysops.control.v1.RollbackRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12G\n\x05Query\x12\x1f.sysops.control.v1.QueryRequest\x1a\x1d.sysops.control.v1.QueryReply\x12\x41\n\x03\x41\x63t\x12\x1d.sysops.control.v1.ActRequest\x1a\x1b.sysops.control.v1.ActReply\x12\x44\n\x04Logs\x12\x1e.sysops.control.v1.LogsRequest\x1a\x1a.sysops.control.v1.LogLine0\x01\x12J\n\x06Routes\x12 .sysops.control.v1.RoutesRequest\x1a\x1e.sysops.control.v1.RoutesReply\x12L\n\x06Invoke\x12 .sysops.control.v1.InvokeRequest\x1a\x1e.sysops.control.v1.InvokeChunk0\x01\x12\x46\n\x06\x45vents\x12 .sysops.control.v1.EventsRequest\x1a\x18.sysops.control.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'sysops/server/protocol/v1/control.proto\x12\x11sysops.control.v1\"c\n\tUpRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\">\n\x08Progress\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\"J\n\x0b\x44ownRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\x12\x0f\n\x07\x63\x61scade\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"8\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02to\x18\x02 \x01(\x05\x12\x0b\n\x03key\x18\x03 \x01(\t\"7\n\x0cQueryRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"\x1a\n\nQueryReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"2\n\nActRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\"\x18\n\x08\x41\x63tReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"^\n\x0bLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\x12\x12\n\nstructured\x18\x04 \x01(\x08\x12\x0f\n\x07\x62\x61tched\x18\x05 \x01(\x08\"\x17\n\x07LogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x0f\n\rRoutesRequest\"6\n\x05Route\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04spec\x18\x03 \x01(\x0c\"7\n\x0bRoutesReply\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.sysops.control.v1.Route\"O\n\rInvokeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x15\n\routput_format\x18\x03 \x01(\t\"\x1c\n\x0bInvokeChunk\x12\r\n\x05\x65vent\x18\x01 \x01(\x0c\"A\n\rEventsRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x03\"P\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t2\x96\x05\n\x07\x43ontrol\x12\x41\n\x02Up\x12\x1c.sysops.control.v1.UpRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12\x45\n\x04\x44own\x12\x1e.sysops.control.v1.DownRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12M\n\x08Rollback\x12\".sysops.control.v1.RollbackRequest\x1a\x1b.sysops.control.v1.Progress0\x01\x12G\n\x05Query\x12\x1f.sysops.control.v1.QueryRequest\x1a\x1d.sysops.control.v1.QueryReply\x12\x41\n\x03\x41\x63t\x12\x1d.sysops.control.v1.ActRequest\x1a\x1b.sysops.control.v1.ActReply\x12\x44\n\x04Logs\x12\x1e.sysops.control.v1.LogsRequest\x1a\x1a.sysops.control.v1.LogLine0\x01\x12J\n\x06Routes\x12 .sysops.control.v1.RoutesRequest\x1a\x1e.sysops.control.v1.RoutesReply\x12L\n\x06Invoke\x12 .sysops.control.v1.InvokeRequest\x1a\x1e.sysops.control.v1.InvokeChunk0\x01\x12\x46\n\x06\x45vents\x12 .sysops.control.v1.EventsRequest\x1a\x18.sysops.control.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTREPLY']._serialized_start=498
   _globals['_ACTREPLY']._serialized_end=522
   _globals['_LOGSREQUEST']._serialized_start=524
-  _globals['_LOGSREQUEST']._serialized_end=601
-  _globals['_LOGLINE']._serialized_start=603
-  _globals['_LOGLINE']._serialized_end=626
-  _globals['_ROUTESREQUEST']._serialized_start=628
-  _globals['_ROUTESREQUEST']._serialized_end=643
-  _globals['_ROUTE']._serialized_start=645
-  _globals['_ROUTE']._serialized_end=699
-  _globals['_ROUTESREPLY']._serialized_start=701
-  _globals['_ROUTESREPLY']._serialized_end=756
-  _globals['_INVOKEREQUEST']._serialized_start=758
-  _globals['_INVOKEREQUEST']._serialized_end=837
-  _globals['_INVOKECHUNK']._serialized_start=839
-  _globals['_INVOKECHUNK']._serialized_end=867
-  _globals['_EVENTSREQUEST']._serialized_start=869
-  _globals['_EVENTSREQUEST']._serialized_end=934
-  _globals['_EVENT']._serialized_start=936
-  _globals['_EVENT']._serialized_end=1016
-  _globals['_CONTROL']._serialized_start=1019
-  _globals['_CONTROL']._serialized_end=1681
+  _globals['_LOGSREQUEST']._serialized_end=618
+  _globals['_LOGLINE']._serialized_start=620
+  _globals['_LOGLINE']._serialized_end=643
+  _globals['_ROUTESREQUEST']._serialized_start=645
+  _globals['_ROUTESREQUEST']._serialized_end=660
+  _globals['_ROUTE']._serialized_start=662
+  _globals['_ROUTE']._serialized_end=716
+  _globals['_ROUTESREPLY']._serialized_start=718
+  _globals['_ROUTESREPLY']._serialized_end=773
+  _globals['_INVOKEREQUEST']._serialized_start=775
+  _globals['_INVOKEREQUEST']._serialized_end=854
+  _globals['_INVOKECHUNK']._serialized_start=856
+  _globals['_INVOKECHUNK']._serialized_end=884
+  _globals['_EVENTSREQUEST']._serialized_start=886
+  _globals['_EVENTSREQUEST']._serialized_end=951
+  _globals['_EVENT']._serialized_start=953
+  _globals['_EVENT']._serialized_end=1033
+  _globals['_CONTROL']._serialized_start=1036
+  _globals['_CONTROL']._serialized_end=1698
 # @@protoc_insertion_point(module_scope)
