@@ -1,0 +1,1 @@
+"""The streamer plugin of bench/bench_streaming.py."""
