@@ -19,7 +19,9 @@ same load (bench_invoke's pairing, after a few warm-up calls):
       handshake, routed call) against the same direct in-process call; the venv's `python -c pass` beside them.
 Prints p50 and p99 of each and their ratios, and asserts nothing (figures vary with the machine and its load).
 Removes what it made: the plugin, the images the CLI built for it, the release and the namespace.
-Needs KUBECONFIG and helm/kubectl on PATH (`eval "$(../shared/k8s/up.sh)"`).
+Needs KUBECONFIG (`eval "$(../shared/k8s/up.sh)"`) and helm/kubectl (scripts/bootstrap.sh puts them in .venv/bin).
+measure(smoke) returns the figures to the runner (bench/run.py; [] without a cluster; a smoke run only with
+BENCH_K8S_SMOKE=1, as the chart install takes minutes: then 20 pairs, 3 CLI pairs).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_invoke import _paired  # the same interleaving as the Docker figures (run as bench/...py)
+from figures import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,12 +60,18 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
-def _report(label: str, samples: list[float], baseline_label: str, baseline: list[float]) -> None:
+def _report(label: str, samples: list[float], baseline_label: str, baseline: list[float]) -> list[Figure]:
+    """Print p50 and p99 of both sides and return them as figures (ms)."""
     p50, p99 = _percentiles(samples)
     base_p50, base_p99 = _percentiles(baseline)
     print(f"  {label:<52} p50 {p50 * 1000:8.3f} ms  p99 {p99 * 1000:8.3f} ms")
     print(f"  {baseline_label:<52} p50 {base_p50 * 1000:8.3f} ms  p99 {base_p99 * 1000:8.3f} ms")
     print(f"  ratio: p50 {p50 / base_p50:5.2f}x  p99 {p99 / base_p99:5.2f}x", flush=True)
+    detail = {"samples": len(samples)}
+    return [
+        Figure(f"k8s: {label}, p50", p50 * 1000, "ms", base_p50 * 1000, baseline_label, detail=detail),
+        Figure(f"k8s: {label}, p99", p99 * 1000, "ms", base_p99 * 1000, baseline_label, detail=detail),
+    ]
 
 
 def _kubectl(*args: str) -> str:
@@ -177,12 +186,17 @@ def _restarts(namespace: str) -> str:
     )
 
 
-def main() -> int:
-    calls = int(os.environ.get("BENCH_CALLS", "500"))
-    pairs = int(os.environ.get("BENCH_PAIRS", "20"))
+def measure(smoke: bool) -> list[Figure]:
+    """The routed and direct call figures on the test cluster; [] without one (smoke: 20 pairs, 3 CLI pairs)."""
     if not os.environ.get("KUBECONFIG") or not shutil.which("helm") or not shutil.which("kubectl"):
-        print('needs a cluster: set KUBECONFIG and put helm and kubectl on PATH (eval "$(../shared/k8s/up.sh)")')
-        return 2
+        print('bench_k8s_call: needs a cluster: set KUBECONFIG (eval "$(../shared/k8s/up.sh)"); not run')
+        return []
+    if smoke and not os.environ.get("BENCH_K8S_SMOKE"):
+        # Installing the chart and a plugin pod takes minutes (7 on a loaded node), not the seconds of a smoke run.
+        print("bench_k8s_call: smoke run skipped (a chart install takes minutes); BENCH_K8S_SMOKE=1 runs it")
+        return []
+    calls = 20 if smoke else int(os.environ.get("BENCH_CALLS", "500"))
+    pairs = 3 if smoke else int(os.environ.get("BENCH_PAIRS", "20"))
     images_before = _built_images()
     with tempfile.TemporaryDirectory(prefix="sysops-bench-k8s-") as work:
         workdir = Path(work)
@@ -194,16 +208,19 @@ def main() -> int:
                         [SYSOPS, "plugin", "up", str(_plugin_dir(workdir)), "--runtime", "kubernetes"],
                         env=env, check=True, timeout=600,
                     )  # fmt: skip
-                    _measure(installed, env, calls, pairs)
+                    return _measure(installed, env, calls, pairs)
                 finally:
                     subprocess.run([SYSOPS, "plugin", "down", PLUGIN], env=env, check=False, timeout=300)
         finally:
             for image in _built_images() - images_before:
                 subprocess.run(["docker", "rmi", "-f", image], check=False, stdout=subprocess.DEVNULL)
-    return 0
 
 
-def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) -> None:
+def main() -> int:
+    return 0 if measure(smoke=False) else 2
+
+
+def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) -> list[Figure]:
     import grpc
     from sysops.cli.contexts import ServerContext
     from sysops.cli.remote import open_channel
@@ -256,7 +273,7 @@ def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) 
     try:
         print(f"\n(a) in process, {calls} interleaved pairs, plugin pod {pod} ({pod_ip}), server {installed.address}:")
         through_server, straight = _paired(routed, direct_call, calls)
-        _report(
+        figures = _report(
             "server Invoke through the Service (kept TLS channel)",
             through_server,
             "plugin pod Invoke, direct (kept channel)",
@@ -264,17 +281,20 @@ def _measure(installed: Installed, env: dict[str, str], calls: int, pairs: int) 
         )
         print(f"\n(c) in process, {calls} interleaved pairs: what a connection to the pod costs")
         fresh, kept = _paired(direct_on_a_new_channel, direct_call, calls)
-        _report(
+        figures += _report(
             "plugin pod Invoke, direct, a new channel per call", fresh, "plugin pod Invoke, direct (kept channel)", kept
         )
         print(f"\n(b) as processes, {pairs} interleaved pairs:")
         cli_samples, straight_b = _paired(cli, direct_call, pairs)
-        _report(
+        figures += _report(
             "sysops greet World through the Service", cli_samples, "plugin pod Invoke, direct (in process)", straight_b
         )
         floor, _ = _paired(lambda: subprocess.run([str(BIN / "python"), "-c", "pass"], check=True), lambda: None, pairs)
         print(f"  {'(floor: the venv python -c pass)':<52} p50 {_percentiles(floor)[0] * 1000:8.3f} ms", flush=True)
         print(f"  CLI calls that failed: {len(failed)} of {pairs + 5}" + "".join(f"\n    {line}" for line in failed))
+        for figure in figures[-2:]:  # the CLI's: how many of its calls failed is part of the figure
+            figure.detail["cli_calls_failed"] = len(failed)
+        return figures
     finally:
         print(f"\nrestarts: {_restarts(installed.namespace)}", flush=True)
         server_channel.close()
