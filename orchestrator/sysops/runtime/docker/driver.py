@@ -48,6 +48,7 @@ from sysops.runtime.docker.data_filesystems import (
     remove_data_filesystem,
     unmount_data_filesystem,
 )
+from sysops.runtime.docker.log_stream import LogStream
 from sysops.runtime.faults import (
     MAX_RESTARTS,
     BudgetAction,
@@ -533,10 +534,8 @@ class DockerDriver:
         from the end of the log; `cancel` closes a follow from another thread.
         """
         try:
-            container = self.client.containers.get(handle)
-            stream = container.logs(
-                stdout=True, stderr=True, stream=True, follow=follow, tail=tail if tail is not None else "all"
-            )
+            tty = bool((self.client.api.inspect_container(handle).get("Config") or {}).get("Tty"))
+            stream = LogStream(self.client.api, handle, tty=tty, tail=tail, follow=follow)
             if cancel is not None:
                 cancel.attach(stream.close)
             try:

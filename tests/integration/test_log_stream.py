@@ -1,0 +1,96 @@
+"""The Docker driver's log reading (runtime/docker/log_stream.py) on the real engine: the whole log, in order,
+stdout and stderr, a tail, a long line cut in pieces, a follow that shows a line before the next is written and
+ends when closed; the same lines `docker logs` prints."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import docker
+import pytest
+from sysops.runtime.base import StreamCancel
+from sysops.runtime.docker.driver import DockerDriver
+
+BASE = "sysops/plugin-base:0.1.0"
+WRITER = """
+import sys, time
+for n in range(60000):
+    (sys.stderr if n % 1000 == 999 else sys.stdout).write(f"line {n} " + "x" * (n % 50) + "\\n")
+sys.stdout.write("L" * 70000 + "\\n")
+sys.stdout.write("last\\n")
+sys.stdout.flush()
+time.sleep(float(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def writer(engine: docker.DockerClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    label = f"sysops-test-logs-{uuid.uuid4().hex[:8]}"
+    container = engine.containers.run(
+        BASE,
+        ["-c", WRITER, str(getattr(request, "param", 0))],
+        entrypoint="/opt/sysops/bin/python",
+        detach=True,
+        labels={label: "1"},
+        network_mode="none",
+    )
+    try:
+        yield str(container.id)
+    finally:
+        container.remove(force=True)
+
+
+def _expected() -> list[str]:
+    lines = [f"line {n} " + "x" * (n % 50) for n in range(60000)]
+    return [*lines, "L" * 65536, "L" * (70000 - 65536), "last"]
+
+
+def _wait_for_last(driver: DockerDriver, handle: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if list(driver.logs(handle, tail=1)) == ["last"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the writer did not finish")
+
+
+def test_the_whole_log_in_order_with_stderr_and_long_lines_cut(writer: str) -> None:
+    driver = DockerDriver()
+    _wait_for_last(driver, writer)
+    lines = list(driver.logs(writer))
+    assert sorted(lines) == sorted(_expected())  # stdout and stderr reach the engine through two pipes: any order
+    assert [line for line in lines if not line.startswith("line") or int(line.split()[1]) % 1000 != 999] == [
+        line for line in _expected() if not line.startswith("line") or int(line.split()[1]) % 1000 != 999
+    ]
+    docker_logs = subprocess.run(["docker", "logs", writer], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shown = docker_logs.stdout.decode().splitlines()
+    assert [piece for line in shown for piece in ([line[:65536], line[65536:]] if len(line) > 65536 else [line])] == (
+        lines
+    )  # the engine's order, as `docker logs` prints it
+    tail = list(driver.logs(writer, tail=1000))
+    assert tail == lines[-len(tail) :] and tail[-1] == "last" and len(tail) > 900
+
+
+@pytest.mark.parametrize("writer", [30], indirect=True)
+def test_a_follow_shows_lines_as_they_come_and_ends_when_closed(writer: str) -> None:
+    driver = DockerDriver()
+    _wait_for_last(driver, writer)
+    cancel = StreamCancel()
+    seen: list[str] = []
+
+    def follow() -> None:
+        seen.extend(driver.logs(writer, follow=True, tail=2, cancel=cancel))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while "last" not in seen and time.monotonic() < deadline:  # the writer sleeps 30 s after its last line
+        time.sleep(0.05)
+    assert seen[-1:] == ["last"]
+    cancel.cancel()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
