@@ -14,10 +14,8 @@ from typing import Annotated
 import click
 import typer
 
-from sysops.core.names import shown
 from sysops.errors import UsageError
-from sysops.scaffold.names import check_scaffold_name
-from sysops.scaffold.render import PLUGIN_TYPES, write_plugin
+from sysops.scaffold.render import PLUGIN_TYPES
 
 
 def _builtin_commands() -> list[str]:
@@ -39,6 +37,10 @@ def new(
     ] = None,
 ) -> None:
     """Create a new plugin: package, plugin.yaml, pyproject.toml, tests and README, ready for `plugin up`."""
+    from sysops.core.names import shown
+    from sysops.scaffold.names import check_scaffold_name
+    from sysops.scaffold.render import write_plugin
+
     names = check_scaffold_name(name, _builtin_commands())
     target = directory if directory is not None else Path(name)
     if target.exists() or target.is_symlink():

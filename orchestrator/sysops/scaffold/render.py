@@ -13,8 +13,10 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
-from sysops.scaffold.names import ScaffoldNames
+if TYPE_CHECKING:  # the CLI imports PLUGIN_TYPES when it builds its command tree: nothing heavy at import
+    from sysops.scaffold.names import ScaffoldNames
 
 #: The plugin types a scaffold exists for (docs/plugin-types.md), the first being the default.
 PLUGIN_TYPES: tuple[str, ...] = ("command", "service", "integration", "configuration", "event")
