@@ -109,3 +109,11 @@ def test_bash_script_completes_a_plugin_command_in_bash(stored: FakeDriver, home
     result = subprocess.run(["bash", "-c", driver], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["echo"]
+
+
+def test_plugin_name_arguments_complete_from_the_store(
+    stored: FakeDriver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("status", "down", "logs", "history", "rollback"):
+        assert _complete(monkeypatch, capsys, f"sysops plugin {command} e") == ["plain,echo"], command
+    assert _complete(monkeypatch, capsys, "sysops plugin status x") == []

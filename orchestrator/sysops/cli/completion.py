@@ -5,21 +5,28 @@ The scripts are click's: on each Tab the shell runs `sysops` with `_SYSOPS_COMPL
 else. The tree completed is the built-in commands plus the plugin commands, with their options and choices,
 read from the routes stored in this installation's state database: a Tab starts no host and no container
 and opens no connection. In a remote context (SYSOPS_SERVER or a context's server) only the built-in
-commands are completed, since asking the server would put a network round trip on every Tab.
+commands are completed, since asking the server would put a network round trip on every Tab. Plugin-name
+arguments (`plugin status <Tab>`, `down`, `logs`, `history`, `rollback`) complete from the same store.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from sysops.cli.main import COMPLETE_VARIABLE
 from sysops.core.command_shape import CommandShape
 from sysops.errors import SysopsError
+
+if TYPE_CHECKING:
+    from sysops.store import Store
+
+T = TypeVar("T")
 
 PROG_NAME = "sysops"
 
@@ -46,9 +53,9 @@ def completion(
     sys.stdout.write(script if script.endswith("\n") else script + "\n")
 
 
-def stored_shapes() -> list[CommandShape]:
-    """The routed commands' shapes from the local store; none in a remote context, before the first `up`, or
-    when the store cannot be read (a Tab never prints an error)."""
+def _from_local_store(read: Callable[[Store], list[T]]) -> list[T]:
+    """What `read` finds in the local store; nothing in a remote context, before the first `up`, or when the
+    store cannot be read (a Tab never prints an error)."""
     from sysops.cli import contexts
     from sysops.settings import Settings
 
@@ -58,16 +65,31 @@ def stored_shapes() -> list[CommandShape]:
         settings = Settings()
         if not settings.store_path.exists():
             return []
-        from sysops.core.command_shape import shape_from_spec
         from sysops.store import Store
 
         store = Store(settings.store_path)
         try:
-            return [shape_from_spec(route.command, route.plugin, route.spec) for route in store.routes()]
+            return read(store)
         finally:
             store.close()
     except (SysopsError, sqlite3.Error, OSError, ValueError):
         return []
+
+
+def stored_shapes() -> list[CommandShape]:
+    """The routed commands' shapes, from the routes in the local store."""
+    from sysops.core.command_shape import shape_from_spec
+
+    return _from_local_store(
+        lambda store: [shape_from_spec(route.command, route.plugin, route.spec) for route in store.routes()]
+    )
+
+
+def plugin_names(incomplete: str) -> list[str]:
+    """Completion of a plugin-name argument (`plugin status <Tab>`): the plugins in the local store."""
+    return _from_local_store(
+        lambda store: [plugin.name for plugin in store.plugins() if plugin.name.startswith(incomplete)]
+    )
 
 
 def _not_run(shape: CommandShape, arguments: dict[str, Any], output: str) -> None:

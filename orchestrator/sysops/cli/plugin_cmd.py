@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sysops.cli.completion import plugin_names
 from sysops.cli.output import DATA_FORMATS, emit, when
 from sysops.cli.progress import Report, progress_line, progress_reporter
 from sysops.core.names import check_plugin_name
@@ -55,6 +56,8 @@ STATUS_EVENTS = 10
 LS_COLUMNS = ("name", "state", "version", "revision", "replicas", "health", "rating", "container", "commands")
 #: `plugin ls -o wide`: also where it runs, where it came from, its image and its last error.
 LS_WIDE_COLUMNS = (*LS_COLUMNS, "runtime", "source", "image", "last_error")
+#: A plugin-name argument; Tab completes it from the local store (cli/completion.py).
+PluginName = Annotated[str, typer.Argument(help="Plugin name", autocompletion=plugin_names)]
 OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="Print a table (text), a table with more columns (wide), JSON or YAML.")
 ]
@@ -121,7 +124,9 @@ def up(
 
 @plugin_app.command("down")
 def down(
-    name: Annotated[str, typer.Argument(help="Plugin name (or side-by-side key NAME--vMAJOR)")],
+    name: Annotated[
+        str, typer.Argument(help="Plugin name (or side-by-side key NAME--vMAJOR)", autocompletion=plugin_names)
+    ],
     purge: Annotated[bool, typer.Option("--purge", help="Also remove its images and data volume")] = False,
     cascade: Annotated[
         bool, typer.Option("--cascade", help="First take down the running plugins that require it, furthest first")
@@ -175,7 +180,7 @@ def ls(
 
 
 @plugin_app.command("status")
-def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
+def status(name: PluginName, output: OutputOption = Output.TEXT) -> None:
     """Show a plugin's state, version, image, container, health, last error and recent events."""
     check_plugin_name(name)
     orchestrator = orchestrator_for_cli()
@@ -207,7 +212,7 @@ def status(name: Annotated[str, typer.Argument(help="Plugin name")], output: Out
 
 @plugin_app.command("logs")
 def logs(
-    name: Annotated[str, typer.Argument(help="Plugin name")],
+    name: PluginName,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines")] = False,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines")] = None,
     structured: Annotated[
@@ -234,7 +239,7 @@ def logs(
 
 
 @plugin_app.command("history")
-def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: OutputOption = Output.TEXT) -> None:
+def history(name: PluginName, output: OutputOption = Output.TEXT) -> None:
     """List the revisions of a plugin."""
     check_plugin_name(name)
     rows = [
@@ -252,7 +257,7 @@ def history(name: Annotated[str, typer.Argument(help="Plugin name")], output: Ou
 
 @plugin_app.command("rollback")
 def rollback(
-    name: Annotated[str, typer.Argument(help="Plugin name")],
+    name: PluginName,
     to: Annotated[int | None, typer.Option("--to", help="Revision to roll back to (default: the previous one)")] = None,
 ) -> None:
     """Roll a plugin back to an earlier revision's image, without rebuilding."""
