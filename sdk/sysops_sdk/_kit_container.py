@@ -2,7 +2,8 @@
 
 Faithful where in-process is fast: the real image (requirements, read-only root, limits), the real host services
 and policy, the real routing. The SDK never imports the orchestrator, so everything goes through the CLI as a
-user would type it, under a private SYSOPS_HOME made for the test session: `plugin up DIR` once per plugin,
+user would type it, under a private SYSOPS_HOME made for the test session, whose policy grants each plugin
+what its plugin.yaml asks (unless SYSOPS_POLICY names the author's own policy): `plugin up DIR` once per plugin,
 commands with `--output json`, `plugin config NAME set`, `events publish`, `metrics --plugin`; at the session's
 end `plugin down NAME --purge`, `host stop`, and the private home is removed.
 """
@@ -29,6 +30,8 @@ CLI_ENV = "SYSOPS_CLI"
 #: Seconds one CLI call may take (`plugin up` builds an image).
 UP_TIMEOUT = 600.0
 CALL_TIMEOUT = 120.0
+#: The operator's policy file; when set, container mode uses it instead of granting what plugin.yaml asks.
+POLICY_ENV = "SYSOPS_POLICY"
 
 _SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(?P<key>[A-Za-z_][A-Za-z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
@@ -72,6 +75,13 @@ class SysopsCli:
         if done.returncode != 0:
             raise KitError(f"`sysops {' '.join(arguments)}` failed (exit {done.returncode}): {done.stderr.strip()}")
         return done.stdout
+
+    def grant(self, plugins: dict[str, list[str]]) -> None:
+        """Write the private home's policy.yaml granting each plugin its permissions (JSON is YAML)."""
+        if os.environ.get(POLICY_ENV):
+            return  # the author's own policy decides
+        policy = {"plugins": {name: {"grants": grants} for name, grants in plugins.items()}}
+        (self.home / "policy.yaml").write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
 
     def remove_home(self) -> None:
         """Stop the private installation's host and remove its home."""
@@ -158,13 +168,24 @@ class ContainerDeployments:
     def __init__(self) -> None:
         self._cli: SysopsCli | None = None
         self._running: dict[Path, ContainerPlugin] = {}
+        self._grants: dict[str, list[str]] = {}
+        #: Plugins that did not come up: every later test of theirs fails at once with the same reason.
+        self._failed: dict[Path, KitError] = {}
 
     def plugin(self, manifest: KitManifest) -> ContainerPlugin:
         """The running plugin of `manifest`, brought up at its first use in the session."""
         if self._cli is None:
             self._cli = SysopsCli()
+        if manifest.directory in self._failed:
+            raise self._failed[manifest.directory]
         if manifest.directory not in self._running:
-            self._running[manifest.directory] = ContainerPlugin(self._cli, manifest)
+            self._grants[manifest.name] = list(manifest.permissions)
+            self._cli.grant(self._grants)
+            try:
+                self._running[manifest.directory] = ContainerPlugin(self._cli, manifest)
+            except KitError as exc:
+                self._failed[manifest.directory] = exc
+                raise
         return self._running[manifest.directory]
 
     def close(self) -> None:

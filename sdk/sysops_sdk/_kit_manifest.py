@@ -27,6 +27,7 @@ class KitManifest:
     name: str
     entrypoint: str
     types: tuple[str, ...]
+    permissions: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     section: dict[str, Any] = field(default_factory=dict)
 
@@ -59,12 +60,14 @@ def read_manifest(directory: Path) -> KitManifest:
         if not isinstance(document.get(key), str):
             raise KitError(f"{path}: key {key!r} is missing or not a string")
     types = document.get("types", ["command"])
+    permissions = document.get("permissions") or []
     configuration = document.get("configuration") or {}
     return KitManifest(
         directory=directory,
         name=document["name"],
         entrypoint=document["entrypoint"],
         types=tuple(str(kind) for kind in types) if isinstance(types, list) else ("command",),
+        permissions=tuple(str(permission) for permission in permissions) if isinstance(permissions, list) else (),
         config=_defaults(document.get("config")),
         section=_defaults(configuration.get("keys") if isinstance(configuration, dict) else None),
     )

@@ -22,6 +22,7 @@ from tests.integration.conftest import ROOT, Sysops, installation_containers, re
 pytestmark = pytest.mark.integration
 
 HELLO = ROOT / "examples" / "hello"
+MONITORING = ROOT / "examples" / "monitoring"
 
 INSIDE = """\
 import os
@@ -54,6 +55,20 @@ def copy_of_hello(tmp_path: Path) -> Path:
     target = tmp_path / "hello"
     shutil.copytree(HELLO, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+def container_mode_run(plugin_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The plugin's own tests run by pytest with --sysops-mode=container, outside any SYSOPS_HOME of ours."""
+    clean = {key: value for key, value in os.environ.items() if key not in ("SYSOPS_HOME", "SYSOPS_POLICY")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cov", "--sysops-mode=container"],
+        cwd=plugin_dir,
+        env={**clean, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def test_plugin_test_runs_the_hello_tests_in_its_image(fresh_sysops: Sysops) -> None:
@@ -94,27 +109,7 @@ def test_container_mode_runs_hello_in_its_container_and_cleans_up(tmp_path: Path
         "    assert plugin.invoke('greet', 'World', shout=True).text == 'HELLO, WORLD!'\n"
         "    assert plugin.invoke('nope').exit_code == 2\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "SYSOPS_HOME"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:cov",
-            "tests",
-            "--sysops-mode=container",
-        ],
-        cwd=plugin_dir,
-        env={**env, "KIT_HOME_RECORD": str(record), "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = container_mode_run(plugin_dir, {"KIT_HOME_RECORD": str(record)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "7 passed" in done.stdout
     home = Path(record.read_text())
@@ -128,3 +123,9 @@ def test_container_mode_runs_hello_in_its_container_and_cleans_up(tmp_path: Path
         assert str(home) not in Path("/proc/self/mounts").read_text()
     finally:
         remove_installation(client, installation)
+
+
+def test_container_mode_grants_what_the_manifest_asks_and_reads_metrics_and_sets_config() -> None:
+    done = container_mode_run(MONITORING)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed, 1 skipped" in done.stdout  # the metric, config and status cases ran on the real host
