@@ -64,6 +64,8 @@ BENCHMARKS: tuple[str, ...] = (
 )
 
 COLUMNS = ("metric", "ours", "baseline", "ratio", "goal", "result")
+#: Why a module broke, as long as the table shows it.
+REASON_WIDTH = 100
 
 
 @dataclass
@@ -146,7 +148,8 @@ def table_rows(runs: Iterable[ModuleRun]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for run in runs:
         if run.status != "ok":
-            rows.append((f"{run.module}: {run.status}", "-", "-", "-", "-", run.reason))
+            reason = run.reason if len(run.reason) <= REASON_WIDTH else f"{run.reason[: REASON_WIDTH - 3]}..."
+            rows.append((f"{run.module}: {run.status}", "-", "-", "-", "-", reason))  # whole in the JSON report
             continue
         if not run.figures:
             rows.append((f"{run.module}: no figures", "-", "-", "-", "-", "(see its output)"))
