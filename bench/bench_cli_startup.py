@@ -1,7 +1,9 @@
 """Wall time of the CLI's start: the routed `sysops greet World` and `sysops plugin ls`, before and after rich.
 
 rich draws tables and progress only on a terminal and is imported lazily (cli/output.py, cli/progress.py),
-so the routed fast path (cli/main.py) never pays for it. This measures what that saves. examples/hello is
+so the routed fast path (cli/main.py) never pays for it. This measures what that saves. Built-in commands
+(`plugin ls`) go through typer, whose `import typer` already imports rich's console and table (typer.core
+uses rich for help when it is installed): for them "rich imported" adds only what typer does not load. examples/hello is
 brought up in a private SYSOPS_HOME (the first command starts that installation's host); then, interleaved
 so every variant sees the same machine load, ROUNDS times each:
   `python -c pass`                          the interpreter's start: the floor of any CLI (baseline);
