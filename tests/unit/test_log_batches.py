@@ -6,6 +6,7 @@ import io
 import queue
 
 from sysops.cli.log_tail import print_batches
+from sysops.safe_text import escape_controls
 from sysops.server.log_batches import BATCH_CHARS, batched_texts, drain_batch
 
 
@@ -34,3 +35,12 @@ def test_batches_are_printed_escaped_with_their_newlines() -> None:
     out = io.StringIO()
     print_batches(iter(["one\n\x1b]52;c;x\x07\ntwo\u202e", "", "three"]), follow=False, out=out)
     assert out.getvalue() == "one\n\\x1b]52;c;x\\x07\ntwo\\u202e\n\nthree\n"
+
+
+def test_printable_batches_go_as_they_are_and_the_rest_is_escaped_like_escape_controls() -> None:
+    samples = ["plain\tline\nnext", "é ü 漢字\n", "nbsp\u00a0", "\u2028", "\u2066x", "\ud800", "\x85", "\x7f"]
+    samples.append("\x1b[1m")
+    for sample in samples:
+        out = io.StringIO()
+        print_batches(iter([sample]), follow=False, out=out)
+        assert out.getvalue() == escape_controls(sample) + "\n", sample

@@ -34,7 +34,16 @@ def print_batches(batches: Iterable[str], *, follow: bool, out: TextIO) -> None:
     """Print batches of log lines (each one or more lines joined by newlines, none holding another newline) as
     they come, their control characters escaped (the plugin wrote them); flushed per batch only when following."""
     for batch in batches:
-        out.write(escape_controls(batch) + "\n")
+        out.write(_escaped(batch) + "\n")
         if follow:
             out.flush()
     out.flush()
+
+
+def _escaped(text: str) -> str:
+    """`escape_controls(text)`, skipping its regular expression (~50 MB/s) when the text has nothing to escape:
+    `str.isprintable` is False for every character it escapes (controls, separators, format characters,
+    surrogates), so a printable text but for its newlines and tabs is returned as it is."""
+    if text.replace("\n", "").replace("\t", "").isprintable():
+        return text
+    return escape_controls(text)
