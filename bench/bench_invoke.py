@@ -14,8 +14,10 @@ then measures, paired and interleaved so both sides see the same machine load:
       (BENCH_CALLS pairs, default 2000; goal: ratio <= 1.05);
   (c) in process: the host's own routing of a call (core/router.py with the host's client pool: route
       checks, deadline, re-send logic, pooled channel) against the same raw gRPC Invoke (goal: <= 1.05).
-Prints median and p95 of each and their ratios; asserts nothing (figures vary with the machine). Removes
-what it made: the plugin (down --purge), the host (`sysops host stop`), the temporary home.
+Prints median and p95 of each and their ratios; asserts nothing (figures vary with the machine).
+`measure(smoke)` returns the medians as Figures for the runner (bench/run.py); the smoke run makes 3 pairs
+and 50 calls and judges nothing. Removes what it made: the plugin (down --purge), the host (`sysops host
+stop`), the temporary home.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -63,12 +69,50 @@ def _paired(
     return ours, theirs
 
 
-def _report(label: str, samples: list[float], baseline_label: str, baseline: list[float]) -> None:
+#: Figures of the run in progress (`measure` collects them), and whether it is a smoke run (no goal judged).
+_FIGURES: list[Figure] = []
+_SMOKE = [False]
+
+
+def _report(
+    label: str, samples: list[float], baseline_label: str, baseline: list[float], goal: float | None = None
+) -> None:
+    """Print median and p95 of both and their ratios; keep the medians as a Figure (judged by `goal`, a ratio)."""
     median, p95 = _summary(samples)
     base_median, base_p95 = _summary(baseline)
     print(f"  {label:<44} median {median * 1000:8.3f} ms  p95 {p95 * 1000:8.3f} ms")
     print(f"  {baseline_label:<44} median {base_median * 1000:8.3f} ms  p95 {base_p95 * 1000:8.3f} ms")
     print(f"  ratio: median {median / base_median:5.2f}x  p95 {p95 / base_p95:5.2f}x", flush=True)
+    _FIGURES.append(
+        Figure(
+            f"invoke: {label}",
+            round(median * 1000, 3),
+            "ms",
+            baseline=round(base_median * 1000, 3),
+            baseline_name=baseline_label,
+            goal=f"<= {goal:g}x" if goal is not None else "",
+            passed=None if goal is None or _SMOKE[0] else median / base_median <= goal,
+            detail={"p95_ms": round(p95 * 1000, 3), "baseline_p95_ms": round(base_p95 * 1000, 3)},
+        )
+    )
+
+
+def measure(smoke: bool) -> list[Figure]:
+    """The figures of `main` (the smoke run: 3 pairs of processes, 50 in-process calls)."""
+    _FIGURES.clear()
+    _SMOKE[0] = smoke
+    if smoke:
+        os.environ.setdefault("BENCH_PAIRS", "3")
+        os.environ.setdefault("BENCH_CALLS", "50")
+    home_before = os.environ.get("SYSOPS_HOME")
+    try:
+        main()
+    finally:
+        if home_before is None:
+            os.environ.pop("SYSOPS_HOME", None)
+        else:
+            os.environ["SYSOPS_HOME"] = home_before
+    return list(_FIGURES)
 
 
 def _run_quietly(argv: list[str], env: dict[str, str]) -> None:
@@ -129,7 +173,11 @@ def _processes(env: dict[str, str], pairs: int) -> None:
             pairs,
         )
         _report(
-            "sysops greet World (bytecode cached)", cli, f"docker exec {container[:12]} python -c pass", docker_exec
+            "sysops greet World (bytecode cached)",
+            cli,
+            "docker exec CONTAINER python -c pass",
+            docker_exec,
+            goal=1.0,
         )
         startup, _ = _paired(lambda: _run_quietly([str(BIN / "python"), "-c", "pass"], compiled), lambda: None, pairs)
         print(f"  {'(floor: the venv python -c pass)':<44} median {_summary(startup)[0] * 1000:8.3f} ms")
@@ -194,10 +242,10 @@ def _in_process(calls: int) -> None:
         kept.close()
         pool.close()
         channel.close()
-    _report("call socket, a connection per call (as the CLI)", per_call, "raw gRPC Invoke", raw_a)
-    _report("call socket, one kept connection", kept_samples, "raw gRPC Invoke", raw_b)
+    _report("call socket, a connection per call (as the CLI)", per_call, "raw gRPC Invoke", raw_a, goal=1.05)
+    _report("call socket, one kept connection", kept_samples, "raw gRPC Invoke", raw_b, goal=1.05)
     print(f"\n(c) in process, the host's routing of a call (router + client pool), {calls} pairs (goal: <= 1.05):")
-    _report("routed by the host's router", routed_samples, "raw gRPC Invoke", raw_c)
+    _report("routed by the host's router", routed_samples, "raw gRPC Invoke", raw_c, goal=1.05)
 
 
 if __name__ == "__main__":
