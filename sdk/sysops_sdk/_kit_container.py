@@ -225,12 +225,13 @@ def _result(done: subprocess.CompletedProcess[str]) -> InvocationResult:
 
 
 def metric_value(text: str, name: str, labels: dict[str, str]) -> float | None:
-    """The value of sample `name` (or `sysops_plugin_<name>`) whose labels include `labels`, in Prometheus text."""
+    """The value of sample `name` (or `<name>_total`, and either under the host's `sysops_plugin_` prefix) whose
+    labels include `labels`, in Prometheus text."""
     for line in text.splitlines():
         sample = _SAMPLE.match(line)
         if sample is None or line.startswith("#"):
             continue
-        if sample["name"] not in (name, f"sysops_plugin_{name}", f"{name}_total"):
+        if sample["name"] not in (name, f"{name}_total", f"sysops_plugin_{name}", f"sysops_plugin_{name}_total"):
             continue
         found = {match["key"]: match["value"] for match in _LABEL.finditer(sample["labels"] or "")}
         if all(found.get(key) == value for key, value in labels.items()):

@@ -57,3 +57,10 @@ def test_metric_values_by_name_and_labels() -> None:
     assert metric_value(PROMETHEUS, "monitor_checks", {"check": "cpu"}) == 3.0
     assert metric_value(PROMETHEUS, "monitor_check_value", {"check": "mem"}) is None
     assert metric_value(PROMETHEUS, "absent", {}) is None
+
+
+def test_a_plugin_counter_is_found_under_the_name_the_host_exposes() -> None:
+    # The host exposes a plugin's counter NAME as sysops_plugin_NAME_total (prometheus-client adds _total).
+    exposed = 'sysops_plugin_c_event_events_total{plugin="c-event"} 2.0\n'
+    assert metric_value(exposed, "c_event_events", {}) == 2.0
+    assert metric_value(exposed, "c_event_events_total", {}) == 2.0
