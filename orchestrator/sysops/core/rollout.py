@@ -60,7 +60,12 @@ from sysops.store import InstanceRecord, RevisionRecord, Store
 
 #: Exit codes of the plugin server (sysops_sdk.wire) and what they mean for a user.
 _EXIT_REASONS = {3: "entrypoint failed to load", 4: "initialize() failed", 5: "cannot serve", 137: "killed"}
+#: How often a drain looks whether the old instance stopped.
 _POLL_SECONDS = 0.03
+#: How often readiness is checked: the new instance's wait is on the path of every reload (save -> serving).
+_READY_POLL_SECONDS = 0.01
+#: How often that wait asks the engine whether the new instance still runs (a crash is reported this late at most).
+_READY_INSPECT_SECONDS = 0.1
 #: Restore with no state re-opens an instance its Snapshot quiesced, leaving its state as it is.
 _REOPEN = b""
 
@@ -232,6 +237,7 @@ class Rollout:
                 self._analyse(instance, *trial)
             elif trial is not None:  # an event plugin, a side-by-side version: no routed call to measure
                 self.progress(f"{manifest.name} {manifest.version} serves no routed command: no analysis")
+            self.progress(f"switching {manifest.name} to {manifest.version} (revision {revision})")
             if old is not None:
                 self._take_over(old, instance, routes)
             else:
@@ -440,20 +446,25 @@ class Rollout:
     def _wait_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
         deadline = time.monotonic() + min(manifest.readiness.timeout_seconds, self.settings.ready_timeout)
         socket_path = Path(instance.socket_dir) / "plugin.sock"
+        inspected = 0.0
         with PluginClient(instance.endpoint, manifest.name, instance.token) as client:
             while True:
-                status = self.driver.inspect(instance.handle)
-                if status is None or not status.running:
-                    raise self.failure(instance, status)
+                # Health first once the socket is there; the engine (tens of milliseconds a call on a busy host) is
+                # asked whether the instance still runs only every _READY_INSPECT_SECONDS while it does not answer.
                 if (socket_path.exists() or not instance.endpoint.startswith("unix:")) and client.healthy(timeout=0.5):
                     break
+                if time.monotonic() - inspected >= _READY_INSPECT_SECONDS:
+                    inspected = time.monotonic()
+                    status = self.driver.inspect(instance.handle)
+                    if status is None or not status.running:
+                        raise self.failure(instance, status)
                 if time.monotonic() > deadline:
                     raise StartFailedError(
                         f"plugin {manifest.name!r} {manifest.version} was not ready within "
                         f"{manifest.readiness.timeout_seconds:g}s",
                         details=self.log_tail(instance.handle),
                     )
-                time.sleep(_POLL_SECONDS)
+                time.sleep(_READY_POLL_SECONDS)
             descriptor = client.describe()
             if manifest.types == [PluginType.EVENT] and descriptor.commands:
                 names = ", ".join(sorted(command.name for command in descriptor.commands))

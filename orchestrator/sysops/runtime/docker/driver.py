@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.models import containers as docker_containers
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
@@ -107,6 +108,8 @@ class DockerDriver:
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
+        #: The engine's CPU count, asked once (`docker info` costs tens of milliseconds on every start otherwise).
+        self._engine_cpus: int | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -293,22 +296,34 @@ class DockerDriver:
         holder = self._start_network_holder(spec) if spec.egress else None
         if holder is not None:
             kwargs["network_mode"] = f"container:{holder.id}"
+        created = ""
         try:
-            container = self.client.containers.run(spec.image, **kwargs)
+            # Create and start, not `containers.run`: that inspects the container it created as well, an engine
+            # round trip on the path of every roll for attributes nothing reads before the instance answers.
+            arguments = {**kwargs, "image": spec.image, "command": None, "version": self.client.api.api_version}
+            create_arguments = docker_containers._create_container_args(arguments)  # type: ignore[attr-defined]
+            created = str(self.client.api.create_container(**create_arguments)["Id"])
+            self.client.api.start(created)
         except docker.errors.ImageNotFound as exc:
             self._remove_holders(spec.labels)
             raise RuntimeOperationError(f"image {spec.image} not found for {spec.name}") from exc
         except docker.errors.APIError as exc:
+            if created:
+                self._force_remove(created)
             self._remove_holders(spec.labels)
             raise RuntimeOperationError(f"cannot start container {spec.name}: {_short(exc)}") from exc
-        return self._status(container)
+        return InstanceStatus(
+            handle=created, name=spec.name, labels=dict(spec.labels), running=True, image=spec.image, token=spec.token
+        )
 
     def _check_cpus(self, nano_cpus: int, plugin: str) -> None:
         """Refuse, naming the key (exit 4), a CPU limit above the engine's CPUs: the engine's refusal names none."""
-        try:
-            cpus = int(self.client.info().get("NCPU") or 0)
-        except docker.errors.APIError:
-            return  # an engine that does not answer is reported by the start itself
+        if self._engine_cpus is None:
+            try:
+                self._engine_cpus = int(self.client.info().get("NCPU") or 0)
+            except docker.errors.APIError:
+                return  # an engine that does not answer is reported by the start itself
+        cpus = self._engine_cpus
         if cpus and nano_cpus > cpus * 1_000_000_000:
             raise ManifestError(
                 f"{plugin}: limits.cpu_percent {nano_cpus / 10_000_000:g} is more than the engine's {cpus} CPUs",
