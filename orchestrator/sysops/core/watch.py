@@ -42,8 +42,17 @@ def watch_and_roll(
         relative = PurePosixPath(Path(changed_path).relative_to(root).as_posix())
         return not rules.ignores(relative, is_dir=Path(changed_path).is_dir())
 
-    progress(f"watching {root} (Ctrl-C to stop)")
-    for changes in watch(root, watch_filter=relevant, debounce=debounce_ms, step=step_ms, rust_timeout=0):
+    announced = False
+    # "watching" is said on the generator's first yield, when the watcher runs: said before it, a save made
+    # at once was never seen. The timeout makes that first yield come within a quarter of a second.
+    for changes in watch(
+        root, watch_filter=relevant, debounce=debounce_ms, step=step_ms, rust_timeout=250, yield_on_timeout=True
+    ):
+        if not announced:
+            progress(f"watching {root} (Ctrl-C to stop)")
+            announced = True
+        if not changes:
+            continue
         timer = ReloadTimer(changed_at=newest_change(changed_path for _, changed_path in changes))
         stamped = timer.watching(progress)
         try:
