@@ -34,7 +34,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def measure(smoke: bool) -> list[Figure]:
     """The scale figures (see the module docstring)."""
     count = 2 if smoke else int(os.environ.get("BENCH_SCALE_PLUGINS", "50"))
-    runs = 3 if smoke else int(os.environ.get("BENCH_SCALE_PAIRS", "15"))
+    runs = 2 if smoke else int(os.environ.get("BENCH_SCALE_PAIRS", "15"))
     idle = 2.0 if smoke else float(os.environ.get("BENCH_SCALE_IDLE", "20"))
     figures: list[Figure] = []
     with fleet() as made:
