@@ -89,3 +89,28 @@ def test_pyproject_dependencies_keep_markers_and_refuse_urls(tmp_path: Path) -> 
         plugin_requirements(tmp_path)
     assert str(caught.value).startswith(f"{pyproject}: [project].dependencies[1] 'x @ file:///tmp/x' is refused: ")
     assert "direct URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["evil-1.0.tar.gz", "foo.whl", "x.zip", "x.tar", "x.TGZ", "x.tar.bz2", "x.tbz", "x.tar.xz", "x.txz", "x.tlz",
+     "x.tar.lz", "x.tar.lzma", "evil-1.0.tar.gz[extra]>=1 ; python_version > '3'"],
+)  # fmt: skip
+def test_a_name_pip_would_read_as_a_local_archive_is_refused(tmp_path: Path, name: str) -> None:
+    """Valid PEP 508 names, but pip takes them for a file relative to its working directory and builds it."""
+    with pytest.raises(PluginDefinitionError) as caught:
+        _requirements_txt(tmp_path, f"humanize>=4.0\n{name}\n")
+    assert str(caught.value).startswith(f"{tmp_path / 'requirements.txt'}:2: ")
+    assert "archive extension" in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == ExitCode.INVALID_PLUGIN
+    (tmp_path / "pyproject.toml").write_text(f'[project]\ndependencies = ["{name}", "humanize>=4.0"]\n')
+    with pytest.raises(PluginDefinitionError, match=r"\[project\]\.dependencies\[0\] .* is refused: a name ending"):
+        plugin_requirements(tmp_path)
+
+
+def test_names_that_only_contain_an_archive_word_are_kept(tmp_path: Path) -> None:
+    assert _requirements_txt(tmp_path, "zipp>=3\ntarfile-stream\nwhl-tools\n") == [
+        "zipp>=3",
+        "tarfile-stream",
+        "whl-tools",
+    ]

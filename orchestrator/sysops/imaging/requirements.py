@@ -5,7 +5,9 @@ installs them in the image with no network, from those wheels only. So a require
 plain requirement (`name[extras] specifier ; marker`, parsed by `packaging.requirements.Requirement`, the
 marker kept for pip to evaluate) or refused with one line naming file:line and what to do: nested and
 constraint files (`-r`, `-c`), editables (`-e`), index options (`-i`, `--extra-index-url`, `-f`), per-line
-options (`--hash`), direct URLs (`name @ https://...`, `git+...`, a path). Nothing is silently dropped.
+options (`--hash`), direct URLs (`name @ https://...`, `git+...`, a path), and names ending in an archive
+extension (`evil-1.0.tar.gz`, `x.whl`: valid PEP 508 names, but pip reads them as a local file and would
+build it on the host). Nothing is silently dropped.
 pyproject's `[project].dependencies` are PEP 508 strings already; the same checks apply to each.
 """
 
@@ -40,6 +42,14 @@ _OTHER_OPTION = (
 _URL_ADVICE = (
     "direct URL and path requirements are not supported: require a released version by name, or put the "
     "code in the plugin directory"
+)
+#: What pip takes for an archive file rather than a name (pip's ARCHIVE_EXTENSIONS).
+_ARCHIVE_EXTENSIONS = (
+    ".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma",
+)  # fmt: skip
+_ARCHIVE_ADVICE = (
+    "a name ending in an archive extension is read by pip as a local file, built on the host: require a "
+    "released version by name (name==version), or put the code in the plugin directory"
 )
 _REQUIREMENT_FORM = "a requirement is name[extras] specifier ; marker (PEP 508), e.g. requests>=2.31"
 
@@ -84,12 +94,14 @@ def _why_refused(line: str) -> str:
     try:
         requirement = Requirement(line)
     except InvalidRequirement as exc:
-        if "://" in line or line.startswith((".", "/", "~")) or line.endswith((".whl", ".tar.gz", ".zip")):
+        if "://" in line or line.startswith((".", "/", "~")) or line.lower().endswith(_ARCHIVE_EXTENSIONS):
             return _URL_ADVICE
         reason = (str(exc).splitlines() or ["unparsable"])[0][:100]
         return f"not a valid requirement ({reason}): {_REQUIREMENT_FORM}"
     if requirement.url:
         return _URL_ADVICE
+    if requirement.name.lower().endswith(_ARCHIVE_EXTENSIONS):
+        return _ARCHIVE_ADVICE
     return ""
 
 
