@@ -117,3 +117,71 @@ def test_plugin_name_arguments_complete_from_the_store(
     for command in ("status", "down", "logs", "history", "rollback"):
         assert _complete(monkeypatch, capsys, f"sysops plugin {command} e") == ["plain,echo"], command
     assert _complete(monkeypatch, capsys, "sysops plugin status x") == []
+
+
+def _store_route(settings: Settings, command: str, spec: bytes) -> None:
+    """Write a route straight into the store, as a damaged or hostile store would hold it."""
+    import sqlite3
+
+    with sqlite3.connect(settings.store_path) as db:
+        db.execute("INSERT INTO routes (command, plugin, spec) VALUES (?, ?, ?)", (command, "evil", spec))
+    db.close()
+
+
+def _spec(**param: object) -> bytes:
+    from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+    return pb.CommandSpec(help="evil", params=[pb.ParamSpec(**param)]).SerializeToString()  # type: ignore[arg-type]
+
+
+def test_a_damaged_route_is_skipped_and_nothing_goes_to_stderr(
+    stored: FakeDriver, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+    _store_route(settings, "zcorrupt", b"\xff\xff\xff\xff\x0a")  # not a CommandSpec
+    # a name click refuses when the command is built
+    _store_route(settings, "zbadparam", _spec(name="nodash", kind=pb.ParamSpec.OPTION, flags=["nodash"]))
+    assert _complete(monkeypatch, capsys, "sysops plugin status ") == ["plain,echo"]
+    assert _complete(monkeypatch, capsys, "sysops ec") == ["plain,echo"]
+    assert capsys.readouterr().err == ""
+
+
+def test_any_failure_completes_the_builtins(
+    stored: FakeDriver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops.cli import completion
+
+    def broken() -> list[object]:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(completion, "stored_shapes", broken)
+    assert _complete(monkeypatch, capsys, "sysops plugin st") == ["plain,status"]
+    assert capsys.readouterr().err == ""
+
+
+def test_hostile_words_are_not_offered_and_help_stays_one_line(
+    stored: FakeDriver, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sysops_sdk.protocol.v1 import plugin_pb2 as pb
+
+    _store_route(settings, "zap$(touch${IFS}/tmp/pwned)", _spec(name="x", kind=pb.ParamSpec.ARGUMENT))
+    hostile_choices = ["a$(touch /tmp/pwned)", "*", "ok"]
+    _store_route(
+        settings,
+        "zchoice",
+        _spec(
+            name="mode",
+            kind=pb.ParamSpec.OPTION,
+            flags=["--mode"],
+            type="choice",
+            choices=hostile_choices,
+            help="fine\n--INJECTED\nplain",
+        ),
+    )
+    assert _complete(monkeypatch, capsys, "sysops z") == ["plain,zchoice"]
+    assert _complete(monkeypatch, capsys, "sysops zchoice --mode ") == ["plain,ok"]
+    zsh = _complete(monkeypatch, capsys, "sysops zchoice --m", "zsh")
+    assert zsh == ["plain", "--mode", "fine\\x0a--INJECTED\\x0aplain"]
+    fish = _complete(monkeypatch, capsys, "sysops zchoice --m", "fish")
+    assert fish == ["plain,--mode\tfine\\x0a--INJECTED\\x0aplain"]

@@ -9,11 +9,17 @@ the CLI escapes them before showing them. Standard library only at import time.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 ARGUMENT = "argument"
 OPTION = "option"
+
+#: What a shell may be handed as a completion candidate or a choice: no quote, space, `$`, glob character or
+#: control that the shell would read as syntax (shell completion inserts candidates unquoted).
+SAFE_WORD = re.compile(r"[A-Za-z0-9._:/=+@-]+")
+SAFE_WORD_RULE = "letters, digits and . _ : / = + @ - only"
 
 
 @dataclass(frozen=True)
