@@ -6,7 +6,9 @@
 The image is built exactly as `plugin up` builds it (same context, requirements, static checks, tag and
 signature), so the tests import the code with the requirements the plugin ships with, on the base image's
 Python and SDK. pytest and the test kit's requirements are fetched on the host (imaging/test_kit_site.py) and
-mounted read-only, as are the plugin's tests/ (the live copy, over the one in the image); the container is
+mounted read-only, as is a private copy of the plugin's tests/ made without following any link
+(imaging/tests_copy.py: a `tests` that is a symbolic link is refused, exit 4), over the one in the image,
+removed afterwards; the container is
 hardened like an instance (runtime/docker/one_off.py) and has no network. The tests use the SDK's `plugin`
 fixture in-process inside the container. The exit code is pytest's (0 passed, 1 failed, 2 interrupted,
 4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`.
@@ -14,6 +16,7 @@ fixture in-process inside the container. The exit code is pytest's (0 passed, 1 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +44,7 @@ def test_command(
     from sysops.imaging.image import PLUGIN_UID
     from sysops.imaging.plugin_image import plugin_build
     from sysops.imaging.test_kit_site import test_kit_site
+    from sysops.imaging.tests_copy import copy_tests
     from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
     from sysops.runtime.docker.one_off import OneOffRun, run_to_end
     from sysops.runtime.factory import docker_driver
@@ -48,41 +52,44 @@ def test_command(
 
     plugin_dir = path.resolve()
     manifest = load_manifest(plugin_dir)
-    tests = plugin_dir / "tests"
-    if not tests.is_dir():
+    if not (plugin_dir / "tests").is_dir() and not (plugin_dir / "tests").is_symlink():
         raise UsageError(f"{plugin_dir}: no tests/ directory", hint="put the plugin's pytest tests in DIR/tests")
     settings = Settings()
     check_plugin_code(settings.home, plugin_dir, manifest, progress)
-    driver = docker_driver()
-    with plugin_build(
-        driver,
-        plugin_dir,
-        manifest,
-        base_image=settings.base_image,
-        installation_id=settings.installation_id,
-        cache_dir=settings.cache_dir,
-        progress=progress,
-    ) as build:
-        image = build.build()
-    progress("fetching pytest for the tests (on the host; the container has no network)")
-    kit = test_kit_site(settings.cache_dir)
-    progress(f"running {manifest.name}'s tests in {image.tag}")
-    run = OneOffRun(
-        image=image.id,
-        entrypoint=["python", "-m", "pytest"],
-        command=["-p", "no:cacheprovider", "--rootdir", PLUGIN_ROOT, TESTS_IN_CONTAINER, *(pytest_args or [])],
-        user=f"{PLUGIN_UID}:{PLUGIN_UID}",
-        read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
-        environment={
-            "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "SYSOPS_TEST_MODE": "inprocess",
-            "HOME": "/tmp",
-        },
-        labels={LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name},
-    )
-    sys.stdout.flush()
-    code = run_to_end(driver.client, run, sys.stdout.buffer)
+    tests = copy_tests(plugin_dir, settings.cache_dir / "test-runs")
+    try:
+        driver = docker_driver()
+        with plugin_build(
+            driver,
+            plugin_dir,
+            manifest,
+            base_image=settings.base_image,
+            installation_id=settings.installation_id,
+            cache_dir=settings.cache_dir,
+            progress=progress,
+        ) as build:
+            image = build.build()
+        progress("fetching pytest for the tests (on the host; the container has no network)")
+        kit = test_kit_site(settings.cache_dir)
+        progress(f"running {manifest.name}'s tests in {image.tag}")
+        run = OneOffRun(
+            image=image.id,
+            entrypoint=["python", "-m", "pytest"],
+            command=["-p", "no:cacheprovider", "--rootdir", PLUGIN_ROOT, TESTS_IN_CONTAINER, *(pytest_args or [])],
+            user=f"{PLUGIN_UID}:{PLUGIN_UID}",
+            read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
+            environment={
+                "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "SYSOPS_TEST_MODE": "inprocess",
+                "HOME": "/tmp",
+            },
+            labels={LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name},
+        )
+        sys.stdout.flush()
+        code = run_to_end(driver.client, run, sys.stdout.buffer)
+    finally:
+        shutil.rmtree(tests, ignore_errors=True)
     if code:
         progress(f"{manifest.name}'s tests failed (pytest exit {code})")
     raise typer.Exit(code)

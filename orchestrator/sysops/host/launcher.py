@@ -26,6 +26,7 @@ from sysops.errors import EngineUnavailableError
 from sysops.host.paths import HostPaths, host_paths
 from sysops.host.peer import listener
 from sysops.private_paths import PRIVATE_FILE_MODE, ensure_private_dir
+from sysops.processes import process_alive
 from sysops.settings import Settings
 
 #: Bumped when the CLI and the host stop understanding each other; a host of another protocol is replaced.
@@ -230,29 +231,14 @@ def stop_host(settings: Settings | None = None, timeout: float = STOP_TIMEOUT_SE
         record = HostRecord(pid, "?", 0.0, "?")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         time.sleep(_POLL_SECONDS)
-    if _alive(pid):
+    if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+        while process_alive(pid):
             time.sleep(_POLL_SECONDS)
     return record
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie child of ours counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def lock_holder(path: Path) -> int | None:

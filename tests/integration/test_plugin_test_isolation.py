@@ -1,0 +1,84 @@
+"""`sysops plugin test DIR` on the real engine: what its container can see, how it prints, and what it leaves.
+
+One plugin directory (a copy of hello whose tests/ is in .dockerignore, so every case reuses one image) under
+one SYSOPS_HOME serves every case; each case writes its own tests/. A `tests` that is a symbolic link to a host
+directory is refused and never mounted.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.conftest import ROOT, Sysops, installation_containers
+
+pytestmark = pytest.mark.integration
+
+HELLO = ROOT / "examples" / "hello"
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("plugin") / "hello"
+    shutil.copytree(HELLO, target, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    (target / ".dockerignore").write_text("tests\n")
+    return target
+
+
+@pytest.fixture
+def tests_dir(plugin_dir: Path) -> Iterator[Path]:
+    tests = plugin_dir / "tests"
+    tests.mkdir()
+    yield tests
+    if tests.is_symlink():
+        tests.unlink()
+    else:
+        shutil.rmtree(tests)
+
+
+def host_directory(tmp_path: Path) -> Path:
+    """A host directory the container must never see."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "test_secret.py").write_text("def test_secret():\n    print('SECRET-ON-THE-HOST')\n")
+    return victim
+
+
+def test_a_tests_link_to_a_host_directory_is_refused(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path, tmp_path: Path
+) -> None:
+    victim = host_directory(tmp_path)
+    tests_dir.rmdir()
+    tests_dir.symlink_to(victim)
+    done = sysops.run("plugin", "test", str(plugin_dir), "--", "-s", timeout=600)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "SECRET-ON-THE-HOST" not in done.stdout
+    assert "tests: is a symbolic link" in done.stderr and "Traceback" not in done.stderr
+    assert not installation_containers(docker.from_env(), sysops.installation_id)
+
+
+def test_a_link_inside_tests_to_a_host_directory_is_refused(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path, tmp_path: Path
+) -> None:
+    victim = host_directory(tmp_path)
+    (tests_dir / "test_ok.py").write_text("import os\n\ndef test_ok():\n    print(os.listdir('/plugin/tests/leak'))\n")
+    (tests_dir / "leak").symlink_to(victim)
+    done = sysops.run("plugin", "test", str(plugin_dir), "--", "-s", timeout=600)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "leads outside the plugin directory" in done.stderr
+
+
+def test_the_tests_run_from_a_copy_that_is_removed_afterwards(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path
+) -> None:
+    (tests_dir / "test_where.py").write_text(
+        "import os\n\ndef test_where():\n    assert os.listdir('/plugin/tests') == ['test_where.py']\n"
+    )
+    done = sysops.run("plugin", "test", str(plugin_dir), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert not list((sysops.home / "cache" / "test-runs").glob("tests-*"))
