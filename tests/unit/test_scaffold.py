@@ -52,6 +52,7 @@ def test_names_of_a_plugin() -> None:
         ("plugin", "it is a sysops command"),
         ("serve", "it is a sysops command"),
         ("plugin-dirs", "config section 'plugin_dirs' belongs to sysops"),
+        ("test", "its package 'test_plugin' would be shadowed by the scaffold's tests/test_plugin.py"),
     ],
 )
 def test_bad_and_reserved_names_are_refused(name: str, why: str) -> None:

@@ -2,7 +2,8 @@
 
 A plugin name is a DNS-1123 label (core/names.py). A scaffold needs more of it: the name is also the first
 word of the plugin's commands (`sysops NAME greet`), which must start with a letter and must not be one of
-sysops's own words, and, with '-' as '_', the start of a Python package name and of a config section.
+sysops's own words, and, with '-' as '_', the start of a Python package name and of a config section. That
+package must not be named like the scaffold's test module (tests/test_plugin.py), which would shadow it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from sysops.core.manifest import SIDE_BY_SIDE_MARK
 from sysops.core.names import PLUGIN_NAME_RULE, is_plugin_name, shown
 from sysops.errors import UsageError
 from sysops.reserved import RESERVED_COMMANDS
+
+#: The module name of the test file every scaffold writes (templates/*/test_plugin.py.tmpl).
+TEST_MODULE = "test_plugin"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ def check_scaffold_name(name: str, builtin_commands: Iterable[str] = ()) -> Scaf
         problem = f"it is a sysops command ({', '.join(reserved)} are reserved)"
     elif name.replace("-", "_") == PLUGIN_DIRS_KEY:
         problem = f"its config section {PLUGIN_DIRS_KEY!r} belongs to sysops"
+    elif ScaffoldNames.of(name).package == TEST_MODULE:
+        problem = f"its package {TEST_MODULE!r} would be shadowed by the scaffold's tests/{TEST_MODULE}.py"
     else:
         return ScaffoldNames.of(name)
     raise UsageError(f"invalid plugin name {shown(name)}: {problem}", hint="choose another name, e.g. 'disk-report'")
