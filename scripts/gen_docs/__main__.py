@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         written = write_pages(args.docs_dir, root, Settings().home)
-    except (SysopsError, ValueError, OSError) as error:
+    except (SysopsError, ValueError, OSError, SyntaxError) as error:  # a broken source: one line, exit 2
         print(f"gen_docs: {error}", file=sys.stderr)
         return 2
     print(f"gen_docs: {len(written)} pages written into {args.docs_dir}", file=sys.stderr)

@@ -35,8 +35,8 @@ _SCALARS = {
 }
 
 
-class ProtocError(RuntimeError):
-    """protoc refused a .proto file."""
+class ProtocError(ValueError):
+    """protoc refused a .proto file (or found none)."""
 
 
 @dataclass(frozen=True)

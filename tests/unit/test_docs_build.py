@@ -139,6 +139,14 @@ def test_gen_docs_refuses_to_write_into_docs_itself(capsys: pytest.CaptureFixtur
     assert "not docs/ itself" in capsys.readouterr().err
 
 
+def test_a_source_that_cannot_become_a_page_is_one_line_exit_2(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gen_docs_main([str(tmp_path / "out"), "--root", str(tmp_path)]) == 2  # a tree without the protos
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gen_docs: protoc failed on sdk/sysops_sdk/protocol/v1/plugin.proto")
+
+
 # -- the generators -------------------------------------------------------------------------------------------
 
 
