@@ -7,14 +7,18 @@ directory is refused and never mounted.
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.integration.conftest import ROOT, Sysops, installation_containers
+from tests.integration.conftest import ROOT, SYSOPS, Sysops, installation_containers
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +86,52 @@ def test_the_tests_run_from_a_copy_that_is_removed_afterwards(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
     assert not list((sysops.home / "cache" / "test-runs").glob("tests-*"))
+
+
+NOISY = """\
+import os
+
+
+def test_noisy():
+    os.write(1, b"clip:\\x1b]52;c;SGVsbG8=\\x07 bad:\\xff\\xfe end\\n")
+"""
+
+
+def on_a_terminal(sysops: Sysops, *args: str) -> bytes:
+    """What `sysops ARGS` writes to its stdout when that is a terminal."""
+    controller, terminal = pty.openpty()
+    env = {key: value for key, value in sysops.env.items() if key != "SYSOPS_RAW_OUTPUT"}
+    process = subprocess.Popen([SYSOPS, *args], stdout=terminal, stderr=subprocess.DEVNULL, env=env)
+    os.close(terminal)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([controller], [], [], 600)
+            if not ready:
+                raise AssertionError(f"no output for 600 s: {seen!r}")
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(controller)
+        process.wait(timeout=60)
+    return seen
+
+
+def test_pytest_output_is_escaped_on_a_terminal_and_raw_to_a_pipe(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path
+) -> None:
+    (tests_dir / "test_noisy.py").write_text(NOISY)
+    shown = on_a_terminal(sysops, "plugin", "test", str(plugin_dir), "--", "-s")
+    assert b"1 passed" in shown, shown
+    assert b"\x1b" not in shown and b"\\x1b]52;c;SGVsbG8=\\x07" in shown
+    assert "bad:\ufffd\ufffd end".encode() in shown
+    piped = subprocess.run(
+        [SYSOPS, "plugin", "test", str(plugin_dir), "--", "-s"], env=sysops.env, capture_output=True, timeout=600
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert b"clip:\x1b]52;c;SGVsbG8=\x07 bad:" in piped.stdout  # (the engine's log already replaced bad bytes)

@@ -11,25 +11,35 @@ mounted read-only, as is a private copy of the plugin's tests/ made without foll
 removed afterwards; the container is
 hardened like an instance (runtime/docker/one_off.py) and has no network. The tests use the SDK's `plugin`
 fixture in-process inside the container. The exit code is pytest's (0 passed, 1 failed, 2 interrupted,
-4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`.
+4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`. pytest's output is the plugin's
+text: on a terminal it is decoded as UTF-8 (bad bytes replaced) and its control characters escaped unless
+SYSOPS_RAW_OUTPUT=1 (as cli/output.py `write_result` does for a command's result); to a pipe or a file it is
+written byte for byte. pytest runs with --color=no.
 """
 
 from __future__ import annotations
 
+import codecs
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from sysops.cli.output import RAW_OUTPUT_VARIABLE
 from sysops.cli.plugin_cmd import progress
 from sysops.errors import UsageError
+from sysops.safe_text import escape_controls
 
 #: Where the plugin's code is in its image, and where the tests and pytest are mounted.
 PLUGIN_ROOT = "/plugin"
 TESTS_IN_CONTAINER = f"{PLUGIN_ROOT}/tests"
 KIT_IN_CONTAINER = "/opt/sysops-test-kit"
+#: pytest's options before the plugin's: no cache in the read-only tree, no colour codes, the plugin as root.
+PYTEST_OPTIONS = ["-p", "no:cacheprovider", "--color=no", "--rootdir", PLUGIN_ROOT]
 
 
 def test_command(
@@ -75,7 +85,7 @@ def test_command(
         run = OneOffRun(
             image=image.id,
             entrypoint=["python", "-m", "pytest"],
-            command=["-p", "no:cacheprovider", "--rootdir", PLUGIN_ROOT, TESTS_IN_CONTAINER, *(pytest_args or [])],
+            command=[*PYTEST_OPTIONS, TESTS_IN_CONTAINER, *(pytest_args or [])],
             user=f"{PLUGIN_UID}:{PLUGIN_UID}",
             read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
             environment={
@@ -87,9 +97,28 @@ def test_command(
             labels={LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name},
         )
         sys.stdout.flush()
-        code = run_to_end(driver.client, run, sys.stdout.buffer)
+        code = run_to_end(driver.client, run, output_writer())
     finally:
         shutil.rmtree(tests, ignore_errors=True)
     if code:
         progress(f"{manifest.name}'s tests failed (pytest exit {code})")
     raise typer.Exit(code)
+
+
+def output_writer() -> Callable[[bytes], None]:
+    """Where the test container's output goes: escaped text on a terminal (unless raw output was asked for),
+    the bytes as they are otherwise."""
+    if not sys.stdout.isatty() or os.environ.get(RAW_OUTPUT_VARIABLE) == "1":
+        return _write_bytes
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write_escaped(chunk: bytes) -> None:
+        sys.stdout.write(escape_controls(decoder.decode(chunk)))
+        sys.stdout.flush()
+
+    return write_escaped
+
+
+def _write_bytes(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()

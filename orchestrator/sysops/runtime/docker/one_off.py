@@ -2,15 +2,15 @@
 
 The container is hardened like a plugin instance (read-only root, a small /tmp, no network, no capabilities,
 no new privileges, the plugin's non-root user), gets only read-only bind mounts, and is removed afterwards
-whatever happened, Ctrl-C included. Its output is copied to the caller's stream as it comes; the answer is
-the command's exit code.
+whatever happened, Ctrl-C included. Its output is handed to the caller's `write` as it comes (the caller
+decides how plugin-controlled bytes reach a terminal); the answer is the command's exit code.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import docker
 import docker.errors
@@ -37,8 +37,8 @@ class OneOffRun:
     pids: int = 256
 
 
-def run_to_end(client: docker.DockerClient, run: OneOffRun, output: BinaryIO) -> int:
-    """Run `run` to its end, copying its output to `output`; its exit code. The container is always removed."""
+def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[bytes], None]) -> int:
+    """Run `run` to its end, handing its output to `write`; its exit code. The container is always removed."""
     mounts = [Mount(target, source, type="bind", read_only=True) for source, target in run.read_only_mounts.items()]
     try:
         container = client.containers.create(
@@ -64,8 +64,7 @@ def run_to_end(client: docker.DockerClient, run: OneOffRun, output: BinaryIO) ->
     try:
         container.start()
         for chunk in container.logs(stream=True, follow=True):
-            output.write(chunk)
-            output.flush()
+            write(chunk)
         return int(container.wait().get("StatusCode", 1))
     except docker.errors.APIError as exc:
         raise RuntimeOperationError(f"running a container of {run.image} failed: {exc.explanation or exc}") from exc
