@@ -1,12 +1,14 @@
 """Turn a plugin directory into a build context: a Dockerfile FROM the base image, wheels, sources.
 
 Builds run with no network (nothing inside `docker build` may reach PyPI), so third-party requirements
-are resolved into wheels on the host first and cached by the hash of the requirement list. The
-Dockerfile installs them in a layer of their own, before the plugin's code is copied, so a code-only
-change reuses the dependency layer and adds a single COPY layer (no RUN step, which would cost a
-container start per build). Source files are checked with `ast` before anything is built, so a syntax
-error names the file and line at once. What of the directory ships, and how the tar is streamed, is
-`context.py`'s job; the image tag spells the plugin's PEP 440 version in Docker's tag alphabet.
+are resolved into wheels on the host first and cached by the hash of the requirement list. Only
+published wheels are fetched, from an empty private working directory: no package's build code (an
+sdist's setup.py) ever runs on the host. The Dockerfile installs them in a layer of their own, before
+the plugin's code is copied, so a code-only change reuses the dependency layer and adds a single COPY
+layer (no RUN step, which would cost a container start per build). Source files are checked with `ast`
+before anything is built, so a syntax error names the file and line at once. What of the directory ships,
+and how the tar is streamed, is `context.py`'s job; the image tag spells the plugin's PEP 440 version in
+Docker's tag alphabet.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path, PurePosixPath
 
@@ -148,19 +151,35 @@ def prepare_wheels(requirements: list[str], cache_dir: Path) -> Path | None:
         return target
     for directory in (cache_dir, cache_dir / "wheels", target):  # another local user must not swap a wheel
         ensure_private_dir(directory)
+    # Wheels only (no sdist's build backend ever runs on the host), and from an empty private working
+    # directory (pip reads a requirement that names a file, `x.tar.gz`, relative to it).
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     if sys.version_info[:2] == BASE_PYTHON:
-        command = [*pip, "wheel", "--wheel-dir", str(target), *requirements]
+        command = [*pip, "wheel", "--only-binary=:all:", "--wheel-dir", str(target), *requirements]
     else:
         python_version = ".".join(str(part) for part in BASE_PYTHON)
         command = [*pip, "download", "--only-binary=:all:", "--python-version", python_version,
                    "--implementation", "cp", "--dest", str(target), *requirements]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="sysops-pip-") as empty:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False, cwd=empty)
     if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise BuildError(f"cannot fetch requirements {', '.join(requirements)}: {last}")
+        raise BuildError(_pip_failure(requirements, completed.stderr))
     (target / ".complete").write_text("\n".join(requirements))
     return target
+
+
+def _pip_failure(requirements: list[str], stderr: str) -> str:
+    """One line for a failed fetch: a requirement with no wheel is named, with what to do."""
+    last = (stderr.strip().splitlines() or ["pip failed"])[-1]
+    missing = re.search(r"No matching distribution found for (\S+)", stderr)
+    if missing:
+        python = ".".join(str(part) for part in BASE_PYTHON)
+        return (
+            f"no wheel of {missing.group(1)} for CPython {python} on the index (it does not exist, or is "
+            "published only as a source distribution, which is never built on the host): require a version "
+            "that has a wheel, or vendor its code into the plugin directory"
+        )
+    return f"cannot fetch requirements {', '.join(requirements)}: {last}"
 
 
 def make_context(
