@@ -66,8 +66,11 @@ def stored_routes(manifest: Manifest, descriptor: pb.PluginDescriptor) -> dict[s
     """The CommandSpecs to store for an instance's commands, with the manifest's `commands` settings applied.
 
     A manifest that names a command the plugin does not have is refused (a typo would silently keep the
-    default deadline).
+    default deadline). So is a command declaring a word the shell would misread (core/command_rules.py).
     """
+    from sysops.core.command_rules import check_commands
+
+    check_commands(manifest.name, descriptor)
     specs = {command.name: command for command in descriptor.commands}
     unknown = sorted(set(manifest.commands) - set(specs))
     if unknown:

@@ -225,11 +225,11 @@ def _config_key(value: str) -> str:
     return value
 
 
-_COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}( [a-z][a-z0-9-]{0,62}){0,7}")
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}( [a-z][a-z0-9-]{0,62}){0,7}")
 
 
 def _command_name(value: str) -> str:
-    if not _COMMAND_NAME.fullmatch(value):
+    if not COMMAND_NAME.fullmatch(value):
         raise ValueError("must be a command name of lowercase words, like 'greet' or 'db migrate'")
     return value
 
