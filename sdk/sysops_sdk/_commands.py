@@ -13,6 +13,7 @@ import enum
 import inspect
 import json
 import math
+import re
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,15 @@ _registry: list[Callable[..., Any]] = []
 SUPPORTED_TYPES = ("str", "int", "float", "bool", "choice")
 #: Largest deadline a command may declare (`@plugin_command(timeout=...)`), in seconds: one day.
 MAX_TIMEOUT_SECONDS = 86_400.0
+
+
+#: The words a shell may receive from a command (the host applies the same rules, core/command_rules.py):
+#: shell completion inserts names, flags and choices unquoted, so none may hold `$`, quotes, spaces or globs.
+_COMMAND_WORD = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_MAX_COMMAND_WORDS = 8
+_FLAG = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SAFE_CHOICE = re.compile(r"[A-Za-z0-9._:/=+@-]+")
 
 
 class CommandDefinitionError(ValueError):
@@ -94,7 +104,7 @@ def plugin_command(
     that the command changes nothing, so a caller with the viewer role may run it.
     """
     words = name.split()
-    if not words or any(not _is_command_word(word) for word in words):
+    if not words or len(words) > _MAX_COMMAND_WORDS or any(not _COMMAND_WORD.fullmatch(word) for word in words):
         raise CommandDefinitionError(
             f"invalid command name {name!r}: use lowercase words of letters, digits and '-', like 'db migrate'"
         )
@@ -137,6 +147,8 @@ def argument(
     metavar: str = "",
 ) -> Callable[[F], F]:
     """Declare a positional argument of a command (its Python parameter is `name`)."""
+    if not _PARAM_NAME.fullmatch(_python_name(name)):
+        raise CommandDefinitionError(f"invalid argument name {name!r}: use a Python identifier (or '-' for '_')")
     param = ParamDefinition(
         name=_python_name(name),
         kind="argument",
@@ -163,6 +175,11 @@ def option(
     """Declare an option such as `@option("--strategy", "-s", help=...)`; the longest flag names it."""
     if not flags or not all(flag.startswith("-") for flag in flags):
         raise CommandDefinitionError(f"option flags must start with '-', got {flags!r}")
+    bad_flags = [flag for flag in flags if not _FLAG.fullmatch(flag)]
+    if bad_flags:
+        raise CommandDefinitionError(
+            f"invalid option flag {bad_flags[0]!r}: use letters, digits and '-', like '--dry-run'"
+        )
     longest = max(flags, key=len)
     param = ParamDefinition(
         name=_python_name(longest.lstrip("-")),
@@ -194,6 +211,13 @@ def requires_permission(permission: str) -> Callable[[F], F]:
 
 
 def _attach(param: ParamDefinition) -> Callable[[F], F]:
+    bad_choices = [choice for choice in param.choices if not _SAFE_CHOICE.fullmatch(str(choice))]
+    if bad_choices:
+        raise CommandDefinitionError(
+            f"{param.kind} {param.name!r}: invalid choice {bad_choices[0]!r}: use letters, digits and . _ : / = + @ - "
+            "only (shell completion offers choices unquoted)"
+        )
+
     def decorate(function: F) -> F:
         existing: list[ParamDefinition] = list(getattr(function, _PARAMS_ATTR, []))
         # Decorators apply bottom-up; prepend so the list reads in source order, as click does.
@@ -201,10 +225,6 @@ def _attach(param: ParamDefinition) -> Callable[[F], F]:
         return function
 
     return decorate
-
-
-def _is_command_word(word: str) -> bool:
-    return word[:1].isalpha() and word.replace("-", "").isalnum() and word == word.lower()
 
 
 def _python_name(name: str) -> str:
