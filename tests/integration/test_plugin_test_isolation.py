@@ -11,14 +11,17 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
+from sysops.runtime.docker.one_off import LABEL_ONE_OFF
 
-from tests.integration.conftest import ROOT, SYSOPS, Sysops, installation_containers
+from tests.integration.conftest import ROOT, SYSOPS, Sysops, installation_containers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,49 @@ def test_pytest_output_is_escaped_on_a_terminal_and_raw_to_a_pipe(
     )
     assert piped.returncode == 0, piped.stderr
     assert b"clip:\x1b]52;c;SGVsbG8=\x07 bad:" in piped.stdout  # (the engine's log already replaced bad bytes)
+
+
+SLEEPY = "import time\n\n\ndef test_sleeps():\n    time.sleep(300)\n"
+
+
+def one_off_containers(sysops: Sysops) -> list[docker.models.containers.Container]:
+    return [c for c in installation_containers(docker.from_env(), sysops.installation_id) if LABEL_ONE_OFF in c.labels]
+
+
+def copies_left(sysops: Sysops) -> list[Path]:
+    return list((sysops.home / "cache" / "test-runs").glob("tests-*"))
+
+
+def started_sleepy_run(sysops: Sysops, plugin_dir: Path) -> subprocess.Popen[bytes]:
+    """`sysops plugin test` running a test that sleeps, once its container runs."""
+    process = subprocess.Popen(
+        [SYSOPS, "plugin", "test", str(plugin_dir)], env=sysops.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    wait_for(lambda: any(c.status == "running" for c in one_off_containers(sysops)), 300, "the test container")
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signalled_run_leaves_no_container_and_no_copy(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path, signum: signal.Signals
+) -> None:
+    (tests_dir / "test_sleepy.py").write_text(SLEEPY)
+    process = started_sleepy_run(sysops, plugin_dir)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and b"Traceback" not in stderr, stderr
+    assert not one_off_containers(sysops)
+    assert not copies_left(sysops)
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next_run(sysops: Sysops, plugin_dir: Path, tests_dir: Path) -> None:
+    (tests_dir / "test_sleepy.py").write_text(SLEEPY)
+    process = started_sleepy_run(sysops, plugin_dir)
+    process.kill()
+    process.communicate(timeout=60)
+    assert one_off_containers(sysops) and copies_left(sysops)
+    (tests_dir / "test_sleepy.py").write_text("def test_quick():\n    pass\n")
+    started = time.monotonic()
+    done = sysops.run("plugin", "test", str(plugin_dir), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not one_off_containers(sysops) and not copies_left(sysops), time.monotonic() - started

@@ -14,7 +14,8 @@ fixture in-process inside the container. The exit code is pytest's (0 passed, 1 
 4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`. pytest's output is the plugin's
 text: on a terminal it is decoded as UTF-8 (bad bytes replaced) and its control characters escaped unless
 SYSOPS_RAW_OUTPUT=1 (as cli/output.py `write_result` does for a command's result); to a pipe or a file it is
-written byte for byte. pytest runs with --color=no.
+written byte for byte. pytest runs with --color=no. SIGTERM and SIGHUP end the run as Ctrl-C does (the
+container and the tests' copy are removed); what a SIGKILLed run left is removed by the next run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from __future__ import annotations
 import codecs
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +59,7 @@ def test_command(
     from sysops.imaging.test_kit_site import test_kit_site
     from sysops.imaging.tests_copy import copy_tests
     from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
-    from sysops.runtime.docker.one_off import OneOffRun, run_to_end
+    from sysops.runtime.docker.one_off import OneOffRun, remove_stale_one_offs, run_to_end
     from sysops.runtime.factory import docker_driver
     from sysops.settings import Settings
 
@@ -66,40 +69,43 @@ def test_command(
         raise UsageError(f"{plugin_dir}: no tests/ directory", hint="put the plugin's pytest tests in DIR/tests")
     settings = Settings()
     check_plugin_code(settings.home, plugin_dir, manifest, progress)
-    tests = copy_tests(plugin_dir, settings.cache_dir / "test-runs")
-    try:
-        driver = docker_driver()
-        with plugin_build(
-            driver,
-            plugin_dir,
-            manifest,
-            base_image=settings.base_image,
-            installation_id=settings.installation_id,
-            cache_dir=settings.cache_dir,
-            progress=progress,
-        ) as build:
-            image = build.build()
-        progress("fetching pytest for the tests (on the host; the container has no network)")
-        kit = test_kit_site(settings.cache_dir)
-        progress(f"running {manifest.name}'s tests in {image.tag}")
-        run = OneOffRun(
-            image=image.id,
-            entrypoint=["python", "-m", "pytest"],
-            command=[*PYTEST_OPTIONS, TESTS_IN_CONTAINER, *(pytest_args or [])],
-            user=f"{PLUGIN_UID}:{PLUGIN_UID}",
-            read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
-            environment={
-                "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "SYSOPS_TEST_MODE": "inprocess",
-                "HOME": "/tmp",
-            },
-            labels={LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name},
-        )
-        sys.stdout.flush()
-        code = run_to_end(driver.client, run, output_writer())
-    finally:
-        shutil.rmtree(tests, ignore_errors=True)
+    labels = {LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name}
+    with signals_interrupt():
+        tests = copy_tests(plugin_dir, settings.cache_dir / "test-runs")
+        try:
+            driver = docker_driver()
+            remove_stale_one_offs(driver.client, labels)
+            with plugin_build(
+                driver,
+                plugin_dir,
+                manifest,
+                base_image=settings.base_image,
+                installation_id=settings.installation_id,
+                cache_dir=settings.cache_dir,
+                progress=progress,
+            ) as build:
+                image = build.build()
+            progress("fetching pytest for the tests (on the host; the container has no network)")
+            kit = test_kit_site(settings.cache_dir)
+            progress(f"running {manifest.name}'s tests in {image.tag}")
+            run = OneOffRun(
+                image=image.id,
+                entrypoint=["python", "-m", "pytest"],
+                command=[*PYTEST_OPTIONS, TESTS_IN_CONTAINER, *(pytest_args or [])],
+                user=f"{PLUGIN_UID}:{PLUGIN_UID}",
+                read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
+                environment={
+                    "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    "SYSOPS_TEST_MODE": "inprocess",
+                    "HOME": "/tmp",
+                },
+                labels=labels,
+            )
+            sys.stdout.flush()
+            code = run_to_end(driver.client, run, output_writer())
+        finally:
+            shutil.rmtree(tests, ignore_errors=True)
     if code:
         progress(f"{manifest.name}'s tests failed (pytest exit {code})")
     raise typer.Exit(code)
@@ -122,3 +128,19 @@ def output_writer() -> Callable[[bytes], None]:
 def _write_bytes(chunk: bytes) -> None:
     sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while in the block (so its cleanup runs); restored after."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
