@@ -211,12 +211,7 @@ def requires_permission(permission: str) -> Callable[[F], F]:
 
 
 def _attach(param: ParamDefinition) -> Callable[[F], F]:
-    bad_choices = [choice for choice in param.choices if not _SAFE_CHOICE.fullmatch(str(choice))]
-    if bad_choices:
-        raise CommandDefinitionError(
-            f"{param.kind} {param.name!r}: invalid choice {bad_choices[0]!r}: use letters, digits and . _ : / = + @ - "
-            "only (shell completion offers choices unquoted)"
-        )
+    _check_choices(param)
 
     def decorate(function: F) -> F:
         existing: list[ParamDefinition] = list(getattr(function, _PARAMS_ATTR, []))
@@ -225,6 +220,16 @@ def _attach(param: ParamDefinition) -> Callable[[F], F]:
         return function
 
     return decorate
+
+
+def _check_choices(param: ParamDefinition) -> None:
+    """Refuse a choice that shell completion could not offer safely (it inserts candidates unquoted)."""
+    bad_choices = [choice for choice in param.choices if not _SAFE_CHOICE.fullmatch(str(choice))]
+    if bad_choices:
+        raise CommandDefinitionError(
+            f"{param.kind} {param.name!r}: invalid choice {bad_choices[0]!r}: use letters, digits and . _ : / = + @ - "
+            "only (shell completion offers choices unquoted)"
+        )
 
 
 def _python_name(name: str) -> str:
@@ -267,6 +272,7 @@ def command_definition(function: Callable[..., Any]) -> CommandDefinition:
             flags=("--" + parameter.name.replace("_", "-"),) if parameter.default is not parameter.empty else (),
         )
         _complete_from_signature(param, parameter, hints.get(parameter.name))
+        _check_choices(param)  # a Literal or Enum annotation brings its own
         params.append(param)
     if declared:
         unknown = ", ".join(sorted(declared))

@@ -8,7 +8,7 @@ import pytest
 from sysops.core.command_rules import check_commands
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import ExitCode, StartFailedError
-from sysops_sdk import Plugin, option, plugin_command
+from sysops_sdk import Plugin, _commands, option, plugin_command
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from tests.unit.conftest import EchoV1
@@ -65,7 +65,10 @@ def plugin_classes() -> Iterator[dict[str, type[Plugin]]]:
     yield {"hostile": HostileChoice}
 
 
-def test_a_roll_of_a_plugin_declaring_a_hostile_choice_fails_and_stores_no_route(orchestrator: Orchestrator) -> None:
+def test_a_roll_of_a_plugin_declaring_a_hostile_choice_fails_and_stores_no_route(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_commands, "_check_choices", lambda param: None)  # as a plugin of another SDK would
     with pytest.raises(StartFailedError, match=r"plugin 'hostile' declares command 'zap': choice 'a\$\(touch"):
         orchestrator.rollout.roll(_target("hostile", name="hostile"))
     assert orchestrator.store.routes() == []

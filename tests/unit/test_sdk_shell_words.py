@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 from sysops_sdk import CommandDefinitionError, argument, option, plugin_command
+from sysops_sdk._commands import _registry, command_definition
 
 
 class Hostile(enum.Enum):
@@ -38,3 +40,13 @@ def test_ordinary_words_are_accepted() -> None:
     option("--strategy", "-s", choices=["blue-green", "v1.2", "a=b", "x/y", "user@host"])
     argument("target-name", choices=["all"])
     plugin_command("db migrate-all")
+
+
+def test_a_literal_annotations_choices_are_checked_when_the_command_is_read() -> None:
+    @plugin_command("zap")
+    def zap(mode: Literal["ok", "a b"] = "ok") -> str:
+        return mode
+
+    _registry.remove(zap)  # a function defined here would be served by every later test's plugin
+    with pytest.raises(CommandDefinitionError, match="invalid choice 'a b'"):
+        command_definition(zap)
