@@ -19,6 +19,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from sysops.runtime.base import plugin_uid
 from sysops.runtime.docker.one_off import LABEL_ONE_OFF
 
 from tests.integration.conftest import ROOT, SYSOPS, Sysops, installation_containers, wait_for
@@ -184,3 +185,46 @@ def test_what_a_killed_run_left_is_removed_by_the_next_run(sysops: Sysops, plugi
     done = sysops.run("plugin", "test", str(plugin_dir), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not one_off_containers(sysops) and not copies_left(sysops), time.monotonic() - started
+
+
+LIMITS = """\
+import os
+from pathlib import Path
+
+
+def first(*paths):
+    return next(Path(path).read_text().strip() for path in paths if Path(path).exists())
+
+
+def test_limits():
+    memory = first("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    swap = first("/sys/fs/cgroup/memory.swap.max", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", "/dev/null")
+    pids = first("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
+    cpu = first("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    print(f"LIMITS uid={os.getuid()} gid={os.getgid()} memory={memory} swap={swap} pids={pids} cpu={cpu.split()[0]}")
+"""
+
+
+def test_the_container_has_the_plugins_uid_and_manifest_limits(
+    sysops: Sysops, plugin_dir: Path, tests_dir: Path
+) -> None:
+    (tests_dir / "test_limits.py").write_text(LIMITS)
+    done = sysops.run("plugin", "test", str(plugin_dir), "--", "-s", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    uid = plugin_uid(sysops.installation_id, "hello")
+    line = next(line for line in done.stdout.splitlines() if "LIMITS " in line)  # after pytest's "test_limits.py "
+    values = dict(word.split("=", 1) for word in line.split("LIMITS ", 1)[1].split())
+    # hello's plugin.yaml: cpu_percent 50, memory_mb 128, pids 64; swap: none beyond memory (v2 0, v1 memsw = memory)
+    assert values["uid"] == values["gid"] == str(uid)
+    assert values["memory"] == str(128 * 1024 * 1024) and values["pids"] == "64" and values["cpu"] == "50000"
+    assert values["swap"] in ("0", str(128 * 1024 * 1024), ""), values
+
+
+def test_tests_past_the_timeout_are_stopped_and_removed(sysops: Sysops, plugin_dir: Path, tests_dir: Path) -> None:
+    (tests_dir / "test_sleepy.py").write_text(SLEEPY)
+    started = time.monotonic()
+    done = sysops.run("plugin", "test", str(plugin_dir), "--timeout", "3", timeout=600)
+    assert done.returncode == 10, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    assert "hello's tests: still running after 3 s" in done.stderr and "Traceback" not in done.stderr
+    assert not one_off_containers(sysops) and not copies_left(sysops)

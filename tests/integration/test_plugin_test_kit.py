@@ -30,7 +30,7 @@ import socket
 
 
 def test_runs_as_the_plugin_user_on_a_read_only_root_without_network(plugin):
-    assert os.getuid() == 10001
+    assert os.getuid() >= 0x10000000  # the plugin's own uid (runtime/base.py plugin_uid), as an instance
     try:
         open("/plugin/written", "w")
     except OSError:

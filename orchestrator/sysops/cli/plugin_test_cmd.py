@@ -8,14 +8,15 @@ signature), so the tests import the code with the requirements the plugin ships 
 Python and SDK. pytest and the test kit's requirements are fetched on the host (imaging/test_kit_site.py) and
 mounted read-only, as is a private copy of the plugin's tests/ made without following any link
 (imaging/tests_copy.py: a `tests` that is a symbolic link is refused, exit 4), over the one in the image,
-removed afterwards; the container is
-hardened like an instance (runtime/docker/one_off.py) and has no network. The tests use the SDK's `plugin`
-fixture in-process inside the container. The exit code is pytest's (0 passed, 1 failed, 2 interrupted,
-4 usage, 5 nothing collected); failing to build is exit 4 as for `plugin up`. pytest's output is the plugin's
-text: on a terminal it is decoded as UTF-8 (bad bytes replaced) and its control characters escaped unless
-SYSOPS_RAW_OUTPUT=1 (as cli/output.py `write_result` does for a command's result); to a pipe or a file it is
-written byte for byte. pytest runs with --color=no. SIGTERM and SIGHUP end the run as Ctrl-C does (the
-container and the tests' copy are removed); what a SIGKILLed run left is removed by the next run.
+removed afterwards; the container is hardened and limited like an instance (runtime/docker/one_off.py: the
+plugin's uid, its manifest's CPU, memory and process limits) and has no network; after --timeout seconds (600)
+it is stopped and removed, exit 10. The tests use the SDK's `plugin` fixture in-process inside the container.
+The exit code is pytest's (0 passed, 1 failed, 2 interrupted, 4 usage, 5 nothing collected); failing to build
+is exit 4 as for `plugin up`. pytest's output is the plugin's text: on a terminal it is decoded as UTF-8 (bad
+bytes replaced) and its control characters escaped unless SYSOPS_RAW_OUTPUT=1 (as cli/output.py `write_result`
+does for a command's result); to a pipe or a file it is written byte for byte. pytest runs with --color=no.
+SIGTERM and SIGHUP end the run as Ctrl-C does (the container and the tests' copy are removed); what a
+SIGKILLed run left is removed by the next run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ PLUGIN_ROOT = "/plugin"
 TESTS_IN_CONTAINER = f"{PLUGIN_ROOT}/tests"
 KIT_IN_CONTAINER = "/opt/sysops-test-kit"
 #: pytest's options before the plugin's: no cache in the read-only tree, no colour codes, the plugin as root.
+#: Seconds the tests may run by default.
+DEFAULT_TIMEOUT_S = 600.0
 PYTEST_OPTIONS = ["-p", "no:cacheprovider", "--color=no", "--rootdir", PLUGIN_ROOT]
 
 
@@ -50,15 +53,18 @@ def test_command(
     pytest_args: Annotated[
         list[str] | None, typer.Argument(help="Arguments for pytest, after `--`", show_default=False)
     ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds the tests may run; then they are stopped (exit 10)")
+    ] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Build a plugin's image and run its tests/ with pytest inside a container of it; exit with pytest's code."""
     from sysops.core.code_checks import check_plugin_code
     from sysops.core.manifest import load_manifest
-    from sysops.imaging.image import PLUGIN_UID
+    from sysops.core.rollout import limits_for
     from sysops.imaging.plugin_image import plugin_build
     from sysops.imaging.test_kit_site import test_kit_site
     from sysops.imaging.tests_copy import copy_tests
-    from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
+    from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, plugin_uid
     from sysops.runtime.docker.one_off import OneOffRun, remove_stale_one_offs, run_to_end
     from sysops.runtime.factory import docker_driver
     from sysops.settings import Settings
@@ -92,7 +98,10 @@ def test_command(
                 image=image.id,
                 entrypoint=["python", "-m", "pytest"],
                 command=[*PYTEST_OPTIONS, TESTS_IN_CONTAINER, *(pytest_args or [])],
-                user=f"{PLUGIN_UID}:{PLUGIN_UID}",
+                uid=plugin_uid(settings.installation_id, manifest.name),
+                limits=limits_for(manifest),
+                timeout_s=timeout,
+                what=f"{manifest.name}'s tests",
                 read_only_mounts={str(tests): TESTS_IN_CONTAINER, str(kit): KIT_IN_CONTAINER},
                 environment={
                     "PYTHONPATH": f"{PLUGIN_ROOT}:{PLUGIN_ROOT}/src:{KIT_IN_CONTAINER}",

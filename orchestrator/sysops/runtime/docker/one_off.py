@@ -1,9 +1,11 @@
 """Run a one-off command in a container of an image to its end (`sysops plugin test` runs a plugin's tests so).
 
-The container is hardened like a plugin instance (read-only root, a small /tmp, no network, no capabilities,
-no new privileges, the plugin's non-root user), gets only read-only bind mounts, and is removed afterwards
-whatever happened, Ctrl-C included. Its output is handed to the caller's `write` as it comes (the caller
-decides how plugin-controlled bytes reach a terminal); the answer is the command's exit code.
+The container is hardened and limited like a plugin instance (read-only root, a small /tmp, no network, no
+capabilities, no new privileges, the plugin's own uid, its manifest's CPU, memory (no swap beyond it) and
+process limits), gets only read-only bind mounts, and is removed afterwards whatever happened, Ctrl-C
+included; a run longer than its timeout is killed and reported as DeadlineExceededError. Its output is handed
+to the caller's `write` as it comes (the caller decides how plugin-controlled bytes reach a terminal); the
+answer is the command's exit code.
 
 A signal that ends the caller (SIGTERM, SIGHUP) would skip that removal, and SIGKILL always does: so the
 container is named `sysops-one-off-PID-...` and labelled `sysops.one-off=PID` with the caller's pid, and
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,29 +25,32 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from sysops.errors import EngineUnavailableError, RuntimeOperationError
+from sysops.errors import DeadlineExceededError, EngineUnavailableError, RuntimeOperationError
 from sysops.processes import process_alive
+from sysops.runtime.base import ResourceLimits
 
 #: Label of a one-off container: the pid of the process that created it (and removes it when it ends).
 LABEL_ONE_OFF = "sysops.one-off"
 
 _TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}
-_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class OneOffRun:
-    """What to run: the image, the command, read-only mounts (host path -> container path), environment."""
+    """What to run: the image, the command, as which uid, within which limits (an instance's, `limits_for`),
+    read-only mounts (host path -> container path), environment, and for how long at most."""
 
     image: str
     command: list[str]
-    user: str
+    uid: int
+    limits: ResourceLimits
+    timeout_s: float
     read_only_mounts: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] = field(default_factory=list)
-    memory_mb: int = 512
-    pids: int = 256
+    #: What the run is, for messages ("hello's tests").
+    what: str = "the command"
 
 
 def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[bytes], None]) -> int:
@@ -57,7 +63,7 @@ def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[byt
             name=f"sysops-one-off-{owner}-{secrets.token_hex(4)}",
             command=run.command,
             entrypoint=run.entrypoint or None,
-            user=run.user,
+            user=f"{run.uid}:{run.uid}",
             environment=run.environment,
             labels={**run.labels, LABEL_ONE_OFF: owner},
             mounts=mounts,
@@ -66,21 +72,40 @@ def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[byt
             tmpfs=_TMPFS,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
-            mem_limit=run.memory_mb * _MIB,
-            pids_limit=run.pids,
+            nano_cpus=run.limits.nano_cpus,
+            mem_limit=run.limits.memory_bytes,
+            memswap_limit=run.limits.memory_bytes,
+            pids_limit=run.limits.pids,
         )
     except docker.errors.APIError as exc:
         raise RuntimeOperationError(f"cannot create a container of {run.image}: {exc.explanation or exc}") from exc
     except docker.errors.DockerException as exc:
         raise EngineUnavailableError(f"Docker engine failed: {exc}") from exc
+    expired = threading.Event()
+
+    def expire() -> None:  # end a run past its time: its output stream and wait end with it
+        expired.set()
+        with contextlib.suppress(docker.errors.DockerException):
+            container.kill()
+
+    timer = threading.Timer(run.timeout_s, expire)
+    timer.daemon = True
     try:
         container.start()
+        timer.start()
         for chunk in container.logs(stream=True, follow=True):
             write(chunk)
-        return int(container.wait().get("StatusCode", 1))
+        code = int(container.wait().get("StatusCode", 1))
+        if expired.is_set():
+            raise DeadlineExceededError(
+                f"{run.what}: still running after {run.timeout_s:g} s; stopped and removed",
+                hint="give it more time with --timeout SECONDS",
+            )
+        return code
     except docker.errors.APIError as exc:
         raise RuntimeOperationError(f"running a container of {run.image} failed: {exc.explanation or exc}") from exc
     finally:
+        timer.cancel()
         with contextlib.suppress(docker.errors.DockerException):
             container.remove(force=True)
 
