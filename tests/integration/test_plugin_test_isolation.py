@@ -228,3 +228,27 @@ def test_tests_past_the_timeout_are_stopped_and_removed(sysops: Sysops, plugin_d
     assert time.monotonic() - started < 60
     assert "hello's tests: still running after 3 s" in done.stderr and "Traceback" not in done.stderr
     assert not one_off_containers(sysops) and not copies_left(sysops)
+
+
+def test_runs_leave_no_image(sysops: Sysops, plugin_dir: Path, tests_dir: Path) -> None:
+    (tests_dir / "test_quick.py").write_text("def test_quick():\n    pass\n")
+    client = docker.from_env()
+    for _run in range(2):
+        done = sysops.run("plugin", "test", str(plugin_dir), timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not client.images.list(filters={"label": f"sysops.installation={sysops.installation_id}"})
+
+
+def test_the_image_a_revision_uses_is_kept(sysops: Sysops, plugin_dir: Path, tests_dir: Path) -> None:
+    (tests_dir / "test_quick.py").write_text("def test_quick():\n    pass\n")
+    client = docker.from_env()
+    ours = {"label": [f"sysops.installation={sysops.installation_id}", "sysops.plugin=hello"]}
+    up = sysops.run("plugin", "up", str(plugin_dir), timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        before = {image.id for image in client.images.list(filters=ours)}
+        done = sysops.run("plugin", "test", str(plugin_dir), timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert before and {image.id for image in client.images.list(filters=ours)} >= before
+    finally:
+        sysops.run("plugin", "down", "hello", "--purge", timeout=240)

@@ -16,7 +16,8 @@ is exit 4 as for `plugin up`. pytest's output is the plugin's text: on a termina
 bytes replaced) and its control characters escaped unless SYSOPS_RAW_OUTPUT=1 (as cli/output.py `write_result`
 does for a command's result); to a pipe or a file it is written byte for byte. pytest runs with --color=no.
 SIGTERM and SIGHUP end the run as Ctrl-C does (the container and the tests' copy are removed); what a
-SIGKILLed run left is removed by the next run.
+SIGKILLed run left is removed by the next run. The run's image is removed afterwards unless a revision or an
+instance of the installation uses it (or, the engine refusing, a container), so runs pile up no images.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,6 +38,9 @@ from sysops.cli.output import RAW_OUTPUT_VARIABLE
 from sysops.cli.plugin_cmd import progress
 from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
+
+if TYPE_CHECKING:
+    from sysops.settings import Settings
 
 #: Where the plugin's code is in its image, and where the tests and pytest are mounted.
 PLUGIN_ROOT = "/plugin"
@@ -65,7 +69,12 @@ def test_command(
     from sysops.imaging.test_kit_site import test_kit_site
     from sysops.imaging.tests_copy import copy_tests
     from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, plugin_uid
-    from sysops.runtime.docker.one_off import OneOffRun, remove_stale_one_offs, run_to_end
+    from sysops.runtime.docker.one_off import (
+        OneOffRun,
+        remove_image_unless_used,
+        remove_stale_one_offs,
+        run_to_end,
+    )
     from sysops.runtime.factory import docker_driver
     from sysops.settings import Settings
 
@@ -78,6 +87,7 @@ def test_command(
     labels = {LABEL_INSTALLATION: settings.installation_id, LABEL_PLUGIN: manifest.name}
     with signals_interrupt():
         tests = copy_tests(plugin_dir, settings.cache_dir / "test-runs")
+        image_tag = ""
         try:
             driver = docker_driver()
             remove_stale_one_offs(driver.client, labels)
@@ -91,6 +101,7 @@ def test_command(
                 progress=progress,
             ) as build:
                 image = build.build()
+                image_tag = build.tag
             progress("fetching pytest for the tests (on the host; the container has no network)")
             kit = test_kit_site(settings.cache_dir)
             progress(f"running {manifest.name}'s tests in {image.tag}")
@@ -115,6 +126,8 @@ def test_command(
             code = run_to_end(driver.client, run, output_writer())
         finally:
             shutil.rmtree(tests, ignore_errors=True)
+            if image_tag and not stored_image_ids(settings, manifest.name) & {image.id}:
+                remove_image_unless_used(driver.client, image_tag)
     if code:
         progress(f"{manifest.name}'s tests failed (pytest exit {code})")
     raise typer.Exit(code)
@@ -153,3 +166,16 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def stored_image_ids(settings: Settings, plugin: str) -> set[str]:
+    """The images the plugin's revisions and instances use in the local store (none before its first `up`)."""
+    from sysops.store import Store
+
+    if not settings.store_path.exists():
+        return set()
+    store = Store(settings.store_path)
+    try:
+        return {r.image_id for r in store.revisions(plugin)} | {i.image_id for i in store.instances(plugin)}
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ answer is the command's exit code.
 A signal that ends the caller (SIGTERM, SIGHUP) would skip that removal, and SIGKILL always does: so the
 container is named `sysops-one-off-PID-...` and labelled `sysops.one-off=PID` with the caller's pid, and
 `remove_stale_one_offs` (run before each new one) removes those whose creating process is gone.
+`remove_image_unless_used` removes an image a one-off run built for itself unless a container uses it.
 """
 
 from __future__ import annotations
@@ -129,3 +130,10 @@ def remove_stale_one_offs(client: docker.DockerClient, labels: Mapping[str, str]
     except docker.errors.DockerException as exc:
         raise EngineUnavailableError(f"Docker engine failed: {exc}") from exc
     return removed
+
+
+def remove_image_unless_used(client: docker.DockerClient, reference: str) -> None:
+    """Untag `reference` and remove its image if nothing else needs it: not forced, so the engine keeps an
+    image a container (an instance) uses or another tag names."""
+    with contextlib.suppress(docker.errors.DockerException):
+        client.images.remove(reference, noprune=False)
