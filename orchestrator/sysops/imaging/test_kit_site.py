@@ -43,8 +43,10 @@ def test_kit_site(cache_dir: Path, requirements: list[str] = TEST_REQUIREMENTS) 
                 os.chmod(os.path.join(directory, name), 0o644)
         (unpacking / ".complete").write_text("\n".join(requirements))
         os.replace(unpacking, site)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except BaseException as exc:  # Ctrl-C or SIGTERM included: no half-unpacked directory is left behind
         shutil.rmtree(unpacking, ignore_errors=True)
+        if not isinstance(exc, OSError | zipfile.BadZipFile):
+            raise
         if (site / ".complete").exists():  # another run unpacked it at the same time
             return site
         raise BuildError(f"cannot unpack the test requirements into {site}: {exc}") from None
