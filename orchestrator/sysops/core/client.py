@@ -58,9 +58,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.enable_retries", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # An Invoke is read in the caller's thread, with no channel-spin thread started for it: routed calls
-    # through the host's pooled channels reached 0.75-0.95x raw gRPC with it, 0.45-0.75x without.
-    ("SingleThreadedUnaryStream", 1),  # grpc.experimental.ChannelOptions.SingleThreadedUnaryStream
 ]
 
 
