@@ -94,3 +94,30 @@ def test_a_follow_shows_lines_as_they_come_and_ends_when_closed(writer: str) -> 
     cancel.cancel()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("writer", [30], indirect=True)
+def test_a_quiet_follow_outlives_the_client_timeout_and_ends_at_once_when_cancelled(writer: str) -> None:
+    """A follow of a plugin printing nothing raised "Read timed out" once the client's timeout passed (60 s in
+    the driver, 1 s here), and a cancel did not end a read blocked in it."""
+    driver = DockerDriver(docker.from_env(timeout=1))
+    _wait_for_last(driver, writer)
+    cancel = StreamCancel()
+    failures: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for _ in driver.logs(writer, follow=True, tail=1, cancel=cancel):
+                pass
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    time.sleep(2.5)  # quiet for longer than the client's timeout
+    assert thread.is_alive() and not failures, failures
+    cancelled = time.monotonic()
+    cancel.cancel()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and not failures, failures
+    assert time.monotonic() - cancelled < 2

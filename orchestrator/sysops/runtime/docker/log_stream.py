@@ -5,12 +5,19 @@ line) with two reads of its own, which bounded `plugin logs` of a large log at a
 to BLOCK_BYTES (a follow takes what has arrived, so its lines are not held back) and strips the engine's
 multiplexing headers (8 bytes: stream, 0, 0, 0, size big-endian) from many frames per block; a TTY container's
 log has none. Iterating it yields byte blocks whose concatenation is the log; `close` ends it from any thread.
+A follow waits for lines without the client's timeout (a quiet plugin's `plugin logs -f` raised "Read timed out"
+after 60 s), and `close` shuts its socket down, so that a read blocked in another thread returns at once (closing
+the response alone left it blocked until that timeout), as the docker SDK's own streams do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
+
+import urllib3
 
 #: Bytes read from the engine at a time.
 BLOCK_BYTES = 256 << 10
@@ -27,9 +34,16 @@ class LogStream:
         api._raise_for_status(self._response)
         self._tty = tty
         self._follow = follow
+        self._socket: Any = None
+        if follow:
+            self._socket = api._get_raw_response_socket(self._response)
+            api._disable_socket_timeout(self._socket)
 
     def close(self) -> None:
         """End the stream (a follow blocked in a read returns)."""
+        if self._socket is not None:  # a Unix socket's response wraps the socket (SocketIO._sock)
+            with contextlib.suppress(OSError, AttributeError):
+                getattr(self._socket, "_sock", self._socket).shutdown(socket.SHUT_RDWR)
         self._response.close()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -42,7 +56,7 @@ class LogStream:
         while True:
             try:
                 block = read(BLOCK_BYTES)
-            except (OSError, ValueError, AttributeError):  # closed from another thread
+            except (OSError, ValueError, AttributeError, urllib3.exceptions.HTTPError):  # closed from another thread
                 return
             if not block:
                 return
