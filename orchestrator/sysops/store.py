@@ -192,6 +192,20 @@ def _use_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.005)
 
 
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a script, one by one (executescript would commit the transaction they must run in)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
 class Store:
     """SQLite-backed state of one sysops installation."""
 
@@ -205,9 +219,19 @@ class Store:
         if self._connection is None:
             connection = self._connect_private()
             connection.execute("PRAGMA busy_timeout=30000")
-            self._migrate(connection)
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # One opener at a time reads the version, migrates, creates the schema and sets the version: run
+            # apart, an opener saw another's fresh tables at version 0 and dropped them ("no such table").
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                self._migrate(connection)
+                for statement in _statements(_SCHEMA):
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                connection.close()
+                raise
+            connection.execute("COMMIT")
             self._connection = connection
         return self._connection
 
@@ -233,7 +257,8 @@ class Store:
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         exists = connection.execute("SELECT 1 FROM sqlite_master WHERE name='instances'").fetchone()
         if exists and version < SCHEMA_VERSION:
-            connection.executescript("DROP TABLE IF EXISTS instances; DROP TABLE IF EXISTS routes;")
+            connection.execute("DROP TABLE IF EXISTS instances")
+            connection.execute("DROP TABLE IF EXISTS routes")
 
     def close(self) -> None:
         """Close the connection."""

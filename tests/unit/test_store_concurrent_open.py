@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sysops import store as store_module
@@ -58,3 +60,51 @@ def test_the_wal_switch_is_retried_while_locked_and_other_errors_are_not() -> No
     assert connection.switches == 4
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         store_module._use_wal(_LockedAtFirst(refusals=1, message="disk I/O error"))  # type: ignore[arg-type]
+
+
+def test_a_second_opener_never_drops_the_tables_a_first_one_is_creating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI run of 2026-12-03 failed the test above once with "no such table: main.instances": an opener that
+    had created the schema but not yet set its version was seen by another as an old store, whose tables it
+    dropped. The first opener is held just before it sets the version; the second must not drop anything."""
+    executed: list[str] = []
+    held, release = threading.Event(), threading.Event()
+    real_connect = sqlite3.connect
+
+    class Recording(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+            if sql.startswith("PRAGMA user_version=") and not held.is_set():
+                held.set()
+                release.wait(10)
+            executed.append(sql)
+            return super().execute(sql, *args)
+
+        def executescript(self, script: str) -> sqlite3.Cursor:  # type: ignore[override]
+            executed.append(script)
+            return super().executescript(script)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=Recording, **k))
+    path = tmp_path / "state.db"
+    errors: list[str] = []
+
+    def open_store() -> None:
+        store = Store(path)
+        try:
+            store.plugins()
+        except Exception as error:
+            errors.append(repr(error))
+        finally:
+            store.close()
+
+    first = threading.Thread(target=open_store)
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=open_store)
+    second.start()
+    time.sleep(0.5)  # the second opener runs (or waits for the first's transaction) meanwhile
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    assert not [sql for sql in executed if "DROP TABLE" in sql]
