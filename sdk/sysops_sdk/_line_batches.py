@@ -67,16 +67,12 @@ class LineBatcher(Generic[Final]):
         exhausted = False
         try:
             while True:
-                self._call.enter_handler()
-                try:
-                    item = next(self._items, None)
-                finally:
-                    self._call.leave_handler()
+                item = self._next_item()
                 if item is None:
                     exhausted = True
                     return
                 if isinstance(item, str):
-                    if not self._put(item.splitlines() or [""]):
+                    if not self._put(_lines_of(item)):
                         self._failure = CommandCancelled(f"command {self._call.command!r} was cancelled by its caller")
                         return
                 else:
@@ -145,15 +141,16 @@ class LineBatcher(Generic[Final]):
             self._thread.join()
 
     def _unbatched(self) -> Iterator[list[str] | Final]:
-        while True:
-            self._call.enter_handler()
-            try:
-                item = next(self._items, None)
-            finally:
-                self._call.leave_handler()
-            if item is None:
-                return
-            yield item.splitlines() or [""] if isinstance(item, str) else item
+        while (item := self._next_item()) is not None:
+            yield _lines_of(item) if isinstance(item, str) else item
+
+    def _next_item(self) -> str | Final | None:
+        """The generator's next item, run in the call's handler mark (so a cancel interrupts it); None at its end."""
+        self._call.enter_handler()
+        try:
+            return next(self._items, None)
+        finally:
+            self._call.leave_handler()
 
     def _ready_to_send(self) -> bool:
         if self._done or self._size >= self._flush_bytes:
@@ -164,3 +161,8 @@ class LineBatcher(Generic[Final]):
         if not self._lines:
             return None  # the producer notifies when the first line comes or it ends
         return max(0.0, self._first_at + self._flush_seconds - time.monotonic())
+
+
+def _lines_of(text: str) -> list[str]:
+    """A command's text item as the lines it sends (an empty text is one empty line)."""
+    return text.splitlines() or [""]
