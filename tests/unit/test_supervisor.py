@@ -319,6 +319,25 @@ def test_a_suspect_that_fails_one_probe_is_restarted_without_waiting_for_its_int
     assert not suspects.is_suspect(instance.endpoint)
 
 
+def test_a_suspect_whose_plugin_was_busy_at_its_probe_is_judged_again_soon(orchestrator: Orchestrator) -> None:
+    """A reconcile pass holds each plugin's lock for a moment every few seconds: a suspect's failed probe that
+    lands in that moment must not wait a whole liveness interval (the CI run of 4a0289d waited 60 s)."""
+    suspects = Suspects()
+    supervisor, prober, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
+    driver = orchestrator.driver
+    assert isinstance(driver, FakeDriver)
+    _passes(supervisor, orchestrator, clock, 2)  # probed at 1000 s; next due at 1030 s
+    prober.wedged.add(instance.id)
+    suspects.suspect(instance.endpoint)
+    with orchestrator.plugin_lock("echo"):  # the reconcile pass of the resident host
+        _passes(supervisor, orchestrator, clock, 1)
+    assert driver.restarted == []
+    _passes(supervisor, orchestrator, clock, 2)
+    assert driver.restarted == [instance.handle], "judged again a second later, still as a suspect"
+    (unresponsive,) = [e.message for e in orchestrator.store.events("echo") if e.kind == "unresponsive"]
+    assert unresponsive.startswith("a command overran its deadline and the health check then failed")
+
+
 def test_a_suspect_that_answers_is_left_alone(orchestrator: Orchestrator) -> None:
     suspects = Suspects()
     supervisor, _, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)

@@ -59,6 +59,9 @@ TICK_SECONDS = 0.25
 STOP_SECONDS = 1.0
 #: Probes run at once (a wedged instance holds its probe for `timeout_s`; the others are not held up).
 PROBE_WORKERS = 8
+#: A failed probe whose plugin was held by something else (a reconcile pass holds it for a moment, a roll for
+#: longer) is tried again this soon instead of a whole `liveness.interval_s` later.
+BUSY_RETRY_SECONDS = 1.0
 SERVING = "SERVING"
 
 
@@ -199,6 +202,8 @@ class Supervisor:
         self._next_probe: dict[str, float] = {}
         #: The parsed manifest of each plugin, with the stored form it was parsed from.
         self._manifests: dict[str, tuple[dict[str, object], Manifest]] = {}
+        #: Suspects whose failed probe could not be acted on (their plugin's lock was held): probed again soon.
+        self._undecided_suspects: set[str] = set()
 
     def run(self, stop: threading.Event, tick: float = TICK_SECONDS) -> None:
         """Supervise until `stop`; a failing pass is logged once (until one works again) and the next runs."""
@@ -241,12 +246,15 @@ class Supervisor:
                 suspect = self.suspects.take_suspect(instance.endpoint)
                 urgent = suspect or self.suspects.is_restarting(instance.endpoint)
                 if urgent or self._next_probe.get(instance.id, 0.0) <= now:
+                    suspect = suspect or instance.id in self._undecided_suspects
+                    self._undecided_suspects.discard(instance.id)
                     due.append(_Due(plugin.name, manifest, instance, suspect))
         self.suspects.forget(endpoints)
         for gone in set(self.watches) - serving:
             del self.watches[gone]
         for gone in set(self._next_probe) - serving:
             del self._next_probe[gone]
+        self._undecided_suspects &= serving
         for gone in set(self._manifests) - {plugin.name for plugin in plugins}:
             del self._manifests[gone]
         if self.probes is not None:
@@ -293,8 +301,13 @@ class Supervisor:
             return
         with orchestrator.plugin_lock(item.plugin, blocking=False) as acquired:
             current = orchestrator.store.instance(instance.id)
-            if not acquired or current is None or not current.active:
-                return  # a roll or `plugin down` is under way: it decides; probe again next interval
+            if current is None or not current.active:
+                return  # a roll or `plugin down` replaced or removed it: nothing to act on
+            if not acquired:  # a roll, a `plugin down` or a reconcile pass holds the plugin: judge it again soon
+                self._next_probe[instance.id] = self.clock() + BUSY_RETRY_SECONDS
+                if item.suspect:
+                    self._undecided_suspects.add(instance.id)
+                return
             self._act(orchestrator, item, watch, after, action, rules)
         self.watches[instance.id] = after
 
