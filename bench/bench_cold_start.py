@@ -7,7 +7,10 @@ and code checks, image build and signature, start, ready, switch). Goal (issue 1
 Then, from that plugin's image (cached now), instances started as a roll starts them (the Docker driver:
 hardened, limited, socket directory and data filesystem) until the first command answers: breakdown start
 (the engine creates and starts the container), serving (its socket answers health SERVING), answer (the first
-Invoke returns). Goal: <= 0.3 s. Baseline in the same run: `docker run` of the same image with
+Invoke returns). Finer, in `detail["phases"]`: prepare (the driver before its first engine call that makes the
+container: limits check, /data, socket tmpfs), create, engine start (the start request returns), socket (the
+plugin process: interpreter, SDK and plugin imports, initialize, bind), health (first SERVING after the socket
+exists), answer. Goal: <= 0.3 s. Baseline in the same run: `docker run` of the same image with
 `python -c pass` (create, start, wait for its exit): the engine's and the interpreter's floor.
 """
 
@@ -120,27 +123,60 @@ def cold_start(image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[
         data_dir=data[0],
     )
     socket = run_dir / "plugin.sock"
+    engine_calls = _time_engine_calls(driver, ("create_container", "start"))
     started = time.perf_counter()
     status = driver.start(spec)
     created = time.perf_counter()
     try:
+        while not socket.exists():
+            time.sleep(0.001)
+        bound = time.perf_counter()
         with PluginClient(f"unix://{socket}") as client:
-            while not (socket.exists() and client.healthy(timeout=0.5)):
-                time.sleep(0.002)
+            while not client.healthy(timeout=0.5):
+                time.sleep(0.001)
             serving = time.perf_counter()
             result = list(client.invoke("coldstart-ping", {}))[-1]
             answered = time.perf_counter()
         if not isinstance(result, InvocationResult) or result.text != "pong":
             raise RuntimeError(f"unexpected answer {result!r}")
+        create_began, create_ended = engine_calls["create_container"]
+        start_ended = engine_calls["start"][1]
         return {
             "start": created - started,
             "serving": serving - created,
             "answer": answered - serving,
             "total": answered - started,
+            "prepare": create_began - started,
+            "create": create_ended - create_began,
+            "engine start": start_ended - create_ended,
+            "socket": bound - start_ended,
+            "health": serving - bound,
         }
     finally:
         driver.remove(status.handle)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _time_engine_calls(driver: object, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Wrap the driver's engine API calls `names` so that each records when its last call began and ended."""
+    api = driver.client.api  # type: ignore[attr-defined]
+    times: dict[str, tuple[float, float]] = {}
+
+    def timed(name: str) -> object:
+        call = getattr(api, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            began = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                times[name] = (began, time.perf_counter())
+
+        return wrapper
+
+    for name in names:
+        setattr(api, name, timed(name))
+    return times
 
 
 def docker_run_floor(image_id: str) -> float:
@@ -188,6 +224,8 @@ def measure(smoke: bool) -> list[Figure]:
     totals = [sample["total"] for sample in samples]
     cold = statistics.median(totals)
     breakdown = {phase: statistics.median(s[phase] for s in samples) for phase in ("start", "serving", "answer")}
+    fine = ("prepare", "create", "engine start", "socket", "health", "answer")
+    phases = {phase: statistics.median(s[phase] for s in samples) for phase in fine}
     judged = not smoke
     return [
         Figure(
@@ -199,7 +237,7 @@ def measure(smoke: bool) -> list[Figure]:
             "<= 0.3 s",
             (cold <= 0.3) if judged else None,
             series=totals,
-            detail={"breakdown": breakdown},
+            detail={"breakdown": breakdown, "phases": phases},
         ),
         Figure(
             "plugin up of a new plugin (base image cached)",
@@ -219,6 +257,9 @@ def main() -> int:
         print(f"{figure.metric:60} {figure.ours:8.3f} {figure.unit}{ratio}{goal}")
         shown = ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in figure.detail.get("breakdown", {}).items())
         print(f"  breakdown: {shown}")
+        if "phases" in figure.detail:
+            phases = figure.detail["phases"].items()
+            print("  phases: " + ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in phases))
     return 0
 
 
