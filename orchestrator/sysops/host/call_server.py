@@ -3,8 +3,8 @@
 A Unix socket inside SYSOPS_HOME, 0600 from its creation (file permissions are the authentication
 locally, as with the Docker socket; a peer of another uid is refused as well). Each connection is served
 by a worker thread: `routes` is answered from the store, `plugins` (the rows of `sysops plugin ls`) by an
-orchestrator of the host (`orchestrators`: one engine inspect per instance, side by side, health from the
-supervisor's recent probes: core/observations.py; no reconcile pass first), `invoke` runs core/router.py
+orchestrator of the host (`orchestrators`; a reconcile pass first, as the control API's list does; health
+from the supervisor's recent probes: core/observations.py), `invoke` runs core/router.py
 (arguments checked, re-send of calls refused during a roll, the command's deadline, failures named) over
 plugin connections kept open across calls (core/client_pool.py); each worker accepts its own next connection.
 While a call runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
@@ -318,6 +318,7 @@ class CallServer:
         """Every plugin's status, in the fields `plugin ls` shows (host/call_wire.py PLUGIN_FIELDS)."""
         orchestrator = orchestrators()
         try:
+            orchestrator.reconcile()  # what the engine did since the last pass (re-adoption, orphans), as Query list
             statuses = [status.as_dict() for status in orchestrator.list()]
         except SysopsError as error:
             wire.send(connection, _error_message(error))
