@@ -11,7 +11,8 @@ Invoke returns). Finer, in `detail["phases"]`: prepare (the driver before its fi
 container: limits check, /data, socket tmpfs), create, engine start (the start request returns), socket (the
 plugin process: interpreter, SDK and plugin imports, initialize, bind), health (first SERVING after the socket
 exists), answer. Goal: <= 0.3 s. Baseline in the same run: `docker run` of the same image with
-`python -c pass` (create, start, wait for its exit): the engine's and the interpreter's floor.
+`python -c pass` (create, start, wait for its exit): the engine's and the interpreter's floor. With
+BENCH_SDK_BASE=1 the plugin runs on a base image carrying this tree's SDK (bench/sdk_overlay.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import Figure
+
+if TYPE_CHECKING:
+    from sysops.runtime.docker.driver import DockerDriver
 
 SYSOPS = Path(sys.executable).parent / "sysops"
 PLUGIN = "coldstart"
@@ -99,17 +104,16 @@ def plugin_up(plugin_dir: Path, env: dict[str, str]) -> tuple[float, dict[str, f
     return ended - started, phases
 
 
-def cold_start(image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
+def cold_start(driver: DockerDriver, image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
     """Start an instance of `image_id` as a roll does and call it once; seconds per phase and in all. `data` is
-    the plugin's data filesystem (directory, volume), made by the first start and kept, as a plugin's is."""
+    the plugin's data filesystem (directory, volume), made by the first start and kept, as a plugin's is. One
+    `driver` serves every run, as the host's one does (a new driver asks the engine's CPU count on its first start).
+    """
     from sysops.core.client import InvocationResult, PluginClient
     from sysops.core.manifest import load_manifest
     from sysops.core.rollout import limits_for
     from sysops.runtime.base import InstanceSpec
-    from sysops.runtime.docker.driver import DockerDriver
 
-    driver = DockerDriver()
-    driver.ping()
     run_dir = Path(tempfile.mkdtemp(prefix="sysops-bench-cold-", dir="/tmp"))
     os.chmod(run_dir, 0o777)
     spec = InstanceSpec(
@@ -197,10 +201,12 @@ def docker_run_floor(image_id: str) -> float:
 def measure(smoke: bool) -> list[Figure]:
     """The cold start figures (see the module docstring)."""
     runs = 2 if smoke else int(os.environ.get("BENCH_COLD_RUNS", "10"))
-    with tempfile.TemporaryDirectory(prefix="sysops-bench-cold-") as scratch:
+    from sdk_overlay import overlay_base_image  # bench/sdk_overlay.py: this tree's SDK when BENCH_SDK_BASE=1
+
+    with tempfile.TemporaryDirectory(prefix="sysops-bench-cold-") as scratch, overlay_base_image() as base:
         home, plugin_dir = Path(scratch) / "home", Path(scratch) / PLUGIN
         _write_plugin(plugin_dir)
-        env = {**os.environ, "SYSOPS_HOME": str(home)}
+        env = {**os.environ, "SYSOPS_HOME": str(home), **({"SYSOPS_BASE_IMAGE": base} if base else {})}
         data: tuple[Path, str] | None = None
         try:
             up_seconds, up_phases = plugin_up(plugin_dir, env)
@@ -211,8 +217,12 @@ def measure(smoke: bool) -> list[Figure]:
             image_id = store.active_instances(PLUGIN)[0].image_id
             store.close()
             data = (Path(scratch) / "data", f"sysops-bench-{uuid.uuid4().hex[:8]}")
-            cold_start(image_id, plugin_dir, data)  # makes the data filesystem, as a plugin's first start does
-            samples = [cold_start(image_id, plugin_dir, data) for _ in range(runs)]
+            from sysops.runtime.docker.driver import DockerDriver
+
+            driver = DockerDriver()
+            driver.ping()
+            cold_start(driver, image_id, plugin_dir, data)  # makes the data filesystem, as a first start does
+            samples = [cold_start(driver, image_id, plugin_dir, data) for _ in range(runs)]
             floors = [docker_run_floor(image_id) for _ in range(runs)]
         finally:
             if data is not None:
