@@ -7,12 +7,8 @@ and code checks, image build and signature, start, ready, switch). Goal (issue 1
 Then, from that plugin's image (cached now), instances started as a roll starts them (the Docker driver:
 hardened, limited, socket directory and data filesystem) until the first command answers: breakdown start
 (the engine creates and starts the container), serving (its socket answers health SERVING), answer (the first
-Invoke returns). Finer, in `detail["phases"]`: prepare (the driver before its first engine call that makes the
-container: limits check, /data, socket tmpfs), create, engine start (the start request returns), socket (the
-plugin process: interpreter, SDK and plugin imports, initialize, bind), health (first SERVING after the socket
-exists), answer. Goal: <= 0.3 s. Baseline in the same run: `docker run` of the same image with
-`python -c pass` (create, start, wait for its exit): the engine's and the interpreter's floor. With
-BENCH_SDK_BASE=1 the plugin runs on a base image carrying this tree's SDK (bench/sdk_overlay.py).
+Invoke returns). Goal: <= 0.3 s. Baseline in the same run: `docker run` of the same image with
+`python -c pass` (create, start, wait for its exit): the engine's and the interpreter's floor.
 """
 
 from __future__ import annotations
@@ -26,14 +22,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import Figure
-
-if TYPE_CHECKING:
-    from sysops.runtime.docker.driver import DockerDriver
 
 SYSOPS = Path(sys.executable).parent / "sysops"
 PLUGIN = "coldstart"
@@ -104,16 +96,17 @@ def plugin_up(plugin_dir: Path, env: dict[str, str]) -> tuple[float, dict[str, f
     return ended - started, phases
 
 
-def cold_start(driver: DockerDriver, image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
+def cold_start(image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
     """Start an instance of `image_id` as a roll does and call it once; seconds per phase and in all. `data` is
-    the plugin's data filesystem (directory, volume), made by the first start and kept, as a plugin's is. One
-    `driver` serves every run, as the host's one does (a new driver asks the engine's CPU count on its first start).
-    """
+    the plugin's data filesystem (directory, volume), made by the first start and kept, as a plugin's is."""
     from sysops.core.client import InvocationResult, PluginClient
     from sysops.core.manifest import load_manifest
     from sysops.core.rollout import limits_for
     from sysops.runtime.base import InstanceSpec
+    from sysops.runtime.docker.driver import DockerDriver
 
+    driver = DockerDriver()
+    driver.ping()
     run_dir = Path(tempfile.mkdtemp(prefix="sysops-bench-cold-", dir="/tmp"))
     os.chmod(run_dir, 0o777)
     spec = InstanceSpec(
@@ -127,60 +120,27 @@ def cold_start(driver: DockerDriver, image_id: str, plugin_dir: Path, data: tupl
         data_dir=data[0],
     )
     socket = run_dir / "plugin.sock"
-    engine_calls = _time_engine_calls(driver, ("create_container", "start"))
     started = time.perf_counter()
     status = driver.start(spec)
     created = time.perf_counter()
     try:
-        while not socket.exists():
-            time.sleep(0.001)
-        bound = time.perf_counter()
         with PluginClient(f"unix://{socket}") as client:
-            while not client.healthy(timeout=0.5):
-                time.sleep(0.001)
+            while not (socket.exists() and client.healthy(timeout=0.5)):
+                time.sleep(0.002)
             serving = time.perf_counter()
             result = list(client.invoke("coldstart-ping", {}))[-1]
             answered = time.perf_counter()
         if not isinstance(result, InvocationResult) or result.text != "pong":
             raise RuntimeError(f"unexpected answer {result!r}")
-        create_began, create_ended = engine_calls["create_container"]
-        start_ended = engine_calls["start"][1]
         return {
             "start": created - started,
             "serving": serving - created,
             "answer": answered - serving,
             "total": answered - started,
-            "prepare": create_began - started,
-            "create": create_ended - create_began,
-            "engine start": start_ended - create_ended,
-            "socket": bound - start_ended,
-            "health": serving - bound,
         }
     finally:
         driver.remove(status.handle)
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _time_engine_calls(driver: object, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """Wrap the driver's engine API calls `names` so that each records when its last call began and ended."""
-    api = driver.client.api  # type: ignore[attr-defined]
-    times: dict[str, tuple[float, float]] = {}
-
-    def timed(name: str) -> object:
-        call = getattr(api, name)
-
-        def wrapper(*args: object, **kwargs: object) -> object:
-            began = time.perf_counter()
-            try:
-                return call(*args, **kwargs)
-            finally:
-                times[name] = (began, time.perf_counter())
-
-        return wrapper
-
-    for name in names:
-        setattr(api, name, timed(name))
-    return times
 
 
 def docker_run_floor(image_id: str) -> float:
@@ -201,12 +161,10 @@ def docker_run_floor(image_id: str) -> float:
 def measure(smoke: bool) -> list[Figure]:
     """The cold start figures (see the module docstring)."""
     runs = 2 if smoke else int(os.environ.get("BENCH_COLD_RUNS", "10"))
-    from sdk_overlay import overlay_base_image  # bench/sdk_overlay.py: this tree's SDK when BENCH_SDK_BASE=1
-
-    with tempfile.TemporaryDirectory(prefix="sysops-bench-cold-") as scratch, overlay_base_image() as base:
+    with tempfile.TemporaryDirectory(prefix="sysops-bench-cold-") as scratch:
         home, plugin_dir = Path(scratch) / "home", Path(scratch) / PLUGIN
         _write_plugin(plugin_dir)
-        env = {**os.environ, "SYSOPS_HOME": str(home), **({"SYSOPS_BASE_IMAGE": base} if base else {})}
+        env = {**os.environ, "SYSOPS_HOME": str(home)}
         data: tuple[Path, str] | None = None
         try:
             up_seconds, up_phases = plugin_up(plugin_dir, env)
@@ -217,12 +175,8 @@ def measure(smoke: bool) -> list[Figure]:
             image_id = store.active_instances(PLUGIN)[0].image_id
             store.close()
             data = (Path(scratch) / "data", f"sysops-bench-{uuid.uuid4().hex[:8]}")
-            from sysops.runtime.docker.driver import DockerDriver
-
-            driver = DockerDriver()
-            driver.ping()
-            cold_start(driver, image_id, plugin_dir, data)  # makes the data filesystem, as a first start does
-            samples = [cold_start(driver, image_id, plugin_dir, data) for _ in range(runs)]
+            cold_start(image_id, plugin_dir, data)  # makes the data filesystem, as a plugin's first start does
+            samples = [cold_start(image_id, plugin_dir, data) for _ in range(runs)]
             floors = [docker_run_floor(image_id) for _ in range(runs)]
         finally:
             if data is not None:
@@ -234,8 +188,6 @@ def measure(smoke: bool) -> list[Figure]:
     totals = [sample["total"] for sample in samples]
     cold = statistics.median(totals)
     breakdown = {phase: statistics.median(s[phase] for s in samples) for phase in ("start", "serving", "answer")}
-    fine = ("prepare", "create", "engine start", "socket", "health", "answer")
-    phases = {phase: statistics.median(s[phase] for s in samples) for phase in fine}
     judged = not smoke
     return [
         Figure(
@@ -247,7 +199,7 @@ def measure(smoke: bool) -> list[Figure]:
             "<= 0.3 s",
             (cold <= 0.3) if judged else None,
             series=totals,
-            detail={"breakdown": breakdown, "phases": phases},
+            detail={"breakdown": breakdown},
         ),
         Figure(
             "plugin up of a new plugin (base image cached)",
@@ -267,9 +219,6 @@ def main() -> int:
         print(f"{figure.metric:60} {figure.ours:8.3f} {figure.unit}{ratio}{goal}")
         shown = ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in figure.detail.get("breakdown", {}).items())
         print(f"  breakdown: {shown}")
-        if "phases" in figure.detail:
-            phases = figure.detail["phases"].items()
-            print("  phases: " + ", ".join(f"{phase} {seconds:.3f}s" for phase, seconds in phases))
     return 0
 
 

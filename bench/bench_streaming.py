@@ -6,8 +6,8 @@ SYSOPS_HOME, then measures, as a user runs them with stdout to /dev/null:
       end and the CPU seconds of the CLI process (user + system, from wait4), against
       `docker exec CONTAINER python -c "print N lines"` (goal: >= 200,000 lines/s, CLI CPU < 1 s);
   (b) `sysops plugin logs streamer` of a log of LOG_MB megabytes (500 in the real run, 100-byte lines): lines
-      per second, the CLI's CPU and its own peak RSS (bench/child_usage.py), against `docker logs CONTAINER`
-      (goal: >= 200,000 lines/s with memory bounded; the host's peak RSS growth is printed too).
+      per second, the CLI's CPU and its peak RSS, against `docker logs CONTAINER` (goal: >= 200,000 lines/s
+      with memory bounded; the host's peak RSS growth is printed too).
 Removes what it made: the plugin (down --purge), the host (`sysops host stop`), the temporary home.
 `BENCH_SDK_BASE=1` first builds a base image overlaid with this tree's SDK (the plugin side of the change)
 and removes it at the end; by default the plugin runs on the configured base image.
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_usage import finish_measured, start_measured  # bench/ on sys.path (as for figures)
 from figures import Figure  # bench/ on sys.path: run as `python bench/bench_streaming.py` or by bench/run.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +47,20 @@ class Run:
 
 
 def run_counted(argv: list[str], env: dict[str, str]) -> Run:
-    """Run `argv` with stdout into a counting pipe reader; CPU and peak RSS of that process only (through
-    bench/child_usage.py: wait4 of our own child reported this process's peak RSS as the child's)."""
+    """Run `argv` with stdout into a counting pipe reader; CPU and peak RSS of that process only (wait4)."""
     started = time.perf_counter()
-    measured = start_measured(argv, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process = measured.process
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     written = 0
     while chunk := process.stdout.read1(1 << 20):
         written += len(chunk)
     errors = process.stderr.read()
-    usage = finish_measured(measured)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    if usage.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} exited {usage.returncode}: {errors.decode()[-400:]}")
-    return Run(seconds, usage.cpu, usage.max_rss_kib, written)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} exited {process.returncode}: {errors.decode()[-400:]}")
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, written)
 
 
 def _quiet(argv: list[str], env: dict[str, str]) -> str:

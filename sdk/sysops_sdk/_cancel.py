@@ -22,6 +22,7 @@ does, and such a handler cannot be stopped.
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import logging
 import os
@@ -210,8 +211,6 @@ def start_reaper() -> None:
 
 def _async_raise(thread: int, exception: type[BaseException] | None) -> None:
     """Raise `exception` in `thread` at its next bytecode; None (a NULL pointer) withdraws a pending one."""
-    import ctypes  # here, not at start: a plugin that is never cancelled does not pay for it
-
     argument = ctypes.py_object(exception) if exception is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), argument)
 

@@ -12,6 +12,7 @@ a command needing one that is missing is refused here too (`_permissions.py`), w
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import json
 import logging
@@ -51,6 +52,7 @@ from sysops_sdk._types import TYPES_ENV, ServicePlugin, check_declared_types, ch
 from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatible
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 from sysops_sdk.protocol.v1 import plugin_pb2_grpc as pb_grpc
+from sysops_sdk.usage import usage_metadata
 
 SERVICE_NAME = "sysops.plugin.v1.PluginService"
 PROTOCOL_METADATA_KEY = "sysops-protocol"
@@ -300,8 +302,6 @@ class PluginServicer(pb_grpc.PluginServiceServicer):
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.PluginDescriptor:
         """Describe the plugin; its live usage (usage.py) goes with the reply as trailing metadata."""
-        from sysops_sdk.usage import usage_metadata  # here: its pathlib would cost every start (a cold start's CPU)
-
         self._check_protocol(context, request.protocol_version)
         context.set_trailing_metadata(usage_metadata())
         return self.runtime.describe()
@@ -447,10 +447,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self, token: str) -> None:
-        import hmac  # here: only a plugin given a token pays its import (hashlib, OpenSSL) at start
-
         self._expected = f"Bearer {token}"
-        self._compare = hmac.compare_digest
 
         def deny(request: object, context: grpc.ServicerContext) -> None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong sysops instance token")
@@ -462,7 +459,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        if self._compare(str(metadata.get(AUTHORIZATION_METADATA_KEY, "")), self._expected):
+        if hmac.compare_digest(str(metadata.get(AUTHORIZATION_METADATA_KEY, "")), self._expected):
             return continuation(handler_call_details)
         return self._deny
 

@@ -148,16 +148,9 @@ SERVER_INSTALLATION = hashlib.sha256(b"/var/lib/sysops/home").hexdigest()[:12]
 
 
 def delete_namespace(namespace: str) -> None:
-    """Delete a test namespace and its pods at once: the pods hold the node's CPU (the test node has 2) until they
-    are gone, and the next module's pods would not be scheduled (a roll of the next test failed so, under load).
-
-    Waiting for the namespace itself cost each module 25-31 s of CI (issue 15): its server pod spent ~10 s of its
-    30 s grace draining for nobody, and the namespace controller took another ~15 s to finalize an empty namespace.
-    Now the namespace is deleted first (nothing new can be created in it), then its pods are force-deleted, which
-    frees their CPU requests for the scheduler at once (the kubelet kills their containers within ~2 s); the empty
-    namespace finishes on its own (a name of its own per module: nothing waits for it)."""
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    kubectl("-n", namespace, "delete", "pods", "--all", "--force", "--grace-period=0", check=False)
+    """Delete a test namespace and wait until it is gone: its pods hold the node's CPU (the test node has 2) until
+    then, and the next module's pods would not be scheduled (a roll of the next test failed so, under load)."""
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=100s", check=False)
 
 
 def installation_images(engine: docker.DockerClient, installation: str, plugins: Iterable[str]) -> set[str]:

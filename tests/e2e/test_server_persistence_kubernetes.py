@@ -82,10 +82,7 @@ def cluster(workdir: Path, volume_path: Path) -> Iterator[Cluster]:
     volume = f"sysops-e2e-home-{uuid.uuid4().hex[:6]}"
     manifest = workdir / "volume.json"
 
-    made_in: list[str] = []  # the namespace installed_chart made the claim in
-
     def make_volume(namespace: str) -> None:
-        made_in.append(namespace)
         kubectl("create", "namespace", namespace)
         manifest.write_text(volume_objects(namespace, volume, volume_path))
         kubectl("apply", "-f", str(manifest))
@@ -96,10 +93,7 @@ def cluster(workdir: Path, volume_path: Path) -> Iterator[Cluster]:
         with installed_chart("-f", str(values), prepare=make_volume) as installed:
             yield installed
     finally:
-        # Bound, the volume is kept until its claim goes: deleted here, not left to the namespace's finalization
-        # (installed_chart does not wait for it), once installed_chart has deleted the server pod that used it.
-        for namespace in made_in:
-            kubectl("-n", namespace, "delete", "pvc", CLAIM, "--wait=false", "--ignore-not-found", check=False)
+        # Bound, the volume is kept until its claim goes with the namespace (deleted by installed_chart).
         kubectl("delete", "persistentvolume", volume, "--wait=false", "--ignore-not-found", check=False)
         wait_for(
             lambda: not kubectl("get", "persistentvolume", volume, "--ignore-not-found", "-o", "name", check=False),

@@ -60,22 +60,6 @@ class HostCall:
         except (KeyError, TypeError, ValueError) as exc:
             raise self._broken(f"sent a malformed command list ({exc})") from None
 
-    def plugins(self) -> list[dict[str, Any]] | None:
-        """Every plugin's status in the fields `plugin ls` shows (call_wire.PLUGIN_FIELDS); None if the host is of a
-        version that does not answer this."""
-        try:
-            reply = self._reply(self._request({"op": wire.PLUGINS}))
-        except HostError as error:
-            if error.message.startswith("unknown request"):
-                return None
-            raise
-        except (OSError, wire.WireError) as exc:
-            raise self._broken(f"did not answer which plugins there are ({exc})") from None
-        plugins = reply.get("plugins")
-        if not isinstance(plugins, list) or not all(isinstance(item, dict) for item in plugins):
-            raise self._broken("sent a malformed plugin list")
-        return plugins
-
     def invoke(self, shape: CommandShape, arguments: dict[str, Any], output: str) -> None:
         """Run the command in the host and print its lines and result; Ctrl-C cancels it in the plugin."""
         what = f"{shape.plugin}: {shape.name}"

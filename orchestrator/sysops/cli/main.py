@@ -4,8 +4,7 @@
 resident host is asked for that command's shape and runs the call (cli/host_call.py). Plain arguments are
 parsed without click (cli/plain_args.py); otherwise only that command is built in click. Neither imports
 typer's app, gRPC, protobuf, the Docker SDK or pydantic. Every SysopsError becomes one line on stderr and
-its stable exit code. `sysops plugin ls` is answered by the resident host too (cli/plugin_list.py), without
-the typer app.
+its stable exit code.
 """
 
 from __future__ import annotations
@@ -134,13 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in RESERVED_COMMANDS:
         code = _routed(argv)
         if code is not None:
-            return code
-    if argv[:2] == ["plugin", "ls"]:
-        from sysops.cli.plugin_list import fast_plugin_ls
-
-        done: list[bool] = []
-        code = run_guarded(lambda: done.append(fast_plugin_ls(argv[2:])))
-        if not done or done[0]:
             return code
     from sysops.cli.app import build_cli
 

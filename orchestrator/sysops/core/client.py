@@ -137,31 +137,21 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
             return
 
 
-#: What identifies the socket file a check passed for (os.lstat): device, inode, owner, mode, and the time its
-#: inode last changed (created, chowned, chmodded), which tells a new file that got a freed inode number.
-SocketIdentity = tuple[int, int, int, int, int]
-
-
-def _identity(info: os.stat_result) -> SocketIdentity:
-    return info.st_dev, info.st_ino, info.st_uid, info.st_mode, info.st_ctime_ns
-
-
-def check_socket_owner(path: str, plugin: str) -> SocketIdentity | None:
+def check_socket_owner(path: str, plugin: str) -> None:
     """Refuse a plugin socket another local user could have put there, before a token is sent to it.
 
     The socket must be a socket owned by root, us, or the plugin, in a directory only its owner can write
     to. The plugin's uid is its own (`plugin_uid`), so it is trusted as the owner of the socket's directory
     when that directory sits in one of ours (root's or ours, writable by nobody else): only sysops could
     have made it and given it to the plugin. Anything else may be an impostor waiting for the next bearer
-    token. A missing socket passes (the call then fails to connect, and sends nothing). Returns the identity
-    of the socket file that passed (None if missing).
+    token. A missing socket passes (the call then fails to connect, and sends nothing).
     """
     try:
         info = os.lstat(path)
         directory = os.lstat(os.path.dirname(path) or ".")
         parent = os.lstat(os.path.dirname(os.path.dirname(path)) or ".")
     except FileNotFoundError:
-        return None
+        return
     ours = {0, os.geteuid()}
     trusted = ours | ({directory.st_uid} if _plugin_owned(directory, parent, ours) else set())
     problem = ""
@@ -176,7 +166,6 @@ def check_socket_owner(path: str, plugin: str) -> SocketIdentity | None:
             f"plugin {plugin!r}: refusing to send its token to {path}: {problem}",
             hint=f"another local user may have replaced it; `sysops plugin down {plugin}` and up again",
         )
-    return _identity(info)
 
 
 def _private(directory: os.stat_result, owners: set[int]) -> bool:
@@ -210,24 +199,12 @@ class PluginClient:
         self._metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
         self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
-        self._checked: SocketIdentity | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata of every call but health checks; checks first that the socket may be sent the token.
-
-        The whole check (three lstat calls: ~0.1 ms of the host's CPU per routed call under load) runs again
-        only when the socket file is not the one it last passed for: one lstat tells. The same file in the
-        same place needs no new check: replacing it, or the directory holding it, makes another file there.
-        """
+        """Metadata of every call but health checks; checks first that the socket may be sent the token."""
         if len(self._metadata) > len(PROTOCOL_METADATA) and self.endpoint.startswith("unix://"):
-            path = self.endpoint.removeprefix("unix://")
-            try:
-                same = self._checked is not None and _identity(os.lstat(path)) == self._checked
-            except OSError:
-                same = False
-            if not same:
-                self._checked = check_socket_owner(path, self.plugin)
+            check_socket_owner(self.endpoint.removeprefix("unix://"), self.plugin)
         return self._metadata
 
     def close(self) -> None:

@@ -220,21 +220,17 @@ class Orchestrator:
         if failures:
             raise failures[0]
 
-    def reconcile_plugin(self, name: str) -> bool:
-        """Reconcile one plugin only (an informer or an engine event named it): its instances are listed by its
-        label, and no other plugin's record, container or socket directory is read (the per-change path of a
-        cluster's server and of the host). Return False when its lock was held (a roll, the supervisor): the
-        caller tries again later. The listing is read holding the lock: one read before it could miss the
-        instance a roll ending meanwhile started, which would then be taken for a vanished one."""
+    def reconcile_plugin(self, name: str) -> None:
+        """Reconcile one plugin only (an informer named it): its instances are listed by its label, and no other
+        plugin's record, container or socket directory is read (the per-change path of a cluster's server)."""
         labels = {LABEL_INSTALLATION: self.settings.installation_id, LABEL_PLUGIN: name}
+        containers = self.driver.list_instances(labels)
+        if containers:
+            self.settings.ensure_run_dir()
         with self.plugin_lock(name, blocking=False) as acquired:
             if acquired:
-                containers = self.driver.list_instances(labels)
-                if containers:
-                    self.settings.ensure_run_dir()
                 self.driver.maintain(labels)
                 self._reconcile_plugin(name, containers)
-            return acquired
 
     def _reconcile_before(self, name: str) -> None:
         """What an operation on `name` reconciles first: everything, or only `name` when `per_plugin`."""

@@ -43,7 +43,6 @@ from sysops.core.client import PluginClient
 from sysops.core.client_pool import ClientPool
 from sysops.core.events import EventKind
 from sysops.core.manifest import Liveness, Manifest
-from sysops.core.observations import PROBES, ProbeAnswers
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.rollout import limits_for
 from sysops.core.suspects import REGISTRY, Suspects
@@ -191,7 +190,6 @@ class Supervisor:
         prober: Callable[[InstanceRecord, float], str] | None = None,
         backoff: Backoff = Backoff(),
         suspects: Suspects = REGISTRY,
-        answers: ProbeAnswers = PROBES,
     ) -> None:
         self.settings = settings
         self.driver = driver
@@ -200,7 +198,6 @@ class Supervisor:
         self.prober: Callable[[InstanceRecord, float], str] = prober or self.probes or probe
         self.backoff = backoff
         self.suspects = suspects
-        self.answers = answers  # `plugin ls` takes a recent one for the instance's health (core/observations.py)
         self.watches: dict[str, Watch] = {}
         self._next_probe: dict[str, float] = {}
         #: The parsed manifest of each plugin, with the stored form it was parsed from.
@@ -258,7 +255,6 @@ class Supervisor:
         for gone in set(self._next_probe) - serving:
             del self._next_probe[gone]
         self._undecided_suspects &= serving
-        self.answers.retain(serving)
         for gone in set(self._manifests) - {plugin.name for plugin in plugins}:
             del self._manifests[gone]
         if self.probes is not None:
@@ -266,7 +262,6 @@ class Supervisor:
         answers = pool.map(lambda item: self.prober(item.instance, item.manifest.liveness.timeout_s), due)
         for item, answer in zip(due, answers, strict=True):
             self._next_probe[item.instance.id] = self.clock() + item.manifest.liveness.interval_s
-            self.answers.record(item.instance.id, answer == SERVING)
             self._judge(orchestrator, item, answer)
 
     def _manifest(self, plugin: str, stored: dict[str, object]) -> Manifest | None:

@@ -2,12 +2,10 @@
 
 A Unix socket inside SYSOPS_HOME, 0600 from its creation (file permissions are the authentication
 locally, as with the Docker socket; a peer of another uid is refused as well). Each connection is served
-by a worker thread: `routes` is answered from the store, `plugins` (the rows of `sysops plugin ls`) by an
-orchestrator of the host (`orchestrators`; a reconcile pass first, as the control API's list does; health
-from the supervisor's recent probes: core/observations.py), `invoke` runs core/router.py
-(arguments checked, re-send of calls refused during a roll, the command's deadline, failures named) over
-plugin connections kept open across calls (core/client_pool.py); each worker accepts its own next connection.
-While a call runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
+by a worker thread: `routes` is answered from the store, `invoke` runs core/router.py (arguments checked,
+re-send of calls refused during a roll, the command's deadline, failures named) over plugin connections
+kept open across calls (core/client_pool.py); each worker accepts its own next connection. While a call
+runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
 close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. At most
 `max_connections` connections are served at once: one more is told the host is busy, in one line; a
 client whose request line is not complete within `idle_seconds` (one deadline for the whole line, however
@@ -28,9 +26,9 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sysops.core import router
 from sysops.core.client import Abandon, InvocationResult
@@ -48,13 +46,9 @@ from sysops.errors import (
 )
 from sysops.host import call_wire as wire
 from sysops.host import peer
-from sysops.host.route_cache import RouteCache
 from sysops.private_paths import ensure_private_dir, private_umask
 from sysops.settings import Settings
 from sysops.store import Route, Store
-
-if TYPE_CHECKING:
-    from sysops.core.orchestrator import Orchestrator
 
 LOG = logging.getLogger("sysops.host.calls")
 
@@ -139,15 +133,9 @@ class CallServer:
     """The running call socket of a host; `stop` closes it, ends its connections and cancels their calls."""
 
     def __init__(
-        self,
-        settings: Settings,
-        path: Path,
-        listener: socket.socket,
-        limits: tuple[int, float, float, float],
-        orchestrators: Callable[[], Orchestrator] | None = None,
+        self, settings: Settings, path: Path, listener: socket.socket, limits: tuple[int, float, float, float]
     ) -> None:
         self.settings = settings
-        self._orchestrators = orchestrators  # a fresh one per `plugins` request; None: not answered here
         self.path = path
         self._listener = listener
         self._identity = os.lstat(path).st_ino
@@ -163,7 +151,6 @@ class CallServer:
         self._stores = ThreadStores(settings.store_path)
         self._shapes: dict[tuple[str, str, bytes], dict[str, Any]] = {}
         self._hangups = _HangupWatch()
-        self._routes = RouteCache()
         with self._lock:
             self._add_worker()
 
@@ -281,8 +268,6 @@ class CallServer:
                     self._answer_routes(connection, request)
                 elif operation == wire.INVOKE:
                     self._answer_invoke(connection, request)
-                elif operation == wire.PLUGINS and self._orchestrators is not None:
-                    self._answer_plugins(connection, self._orchestrators)
                 else:
                     wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
                     return
@@ -314,21 +299,6 @@ class CallServer:
             return
         shapes = [self._shape(route) for route in self._store().routes(prefix)]
         wire.send(connection, {"type": wire.ROUTES, "commands": shapes})
-
-    @staticmethod
-    def _answer_plugins(connection: socket.socket, orchestrators: Callable[[], Orchestrator]) -> None:
-        """Every plugin's status, in the fields `plugin ls` shows (host/call_wire.py PLUGIN_FIELDS)."""
-        orchestrator = orchestrators()
-        try:
-            orchestrator.reconcile()  # what the engine did since the last pass (re-adoption, orphans), as Query list
-            statuses = [status.as_dict() for status in orchestrator.list()]
-        except SysopsError as error:
-            wire.send(connection, _error_message(error))
-            return
-        finally:
-            orchestrator.close()
-        plugins = [{field: status[field] for field in wire.PLUGIN_FIELDS} for status in statuses]
-        wire.send(connection, {"type": wire.PLUGINS, "plugins": plugins})
 
     def _shape(self, route: Route) -> dict[str, Any]:
         """The JSON shape of a route's command, made once per stored spec (parsing it costs ~0.1 ms)."""
@@ -379,7 +349,7 @@ class CallServer:
             raise UsageError("invoke: command_timeout must be text")
         environ = {TIMEOUT_ENV: timeout} if timeout is not None else {}
         router.check_arguments(command, arguments)
-        route = self._routes.route(self._store(), command)
+        route = self._store().route(command)
         if route is None:
             raise PluginUnavailableError(
                 f"no plugin provides command {command!r} any more", hint="`sysops plugin ls` shows what is up"
@@ -430,13 +400,10 @@ def start_call_server(
     idle_seconds: float = IDLE_SECONDS,
     send_seconds: float = SEND_SECONDS,
     worker_idle_seconds: float = WORKER_IDLE_SECONDS,
-    orchestrators: Callable[[], Orchestrator] | None = None,
 ) -> CallServer:
-    """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`; `plugins`
-    requests are answered if `orchestrators` makes the host's orchestrators."""
+    """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`."""
     listener = _bind_private(path)
-    limits = (max_connections, idle_seconds, send_seconds, worker_idle_seconds)
-    return CallServer(settings, path, listener, limits, orchestrators)
+    return CallServer(settings, path, listener, (max_connections, idle_seconds, send_seconds, worker_idle_seconds))
 
 
 def _bind_private(path: Path) -> socket.socket:

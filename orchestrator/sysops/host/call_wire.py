@@ -31,12 +31,6 @@ _SMALL_TEXT = 64 << 10
 # Requests (client → host).
 ROUTES = "routes"  # {"op": "routes", "prefix": "db"} → {"type": "routes", "commands": [shape, ...]}
 INVOKE = "invoke"  # {"op": "invoke", "command", "arguments", "output"} → line* then result or error
-PLUGINS = "plugins"  # {"op": "plugins"} → {"type": "plugins", "plugins": [{PLUGIN_FIELDS...}, ...]} (plugin ls)
-#: The fields of each plugin's status (core/orchestrator.py PluginStatus.as_dict) in a `plugins` reply.
-PLUGIN_FIELDS = (
-    "name", "state", "version", "revision", "health", "replicas", "rating", "container_id", "commands", "runtime",
-    "source", "image", "last_error",
-)  # fmt: skip
 # Replies (host → client).
 LINE = "line"  # {"type": "line", "bytes": N} + N bytes: one streamed output line, without its newline
 RESULT = "result"  # {"type": "result", "kind": "text", "bytes": N} + N bytes | kind "data", "data" | kind "none"

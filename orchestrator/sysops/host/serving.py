@@ -32,8 +32,7 @@ def start_host_servers(settings: Settings, paths: HostPaths, runtime: str) -> Ho
     """Start the control server (after re-adoption) and then the call server."""
     control = serve(None, runtime, "", settings, unix_socket=paths.control_socket)
     try:
-        orchestrators = control.servicer.orchestrator if control.servicer is not None else None  # `plugin ls`
-        calls = start_call_server(settings, paths.call_socket, orchestrators=orchestrators)
+        calls = start_call_server(settings, paths.call_socket)
     except BaseException:
         control.stop(0)
         raise

@@ -3,11 +3,10 @@
 Each call runs the same Orchestrator operations the local CLI runs, with the configured runtime driver
 (Kubernetes in a cluster). Long operations stream their progress lines. A SysopsError becomes a gRPC
 status with the CLI exit code in trailing metadata, so the remote CLI exits exactly as a local one would.
-In the background, each change the engine reports reconciles its plugin, and a slow safety pass all of them
-(server/event_reconcile.py; on Kubernetes, informers name each change: server/plugin_controller.py), so
-crashed or deleted instances are noticed without a client asking; a failing pass is logged and retried.
-Beside it the supervisor (core/supervisor.py) probes every instance and restarts a wedged one (Docker; on
-Kubernetes the kubelet does).
+A background loop reconciles every few seconds (on Kubernetes, informers name each change instead:
+server/plugin_controller.py), so crashed or deleted instances are noticed without a client asking; a failing
+pass is logged and the next one runs. Beside it the supervisor (core/supervisor.py)
+probes every instance and restarts a wedged one (Docker; on Kubernetes the kubelet does).
 
 A followed log stream (`plugin logs -f`) holds a worker thread for as long as its client listens, so
 followers are capped below the worker pool (the rest stay free for every other call), and a follower
@@ -55,10 +54,9 @@ from sysops.errors import (
 )
 from sysops.imaging.plugin_image import plugin_repository
 from sysops.private_paths import SOCKET_UMASK, private_umask
-from sysops.runtime.base import LABEL_INSTALLATION, RuntimeDriver, StateMirror, StreamCancel
+from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
 from sysops.server import operator_api
-from sysops.server.event_reconcile import reconcile_continuously
 from sysops.server.log_batches import batched_texts, drain_batch
 from sysops.server.metrics_http import MetricsEndpoint, start_metrics_endpoint
 from sysops.server.pod_fault_reports import DescribesFailures, pod_fault_reader
@@ -80,6 +78,7 @@ from sysops.server.tls import ServerTls
 from sysops.settings import Settings
 from sysops.store import InstanceRecord, Route
 
+RECONCILE_SECONDS = 5.0
 #: The registry plugin images may come from besides the node's own (chart value plugins.registry).
 REGISTRY_ENV = "SYSOPS_REGISTRY"
 #: Followed log streams served at once (`sysops serve --max-followers`); one more is refused.
@@ -538,6 +537,27 @@ class ControlServer:
         return stopped
 
 
+def reconcile_forever(servicer: ControlServicer, stop: threading.Event, interval: float) -> None:
+    """Reconcile every `interval` seconds until `stop`; a failing pass is logged once, and the next runs."""
+    failing = ""
+    while not stop.wait(interval):
+        try:
+            orchestrator = servicer.orchestrator()
+            try:
+                orchestrator.reconcile()
+            finally:
+                orchestrator.close()
+        except Exception as exc:  # whatever one pass hits (an odd object, a lost engine), the next pass runs
+            summary = f"{type(exc).__name__}: {exc}"
+            if summary != failing:
+                LOG.exception("reconcile failed (retrying every %gs): %s", interval, summary)
+            failing = summary
+            continue
+        if failing:
+            LOG.warning("reconcile works again")
+            failing = ""
+
+
 def serve(
     listen: str | None,
     runtime: str,
@@ -546,7 +566,7 @@ def serve(
     *,
     unix_socket: Path | None = None,
     max_followers: int = DEFAULT_MAX_FOLLOWERS,
-    reconcile_seconds: float | None = None,
+    reconcile_seconds: float = RECONCILE_SECONDS,
     driver: RuntimeDriver | None = None,
     metrics_port: int | None = None,
     tls: ServerTls | None = None,
@@ -558,7 +578,6 @@ def serve(
     socket `unix_socket`, created 0600 (its permissions are the authentication, as with the Docker socket;
     no token, admin). Its pool has a worker per follower slot plus RESERVED_WORKERS, so
     followers never starve other calls. `driver` replaces the runtime's (tests run it on the fake driver).
-    `reconcile_seconds`: between full reconcile passes (default: server/event_reconcile.py reconcile_interval).
     With `metrics_port`, the host's metrics are served over HTTP at /metrics on that port of the `listen`
     host (server/metrics_http.py; 0 picks a free port). With `tls` the TCP port speaks only TLS (server/tls.py).
     """
@@ -614,8 +633,9 @@ def serve(
             check_image=own_image,
         )
     else:
-        installation = {LABEL_INSTALLATION: settings.installation_id}
-        reconcile_continuously(servicer.orchestrator, driver, installation, stop, reconcile_seconds)
+        threading.Thread(
+            target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
+        ).start()
     if driver.name != "kubernetes":  # there the kubelet's livenessProbe restarts a wedged pod
         supervisor = Supervisor(settings, driver)
         threading.Thread(target=supervisor.run, args=(stop,), name="sysops-supervisor", daemon=True).start()

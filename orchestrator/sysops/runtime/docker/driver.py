@@ -49,7 +49,6 @@ from sysops.runtime.docker.data_filesystems import (
     remove_data_filesystem,
     unmount_data_filesystem,
 )
-from sysops.runtime.docker.engine_events import InstanceEvents
 from sysops.runtime.docker.log_stream import LogStream
 from sysops.runtime.faults import (
     MAX_RESTARTS,
@@ -459,10 +458,6 @@ class DockerDriver:
             return list(self.client.containers.list(all=True, filters=filters))
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot list containers: {_short(exc)}") from exc
-
-    def instance_events(self, labels: Mapping[str, str]) -> InstanceEvents:
-        """The engine's events of the instances carrying `labels` (engine_events.py): what the host reconciles."""
-        return InstanceEvents(lambda: self.client.api, labels)
 
     def maintain(self, labels: Mapping[str, str]) -> None:
         """Supervise the instances carrying `labels`; call it holding their plugin's lock (no start in progress).
