@@ -300,16 +300,25 @@ def test_the_health_check_takes_the_probe_deadline() -> None:
 
 
 # what the router tells the supervisor and back (core/suspects.py)
-def test_a_suspect_that_fails_one_probe_is_restarted_without_waiting_for_its_interval(
+def _wedged_suspect(
     orchestrator: Orchestrator,
-) -> None:
+) -> tuple[Supervisor, Suspects, list[float], InstanceRecord, FakeDriver]:
+    """A supervised instance probed healthy (next probe due 30 s on), then wedged and marked suspect by a routed
+    call that overran its deadline."""
     suspects = Suspects()
     supervisor, prober, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
     driver = orchestrator.driver
     assert isinstance(driver, FakeDriver)
     _passes(supervisor, orchestrator, clock, 2)  # probed at 1000 s; next due at 1030 s
     prober.wedged.add(instance.id)
-    suspects.suspect(instance.endpoint)  # a routed call overran its deadline
+    suspects.suspect(instance.endpoint)
+    return supervisor, suspects, clock, instance, driver
+
+
+def test_a_suspect_that_fails_one_probe_is_restarted_without_waiting_for_its_interval(
+    orchestrator: Orchestrator,
+) -> None:
+    supervisor, suspects, clock, instance, driver = _wedged_suspect(orchestrator)
     _passes(supervisor, orchestrator, clock, 1)
     assert driver.restarted == [instance.handle], "probed at once, and one failure after an overrun is enough"
     unresponsive = [e.message for e in orchestrator.store.events("echo") if e.kind == "unresponsive"]
@@ -322,13 +331,7 @@ def test_a_suspect_that_fails_one_probe_is_restarted_without_waiting_for_its_int
 def test_a_suspect_whose_plugin_was_busy_at_its_probe_is_judged_again_soon(orchestrator: Orchestrator) -> None:
     """A reconcile pass holds each plugin's lock for a moment every few seconds: a suspect's failed probe that
     lands in that moment must not wait a whole liveness interval (the CI run of 4a0289d waited 60 s)."""
-    suspects = Suspects()
-    supervisor, prober, clock, instance = _supervised(orchestrator, interval_s=30, suspects=suspects)
-    driver = orchestrator.driver
-    assert isinstance(driver, FakeDriver)
-    _passes(supervisor, orchestrator, clock, 2)  # probed at 1000 s; next due at 1030 s
-    prober.wedged.add(instance.id)
-    suspects.suspect(instance.endpoint)
+    supervisor, _, clock, instance, driver = _wedged_suspect(orchestrator)
     with orchestrator.plugin_lock("echo"):  # the reconcile pass of the resident host
         _passes(supervisor, orchestrator, clock, 1)
     assert driver.restarted == []
