@@ -5,6 +5,7 @@ the re-opened old instance promptly, and a failed roll through `sysops serve` re
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import tarfile
@@ -150,3 +151,31 @@ def test_a_failed_roll_through_the_server_removes_the_image_it_was_given(
         assert failed.returncode == 6 and "no database" in failed.stderr, failed.stderr
         assert sorted(tag for image in engine.images.list(name=repository) for tag in image.tags) == serving
         assert served.query("status", "hello")["revision"] == 1
+
+
+def test_remove_labelled_is_not_stopped_by_a_container_removed_while_it_lists(
+    engine: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI12: the kubelet removed a pod's container between the engine's list and the per-container inspect
+    that docker-py's non-sparse `containers.list` makes, and remove_labelled raised on the 404."""
+    from sysops.runtime.docker.driver import DockerDriver
+
+    label = {"sysops.installation": f"vanishing-{time.monotonic_ns()}"}
+    container = engine.containers.create(BASE_IMAGE, ["true"], labels=label)
+    vanished = engine.containers.create(BASE_IMAGE, ["true"], labels=label)
+    real_inspect = engine.api.inspect_container
+
+    def inspect_after_removal(handle: Any) -> Any:  # the other remover won the race for this one
+        if str(handle) in (vanished.id, vanished.id[:12]):
+            raise docker.errors.NotFound("No such container")
+        return real_inspect(handle)
+
+    monkeypatch.setattr(engine.api, "inspect_container", inspect_after_removal)
+    try:
+        assert DockerDriver(engine).remove_labelled(label) == 2
+    finally:
+        monkeypatch.undo()
+        for leftover in (container, vanished):
+            with contextlib.suppress(docker.errors.NotFound):
+                leftover.remove(force=True)
+    assert engine.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in label.items()]}) == []

@@ -519,9 +519,11 @@ class DockerDriver:
         selector = [f"{key}={value}" for key, value in labels.items()]
         removed = 0
         try:
-            for container in self.client.containers.list(all=True, filters={"label": selector}):
-                self._force_remove(str(container.id))
-                unmount_socket_tmpfs(_mount_source(container.attrs, PLUGIN_SOCKET_DIR))
+            # The engine's list alone (no inspect per container, as the SDK's non-sparse list makes): a container
+            # removed in between by someone else (the kubelet deleting a pod's) is not an error.
+            for container in self.client.api.containers(all=True, filters={"label": selector}):
+                self._force_remove(str(container["Id"]))
+                unmount_socket_tmpfs(_mount_source(container, PLUGIN_SOCKET_DIR))
                 removed += 1
             for image in self.client.images.list(filters={"label": selector}):
                 self.remove_image(str(image.id))
