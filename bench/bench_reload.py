@@ -1,11 +1,13 @@
 """Hot reload: save -> new version answering, per reload, under a steady load of calls, with its breakdown.
 
-Runs `sysops plugin up examples/hello --watch` (a copy, in a private SYSOPS_HOME) and, while a thread calls
+Runs `sysops plugin up examples/hello --watch --dev` (development mode, docs/hot-loading.md; a copy, in a
+private SYSOPS_HOME; BENCH_RELOAD_DEV=0 for production mode) and, while a thread calls
 `greet` at a steady rate through the router (core/router.py: the path a routed `sysops greet` takes, re-sends
 included), saves a code-only change RELOADS times (20; the smoke run 2). For each save it measures the time
 until a call answers with the new text, and reads the watch's one-line breakdown of that reload (detect,
 build, start, ready, switch: core/reload_timing.py). Then a few saves whose initialize() raises: the time
-until the watch reports the rollback, the old version answering throughout.
+until the watch reports the rollback, the old version answering throughout. Last, a few saves in
+production mode (an image built per save), for comparison.
 
 Baseline, in the same run: a `docker build` of the same context that hits the layer cache plus a start of
 the image (the driver's, hardened) until its gRPC health answers SERVING. Goals (issue 15 item 1): median
@@ -162,15 +164,15 @@ def baseline(plugin_dir: Path, home: Path) -> float:
 
 
 @contextmanager
-def watching(scratch: Path) -> Iterator[tuple[Path, Path, Path]]:
-    """`plugin up --watch` of a copy of examples/hello in a private home; yield (home, plugin dir, log)."""
+def watching(scratch: Path, *, dev: bool) -> Iterator[tuple[Path, Path, Path]]:
+    """`plugin up --watch` (with `--dev`: development mode) of a copy of examples/hello in a private home;
+    yield (home, plugin dir, log)."""
     home, plugin_dir, log = scratch / "home", scratch / "hello", scratch / "watch.log"
     shutil.copytree(ROOT / "examples" / "hello", plugin_dir)
     env = {**os.environ, "SYSOPS_HOME": str(home)}
+    command = [str(SYSOPS), "plugin", "up", str(plugin_dir), "--watch", *(["--dev"] if dev else [])]
     with open(log, "w") as sink:
-        watch = subprocess.Popen(
-            [SYSOPS, "plugin", "up", str(plugin_dir), "--watch"], env=env, stderr=sink, stdout=sink
-        )
+        watch = subprocess.Popen(command, env=env, stderr=sink, stdout=sink)
     try:
         _wait(lambda: "watching" in log.read_text() or watch.poll() is not None, 300)
         if watch.poll() is not None:
@@ -238,7 +240,12 @@ def _p95(values: list[float]) -> float:
 def measure(smoke: bool) -> list[Figure]:
     """The reload figures (see the module docstring)."""
     rounds = 2 if smoke else int(os.environ.get("BENCH_RELOADS", "20"))
-    with tempfile.TemporaryDirectory(prefix="sysops-bench-reload-") as scratch, watching(Path(scratch)) as watched:
+    dev = os.environ.get("BENCH_RELOAD_DEV", "1") != "0"
+    mode = "development mode" if dev else "production mode"
+    with (
+        tempfile.TemporaryDirectory(prefix="sysops-bench-reload-") as scratch,
+        watching(Path(scratch), dev=dev) as watched,
+    ):
         home, plugin_dir, log = watched
         baselines = [baseline(plugin_dir, home) for _ in range(1 if smoke else 3)]
         load = Load(home)
@@ -267,7 +274,7 @@ def measure(smoke: bool) -> list[Figure]:
     judged = not smoke
     return [
         Figure(
-            "save -> new version answering, median",
+            f"save -> new version answering ({mode}), median",
             median,
             "s",
             base,
@@ -278,7 +285,7 @@ def measure(smoke: bool) -> list[Figure]:
             detail=detail,
         ),
         Figure(
-            "save -> new version answering, p95",
+            f"save -> new version answering ({mode}), p95",
             p95,
             "s",
             base,
@@ -302,7 +309,26 @@ def measure(smoke: bool) -> list[Figure]:
             "docker build (cache hit) + start to SERVING",
             series=rollbacks,
         ),
+        *([] if smoke or not dev else [_production_median()]),
     ]
+
+
+def _production_median() -> Figure:
+    """The same saves in production mode (an image built per save), a few of them, for comparison: no goal."""
+    with (
+        tempfile.TemporaryDirectory(prefix="sysops-bench-reload-") as scratch,
+        watching(Path(scratch), dev=False) as (home, plugin_dir, log),
+    ):
+        base = baseline(plugin_dir, home)
+        latencies = _reloads(home, plugin_dir, log, int(os.environ.get("BENCH_RELOADS_PRODUCTION", "5")))
+    return Figure(
+        "save -> new version answering (production mode), median",
+        statistics.median(latencies),
+        "s",
+        base,
+        "docker build (cache hit) + start to SERVING",
+        series=latencies,
+    )
 
 
 def main() -> int:

@@ -42,6 +42,7 @@ from sysops_sdk._chunks import (
     utf8_size,
 )
 from sysops_sdk._commands import CommandDefinition, collect_commands
+from sysops_sdk._dev_code import use_dev_code
 from sysops_sdk._errors import PermissionDeniedError
 from sysops_sdk._events import Event, collect_handlers, subscriptions
 from sysops_sdk._line_batches import LineBatcher
@@ -541,6 +542,7 @@ def serve(entrypoint: str, listen: str, token: str = "") -> int:
     """Run a plugin until it is shut down; return the process exit code."""
     install_interruptible_sleep()  # before the plugin's `from time import sleep` binds the original
     try:
+        use_dev_code(os.path.dirname(listen.removeprefix("unix://")) if listen.startswith("unix://") else "")
         plugin_class = load_plugin_class(entrypoint)
         plugin = plugin_class()
         runtime = PluginRuntime(plugin)

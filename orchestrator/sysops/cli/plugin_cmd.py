@@ -71,8 +71,9 @@ def orchestrator_for_cli(runtime: RuntimeName | None = None, report: Report = pr
     return control_client(runtime, report)
 
 
-def control_client(runtime: RuntimeName | None = None, report: Report = progress) -> RemoteClient:
-    """The control-API client of the current context (the host services' views and actions need it whole)."""
+def control_client(runtime: RuntimeName | None = None, report: Report = progress, *, dev: bool = False) -> RemoteClient:
+    """The control-API client of the current context (the host services' views and actions need it whole);
+    `dev`: what it builds runs in development mode (`plugin up --dev`)."""
     from sysops.cli import contexts
     from sysops.cli.remote import RemoteClient
 
@@ -85,7 +86,7 @@ def control_client(runtime: RuntimeName | None = None, report: Report = progress
                 "(docs/kubernetes.md)",
             )
         context = contexts.local_host()
-    return RemoteClient(context, report)
+    return RemoteClient(context, report, dev=dev)
 
 
 @plugin_app.command("up")
@@ -97,6 +98,14 @@ def up(
     runtime: Annotated[
         RuntimeName | None, typer.Option("--runtime", help="docker (local) or kubernetes (through a sysops server)")
     ] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Development mode: mount the code read-only instead of building it into the image "
+            "(a code-only change rolls without a build; local host only)",
+        ),
+    ] = False,
 ) -> None:
     """Build a plugin, start what it requires first (in dependency order), start it (or roll to the new
     version) and wait until each is ready."""
@@ -106,7 +115,7 @@ def up(
     path = plugin_directory(target)
     manifest = load_manifest(path)  # bad input is refused before a host is started or anything is built
     with progress_reporter() as report:
-        orchestrator = control_client(runtime, report)
+        orchestrator = control_client(runtime, report, dev=dev)
         started = time.monotonic()
         steps, origins = plan_up(orchestrator, path, manifest)
         if len(steps) > 1:

@@ -134,8 +134,10 @@ def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
 class RemoteClient:
     """A connection to a control API: the local host's (Unix socket) or a `sysops serve`'s (TCP, token)."""
 
-    def __init__(self, context: ServerContext, progress: Any = None) -> None:
+    def __init__(self, context: ServerContext, progress: Any = None, *, dev: bool = False) -> None:
         self.context = context
+        #: `plugin up --dev`: what this client builds runs in development mode (imaging/dev_code.py).
+        self.dev = dev
         self.progress = progress or (lambda message: None)
         self.channel = open_channel(context)
         self.stub = pb_grpc.ControlStub(self.channel)
@@ -176,6 +178,12 @@ class RemoteClient:
 
         plugin_dir = path.resolve()
         manifest = load_manifest(plugin_dir)
+        if self.dev and self.context.name != LOCAL:
+            raise UsageError(
+                f"--dev mounts the code of {plugin_dir} from this machine: only the local host runs it, "
+                f"not the server of context {self.context.name!r}",
+                hint="drop --dev (the server runs the image), or `sysops context use local`",
+            )
         settings = Settings()
         check_plugin_code(settings.home, plugin_dir, manifest, self.progress)
         driver = docker_driver()
@@ -191,9 +199,11 @@ class RemoteClient:
             cache_dir=settings.cache_dir,
             progress=self.progress,
             registry=registry,
+            dev_key=(key or manifest.name) if self.dev else "",
         ) as build:
             existed = driver.image_id(build.tag) is not None
-            build.build()
+            if not (self.dev and existed):  # a development image's tag names its whole content: nothing to build
+                build.build()
         self._check_image(driver, manifest, build.tag, plugin_dir, existed=existed)
         if registry:
             self.progress(f"pushing {build.tag}")

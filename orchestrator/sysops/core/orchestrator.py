@@ -39,8 +39,10 @@ from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_rev
 from sysops.core.roll_gates import roll_gates
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.core.service_status import service_state
+from sysops.core.spares import LABEL_SPARE, is_spare
 from sysops.core.trust_gate import pinned_image
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
+from sysops.imaging.dev_code import is_dev_fingerprint, prune_code, remove_code
 from sysops.imaging.plugin_image import plugin_build
 from sysops.private_paths import ensure_private_dir
 from sysops.runtime.base import (
@@ -275,6 +277,8 @@ class Orchestrator:
             known = recorded.get(container.handle)
             if known is not None and known.active:
                 continue
+            if known is not None and is_spare(known) and container.running:  # kept for the next development roll
+                continue
             if adopting and container.running and self._adopt(name, container, known):
                 continue
             # Left over by an interrupted roll, or a duplicate: it never served, or was replaced.
@@ -360,6 +364,8 @@ class Orchestrator:
         before its switch), only once it passes what a roll checks: health, Describe, the self-test,
         command conflicts and the limit read-back; return False to have it removed."""
         labels = container.labels
+        if LABEL_SPARE in labels:  # a spare (or one claimed by a roll that never finished): never verified to serve
+            return False
         instance_id = labels.get(LABEL_INSTANCE, "")
         revision = labels.get(LABEL_REVISION, "0")
         manifest = self._manifest_of(name, int(revision) if revision.isdecimal() else 0, labels)
@@ -579,14 +585,20 @@ class Orchestrator:
                     hint="give this plugin another name, or `sysops plugin down` the other one first",
                 )
             current = self._serving(manifest.name)
+            # A claimed spare's label has no fingerprint (core/spares.py): its revision's record has it.
+            recorded = {revision.revision: revision.fingerprint for revision in self.store.revisions(manifest.name)}
             if len(current) == manifest.replicas and all(
-                status.labels.get(LABEL_FINGERPRINT) == fingerprint for _, status in current
+                (status.labels.get(LABEL_FINGERPRINT) or recorded.get(instance.revision)) == fingerprint
+                for instance, status in current
             ):
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
                 return current[0][0], False
             with self._fault_mirrored(manifest.name):
                 instance = self.rollout.roll(self._check_image(target()))
             self._mirror_save(manifest.name)
+            if is_dev_fingerprint(fingerprint):  # the code of earlier failed development rolls goes
+                kept = {revision.fingerprint for revision in self.store.revisions(manifest.name)}
+                prune_code(self.settings.home.resolve(), manifest.name, kept)
             return instance, True
 
     def _mirror_save(self, name: str) -> None:
@@ -757,6 +769,8 @@ class Orchestrator:
                 if self.rollout.hooks is not None:  # its state, config values, alerts, records and metrics
                     self.rollout.hooks.purged(name)
             self.store.delete_plugin(name, revisions=purge)
+            if purge:  # the development-mode code of its revisions
+                remove_code(self.settings.home.resolve(), name)
             if self.mirror is not None:
                 self.mirror.delete(name)
             events.record(self.store, name, EventKind.UNLOADED, "removed")

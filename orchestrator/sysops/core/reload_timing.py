@@ -7,7 +7,8 @@ breakdown is measured for both. The phases, in order:
 
     detect  the newest changed file's modification time -> the watch reports the change (the debounce)
     build   the change reported -> the new instance is being started (code checks, context, image build, sign)
-    start   the instance is being started -> its readiness is awaited (the engine creates and starts it)
+    start   the instance is being started -> its readiness is awaited (the engine creates and starts it; in
+            development mode a spare instance, started after the previous roll, is claimed instead)
     ready   readiness awaited -> routing is being switched (health SERVING, Describe, self-test, limits read back)
     switch  routing is being switched -> the old instance is drained (state handed over, one store transaction):
             from here on, calls reach the new version
@@ -22,7 +23,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 #: The progress lines (their beginnings) that open each phase after `build`, as core/rollout.py words them.
-PHASE_MARKS = (("starting ", "start"), ("waiting for ", "ready"), ("switching ", "switch"), ("draining ", "drain"))
+PHASE_MARKS = (
+    ("starting ", "start"),
+    ("claiming ", "start"),  # development mode: a spare instance is given the code (core/spares.py)
+    ("waiting for ", "ready"),
+    ("switching ", "switch"),
+    ("draining ", "drain"),
+)
 #: The phases from a save to the new version serving.
 SERVING_PHASES = ("detect", "build", "start", "ready", "switch")
 
@@ -71,7 +78,7 @@ class ReloadTimer:
         phases: dict[str, float] = {}
         if self.changed_at is not None:
             phases["detect"] = max(0.0, self.detected_wall - self.changed_at)
-        order = ["build", *(phase for _, phase in PHASE_MARKS)]
+        order = ["build", *dict.fromkeys(phase for _, phase in PHASE_MARKS)]
         starts = {"build": self.detected, **self.began}
         reached = [phase for phase in order if phase in starts]
         for index, phase in enumerate(reached):

@@ -17,6 +17,7 @@ re-sent to the old one) and the roll is rolled back. Passed: the take-over goes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import time
 import uuid
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from sysops_sdk.wire import RESTART_ENV, TYPES_ENV
+from sysops_sdk.wire import CLAIM, DEV_CODE_ENV, RESTART_ENV, TYPES_ENV
 
 from sysops.core import events
 from sysops.core.analysis import AnalysisError, Outcome, decide
@@ -36,7 +37,9 @@ from sysops.core.deadlines import stored_routes
 from sysops.core.events import EventKind
 from sysops.core.instance_hooks import hooks_for
 from sysops.core.manifest import EgressRule, Manifest, PluginType, RolloutAnalysis
+from sysops.core.spares import LABEL_SPARE, SPARE_REVISION, is_spare, send_claim, spare_key
 from sysops.errors import CommandConflictError, StartFailedError, SysopsError
+from sysops.imaging.dev_code import code_dir, is_dev_fingerprint
 from sysops.private_paths import ensure_private_dir
 from sysops.reserved import RESERVED_COMMANDS
 from sysops.runtime.base import (
@@ -214,6 +217,8 @@ class Rollout:
             events.record(self.store, name, EventKind.ACTIVE, f"{manifest.version} (revision {revision}) serving")
         if self.hooks is not None:
             self.hooks.activated(name)
+        if is_dev_fingerprint(target.fingerprint):
+            self.keep_spare(target)
         return news[0]
 
     def _replace(
@@ -229,7 +234,7 @@ class Rollout:
         With a `trial` (the analysis and the instances serving), the new instance is analysed beside them first.
         """
         manifest = target.manifest
-        instance = self._start(target, revision)
+        instance = self._claim_spare(target, revision) or self._start(target, revision)
         try:
             self.progress(f"waiting for {manifest.name} {manifest.version} to be ready")
             routes = self._wait_ready(instance, manifest)
@@ -375,7 +380,8 @@ class Rollout:
             self.progress(f"rolling slot of {instance.plugin} back to {previous.version}")
             self._replace(target, previous.revision, instance, peer=None)
 
-    def _start(self, target: RollTarget, revision: int) -> InstanceRecord:
+    def _start(self, target: RollTarget, revision: int, *, spare: str = "") -> InstanceRecord:
+        """Start an instance of `target` as `revision`; with `spare` (its key), a spare instance (core/spares.py)."""
         manifest = target.manifest
         instance_id = uuid.uuid4().hex[:10]
         # The driver gives the directory to the plugin's uid (Docker: a tmpfs of its own, see socket_dirs.py).
@@ -384,10 +390,11 @@ class Rollout:
             LABEL_INSTALLATION: self.settings.installation_id,
             LABEL_PLUGIN: manifest.name,
             LABEL_VERSION: manifest.version,
-            LABEL_REVISION: str(revision),
+            LABEL_REVISION: str(SPARE_REVISION if spare else revision),
             LABEL_INSTANCE: instance_id,
-            LABEL_FINGERPRINT: target.fingerprint,
+            LABEL_FINGERPRINT: "" if spare else target.fingerprint,
             "sysops.source": target.source,
+            **({LABEL_SPARE: spare} if spare else {}),
         }
         environment = {
             "SYSOPS_LISTEN": "unix:///run/sysops/plugin.sock",
@@ -399,6 +406,9 @@ class Rollout:
         host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
         if host_endpoint:  # where the plugin's get_service() calls go (services/transport.py)
             environment["SYSOPS_HOST_ENDPOINT"] = host_endpoint
+        code = self._dev_code(manifest.name, target.fingerprint)
+        if code is not None:  # development mode: which snapshot to import, or (a spare) wait to be told
+            environment[DEV_CODE_ENV] = CLAIM if spare else target.fingerprint
         spec = InstanceSpec(
             name=f"sysops-{self.settings.installation_id}-{manifest.name}-{instance_id}",
             image=target.image_id,
@@ -412,8 +422,12 @@ class Rollout:
             uid=plugin_uid(self.settings.installation_id, manifest.name),
             data_dir=self.settings.home.resolve() / "data" / manifest.name,
             liveness=LivenessCheck(**manifest.liveness.model_dump(), start_s=manifest.readiness.timeout_seconds),
+            code_dir=code,
         )
-        self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
+        if spare:  # not "starting ...": that line opens a reload's start phase (core/reload_timing.py)
+            self.progress(f"spare instance of {manifest.name} {manifest.version} starting, for the next save")
+        else:
+            self.progress(f"starting {manifest.name} {manifest.version} (revision {revision})")
         try:
             status = self.driver.start(spec)
         except BaseException:
@@ -422,7 +436,7 @@ class Rollout:
         record = InstanceRecord(
             id=instance_id,
             plugin=manifest.name,
-            revision=revision,
+            revision=SPARE_REVISION if spare else revision,
             version=manifest.version,
             handle=status.handle,
             image=target.image,
@@ -435,9 +449,75 @@ class Rollout:
         self.store.add_instance(record)
         if self.hooks is not None:  # its host services listener, now that the driver made its socket directory
             self.hooks.started(record)
-        message = f"{manifest.version} (revision {revision}) started in {status.handle[:12]}, waiting for readiness"
-        events.record(self.store, manifest.name, EventKind.LOADED, message)
+        if not spare:
+            message = f"{manifest.version} (revision {revision}) started in {status.handle[:12]}, waiting for readiness"
+            events.record(self.store, manifest.name, EventKind.LOADED, message)
         return record
+
+    def _spare_key(self, target: RollTarget) -> str:
+        host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
+        return spare_key(target.image_id, target.manifest.model_dump(mode="json"), host_endpoint)
+
+    def _claim_spare(self, target: RollTarget, revision: int) -> InstanceRecord | None:
+        """Have a spare of a development-mode plugin run `target`'s code as `revision` (core/spares.py); None when
+        there is none that fits (a spare started for another image or manifest is removed)."""
+        if not is_dev_fingerprint(target.fingerprint):
+            return None
+        manifest, key = target.manifest, self._spare_key(target)
+        for spare in [instance for instance in self.store.instances(manifest.name) if is_spare(instance)]:
+            status = self.driver.inspect(spare.handle)
+            if status is None or not status.running or status.labels.get(LABEL_SPARE) != key:
+                self.discard(spare)
+                continue
+            self.progress(
+                f"claiming spare instance {spare.id} for {manifest.name} {manifest.version} (revision {revision})"
+            )
+            try:
+                send_claim(Path(spare.socket_dir), target.fingerprint, self.settings.ready_timeout)
+            except OSError as exc:
+                self.progress(f"spare instance {spare.id} of {manifest.name} cannot be claimed ({exc}); removing it")
+                self.discard(spare)
+                continue
+            claimed = dataclasses.replace(spare, revision=revision, version=manifest.version, created=time.time())
+            self.store.add_instance(claimed)
+            message = (
+                f"{manifest.version} (revision {revision}) given to spare {spare.handle[:12]}, waiting for readiness"
+            )
+            events.record(self.store, manifest.name, EventKind.LOADED, message)
+            return claimed
+        return None
+
+    def keep_spare(self, target: RollTarget) -> None:
+        """Have one spare of a development-mode plugin ready for its next roll (core/spares.py): keep one that
+        fits `target`, remove the others, start one if none fits. A spare that cannot start is only reported:
+        the next roll starts an instance as production mode does."""
+        key = self._spare_key(target)
+        kept = False
+        for spare in [instance for instance in self.store.instances(target.manifest.name) if is_spare(instance)]:
+            status = self.driver.inspect(spare.handle)
+            if not kept and status is not None and status.running and status.labels.get(LABEL_SPARE) == key:
+                kept = True
+            else:
+                self.discard(spare)
+        if not kept:
+            try:
+                self._start(target, SPARE_REVISION, spare=key)
+            except SysopsError as exc:
+                self.progress(f"no spare instance of {target.manifest.name}: {exc.message}")
+
+    def _dev_code(self, plugin: str, fingerprint: str) -> Path | None:
+        """The directory of code snapshots a development-mode instance mounts (imaging/dev_code.py; None for a
+        production one), once the revision's snapshot is seen in it: derived from the plugin and the
+        fingerprint alone, so a client names no host path."""
+        code = code_dir(self.settings.home.resolve(), plugin, fingerprint)
+        if code is None:
+            return None
+        if code.is_symlink() or not code.is_dir() or code.parent.is_symlink():
+            raise StartFailedError(
+                f"plugin {plugin!r}: the development-mode code {fingerprint[:16]} is not in {code.parent}",
+                hint="run `sysops plugin up --dev PATH` again (it writes the code there)",
+            )
+        return code.parent
 
     def verify_ready(self, instance: InstanceRecord, manifest: Manifest) -> dict[str, bytes]:
         """Check a started instance as a roll does before it serves (for re-adoption); return its routes."""
@@ -535,8 +615,9 @@ class Rollout:
         return f"last log lines:\n{tail}" if tail else "no log output"
 
     def retire(self, instance: InstanceRecord) -> None:
-        """Drain an instance (in-flight calls finish), stop it, and remove it."""
-        self._drain(instance)
+        """Drain an instance (in-flight calls finish), stop it, and remove it (a spare serves nothing to drain)."""
+        if not is_spare(instance):
+            self._drain(instance)
         self.discard(instance)
 
     def _drain(self, instance: InstanceRecord) -> None:

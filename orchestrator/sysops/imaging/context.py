@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO, BinaryIO, Literal
@@ -286,6 +286,8 @@ class BuildContext:
     tar_path: Path
     fingerprint: str
     requirements: list[str]
+    #: What of the plugin directory ships (all of it, though a development-mode context carries plugin.yaml only).
+    entries: list[PluginEntry] = field(default_factory=list)
 
     def close(self) -> None:
         """Remove the temporary directory holding the tar."""
@@ -361,11 +363,11 @@ class ContextArchive:
                     hint="run `sysops plugin up` again",
                 ) from None
 
-    def finish(self, requirements: list[str]) -> BuildContext:
+    def finish(self, requirements: list[str], entries: list[PluginEntry] | None = None) -> BuildContext:
         """Close the tar and return the context; the caller removes it (BuildContext.close)."""
         self._tar.close()
         self._file.close()
-        return BuildContext(self.path, self._sink.digest.hexdigest(), requirements)
+        return BuildContext(self.path, self._sink.digest.hexdigest(), requirements, entries or [])
 
     def discard(self) -> None:
         """Drop a half-written context."""

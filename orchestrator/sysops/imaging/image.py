@@ -183,13 +183,21 @@ def _pip_failure(requirements: list[str], stderr: str) -> str:
 
 
 def make_context(
-    plugin_dir: Path, manifest: Manifest, base_image_id: str, cache_dir: Path, labels: dict[str, str] | None = None
+    plugin_dir: Path,
+    manifest: Manifest,
+    base_image_id: str,
+    cache_dir: Path,
+    labels: dict[str, str] | None = None,
+    *,
+    code: bool = True,
 ) -> BuildContext:
     """Write the build context of a plugin to a private temporary tar (deterministic: same inputs, same
-    bytes, same fingerprint); the caller removes it with `with` or `close()`."""
+    bytes, same fingerprint); the caller removes it with `with` or `close()`. Without `code` (development mode,
+    imaging/dev_code.py) only plugin.yaml ships: the image holds the dependencies, the code is mounted instead."""
     rules = IgnoreRules.load(plugin_dir)
     entries = plugin_entries(plugin_dir, rules)
     check_sources(plugin_dir, manifest, entries, rules)
+    shipped = entries if code else [entry for entry in entries if entry.relative == PurePosixPath("plugin.yaml")]
     requirements = plugin_requirements(plugin_dir)
     wheels = prepare_wheels(requirements, cache_dir)
     dockerfile = _DOCKERFILE.format(
@@ -211,8 +219,8 @@ def make_context(
             for wheel in sorted(wheels.glob("*.whl")):
                 with open(wheel, "rb") as handle:
                     archive.add_stream(f"deps/wheels/{wheel.name}", handle, os.fstat(handle.fileno()).st_size)
-        archive.add_plugin_tree(plugin_dir, entries, prefix="plugin/")
-        return archive.finish(requirements)
+        archive.add_plugin_tree(plugin_dir, shipped, prefix="plugin/")
+        return archive.finish(requirements, entries)
     except BaseException:
         archive.discard()
         raise

@@ -20,6 +20,7 @@ from sysops.core import safe_yaml
 from sysops.core.manifest import Manifest, parse_manifest
 from sysops.errors import StartFailedError
 from sysops.imaging.context import BuildContext
+from sysops.imaging.dev_code import snapshot_code
 from sysops.imaging.image import image_tag, make_context
 from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN, LABEL_VERSION, BuildRequest, BuiltImage
 from sysops.trust.keys import signing_key
@@ -52,13 +53,15 @@ class PluginBuild:
     tag: str
     progress: Callable[[str], None]
 
-    @property
-    def fingerprint(self) -> str:
-        """Hash of everything that goes into the image."""
-        return self.context.fingerprint
-
     #: The installation's state directory: its signing key and signature cache (trust/).
     home: Path
+    #: Development mode: the fingerprint of the code snapshot the image is run with (imaging/dev_code.py).
+    dev_fingerprint: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that goes into the instance: the image (and, in development mode, the code)."""
+        return self.dev_fingerprint or self.context.fingerprint
 
     def build(self) -> BuiltImage:
         """Build the image and sign it with the installation's key (trust/keys.py `signing_key`): the signature
@@ -91,8 +94,15 @@ def plugin_build(
     cache_dir: Path,
     progress: Callable[[str], None],
     registry: str = "",
+    dev_key: str = "",
 ) -> Iterator[PluginBuild]:
-    """Prepare the build of `plugin_dir` (context written, fingerprint known); remove the context afterwards."""
+    """Prepare the build of `plugin_dir` (context written, fingerprint known); remove the context afterwards.
+
+    `dev_key`: development mode, for the plugin's store key (its name, or its side-by-side key): the image gets
+    the dependencies and plugin.yaml, and the code goes to a snapshot in the installation's state directory,
+    which each instance mounts (imaging/dev_code.py), so a code-only change leaves the image, and its tag, as
+    they were.
+    """
     base_image_id = driver.image_id(base_image)
     if base_image_id is None:
         raise StartFailedError(
@@ -100,8 +110,12 @@ def plugin_build(
             hint="build it with plugin-base-image/build.sh (scripts/bootstrap.sh does it)",
         )
     labels = {LABEL_INSTALLATION: installation_id, LABEL_PLUGIN: manifest.name, LABEL_VERSION: manifest.version}
-    with make_context(plugin_dir, manifest, base_image_id, cache_dir, labels) as context:
+    home = cache_dir.parent  # Settings.cache_dir: home/cache
+    with make_context(plugin_dir, manifest, base_image_id, cache_dir, labels, code=not dev_key) as context:
         tag = image_tag(
             plugin_repository(installation_id, manifest.name, registry), manifest.version, context.fingerprint
         )
-        yield PluginBuild(driver, context, tag, progress, home=cache_dir.parent)  # Settings.cache_dir: home/cache
+        dev_fingerprint = ""
+        if dev_key:
+            dev_fingerprint = snapshot_code(home, dev_key, plugin_dir, context.entries, context.fingerprint)
+        yield PluginBuild(driver, context, tag, progress, home=home, dev_fingerprint=dev_fingerprint)

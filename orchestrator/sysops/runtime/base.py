@@ -107,6 +107,8 @@ class InstanceSpec:
     data_dir: Path | None = None
     #: When the runtime restarts a wedged instance by itself (Kubernetes); `sysops serve` supervises Docker.
     liveness: LivenessCheck = LivenessCheck()
+    #: Development mode: the host directory of the plugin's code snapshots, mounted read-only (imaging/dev_code.py).
+    code_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import docker.errors
 from docker.models import containers as docker_containers
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
+from sysops_sdk.wire import DEV_ROOT
 
 from sysops.errors import BuildError, EngineUnavailableError, ManifestError, NotFoundError, RuntimeOperationError
 from sysops.runtime.base import (
@@ -288,6 +289,8 @@ class DockerDriver:
                 Mount(target=PLUGIN_DATA_DIR, source=spec.data_volume, type="volume", no_copy=True),
             ],
         }
+        if spec.code_dir is not None:  # development mode: the plugin's code snapshots, read-only
+            kwargs["mounts"].append(Mount(target=DEV_ROOT, source=str(spec.code_dir), type="bind", read_only=True))
         if limits.io_bytes_per_sec:
             device = self._io_device(mountpoint, plugin)
             throttle = [{"Path": device.path, "Rate": limits.io_bytes_per_sec}]
@@ -647,10 +650,13 @@ class DockerDriver:
         check("seccomp", "default", "unconfined" if any("unconfined" in o for o in options) else "default", "engine")
         sources = sorted(str(m.get("Source") or m.get("Name") or "") for m in attrs.get("Mounts") or [])
         check("host paths", True, not any("docker.sock" in source for source in sources), "engine")
+        mounts = attrs.get("Mounts") or []
+        code = [m for m in mounts if m.get("Destination") == DEV_ROOT]  # development mode's, read-only
+        check("code mount", [False] * len(code), [bool(m.get("RW")) for m in code], "engine (RW)")
         check(
             "mounts",
             [PLUGIN_DATA_DIR, PLUGIN_SOCKET_DIR],
-            sorted(m.get("Destination") for m in attrs.get("Mounts") or []),
+            sorted(m.get("Destination") for m in mounts if m not in code),
             "engine",
         )
 

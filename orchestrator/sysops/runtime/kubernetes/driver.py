@@ -271,6 +271,11 @@ class KubernetesDriver:
     def start(self, spec: InstanceSpec) -> InstanceStatus:
         """Create the instance's pod and NetworkPolicy, and wait until the pod has an IP."""
         plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
+        if spec.code_dir is not None:
+            raise RuntimeOperationError(
+                f"plugin {plugin!r}: development mode (--dev) mounts code from the host's disk, which a pod cannot; "
+                "run `sysops plugin up` without --dev"
+            )
         limits = spec.limits
         node_limits = wanted_node_limits(plugin, limits)  # the node agent's limits; refused without the agent
         for allowance in spec.egress:
