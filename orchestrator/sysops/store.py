@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_plugin ON events (plugin, id);
+CREATE TABLE IF NOT EXISTS claims (
+    instance TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS route_shares (
     instance TEXT PRIMARY KEY,
     plugin TEXT NOT NULL,
@@ -322,11 +326,16 @@ class Store:
                 db.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))
             if revisions:
                 db.execute("DELETE FROM revisions WHERE plugin=?", (name,))
+            db.execute("DELETE FROM claims WHERE instance NOT IN (SELECT id FROM instances)")
 
     # instances
     def add_instance(self, instance: InstanceRecord) -> None:
         """Record a started instance."""
-        self.db.execute(
+        self._put_instance(self.db, instance)
+
+    @staticmethod
+    def _put_instance(db: sqlite3.Connection, instance: InstanceRecord) -> None:
+        db.execute(
             "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 instance.id,
@@ -368,6 +377,19 @@ class Store:
         """Forget an instance."""
         self.db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         self.db.execute("DELETE FROM route_shares WHERE instance=?", (instance_id,))
+        self.db.execute("DELETE FROM claims WHERE instance=?", (instance_id,))
+
+    def claim(self, instance: InstanceRecord, fingerprint: str) -> None:
+        """Record that a spare instance was given the code of `fingerprint` (core/spares.py) as `instance`'s
+        revision: its container's labels cannot say so, and its socket directory may not outlive a reboot."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?)", (instance.id, fingerprint))
+            self._put_instance(db, instance)
+
+    def claimed_code(self, instance_id: str) -> str:
+        """The code fingerprint a claimed spare runs ("" for any other instance)."""
+        row = self.db.execute("SELECT fingerprint FROM claims WHERE instance=?", (instance_id,)).fetchone()
+        return str(row[0]) if row else ""
 
     # revisions
     def next_revision(self, plugin: str) -> int:
@@ -390,6 +412,10 @@ class Store:
                 revision.created,
             ),
         )
+
+    def revision_fingerprints(self) -> set[str]:
+        """The fingerprints of every plugin's revisions (the development-mode code snapshots kept for them)."""
+        return {str(row[0]) for row in self.db.execute("SELECT DISTINCT fingerprint FROM revisions").fetchall()}
 
     def revisions(self, plugin: str) -> list[RevisionRecord]:
         """Return the revisions of a plugin, oldest first."""

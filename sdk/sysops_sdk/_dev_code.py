@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import sys
+import threading
 
 DEV_CODE_ENV = "SYSOPS_DEV_CODE"
 #: Where the orchestrator mounts the plugin's code snapshots (read-only).
@@ -48,6 +50,10 @@ def use_dev_code(socket_dir: str) -> str | None:
     return directory
 
 
+def _exit_at_once(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
 def _claimed(socket_dir: str) -> str:
     """The fingerprint this spare was claimed for: kept from an earlier claim, or waited for."""
     kept = os.path.join(socket_dir, CLAIMED_FILE)
@@ -63,8 +69,16 @@ def _claimed(socket_dir: str) -> str:
         if not stat.S_ISFIFO(os.lstat(fifo).st_mode):
             raise DevCodeError(f"{fifo} is not a FIFO") from None
     os.chmod(fifo, 0o622)  # the host may run as another user than the plugin; its directory keeps others out
-    with open(fifo, "rb") as claim:  # blocks until the host opens it to write
-        fingerprint = claim.read(_MAX_CLAIM_BYTES).decode("ascii", "replace").strip()
+    # PID 1 of its container: without a handler, SIGTERM would be ignored and removing a spare would wait for SIGKILL.
+    handles = threading.current_thread() is threading.main_thread()  # only the main thread sets handlers
+    previous = signal.signal(signal.SIGTERM, _exit_at_once) if handles else None
+    try:
+        with open(fifo, "rb") as claim:  # blocks until the host opens it to write
+            fingerprint = claim.read(_MAX_CLAIM_BYTES).decode("ascii", "replace").strip()
+    finally:
+        if handles:
+            signal.signal(signal.SIGTERM, previous)
+    os.unlink(fifo)  # claimed once: nothing answers a second writer
     staged = f"{kept}.tmp"
     with open(staged, "w", encoding="ascii") as handle:
         handle.write(fingerprint)

@@ -18,7 +18,7 @@ from sysops_sdk._chunks import (
     speaks_batches,
     speaks_chunks,
 )
-from sysops_sdk._dev_code import CLAIM, CLAIM_FIFO, DEV_CODE_ENV, DEV_ROOT
+from sysops_sdk._dev_code import CLAIM, CLAIM_FIFO, CLAIMED_FILE, DEV_CODE_ENV, DEV_ROOT
 from sysops_sdk._server import (
     AUTHORIZATION_METADATA_KEY,
     EXIT_ENTRYPOINT,
@@ -35,6 +35,7 @@ from sysops_sdk._version import PROTOCOL_VERSION, SDK_VERSION, protocol_compatib
 __all__ = [
     "AUTHORIZATION_METADATA_KEY",
     "CLAIM",
+    "CLAIMED_FILE",
     "CLAIM_FIFO",
     "DEV_CODE_ENV",
     "DEV_ROOT",

@@ -42,6 +42,12 @@ def _up(sysops: Sysops, plugin_dir: Path) -> str:
     return result.stderr
 
 
+def _up_production(sysops: Sysops, plugin_dir: Path) -> str:
+    result = sysops.run("plugin", "up", str(plugin_dir))
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
 def test_saves_roll_on_claimed_spares_without_a_build(
     fresh_sysops: Sysops, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
@@ -78,6 +84,15 @@ def test_saves_roll_on_claimed_spares_without_a_build(
     assert "claiming spare instance" in _up(sysops, plugin_dir)
     assert sysops.ok("greet", "World").strip() == "Ahoy, World!"
 
+    # A reboot empties the socket directory that kept the claim: the restarted process waits as a spare again,
+    # and reconciliation tells it its code again.
+    serving_now = engine.containers.get(next(iter(_claimed(engine, sysops))))
+    socket_dir = next(m["Source"] for m in serving_now.attrs["Mounts"] if m["Destination"] == "/run/sysops")
+    (Path(socket_dir) / "claimed").unlink()
+    serving_now.restart(timeout=2)
+    sysops.ok("plugin", "ls")  # a reconcile pass
+    assert sysops.ok("greet", "World").strip() == "Ahoy, World!"
+
     # A spare that died is not claimed: the roll starts an instance as production does, and leaves a new spare.
     engine.containers.get(_containers(engine, sysops)[1][0]).kill()
     _set_greeting(plugin_dir, "Hi there")
@@ -98,6 +113,12 @@ def test_saves_roll_on_claimed_spares_without_a_build(
     # Each revision keeps its own code: a rollback runs revision 1's.
     sysops.ok("plugin", "rollback", "hello", "--to", "1")
     assert sysops.ok("greet", "World").strip() == "Hello, World!"
+
+    # Out of development mode: the image is built with the code, and the spare goes.
+    production = _up_production(sysops, plugin_dir)
+    assert "building image" in production and "claiming" not in production
+    assert _containers(engine, sysops)[1] == []
+    assert sysops.ok("greet", "World").strip() == "Hi there, World!"
 
     sysops.ok("plugin", "down", "hello", "--purge")
     assert installation_containers(engine, sysops.installation_id) == []

@@ -80,9 +80,34 @@ def test_prune_removes_only_old_unused_snapshots_and_staging(tmp_path: Path) -> 
         os.utime(code_root(home, "demo") / name, (old, old))
     prune_code(home, "demo", {used, "not-a-dev-fingerprint"})
     assert sorted(p.name for p in code_root(home, "demo").iterdir()) == sorted([used, young])
-    remove_code(home, "demo")
+    remove_code(home, "demo", {young})  # another key's revision runs `young`: it and the directory stay
+    assert sorted(p.name for p in code_root(home, "demo").iterdir()) == [young]
+    remove_code(home, "demo", set())  # young or not
     assert not code_root(home, "demo").exists()
-    remove_code(home, "demo")  # nothing left: no error
+    remove_code(home, "demo", set())  # nothing left: no error
+
+
+def test_two_trees_never_share_a_snapshot_by_shifting_bytes_between_files(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    one, two = _plugin(tmp_path / "one"), _plugin(tmp_path / "two")
+    (one / "a").write_bytes(b"X\0file\0b\0-Y")  # the bytes of `a`=X followed by `b`=Y under a naive hash
+    (two / "a").write_bytes(b"X")
+    (two / "b").write_bytes(b"Y")
+    assert _snapshot(home, one) != _snapshot(home, two)
+
+
+def test_a_snapshot_made_meanwhile_by_another_up_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, plugin = tmp_path / "home", _plugin(tmp_path / "plugin")
+    fingerprint = _snapshot(home, plugin)
+    real_rename = os.rename
+
+    def rename_after_the_other_up(source: str | Path, target: str | Path) -> None:
+        assert Path(target).is_dir()  # the other `up` won: its snapshot is there
+        real_rename(source, target)  # ENOTEMPTY, as when both copied at once
+
+    monkeypatch.setattr(os, "rename", rename_after_the_other_up)
+    assert _snapshot(home, plugin) == fingerprint
+    assert [p.name for p in code_root(home, "demo").iterdir()] == [fingerprint]
 
 
 def test_a_development_context_ships_plugin_yaml_only_and_ignores_code_changes(tmp_path: Path) -> None:
@@ -107,7 +132,7 @@ def test_dev_mode_is_refused_for_a_server_context_before_anything_is_built(tmp_p
     from sysops.errors import ExitCode, UsageError
 
     plugin = _plugin(tmp_path / "plugin")
-    client = RemoteClient(ServerContext("prod", "127.0.0.1:1", "token", insecure=True), dev=True)
+    client = RemoteClient(ServerContext("prod", "127.0.0.1:1", "token", insecure=True), dev=plugin)
     try:
         with pytest.raises(UsageError) as refused:
             client.up(plugin)

@@ -54,3 +54,18 @@ def test_newest_change_skips_deleted_paths(tmp_path: Path) -> None:
     os.utime(newer, (2000, 2000))
     assert newest_change([str(older), str(newer), str(tmp_path / "gone.py")]) == 2000
     assert newest_change([str(tmp_path / "gone.py")]) is None
+
+
+def test_a_development_roll_claims_a_spare_and_its_next_spare_is_not_drain_time() -> None:
+    timer = ReloadTimer(changed_at=None, detected=10.0)
+    for message, at in [
+        ("claiming spare instance 0a1b2c for hello 1.0.0 (revision 3)", 10.1),
+        ("waiting for hello 1.0.0 to be ready", 10.12),
+        ("switching hello to 1.0.0 (revision 3)", 10.15),
+        ("draining hello 1.0.0 (revision 2)", 10.16),
+        ("spare instance of hello 1.0.0 starting, for the next save", 10.3),
+    ]:
+        timer.stamp(message, now=at)
+    phases = {k: round(v, 3) for k, v in timer.breakdown(ended=11.0).items()}
+    assert phases["start"] == 0.02 and phases["drain"] == 0.14 and phases["serving"] == 0.16
+    assert timer.line(ended=11.0).endswith("(drain 0.140s)")

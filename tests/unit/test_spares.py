@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sysops_sdk._dev_code as dev_code
-from sysops.core.spares import send_claim, spare_key
+from sysops.core.spares import reclaim, send_claim, spare_key
 
 FINGERPRINT = "dev-" + "ab" * 32
 
@@ -88,3 +88,48 @@ def test_a_spare_fits_only_the_image_manifest_and_endpoint_it_was_started_for() 
     assert key != spare_key("sha256:b", {"name": "demo", "limits": {"memory_mb": 128}}, "unix:///h")
     assert key != spare_key("sha256:a", {"name": "demo", "limits": {"memory_mb": 256}}, "unix:///h")
     assert key != spare_key("sha256:a", {"name": "demo", "limits": {"memory_mb": 128}}, "")
+
+
+def test_a_claimed_spare_whose_socket_directory_was_emptied_is_told_its_code_again(
+    tmp_path: Path, dev_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reboot empties the tmpfs that kept the claim: the restarted process waits as a spare again, and
+    reconciliation's reclaim() gives it the code its claim recorded; a spare that kept its claim is left alone."""
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir()
+    monkeypatch.setenv(dev_code.DEV_CODE_ENV, dev_code.CLAIM)
+    found: list[str | None] = []
+    waiting = threading.Thread(target=lambda: found.append(dev_code.use_dev_code(str(socket_dir))))
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while waiting.is_alive() and time.monotonic() < deadline:
+        reclaim(socket_dir, FINGERPRINT)  # as every reconcile pass does, until it is heard
+        time.sleep(0.02)
+    waiting.join(timeout=1)
+    assert found == [f"{dev_root}/{FINGERPRINT}"]
+    assert not (socket_dir / dev_code.CLAIM_FIFO).exists(), "the FIFO outlived its one claim"
+    os.mkfifo(socket_dir / dev_code.CLAIM_FIFO)
+    reclaim(socket_dir, "dev-" + "ef" * 32)  # kept its claim: nothing is written, nothing waits
+    assert (socket_dir / dev_code.CLAIMED_FILE).read_text() == FINGERPRINT
+
+
+def test_a_waiting_spare_ends_at_once_on_sigterm(tmp_path: Path) -> None:
+    """PID 1 of its container: without its handler, `docker stop` of a spare waited for SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ['SYSOPS_DEV_CODE'] = 'claim'; "
+        "import sysops_sdk._dev_code as d; d.use_dev_code(sys.argv[1])"
+    )
+    spare = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / dev_code.CLAIM_FIFO).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        spare.send_signal(signal.SIGTERM)
+        assert spare.wait(timeout=5) == 0
+    finally:
+        spare.kill()

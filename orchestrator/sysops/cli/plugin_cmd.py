@@ -18,6 +18,8 @@ from sysops.errors import UsageError
 from sysops.safe_text import escape_controls
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sysops.cli.remote import RemoteClient
     from sysops.core.operations import PluginOperations
 
@@ -71,9 +73,11 @@ def orchestrator_for_cli(runtime: RuntimeName | None = None, report: Report = pr
     return control_client(runtime, report)
 
 
-def control_client(runtime: RuntimeName | None = None, report: Report = progress, *, dev: bool = False) -> RemoteClient:
+def control_client(
+    runtime: RuntimeName | None = None, report: Report = progress, *, dev: Path | None = None
+) -> RemoteClient:
     """The control-API client of the current context (the host services' views and actions need it whole);
-    `dev`: what it builds runs in development mode (`plugin up --dev`)."""
+    `dev`: the plugin directory that runs in development mode (`plugin up --dev`)."""
     from sysops.cli import contexts
     from sysops.cli.remote import RemoteClient
 
@@ -115,7 +119,7 @@ def up(
     path = plugin_directory(target)
     manifest = load_manifest(path)  # bad input is refused before a host is started or anything is built
     with progress_reporter() as report:
-        orchestrator = control_client(runtime, report, dev=dev)
+        orchestrator = control_client(runtime, report, dev=path if dev else None)
         started = time.monotonic()
         steps, origins = plan_up(orchestrator, path, manifest)
         if len(steps) > 1:

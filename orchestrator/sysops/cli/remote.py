@@ -134,10 +134,11 @@ def _translate(error: grpc.RpcError, context: ServerContext) -> SysopsError:
 class RemoteClient:
     """A connection to a control API: the local host's (Unix socket) or a `sysops serve`'s (TCP, token)."""
 
-    def __init__(self, context: ServerContext, progress: Any = None, *, dev: bool = False) -> None:
+    def __init__(self, context: ServerContext, progress: Any = None, *, dev: Path | None = None) -> None:
         self.context = context
-        #: `plugin up --dev`: what this client builds runs in development mode (imaging/dev_code.py).
-        self.dev = dev
+        #: `plugin up --dev DIR`: the plugin directory that runs in development mode (imaging/dev_code.py); the
+        #: plugins it requires, brought up first by the same client, do not.
+        self.dev = dev.resolve() if dev is not None else None
         self.progress = progress or (lambda message: None)
         self.channel = open_channel(context)
         self.stub = pb_grpc.ControlStub(self.channel)
@@ -178,7 +179,8 @@ class RemoteClient:
 
         plugin_dir = path.resolve()
         manifest = load_manifest(plugin_dir)
-        if self.dev and self.context.name != LOCAL:
+        dev = plugin_dir == self.dev
+        if dev and self.context.name != LOCAL:
             raise UsageError(
                 f"--dev mounts the code of {plugin_dir} from this machine: only the local host runs it, "
                 f"not the server of context {self.context.name!r}",
@@ -199,10 +201,10 @@ class RemoteClient:
             cache_dir=settings.cache_dir,
             progress=self.progress,
             registry=registry,
-            dev_key=(key or manifest.name) if self.dev else "",
+            dev_key=manifest.name if dev else "",
         ) as build:
             existed = driver.image_id(build.tag) is not None
-            if not (self.dev and existed):  # a development image's tag names its whole content: nothing to build
+            if not (dev and existed):  # a development image's tag names its whole content: nothing to build
                 build.build()
         self._check_image(driver, manifest, build.tag, plugin_dir, existed=existed)
         if registry:

@@ -39,7 +39,7 @@ from sysops.core.restored_revisions import BadRevision, ImageCheck, restored_rev
 from sysops.core.roll_gates import roll_gates
 from sysops.core.rollout import Progress, Rollout, RollTarget, limits_for
 from sysops.core.service_status import service_state
-from sysops.core.spares import LABEL_SPARE, is_spare
+from sysops.core.spares import LABEL_SPARE, is_spare, reclaim
 from sysops.core.trust_gate import pinned_image
 from sysops.errors import DependencyError, ManifestError, NotFoundError, SysopsError, UsageError
 from sysops.imaging.dev_code import is_dev_fingerprint, prune_code, remove_code
@@ -277,8 +277,8 @@ class Orchestrator:
             known = recorded.get(container.handle)
             if known is not None and known.active:
                 continue
-            if known is not None and is_spare(known) and container.running:  # kept for the next development roll
-                continue
+            if known is not None and is_spare(known) and LABEL_SPARE in container.labels and container.running:
+                continue  # kept for the next development roll
             if adopting and container.running and self._adopt(name, container, known):
                 continue
             # Left over by an interrupted roll, or a duplicate: it never served, or was replaced.
@@ -287,7 +287,9 @@ class Orchestrator:
                 self.rollout.discard(known)
             elif (instance_id := container.labels.get(LABEL_INSTANCE, "")).isalnum():  # never a forged path
                 remove_socket_dir(self.settings.run_dir / instance_id)
-        self._record_serving_revision(name, {container.handle: container for container in containers})
+        by_handle = {container.handle: container for container in containers}
+        self._record_serving_revision(name, by_handle)
+        self._reclaim_spares(name, by_handle)
         if self.driver.restarts_stopped_instances:
             self._restart_stopped(name, {container.handle for container in containers if not container.running})
         if lost is not None and self.driver.replaces_lost_instances:
@@ -421,6 +423,15 @@ class Orchestrator:
         except SysopsError:
             return None
 
+    def _reclaim_spares(self, name: str, containers: Mapping[str, InstanceStatus]) -> None:
+        """Tell a serving claimed spare its code again when it waits for it (core/spares.py `reclaim`)."""
+        for instance in self.store.active_instances(name):
+            container = containers.get(instance.handle)
+            if container is None or not container.running or LABEL_SPARE not in container.labels:
+                continue
+            if code := self.store.claimed_code(instance.id):
+                reclaim(Path(instance.socket_dir), code)
+
     def _record_serving_revision(self, name: str, containers: Mapping[str, InstanceStatus]) -> None:
         """Give a serving revision its history row when the roll that started it was killed before writing it."""
         rows = {r.revision for r in self.store.revisions(name)}
@@ -439,7 +450,7 @@ class Orchestrator:
                     version=instance.version,
                     image=instance.image,
                     image_id=instance.image_id,
-                    fingerprint=container.labels.get(LABEL_FINGERPRINT, ""),
+                    fingerprint=container.labels.get(LABEL_FINGERPRINT, "") or self.store.claimed_code(instance.id),
                     manifest=stored,
                     created=instance.created,
                 )
@@ -585,10 +596,8 @@ class Orchestrator:
                     hint="give this plugin another name, or `sysops plugin down` the other one first",
                 )
             current = self._serving(manifest.name)
-            # A claimed spare's label has no fingerprint (core/spares.py): its revision's record has it.
-            recorded = {revision.revision: revision.fingerprint for revision in self.store.revisions(manifest.name)}
-            if len(current) == manifest.replicas and all(
-                (status.labels.get(LABEL_FINGERPRINT) or recorded.get(instance.revision)) == fingerprint
+            if len(current) == manifest.replicas and all(  # a claimed spare's label has none: its claim has it
+                (status.labels.get(LABEL_FINGERPRINT) or self.store.claimed_code(instance.id)) == fingerprint
                 for instance, status in current
             ):
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
@@ -597,8 +606,9 @@ class Orchestrator:
                 instance = self.rollout.roll(self._check_image(target()))
             self._mirror_save(manifest.name)
             if is_dev_fingerprint(fingerprint):  # the code of earlier failed development rolls goes
-                kept = {revision.fingerprint for revision in self.store.revisions(manifest.name)}
-                prune_code(self.settings.home.resolve(), manifest.name, kept)
+                prune_code(
+                    self.settings.home.resolve(), plugin_name_of(manifest.name), self.store.revision_fingerprints()
+                )
             return instance, True
 
     def _mirror_save(self, name: str) -> None:
@@ -769,8 +779,8 @@ class Orchestrator:
                 if self.rollout.hooks is not None:  # its state, config values, alerts, records and metrics
                     self.rollout.hooks.purged(name)
             self.store.delete_plugin(name, revisions=purge)
-            if purge:  # the development-mode code of its revisions
-                remove_code(self.settings.home.resolve(), name)
+            if purge:  # its development-mode code, but what another key's revisions run
+                remove_code(self.settings.home.resolve(), plugin_name_of(name), self.store.revision_fingerprints())
             if self.mirror is not None:
                 self.mirror.delete(name)
             events.record(self.store, name, EventKind.UNLOADED, "removed")

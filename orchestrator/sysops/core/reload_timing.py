@@ -13,6 +13,7 @@ breakdown is measured for both. The phases, in order:
     switch  routing is being switched -> the old instance is drained (state handed over, one store transaction):
             from here on, calls reach the new version
     drain   the old instance drained and removed (after serving already: not part of save -> serving)
+    spare   development mode: the spare instance for the next save is started (not shown)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PHASE_MARKS = (
     ("waiting for ", "ready"),
     ("switching ", "switch"),
     ("draining ", "drain"),
+    ("spare instance of ", "spare"),  # development mode: the next save's spare starts after the drain
 )
 #: The phases from a save to the new version serving.
 SERVING_PHASES = ("detect", "build", "start", "ready", "switch")

@@ -34,6 +34,7 @@ from sysops.core.analysis import AnalysisError, Outcome, decide
 from sysops.core.call_meter import METER
 from sysops.core.client import InvocationResult, PluginClient
 from sysops.core.deadlines import stored_routes
+from sysops.core.dependencies import plugin_name_of
 from sysops.core.events import EventKind
 from sysops.core.instance_hooks import hooks_for
 from sysops.core.manifest import EgressRule, Manifest, PluginType, RolloutAnalysis
@@ -217,8 +218,7 @@ class Rollout:
             events.record(self.store, name, EventKind.ACTIVE, f"{manifest.version} (revision {revision}) serving")
         if self.hooks is not None:
             self.hooks.activated(name)
-        if is_dev_fingerprint(target.fingerprint):
-            self.keep_spare(target)
+        self.keep_spares(target)
         return news[0]
 
     def _replace(
@@ -383,6 +383,7 @@ class Rollout:
     def _start(self, target: RollTarget, revision: int, *, spare: str = "") -> InstanceRecord:
         """Start an instance of `target` as `revision`; with `spare` (its key), a spare instance (core/spares.py)."""
         manifest = target.manifest
+        code = self._dev_code(manifest.name, target.fingerprint)  # before anything is made: it may refuse
         instance_id = uuid.uuid4().hex[:10]
         # The driver gives the directory to the plugin's uid (Docker: a tmpfs of its own, see socket_dirs.py).
         socket_dir = ensure_private_dir(self.settings.ensure_run_dir() / instance_id)
@@ -406,7 +407,6 @@ class Rollout:
         host_endpoint = self.hooks.host_endpoint() if self.hooks is not None else ""
         if host_endpoint:  # where the plugin's get_service() calls go (services/transport.py)
             environment["SYSOPS_HOST_ENDPOINT"] = host_endpoint
-        code = self._dev_code(manifest.name, target.fingerprint)
         if code is not None:  # development mode: which snapshot to import, or (a spare) wait to be told
             environment[DEV_CODE_ENV] = CLAIM if spare else target.fingerprint
         spec = InstanceSpec(
@@ -464,7 +464,7 @@ class Rollout:
         if not is_dev_fingerprint(target.fingerprint):
             return None
         manifest, key = target.manifest, self._spare_key(target)
-        for spare in [instance for instance in self.store.instances(manifest.name) if is_spare(instance)]:
+        for spare in self._spares(manifest.name):
             status = self.driver.inspect(spare.handle)
             if status is None or not status.running or status.labels.get(LABEL_SPARE) != key:
                 self.discard(spare)
@@ -472,14 +472,18 @@ class Rollout:
             self.progress(
                 f"claiming spare instance {spare.id} for {manifest.name} {manifest.version} (revision {revision})"
             )
+            # Recorded first: a host killed from here on leaves an instance of `revision` that never served, which
+            # reconciliation removes, never a spare that runs plugin code.
+            claimed = dataclasses.replace(spare, revision=revision, version=manifest.version, created=time.time())
+            self.store.claim(claimed, target.fingerprint)
+            if self.hooks is not None:  # its host-services listener knows it by its revision from now on
+                self.hooks.started(claimed)
             try:
                 send_claim(Path(spare.socket_dir), target.fingerprint, self.settings.ready_timeout)
             except OSError as exc:
                 self.progress(f"spare instance {spare.id} of {manifest.name} cannot be claimed ({exc}); removing it")
-                self.discard(spare)
+                self.discard(claimed)
                 continue
-            claimed = dataclasses.replace(spare, revision=revision, version=manifest.version, created=time.time())
-            self.store.add_instance(claimed)
             message = (
                 f"{manifest.version} (revision {revision}) given to spare {spare.handle[:12]}, waiting for readiness"
             )
@@ -487,29 +491,35 @@ class Rollout:
             return claimed
         return None
 
-    def keep_spare(self, target: RollTarget) -> None:
-        """Have one spare of a development-mode plugin ready for its next roll (core/spares.py): keep one that
-        fits `target`, remove the others, start one if none fits. A spare that cannot start is only reported:
-        the next roll starts an instance as production mode does."""
-        key = self._spare_key(target)
-        kept = False
-        for spare in [instance for instance in self.store.instances(target.manifest.name) if is_spare(instance)]:
-            status = self.driver.inspect(spare.handle)
-            if not kept and status is not None and status.running and status.labels.get(LABEL_SPARE) == key:
-                kept = True
-            else:
-                self.discard(spare)
-        if not kept:
-            try:
+    def _spares(self, name: str) -> list[InstanceRecord]:
+        return [instance for instance in self.store.instances(name) if is_spare(instance)]
+
+    def keep_spares(self, target: RollTarget) -> None:
+        """After a successful roll: for a development-mode plugin, have one spare that fits `target` ready for its
+        next roll (remove the others, start one if none fits); for any other, remove its spares (it left
+        development mode). A spare that cannot be started or removed is only reported: the roll succeeded,
+        and the next one starts an instance as production mode does."""
+        wanted = is_dev_fingerprint(target.fingerprint)
+        try:
+            key = self._spare_key(target)
+            kept = False
+            for spare in self._spares(target.manifest.name):
+                status = self.driver.inspect(spare.handle)
+                fits = status is not None and status.running and status.labels.get(LABEL_SPARE) == key
+                if wanted and not kept and fits:
+                    kept = True
+                else:
+                    self.discard(spare)
+            if wanted and not kept:
                 self._start(target, SPARE_REVISION, spare=key)
-            except SysopsError as exc:
-                self.progress(f"no spare instance of {target.manifest.name}: {exc.message}")
+        except SysopsError as exc:
+            self.progress(f"spare instance of {target.manifest.name}: {exc.message}")
 
     def _dev_code(self, plugin: str, fingerprint: str) -> Path | None:
         """The directory of code snapshots a development-mode instance mounts (imaging/dev_code.py; None for a
         production one), once the revision's snapshot is seen in it: derived from the plugin and the
         fingerprint alone, so a client names no host path."""
-        code = code_dir(self.settings.home.resolve(), plugin, fingerprint)
+        code = code_dir(self.settings.home.resolve(), plugin_name_of(plugin), fingerprint)  # a key's: its plugin's
         if code is None:
             return None
         if code.is_symlink() or not code.is_dir() or code.parent.is_symlink():

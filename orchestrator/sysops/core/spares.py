@@ -7,12 +7,17 @@ the open of a FIFO in its socket directory (sysops_sdk/_dev_code.py). The next d
 by writing the new code's fingerprint there instead of starting a container: what is left is importing the
 plugin's code, `initialize()` and the readiness checks every new instance passes. A spare is claimed only by
 a roll whose image, manifest and host endpoint are the ones it was started for (its `sysops.spare` label);
-any other is removed. In the store a spare is an inactive instance of revision 0 (no revision has that
-number); reconciliation keeps it while it runs and never adopts one as a serving instance.
+any other is removed, and so are a plugin's spares once it rolls out of development mode. In the store a
+spare is an inactive instance of revision 0 (no revision has that number) whose container carries the
+label; reconciliation keeps it while it runs and never adopts one as a serving instance. A claim is
+recorded (`Store.claim`: the instance's revision and the code's fingerprint, which its container's labels
+cannot say) before the spare is told, and told again by reconciliation if a reboot emptied the socket
+directory that kept it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -22,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sysops_sdk.wire import CLAIM_FIFO
+from sysops_sdk.wire import CLAIM_FIFO, CLAIMED_FILE
 
 from sysops.store import InstanceRecord
 
@@ -55,7 +60,9 @@ def send_claim(socket_dir: Path, fingerprint: str, timeout: float) -> None:
             descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
             break
         except OSError as exc:
-            if exc.errno not in (errno.ENXIO, errno.ENOENT) or time.monotonic() > deadline:
+            # No reader yet (ENXIO), no FIFO yet (ENOENT), or not yet opened to the host's user (EACCES, between
+            # the spare's mkfifo and chmod): a spare still starting.
+            if exc.errno not in (errno.ENXIO, errno.ENOENT, errno.EACCES) or time.monotonic() > deadline:
                 raise
             time.sleep(_CLAIM_RETRY_SECONDS)
     try:
@@ -64,3 +71,13 @@ def send_claim(socket_dir: Path, fingerprint: str, timeout: float) -> None:
         os.write(descriptor, fingerprint.encode("ascii") + b"\n")
     finally:
         os.close(descriptor)
+
+
+def reclaim(socket_dir: Path, fingerprint: str) -> None:
+    """Give a claimed spare its code again if it waits for it: its socket directory was made anew (a reboot
+    empties the tmpfs that kept its claim) and its process restarted as a spare. Best effort, never waits:
+    reconciliation calls it on every pass."""
+    if (socket_dir / CLAIMED_FILE).exists():
+        return
+    with contextlib.suppress(OSError):
+        send_claim(socket_dir, fingerprint, timeout=0)

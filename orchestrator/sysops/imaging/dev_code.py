@@ -14,6 +14,7 @@ with the plugin's revisions on `plugin down --purge`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -41,7 +42,8 @@ def is_dev_fingerprint(fingerprint: str) -> bool:
 
 
 def code_root(home: Path, plugin: str) -> Path:
-    """The directory of a plugin's code snapshots (`plugin` is its store key: a side-by-side key has its own)."""
+    """The directory of a plugin's code snapshots (its side-by-side keys' too: a revision started under another
+    key keeps its code)."""
     return home / "dev" / plugin
 
 
@@ -75,11 +77,13 @@ def snapshot_code(home: Path, plugin: str, plugin_dir: Path, entries: list[Plugi
         os.chmod(staging, 0o755)
         fingerprint = f"dev-{digest.hexdigest()}"
         final = root / fingerprint
-        if final.is_dir() and not final.is_symlink():
+        try:
+            os.rename(staging, final)
+        except OSError as exc:  # the same code is there (from an earlier save, or another `up` just now)
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or final.is_symlink() or not final.is_dir():
+                raise
             shutil.rmtree(staging)
             os.utime(final)  # in use again: not pruned as an old leftover while this `up` runs
-        else:
-            os.rename(staging, final)
         return fingerprint
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -101,19 +105,19 @@ def _ensure_mount_root(root: Path) -> None:
 def _copy_file(plugin_dir: Path, entry: PluginEntry, target: Path, digest: hashlib._Hash) -> None:
     with open_plugin_file(plugin_dir, entry.relative, entry.identity) as source:
         executable = bool(os.fstat(source.fileno()).st_mode & 0o111)
-        digest.update(b"x" if executable else b"-")
+        content = hashlib.sha256()  # a fixed-length digest per file: no two trees hash alike by shifting bytes
         descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(descriptor, "wb") as sink:
             while chunk := source.read(_COPY_CHUNK):
-                digest.update(chunk)
+                content.update(chunk)
                 sink.write(chunk)
         os.chmod(target, 0o755 if executable else 0o644)
-    digest.update(b"\0")
+    digest.update((b"x" if executable else b"-") + content.digest())
 
 
-def prune_code(home: Path, plugin: str, keep: set[str]) -> None:
-    """Remove the plugin's snapshots that no revision in `keep` uses (failed rolls'), once old enough that no
-    `up` in flight can still be about to start one."""
+def prune_code(home: Path, plugin: str, keep: set[str], *, min_age: float = _PRUNE_AGE_SECONDS) -> None:
+    """Remove the plugin's snapshots that no revision in `keep` uses (failed rolls'), once older than `min_age`
+    seconds, so that no `up` in flight can still be about to start one."""
     root = code_root(home, plugin)
     try:
         children = list(root.iterdir())
@@ -121,7 +125,7 @@ def prune_code(home: Path, plugin: str, keep: set[str]) -> None:
         return
     for child in children:
         try:
-            old = time.time() - child.lstat().st_mtime > _PRUNE_AGE_SECONDS
+            old = time.time() - child.lstat().st_mtime >= min_age
         except OSError:
             continue
         unused = is_dev_fingerprint(child.name) and child.name not in keep
@@ -130,8 +134,9 @@ def prune_code(home: Path, plugin: str, keep: set[str]) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def remove_code(home: Path, plugin: str) -> None:
-    """Remove all of a plugin's snapshots (`plugin down --purge`: its revisions go)."""
-    root = code_root(home, plugin)
-    if root.is_dir() and not root.is_symlink():
-        shutil.rmtree(root, ignore_errors=True)
+def remove_code(home: Path, plugin: str, keep: set[str]) -> None:
+    """`plugin down --purge`: remove the plugin's snapshots but those of `keep` (another key's revisions), and
+    its directory of them once empty."""
+    prune_code(home, plugin, keep, min_age=0)
+    with contextlib.suppress(OSError):  # not empty: another key's revisions
+        code_root(home, plugin).rmdir()
