@@ -24,15 +24,21 @@ def dev_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_a_spare_runs_the_code_it_is_claimed_for_and_keeps_it_after_a_restart(
-    tmp_path: Path, dev_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _waiting_spare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, threading.Thread, list[str | None]]:
+    """A spare's start in a thread: (its socket directory, the thread, where its code directory will be put)."""
     socket_dir = tmp_path / "run"
     socket_dir.mkdir()
     monkeypatch.setenv(dev_code.DEV_CODE_ENV, dev_code.CLAIM)
     found: list[str | None] = []
     waiting = threading.Thread(target=lambda: found.append(dev_code.use_dev_code(str(socket_dir))))
     waiting.start()
+    return socket_dir, waiting, found
+
+
+def test_a_spare_runs_the_code_it_is_claimed_for_and_keeps_it_after_a_restart(
+    tmp_path: Path, dev_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_dir, waiting, found = _waiting_spare(tmp_path, monkeypatch)
     time.sleep(0.2)
     assert waiting.is_alive(), "the spare did not wait for its claim"
     send_claim(socket_dir, FINGERPRINT, timeout=5)
@@ -95,12 +101,7 @@ def test_a_claimed_spare_whose_socket_directory_was_emptied_is_told_its_code_aga
 ) -> None:
     """A reboot empties the tmpfs that kept the claim: the restarted process waits as a spare again, and
     reconciliation's reclaim() gives it the code its claim recorded; a spare that kept its claim is left alone."""
-    socket_dir = tmp_path / "run"
-    socket_dir.mkdir()
-    monkeypatch.setenv(dev_code.DEV_CODE_ENV, dev_code.CLAIM)
-    found: list[str | None] = []
-    waiting = threading.Thread(target=lambda: found.append(dev_code.use_dev_code(str(socket_dir))))
-    waiting.start()
+    socket_dir, waiting, found = _waiting_spare(tmp_path, monkeypatch)
     deadline = time.monotonic() + 5
     while waiting.is_alive() and time.monotonic() < deadline:
         reclaim(socket_dir, FINGERPRINT)  # as every reconcile pass does, until it is heard
