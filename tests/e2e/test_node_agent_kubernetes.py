@@ -36,7 +36,7 @@ from tests.e2e.test_kubernetes import (
     remove_images,
 )
 from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
-from tests.integration.conftest import SYSOPS, Sysops, wait_for
+from tests.integration.conftest import SYSOPS, Sysops, bridge_gateway, wait_for
 from tests.integration.test_limits import HoldingServer, hostile
 
 pytestmark = kubernetes_marks
@@ -61,8 +61,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def gateway() -> str:
     """The Docker bridge's address on this machine, which the test cluster's pods reach."""
-    network = docker.from_env().api.inspect_network("bridge")
-    return next(str(config["Gateway"]) for config in network["IPAM"]["Config"] if config.get("Gateway"))
+    return bridge_gateway()
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from sysops.settings import Settings
 
 from tests.e2e import test_kubernetes as chart
 from tests.e2e.test_kubernetes import Cluster, kubectl
-from tests.integration.conftest import Sysops, plugin_code, wait_for, write_plugin
+from tests.integration.conftest import Sysops, bridge_gateway, plugin_code, wait_for, write_plugin
 from tests.registry_fixture import (
     LoopbackRegistry,
     registry_fixture,  # noqa: F401  (defines the fixture `registry`)
@@ -48,7 +48,7 @@ ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.dis
 
 def docker_gateway() -> str:
     """The docker0 bridge's address: where pods reach the node."""
-    return str(docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+    return bridge_gateway()
 
 
 @contextlib.contextmanager

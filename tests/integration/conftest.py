@@ -180,6 +180,22 @@ def fresh_sysops(engine: docker.DockerClient, tmp_path: Path) -> Iterator[Sysops
     unmount_installation(instance)
 
 
+def bridge_gateway(client: docker.DockerClient | None = None) -> str:
+    """The Docker bridge's address on this machine, where containers (and the test cluster's pods) reach it.
+
+    The engine's IPAM config names it, except on engines that list the bridge's subnet alone (seen on a new
+    machine of this kind: `{"Subnet": "172.17.0.0/16"}`, no "Gateway"): the bridge interface's own address is
+    it then."""
+    network = (client or docker.from_env()).api.inspect_network("bridge")
+    for config in network["IPAM"]["Config"] or []:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+    interface = (network.get("Options") or {}).get("com.docker.network.bridge.name", "docker0")
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", interface], capture_output=True, text=True, check=True)
+    assert "inet " in out.stdout, f"the bridge network has no gateway address ({interface}: {out.stdout!r})"
+    return out.stdout.split("inet ", 1)[1].split("/", 1)[0]
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `condition` until it holds, failing with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

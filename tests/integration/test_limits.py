@@ -26,7 +26,7 @@ from sysops.runtime.base import plugin_uid
 from sysops.runtime.docker.cgroups import CgroupLocator
 from sysops.runtime.faults import describe_instance_failure
 
-from tests.integration.conftest import SYSOPS, Sysops, plugin_code, write_plugin
+from tests.integration.conftest import SYSOPS, Sysops, bridge_gateway, plugin_code, write_plugin
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +67,7 @@ def cgroup_file(engine_container: docker.models.containers.Container, controller
 @pytest.fixture(scope="module")
 def gateway(engine: docker.DockerClient) -> str:
     """The docker bridge's address on the host: containers reach the host there."""
-    network = engine.api.inspect_network("bridge")
-    for config in network["IPAM"]["Config"] or []:
-        if config.get("Gateway"):
-            return str(config["Gateway"])
-    bridge = network["Options"].get("com.docker.network.bridge.name", "docker0")
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", bridge], capture_output=True, text=True, check=True)
-    return out.stdout.split("inet ", 1)[1].split("/", 1)[0]
+    return bridge_gateway(engine)
 
 
 class HoldingServer:

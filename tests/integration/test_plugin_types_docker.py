@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.conftest import Sysops, copy_example, wait_for, write_plugin
+from tests.integration.conftest import Sysops, bridge_gateway, copy_example, wait_for, write_plugin
 
 pytestmark = pytest.mark.integration
 
@@ -120,10 +120,7 @@ class ApiServer:
 @pytest.fixture(scope="module")
 def gateway(engine: docker.DockerClient) -> str:
     """The docker bridge's address on the host: containers reach the host there."""
-    for config in engine.api.inspect_network("bridge")["IPAM"]["Config"] or []:
-        if config.get("Gateway"):
-            return str(config["Gateway"])
-    raise AssertionError("the bridge network has no gateway address")
+    return bridge_gateway(engine)
 
 
 @pytest.fixture(scope="module")

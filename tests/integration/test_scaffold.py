@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.conftest import Sysops, installation_containers, wait_for
+from tests.integration.conftest import Sysops, bridge_gateway, installation_containers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +59,7 @@ class ApiServer:
 
 @pytest.fixture(scope="module")
 def api(engine: docker.DockerClient) -> Iterator[ApiServer]:
-    gateways = [c["Gateway"] for c in engine.api.inspect_network("bridge")["IPAM"]["Config"] or [] if c.get("Gateway")]
-    assert gateways, "the bridge network has no gateway address"
-    server = ApiServer(gateways[0])
+    server = ApiServer(bridge_gateway(engine))
     yield server
     server.close()
 
