@@ -425,12 +425,18 @@ class Orchestrator:
 
     def _reclaim_spares(self, name: str, containers: Mapping[str, InstanceStatus]) -> None:
         """Tell a serving claimed spare its code again when it waits for it (core/spares.py `reclaim`)."""
+        if not any(LABEL_SPARE in container.labels for container in containers.values()):
+            return  # no store read on a reconcile pass of a plugin that has no spare
         for instance in self.store.active_instances(name):
             container = containers.get(instance.handle)
             if container is None or not container.running or LABEL_SPARE not in container.labels:
                 continue
             if code := self.store.claimed_code(instance.id):
                 reclaim(Path(instance.socket_dir), code)
+
+    def _fingerprint_of(self, instance: InstanceRecord, status: InstanceStatus) -> str:
+        """What an instance runs: its container's label, or, for a claimed spare (whose label has none), its claim."""
+        return status.labels.get(LABEL_FINGERPRINT, "") or self.store.claimed_code(instance.id)
 
     def _record_serving_revision(self, name: str, containers: Mapping[str, InstanceStatus]) -> None:
         """Give a serving revision its history row when the roll that started it was killed before writing it."""
@@ -450,7 +456,7 @@ class Orchestrator:
                     version=instance.version,
                     image=instance.image,
                     image_id=instance.image_id,
-                    fingerprint=container.labels.get(LABEL_FINGERPRINT, "") or self.store.claimed_code(instance.id),
+                    fingerprint=self._fingerprint_of(instance, container),
                     manifest=stored,
                     created=instance.created,
                 )
@@ -596,9 +602,8 @@ class Orchestrator:
                     hint="give this plugin another name, or `sysops plugin down` the other one first",
                 )
             current = self._serving(manifest.name)
-            if len(current) == manifest.replicas and all(  # a claimed spare's label has none: its claim has it
-                (status.labels.get(LABEL_FINGERPRINT) or self.store.claimed_code(instance.id)) == fingerprint
-                for instance, status in current
+            if len(current) == manifest.replicas and all(
+                self._fingerprint_of(instance, status) == fingerprint for instance, status in current
             ):
                 self.progress(f"{manifest.name} {manifest.version} is up to date (revision {current[0][0].revision})")
                 return current[0][0], False

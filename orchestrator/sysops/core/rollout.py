@@ -465,8 +465,7 @@ class Rollout:
             return None
         manifest, key = target.manifest, self._spare_key(target)
         for spare in self._spares(manifest.name):
-            status = self.driver.inspect(spare.handle)
-            if status is None or not status.running or status.labels.get(LABEL_SPARE) != key:
+            if not self._fits(spare, key):
                 self.discard(spare)
                 continue
             self.progress(
@@ -494,6 +493,11 @@ class Rollout:
     def _spares(self, name: str) -> list[InstanceRecord]:
         return [instance for instance in self.store.instances(name) if is_spare(instance)]
 
+    def _fits(self, spare: InstanceRecord, key: str) -> bool:
+        """Whether a spare runs and was started for what `key` describes."""
+        status = self.driver.inspect(spare.handle)
+        return status is not None and status.running and status.labels.get(LABEL_SPARE) == key
+
     def keep_spares(self, target: RollTarget) -> None:
         """After a successful roll: for a development-mode plugin, have one spare that fits `target` ready for its
         next roll (remove the others, start one if none fits); for any other, remove its spares (it left
@@ -501,12 +505,10 @@ class Rollout:
         and the next one starts an instance as production mode does."""
         wanted = is_dev_fingerprint(target.fingerprint)
         try:
-            key = self._spare_key(target)
+            key = self._spare_key(target) if wanted else ""
             kept = False
             for spare in self._spares(target.manifest.name):
-                status = self.driver.inspect(spare.handle)
-                fits = status is not None and status.running and status.labels.get(LABEL_SPARE) == key
-                if wanted and not kept and fits:
+                if wanted and not kept and self._fits(spare, key):
                     kept = True
                 else:
                     self.discard(spare)
