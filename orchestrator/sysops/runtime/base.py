@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 LABEL_INSTALLATION = "sysops.installation"
 LABEL_PLUGIN = "sysops.plugin"
@@ -272,6 +272,15 @@ class RuntimeDriver(Protocol):
 
     def remove_labelled(self, labels: Mapping[str, str]) -> int:
         """Remove every container, image and volume carrying all `labels` (left by a lost plugin); return the count."""
+
+
+@runtime_checkable
+class FollowsEngineEvents(Protocol):
+    """A driver that can keep what it lists of one installation from the engine's events (the Docker driver)."""
+
+    def follow_engine_events(self, installation: str, stop: threading.Event) -> None:
+        """Follow the engine's events of `installation` until `stop`, so quiet reconcile passes ask nothing."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from sysops.errors import (
 )
 from sysops.imaging.plugin_image import plugin_repository
 from sysops.private_paths import SOCKET_UMASK, private_umask
-from sysops.runtime.base import RuntimeDriver, StateMirror, StreamCancel
+from sysops.runtime.base import FollowsEngineEvents, RuntimeDriver, StateMirror, StreamCancel
 from sysops.runtime.factory import make_driver
 from sysops.server import operator_api
 from sysops.server.log_batches import batched_texts, drain_batch
@@ -617,6 +617,8 @@ def serve(
     if port == 0:
         raise SysopsError(f"cannot listen on {address}")
     stop = threading.Event()
+    if isinstance(driver, FollowsEngineEvents):  # a quiet installation's reconcile passes ask the engine nothing
+        driver.follow_engine_events(settings.installation_id, stop)
     from sysops.services.hosting import start_hosting  # host services and event bus, until `stop`
 
     hosting = start_hosting(settings, driver.name, server, stop)

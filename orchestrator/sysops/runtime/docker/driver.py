@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -50,6 +51,7 @@ from sysops.runtime.docker.data_filesystems import (
     remove_data_filesystem,
     unmount_data_filesystem,
 )
+from sysops.runtime.docker.engine_view import EngineView, EventStream
 from sysops.runtime.docker.log_stream import LogStream
 from sysops.runtime.faults import (
     MAX_RESTARTS,
@@ -111,6 +113,8 @@ class DockerDriver:
         self._client = client
         #: The engine's CPU count, asked once (`docker info` costs tens of milliseconds on every start otherwise).
         self._engine_cpus: int | None = None
+        #: The installation's containers kept by the engine's events (`follow_engine_events`; the resident host's).
+        self._view: EngineView | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -128,6 +132,22 @@ class DockerDriver:
     def ping(self) -> None:
         """Raise EngineUnavailableError if the engine cannot be reached."""
         _ = self.client
+
+    def follow_engine_events(self, installation: str, stop: threading.Event) -> None:
+        """Keep `installation`'s listing and inspects from the engine's events until `stop` (engine_view.py), so
+        reconciling a quiet installation asks the engine nothing; a thread of its own follows the stream."""
+
+        def subscribe(filters: Mapping[str, object]) -> EventStream:
+            stream: EventStream = docker.from_env(timeout=60).api.events(filters=dict(filters), decode=True)
+            return stream
+
+        self._view = EngineView(subscribe, installation)
+        threading.Thread(target=self._view.run, args=(stop,), name="sysops-engine-events", daemon=True).start()
+
+    def _engine_changed(self) -> None:
+        """Something of ours changed a container: what the view holds is dropped now, not when the event comes."""
+        if self._view is not None:
+            self._view.changed()
 
     def image_id(self, reference: str) -> str | None:
         """Return the id of a local image, or None."""
@@ -306,6 +326,7 @@ class DockerDriver:
             arguments = {**kwargs, "image": spec.image, "command": None, "version": self.client.api.api_version}
             create_arguments = docker_containers._create_container_args(arguments)  # type: ignore[attr-defined]
             created = str(self.client.api.create_container(**create_arguments)["Id"])
+            self._engine_changed()
             self.client.api.start(created)
         except docker.errors.ImageNotFound as exc:
             self._remove_holders(spec.labels)
@@ -403,6 +424,8 @@ class DockerDriver:
             )
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot start the network holder of {spec.name}: {_short(exc)}") from exc
+        finally:
+            self._engine_changed()
         try:
             holder.reload()
             pid = int(holder.attrs.get("State", {}).get("Pid") or 0)
@@ -433,7 +456,10 @@ class DockerDriver:
             self._force_remove(str(holder.id))
 
     def inspect(self, handle: str) -> InstanceStatus | None:
-        """Return a container's status, or None when it is gone."""
+        """Return a container's status, or None when it is gone (as the engine view holds it, if it does)."""
+        held = self._view.held(handle) if self._view is not None else None
+        if held is not None:
+            return status_from_attrs(held)
         try:
             container = self.client.containers.get(handle)
         except docker.errors.NotFound:
@@ -458,6 +484,10 @@ class DockerDriver:
         selector = [f"{key}={value}" for key, value in labels.items()] + [LABEL_INSTANCE]
         filters: dict[str, str | list[str] | bool] = {"label": selector}
         try:
+            view = self._view
+            held = view.labelled(labels, _Fetch(self.client.api, view.installation)) if view is not None else None
+            if held is not None:
+                return [self.client.containers.prepare_model(attrs) for attrs in held]
             return list(self.client.containers.list(all=True, filters=filters))
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot list containers: {_short(exc)}") from exc
@@ -499,6 +529,8 @@ class DockerDriver:
                 raise RuntimeOperationError(
                     f"cannot renew the restart budget of {container.name}: {_short(exc)}"
                 ) from exc
+            finally:
+                self._engine_changed()
 
     def _restore_mounts(self, attrs: Mapping[str, Any]) -> bool:
         """Mount a plugin container's socket tmpfs and data filesystem again where they are missing (a host
@@ -513,7 +545,7 @@ class DockerDriver:
             mount_socket_tmpfs(Path(socket_dir), uid)
             restored = True
         volume = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")
-        device = self._data_device(volume) if volume else ""
+        device = self._held_data_device(str(attrs.get("Id") or ""), volume) if volume else ""
         plugin = str(((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_PLUGIN, ""))
         return (bool(device) and remount_data_filesystem(device, plugin)) or restored
 
@@ -625,6 +657,12 @@ class DockerDriver:
         name = _mount_source(attrs, PLUGIN_DATA_DIR, "Name")
         device = self._data_device(name) if name else ""
         return data_size_bytes(device) if device else None
+
+    def _held_data_device(self, container_id: str, volume: str) -> str:
+        """`_data_device` of a container's volume, asked once while the view holds the container."""
+        if self._view is None or not container_id:
+            return self._data_device(volume)
+        return self._view.derived(container_id, f"device:{volume}", lambda: self._data_device(volume))
 
     def _data_device(self, name: str) -> str:
         """The host mountpoint a data volume binds ("" when the volume is gone or a plain one)."""
@@ -742,6 +780,8 @@ class DockerDriver:
             pass
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot stop container {handle[:12]}: {_short(exc)}") from exc
+        finally:
+            self._engine_changed()
 
     def restart(self, handle: str, timeout: float) -> None:
         """Restart the container in place (same id, socket, token, data). The engine zeroes its crash count on
@@ -753,6 +793,8 @@ class DockerDriver:
             )
         except docker.errors.APIError as exc:
             raise RuntimeOperationError(f"cannot restart container {handle[:12]}: {_short(exc)}") from exc
+        finally:
+            self._engine_changed()
 
     def remove(self, handle: str) -> None:
         """Force-remove a plugin container and its network holder, if it has one."""
@@ -791,6 +833,8 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             if "already in progress" not in str(exc):
                 raise RuntimeOperationError(f"cannot remove container {handle[:12]}: {_short(exc)}") from exc
+        finally:
+            self._engine_changed()
 
     def remove_volume(self, name: str) -> None:
         """Remove a volume if present, and the data filesystem it stands for (unmounted, image deleted)."""
@@ -826,6 +870,24 @@ def _single_file(archive: bytes, max_bytes: int) -> bytes | None:
             return None
         extracted = tar.extractfile(member)
         return extracted.read(max_bytes) if extracted else None
+
+
+class _Fetch:
+    """How the engine view asks the engine: the listing with the driver's filters, and one inspect."""
+
+    def __init__(self, api: docker.APIClient, installation: str) -> None:
+        self._api = api
+        self._filters = {"label": [f"{LABEL_INSTALLATION}={installation}", LABEL_INSTANCE]}
+
+    def list_ids(self) -> list[str]:
+        return [str(row["Id"]) for row in self._api.containers(all=True, filters=self._filters)]
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            attrs: dict[str, Any] = self._api.inspect_container(container_id)
+        except docker.errors.NotFound:  # removed since the listing
+            return None
+        return attrs
 
 
 def _orphan_holders(containers: Iterable[Container]) -> list[Container]:

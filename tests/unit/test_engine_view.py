@@ -1,0 +1,151 @@
+"""The engine view's rules, on a scripted event stream: it answers only while subscribed and for its own
+installation, never keeps what was fetched while an event arrived, forgets everything after its refresh
+period, and a broken stream makes it stop answering until it subscribes again."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from sysops.runtime.base import LABEL_INSTALLATION, LABEL_PLUGIN
+from sysops.runtime.docker.engine_view import EngineView
+
+_END = object()
+
+
+class _Stream:
+    """Events put by the test; `close` ends the iteration."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[object] = queue.Queue()
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        while (event := self.events.get()) is not _END:
+            assert isinstance(event, dict)
+            yield event
+
+    def close(self) -> None:
+        self.events.put(_END)
+
+
+class _Engine:
+    """Two containers of installation `inst`; counts the calls, and can send an event during an inspect."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.during_inspect: _Stream | None = None
+        self.running = {"c1": True, "c2": True}
+
+    def list_ids(self) -> list[str]:
+        self.calls += 1
+        return list(self.running)
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        self.calls += 1
+        if self.during_inspect is not None:
+            stream, self.during_inspect = self.during_inspect, None
+            stream.events.put({"Action": "die", "Actor": {"ID": "c2"}})
+            time.sleep(0.2)  # the view reads it before this inspect returns
+        plugin = "a" if container_id == "c1" else "b"
+        labels = {LABEL_INSTALLATION: "inst", LABEL_PLUGIN: plugin}
+        return {"Id": container_id, "Config": {"Labels": labels}, "State": {"Running": self.running[container_id]}}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _subscribed(clock: _Clock | None = None) -> tuple[EngineView, list[_Stream], threading.Event]:
+    streams: list[_Stream] = []
+
+    def subscribe(filters: Mapping[str, object]) -> _Stream:
+        assert filters["label"] == f"{LABEL_INSTALLATION}=inst" and filters["type"] == "container"
+        streams.append(_Stream())
+        return streams[-1]
+
+    view = EngineView(subscribe, "inst", refresh_seconds=60.0, clock=clock or time.monotonic)
+    stop = threading.Event()
+    threading.Thread(target=view.run, args=(stop,), daemon=True).start()
+    deadline = time.monotonic() + 5
+    while not view.live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert view.live
+    return view, streams, stop
+
+
+def _wait(condition: Any) -> None:
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_answers_from_what_it_holds_only_while_subscribed_and_for_its_installation() -> None:
+    engine = _Engine()
+    view = EngineView(lambda filters: _Stream(), "inst")
+    assert view.labelled({LABEL_INSTALLATION: "inst"}, engine) is None  # not subscribed yet
+    view, streams, stop = _subscribed()
+    try:
+        assert view.labelled({LABEL_INSTALLATION: "other"}, engine) is None
+        assert [a["Id"] for a in view.labelled({LABEL_INSTALLATION: "inst", LABEL_PLUGIN: "b"}, engine) or []] == ["c2"]
+        calls = engine.calls
+        assert len(view.labelled({LABEL_INSTALLATION: "inst"}, engine) or []) == 2
+        assert engine.calls == calls  # held
+        engine.running["c1"] = False
+        streams[0].events.put({"Action": "die", "Actor": {"ID": "c1"}})
+
+        def a_running() -> bool:
+            return bool(
+                (view.labelled({LABEL_INSTALLATION: "inst", LABEL_PLUGIN: "a"}, engine) or [{}])[0]["State"]["Running"]
+            )
+
+        _wait(lambda: not a_running())
+        assert engine.calls == calls + 1  # c1 alone was asked again
+        streams[0].close()  # the stream broke: no answer until subscribed again
+        _wait(lambda: len(streams) == 2 and view.live)
+        assert view.labelled({LABEL_INSTALLATION: "inst"}, engine) is not None
+    finally:
+        stop.set()
+    _wait(lambda: not view.live)
+    assert view.labelled({LABEL_INSTALLATION: "inst"}, engine) is None
+
+
+def test_what_was_fetched_while_an_event_arrived_is_not_kept() -> None:
+    engine = _Engine()
+    view, streams, stop = _subscribed()
+    try:
+        engine.during_inspect = streams[0]
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        calls = engine.calls
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert engine.calls > calls, "an inspect that raced an event was kept"
+        calls = engine.calls
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert engine.calls == calls
+    finally:
+        stop.set()
+
+
+def test_everything_is_forgotten_after_the_refresh_period() -> None:
+    engine, clock = _Engine(), _Clock()
+    view, _streams, stop = _subscribed(clock)
+    try:
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        calls = engine.calls
+        clock.now += 59
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert engine.calls == calls
+        clock.now += 2
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert engine.calls == calls + 3  # the listing and both inspects
+        assert view.derived("c1", "device", lambda: "/dev/x") == "/dev/x"
+        assert view.derived("c1", "device", lambda: "/dev/y") == "/dev/x"  # held while c1 has no event
+    finally:
+        stop.set()
