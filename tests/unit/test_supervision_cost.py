@@ -12,7 +12,7 @@ from sysops.core import client_pool, supervisor
 from sysops.core.manifest import parse_manifest
 from sysops.core.orchestrator import Orchestrator
 from sysops.core.supervisor import SERVING, KeptProbes, Supervisor
-from sysops.store import InstanceRecord
+from sysops.store import InstanceRecord, Store
 
 from tests.unit.test_rollout import _target
 
@@ -94,3 +94,33 @@ def test_the_default_prober_is_the_kept_one(orchestrator: Orchestrator) -> None:
     with futures.ThreadPoolExecutor(2) as pool:
         watcher.supervise(orchestrator, pool)
     assert watcher.probes.endpoints() == set(), "an instance no longer supervised loses its connection"
+
+
+def test_a_pass_reads_the_store_only_when_some_connection_changed_it(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orchestrator.rollout.roll(_target("echo-v1"))
+    _save(orchestrator, interval_s=1)
+    reads: list[str] = []
+    real_instances = orchestrator.store.instances
+
+    def counting(plugin: str | None = None) -> list[InstanceRecord]:
+        reads.append("instances")
+        return real_instances(plugin)
+
+    monkeypatch.setattr(orchestrator.store, "instances", counting)
+    watcher = Supervisor(orchestrator.settings, orchestrator.driver, clock=lambda: 1000.0, prober=lambda i, t: SERVING)
+    with futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(5):
+            watcher.supervise(orchestrator, pool)
+        assert reads == ["instances"], "five passes over an unchanged store read it once"
+        other = Store(orchestrator.store.path)  # another process's connection (a roll in the CLI, the host's calls)
+        try:
+            other.set_last_error("echo", "changed elsewhere")
+        finally:
+            other.close()
+        watcher.supervise(orchestrator, pool)
+        assert reads == ["instances"] * 2, "another connection's commit is seen at the next pass"
+        _save(orchestrator, interval_s=2)  # and this connection's own
+        watcher.supervise(orchestrator, pool)
+        assert reads == ["instances"] * 3
