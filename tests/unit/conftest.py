@@ -124,15 +124,18 @@ def call_host(settings: Settings) -> Iterator[CallServer]:
 
 @contextmanager
 def in_process_host(settings: Settings, driver: RuntimeDriver) -> Iterator[None]:
-    """The resident host's control API served in this process over `driver`, recorded in host.json as a
-    running host, so `main(["plugin", ...])` talks to it as to a real one (over its real Unix socket)."""
+    """The resident host's control API and call socket served in this process over `driver`, recorded in
+    host.json as a running host, so `main(["plugin", ...])` talks to it as to a real one (its real Unix sockets)."""
     paths = host_paths(settings)
     server = serve(None, "docker", "", settings, unix_socket=paths.control_socket, driver=driver)
+    assert server.servicer is not None
+    calls = start_call_server(settings, paths.call_socket, lister=server.servicer.plugin_list_json)
     record = HostRecord(os.getpid(), HOST_PROTOCOL, time.time(), "fake")
     write_private_file(paths.record, json.dumps(record.as_dict()))
     try:
         yield
     finally:
+        calls.stop()
         server.stop(0).wait(5)
         paths.record.unlink(missing_ok=True)
 

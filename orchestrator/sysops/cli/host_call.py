@@ -11,6 +11,7 @@ an unreachable engine.
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import socket
 import sys
@@ -41,6 +42,10 @@ class HostError(SysopsError):
         self.exit_code = ExitCode(exit_code) if isinstance(exit_code, int) and known else ExitCode.COMMAND_FAILED
 
 
+class HostUnawareError(SysopsError):
+    """The host does not know a request (one started by an older sysops): the caller takes another way."""
+
+
 class HostCall:
     """One CLI run's connection to the host: `routes`, then `invoke` on the same connection."""
 
@@ -59,6 +64,24 @@ class HostCall:
             return [CommandShape.from_json(shape) for shape in reply["commands"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise self._broken(f"sent a malformed command list ({exc})") from None
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """Every plugin's status (PluginStatus.as_dict), after the host reconciled: what `plugin ls` prints."""
+        try:
+            reader = self._request({"op": wire.LIST})
+            reply = self._reply(reader)
+            if reply.get("type") != wire.LIST:
+                raise wire.WireError(f"it sent {str(reply.get('type'))[:40]!r}")
+            statuses = json.loads(reader.text(reply.get("bytes")))
+        except HostError as exc:
+            if exc.message.startswith("unknown request"):
+                raise HostUnawareError(exc.message) from None
+            raise
+        except (OSError, wire.WireError, ValueError) as exc:
+            raise self._broken(f"did not answer which plugins there are ({exc})") from None
+        if not isinstance(statuses, list) or not all(isinstance(status, dict) for status in statuses):
+            raise self._broken("sent a malformed plugin list")
+        return statuses
 
     def invoke(self, shape: CommandShape, arguments: dict[str, Any], output: str) -> None:
         """Run the command in the host and print its lines and result; Ctrl-C cancels it in the plugin."""

@@ -134,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         code = _routed(argv)
         if code is not None:
             return code
+    if argv[:2] == ["plugin", "ls"]:  # the host answers it over the call socket (cli/plugin_ls.py)
+        from sysops.cli.plugin_ls import fast_plugin_ls
+
+        found: list[int | None] = []
+        code = run_guarded(lambda: found.append(fast_plugin_ls(argv[2:])))
+        if not found or found[0] is not None:
+            return code
     from sysops.cli.app import build_cli
 
     return run_guarded(lambda: build_cli(argv).main(argv, prog_name="sysops", standalone_mode=False))

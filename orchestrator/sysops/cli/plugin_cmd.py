@@ -12,6 +12,7 @@ import typer
 
 from sysops.cli.completion import plugin_names
 from sysops.cli.output import DATA_FORMATS, emit, when
+from sysops.cli.plugin_ls import print_ls
 from sysops.cli.progress import Report, progress_line, progress_reporter
 from sysops.core.names import check_plugin_name
 from sysops.errors import UsageError
@@ -55,9 +56,6 @@ STATUS_FIELDS = (
 )  # fmt: skip
 #: Events `plugin status` prints (the latest; `sysops events --plugin NAME` prints them all).
 STATUS_EVENTS = 10
-LS_COLUMNS = ("name", "state", "version", "revision", "replicas", "health", "rating", "container", "commands")
-#: `plugin ls -o wide`: also where it runs, where it came from, its image and its last error.
-LS_WIDE_COLUMNS = (*LS_COLUMNS, "runtime", "source", "image", "last_error")
 #: A plugin-name argument; Tab completes it from the local store (cli/completion.py).
 PluginName = Annotated[str, typer.Argument(help="Plugin name", autocompletion=plugin_names)]
 OutputOption = Annotated[
@@ -170,26 +168,7 @@ def ls(
 
         print_outdated(output)
         return
-    orchestrator = orchestrator_for_cli()
-    rows = [
-        {
-            "name": s.name,
-            "state": str(s.state),
-            "version": s.version,
-            "revision": s.revision,
-            "health": s.health,
-            "replicas": s.replicas,
-            "rating": s.rating if output.is_data else (s.rating or "-"),
-            "container": s.container_id,
-            "commands": s.commands if output.is_data else " ".join(s.commands),
-            "runtime": s.runtime,
-            "source": s.source,
-            "image": s.image,
-            "last_error": s.last_error if output.is_data else escape_controls(s.last_error, one_line=True),
-        }
-        for s in orchestrator.list()
-    ]
-    emit(rows, output, LS_COLUMNS, LS_WIDE_COLUMNS)
+    print_ls([status.as_dict() for status in orchestrator_for_cli().list()], output)
 
 
 @plugin_app.command("status")

@@ -6,7 +6,8 @@ by a worker thread: `routes` is answered from the store, `invoke` runs core/rout
 re-send of calls refused during a roll, the command's deadline, failures named) over plugin connections
 kept open across calls (core/client_pool.py); each worker accepts its own next connection. While a call
 runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
-close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. At most
+close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. `list` answers `plugin ls`
+(cli/plugin_ls.py) with the control server's statuses. At most
 `max_connections` connections are served at once: one more is told the host is busy, in one line; a
 client whose request line is not complete within `idle_seconds` (one deadline for the whole line, however
 slowly its bytes come) or does not read for `send_seconds` is dropped, and a request line longer than
@@ -26,7 +27,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, cast
 
@@ -66,6 +67,8 @@ PRUNE_SECONDS = 5.0
 #: Command shapes kept ready to send (they are made again after a roll changes a spec).
 _SHAPES_KEPT = 1024
 _OUTPUT_FORMATS = ("text", "json")
+#: Every plugin's status as JSON text (the control servicer's, for `plugin ls`).
+Lister = Callable[[], str]
 
 
 class _HangupWatch:
@@ -133,9 +136,15 @@ class CallServer:
     """The running call socket of a host; `stop` closes it, ends its connections and cancels their calls."""
 
     def __init__(
-        self, settings: Settings, path: Path, listener: socket.socket, limits: tuple[int, float, float, float]
+        self,
+        settings: Settings,
+        path: Path,
+        listener: socket.socket,
+        limits: tuple[int, float, float, float],
+        lister: Lister | None = None,
     ) -> None:
         self.settings = settings
+        self._lister = lister
         self.path = path
         self._listener = listener
         self._identity = os.lstat(path).st_ino
@@ -268,6 +277,8 @@ class CallServer:
                     self._answer_routes(connection, request)
                 elif operation == wire.INVOKE:
                     self._answer_invoke(connection, request)
+                elif operation == wire.LIST and self._lister is not None:
+                    self._answer_list(connection, self._lister)
                 else:
                     wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
                     return
@@ -299,6 +310,15 @@ class CallServer:
             return
         shapes = [self._shape(route) for route in self._store().routes(prefix)]
         wire.send(connection, {"type": wire.ROUTES, "commands": shapes})
+
+    @staticmethod
+    def _answer_list(connection: socket.socket, lister: Lister) -> None:
+        try:
+            statuses = lister()
+        except SysopsError as error:
+            wire.send(connection, _error_message(error))
+            return
+        wire.send_text(connection, {"type": wire.LIST}, statuses)
 
     def _shape(self, route: Route) -> dict[str, Any]:
         """The JSON shape of a route's command, made once per stored spec (parsing it costs ~0.1 ms)."""
@@ -400,10 +420,13 @@ def start_call_server(
     idle_seconds: float = IDLE_SECONDS,
     send_seconds: float = SEND_SECONDS,
     worker_idle_seconds: float = WORKER_IDLE_SECONDS,
+    lister: Lister | None = None,
 ) -> CallServer:
-    """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`."""
+    """Listen on `path` (0600 from creation) and serve calls in background threads until `stop`; `lister` answers
+    `list` (the plugins' statuses as JSON text, as the control API's Query `list`)."""
     listener = _bind_private(path)
-    return CallServer(settings, path, listener, (max_connections, idle_seconds, send_seconds, worker_idle_seconds))
+    limits = (max_connections, idle_seconds, send_seconds, worker_idle_seconds)
+    return CallServer(settings, path, listener, limits, lister)
 
 
 def _bind_private(path: Path) -> socket.socket:

@@ -31,6 +31,7 @@ _SMALL_TEXT = 64 << 10
 # Requests (client → host).
 ROUTES = "routes"  # {"op": "routes", "prefix": "db"} → {"type": "routes", "commands": [shape, ...]}
 INVOKE = "invoke"  # {"op": "invoke", "command", "arguments", "output"} → line* then result or error
+LIST = "list"  # {"op": "list"} → {"type": "list", "bytes": N} + N bytes: the JSON statuses of `plugin ls`
 # Replies (host → client).
 LINE = "line"  # {"type": "line", "bytes": N} + N bytes: one streamed output line, without its newline
 RESULT = "result"  # {"type": "result", "kind": "text", "bytes": N} + N bytes | kind "data", "data" | kind "none"

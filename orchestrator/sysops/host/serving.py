@@ -32,7 +32,9 @@ def start_host_servers(settings: Settings, paths: HostPaths, runtime: str) -> Ho
     """Start the control server (after re-adoption) and then the call server."""
     control = serve(None, runtime, "", settings, unix_socket=paths.control_socket)
     try:
-        calls = start_call_server(settings, paths.call_socket)
+        servicer = control.servicer
+        lister = servicer.plugin_list_json if servicer is not None else None
+        calls = start_call_server(settings, paths.call_socket, lister=lister)
     except BaseException:
         control.stop(0)
         raise

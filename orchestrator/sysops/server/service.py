@@ -270,16 +270,25 @@ class ControlServicer(pb_grpc.ControlServicer):
             lambda orchestrator: public_instance(orchestrator.rollback(request.name, request.to or None, request.key)),
         )
 
+    def plugin_list_json(self) -> str:
+        """Every plugin's status as JSON text, after a reconcile pass (Query `list`; the call socket's `list`)."""
+        orchestrator = self.orchestrator()
+        try:
+            orchestrator.reconcile()  # what the engine did since the last pass, so the answer is the truth
+            return json.dumps([status.as_dict() for status in orchestrator.list()], default=str)
+        finally:
+            orchestrator.close()
+
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryReply:
         """Answer list, status, history and catalog queries (and the host-services views)."""
         orchestrator = self.orchestrator()
         try:
             if request.kind in ("status", "history"):
                 check_plugin_name(request.name)
-            if request.kind in ("list", "status"):
-                orchestrator.reconcile()  # what the engine did since the last pass, so the answer is the truth
             if request.kind == "list":
-                return pb.QueryReply(json=json.dumps([s.as_dict() for s in orchestrator.list()], default=str))
+                return pb.QueryReply(json=self.plugin_list_json())
+            if request.kind == "status":
+                orchestrator.reconcile()  # what the engine did since the last pass, so the answer is the truth
             if request.kind == "status":
                 return pb.QueryReply(json=to_json(orchestrator.status(request.name, limits=True)))
             if request.kind == "history":
