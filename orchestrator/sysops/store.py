@@ -300,11 +300,12 @@ class Store:
         ).fetchone()
         return self._plugin(row) if row else None
 
-    def change_token(self) -> tuple[int, int]:
+    def change_token(self) -> tuple[int, int, int]:
         """Changes when any connection committed to the store since the last call (SQLite's data_version counts
-        other connections' commits, total_changes this one's): a reader that saw the same token reads nothing new."""
+        other connections' commits, total_changes this one's; both per connection, so the connection is part of the
+        token): a reader that saw the same token reads nothing new."""
         version = int(self.db.execute("PRAGMA data_version").fetchone()[0])
-        return version, self.db.total_changes
+        return id(self.db), version, self.db.total_changes
 
     def plugins(self) -> list[PluginRecord]:
         """Return all plugins, by name."""

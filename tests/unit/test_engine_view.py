@@ -149,3 +149,43 @@ def test_everything_is_forgotten_after_the_refresh_period() -> None:
         assert view.derived("c1", "device", lambda: "/dev/y") == "/dev/x"  # held while c1 has no event
     finally:
         stop.set()
+
+
+def test_a_container_in_transition_is_asked_again_each_time() -> None:
+    engine = _Engine()
+    real_inspect = engine.inspect
+
+    def restarting(container_id: str) -> dict[str, Any] | None:
+        attrs = real_inspect(container_id)
+        assert attrs is not None
+        # The engine's policy restart may fail to start it: it ends stopped without an event.
+        return {**attrs, "State": {"Running": True, "Restarting": container_id == "c1"}}
+
+    engine.inspect = restarting  # type: ignore[method-assign]
+    view, _streams, stop = _subscribed()
+    try:
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        calls = engine.calls
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert engine.calls == calls + 1, "the restarting container (alone) is inspected again"
+        assert view.held("c1") is None and view.held("c2") is not None
+    finally:
+        stop.set()
+
+
+def test_a_stop_while_subscribing_ends_the_stream_it_got() -> None:
+    stop = threading.Event()
+    streams: list[_Stream] = []
+
+    def subscribe(filters: Mapping[str, object]) -> _Stream:
+        stop.set()  # the server stops while the engine answers the subscription...
+        time.sleep(0.3)  # ...and the view's closer ran before there was a stream to close
+        streams.append(_Stream())
+        return streams[-1]
+
+    view = EngineView(subscribe, "inst")
+    runner = threading.Thread(target=view.run, args=(stop,), daemon=True)
+    runner.start()
+    runner.join(5)
+    assert not runner.is_alive(), "the view's thread waited on a stream nobody will close"
+    assert not view.live

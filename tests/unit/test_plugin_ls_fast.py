@@ -12,6 +12,8 @@ from sysops.cli.host_call import HostCall, HostUnawareError
 from sysops.cli.main import main
 from sysops.cli.plugin_ls import _output_format, fast_plugin_ls
 from sysops.core.orchestrator import Orchestrator
+from sysops.errors import ExitCode, SysopsError
+from sysops.host import launcher
 from sysops.host.call_server import start_call_server
 from sysops.host.paths import host_paths
 from sysops.settings import Settings
@@ -68,13 +70,40 @@ def test_a_bad_format_is_still_the_full_commands_usage_error(
     assert "'bogus' is not one of" in capsys.readouterr().err
 
 
-def test_a_host_that_does_not_know_list_leaves_it_to_the_full_cli(settings: Settings) -> None:
+def test_a_host_that_does_not_know_list_leaves_it_to_the_full_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     older = start_call_server(settings, host_paths(settings).call_socket)  # no lister: as before `list` existed
+    monkeypatch.setattr(launcher, "ensure_host", host_paths)  # it runs (as far as this test is concerned)
     try:
-        settings.store_path.parent.mkdir(parents=True, exist_ok=True)
         settings.store_path.touch()
         with HostCall(settings) as host, pytest.raises(HostUnawareError):
             host.plugins()
         assert fast_plugin_ls([]) is None
     finally:
         older.stop()
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "said"),
+    [
+        (ConnectionRefusedError("engine socket refused"), ExitCode.ENGINE_UNAVAILABLE, "ConnectionRefusedError"),
+        (RuntimeError("a bug"), ExitCode.COMMAND_FAILED, "internal error"),
+    ],
+)
+def test_a_failing_list_is_one_error_naming_its_cause(
+    settings: Settings, failure: Exception, code: ExitCode, said: str
+) -> None:
+    def lister() -> str:
+        raise failure
+
+    host = start_call_server(settings, host_paths(settings).call_socket, lister=lister)
+    try:
+        with HostCall(settings) as call, pytest.raises(SysopsError) as raised:
+            call.plugins()
+        assert raised.value.exit_code == code
+        assert "cannot list the plugins" in raised.value.message and said in raised.value.message
+        with HostCall(settings) as call:  # the host's worker lives on
+            assert call.routes() == []
+    finally:
+        host.stop()

@@ -30,6 +30,8 @@ from sysops.settings import Settings
 
 #: How long a host that was just started (or found running) may take to open its call socket.
 _CALL_SOCKET_WAIT_SECONDS = 3.0
+#: How long `plugin ls` waits for the host's answer (the control API's calls wait as long).
+_LIST_SECONDS = 60.0
 _HOST_HINT = "`sysops host status` says whether it runs; `sysops host logs` shows why it stopped"
 
 
@@ -69,6 +71,8 @@ class HostCall:
         """Every plugin's status (PluginStatus.as_dict), after the host reconciled: what `plugin ls` prints."""
         try:
             reader = self._request({"op": wire.LIST})
+            if self._connection is not None:  # a hung engine makes the host slow to answer, never the CLI hang
+                self._connection.settimeout(_LIST_SECONDS)
             reply = self._reply(reader)
             if reply.get("type") != wire.LIST:
                 raise wire.WireError(f"it sent {str(reply.get('type'))[:40]!r}")

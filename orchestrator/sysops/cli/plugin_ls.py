@@ -68,7 +68,9 @@ def fast_plugin_ls(options: Sequence[str]) -> int | None:
     if not settings.store_path.exists():
         return None
     from sysops.cli.host_call import HostCall, HostUnawareError
+    from sysops.host.launcher import ensure_host
 
+    ensure_host(settings)  # a host of another sysops, engine or settings is replaced first, as on the full path
     with HostCall(settings) as host:
         try:
             statuses = host.plugins()

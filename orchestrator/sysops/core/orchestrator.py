@@ -52,6 +52,7 @@ from sysops.runtime.base import (
     LABEL_PLUGIN,
     LABEL_REVISION,
     LABEL_VERSION,
+    FollowsEngineEvents,
     InstanceStatus,
     RuntimeDriver,
     StateMirror,
@@ -262,7 +263,7 @@ class Orchestrator:
         present = {container.handle for container in containers}
         lost: InstanceRecord | None = None
         for instance in recorded.values():
-            if instance.handle not in present:
+            if instance.handle not in present and not self._listed_late(instance):
                 self.store.switch(name, add=[], remove=[instance])
                 self.store.delete_instance(instance.id)
                 remove_socket_dir(instance.socket_dir)
@@ -294,6 +295,11 @@ class Orchestrator:
             self._restart_stopped(name, {container.handle for container in containers if not container.running})
         if lost is not None and self.driver.replaces_lost_instances:
             self._replace_lost(lost)
+
+    def _listed_late(self, instance: InstanceRecord) -> bool:
+        """Whether a recorded instance that a listing from the engine's events left out is there after all (the
+        listing trailed its create): asked of the engine before it is forgotten, the one destructive outcome."""
+        return isinstance(self.driver, FollowsEngineEvents) and self.driver.inspect(instance.handle) is not None
 
     def _replace_lost(self, lost: InstanceRecord) -> None:
         """Roll the lost instance's revision again (a deleted or drained pod: nothing else re-creates it); if

@@ -206,7 +206,7 @@ class Supervisor:
         #: Suspects whose failed probe could not be acted on (their plugin's lock was held): probed again soon.
         self._undecided_suspects: set[str] = set()
         #: What the last pass read from the store, with the store's change token then (`_read`).
-        self._store_read: tuple[tuple[int, int], dict[str, list[InstanceRecord]], list[PluginRecord]] | None = None
+        self._store_read: tuple[tuple[int, int, int], dict[str, list[InstanceRecord]], list[PluginRecord]] | None = None
 
     def run(self, stop: threading.Event, tick: float = TICK_SECONDS) -> None:
         """Supervise until `stop`; a failing pass is logged once (until one works again) and the next runs."""

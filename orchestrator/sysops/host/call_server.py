@@ -318,6 +318,16 @@ class CallServer:
         except SysopsError as error:
             wire.send(connection, _error_message(error))
             return
+        except Exception as exc:  # an engine that went away (requests' errors are OSErrors: not the client's)
+            LOG.warning("plugin list failed: %s: %s", type(exc).__name__, exc)
+            message = f"cannot list the plugins: {type(exc).__name__}: {exc}"
+            failure: SysopsError = (
+                EngineUnavailableError(message)
+                if isinstance(exc, OSError)
+                else CommandFailedError(f"internal error: {message}")
+            )
+            wire.send(connection, _error_message(failure))
+            return
         wire.send_text(connection, {"type": wire.LIST}, statuses)
 
     def _shape(self, route: Route) -> dict[str, Any]:

@@ -626,8 +626,6 @@ def serve(
     if port == 0:
         raise SysopsError(f"cannot listen on {address}")
     stop = threading.Event()
-    if isinstance(driver, FollowsEngineEvents):  # a quiet installation's reconcile passes ask the engine nothing
-        driver.follow_engine_events(settings.installation_id, stop)
     from sysops.services.hosting import start_hosting  # host services and event bus, until `stop`
 
     hosting = start_hosting(settings, driver.name, server, stop)
@@ -644,6 +642,8 @@ def serve(
             check_image=own_image,
         )
     else:
+        if isinstance(driver, FollowsEngineEvents):  # a quiet installation's reconcile passes ask the engine nothing
+            driver.follow_engine_events(settings.installation_id, stop)
         threading.Thread(
             target=reconcile_forever, args=(servicer, stop, reconcile_seconds), name="sysops-reconcile", daemon=True
         ).start()

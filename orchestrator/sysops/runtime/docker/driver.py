@@ -77,6 +77,8 @@ LABEL_EGRESS = "sysops.egress"
 ROLE_NETWORK = "network"
 #: A holder whose plugin container is gone is removed once it is older than this (it may be mid-start before).
 _ORPHAN_HOLDER_AGE = 120.0
+#: Seconds of events replayed when the engine view subscribes (engine_view.py).
+_EVENTS_REPLAY_SECONDS = 2
 #: Longest log line `logs` yields in one piece (a plugin may print megabytes without a newline).
 _MAX_LOG_LINE = 64 * 1024
 _TMPFS = {"/tmp": "rw,noexec,nosuid,size=16m"}
@@ -137,8 +139,12 @@ class DockerDriver:
         """Keep `installation`'s listing and inspects from the engine's events until `stop` (engine_view.py), so
         reconciling a quiet installation asks the engine nothing; a thread of its own follows the stream."""
 
+        events_client = docker.from_env(timeout=60)  # its own connection: the stream holds it for good
+
         def subscribe(filters: Mapping[str, object]) -> EventStream:
-            stream: EventStream = docker.from_env(timeout=60).api.events(filters=dict(filters), decode=True)
+            # Replayed from a little before: the engine subscribes only after sending the response's headers.
+            since = int(time.time()) - _EVENTS_REPLAY_SECONDS
+            stream: EventStream = events_client.api.events(since=since, filters=dict(filters), decode=True)
             return stream
 
         self._view = EngineView(subscribe, installation)
@@ -327,7 +333,10 @@ class DockerDriver:
             create_arguments = docker_containers._create_container_args(arguments)  # type: ignore[attr-defined]
             created = str(self.client.api.create_container(**create_arguments)["Id"])
             self._engine_changed()
-            self.client.api.start(created)
+            try:
+                self.client.api.start(created)
+            finally:
+                self._engine_changed()  # what a pass listed between create and start said "created"
         except docker.errors.ImageNotFound as exc:
             self._remove_holders(spec.labels)
             raise RuntimeOperationError(f"image {spec.image} not found for {spec.name}") from exc

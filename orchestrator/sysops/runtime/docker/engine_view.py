@@ -39,6 +39,13 @@ EVENTS = (
 _MEMBERSHIP = frozenset({"create", "destroy", "rename"})
 
 
+def _in_transition(attrs: Mapping[str, Any]) -> bool:
+    """A state the engine may leave without an event (a restart by its policy that fails to start ends
+    stopped, silently): asked again each time instead of kept."""
+    state = attrs.get("State") or {}
+    return bool(state.get("Restarting")) or state.get("Status") in ("created", "removing", "dead")
+
+
 class EventStream(Protocol):
     """The engine's event stream as docker-py returns it: decoded events, and `close` from another thread."""
 
@@ -120,6 +127,8 @@ class EngineView:
         with self._lock:
             self._forget_all()
             self._stream, self._live = stream, not stop.is_set()
+        if stop.is_set():  # stopped while subscribing: `close` found no stream to end
+            self.close()
         try:
             for event in stream:
                 self._saw(event)
@@ -182,7 +191,8 @@ class EngineView:
                 attrs = fetch.inspect(container_id)
                 if attrs is None:
                     continue
-                self._keep(epoch, functools.partial(self._attrs.__setitem__, container_id, attrs))
+                if not _in_transition(attrs):
+                    self._keep(epoch, functools.partial(self._attrs.__setitem__, container_id, attrs))
             container_labels = (attrs.get("Config") or {}).get("Labels") or {}
             if all(container_labels.get(key) == value for key, value in labels.items()):
                 found.append(attrs)
