@@ -314,6 +314,10 @@ class Store:
         ).fetchall()
         return [self._plugin(row) for row in rows]
 
+    def plugin_names(self) -> list[str]:
+        """The names of all plugins, sorted (their manifests are not read: a reconcile pass needs the names)."""
+        return [row[0] for row in self.db.execute("SELECT name FROM plugins ORDER BY name")]
+
     @staticmethod
     def _plugin(row: tuple[Any, ...]) -> PluginRecord:
         return PluginRecord(row[0], row[1], row[2], json.loads(row[3]), row[4])

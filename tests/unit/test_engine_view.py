@@ -151,6 +151,49 @@ def test_everything_is_forgotten_after_the_refresh_period() -> None:
         stop.set()
 
 
+def test_a_derived_value_outlives_the_refresh_while_its_container_is_listed() -> None:
+    engine, clock = _Engine(), _Clock()
+    view, _streams, stop = _subscribed(clock)
+    try:
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)
+        assert view.derived("c1", "device", lambda: "/dev/x") == "/dev/x"
+        assert view.derived("c2", "device", lambda: "/dev/z") == "/dev/z"
+        clock.now += 61
+        del engine.running["c2"]
+        view.labelled({LABEL_INSTALLATION: "inst"}, engine)  # the refresh: listing and inspects asked again
+        assert view.derived("c1", "device", lambda: "/dev/y") == "/dev/x"  # a volume inspect per pass saved
+        assert view.derived("c2", "device", lambda: "/dev/w") == "/dev/w"  # c2 left the listing: asked again
+    finally:
+        stop.set()
+
+
+class _CountingLookups(dict[str, Any]):
+    """The view's held inspect JSON, counting the lookups of it."""
+
+    lookups = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        type(self).lookups += 1
+        return super().get(key, default)
+
+
+def test_a_selector_asked_again_is_answered_without_going_over_the_containers() -> None:
+    engine = _Engine()
+    view, streams, stop = _subscribed()
+    selector = {LABEL_INSTALLATION: "inst", LABEL_PLUGIN: "a"}
+    try:
+        assert [a["Id"] for a in view.labelled(selector, engine) or []] == ["c1"]
+        view._attrs = _CountingLookups(view._attrs)  # a pass asks once per plugin: n plugins, n containers each
+        _CountingLookups.lookups = 0
+        assert [a["Id"] for a in view.labelled(selector, engine) or []] == ["c1"]
+        assert _CountingLookups.lookups == 0
+        engine.running["c1"] = False
+        streams[0].events.put({"Action": "die", "Actor": {"ID": "c1"}})
+        _wait(lambda: not (view.labelled(selector, engine) or [{}])[0]["State"]["Running"])  # the event drops it
+    finally:
+        stop.set()
+
+
 def test_a_container_in_transition_is_asked_again_each_time() -> None:
     engine = _Engine()
     real_inspect = engine.inspect

@@ -102,9 +102,7 @@ def stored_shapes() -> list[CommandShape]:
 
 def plugin_names(incomplete: str) -> list[str]:
     """Completion of a plugin-name argument (`plugin status <Tab>`): the plugins in the local store."""
-    return _from_local_store(
-        lambda store: [plugin.name for plugin in store.plugins() if plugin.name.startswith(incomplete)]
-    )
+    return _from_local_store(lambda store: [name for name in store.plugin_names() if name.startswith(incomplete)])
 
 
 def _not_run(shape: CommandShape, arguments: dict[str, Any], output: str) -> None:

@@ -203,7 +203,7 @@ class Orchestrator:
         by_plugin: dict[str, list[InstanceStatus]] = {}
         for container in running.values():
             by_plugin.setdefault(container.labels.get(LABEL_PLUGIN, ""), []).append(container)
-        names = set(by_plugin) | {plugin.name for plugin in self.store.plugins()}
+        names = set(by_plugin) | set(self.store.plugin_names())
         for name in names - {""} - _IGNORED_LABELS:
             if not is_plugin_name(name):
                 _IGNORED_LABELS.add(name)

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from sysops.errors import StartFailedError
+from sysops.runtime import mount_table
 
 SOCKET_TMPFS_SIZE = "1m"
 SOCKET_TMPFS_INODES = 64
@@ -46,17 +47,7 @@ def mount_socket_tmpfs(path: Path, uid: int) -> None:
 
 def is_socket_tmpfs(path: Path | str) -> bool:
     """Whether a socket directory's tmpfs is mounted on `path`."""
-    target = os.path.realpath(path)
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        source_and_type = fields[0::2][:2] if len(fields) > 2 else []
-        if source_and_type == [SOCKET_TMPFS_SOURCE, "tmpfs"] and fields[1].replace("\\040", " ") == target:
-            return True
-    return False
+    return (SOCKET_TMPFS_SOURCE, os.path.realpath(path), "tmpfs") in mount_table.TABLE.mounts()
 
 
 def is_private_dir(path: Path | str) -> bool:

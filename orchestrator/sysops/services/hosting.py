@@ -228,7 +228,7 @@ class Hosting:
         """Listeners for exactly the store's instances; subscriptions for the plugins that serve."""
         self.sync_listeners()
         store = self._store()
-        plugins = {record.name for record in store.plugins()}
+        plugins = set(store.plugin_names())
         for plugin in sorted(plugins):
             try:
                 self._sync_subscriptions(store, plugin)

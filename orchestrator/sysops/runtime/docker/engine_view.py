@@ -11,7 +11,9 @@ rename, the container's JSON on any of its events.
 It answers only while subscribed. Before the subscription is made, after it breaks (until it is made again,
 with a backoff) and for another installation's labels, `labelled` returns None and the caller asks the
 engine. What was fetched while any event arrived is not kept (it may predate the change the event tells of),
-and everything is dropped every `refresh_seconds`, so even a change the stream missed is seen within that.
+and the listing and inspects are dropped every `refresh_seconds`, so even a change the stream missed is seen
+within that (a value derived from a container's state, such as its data volume's device, stays while the
+container is listed and has no event: it lasts as long as the container).
 The JSON returned is shared: callers read it and never change it.
 """
 
@@ -94,6 +96,8 @@ class EngineView:
         self._ids: list[str] | None = None
         self._attrs: dict[str, dict[str, Any]] = {}
         self._derived: dict[tuple[str, str], str] = {}
+        #: `labelled` answers per label selector, made from what is held (a pass asks once per plugin).
+        self._answers: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
 
     @property
     def live(self) -> bool:
@@ -161,14 +165,19 @@ class EngineView:
         container_id = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
         with self._lock:
             self._epoch += 1
+            self._answers = {}
             self._attrs.pop(container_id, None)
             self._derived = {key: value for key, value in self._derived.items() if key[0] != container_id}
             if action.split(":")[0] in _MEMBERSHIP or not container_id:
                 self._ids = None
 
-    def _forget_all(self) -> None:  # holding the lock
+    def _forget_all(self, *, keep_derived: bool = False) -> None:  # holding the lock
+        """Drop what is held; the periodic refresh keeps the derived values (they last as long as their
+        container, and any event of it, or its leaving the listing, drops them)."""
         self._epoch += 1
-        self._ids, self._attrs, self._derived = None, {}, {}
+        self._ids, self._attrs, self._answers = None, {}, {}
+        if not keep_derived:
+            self._derived = {}
         self._filled_at = self._clock()
 
     def labelled(self, labels: Mapping[str, str], fetch: EngineFetch) -> list[dict[str, Any]] | None:
@@ -178,12 +187,17 @@ class EngineView:
             if not self._live or labels.get(LABEL_INSTALLATION) != self.installation:
                 return None
             if self._clock() - self._filled_at >= self._refresh_seconds:
-                self._forget_all()
-            epoch, ids = self._epoch, self._ids
+                self._forget_all(keep_derived=True)
+            selector = tuple(sorted(labels.items()))
+            answer = self._answers.get(selector)
+            if answer is not None:
+                return list(answer)
+            first_epoch, ids = self._epoch, self._ids
         if ids is None:
             ids = fetch.list_ids()
-            self._keep(epoch, lambda: setattr(self, "_ids", ids))
+            self._keep(first_epoch, functools.partial(self._store_ids, ids))
         found = []
+        all_held = True
         for container_id in ids:
             with self._lock:
                 epoch, attrs = self._epoch, self._attrs.get(container_id)
@@ -191,12 +205,22 @@ class EngineView:
                 attrs = fetch.inspect(container_id)
                 if attrs is None:
                     continue
-                if not _in_transition(attrs):
+                if _in_transition(attrs):
+                    all_held = False
+                else:
                     self._keep(epoch, functools.partial(self._attrs.__setitem__, container_id, attrs))
             container_labels = (attrs.get("Config") or {}).get("Labels") or {}
             if all(container_labels.get(key) == value for key, value in labels.items()):
                 found.append(attrs)
-        return found
+        if all_held:  # every container in it is held as of `first_epoch`: the same question gets the same answer
+            self._keep(first_epoch, functools.partial(self._answers.__setitem__, selector, found))
+        return list(found)
+
+    def _store_ids(self, ids: list[str]) -> None:  # holding the lock
+        """Keep a listing, and the derived values of the containers in it only."""
+        self._ids = ids
+        listed = set(ids)
+        self._derived = {key: value for key, value in self._derived.items() if key[0] in listed}
 
     def held(self, container_id: str) -> dict[str, Any] | None:
         """A container's inspect JSON if the view holds it (nothing is fetched), else None."""
