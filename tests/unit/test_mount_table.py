@@ -31,18 +31,46 @@ def test_an_unchanged_table_is_read_once(monkeypatch: pytest.MonkeyPatch) -> Non
         first = table.mounts()
         assert any(target == "/proc" for _, target, _ in first)
         for _ in range(20):
-            assert table.mounts() == first
-        assert len(reads) == 1
+            table.mounts()
+        assert len(reads) <= 3  # once, or again after a mount elsewhere on this host meanwhile (not 21)
     finally:
         table.close()
 
 
-def test_a_table_that_cannot_be_opened_is_empty_and_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    reads = _counting_reads(monkeypatch)
-    table = MountTable("/nonexistent/mounts")
-    assert table.mounts() == frozenset()
-    assert table.mounts() == frozenset()
-    assert reads == []  # the open failed each time: nothing was held as if it were the table
+def test_a_table_that_cannot_be_opened_is_empty_and_opened_again_at_the_next_question(tmp_path: Path) -> None:
+    path = tmp_path / "mounts"
+    table = MountTable(str(path))
+    try:
+        assert table.mounts() == frozenset()
+        path.write_text("sysops-socket /run/x tmpfs rw 0 0\n")
+        assert table.mounts() == {("sysops-socket", "/run/x", "tmpfs")}
+    finally:
+        table.close()
+
+
+class _Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_table_that_never_marks_a_change_is_read_again_when_invalidated_and_when_old(tmp_path: Path) -> None:
+    """A regular file never raises POLLPRI, as a sandbox's procfs may not: staleness is bounded all the same."""
+    path, clock = tmp_path / "mounts", _Clock()
+    path.write_text("a /one tmpfs rw 0 0\n")
+    table = MountTable(str(path), clock=clock)
+    try:
+        assert table.mounts() == {("a", "/one", "tmpfs")}
+        path.write_text("b /two\\040dirs tmpfs rw 0 0\n")
+        assert table.mounts() == {("a", "/one", "tmpfs")}  # no mark from the kernel: the parse is kept
+        table.invalidate()  # what mount_socket_tmpfs and unmount_socket_tmpfs do after their own change
+        assert table.mounts() == {("b", "/two dirs", "tmpfs")}
+        path.write_text("c /three tmpfs rw 0 0\n")
+        clock.now += mount_table.MAX_AGE_SECONDS
+        assert table.mounts() == {("c", "/three", "tmpfs")}
+    finally:
+        table.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (the Docker driver mounts them as root)")
@@ -59,8 +87,7 @@ def test_a_mount_and_an_unmount_are_seen_at_the_next_question(tmp_path: Path, mo
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", SOCKET_TMPFS_SOURCE, str(target)], check=True)
         try:
             assert is_socket_tmpfs(target)  # fails if the parse were kept without the kernel's word
-            assert is_socket_tmpfs(target)
-            assert len(reads) == held + 1
+            assert len(reads) > held
         finally:
             subprocess.run(["umount", str(target)], check=True)
         assert not is_socket_tmpfs(target)

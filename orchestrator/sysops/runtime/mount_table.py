@@ -5,7 +5,9 @@ drops it). Reading and splitting /proc/self/mounts per question made a pass with
 table fifty times, each holding a hundred or more mounts (a tmpfs and a /data filesystem per instance). The
 kernel marks an open /proc/self/mounts with POLLPRI when a mount or unmount happens in its mount namespace
 (proc(5)), so `MountTable` keeps the file open, polls it without waiting, and parses it again only after such
-a change. A table that cannot be opened or polled is read every time, as before.
+a change, after `invalidate` (sysops calls it after its own mount or unmount), and at least every MAX_AGE_SECONDS
+(a procfs that never marks a change, as some sandboxes' do, is then stale for that long at most, never for ever).
+A table that cannot be opened or polled is read every time, as before.
 """
 
 from __future__ import annotations
@@ -14,28 +16,41 @@ import contextlib
 import os
 import select
 import threading
+import time
+from collections.abc import Callable
 
 MOUNTS = "/proc/self/mounts"
 #: A mount as the table lists it: (source, target, filesystem type), with the target's `\\040` made a space.
 Mount = tuple[str, str, str]
+#: A parse is trusted this long at most, whatever the kernel says.
+MAX_AGE_SECONDS = 60.0
 
 
 class MountTable:
     """The mounts of this process's namespace, parsed once per change of the table (module docstring)."""
 
-    def __init__(self, path: str = MOUNTS) -> None:
+    def __init__(self, path: str = MOUNTS, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._path = path
+        self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._poller: select.poll | None = None
         self._mounts: frozenset[Mount] | None = None
+        self._read_at = 0.0
 
     def mounts(self) -> frozenset[Mount]:
-        """The current mounts (parsed again only when the kernel reported a change since the last parse)."""
+        """The current mounts (parsed again when the kernel reported a change, after `invalidate`, or when the
+        last parse is MAX_AGE_SECONDS old)."""
         with self._lock:
-            if self._mounts is None or self._changed():
-                self._mounts = self._read()
+            now = self._clock()
+            if self._mounts is None or now - self._read_at >= MAX_AGE_SECONDS or self._changed():
+                self._mounts, self._read_at = self._read(), now
             return self._mounts
+
+    def invalidate(self) -> None:
+        """Parse the table again at the next question (after a mount or unmount of our own)."""
+        with self._lock:
+            self._mounts = None
 
     def close(self) -> None:
         """Close the kept descriptor (the next question opens it again)."""

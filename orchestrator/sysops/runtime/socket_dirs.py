@@ -38,6 +38,7 @@ def mount_socket_tmpfs(path: Path, uid: int) -> None:
         text=True,
         check=False,
     )
+    mount_table.TABLE.invalidate()
     if result.returncode != 0:
         raise StartFailedError(
             f"cannot mount the socket directory {path} as a tmpfs: {' '.join(result.stderr.split())[:300]}",
@@ -80,6 +81,7 @@ def unmount_socket_tmpfs(path: Path | str) -> None:
     if str(path) and is_socket_tmpfs(path):
         # Lazy: a process of ours may still hold the socket open; the tmpfs goes once it lets go.
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+        mount_table.TABLE.invalidate()
 
 
 def remove_socket_dir(path: Path | str) -> None:
