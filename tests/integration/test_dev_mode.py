@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import Sysops, copy_example, installation_containers
+from tests.integration.conftest import Sysops, copy_example, installation_containers, wait_for
 from tests.integration.test_hot_reload import _set_greeting
 
 pytestmark = pytest.mark.integration
@@ -90,8 +90,8 @@ def test_saves_roll_on_claimed_spares_without_a_build(
     socket_dir = next(m["Source"] for m in serving_now.attrs["Mounts"] if m["Destination"] == "/run/sysops")
     (Path(socket_dir) / "claimed").unlink()
     serving_now.restart(timeout=2)
-    sysops.ok("plugin", "ls")  # a reconcile pass
-    assert sysops.ok("greet", "World").strip() == "Ahoy, World!"
+    sysops.ok("plugin", "ls")  # a reconcile pass (the restarted process may not wait as a spare yet: the next one)
+    wait_for(lambda: sysops.run("greet", "World").stdout.strip() == "Ahoy, World!", 30, "the reclaimed spare to serve")
 
     # A spare that died is not claimed: the roll starts an instance as production does, and leaves a new spare.
     engine.containers.get(_containers(engine, sysops)[1][0]).kill()
