@@ -11,6 +11,7 @@ them in its own summary).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,13 @@ PROJECT_TOOLS = Path(sys.executable).parent
 
 if (PROJECT_TOOLS / "helm").is_file() and str(PROJECT_TOOLS) not in os.environ.get("PATH", "").split(os.pathsep)[:1]:
     os.environ["PATH"] = f"{PROJECT_TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"
+
+# The Ctrl-C tests send SIGINT to a CLI as a terminal does. A run started in the background of a non-interactive
+# shell (`nohup ... &`) inherits SIGINT ignored, and so does every CLI it starts (an ignored signal stays ignored
+# across exec, and Python then installs no KeyboardInterrupt handler): those CLIs never saw the Ctrl-C. A handler
+# in this process is reset to the default by exec, so the CLIs the tests start get their own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: A skip whose reason says one of these needs a running cluster (KUBECONFIG unset or the cluster unreachable).
 _CLUSTER_WORDS = ("no kubernetes cluster", "kubeconfig")
