@@ -153,6 +153,22 @@ def test_a_short_or_missing_key_file_is_refused_naming_it(tmp_path: Path, monkey
         pod_tokens.token_key()
 
 
+@pytest.mark.parametrize(
+    "key", [b"\n" + b"\x01" * 31, b" " + bytes(range(0x80, 0xA0)) + b"\t\n"], ids=["leading-newline", "both-ends"]
+)
+def test_a_binary_key_is_taken_whole_even_with_whitespace_at_its_ends(
+    key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "binary"  # os.urandom(32) starts or ends with a whitespace byte about one time in 20
+    path.write_bytes(key)
+    monkeypatch.setenv(pod_tokens.KEY_FILE_ENV, str(path))
+    assert pod_tokens.token_key() == key
+
+
+def test_a_text_key_is_taken_without_its_surrounding_whitespace(key_file: Path) -> None:
+    assert pod_tokens.token_key() == KEY  # the file holds KEY and a newline, as `openssl rand -hex 32 > file` writes
+
+
 def test_the_secret_and_the_policy_exist_before_the_pod(key_file: Path, api: RecordingApi) -> None:
     KubernetesDriver(namespace="unit").start(_spec())
     assert api.calls == [

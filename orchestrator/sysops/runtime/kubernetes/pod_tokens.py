@@ -20,7 +20,7 @@ from sysops.errors import RuntimeOperationError
 
 KEY_FILE_ENV = "SYSOPS_TOKEN_KEY_FILE"
 SERVER_TOKEN_ENV = "SYSOPS_SERVER_TOKEN"
-#: Shortest key accepted from the key file (bytes, surrounding whitespace removed).
+#: Shortest key accepted from the key file (bytes; a text key's surrounding whitespace does not count).
 MIN_KEY_BYTES = 32
 #: Domain label of the key derived from the server token (it is never used as a key itself).
 _SERVER_TOKEN_LABEL = b"sysops pod token key v1"
@@ -46,7 +46,7 @@ def token_key() -> bytes:
 def _token_key(key_file: str, server_token: str) -> bytes:
     if key_file:
         try:
-            key = Path(key_file).read_bytes().strip()
+            key = _key_of_file_content(Path(key_file).read_bytes())
         except OSError as exc:
             raise RuntimeOperationError(
                 f"cannot read the pod token key {key_file} ({KEY_FILE_ENV}): {exc.strerror or exc}"
@@ -61,3 +61,10 @@ def _token_key(key_file: str, server_token: str) -> bytes:
     raise RuntimeOperationError(
         f"no key for plugin pod tokens: set {KEY_FILE_ENV} to a file of at least {MIN_KEY_BYTES} random bytes"
     )
+
+
+def _key_of_file_content(content: bytes) -> bytes:
+    """A text key (hex, base64, a passphrase: printable ASCII) without the newline an editor or `echo` ends it
+    with; a binary key whole, since any of its random bytes, the first and last too, may be whitespace."""
+    stripped = content.strip()
+    return stripped if all(0x20 <= byte < 0x7F for byte in stripped) else content
