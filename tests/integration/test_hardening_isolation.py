@@ -208,7 +208,21 @@ def test_after_a_reboot_drops_the_mounts_the_next_command_restores_them(
     wait_for(lambda: not _state(engine, container.id)["Running"] and not _state(engine, container.id)["Restarting"], 60,
              "the engine to give up on an instance without its socket directory")  # fmt: skip
     plugins.ok("plugin", "ls")  # reconciliation mounts them again and starts the instance
-    wait_for(lambda: plugins.run("iso-a-note").stdout == "kept\n", 60, "iso-a to serve its /data again")
+    last: list[subprocess.CompletedProcess[str]] = []
+
+    def serves_its_note() -> bool:
+        last[:] = [plugins.run("iso-a-note")]
+        return last[0].stdout == "kept\n"
+
+    try:
+        wait_for(serves_its_note, 60, "iso-a to serve its /data again")
+    except AssertionError as timed_out:  # what a failure in CI needs to be understood
+        host_log = (plugins.home / "host.log").read_text(errors="replace").splitlines()[-20:]
+        raise AssertionError(
+            f"{timed_out}; last answer {last[-1].returncode} {last[-1].stdout!r} {last[-1].stderr[-300:]!r}; "
+            f"container {_state(engine, container.id)}; mounted now "
+            f"{[m[1] for m in host_mounts(plugins.home) if m[1] in mounted]}; host log tail {host_log}"
+        ) from None
     assert sorted(m[1] for m in host_mounts(plugins.home) if m[1] in mounted) == sorted(mounted)
 
 
