@@ -1,6 +1,7 @@
 """The Docker driver's log reading (runtime/docker/log_stream.py) on the real engine: the whole log, in order,
 stdout and stderr, a tail, a long line cut in pieces, a follow that shows a line before the next is written and
-ends when closed; the same lines `docker logs` prints."""
+ends when closed; the same lines `docker logs` prints. Both ways of asking: HTTP/1.0 on the engine's Unix socket
+(its body unchunked) and the docker SDK's session (HTTP/1.1 chunks: an engine on tcp, TLS or ssh)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 from sysops.runtime.base import StreamCancel
+from sysops.runtime.docker import log_stream
 from sysops.runtime.docker.driver import DockerDriver
+from sysops.runtime.docker.log_stream import LogStream
 
 BASE = "sysops/plugin-base:0.1.0"
 WRITER = """
@@ -44,6 +47,13 @@ def writer(engine: docker.DockerClient, request: pytest.FixtureRequest) -> Itera
         container.remove(force=True)
 
 
+@pytest.fixture(params=["unix-http10", "sdk-session"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "sdk-session":  # what an engine on tcp, TLS or ssh gets
+        monkeypatch.setattr(log_stream, "_unix_socket_path", lambda api: None)
+    return str(request.param)
+
+
 def _expected() -> list[str]:
     lines = [f"line {n} " + "x" * (n % 50) for n in range(60000)]
     return [*lines, "L" * 65536, "L" * (70000 - 65536), "last"]
@@ -51,14 +61,19 @@ def _expected() -> list[str]:
 
 def _wait_for_last(driver: DockerDriver, handle: str) -> None:
     deadline = time.monotonic() + 60
+    last: object = None
     while time.monotonic() < deadline:
-        if list(driver.logs(handle, tail=1)) == ["last"]:
+        try:
+            last = list(driver.logs(handle, tail=1))
+        except Exception as exc:  # the message below says which, if it lasts
+            last = exc
+        if last == ["last"]:
             return
         time.sleep(0.2)
-    raise AssertionError("the writer did not finish")
+    raise AssertionError(f"the writer did not finish: {str(last)[:300]}")
 
 
-def test_the_whole_log_in_order_with_stderr_and_long_lines_cut(writer: str) -> None:
+def test_the_whole_log_in_order_with_stderr_and_long_lines_cut(writer: str, read_path: str) -> None:
     driver = DockerDriver()
     _wait_for_last(driver, writer)
     lines = list(driver.logs(writer))
@@ -76,7 +91,7 @@ def test_the_whole_log_in_order_with_stderr_and_long_lines_cut(writer: str) -> N
 
 
 @pytest.mark.parametrize("writer", [30], indirect=True)
-def test_a_follow_shows_lines_as_they_come_and_ends_when_closed(writer: str) -> None:
+def test_a_follow_shows_lines_as_they_come_and_ends_when_closed(writer: str, read_path: str) -> None:
     driver = DockerDriver()
     _wait_for_last(driver, writer)
     cancel = StreamCancel()
@@ -97,7 +112,9 @@ def test_a_follow_shows_lines_as_they_come_and_ends_when_closed(writer: str) -> 
 
 
 @pytest.mark.parametrize("writer", [30], indirect=True)
-def test_a_quiet_follow_outlives_the_client_timeout_and_ends_at_once_when_cancelled(writer: str) -> None:
+def test_a_quiet_follow_outlives_the_client_timeout_and_ends_at_once_when_cancelled(
+    writer: str, read_path: str
+) -> None:
     """A follow of a plugin printing nothing raised "Read timed out" once the client's timeout passed (60 s in
     the driver, 1 s here), and a cancel did not end a read blocked in it."""
     driver = DockerDriver(docker.from_env(timeout=1))
@@ -121,3 +138,23 @@ def test_a_quiet_follow_outlives_the_client_timeout_and_ends_at_once_when_cancel
     thread.join(timeout=5)
     assert not thread.is_alive() and not failures, failures
     assert time.monotonic() - cancelled < 2
+
+
+def test_on_the_unix_socket_the_engine_sends_the_log_unchunked(writer: str) -> None:
+    """HTTP/1.1 made the engine send a chunk per line, each decoded in Python: most of the host's CPU for a large
+    log. Asked in HTTP/1.0, the body comes as it is, ended by the engine closing the connection."""
+    _wait_for_last(DockerDriver(), writer)
+    stream = LogStream(docker.from_env().api, writer, tty=False, tail=2, follow=False)
+    try:
+        body = stream._body
+        assert getattr(body, "version", None) == 10 and getattr(body, "chunked", True) is False
+        assert b"".join(stream).endswith(b"LLLL\nlast\n")  # the engine keeps a long line in 16 KiB entries
+    finally:
+        stream.close()
+
+
+def test_an_unknown_container_is_not_found_and_the_driver_shows_nothing(read_path: str) -> None:
+    api = docker.from_env().api
+    with pytest.raises(docker.errors.NotFound):
+        LogStream(api, f"no-such-{uuid.uuid4().hex[:8]}", tty=False, tail=None, follow=False)
+    assert list(DockerDriver().logs(f"no-such-{uuid.uuid4().hex[:8]}")) == []

@@ -40,6 +40,7 @@ def test_batches_are_printed_escaped_with_their_newlines() -> None:
 def test_printable_batches_go_as_they_are_and_the_rest_is_escaped_like_escape_controls() -> None:
     samples = ["plain\tline\nnext", "é ü 漢字\n", "nbsp\u00a0", "\u2028", "\u2066x", "\ud800", "\x85", "\x7f"]
     samples.append("\x1b[1m")
+    samples += [f"ascii {chr(code)} {code}" for code in range(128)]  # every ASCII character: the bytes check
     for sample in samples:
         out = io.StringIO()
         print_batches(iter([sample]), follow=False, out=out)

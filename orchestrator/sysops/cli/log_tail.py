@@ -12,6 +12,8 @@ from typing import TextIO
 from sysops.safe_text import escape_controls
 
 _FOLLOW_POLL_SECONDS = 0.2
+#: ASCII a log line may hold as it is: the printable characters, tab (and newline, between lines).
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n"
 
 
 def print_file(path: Path, *, tail: int | None, follow: bool, out: TextIO) -> None:
@@ -43,7 +45,10 @@ def print_batches(batches: Iterable[str], *, follow: bool, out: TextIO) -> None:
 def _escaped(text: str) -> str:
     """`escape_controls(text)`, skipping its regular expression (~50 MB/s) when the text has nothing to escape:
     `str.isprintable` is False for every character it escapes (controls, separators, format characters,
-    surrogates), so a printable text but for its newlines and tabs is returned as it is."""
-    if text.replace("\n", "").replace("\t", "").isprintable():
-        return text
-    return escape_controls(text)
+    surrogates), so a printable text but for its newlines and tabs is returned as it is. ASCII text (the common
+    log) is checked as bytes, 4x faster: deleting its printable characters, newlines and tabs leaves nothing."""
+    if text.isascii():
+        clean = not text.encode("ascii").translate(None, _PRINTABLE_ASCII)
+    else:
+        clean = text.replace("\n", "").replace("\t", "").isprintable()
+    return text if clean else escape_controls(text)

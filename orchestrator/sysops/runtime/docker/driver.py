@@ -935,13 +935,23 @@ def _log_text(config: Mapping[str, Any]) -> str:
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Split a stream of byte chunks into text lines, holding at most one line of `_MAX_LOG_LINE` bytes."""
+    """Split a stream of byte chunks into text lines, holding at most one line of `_MAX_LOG_LINE` bytes.
+
+    The complete lines of a chunk are decoded at once (a newline is never part of a UTF-8 sequence, so this is
+    line by line decoding); only when one of them may be longer than `_MAX_LOG_LINE` bytes (a character is at
+    most 4 bytes) are they cut per line."""
     pending = b""
     for chunk in chunks:
         pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield from _pieces(line)
+        cut = pending.rfind(b"\n")
+        if cut >= 0:
+            complete, pending = pending[:cut], pending[cut + 1 :]
+            lines = complete.decode(errors="replace").split("\n")
+            if max(map(len, lines)) <= _MAX_LOG_LINE // 4:
+                yield from lines
+            else:
+                for line in complete.split(b"\n"):
+                    yield from _pieces(line)
         while len(pending) > _MAX_LOG_LINE:
             yield pending[:_MAX_LOG_LINE].decode(errors="replace")
             pending = pending[_MAX_LOG_LINE:]
