@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,25 @@ def test_the_cluster_finds_the_caller_by_token_among_the_stores_instances(tmp_pa
     assert found == Caller(plugin="demo", instance_id="b1", revision=3)
     assert identify("token-c") is None
     assert identify("") is None
+
+
+def test_listeners_share_one_event_loop_thread_and_stop_ends_it(tmp_path: Path) -> None:
+    """A threaded gRPC server per instance kept a thread that woke every 200 ms even when idle (grpcio's poll):
+    fifty instances, fifty such threads, a third of the host's idle CPU. The listeners are asyncio servers on
+    one event loop, so attaching instances adds no thread per instance until one calls."""
+    served = InstanceListeners(Recorder(), workers=4)
+    before = {thread.ident for thread in threading.enumerate()}
+    try:
+        directories = [socket_dir(tmp_path, f"i{n}") for n in range(10)]
+        for n, directory in enumerate(directories):
+            served.attach(instance(directory, f"id{n}", f"token-{n}"))
+        added = [thread for thread in threading.enumerate() if thread.ident not in before]
+        assert len(added) <= 2, [thread.name for thread in added]  # the event loop's (and grpc's shared poller)
+        assert all(call(directory / HOST_SOCKET, "state", token=f"token-{n}")["instance"] == f"id{n}"
+                   for n, directory in enumerate(directories))  # fmt: skip
+    finally:
+        served.stop()
+    deadline = time.monotonic() + 5
+    while any(thread.name == "sysops-host-services-io" for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the event loop's thread outlived stop()"
+        time.sleep(0.02)
