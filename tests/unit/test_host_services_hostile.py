@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.server.protocol.v1 import control_pb2 as control_pb
 from sysops.services import alerts, limits, metrics, transport
@@ -180,6 +181,63 @@ def test_an_instance_with_too_many_calls_in_flight_is_refused_at_once_rather_tha
     finally:
         dispatcher.gate.set()
         channel.close()
+        listeners.stop()
+
+
+def test_calls_whose_message_never_comes_count_against_the_limit_too(tmp_path: Path) -> None:
+    """Headers sent, the message never: the asyncio listener first counted a call only once its message had
+    come, so a plugin could hold any number of such calls (a task and a core call each, on the loop every
+    instance shares). They are refused beyond CALLS_IN_FLIGHT_PER_INSTANCE, as the threaded server did."""
+    listeners = InstanceListeners(_SlowForOnePlugin(), workers=4)
+    directory = socket_dir(tmp_path)
+    listeners.attach(instance(directory))
+    never = threading.Event()
+
+    def stalled() -> Iterator[pb.ServiceCall]:
+        never.wait(30)
+        yield pb.ServiceCall()
+
+    channel = grpc.insecure_channel(f"unix:{directory / HOST_SOCKET}")
+    try:
+        method = channel.stream_unary(
+            "/sysops.host.v1.Host/Call",
+            request_serializer=pb.ServiceCall.SerializeToString,
+            response_deserializer=pb.ServiceReply.FromString,
+        )
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        calls = [
+            method.future(stalled(), timeout=20, metadata=metadata) for _ in range(CALLS_IN_FLIGHT_PER_INSTANCE + 8)
+        ]
+        deadline = time.monotonic() + 5
+        while sum(call.done() for call in calls) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = [call for call in calls if call.done()]
+        assert len(refused) == 8 and all(call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused)
+    finally:
+        never.set()
+        channel.close()
+        listeners.stop()
+
+
+def test_health_on_host_sock_is_check_only(tmp_path: Path) -> None:
+    """A health Watch is a stream held open per request with its service name (up to the message cap): a
+    plugin opening many with long names grew the host by megabytes each. host.sock answers Check only."""
+    listeners = InstanceListeners(_SlowForOnePlugin(), workers=1)
+    directory = socket_dir(tmp_path)
+    listeners.attach(instance(directory))
+    try:
+        with grpc.insecure_channel(f"unix:{directory / HOST_SOCKET}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            assert (
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            )
+            with pytest.raises(grpc.RpcError) as unknown:
+                stub.Check(health_pb2.HealthCheckRequest(service="x" * 1000), timeout=5)
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError) as watched:
+                next(iter(stub.Watch(health_pb2.HealthCheckRequest(service="x" * 100_000), timeout=5)))
+            assert watched.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
         listeners.stop()
 
 

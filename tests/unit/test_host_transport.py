@@ -18,6 +18,7 @@ from sysops.services.transport import (
     HOST_SOCKET,
     MAX_REQUEST_BYTES,
     InstanceListeners,
+    ListenerError,
     store_identify,
 )
 from sysops.store import InstanceRecord, Store
@@ -215,3 +216,17 @@ def test_listeners_share_one_event_loop_thread_and_stop_ends_it(tmp_path: Path) 
     while any(thread.name == "sysops-host-services-io" for thread in threading.enumerate()):
         assert time.monotonic() < deadline, "the event loop's thread outlived stop()"
         time.sleep(0.02)
+
+
+def test_an_attach_after_stop_is_refused_and_starts_no_thread(tmp_path: Path) -> None:
+    """A roll or reconcile still attaching while the host stops must not leave a socket nobody serves, nor a
+    new event loop thread nothing ends."""
+    served = InstanceListeners(Recorder(), workers=1)
+    served.attach(instance(socket_dir(tmp_path, "before")))
+    served.stop()
+    with pytest.raises(ListenerError, match="stopped"):
+        served.attach(instance(socket_dir(tmp_path, "after"), "late1"))
+    served.sync([instance(tmp_path / "after", "late1")])  # the host services' sync thread, one last time
+    assert served.attached() == set()
+    assert not (tmp_path / "after" / HOST_SOCKET).exists()
+    assert not [thread for thread in threading.enumerate() if thread.name == "sysops-host-services-io"]

@@ -33,14 +33,14 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
@@ -192,14 +192,18 @@ class _ListenerServicer(pb_grpc.HostServicer):
                 f"more than {CALLS_IN_FLIGHT_PER_INSTANCE} host calls of this instance in flight; "
                 "wait for one to finish",
             )
-        work = self._pool.submit(self._servicer.answer, request, bearer_token(context))
+        try:
+            work = self._pool.submit(self._servicer.answer, request, bearer_token(context))
+        except RuntimeError:  # the listener is being detached: its threads are shut down
+            self._finished(None)
+            await _abort_async(context, grpc.StatusCode.UNAVAILABLE, "the instance's host services are stopping")
         work.add_done_callback(self._finished)
         try:
             return await asyncio.shield(asyncio.wrap_future(work))
         except CallRefused as refusal:
             await _abort_async(context, refusal.status, refusal.message)
 
-    def _finished(self, _work: futures.Future[pb.ServiceReply]) -> None:
+    def _finished(self, _work: futures.Future[pb.ServiceReply] | None) -> None:
         with self._lock:
             self._in_flight -= 1
 
@@ -208,6 +212,25 @@ def _abort(context: grpc.ServicerContext, status: grpc.StatusCode, message: str)
     """End the call with `status` (grpc's abort raises)."""
     context.abort(status, message)
     raise AssertionError("unreachable: grpc's abort raises")
+
+
+class _CheckOnlyHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # grpc_health ships no types
+    """The health service of a listener: Check answers SERVING. Watch, a stream held open per request (with
+    its service name, up to the message cap), is not offered: nothing of sysops uses it, and a plugin could
+    hold memory with it."""
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service:
+            await _abort_async(context, grpc.StatusCode.NOT_FOUND, "unknown service")
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        await _abort_async(context, grpc.StatusCode.UNIMPLEMENTED, "Watch is not offered on host.sock: use Check")
+        yield health_pb2.HealthCheckResponse()  # pragma: no cover - unreachable, makes this a stream handler
 
 
 async def _abort_async(context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode, message: str) -> NoReturn:
@@ -292,6 +315,7 @@ class InstanceListeners:
         self._listeners: dict[str, _Listener] = {}
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self._stopped = False
         #: Held by every attach, detach and sync; hold it across reading the instances to sync with, so a
         #: listener attached meanwhile (a roll's new instance) is not taken for a gone one.
         self.changing = threading.RLock()
@@ -338,33 +362,51 @@ class InstanceListeners:
         def identify(token: str) -> Caller | None:
             return instance_caller(instance) if token_matches(token, instance.token) else None
 
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES + 1024)])
+        # Every call counts, from its headers on (one whose message never comes, a health check): more than
+        # CALLS_IN_FLIGHT_PER_INSTANCE at once are refused by gRPC itself, before any of them is read.
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES + 1024)],
+            maximum_concurrent_rpcs=CALLS_IN_FLIGHT_PER_INSTANCE,
+        )
         listener_servicer = _ListenerServicer(HostServicer(self.services, identify), pool)
         pb_grpc.add_HostServicer_to_server(listener_servicer, server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(_CheckOnlyHealth(), server)
         try:
-            with private_umask(SOCKET_UMASK):  # born 0600: nobody but its owner connects, even for an instant
-                port = server.add_insecure_port(f"unix:{path}")
-        except RuntimeError:  # grpc raises where it once returned 0
-            port = 0
-        if port == 0:
-            raise ListenerError(f"cannot listen on {path}")
-        if os.geteuid() == 0 and owner.st_uid != 0:
-            # The plugin owns its directory (and may swap names in it): never follow a link it planted.
-            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        await server.start()
+            try:
+                with private_umask(SOCKET_UMASK):  # born 0600: nobody but its owner connects, even for an instant
+                    port = server.add_insecure_port(f"unix:{path}")
+            except RuntimeError:  # grpc raises where it once returned 0
+                port = 0
+            if port == 0:
+                raise ListenerError(f"cannot listen on {path}")
+            if os.geteuid() == 0 and owner.st_uid != 0:
+                # The plugin owns its directory (and may swap names in it): never follow a link it planted.
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+            await server.start()
+        except BaseException:  # failed, or cancelled by an attach that gave up waiting: nothing left listening
+            await server.stop(None)
+            raise
         return server
 
     def _in_loop(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        """Run `coroutine` on the listeners' event loop (started on first use) and return its result."""
+        """Run `coroutine` on the listeners' event loop (started on first use) and return its result; one that
+        does not finish within _LOOP_CALL_SECONDS is cancelled (TimeoutError). ListenerError after `stop`."""
         with self._lock:
+            if self._stopped:
+                coroutine.close()
+                raise ListenerError("the host services are stopped")
             if self._event_loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="sysops-host-services-io", daemon=True)
                 thread.start()
                 self._event_loop, self._loop_thread = loop, thread
             loop = self._event_loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(_LOOP_CALL_SECONDS)
+        running = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return running.result(_LOOP_CALL_SECONDS)
+        except futures.TimeoutError:
+            running.cancel()
+            raise
 
     def detach(self, instance_id: str) -> None:
         """Stop serving an instance and remove its socket (if it is still the one we made)."""
@@ -386,6 +428,8 @@ class InstanceListeners:
             self._sync(instances)
 
     def _sync(self, instances: Iterable[InstanceRecord]) -> None:
+        if self._stopped:
+            return  # the host is stopping: nothing to serve
         wanted = {instance.id: instance for instance in instances if instance.socket_dir}
         with self._lock:
             current = dict(self._listeners)
@@ -406,12 +450,15 @@ class InstanceListeners:
                 LOG.warning("no host services for %s instance %s: %s", instance.plugin, instance_id, exc)
 
     def stop(self) -> None:
-        """Detach every instance (ending its thread pool), then end the event loop's thread."""
-        for instance_id in self.attached():
-            self.detach(instance_id)
-        with self._lock:
-            loop, thread = self._event_loop, self._loop_thread
-            self._event_loop = self._loop_thread = None
+        """Detach every instance (ending its thread pool), then end the event loop's thread; later attaches are
+        refused (ListenerError)."""
+        with self.changing:
+            for instance_id in self.attached():
+                self.detach(instance_id)
+            with self._lock:
+                self._stopped = True
+                loop, thread = self._event_loop, self._loop_thread
+                self._event_loop = self._loop_thread = None
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(_LOOP_CALL_SECONDS)
