@@ -5,11 +5,14 @@ ends when closed; the same lines `docker logs` prints. Both ways of asking: HTTP
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -158,3 +161,58 @@ def test_an_unknown_container_is_not_found_and_the_driver_shows_nothing(read_pat
     with pytest.raises(docker.errors.NotFound):
         LogStream(api, f"no-such-{uuid.uuid4().hex[:8]}", tty=False, tail=None, follow=False)
     assert list(DockerDriver().logs(f"no-such-{uuid.uuid4().hex[:8]}")) == []
+
+
+def _silent_engine(path: Path, reply: bytes = b"") -> socket.socket:
+    """A Unix socket that accepts, optionally sends `reply`, and then says nothing more (a wedged engine)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                connection.recv(65536)
+                connection.sendall(reply)
+                kept.append(connection)
+
+    kept: list[socket.socket] = []
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_an_engine_that_never_answers_is_an_error_within_the_client_timeout(tmp_path: Path, follow: bool) -> None:
+    """The follow asked with no timeout at all, so a wedged engine held the reading thread (and a server's
+    follower slot) for good; it gets the client's timeout until the reply's head has come."""
+    server = _silent_engine(tmp_path / "engine.sock")
+    api = docker.APIClient(base_url=f"unix://{tmp_path / 'engine.sock'}", timeout=1, version="1.41")
+    raised: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            LogStream(api, "x", tty=False, tail=None, follow=follow)
+        except BaseException as exc:  # what the test checks below
+            raised.append(exc)
+
+    asking = threading.Thread(target=ask, daemon=True)  # a regression hangs here, not the test run
+    try:
+        asking.start()
+        asking.join(5)
+        assert not asking.is_alive(), "still waiting for an engine that never answers"
+        assert len(raised) == 1 and isinstance(raised[0], docker.errors.APIError), raised
+        assert "cannot read the log" in str(raised[0])
+    finally:
+        server.close()
+
+
+def test_an_error_reply_whose_body_stalls_is_an_api_error(tmp_path: Path) -> None:
+    head = b"HTTP/1.0 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    server = _silent_engine(tmp_path / "engine.sock", head)
+    api = docker.APIClient(base_url=f"unix://{tmp_path / 'engine.sock'}", timeout=1, version="1.41")
+    try:
+        with pytest.raises(docker.errors.APIError):
+            LogStream(api, "x", tty=False, tail=None, follow=False)
+    finally:
+        server.close()

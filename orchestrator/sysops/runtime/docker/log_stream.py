@@ -43,8 +43,6 @@ BLOCK_BYTES = 256 << 10
 #: A read of a whole log that got less than GATHER_BYTES waits GATHER_SECONDS before the next (module docstring).
 GATHER_BYTES = 16 << 10
 GATHER_SECONDS = 0.0005
-#: Bytes a read of a whole log waits for (see `_gather_reads`).
-GATHER_BYTES = 64 << 10
 _HEADER_BYTES = 8
 _FRAME_SIZE = struct.Struct(">I")
 #: The engine's URL scheme for a Unix socket in the docker SDK (its adapter knows the socket's path).
@@ -92,7 +90,7 @@ class LogStream:
         unix_path = _unix_socket_path(api)
         self._unix = unix_path is not None
         if unix_path is not None:
-            self._body: _Body = self._open_unix(unix_path, f"{urlsplit(url).path}?{urlencode(params)}", api.timeout)
+            self._body: _Body = self._open_unix(unix_path, f"{urlsplit(url).path}?{urlencode(params)}", api)
             return
         response = api._get(url, params=params, stream=True)
         api._raise_for_status(response)
@@ -102,23 +100,29 @@ class LogStream:
             self._socket = api._get_raw_response_socket(response)
             api._disable_socket_timeout(self._socket)
 
-    def _open_unix(self, socket_path: str, target: str, timeout: float | None) -> _Body:
-        connection = _UnixHttp10(socket_path, None if self._follow else timeout)
+    def _open_unix(self, socket_path: str, target: str, api: Any) -> _Body:
+        """Connect, ask and read the reply's head within the client's timeout; a follow then waits for lines
+        without one. An engine that fails or stalls is an APIError, and nothing is left open."""
+        connection = _UnixHttp10(socket_path, api.timeout)
         self._closers.append(connection)
         try:
             connection.connect()
             self._socket = connection.sock
-            connection.request("GET", target)
+            connection.request("GET", target, headers=_session_headers(api))
             response = connection.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise docker.errors.APIError(f"cannot read the log from the engine: {exc}") from None
-        self._closers.append(response)
-        if response.status != 200:
-            message = _error_message(response.read(64 << 10)) or response.reason
+            self._closers.append(response)
+            if response.status != 200:
+                message = _error_message(response.read(64 << 10)) or response.reason
+                error = docker.errors.NotFound if response.status == 404 else docker.errors.APIError
+                raise error(f"{response.status} {message}")
+            if self._follow:
+                self._socket.settimeout(None)
+        except docker.errors.APIError:  # first: the SDK's errors are OSErrors too (requests' IOError)
             self.close()
-            error = docker.errors.NotFound if response.status == 404 else docker.errors.APIError
-            raise error(f"{response.status} {message}")
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise docker.errors.APIError(f"cannot read the log from the engine: {exc}") from None
         return response
 
     def close(self) -> None:
@@ -156,6 +160,15 @@ def _unix_socket_path(api: Any) -> str | None:
     adapter = (getattr(api, "adapters", None) or {}).get(f"{_UNIX_SCHEME}://")  # requests.Session's mounts
     path = getattr(adapter, "socket_path", None)
     return path if isinstance(path, str) and path else None
+
+
+def _session_headers(api: Any) -> dict[str, str]:
+    """What the docker SDK's session sends with each request: its User-Agent and the HttpHeaders of the docker
+    CLI's config.json (a socket proxy or an authorization plugin may rely on them)."""
+    headers = {"User-Agent": str(api.headers["User-Agent"])} if "User-Agent" in getattr(api, "headers", {}) else {}
+    configured = (getattr(api, "_general_configs", None) or {}).get("HttpHeaders") or {}
+    headers.update({str(key): str(value) for key, value in configured.items()})
+    return headers
 
 
 def _error_message(body: bytes) -> str:

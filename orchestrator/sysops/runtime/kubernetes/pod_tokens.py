@@ -64,7 +64,11 @@ def _token_key(key_file: str, server_token: str) -> bytes:
 
 
 def _key_of_file_content(content: bytes) -> bytes:
-    """A text key (hex, base64, a passphrase: printable ASCII) without the newline an editor or `echo` ends it
-    with; a binary key whole, since any of its random bytes, the first and last too, may be whitespace."""
+    """The key without its surrounding whitespace (the newline an editor or `echo` ends a text key with), as
+    sysops always read it, unless that leaves it too short while the content is not printable ASCII text: a
+    binary key of 32 random bytes starts or ends with a whitespace byte about one time in 20, and is then used
+    whole. (A key that was accepted before keeps its value: pods' tokens do not change on an upgrade.)"""
     stripped = content.strip()
-    return stripped if all(0x20 <= byte < 0x7F for byte in stripped) else content
+    if len(stripped) >= MIN_KEY_BYTES or all(0x20 <= byte < 0x7F for byte in stripped):
+        return stripped
+    return content
