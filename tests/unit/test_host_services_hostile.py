@@ -11,6 +11,7 @@ and a control method hidden behind a pass-through prefix of the server's role ch
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.server.protocol.v1 import control_pb2 as control_pb
 from sysops.services import alerts, limits, metrics, transport
+from sysops.services.call import ServiceCallError
 from sysops.services.dispatch import Caller, HostServices
 from sysops.services.transport import CALLS_IN_FLIGHT_PER_INSTANCE, HOST_SOCKET, InstanceListeners
 from sysops.settings import Settings
@@ -367,3 +369,39 @@ def test_a_stuck_subscriber_does_not_keep_every_other_topics_events_on_disk(
     stored = stored_event_ids(store_path)
     assert len(stored) <= 20_000 // 190 + 1, len(stored)  # 1,001 before: all of them, up to 100,000
     assert stored[-1] == bus.publish("loud.topic", payload, "plugin:spam") - 1  # the newest are kept
+
+
+class _RefusesLate:
+    """A dispatcher whose calls wait on a gate and then fail (a permission refused, say)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.done = threading.Event()
+
+    def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        self.gate.wait(10)
+        self.done.set()
+        raise ServiceCallError("permission_denied", "not granted")
+
+
+def test_a_call_whose_client_left_is_refused_without_an_asyncio_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The work of a call whose client went away ends on its thread; its refusal was nobody's, and asyncio
+    logged "Future exception was never retrieved" with a traceback for each."""
+    dispatcher = _RefusesLate()
+    listeners = InstanceListeners(dispatcher, workers=1)
+    directory = socket_dir(tmp_path)
+    listeners.attach(instance(directory))
+    try:
+        with pytest.raises(grpc.RpcError) as gone:
+            call(directory / HOST_SOCKET, "state", token=TOKEN, timeout=0.3)
+        assert gone.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        dispatcher.gate.set()
+        assert dispatcher.done.wait(5)
+        time.sleep(0.2)
+        gc.collect()
+        time.sleep(0.2)
+        assert "never retrieved" not in caplog.text
+    finally:
+        listeners.stop()

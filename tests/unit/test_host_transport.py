@@ -62,11 +62,13 @@ def instance(socket_dir: Path, instance_id: str = "abc123", token: str = TOKEN) 
     )
 
 
-def call(path: Path, service: str, arguments_json: str = "{}", token: str | None = TOKEN) -> Any:
+def call(path: Path, service: str, arguments_json: str = "{}", token: str | None = TOKEN, timeout: float = 5) -> Any:
     with grpc.insecure_channel(f"unix:{path}") as channel:
         metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
         reply = pb_grpc.HostStub(channel).Call(
-            pb.ServiceCall(service=service, method="get", arguments_json=arguments_json), timeout=5, metadata=metadata
+            pb.ServiceCall(service=service, method="get", arguments_json=arguments_json),
+            timeout=timeout,
+            metadata=metadata,
         )
     return json.loads(reply.result_json) if reply.result_json else None
 

@@ -198,14 +198,22 @@ class _ListenerServicer(pb_grpc.HostServicer):
             self._finished(None)
             await _abort_async(context, grpc.StatusCode.UNAVAILABLE, "the instance's host services are stopping")
         work.add_done_callback(self._finished)
+        outcome = asyncio.wrap_future(work)
+        outcome.add_done_callback(_retrieved)  # a call whose client left: its refusal is nobody's to log
         try:
-            return await asyncio.shield(asyncio.wrap_future(work))
+            return await asyncio.shield(outcome)
         except CallRefused as refusal:
             await _abort_async(context, refusal.status, refusal.message)
 
     def _finished(self, _work: futures.Future[pb.ServiceReply] | None) -> None:
         with self._lock:
             self._in_flight -= 1
+
+
+def _retrieved(outcome: asyncio.Future[Any]) -> None:
+    """Mark an outcome's exception as seen (asyncio logs "exception was never retrieved" otherwise)."""
+    if not outcome.cancelled():
+        outcome.exception()
 
 
 def _abort(context: grpc.ServicerContext, status: grpc.StatusCode, message: str) -> NoReturn:
