@@ -20,7 +20,7 @@ from sysops.errors import RuntimeOperationError
 
 KEY_FILE_ENV = "SYSOPS_TOKEN_KEY_FILE"
 SERVER_TOKEN_ENV = "SYSOPS_SERVER_TOKEN"
-#: Shortest key accepted from the key file (bytes; a text key's surrounding whitespace does not count).
+#: Shortest key accepted from the key file (bytes, surrounding whitespace removed: see `_key_of_file_content`).
 MIN_KEY_BYTES = 32
 #: Domain label of the key derived from the server token (it is never used as a key itself).
 _SERVER_TOKEN_LABEL = b"sysops pod token key v1"
