@@ -22,6 +22,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sysops.runtime.docker.driver import DockerDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -96,17 +100,15 @@ def plugin_up(plugin_dir: Path, env: dict[str, str]) -> tuple[float, dict[str, f
     return ended - started, phases
 
 
-def cold_start(image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
-    """Start an instance of `image_id` as a roll does and call it once; seconds per phase and in all. `data` is
-    the plugin's data filesystem (directory, volume), made by the first start and kept, as a plugin's is."""
+def cold_start(driver: DockerDriver, image_id: str, plugin_dir: Path, data: tuple[Path, str]) -> dict[str, float]:
+    """Start an instance of `image_id` as a roll does and call it once; seconds per phase and in all. `driver`
+    is kept across starts, as the host's is; `data` is the plugin's data filesystem (directory, volume), made by
+    the first start and kept, as a plugin's is (each start mounts it again: the last instance unmounted it)."""
     from sysops.core.client import InvocationResult, PluginClient
     from sysops.core.manifest import load_manifest
     from sysops.core.rollout import limits_for
     from sysops.runtime.base import InstanceSpec
-    from sysops.runtime.docker.driver import DockerDriver
 
-    driver = DockerDriver()
-    driver.ping()
     run_dir = Path(tempfile.mkdtemp(prefix="sysops-bench-cold-", dir="/tmp"))
     os.chmod(run_dir, 0o777)
     spec = InstanceSpec(
@@ -174,9 +176,13 @@ def measure(smoke: bool) -> list[Figure]:
             store = Store(Settings(home=home).store_path)
             image_id = store.active_instances(PLUGIN)[0].image_id
             store.close()
+            from sysops.runtime.docker.driver import DockerDriver
+
             data = (Path(scratch) / "data", f"sysops-bench-{uuid.uuid4().hex[:8]}")
-            cold_start(image_id, plugin_dir, data)  # makes the data filesystem, as a plugin's first start does
-            samples = [cold_start(image_id, plugin_dir, data) for _ in range(runs)]
+            driver = DockerDriver()
+            driver.ping()
+            cold_start(driver, image_id, plugin_dir, data)  # makes the data filesystem, as a first start does
+            samples = [cold_start(driver, image_id, plugin_dir, data) for _ in range(runs)]
             floors = [docker_run_floor(image_id) for _ in range(runs)]
         finally:
             if data is not None:

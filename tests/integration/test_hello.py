@@ -126,7 +126,7 @@ def test_container_is_hardened_labelled_and_limited(sysops: Sysops, hello: Path,
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["NetworkMode"] == "none"
     assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024
-    assert host["NanoCpus"] == 500_000_000 and host["PidsLimit"] == 64
+    assert (host["CpuPeriod"], host["CpuQuota"], host["PidsLimit"]) == (300_000, 150_000, 64)  # cpu_percent 50
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
     labels = config["Labels"]
     assert labels["sysops.plugin"] == "hello" and labels["sysops.version"] == "1.0.0"

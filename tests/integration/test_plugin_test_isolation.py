@@ -201,7 +201,9 @@ def test_limits():
     swap = first("/sys/fs/cgroup/memory.swap.max", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", "/dev/null")
     pids = first("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
     cpu = first("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-    print(f"LIMITS uid={os.getuid()} gid={os.getgid()} memory={memory} swap={swap} pids={pids} cpu={cpu.split()[0]}")
+    period = first("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_period_us").split()[-1]
+    print(f"LIMITS uid={os.getuid()} gid={os.getgid()} memory={memory} swap={swap} pids={pids} cpu={cpu.split()[0]}"
+          f" period={period}")
 """
 
 
@@ -216,7 +218,8 @@ def test_the_container_has_the_plugins_uid_and_manifest_limits(
     values = dict(word.split("=", 1) for word in line.split("LIMITS ", 1)[1].split())
     # hello's plugin.yaml: cpu_percent 50, memory_mb 128, pids 64; swap: none beyond memory (v2 0, v1 memsw = memory)
     assert values["uid"] == values["gid"] == str(uid)
-    assert values["memory"] == str(128 * 1024 * 1024) and values["pids"] == "64" and values["cpu"] == "50000"
+    assert values["memory"] == str(128 * 1024 * 1024) and values["pids"] == "64" and values["cpu"] == "150000"
+    assert values["period"] == "300000"  # 50% as 150 ms of CPU per 300 ms (runtime/docker/cpu_quota.py)
     assert values["swap"] in ("0", str(128 * 1024 * 1024), ""), values
 
 

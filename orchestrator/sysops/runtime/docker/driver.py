@@ -44,6 +44,7 @@ from sysops.runtime.base import (
 )
 from sysops.runtime.docker import network as docker_network
 from sysops.runtime.docker.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
+from sysops.runtime.docker.cpu_quota import applied_percent, cfs_settings
 from sysops.runtime.docker.data_filesystems import (
     data_size_bytes,
     ensure_data_filesystem,
@@ -291,6 +292,7 @@ class DockerDriver:
         plugin = spec.labels.get(LABEL_PLUGIN, spec.name)
         self._check_cpus(limits.nano_cpus, plugin)
         mountpoint = self._ensure_volume(spec)
+        cpu = cfs_settings(limits.nano_cpus)
         if os.geteuid() == 0:  # the caller removes the directory, and with it this mount, if the start fails
             mount_socket_tmpfs(spec.socket_dir, spec.uid)
         kwargs: dict[str, Any] = {
@@ -301,7 +303,8 @@ class DockerDriver:
             "environment": {**spec.environment, **({"SYSOPS_TOKEN": spec.token} if spec.token else {})},
             "detach": True,
             "network_mode": "none",
-            "nano_cpus": limits.nano_cpus,
+            "cpu_period": cpu.period,  # a period that lets a start run unthrottled (cpu_quota.py)
+            "cpu_quota": cpu.quota,
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids,
@@ -631,7 +634,7 @@ class DockerDriver:
         engine_io = {
             d.get("Rate") for d in (host.get("BlkioDeviceReadBps") or []) + (host.get("BlkioDeviceWriteBps") or [])
         }
-        check("limits.cpu_percent", _percent(limits.nano_cpus), _percent(host.get("NanoCpus") or 0), "engine")
+        check("limits.cpu_percent", _percent(limits.nano_cpus), applied_percent(host), "engine")
         check("limits.memory_mb", _mb(limits.memory_bytes), _mb(host.get("Memory") or 0), "engine")
         check("memory+swap (MiB)", _mb(limits.memory_bytes), _mb(host.get("MemorySwap") or 0), "engine")
         check("limits.pids", limits.pids, host.get("PidsLimit"), "engine")
@@ -640,7 +643,7 @@ class DockerDriver:
         check("logs", _log_text(_log_config(limits)), _log_text(host.get("LogConfig") or {}), "engine")
 
         applied: dict[str, object] = {
-            "cpu_percent": _percent(host.get("NanoCpus") or 0),
+            "cpu_percent": applied_percent(host),
             "memory_mb": _mb(host.get("Memory") or 0),
             "memory_swap_mb": _mb(host.get("MemorySwap") or 0),
             "pids": host.get("PidsLimit"),

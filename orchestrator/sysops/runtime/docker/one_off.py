@@ -29,6 +29,7 @@ from docker.types import Mount
 from sysops.errors import DeadlineExceededError, EngineUnavailableError, RuntimeOperationError
 from sysops.processes import process_alive
 from sysops.runtime.base import ResourceLimits
+from sysops.runtime.docker.cpu_quota import cfs_settings
 
 #: Label of a one-off container: the pid of the process that created it (and removes it when it ends).
 LABEL_ONE_OFF = "sysops.one-off"
@@ -58,6 +59,7 @@ def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[byt
     """Run `run` to its end, handing its output to `write`; its exit code. The container is always removed."""
     mounts = [Mount(target, source, type="bind", read_only=True) for source, target in run.read_only_mounts.items()]
     owner = str(os.getpid())
+    cpu = cfs_settings(run.limits.nano_cpus)
     try:
         container = client.containers.create(
             run.image,
@@ -73,7 +75,8 @@ def run_to_end(client: docker.DockerClient, run: OneOffRun, write: Callable[[byt
             tmpfs=_TMPFS,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
-            nano_cpus=run.limits.nano_cpus,
+            cpu_period=cpu.period,
+            cpu_quota=cpu.quota,
             mem_limit=run.limits.memory_bytes,
             memswap_limit=run.limits.memory_bytes,
             pids_limit=run.limits.pids,
