@@ -44,7 +44,7 @@ from sysops.runtime.base import (
 )
 from sysops.runtime.docker import network as docker_network
 from sysops.runtime.docker.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
-from sysops.runtime.docker.cpu_quota import applied_percent, cfs_settings
+from sysops.runtime.docker.cpu_quota import applied_percent, applied_settings, cfs_settings
 from sysops.runtime.docker.data_filesystems import (
     data_size_bytes,
     ensure_data_filesystem,
@@ -634,7 +634,12 @@ class DockerDriver:
         engine_io = {
             d.get("Rate") for d in (host.get("BlkioDeviceReadBps") or []) + (host.get("BlkioDeviceWriteBps") or [])
         }
-        check("limits.cpu_percent", _percent(limits.nano_cpus), applied_percent(host), "engine")
+        asked_cpu, applied_cpu = cfs_settings(limits.nano_cpus), applied_settings(host)
+        if applied_cpu is None:  # NanoCpus (a container of an older sysops), or no CPU limit at all
+            check("limits.cpu_percent", _percent(limits.nano_cpus), applied_percent(host), "engine")
+        else:
+            check("limits.cpu_percent", asked_cpu.percent, applied_cpu.percent, "engine")
+            check("cpu period (us)", asked_cpu.period, applied_cpu.period, "engine")
         check("limits.memory_mb", _mb(limits.memory_bytes), _mb(host.get("Memory") or 0), "engine")
         check("memory+swap (MiB)", _mb(limits.memory_bytes), _mb(host.get("MemorySwap") or 0), "engine")
         check("limits.pids", limits.pids, host.get("PidsLimit"), "engine")
@@ -717,7 +722,9 @@ class DockerDriver:
         quota, period = values.get("cpu_quota_us"), values.get("cpu_period_us")
         cores = quota / period if isinstance(quota, int) and isinstance(period, int) and period else None
         cpu = round(cores * 100, 3) if cores is not None else None
-        check("limits.cpu_percent", _percent(limits.nano_cpus), cpu, "cpu.cfs_quota_us" if v1 else "cpu.max")
+        ours = cfs_settings(limits.nano_cpus)  # a container of an older sysops has Docker's 100 ms period
+        asked_percent = ours.percent if period == ours.period else _percent(limits.nano_cpus)
+        check("limits.cpu_percent", asked_percent, cpu, "cpu.cfs_quota_us" if v1 else "cpu.max")
         memory = values.get("memory_limit_bytes")
         check("limits.memory_mb", _mb(limits.memory_bytes), _mb(memory) if isinstance(memory, int) else memory,
               "memory.limit_in_bytes" if v1 else "memory.max")  # fmt: skip
