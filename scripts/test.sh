@@ -43,33 +43,9 @@ run mypy   "$BIN/mypy"
 # Layer contracts ([tool.importlinter] in pyproject.toml): which package may import which.
 run imports "$BIN/lint-imports" --no-cache
 skips="$(mktemp)"
-e2e_skips="$(mktemp)"
-e2e_log="$(mktemp)"
-trap 'rm -f "$skips" "$e2e_skips" "$e2e_log"' EXIT
-if [[ $# -gt 0 ]]; then  # the tests asked for, in one process
-    SYSOPS_SKIP_SUMMARY="$skips" \
-        run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
-else
-    # The Kubernetes end-to-end tests (tests/e2e: mostly waiting for pods and the API server) run in a second
-    # pytest process beside the others, which halves the run; each keeps its own coverage data (COVERAGE_FILE:
-    # the CLI subprocesses' files too), combined afterwards for one report and one threshold.
-    rm -f .coverage .coverage-main* .coverage-e2e*
-    COVERAGE_FILE="$REPO/.coverage-e2e" SYSOPS_SKIP_SUMMARY="$e2e_skips" \
-        "$BIN/pytest" -q -p no:cacheprovider --durations=20 --cov --cov-report= -m "not untraced" tests/e2e \
-        >"$e2e_log" 2>&1 &
-    e2e_pid=$!
-    COVERAGE_FILE="$REPO/.coverage-main" SYSOPS_SKIP_SUMMARY="$skips" \
-        run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report= -m "not untraced" --ignore=tests/e2e
-    echo "==> pytest-e2e: $BIN/pytest tests/e2e (ran beside the others; its output follows)" >&2
-    wait "$e2e_pid"
-    e2e_rc=$?
-    cat "$e2e_log"
-    results+=("$(printf '%-7s %s' "e2e" "$([[ $e2e_rc == 0 ]] && echo ok || echo "FAILED (exit $e2e_rc)")")")
-    [[ $e2e_rc == 0 ]] || rc=1
-    "$BIN/coverage" combine -q .coverage-main .coverage-e2e
-    run coverage "$BIN/coverage" report --fail-under=80
-    cat "$e2e_skips" >>"$skips"
-fi
+trap 'rm -f "$skips"' EXIT
+SYSOPS_SKIP_SUMMARY="$skips" \
+    run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
 # Tests that raise real asynchronous interruptions in their own process run apart, untraced (see
 # tests/unit/test_sdk_cancel.py): coverage's tracer and those interruptions wedged thread starts.
 run untraced "$BIN/pytest" -q -p no:cov -m untraced tests/unit
