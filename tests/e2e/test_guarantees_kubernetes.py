@@ -25,9 +25,12 @@ from tests.e2e.test_kubernetes import (
     kubectl,
     remove_images,
 )
+from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import SYSOPS, Sysops, copy_example, interrupt, wait_for, write_plugin
 from tests.integration.test_hardening_callpath import ServerLoad
 from tests.integration.test_hot_reload import _set_greeting
+
+pytestmark = kubernetes_marks
 
 #: The load keeps hello's pod busy and its exec probes start an interpreter each, within the pod's limits: at 10%
 #: of a CPU they overran their timeout on the loaded test node, and at 64 MiB a probe next to the plugin got the

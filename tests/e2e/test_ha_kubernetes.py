@@ -46,7 +46,10 @@ from tests.e2e.test_kubernetes import (
     kubectl,
     remove_images,
 )
+from tests.e2e.test_kubernetes import pytestmark as kubernetes_marks
 from tests.integration.conftest import Sysops, copy_example, wait_for
+
+pytestmark = kubernetes_marks
 
 #: 20% of a CPU: at 10% the pod's exec readiness probe (an interpreter started within its 2 s timeout) never passed
 #: on the shared test node, and the new leader must find the pod Ready to adopt it; a lenient liveness probe; 64 MB
