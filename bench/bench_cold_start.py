@@ -178,17 +178,15 @@ def measure(smoke: bool) -> list[Figure]:
             store.close()
             from sysops.runtime.docker.driver import DockerDriver
 
-            data = (Path(scratch) / "data", f"sysops-bench-{uuid.uuid4().hex[:8]}")
-            driver = DockerDriver()
+            driver = DockerDriver()  # kept across the starts, as the host's is
             driver.ping()
+            data = (Path(scratch) / "data", f"sysops-bench-{uuid.uuid4().hex[:8]}")
             cold_start(driver, image_id, plugin_dir, data)  # makes the data filesystem, as a first start does
             samples = [cold_start(driver, image_id, plugin_dir, data) for _ in range(runs)]
             floors = [docker_run_floor(image_id) for _ in range(runs)]
         finally:
-            if data is not None:
-                from sysops.runtime.docker.driver import DockerDriver
-
-                DockerDriver().remove_volume(data[1])
+            if data is not None:  # set once the driver is
+                driver.remove_volume(data[1])
             subprocess.run([SYSOPS, "plugin", "down", PLUGIN, "--purge"], env=env, check=False, capture_output=True)
             subprocess.run([SYSOPS, "host", "stop"], env=env, check=False, capture_output=True)
     totals = [sample["total"] for sample in samples]

@@ -56,6 +56,11 @@ def applied_settings(host_config: Mapping[str, object]) -> CfsSettings | None:
     return None
 
 
+def nano_percent(nano_cpus: int) -> float:
+    """`nano_cpus` in percent of one core, as `limits.cpu_percent` is written and read back."""
+    return round(nano_cpus / 10_000_000, 3)
+
+
 def applied_percent(host_config: Mapping[str, object]) -> float:
     """The CPU share a container's HostConfig applies, in percent of one core (0 when unlimited).
 
@@ -63,6 +68,6 @@ def applied_percent(host_config: Mapping[str, object]) -> float:
     """
     nano = host_config.get("NanoCpus")
     if isinstance(nano, int) and nano > 0:
-        return round(nano / 10_000_000, 3)
+        return nano_percent(nano)
     settings = applied_settings(host_config)
     return settings.percent if settings is not None else 0.0

@@ -44,7 +44,7 @@ from sysops.runtime.base import (
 )
 from sysops.runtime.docker import network as docker_network
 from sysops.runtime.docker.cgroups import BlockDevice, CgroupLocator, CgroupReading, block_device_for
-from sysops.runtime.docker.cpu_quota import applied_percent, applied_settings, cfs_settings
+from sysops.runtime.docker.cpu_quota import CfsSettings, applied_percent, applied_settings, cfs_settings, nano_percent
 from sysops.runtime.docker.data_filesystems import (
     data_size_bytes,
     ensure_data_filesystem,
@@ -636,7 +636,7 @@ class DockerDriver:
         }
         asked_cpu, applied_cpu = cfs_settings(limits.nano_cpus), applied_settings(host)
         if applied_cpu is None:  # NanoCpus (a container of an older sysops), or no CPU limit at all
-            check("limits.cpu_percent", _percent(limits.nano_cpus), applied_percent(host), "engine")
+            check("limits.cpu_percent", nano_percent(limits.nano_cpus), applied_percent(host), "engine")
         else:
             check("limits.cpu_percent", asked_cpu.percent, applied_cpu.percent, "engine")
             check("cpu period (us)", asked_cpu.period, applied_cpu.period, "engine")
@@ -720,10 +720,13 @@ class DockerDriver:
         values = reading.limits
         v1 = reading.version == 1
         quota, period = values.get("cpu_quota_us"), values.get("cpu_period_us")
-        cores = quota / period if isinstance(quota, int) and isinstance(period, int) and period else None
-        cpu = round(cores * 100, 3) if cores is not None else None
+        cpu = (
+            CfsSettings(period, quota).percent
+            if isinstance(quota, int) and isinstance(period, int) and period
+            else None
+        )
         ours = cfs_settings(limits.nano_cpus)  # a container of an older sysops has Docker's 100 ms period
-        asked_percent = ours.percent if period == ours.period else _percent(limits.nano_cpus)
+        asked_percent = ours.percent if period == ours.period else nano_percent(limits.nano_cpus)
         check("limits.cpu_percent", asked_percent, cpu, "cpu.cfs_quota_us" if v1 else "cpu.max")
         memory = values.get("memory_limit_bytes")
         check("limits.memory_mb", _mb(limits.memory_bytes), _mb(memory) if isinstance(memory, int) else memory,
@@ -972,10 +975,6 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
 def _pieces(line: bytes) -> Iterator[str]:
     for start in range(0, max(len(line), 1), _MAX_LOG_LINE):
         yield line[start : start + _MAX_LOG_LINE].decode(errors="replace")
-
-
-def _percent(nano_cpus: int) -> float:
-    return round(nano_cpus / 10_000_000, 3)
 
 
 def _mb(value: int) -> float | int:
