@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sysops.core.manifest import Manifest, parse_manifest
@@ -23,6 +26,7 @@ from sysops.trust.keys import (
     keys_dir,
     load_private_key,
     raw_public_bytes,
+    read_public_key,
     signing_key,
     trust_key,
 )
@@ -188,3 +192,46 @@ def test_a_damaged_key_file_is_named_with_what_to_do(tmp_path: Path, file: str, 
         keyring(tmp_path) if file == "trusted.json" else load_private_key(tmp_path, "ci")
     message = str(caught.value)
     assert file in message and what_to_do in message and "\n" not in message
+
+
+def test_a_build_that_finds_the_local_key_while_another_writes_it_signs_with_the_whole_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first builds at once (two `plugin up` in a fresh installation): the second found `local.key` created
+    but still empty and failed with "not a PEM private key" (CI). Now it appears whole or not at all."""
+    writing, release = threading.Event(), threading.Event()
+    real_fdopen = os.fdopen
+
+    class SlowHandle:  # the first build's key file, written only once the second build has looked for it
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> SlowHandle:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self.handle.close()
+
+        def write(self, data: bytes) -> int:
+            writing.set()
+            release.wait(10)
+            return int(self.handle.write(data))
+
+    def fdopen(descriptor: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(descriptor, *args, **kwargs)
+        return SlowHandle(handle) if threading.current_thread().name == "first-build" else handle
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.delenv("SYSOPS_SIGNING_KEY", raising=False)
+    first: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: first.update(key=signing_key(tmp_path)[1]), name="first-build")
+    thread.start()
+    assert writing.wait(10)
+    try:
+        _, second = signing_key(tmp_path)
+    finally:
+        release.set()
+        thread.join(10)
+    assert first["key"] == second
+    assert key_id(read_public_key(tmp_path / "keys" / "local.pub")) == second
+    assert not [path.name for path in (tmp_path / "keys").iterdir() if path.name.endswith(".tmp")]

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast, get_args
@@ -93,7 +94,11 @@ def check_key_name(name: str) -> str:
 
 
 def generate_key(home: Path, name: str) -> TrustedKey:
-    """Create the own key `name` (private file 0600 from creation); refuse an existing one."""
+    """Create the own key `name` (private file 0600 from creation); refuse an existing one.
+
+    The key is written to a private file of its own and linked into place whole: a concurrent build that finds
+    `<name>.key` reads all of it (it read an empty file while the first build was still writing, and failed).
+    """
     check_key_name(name)
     directory = ensure_private_dir(keys_dir(ensure_private_dir(home)))
     private_path = directory / f"{name}.key"
@@ -101,12 +106,17 @@ def generate_key(home: Path, name: str) -> TrustedKey:
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    written = directory / f".{name}.key.{os.getpid()}.{threading.get_ident()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(written)
+    with os.fdopen(create_private_file(written), "wb") as handle:
+        handle.write(pem)
     try:
-        descriptor = create_private_file(private_path)
+        os.link(written, private_path, follow_symlinks=False)
     except FileExistsError:
         raise UsageError(f"key {name!r} exists already ({private_path})", hint="choose another name") from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    finally:
+        os.unlink(written)
     write_private_file(directory / f"{name}.pub", public_pem(private_key.public_key()))
     return TrustedKey(name, "private", key_id(private_key.public_key()), private_key.public_key(), own=True)
 
@@ -134,6 +144,9 @@ def signing_key(home: Path) -> tuple[Ed25519PrivateKey, str]:
         with contextlib.suppress(UsageError):  # made by a concurrent build meanwhile
             generate_key(home, LOCAL_KEY)
     private_key = load_private_key(home, name)
+    public_path = keys_dir(home) / f"{name}.pub"
+    if name == LOCAL_KEY and not public_path.exists():  # linked by a concurrent build that has not written it yet
+        write_private_file(public_path, public_pem(private_key.public_key()))
     return private_key, key_id(private_key.public_key())
 
 
