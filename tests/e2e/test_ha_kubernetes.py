@@ -285,6 +285,24 @@ def _leader_and_standby(cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any
     return found[0], found[1]
 
 
+def _seen(cluster: Cluster) -> str:
+    """What a failed wait saw: the Lease, each server pod (phase, Ready, labels, restarts) and its log's tail."""
+    lines = [f"lease: {json.dumps(_lease(cluster))}"]
+    pods = json.loads(kubectl("-n", cluster.namespace, "get", "pods", "-l", "app.kubernetes.io/component=server",
+                              "-o", "json"))["items"]  # fmt: skip
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        statuses = pod["status"].get("containerStatuses") or [{}]
+        lines.append(
+            f"pod {name}: phase {pod['status'].get('phase')}, ready {_ready(pod)}, leader label "
+            f"{_labelled_leader(pod)}, deleting {bool(pod['metadata'].get('deletionTimestamp'))}, "
+            f"restarts {statuses[0].get('restartCount')}"
+        )
+        log = kubectl("-n", cluster.namespace, "logs", name, "--tail", "15", check=False)
+        lines.extend(f"  | {line}" for line in log.splitlines())
+    return "\n".join(lines)
+
+
 def test_the_standby_takes_over_when_the_leader_pod_is_deleted(cluster: Cluster, hello: Sysops, tmp_path: Path) -> None:
     leader, standby = _leader_and_standby(cluster)
     leader_name, standby_name = leader["metadata"]["name"], standby["metadata"]["name"]
@@ -339,7 +357,11 @@ def test_the_standby_takes_over_when_the_leader_pod_is_deleted(cluster: Cluster,
                 standby_ready.append(now)
             return bool(lease_taken and standby_ready)
 
-        wait_for(taken_over, 60, "the standby to hold the Lease and be labelled leader")
+        try:
+            wait_for(taken_over, 60, "the standby to hold the Lease and be labelled leader")
+        except AssertionError as exc:
+            seen = f"lease_taken={lease_taken}, standby_ready={standby_ready}\n{_seen(cluster)}"
+            raise AssertionError(f"{exc}; {seen}") from None
         wait_for(lambda: service.answered(after=standby_ready[0]) >= 1, 30, "a routed call answered by the new leader")
         answering = min(c.end for c in service.calls if not c.error and c.start >= standby_ready[0])
         mark = time.monotonic()

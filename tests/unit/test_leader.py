@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from sysops.server.leader import LeaderElector, become_leader, lease_name
+from sysops.server.leader import RENEW_SECONDS, LeaderElector, become_leader, lease_name
 from sysops.server.leader_label import LEADER_LABEL
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -204,6 +204,36 @@ def test_release_lets_the_standby_take_over_at_once(api: FakeLeases, clock: Cloc
     assert spec.get("holderIdentity") is None and spec["leaseDurationSeconds"] == 1
     assert b.try_acquire_or_renew()  # no time passed
     assert api.spec()["holderIdentity"] == "pod-b"
+
+
+def test_a_released_lease_goes_to_the_standby_that_watched_the_leader_not_to_a_pod_that_just_started(
+    api: FakeLeases, clock: Clock
+) -> None:
+    """The Deployment's replacement of a deleted leader polls the Lease as soon as it starts: a released Lease is left
+    to the standby (two of its tries), so the warm standby leads, not whichever pod asked first."""
+    leader, standby = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
+    assert leader.try_acquire_or_renew()
+    assert not standby.try_acquire_or_renew()
+    assert leader.release()
+    replacement = elector(api, clock, "pod-c")
+    assert not replacement.try_acquire_or_renew()  # first sight of the Lease: released, left to the standby
+    clock.now += 2 * RENEW_SECONDS - 0.1
+    assert not replacement.try_acquire_or_renew()
+    assert standby.try_acquire_or_renew()  # its next try
+    assert api.spec()["holderIdentity"] == "pod-b"
+    assert not replacement.try_acquire_or_renew()
+
+
+def test_with_no_standby_a_new_pod_takes_a_released_lease_after_two_renew_periods(
+    api: FakeLeases, clock: Clock
+) -> None:
+    leader = elector(api, clock, "pod-a")
+    assert leader.try_acquire_or_renew() and leader.release()
+    replacement = elector(api, clock, "pod-c")
+    assert not replacement.try_acquire_or_renew()
+    clock.now += 2 * RENEW_SECONDS
+    assert replacement.try_acquire_or_renew()
+    assert api.spec()["holderIdentity"] == "pod-c"
 
 
 def test_release_of_a_lease_we_do_not_hold_changes_nothing(api: FakeLeases, clock: Clock) -> None:

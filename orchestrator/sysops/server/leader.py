@@ -18,7 +18,10 @@ pods, reconcile and answer at a time. They agree through a `coordination.k8s.io/
   moment a standby may take over. A watchdog thread exits the process (os._exit) once no renewal was sent
   successfully for the lease's duration less WATCHDOG_MARGIN_SECONDS, whatever the renew thread is blocked on.
 - `release` (on SIGTERM, after the server stopped) clears the holder, so the standby takes over at its next
-  try instead of waiting out the lease.
+  try instead of waiting out the lease. A candidate that has never seen the Lease held by another (a pod that
+  just started: the Deployment's replacement of the deleted leader) leaves a released Lease for
+  two renew periods (`fresh_candidate_wait`) to the standby that watched the leader, which takes it at its next try: the
+  warm standby leads, not whichever pod polled first (the replacement won that race now and then).
 - The Service routes to the leader by the label `sysops.dev/leader` (leader_label.py): a standby removes it
   from its own pod before waiting, the leader sets it right after taking the Lease, before it serves.
 
@@ -143,11 +146,19 @@ class LeaderElector:
     _last_renewed: float | None = None
     #: The holder seen by the last attempt (for log lines: no API call on the way out).
     last_holder: str = ""
+    #: Whether this process has seen the Lease held by another (it is a standby that watched a leader).
+    _watched_a_leader: bool = False
 
     @property
     def request_timeout(self) -> float:
         """Every Lease call gives up after this long (the renew period), so a hung call never outlives a renewal."""
         return self.renew_seconds
+
+    @property
+    def fresh_candidate_wait(self) -> float:
+        """A candidate that never saw the Lease held by another takes a released Lease only once it stayed free this
+        long on its own clock: two of a standby's tries, so the standby that watched the leader takes it first."""
+        return 2 * self.renew_seconds
 
     @property
     def is_leader(self) -> bool:
@@ -184,9 +195,13 @@ class LeaderElector:
         if version != self._observed.resource_version:
             self._observed = _Observed(version, self.clock())
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
-        if holder and holder != self.identity and self.clock() - self._observed.since < duration:
-            self._last_renewed = None
-            return False  # someone else holds it and renews it
+        if holder and holder != self.identity:
+            self._watched_a_leader = True
+            if self.clock() - self._observed.since < duration:
+                self._last_renewed = None
+                return False  # someone else holds it and renews it
+        elif not holder and not self._watched_a_leader and self._unchanged_for() < self.fresh_candidate_wait:
+            return False  # released: left to the standby that watched the leader, if there is one
         # Our own name on it while we do not lead: this pod's previous container, which is gone.
         renewing = holder == self.identity and self._last_renewed is not None
         acquired = spec.get("acquireTime") if renewing else None
@@ -194,6 +209,10 @@ class LeaderElector:
         body = self._body(version, transitions, acquired)
         self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
         return self._holding(sent)
+
+    def _unchanged_for(self) -> float:
+        """How long the Lease record has been unchanged on this process's clock."""
+        return self.clock() - self._observed.since
 
     def _holding(self, sent: float) -> bool:
         self._last_renewed = sent
