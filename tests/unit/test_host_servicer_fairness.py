@@ -15,10 +15,12 @@ from sysops.services.transport import CALLS_RUNNING_PER_INSTANCE, HostServicer
 from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
+from tests.unit.dispatcher_fakes import AnswersNothingFromMemory
+
 CALLERS = {"flood-token": Caller("flood", "f-1", 1), "calm-token": Caller("calm", "c-1", 1)}
 
 
-class SlowForFlood:
+class SlowForFlood(AnswersNothingFromMemory):
     """Holds every call of `flood` until released; answers others at once."""
 
     def __init__(self) -> None:

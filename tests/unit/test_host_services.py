@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.services import dispatch, limits, logs, metrics
+from sysops.services.call import NOT_CACHED
 from sysops.services.dispatch import Caller, HostServices, ServiceCallError
 from sysops.settings import Settings
 from sysops.store import Store
@@ -251,6 +252,31 @@ def test_a_grant_is_taken_from_the_last_check_for_a_quarter_second_only(
     _call(services, "state.get", other, key="k")  # within the window: the last check's grant holds
     _after_the_recheck_window()
     _refused(services, "state.get", "permission_denied", "which policy does not grant", other, key="k")
+
+
+def test_a_cached_state_get_is_answered_from_memory_as_call_answers_it(services: HostServices) -> None:
+    """`cached_call` (what a listener answers on its event loop) gives `call`'s answer for a granted, cached read,
+    counts it, and leaves everything else to `call`: a value not cached yet, a grant not checked lately, writes."""
+    other = Caller("other", "other-1", 1)
+    assert services.cached_call(MON, "state", "get", {"key": "k"}) is NOT_CACHED  # no check yet
+    _call(services, "state.set", MON, key="k", value={"v": 1})
+    assert services.cached_call(MON, "state", "get", {"key": "k"}) is NOT_CACHED  # the write dropped the entry
+    assert _call(services, "state.get", MON, key="k") == {"found": True, "value": {"v": 1}, "version": 1}
+    assert services.cached_call(MON, "state", "get", {"key": "k"}) == {"found": True, "value": {"v": 1}, "version": 1}
+    assert services.cached_call(MON, "state", "set", {"key": "k", "value": 2}) is NOT_CACHED
+    assert services.cached_call(other, "state", "get", {"key": "k"}) is NOT_CACHED  # another plugin's cache
+    with pytest.raises(ServiceCallError) as caught:
+        services.cached_call(MON, "state", "get", {"key": "k", "extra": 1})
+    assert caught.value.code == "invalid_argument"
+    calls = {
+        (sample.labels["service"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(services.metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "sysops_host_service_calls_total" and sample.labels.get("plugin") == "mon"
+    }
+    assert calls[("state", "ok")] == 3 and calls[("state", "invalid_argument")] == 1
+    _after_the_recheck_window()
+    assert services.cached_call(MON, "state", "get", {"key": "k"}) is NOT_CACHED  # the grant is checked again
 
 
 def test_no_policy_file_grants_nothing(services: HostServices, settings: Settings) -> None:

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from sysops.server.protocol.v1 import control_pb2 as control_pb
 from sysops.services import alerts, limits, metrics, transport
-from sysops.services.call import ServiceCallError
+from sysops.services.call import NOT_CACHED, ServiceCallError
 from sysops.services.dispatch import Caller, HostServices
 from sysops.services.transport import CALLS_IN_FLIGHT_PER_INSTANCE, HOST_SOCKET, InstanceListeners
 from sysops.settings import Settings
@@ -34,6 +34,7 @@ from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 from tests.unit import test_host_services as base
+from tests.unit.dispatcher_fakes import AnswersNothingFromMemory
 from tests.unit.test_bus import BusFactory, Recorder, make_bus, recorder, store_path, stored_event_ids, wait_until  # noqa: F401
 from tests.unit.test_host_services import published, services  # noqa: F401  (fixtures)
 from tests.unit.test_host_transport import TOKEN, call, instance, socket_dir
@@ -121,7 +122,7 @@ def test_deeply_nested_json_that_parses_is_refused_as_an_argument_not_an_interna
         listeners.stop()
 
 
-class _SlowForOnePlugin:
+class _SlowForOnePlugin(AnswersNothingFromMemory):
     """A dispatcher whose calls from plugin 'slow' wait on a gate (as calls queued on a busy write lock)."""
 
     def __init__(self) -> None:
@@ -152,6 +153,61 @@ def test_one_plugin_keeping_its_host_threads_busy_does_not_delay_another_plugins
     finally:
         dispatcher.gate.set()
         for thread in flood:
+            thread.join(timeout=15)
+        listeners.stop()
+
+
+class _CachedReadsSlowRest:
+    """A dispatcher that answers `cache.get` from memory (its `cached_call`), refuses `cache.bad` from memory, and
+    holds every other call on a gate (as calls waiting for the database)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def cached_call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        if service == "cache":
+            return {"from": "memory", "plugin": caller.plugin}
+        if service == "bad":
+            raise ServiceCallError("invalid_argument", "bad.get: refused from memory")
+        return NOT_CACHED
+
+    def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        self.waiting.release()
+        self.gate.wait(10)
+        return {"from": "thread"}
+
+
+def test_a_read_the_services_hold_in_memory_is_answered_while_every_thread_of_the_instance_is_busy(
+    tmp_path: Path,
+) -> None:
+    """A cached read is answered on the listener's event loop, with no hop to a thread and back (which cost more
+    than the read, bench_host_services): so it does not wait behind the instance's own slow calls either. Its token
+    is checked and its refusal is a status, as on the threads."""
+    dispatcher = _CachedReadsSlowRest()
+    listeners = InstanceListeners(dispatcher, workers=2)
+    directory = socket_dir(tmp_path)
+    listeners.attach(instance(directory, "a1", "token-a"))
+    path = directory / HOST_SOCKET
+    slow = [threading.Thread(target=_call_quietly, args=(path, "token-a")) for _ in range(4)]
+    try:
+        for thread in slow:
+            thread.start()
+        for _ in range(2):
+            assert dispatcher.waiting.acquire(timeout=5)  # both threads are held
+        started = time.monotonic()
+        assert call(path, "cache", token="token-a") == {"from": "memory", "plugin": "demo"}
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(grpc.RpcError) as refused:
+            call(path, "bad", token="token-a")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "bad.get: refused from memory"
+        with pytest.raises(grpc.RpcError) as unknown:  # a wrong token is never answered from memory: it waits for
+            call(path, "cache", token="token-b", timeout=1)  # a thread, which refuses it
+        assert unknown.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        dispatcher.gate.set()
+        for thread in slow:
             thread.join(timeout=15)
         listeners.stop()
 
@@ -371,7 +427,7 @@ def test_a_stuck_subscriber_does_not_keep_every_other_topics_events_on_disk(
     assert stored[-1] == bus.publish("loud.topic", payload, "plugin:spam") - 1  # the newest are kept
 
 
-class _RefusesLate:
+class _RefusesLate(AnswersNothingFromMemory):
     """A dispatcher whose calls wait on a gate and then fail (a permission refused, say)."""
 
     def __init__(self) -> None:

@@ -25,10 +25,12 @@ from sysops.store import InstanceRecord, Store
 from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
+from tests.unit.dispatcher_fakes import AnswersNothingFromMemory
+
 TOKEN = "instance-token-1"
 
 
-class Recorder:
+class Recorder(AnswersNothingFromMemory):
     """A dispatcher that answers state.get with the caller and fails on demand."""
 
     def __init__(self) -> None:

@@ -8,9 +8,12 @@ other error, with an exit code that matches its code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sysops.errors import ExitCode, SysopsError
+
+#: What a dispatcher's `cached_call` returns for a call it cannot answer from memory (then `call` runs it).
+NOT_CACHED: Any = object()
 
 
 @dataclass(frozen=True)

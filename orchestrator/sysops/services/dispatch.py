@@ -27,7 +27,7 @@ from sysops.core.policy import Policy, grants_for, load_policy, policy_path
 from sysops.errors import PolicyDeniedError
 from sysops.services.alerts import AlertService
 from sysops.services.bus import HOST_PUBLISHER
-from sysops.services.call import Caller, ErrorCode, ServiceCallError
+from sysops.services.call import NOT_CACHED, Caller, ErrorCode, ServiceCallError
 from sysops.services.config import ConfigService
 from sysops.services.database import ServiceDatabase
 from sysops.services.limits import check_arguments, check_payload, check_topic
@@ -225,6 +225,24 @@ class HostServices:
             self.metrics.record_service_call(caller.plugin, counted, error.code)
             raise
         self.metrics.record_service_call(caller.plugin, counted, "ok")
+        return result
+
+    def cached_call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
+        """The result of a call that needs neither the database nor the policy file, or NOT_CACHED (then `call`
+        runs it): a `state.get` of a cached value by a plugin granted its permission at a check less than
+        RECHECK_SECONDS ago. Checked and counted as `call` does; a refusal is always left to `call`."""
+        permission = permission_for(service, method)
+        granted = bool(permission) and self._granted_lately(caller.plugin, permission or "")
+        if (service, method) != ("state", "get") or not granted:
+            return NOT_CACHED
+        try:
+            result = self.state.cached_get(caller.plugin, arguments)
+        except ServiceCallError as error:
+            self.metrics.record_service_call(caller.plugin, service, error.code)
+            raise
+        if result is None:
+            return NOT_CACHED
+        self.metrics.record_service_call(caller.plugin, service, "ok")
         return result
 
     def _call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:

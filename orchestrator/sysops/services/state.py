@@ -26,7 +26,7 @@ from sysops.services.limits import (
     json_text,
     text_argument,
 )
-from sysops.services.state_cache import StateCache
+from sysops.services.state_cache import Entry, StateCache
 
 #: Tables holding rows per plugin (deleted by `plugin down --purge`, HostServices.forget_plugin).
 PLUGIN_TABLES = ("service_state", "service_state_versions")
@@ -98,9 +98,14 @@ class StateService:
             ).fetchone()
             entry = (row[0], int(row[1])) if row is not None else None
             self.cache.fill(plugin, key, entry, writes)
-        if entry is None:
-            return {"found": False, "value": None, "version": 0}
-        return {"found": True, "value": json.loads(entry[0]), "version": entry[1]}
+        return _got(entry)
+
+    def cached_get(self, plugin: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """`state.get` answered from the cache alone (its arguments checked as `handle` does), or None when the
+        value is not cached: nothing here waits on the database, so the host may answer it on its event loop."""
+        check_arguments(arguments, _ARGUMENTS["get"], "state.get")
+        cached, entry, _ = self.cache.lookup(plugin, _key(arguments))
+        return _got(entry) if cached else None
 
     def keys(self, plugin: str, prefix: str = "") -> list[str]:
         """The plugin's keys starting with `prefix`, sorted."""
@@ -181,6 +186,13 @@ class StateService:
             (plugin, key, text, size, version, time.time()),
         )
         return version
+
+
+def _got(entry: Entry) -> dict[str, Any]:
+    """The answer of `get` for a stored entry (None: the key is absent)."""
+    if entry is None:
+        return {"found": False, "value": None, "version": 0}
+    return {"found": True, "value": json.loads(entry[0]), "version": entry[1]}
 
 
 def _key(arguments: dict[str, Any]) -> str:
