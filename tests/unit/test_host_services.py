@@ -264,6 +264,9 @@ def test_a_cached_state_get_is_answered_from_memory_as_call_answers_it(services:
     assert _call(services, "state.get", MON, key="k") == {"found": True, "value": {"v": 1}, "version": 1}
     assert services.cached_call(MON, "state", "get", {"key": "k"}) == {"found": True, "value": {"v": 1}, "version": 1}
     assert services.cached_call(MON, "state", "set", {"key": "k", "value": 2}) is NOT_CACHED
+    _call(services, "state.set", MON, key="big", value="x" * 5000)
+    _call(services, "state.get", MON, key="big")
+    assert services.cached_call(MON, "state", "get", {"key": "big"}) is NOT_CACHED  # large: decoded on a thread
     assert services.cached_call(other, "state", "get", {"key": "k"}) is NOT_CACHED  # another plugin's cache
     with pytest.raises(ServiceCallError) as caught:
         services.cached_call(MON, "state", "get", {"key": "k", "extra": 1})
@@ -274,7 +277,7 @@ def test_a_cached_state_get_is_answered_from_memory_as_call_answers_it(services:
         for sample in family.samples
         if sample.name == "sysops_host_service_calls_total" and sample.labels.get("plugin") == "mon"
     }
-    assert calls[("state", "ok")] == 3 and calls[("state", "invalid_argument")] == 1
+    assert calls[("state", "ok")] == 5 and calls[("state", "invalid_argument")] == 1  # 4 by call, 1 from memory
     _after_the_recheck_window()
     assert services.cached_call(MON, "state", "get", {"key": "k"}) is NOT_CACHED  # the grant is checked again
 

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS service_state_versions (
 );
 """
 
+#: Values up to this size (JSON text) may be answered from the cache on the listeners' event loop (cached_get).
+CACHED_ANSWER_BYTES = 4096
 _ARGUMENTS: dict[str, tuple[str, ...]] = {
     "get": ("key",),
     "list": ("prefix",),
@@ -102,10 +104,13 @@ class StateService:
 
     def cached_get(self, plugin: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """`state.get` answered from the cache alone (its arguments checked as `handle` does), or None when the
-        value is not cached: nothing here waits on the database, so the host may answer it on its event loop."""
+        value is not cached or larger than CACHED_ANSWER_BYTES: nothing here waits on the database and little
+        is decoded, so the host may answer it on the event loop its plugins' listeners share."""
         check_arguments(arguments, _ARGUMENTS["get"], "state.get")
         cached, entry, _ = self.cache.lookup(plugin, _key(arguments))
-        return _got(entry) if cached else None
+        if not cached or (entry is not None and len(entry[0]) > CACHED_ANSWER_BYTES):
+            return None
+        return _got(entry)
 
     def keys(self, plugin: str, prefix: str = "") -> list[str]:
         """The plugin's keys starting with `prefix`, sorted."""
