@@ -203,7 +203,10 @@ def test_after_a_reboot_drops_the_mounts_the_next_command_restores_them(
     assert len(mounted) == 2
     plugins.stop_host()  # a reboot ends the host too (its listeners hold host.sock in the socket directory)
     for target in mounted:  # what a host reboot does to them; the engine then restarts the container
-        subprocess.run(["umount", target], check=True)
+        unmounted = subprocess.run(["umount", target], capture_output=True, text=True, check=False)
+        if unmounted.returncode != 0:  # busy: say who holds it
+            holders = subprocess.run(["fuser", "-vm", target], capture_output=True, text=True, check=False)
+            raise AssertionError(f"{unmounted.stderr.strip()}; held by: {holders.stdout}{holders.stderr}")
     container.kill()
     wait_for(lambda: not _state(engine, container.id)["Running"] and not _state(engine, container.id)["Restarting"], 60,
              "the engine to give up on an instance without its socket directory")  # fmt: skip
