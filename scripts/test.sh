@@ -38,14 +38,65 @@ run() {
     [[ $r == 0 ]] || rc=1
 }
 
+skips="$(mktemp)"
+cluster_skips="$(mktemp)"
+cluster_log="$(mktemp)"
+cluster_tmp="$(mktemp -d)"
+cluster_pid=""
+# Stop the cluster tests if this script ends early (Ctrl-C, a kill): SIGINT first, so that their fixtures
+# remove the Helm releases, namespaces and images they made; whatever still runs after two minutes is killed.
+stop_cluster_tests() {
+    [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null || return 0
+    kill -INT "$cluster_pid" 2>/dev/null
+    for _ in $(seq 120); do kill -0 "$cluster_pid" 2>/dev/null || return 0; sleep 1; done
+    kill -KILL -- "-$cluster_pid" 2>/dev/null
+}
+trap 'stop_cluster_tests; rm -rf "$skips" "$cluster_skips" "$cluster_log" "$cluster_tmp"' EXIT
+trap 'exit 130' INT TERM
+
+if [[ $# -eq 0 ]]; then
+    # The tests that use the Kubernetes cluster (tests/contract: one harness per driver, and tests/e2e) run in a
+    # second pytest process beside all the others: they mostly wait for pods and the API server, and serially
+    # they made the run half again as long. Only this process touches the cluster (its contract harness creates
+    # and deletes the Plugin CRD; the node holds one test namespace's pods at a time), and it starts first, so
+    # its image builds overlap ruff and mypy. It has its own coverage data (COVERAGE_FILE, which the CLI
+    # subprocesses it runs inherit), temporary directory and skip summary; all are combined below.
+    rm -f .coverage .coverage-main .coverage-main.* .coverage-cluster .coverage-cluster.*
+    set -m  # its own process group (pgid = its pid), for stop_cluster_tests
+    COVERAGE_FILE="$REPO/.coverage-cluster" SYSOPS_SKIP_SUMMARY="$cluster_skips" \
+        "$BIN/pytest" -q -p no:cacheprovider --basetemp="$cluster_tmp/t" --durations=20 --cov --cov-report= \
+        -m "not untraced" tests/contract tests/e2e >"$cluster_log" 2>&1 &
+    cluster_pid=$!
+    set +m
+fi
+
 run ruff   "$BIN/ruff" check .
 run mypy   "$BIN/mypy"
 # Layer contracts ([tool.importlinter] in pyproject.toml): which package may import which.
 run imports "$BIN/lint-imports" --no-cache
-skips="$(mktemp)"
-trap 'rm -f "$skips"' EXIT
-SYSOPS_SKIP_SUMMARY="$skips" \
-    run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
+if [[ $# -gt 0 ]]; then  # the tests asked for, in one process
+    SYSOPS_SKIP_SUMMARY="$skips" \
+        run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report=term --cov-fail-under=80 -m "not untraced" "$@"
+else
+    COVERAGE_FILE="$REPO/.coverage-main" SYSOPS_SKIP_SUMMARY="$skips" \
+        run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report= -m "not untraced" \
+        --ignore=tests/contract --ignore=tests/e2e
+    echo "==> pytest-cluster: tests/contract tests/e2e (ran beside the others; its output follows)" >&2
+    wait "$cluster_pid"
+    cluster_rc=$?
+    cluster_pid=""
+    cat "$cluster_log"
+    results+=("$(printf '%-7s %s' "cluster" "$([[ $cluster_rc == 0 ]] && echo ok || echo "FAILED (exit $cluster_rc)")")")
+    [[ $cluster_rc == 0 ]] || rc=1
+    cat "$cluster_skips" >>"$skips"
+    # One report and one threshold over both processes (a process that left no data is named, not hidden).
+    data=()
+    for part in .coverage-main .coverage-cluster; do
+        if [[ -s "$part" ]]; then data+=("$part"); else echo "test: no coverage data in $part" >&2; rc=1; fi
+    done
+    run combine "$BIN/coverage" combine -q "${data[@]}"
+    run coverage "$BIN/coverage" report --fail-under=80
+fi
 # Tests that raise real asynchronous interruptions in their own process run apart, untraced (see
 # tests/unit/test_sdk_cancel.py): coverage's tracer and those interruptions wedged thread starts.
 run untraced "$BIN/pytest" -q -p no:cov -m untraced tests/unit
