@@ -199,6 +199,7 @@ def test_release_lets_the_standby_take_over_at_once(api: FakeLeases, clock: Cloc
     a, b = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
     assert a.try_acquire_or_renew()
     assert not b.try_acquire_or_renew()
+    assert a.renew_once() and not b.try_acquire_or_renew()  # the standby has seen the leader renew
     assert a.release() and not a.is_leader
     spec = api.spec()
     assert spec.get("holderIdentity") is None and spec["leaseDurationSeconds"] == 1
@@ -214,9 +215,11 @@ def test_a_released_lease_goes_to_the_standby_that_watched_the_leader_not_to_a_p
     leader, standby = elector(api, clock, "pod-a"), elector(api, clock, "pod-b")
     assert leader.try_acquire_or_renew()
     assert not standby.try_acquire_or_renew()
-    assert leader.release()
+    assert leader.renew_once() and not standby.try_acquire_or_renew()  # the standby has seen the leader renew
     replacement = elector(api, clock, "pod-c")
-    assert not replacement.try_acquire_or_renew()  # first sight of the Lease: released, left to the standby
+    assert not replacement.try_acquire_or_renew()  # first read while the leader drains: its name, no renewal
+    assert leader.release()
+    assert not replacement.try_acquire_or_renew()  # released: left to the standby, which saw the leader renew
     clock.now += 2 * RENEW_SECONDS - 0.1
     assert not replacement.try_acquire_or_renew()
     assert standby.try_acquire_or_renew()  # its next try
@@ -234,6 +237,18 @@ def test_with_no_standby_a_new_pod_takes_a_released_lease_after_two_renew_period
     clock.now += 2 * RENEW_SECONDS
     assert replacement.try_acquire_or_renew()
     assert api.spec()["holderIdentity"] == "pod-c"
+
+
+def test_a_leader_that_never_saw_another_takes_back_a_lease_whose_holder_was_cleared(
+    api: FakeLeases, clock: Clock
+) -> None:
+    """The wait for a standby is for candidates only: the leader (it created the Lease, so it never saw another
+    holder) renews a Lease whose holder someone cleared, and goes on leading."""
+    leader = elector(api, clock, "pod-a")
+    assert leader.try_acquire_or_renew()
+    api.spec()["holderIdentity"] = None
+    assert leader.renew_once() and leader.is_leader
+    assert api.spec()["holderIdentity"] == "pod-a"
 
 
 def test_release_of_a_lease_we_do_not_hold_changes_nothing(api: FakeLeases, clock: Clock) -> None:

@@ -18,8 +18,8 @@ pods, reconcile and answer at a time. They agree through a `coordination.k8s.io/
   moment a standby may take over. A watchdog thread exits the process (os._exit) once no renewal was sent
   successfully for the lease's duration less WATCHDOG_MARGIN_SECONDS, whatever the renew thread is blocked on.
 - `release` (on SIGTERM, after the server stopped) clears the holder, so the standby takes over at its next
-  try instead of waiting out the lease. A candidate that has never seen the Lease held by another (a pod that
-  just started: the Deployment's replacement of the deleted leader) leaves a released Lease for
+  try instead of waiting out the lease. A candidate that has never seen another holder renew the Lease (a pod
+  that just started: the Deployment's replacement of the deleted leader) leaves a released Lease for
   two renew periods (`fresh_candidate_wait`) to the standby that watched the leader, which takes it at its next try: the
   warm standby leads, not whichever pod polled first (the replacement won that race now and then).
 - The Service routes to the leader by the label `sysops.dev/leader` (leader_label.py): a standby removes it
@@ -122,10 +122,11 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 @dataclass
 class _Observed:
-    """The last Lease record seen (its resourceVersion) and when this process first saw it (monotonic)."""
+    """The last Lease record seen (its resourceVersion and holder) and when this process first saw it (monotonic)."""
 
     resource_version: str = ""
     since: float = 0.0
+    holder: str = ""
 
 
 @dataclass
@@ -146,7 +147,8 @@ class LeaderElector:
     _last_renewed: float | None = None
     #: The holder seen by the last attempt (for log lines: no API call on the way out).
     last_holder: str = ""
-    #: Whether this process has seen the Lease held by another (it is a standby that watched a leader).
+    #: Whether this process has seen another holder renew the Lease (it is a standby that watched a leader; the
+    #: name of a leader that is draining, which renews no more, does not count).
     _watched_a_leader: bool = False
 
     @property
@@ -193,14 +195,15 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         self.last_holder = str(holder)
         if version != self._observed.resource_version:
-            self._observed = _Observed(version, self.clock())
+            if holder and holder != self.identity and holder == self._observed.holder:
+                self._watched_a_leader = True  # seen renewing: a leader that is draining renews no more
+            self._observed = _Observed(version, self.clock(), str(holder))
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
         if holder and holder != self.identity:
-            self._watched_a_leader = True
             if self.clock() - self._observed.since < duration:
                 self._last_renewed = None
                 return False  # someone else holds it and renews it
-        elif not holder and not self._watched_a_leader and self._unchanged_for() < self.fresh_candidate_wait:
+        elif not holder and self._waits_for_a_standby():
             return False  # released: left to the standby that watched the leader, if there is one
         # Our own name on it while we do not lead: this pod's previous container, which is gone.
         renewing = holder == self.identity and self._last_renewed is not None
@@ -210,9 +213,11 @@ class LeaderElector:
         self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
         return self._holding(sent)
 
-    def _unchanged_for(self) -> float:
-        """How long the Lease record has been unchanged on this process's clock."""
-        return self.clock() - self._observed.since
+    def _waits_for_a_standby(self) -> bool:
+        """Whether this candidate leaves a released Lease alone for now: it does not lead, never saw another
+        leader renew it, and has seen it released for less than `fresh_candidate_wait`."""
+        unchanged_for = self.clock() - self._observed.since
+        return self._last_renewed is None and not self._watched_a_leader and unchanged_for < self.fresh_candidate_wait
 
     def _holding(self, sent: float) -> bool:
         self._last_renewed = sent
