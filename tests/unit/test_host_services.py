@@ -267,7 +267,13 @@ def test_a_cached_state_get_is_answered_from_memory_as_call_answers_it(services:
     _call(services, "state.set", MON, key="big", value="x" * 5000)
     _call(services, "state.get", MON, key="big")
     assert services.cached_call(MON, "state", "get", {"key": "big"}) is NOT_CACHED  # large: decoded on a thread
-    assert services.cached_call(other, "state", "get", {"key": "k"}) is NOT_CACHED  # another plugin's cache
+    assert services.cached_call(other, "state", "get", {"key": "k"}) is NOT_CACHED  # no check of `other` yet
+    assert _call(services, "state.get", other, key="k") == {"found": False, "value": None, "version": 0}
+    assert services.cached_call(other, "state", "get", {"key": "k"})["found"] is False  # its own state, not MON's
+    for value, answered in (("x" * 4094, True), ("x" * 4095, False), ("é" * 300, True), ("é" * 400, False)):
+        _call(services, "state.set", MON, key="sized", value=value)  # JSON of 4096 and 4097 characters; escaped
+        _call(services, "state.get", MON, key="sized")  # as \\uXXXX (up to 12 bytes) outside ASCII
+        assert (services.cached_call(MON, "state", "get", {"key": "sized"}) is not NOT_CACHED) is answered, value[:3]
     with pytest.raises(ServiceCallError) as caught:
         services.cached_call(MON, "state", "get", {"key": "k", "extra": 1})
     assert caught.value.code == "invalid_argument"
@@ -277,7 +283,7 @@ def test_a_cached_state_get_is_answered_from_memory_as_call_answers_it(services:
         for sample in family.samples
         if sample.name == "sysops_host_service_calls_total" and sample.labels.get("plugin") == "mon"
     }
-    assert calls[("state", "ok")] == 5 and calls[("state", "invalid_argument")] == 1  # 4 by call, 1 from memory
+    assert calls[("state", "ok")] == 15 and calls[("state", "invalid_argument")] == 1  # 12 by call, 3 from memory
     _after_the_recheck_window()
     assert services.cached_call(MON, "state", "get", {"key": "k"}) is NOT_CACHED  # the grant is checked again
 

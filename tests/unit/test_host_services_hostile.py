@@ -158,18 +158,21 @@ def test_one_plugin_keeping_its_host_threads_busy_does_not_delay_another_plugins
 
 
 class _CachedReadsSlowRest:
-    """A dispatcher that answers `cache.get` from memory (its `cached_call`), refuses `cache.bad` from memory, and
-    holds every other call on a gate (as calls waiting for the database)."""
+    """A dispatcher that answers the state.get of key `mem` from memory (its `cached_call`), refuses key `bad` there,
+    fails on key `boom` (a bug), and holds every other call on a gate (as calls waiting for the database)."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.waiting = threading.Semaphore(0)
 
     def cached_call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
-        if service == "cache":
+        key = arguments.get("key")
+        if key == "mem":
             return {"from": "memory", "plugin": caller.plugin}
-        if service == "bad":
-            raise ServiceCallError("invalid_argument", "bad.get: refused from memory")
+        if key == "bad":
+            raise ServiceCallError("invalid_argument", "state.get: refused from memory")
+        if key == "boom":
+            raise RuntimeError("a bug with a secret in its message")
         return NOT_CACHED
 
     def call(self, caller: Caller, service: str, method: str, arguments: dict[str, Any]) -> Any:
@@ -179,11 +182,11 @@ class _CachedReadsSlowRest:
 
 
 def test_a_read_the_services_hold_in_memory_is_answered_while_every_thread_of_the_instance_is_busy(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cached read is answered on the listener's event loop, with no hop to a thread and back (which cost more
     than the read, bench_host_services): so it does not wait behind the instance's own slow calls either. Its token
-    is checked and its refusal is a status, as on the threads."""
+    is checked, its refusal is a status and a bug is one line (INTERNAL), as on the threads."""
     dispatcher = _CachedReadsSlowRest()
     listeners = InstanceListeners(dispatcher, workers=2)
     directory = socket_dir(tmp_path)
@@ -196,15 +199,23 @@ def test_a_read_the_services_hold_in_memory_is_answered_while_every_thread_of_th
         for _ in range(2):
             assert dispatcher.waiting.acquire(timeout=5)  # both threads are held
         started = time.monotonic()
-        assert call(path, "cache", token="token-a") == {"from": "memory", "plugin": "demo"}
+        assert call(path, "state", '{"key": "mem"}', token="token-a") == {"from": "memory", "plugin": "demo"}
         assert time.monotonic() - started < 1.0
         with pytest.raises(grpc.RpcError) as refused:
-            call(path, "bad", token="token-a")
+            call(path, "state", '{"key": "bad"}', token="token-a")
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert refused.value.details() == "bad.get: refused from memory"
+        assert refused.value.details() == "state.get: refused from memory"
+        with pytest.raises(grpc.RpcError) as bug:
+            call(path, "state", '{"key": "boom"}', token="token-a")
+        assert bug.value.code() == grpc.StatusCode.INTERNAL
+        assert bug.value.details() == "state.get: internal error in the sysops host"
+        assert "a bug with a secret" in caplog.text  # logged in the host, not sent to the plugin
         with pytest.raises(grpc.RpcError) as unknown:  # a wrong token is never answered from memory: it waits for
-            call(path, "cache", token="token-b", timeout=1)  # a thread, which refuses it
+            call(path, "state", '{"key": "mem"}', token="token-b", timeout=1)  # a thread, which refuses it
         assert unknown.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(grpc.RpcError) as other:  # only state.get is looked for in memory
+            call(path, "logs", '{"key": "mem"}', token="token-a", timeout=1)
+        assert other.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
         dispatcher.gate.set()
         for thread in slow:

@@ -14,6 +14,8 @@ from sysops.errors import ExitCode, SysopsError
 
 #: What a dispatcher's `cached_call` returns for a call it cannot answer from memory (then `call` runs it).
 NOT_CACHED: Any = object()
+#: The (service, method) pairs `cached_call` may answer; the transport decodes nothing else on its event loop.
+ANSWERED_FROM_MEMORY = frozenset({("state", "get")})
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from sysops.core.policy import Policy, grants_for, load_policy, policy_path
 from sysops.errors import PolicyDeniedError
 from sysops.services.alerts import AlertService
 from sysops.services.bus import HOST_PUBLISHER
-from sysops.services.call import NOT_CACHED, Caller, ErrorCode, ServiceCallError
+from sysops.services.call import ANSWERED_FROM_MEMORY, NOT_CACHED, Caller, ErrorCode, ServiceCallError
 from sysops.services.config import ConfigService
 from sysops.services.database import ServiceDatabase
 from sysops.services.limits import check_arguments, check_payload, check_topic
@@ -233,7 +233,7 @@ class HostServices:
         RECHECK_SECONDS ago. Checked and counted as `call` does; a refusal is always left to `call`."""
         permission = permission_for(service, method)
         granted = bool(permission) and self._granted_lately(caller.plugin, permission or "")
-        if (service, method) != ("state", "get") or not granted:
+        if (service, method) not in ANSWERED_FROM_MEMORY or not granted:
             return NOT_CACHED
         try:
             result = self.state.cached_get(caller.plugin, arguments)

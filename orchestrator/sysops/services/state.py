@@ -108,7 +108,7 @@ class StateService:
         is decoded, so the host may answer it on the event loop its plugins' listeners share."""
         check_arguments(arguments, _ARGUMENTS["get"], "state.get")
         cached, entry, _ = self.cache.lookup(plugin, _key(arguments))
-        if not cached or (entry is not None and len(entry[0]) > CACHED_ANSWER_BYTES):
+        if not cached or (entry is not None and _reply_size(entry[0]) > CACHED_ANSWER_BYTES):
             return None
         return _got(entry)
 
@@ -191,6 +191,12 @@ class StateService:
             (plugin, key, text, size, version, time.time()),
         )
         return version
+
+
+def _reply_size(value_json: str) -> int:
+    """At most how many bytes a stored value takes in a reply (stored as UTF-8 JSON, sent ASCII-escaped: a
+    character outside ASCII may become a 12-byte surrogate pair escape)."""
+    return len(value_json) if value_json.isascii() else 12 * len(value_json)
 
 
 def _got(entry: Entry) -> dict[str, Any]:

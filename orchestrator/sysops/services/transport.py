@@ -48,7 +48,7 @@ from sysops_sdk.protocol.v1 import host_pb2 as pb
 from sysops_sdk.protocol.v1 import host_pb2_grpc as pb_grpc
 
 from sysops.private_paths import SOCKET_UMASK, private_umask
-from sysops.services.call import NOT_CACHED, Caller, ServiceCallError
+from sysops.services.call import ANSWERED_FROM_MEMORY, NOT_CACHED, Caller, ServiceCallError
 from sysops.store import InstanceRecord, Store
 
 LOG = logging.getLogger("sysops.services.transport")
@@ -152,7 +152,7 @@ class HostServicer(pb_grpc.HostServicer):
         """The reply to a small call the services answer without blocking (`cached_call`: a cached `state.get`),
         or None to `answer` it on a thread; raise CallRefused as `answer` does. Only for an `identify` that
         blocks on nothing (a listener's: it knows its instance)."""
-        if request.ByteSize() > CACHED_REQUEST_BYTES:
+        if (request.service, request.method) not in ANSWERED_FROM_MEMORY or request.ByteSize() > CACHED_REQUEST_BYTES:
             return None
         caller = self.identify(token)
         if caller is None:
@@ -162,6 +162,10 @@ class HostServicer(pb_grpc.HostServicer):
             result = self.services.cached_call(caller, request.service, request.method, arguments)
         except ServiceCallError as error:
             raise CallRefused(status_of(error.code), error.message) from None
+        except Exception:  # a bug in a service: logged here, one line to the plugin, as on the threads
+            LOG.exception("host service call %s.%s of plugin %r failed", request.service, request.method, caller.plugin)
+            where = f"{request.service}.{request.method}"
+            raise CallRefused(grpc.StatusCode.INTERNAL, f"{where}: internal error in the sysops host") from None
         return None if result is NOT_CACHED else _reply(result)
 
     def _call(self, caller: Caller, request: pb.ServiceCall) -> pb.ServiceReply:
