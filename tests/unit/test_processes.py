@@ -22,7 +22,9 @@ def _state(pid: int) -> str:
 def test_a_zombie_main_thread_with_a_thread_still_running_is_alive() -> None:
     """As a host's main thread after it returned while its other threads still ran their exit: its files (the
     sockets in a plugin's socket directory) stay open until the last thread ends, so it is not gone yet."""
-    number = _SYS_EXIT[os.uname().machine]
+    number = _SYS_EXIT.get(os.uname().machine)
+    if number is None or not os.path.isdir("/proc/self/task"):
+        pytest.skip(f"the exit system call of {os.uname().machine} is not known to this test (Linux x86_64, aarch64)")
     code = (
         "import ctypes, threading, time\n"
         "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"

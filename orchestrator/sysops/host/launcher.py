@@ -236,7 +236,8 @@ def stop_host(settings: Settings | None = None, timeout: float = STOP_TIMEOUT_SE
     if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while process_alive(pid):
+        deadline = time.monotonic() + timeout  # a thread stuck in the kernel (a hung mount) delays even SIGKILL
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(_POLL_SECONDS)
     return record
 
