@@ -45,14 +45,19 @@ cluster_tmp="$(mktemp -d)"
 cluster_pid=""
 # Stop the cluster tests if this script ends early (Ctrl-C, a kill): SIGINT first, so that their fixtures
 # remove the Helm releases, namespaces and images they made; whatever still runs after two minutes is killed.
+# Their output so far is shown. A second Ctrl-C does not cut this short; if this script is killed outright,
+# the kernel sends them the SIGINT (setpriv --pdeathsig below).
 stop_cluster_tests() {
     [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null || return 0
+    echo "test: stopping the cluster tests (up to 2 minutes for their cleanup)" >&2
     kill -INT "$cluster_pid" 2>/dev/null
-    for _ in $(seq 120); do kill -0 "$cluster_pid" 2>/dev/null || return 0; sleep 1; done
+    for _ in $(seq 120); do kill -0 "$cluster_pid" 2>/dev/null || break; sleep 1; done
     kill -KILL -- "-$cluster_pid" 2>/dev/null
+    tail -n 40 "$cluster_log" >&2
 }
-trap 'stop_cluster_tests; rm -rf "$skips" "$cluster_skips" "$cluster_log" "$cluster_tmp"' EXIT
-trap 'exit 130' INT TERM
+trap 'trap "" INT TERM; stop_cluster_tests; rm -rf "$skips" "$cluster_skips" "$cluster_log" "$cluster_tmp"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [[ $# -eq 0 ]]; then
     # The tests that use the Kubernetes cluster (tests/contract: one harness per driver, and tests/e2e) run in a
@@ -63,9 +68,9 @@ if [[ $# -eq 0 ]]; then
     # subprocesses it runs inherit), temporary directory and skip summary; all are combined below.
     rm -f .coverage .coverage-main .coverage-main.* .coverage-cluster .coverage-cluster.*
     set -m  # its own process group (pgid = its pid), for stop_cluster_tests
-    COVERAGE_FILE="$REPO/.coverage-cluster" SYSOPS_SKIP_SUMMARY="$cluster_skips" \
+    COVERAGE_FILE="$REPO/.coverage-cluster" SYSOPS_SKIP_SUMMARY="$cluster_skips" setpriv --pdeathsig INT -- \
         "$BIN/pytest" -q -p no:cacheprovider --basetemp="$cluster_tmp/t" --durations=20 --cov --cov-report= \
-        -m "not untraced" tests/contract tests/e2e >"$cluster_log" 2>&1 &
+        -m "not untraced" tests/contract tests/e2e </dev/null >"$cluster_log" 2>&1 &
     cluster_pid=$!
     set +m
 fi
