@@ -123,7 +123,7 @@ def test_contexts_file_is_private_from_creation(
     real_open = os.open
 
     def recording_open(path: str, flags: int, mode: int = 0o777, *args: object, **kwargs: object) -> int:
-        if flags & os.O_CREAT:
+        if flags & os.O_CREAT and str(path).startswith(str(tmp_path)):  # not another thread's files
             created.append(mode)
         return real_open(path, flags, mode)
 
