@@ -66,11 +66,17 @@ if [[ $# -eq 0 ]]; then
     # and deletes the Plugin CRD; the node holds one test namespace's pods at a time), and it starts first, so
     # its image builds overlap ruff and mypy. It has its own coverage data (COVERAGE_FILE, which the CLI
     # subprocesses it runs inherit), temporary directory and skip summary; all are combined below.
+    # It also takes these Docker tests, which have no tight time bounds, so that both processes take about as long
+    # (alone, the cluster tests took 18 min and all the others 29).
+    beside_cluster=(tests/integration/test_rollout_analysis_docker.py tests/integration/test_install_sources.py
+        tests/integration/test_dependencies_docker.py tests/integration/test_events_bus_docker.py
+        tests/integration/test_indexes.py tests/integration/test_trust.py tests/integration/test_registry.py
+        tests/integration/test_compatibility_docker.py)
     rm -f .coverage .coverage-main .coverage-main.* .coverage-cluster .coverage-cluster.*
     set -m  # its own process group (pgid = its pid), for stop_cluster_tests
     COVERAGE_FILE="$REPO/.coverage-cluster" SYSOPS_SKIP_SUMMARY="$cluster_skips" setpriv --pdeathsig INT -- \
         "$BIN/pytest" -q -p no:cacheprovider --basetemp="$cluster_tmp/t" --durations=20 --cov --cov-report= \
-        -m "not untraced" tests/contract tests/e2e </dev/null >"$cluster_log" 2>&1 &
+        -m "not untraced" tests/contract tests/e2e "${beside_cluster[@]}" </dev/null >"$cluster_log" 2>&1 &
     cluster_pid=$!
     set +m
 fi
@@ -85,8 +91,8 @@ if [[ $# -gt 0 ]]; then  # the tests asked for, in one process
 else
     COVERAGE_FILE="$REPO/.coverage-main" SYSOPS_SKIP_SUMMARY="$skips" \
         run pytest "$BIN/pytest" -q --durations=40 --cov --cov-report= -m "not untraced" \
-        --ignore=tests/contract --ignore=tests/e2e
-    echo "==> pytest-cluster: tests/contract tests/e2e (ran beside the others; its output follows)" >&2
+        --ignore=tests/contract --ignore=tests/e2e "${beside_cluster[@]/#/--ignore=}"
+    echo "==> pytest-cluster: tests/contract tests/e2e ${beside_cluster[*]} (ran beside the others; its output follows)" >&2
     wait "$cluster_pid"
     cluster_rc=$?
     cluster_pid=""
