@@ -158,8 +158,8 @@ class LeaderElector:
 
     @property
     def fresh_candidate_wait(self) -> float:
-        """A candidate that never saw the Lease held by another takes a released Lease only once it stayed free this
-        long on its own clock: two of a standby's tries, so the standby that watched the leader takes it first."""
+        """A candidate that never saw another holder renew the Lease takes a released Lease only once it stayed free
+        this long on its own clock: two of a standby's tries, so the standby that watched the leader takes it first."""
         return 2 * self.renew_seconds
 
     @property

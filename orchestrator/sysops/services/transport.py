@@ -157,15 +157,7 @@ class HostServicer(pb_grpc.HostServicer):
         caller = self.identify(token)
         if caller is None:
             return None  # `answer` refuses it
-        arguments = _arguments(request)
-        try:
-            result = self.services.cached_call(caller, request.service, request.method, arguments)
-        except ServiceCallError as error:
-            raise CallRefused(status_of(error.code), error.message) from None
-        except Exception:  # a bug in a service: logged here, one line to the plugin, as on the threads
-            LOG.exception("host service call %s.%s of plugin %r failed", request.service, request.method, caller.plugin)
-            where = f"{request.service}.{request.method}"
-            raise CallRefused(grpc.StatusCode.INTERNAL, f"{where}: internal error in the sysops host") from None
+        result = _dispatched(request, caller, self.services.cached_call)
         return None if result is NOT_CACHED else _reply(result)
 
     def _call(self, caller: Caller, request: pb.ServiceCall) -> pb.ServiceReply:
@@ -174,15 +166,23 @@ class HostServicer(pb_grpc.HostServicer):
         if size > MAX_REQUEST_BYTES:
             message = f"{where}: the call is {size} bytes, more than the {MAX_REQUEST_BYTES} allowed"
             raise CallRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-        arguments = _arguments(request)
-        try:
-            result = self.services.call(caller, request.service, request.method, arguments)
-        except ServiceCallError as error:
-            raise CallRefused(status_of(error.code), error.message) from None
-        except Exception:  # a bug in a service: logged here, one line to the plugin
-            LOG.exception("host service call %s of plugin %r failed", where, caller.plugin)
-            raise CallRefused(grpc.StatusCode.INTERNAL, f"{where}: internal error in the sysops host") from None
-        return _reply(result)
+        return _reply(_dispatched(request, caller, self.services.call))
+
+
+def _dispatched(
+    request: pb.ServiceCall, caller: Caller, dispatch: Callable[[Caller, str, str, dict[str, Any]], Any]
+) -> Any:
+    """`dispatch`'s result for the call: a ServiceCallError becomes its status, a bug in a service one INTERNAL line
+    to the plugin (logged here)."""
+    where = f"{request.service}.{request.method}"
+    arguments = _arguments(request)
+    try:
+        return dispatch(caller, request.service, request.method, arguments)
+    except ServiceCallError as error:
+        raise CallRefused(status_of(error.code), error.message) from None
+    except Exception:
+        LOG.exception("host service call %s of plugin %r failed", where, caller.plugin)
+        raise CallRefused(grpc.StatusCode.INTERNAL, f"{where}: internal error in the sysops host") from None
 
 
 def _arguments(request: pb.ServiceCall) -> dict[str, Any]:
