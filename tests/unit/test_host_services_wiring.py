@@ -245,3 +245,48 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_the_identity_sent_with_a_call_follows_the_grants_within_the_recheck(
+    host: Orchestrator, settings: Settings
+) -> None:
+    from sysops.services.dispatch import RECHECK_SECONDS
+
+    write_policy(settings, ["deploy.run"])
+    up(host, ["deploy.run", "state.read"])
+    store = Store(settings.store_path)
+    route = store.route("open")
+    store.close()
+    assert route is not None
+    hosting: Hosting = host.hosting  # type: ignore[attr-defined]
+    first = hosting.admit(route, [], "cli:alice")
+    assert (first.principal, list(first.granted_permissions)) == ("cli:alice", ["deploy.run"])
+    assert hosting.admit(route, [], "cli:alice") is first  # made once, not per call
+    assert hosting.admit(route, [], "cli:bob").principal == "cli:bob"
+    for grants in (["deploy.run", "state.read"], []):
+        write_policy(settings, grants)
+        time.sleep(RECHECK_SECONDS + 0.05)
+        assert list(hosting.admit(route, [], "cli:alice").granted_permissions) == sorted(grants)
+
+
+def test_repeated_calls_are_counted_without_making_their_label_children_again(
+    host: Orchestrator, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    up(host, [])
+    routed(settings, "open")
+    made: list[tuple[str, ...]] = []
+    original = MetricWrapperBase.labels
+
+    def counted(self: MetricWrapperBase, *values: str) -> Any:
+        made.append(values)
+        return original(self, *values)
+
+    monkeypatch.setattr(MetricWrapperBase, "labels", counted)
+    routed(settings, "open")
+    routed(settings, "open")
+    text = host.hosting.services.metrics.render().decode()  # type: ignore[attr-defined]
+    assert 'sysops_calls_total{command="open",outcome="ok",plugin="keeper"} 3.0' in text
+    assert 'sysops_call_seconds_count{plugin="keeper"} 3.0' in text
+    assert made == []

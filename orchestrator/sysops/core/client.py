@@ -47,6 +47,8 @@ from sysops.errors import (
 from sysops.runtime.base import PLUGIN_UID, is_plugin_uid
 
 PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
+#: A Result's kind as InvocationResult names it ("text", "data", "none"), by its number (an unknown one: "none").
+_RESULT_KINDS = {number: name.lower() for name, number in pb.Result.Kind.items()}
 #: How the error of an Invoke that the plugin's server dropped before running it reads (module docstring).
 DROPPED_UNSTARTED = "dropped by its stopping server before it ran"
 _CHANNEL_OPTIONS = [
@@ -114,8 +116,8 @@ def _invocation_item(whole: str | WholeResult, plugin: str) -> str | InvocationR
         data = json.loads(whole.data_json) if whole.data_json else None
     except (ValueError, RecursionError) as exc:
         raise PluginUnavailableError(f"plugin {plugin!r} sent a result that is not JSON ({exc})") from None
-    kind = pb.Result.Kind.Name(whole.kind) if whole.kind in pb.Result.Kind.values() else "NONE"
-    return InvocationResult(kind=kind.lower(), text=whole.text, data=data, exit_code=whole.exit_code, error=whole.error)
+    kind = _RESULT_KINDS.get(whole.kind, "none")
+    return InvocationResult(kind=kind, text=whole.text, data=data, exit_code=whole.exit_code, error=whole.error)
 
 
 def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[str | InvocationResult]:

@@ -21,6 +21,7 @@ to import: this is the hot path of the CLI (no docker, kubernetes, pydantic or t
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -143,14 +144,15 @@ def call(
     `principal` names the caller to the plugin (default, in the host: the local user, `cli:NAME`).
     """
     hooks = _hooks
-    if hooks is None:
-        yield from _route_call(route, arguments, output_format, current_route, abandon, pool, environ, None)
-        return
     spec = pb.CommandSpec.FromString(route.spec)
+    timeout = command_timeout(spec.timeout_seconds, os.environ if environ is None else environ)
+    if hooks is None:
+        yield from _route_call(route, arguments, output_format, current_route, abandon, pool, timeout, None)
+        return
     caller = hooks.admit(route, spec.permissions, principal)  # refused here: the plugin is never called
     started, ok = time.monotonic(), False
     try:
-        for item in _route_call(route, arguments, output_format, current_route, abandon, pool, environ, caller):
+        for item in _route_call(route, arguments, output_format, current_route, abandon, pool, timeout, caller):
             if isinstance(item, InvocationResult):
                 ok = item.exit_code == 0
             yield item
@@ -165,18 +167,16 @@ def _route_call(
     current_route: RouteLookup,
     abandon: Abandon | None,
     pool: ClientPool | None,
-    environ: Mapping[str, str] | None,
+    timeout: float,
     caller: pb.CallerIdentity | None,
 ) -> Iterator[str | InvocationResult]:
-    """`call` without the host's hooks (`caller` goes to the plugin with the call)."""
+    """`call` without the host's hooks (`caller` goes to the plugin with the call, within `timeout` seconds)."""
     endpoint = route.endpoint
     if not endpoint:
         raise PluginUnavailableError(
             f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
             hint=f"see `sysops plugin status {route.plugin}`",
         )
-    declared = pb.CommandSpec.FromString(route.spec).timeout_seconds
-    timeout = command_timeout(declared) if environ is None else command_timeout(declared, environ)
     call_deadline = time.monotonic() + timeout
     refused: set[str] = set()
     gone: set[str] = set()

@@ -47,6 +47,7 @@ from sysops.errors import (
 )
 from sysops.host import call_wire as wire
 from sysops.host import peer
+from sysops.host.route_cache import RouteCache
 from sysops.private_paths import ensure_private_dir, private_umask
 from sysops.settings import Settings
 from sysops.store import Route, Store
@@ -158,6 +159,7 @@ class CallServer:
         self._pool = ClientPool()
         self._pruned_at = time.monotonic()
         self._stores = ThreadStores(settings.store_path)
+        self._routes = RouteCache(self._stores)
         self._shapes: dict[tuple[str, str, bytes], dict[str, Any]] = {}
         self._hangups = _HangupWatch()
         with self._lock:
@@ -379,7 +381,7 @@ class CallServer:
             raise UsageError("invoke: command_timeout must be text")
         environ = {TIMEOUT_ENV: timeout} if timeout is not None else {}
         router.check_arguments(command, arguments)
-        route = self._store().route(command)
+        route = self._routes.route(command)
         if route is None:
             raise PluginUnavailableError(
                 f"no plugin provides command {command!r} any more", hint="`sysops plugin ls` shows what is up"

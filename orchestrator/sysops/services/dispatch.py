@@ -177,6 +177,16 @@ class HostServices:
         """The permissions `plugin` holds (asked and granted)."""
         return frozenset(self.permission_report(plugin).granted)
 
+    def granted_lately(self, plugin: str) -> tuple[str, ...]:
+        """The permissions `plugin` held at a check less than RECHECK_SECONDS ago (checked now if none was).
+
+        What a routed call tells the plugin it was granted: a grant added or removed shows within
+        RECHECK_SECONDS, as for host service calls (`_granted_lately`)."""
+        checked = self._checked.get(plugin)
+        if checked is not None and time.monotonic() - checked[0] < RECHECK_SECONDS:
+            return checked[1]
+        return self.permission_report(plugin).granted
+
     def refusal(self, plugin: str, permission: str, needed_for: str) -> str | None:
         """Why `plugin` may not use `permission` (for `needed_for`), naming where to grant it; None if it may."""
         if self._granted_lately(plugin, permission):

@@ -62,6 +62,8 @@ SERVICE_ENV = "SYSOPS_SERVER_SERVICE"
 #: Pending events a subscriber may have before its oldest are dead-lettered (the bus's backlog_limit).
 BACKLOG_ENV = "SYSOPS_BUS_BACKLOG"
 DEFAULT_BACKLOG = 1000
+#: Caller identities kept ready to send with routed calls (one per caller and grant set; all dropped when full).
+_IDENTITIES_KEPT = 1024
 
 
 def cluster_endpoint(environ: Mapping[str, str] | None = None) -> str:
@@ -131,6 +133,7 @@ class Hosting:
             self.listeners = InstanceListeners(self.services)
             self._endpoint = LOCAL_ENDPOINT
         self._principal = local_principal()
+        self._identities: dict[tuple[str, tuple[str, ...]], pb.CallerIdentity] = {}
         self._local = threading.local()
         self._pool = ClientPool()
         self._subscribed: dict[str, tuple[tuple[str, ...], bool]] = {}
@@ -187,8 +190,14 @@ class Hosting:
             refusal = self.services.command_refusal(route.plugin, list(permissions), route.command)
             if refusal is not None:
                 raise PolicyDeniedError(refusal)
-        granted = sorted(self.services.granted(route.plugin))
-        return pb.CallerIdentity(principal=principal or self._principal, granted_permissions=granted)
+        key = (principal or self._principal, self.services.granted_lately(route.plugin))
+        identity = self._identities.get(key)
+        if identity is None:  # one per caller and grant set: making it costs more than looking it up
+            if len(self._identities) >= _IDENTITIES_KEPT:
+                self._identities.clear()
+            identity = pb.CallerIdentity(principal=key[0], granted_permissions=key[1])  # sorted already
+            self._identities[key] = identity
+        return identity
 
     def finished(self, route: Route, seconds: float, ok: bool) -> None:
         """Count a routed call in the host's metrics."""

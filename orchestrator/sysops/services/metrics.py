@@ -76,7 +76,9 @@ class MetricsService:
         self._lock = threading.Lock()
         self._families: dict[str, _Family] = {}
         self._series: dict[str, _PluginSeries] = {}
-        self._service_call_counters: dict[tuple[str, str, str], Counter] = {}
+        # labels() costs more than what it counts (a routed call, a host service call): each child is kept
+        # (a few per plugin and command), keyed by its metric and label values.
+        self._children: dict[tuple[object, ...], Any] = {}
         self.calls = Counter(
             "sysops_calls", "Routed command calls by plugin, command and outcome (ok or error)",
             ("plugin", "command", "outcome"), registry=self.registry,
@@ -95,8 +97,8 @@ class MetricsService:
     # the host's own metrics
     def record_call(self, plugin: str, command: str, seconds: float, ok: bool) -> None:
         """Count one routed command call of `plugin` and its duration."""
-        self.calls.labels(plugin, command, "ok" if ok else "error").inc()
-        self.call_seconds.labels(plugin).observe(max(seconds, 0.0))
+        self._child(self.calls, plugin, command, "ok" if ok else "error").inc()
+        self._child(self.call_seconds, plugin).observe(max(seconds, 0.0))
 
     def record_restart(self, plugin: str) -> None:
         """Count one restart of an instance of `plugin`."""
@@ -104,11 +106,15 @@ class MetricsService:
 
     def record_service_call(self, plugin: str, service: str, outcome: str) -> None:
         """Count one host service call (outcome: "ok" or the error code)."""
-        key = (plugin, service, outcome)
-        child = self._service_call_counters.get(key)
-        if child is None:  # labels() costs more than the call it counts: keep each child (a few per plugin)
-            child = self._service_call_counters[key] = self.service_calls.labels(plugin, service, outcome)
-        child.inc()
+        self._child(self.service_calls, plugin, service, outcome).inc()
+
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, made once (dict operations are atomic: no lock is needed to read)."""
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def render(self) -> bytes:
         """Every metric in the Prometheus text exposition format (CONTENT_TYPE)."""
