@@ -1,5 +1,5 @@
 """The call path's review findings: pooled plugin calls do not leak, a request is bounded in size and time,
-the CLI shows a busy host's line, and connections cost no thread each."""
+the CLI shows a busy host's line, and call-socket workers beyond a floor go away when idle."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sysops.cli.host_call import HostCall
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import ExitCode, SysopsError
 from sysops.host import call_wire as wire
-from sysops.host.call_server import BLOCKING_THREADS, CallServer, start_call_server
+from sysops.host.call_server import WORKER_FLOOR, CallServer, start_call_server
 from sysops.host.paths import host_paths
 from sysops.settings import Settings
 from sysops_sdk import Plugin, argument, plugin_command
@@ -143,27 +143,32 @@ def test_the_cli_shows_a_busy_host_line_when_its_send_fails(
         server.stop()
 
 
-def _call_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("sysops-call")]
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sysops-call-") and "hang" not in t.name]
 
 
-def test_connections_are_served_without_a_thread_each(settings: Settings) -> None:
-    """One event loop serves every connection; what blocks (routes here) runs in at most BLOCKING_THREADS."""
-    server = start_call_server(settings, host_paths(settings).call_socket)
-    held: list[tuple[socket.socket, wire.Reader]] = []
+def test_idle_workers_beyond_the_floor_exit(settings: Settings) -> None:
+    server = start_call_server(settings, host_paths(settings).call_socket, worker_idle_seconds=0.3)
     try:
+        held = []
         for _ in range(12):
             connection = socket.socket(socket.AF_UNIX)
             connection.connect(str(server.path))
-            held.append((connection, wire.Reader(connection)))
-        for connection, _reader in held:
-            wire.send(connection, {"op": wire.ROUTES, "prefix": ""})
-        for _connection, reader in held:
-            assert reader.message() == {"type": wire.ROUTES, "commands": []}
-        assert 1 <= len(_call_threads()) <= 1 + BLOCKING_THREADS
-    finally:
-        for connection, reader in held:
-            reader.close()
+            held.append(connection)
+        time.sleep(0.3)
+        assert len(_workers()) > WORKER_FLOOR
+        for connection in held:
             connection.close()
+        ends = time.monotonic() + 5
+        while len(_workers()) > WORKER_FLOOR and time.monotonic() < ends:
+            time.sleep(0.1)
+        assert len(_workers()) <= WORKER_FLOOR
+        probe = socket.socket(socket.AF_UNIX)  # the remaining ones still serve
+        probe.connect(str(server.path))
+        reader = wire.Reader(probe)
+        wire.send(probe, {"op": wire.ROUTES, "prefix": ""})
+        assert reader.message() == {"type": wire.ROUTES, "commands": []}
+        reader.close()
+        probe.close()
+    finally:
         server.stop()
-    assert not [t for t in _call_threads() if t.name == "sysops-calls" and t.is_alive()]

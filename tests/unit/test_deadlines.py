@@ -117,7 +117,7 @@ def test_the_deadline_spans_the_wait_for_a_hand_over(monkeypatch: pytest.MonkeyP
     not after HANDOVER_WAIT_SECONDS (15 s)."""
 
     def quiescing(route: Route, endpoint: str, *_: object) -> Iterator[str]:
-        raise router.NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
+        raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
         yield ""
 
     spec = pb.CommandSpec(name="greet", timeout_seconds=1).SerializeToString()

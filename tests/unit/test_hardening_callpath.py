@@ -140,7 +140,7 @@ def test_a_call_refused_before_it_started_is_re_sent_to_the_successor(monkeypatc
     ) -> Iterator[str | InvocationResult]:
         calls.append(endpoint)
         if endpoint == "old":
-            raise router.NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
+            raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
         yield InvocationResult("text", "hi", None, 0, "")
 
     monkeypatch.setattr(router, "_call_once", once)
@@ -150,7 +150,7 @@ def test_a_call_refused_before_it_started_is_re_sent_to_the_successor(monkeypatc
 
 def test_re_sends_run_out_as_a_clear_unavailable_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object) -> Iterator[str]:
-        raise router.NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
+        raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
         yield ""
 
     successors = iter(f"instance-{n}" for n in range(100))

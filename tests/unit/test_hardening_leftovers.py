@@ -32,7 +32,7 @@ def test_a_call_refused_during_a_failed_hand_over_runs_on_the_re_opened_instance
     ) -> Iterator[str | InvocationResult]:
         calls.append(endpoint)
         if time.monotonic() < reopened_at:
-            raise router.NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
+            raise router._NotStarted(PluginUnavailableError("plugin 'hello' did not answer (plugin is shutting down)"))
         yield InvocationResult("text", "hi", None, 0, "")
 
     monkeypatch.setattr(router, "_call_once", old_instance)
@@ -48,7 +48,7 @@ def test_a_call_refused_during_a_failed_hand_over_runs_on_the_re_opened_instance
 def test_a_call_whose_only_instance_is_gone_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     def gone(route: Route, endpoint: str, arguments: dict[str, Any], output: str, *_: object) -> Iterator[str]:
         refused = PluginUnavailableError("plugin 'hello' did not answer (failed to connect to all addresses)")
-        raise router.NotStarted(refused)
+        raise router._NotStarted(refused)
         yield ""
 
     monkeypatch.setattr(router, "_call_once", gone)

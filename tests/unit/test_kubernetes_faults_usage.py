@@ -133,7 +133,7 @@ def test_a_pod_that_broke_a_call_is_named_in_its_error_and_its_plugin_objects_st
     previous = router.set_remote_fault_reader(pod_fault_reader(driver, mirror))
     try:
         route = Route("hog", "faulty", b"", (("10.0.0.7:50051", "token"),))
-        error = router.failure(
+        error = router._failure(
             route, "10.0.0.7:50051", 100.0, PluginUnavailableError("did not answer (Socket closed)")
         )
         assert str(error) == (
@@ -144,7 +144,7 @@ def test_a_pod_that_broke_a_call_is_named_in_its_error_and_its_plugin_objects_st
         assert mirror.written == [("faulty", {"last_fault": driver.fault})]
         driver.fault = ""  # the pod did not end: the call's own error stands, nothing is written
         unchanged = PluginUnavailableError("did not answer (Socket closed)")
-        assert router.failure(route, "10.0.0.7:50051", 100.0, unchanged) is unchanged
+        assert router._failure(route, "10.0.0.7:50051", 100.0, unchanged) is unchanged
         assert len(mirror.written) == 1
     finally:
         router.set_remote_fault_reader(previous)

@@ -51,7 +51,7 @@ PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _RESULT_KINDS = {number: name.lower() for name, number in pb.Result.Kind.items()}
 #: How the error of an Invoke that the plugin's server dropped before running it reads (module docstring).
 DROPPED_UNSTARTED = "dropped by its stopping server before it ran"
-CHANNEL_OPTIONS = [
+_CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 20),
     # Also the time one connection attempt may take (gRPC's MIN_CONNECT_TIMEOUT): at 20 ms, a call to a
     # busy plugin (a handler filling its CPU quota) failed with "connection attempt timed out before
@@ -127,64 +127,16 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
     """
     pieces = Reassembler()
     for event in events:
-        item = next_item(pieces, event, plugin)
-        if item is None:
+        try:
+            whole = pieces.feed(event)
+        except ReplyTooLargeError as exc:
+            raise CommandFailedError(f"plugin {plugin!r} sent a {exc}") from None
+        if whole is None:
             continue
+        item = _invocation_item(whole, plugin)
         yield item
         if isinstance(item, InvocationResult):
             return
-
-
-def next_item(pieces: Reassembler, event: pb.InvokeEvent, plugin: str) -> str | InvocationResult | None:
-    """The line or result `event` completes (None while a part is still coming in pieces)."""
-    try:
-        whole = pieces.feed(event)
-    except ReplyTooLargeError as exc:
-        raise CommandFailedError(f"plugin {plugin!r} sent a {exc}") from None
-    return None if whole is None else _invocation_item(whole, plugin)
-
-
-def invoke_request(
-    command: str, arguments: dict[str, Any], output_format: str, caller: pb.CallerIdentity | None
-) -> pb.InvokeRequest:
-    """The Invoke request of one call."""
-    return pb.InvokeRequest(
-        command=command, arguments_json=json.dumps(arguments), output_format=output_format, caller=caller
-    )
-
-
-def invoke_error(
-    exc: grpc.RpcError, plugin: str, command: str, timeout: float | None, abandoned: bool, received: bool
-) -> Exception:
-    """What a failed Invoke of `command` means to its caller (`received`: it had sent something back)."""
-    code = exc.code()
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return ProtocolMismatchError(f"plugin {plugin!r}: {exc.details()}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
-        return DeadlineExceededError(f"plugin {plugin!r}: command {command!r} did not finish within {timeout:g}s")
-    if code == grpc.StatusCode.CANCELLED and abandoned:
-        return CallInterruptedError(f"plugin {plugin!r}: command {command!r} abandoned by its caller")
-    if not received and _never_reached_a_handler(exc):
-        return PluginUnavailableError(f"plugin {plugin!r}: command {command!r} {DROPPED_UNSTARTED}")
-    detail = exc.details() if hasattr(exc, "details") else str(exc)
-    return PluginUnavailableError(f"plugin {plugin!r} did not answer command {command!r} ({detail})")
-
-
-def ended_without_result(plugin: str, command: str) -> PluginUnavailableError:
-    """The error of an Invoke stream that ended before its result."""
-    return PluginUnavailableError(f"plugin {plugin!r} ended command {command!r} without a result")
-
-
-def call_metadata(endpoint: str, plugin: str, metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """`metadata` for a call to `endpoint`, once its socket is checked to be the plugin's (it carries a token)."""
-    if len(metadata) > len(PROTOCOL_METADATA) and endpoint.startswith("unix://"):
-        check_socket_owner(endpoint.removeprefix("unix://"), plugin)
-    return metadata
-
-
-def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """The metadata of every call to an instance but health checks: the protocol version and its token."""
-    return PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
 
 
 def check_socket_owner(path: str, plugin: str) -> None:
@@ -246,14 +198,16 @@ class PluginClient:
     def __init__(self, endpoint: str, plugin: str = "", token: str = "") -> None:
         self.endpoint = endpoint
         self.plugin = plugin or endpoint
-        self._metadata = token_metadata(token)
-        self.channel = grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+        self._metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
+        self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata of every call but health checks; checks first that the socket may be sent the token."""
-        return call_metadata(self.endpoint, self.plugin, self._metadata)
+        if len(self._metadata) > len(PROTOCOL_METADATA) and self.endpoint.startswith("unix://"):
+            check_socket_owner(self.endpoint.removeprefix("unix://"), self.plugin)
+        return self._metadata
 
     def close(self) -> None:
         """Close the channel."""
@@ -321,7 +275,9 @@ class PluginClient:
         DeadlineExceededError. A caller that stops before the result (Ctrl-C, an error, `abandon`)
         cancels the call in the plugin. `caller` (who calls, what its plugin was granted) goes with it.
         """
-        request = invoke_request(command, arguments, output_format, caller)
+        request = pb.InvokeRequest(
+            command=command, arguments_json=json.dumps(arguments), output_format=output_format, caller=caller
+        )
         call = self.stub.Invoke(request, timeout=timeout, metadata=self.metadata)
         if abandon is not None:
             abandon.track(call)
@@ -341,14 +297,25 @@ class PluginClient:
                     finished = True
                     return
         except grpc.RpcError as exc:
-            abandoned = abandon is not None and abandon.abandoned
-            raise invoke_error(exc, self.plugin, command, timeout, abandoned, received) from exc
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ProtocolMismatchError(f"plugin {self.plugin!r}: {exc.details()}") from exc
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+                raise DeadlineExceededError(
+                    f"plugin {self.plugin!r}: command {command!r} did not finish within {timeout:g}s"
+                ) from exc
+            if exc.code() == grpc.StatusCode.CANCELLED and abandon is not None and abandon.abandoned:
+                message = f"plugin {self.plugin!r}: command {command!r} abandoned by its caller"
+                raise CallInterruptedError(message) from exc
+            if not received and _never_reached_a_handler(exc):
+                message = f"plugin {self.plugin!r}: command {command!r} {DROPPED_UNSTARTED}"
+                raise PluginUnavailableError(message) from exc
+            raise self._unavailable(exc, f"command {command!r}") from exc
         finally:
             if not finished:
                 call.cancel()  # the caller stopped reading (or it failed): stop the command in the plugin
             if abandon is not None:
                 abandon.untrack(call)
-        raise ended_without_result(self.plugin, command)
+        raise PluginUnavailableError(f"plugin {self.plugin!r} ended command {command!r} without a result")
 
     def deliver(self, event: pb.EventDelivery, timeout: float = 30.0) -> None:
         """Hand one bus event to the plugin's `@on_event` handlers and wait until they ran.

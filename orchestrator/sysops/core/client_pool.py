@@ -14,36 +14,30 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Generic, TypeVar
 
 from sysops.core.client import PluginClient
-
-#: What the pool keeps: PluginClient, or core/aio_client.py's client for the call socket's event loop.
-Client = TypeVar("Client")
 
 #: Clients kept open at most (one per instance endpoint): fifty plugins of several replicas each fit.
 DEFAULT_LIMIT = 1024
 
 
-class ClientPool(Generic[Client]):
-    """Plugin clients by endpoint, made by `connect(endpoint, plugin, token)`."""
+class ClientPool:
+    """Plugin clients by endpoint."""
 
-    def __init__(self, connect: Callable[[str, str, str], Client], limit: int = DEFAULT_LIMIT) -> None:
-        self._connect = connect
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self._limit = limit
         self._lock = threading.Lock()
-        self._clients: OrderedDict[str, tuple[str, str, Client]] = OrderedDict()
+        self._clients: OrderedDict[str, tuple[str, PluginClient]] = OrderedDict()
 
-    def client(self, endpoint: str, plugin: str, token: str) -> Client:
+    def client(self, endpoint: str, plugin: str, token: str) -> PluginClient:
         """The open client of `endpoint` for the instance holding `token` (a new one if the instance changed)."""
         with self._lock:
             held = self._clients.get(endpoint)
-            if held is not None and held[0] == token and held[1] == plugin:
+            if held is not None and held[0] == token and held[1].plugin == plugin:
                 self._clients.move_to_end(endpoint)
-                return held[2]
-            client = self._connect(endpoint, plugin, token)  # a replaced one is not closed (module docstring)
-            self._clients[endpoint] = (token, plugin, client)
+                return held[1]
+            client = PluginClient(endpoint, plugin, token)  # a replaced one is not closed (module docstring)
+            self._clients[endpoint] = (token, client)
             while len(self._clients) > self._limit:
                 self._clients.popitem(last=False)
         return client
@@ -65,14 +59,6 @@ class ClientPool(Generic[Client]):
         with self._lock:
             return set(self._clients)
 
-    def close(self) -> list[Client]:
-        """Forget every client; return them (to close, where closing needs more than letting them go)."""
-        with self._lock:
-            clients = [held[2] for held in self._clients.values()]
-            self._clients.clear()
-        return clients
-
-
-def plugin_clients(limit: int = DEFAULT_LIMIT) -> ClientPool[PluginClient]:
-    """A pool of threaded PluginClients (shared by threads)."""
-    return ClientPool(PluginClient, limit)
+    def close(self) -> None:
+        """Forget every client."""
+        self.retain(set())

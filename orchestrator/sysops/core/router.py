@@ -25,14 +25,13 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.core.call_meter import METER
 from sysops.core.client import DROPPED_UNSTARTED, Abandon, InvocationResult, PluginClient
-from sysops.core.client_pool import Client, ClientPool
+from sysops.core.client_pool import ClientPool
 from sysops.core.deadlines import command_timeout, deadline_error, remaining
 from sysops.core.suspects import REGISTRY as SUSPECTS
 from sysops.errors import CallInterruptedError, DeadlineExceededError, PluginUnavailableError, UsageError
@@ -94,7 +93,7 @@ def set_remote_fault_reader(reader: RemoteFaultReader | None) -> RemoteFaultRead
     return previous
 
 
-class NotStarted(Exception):
+class _NotStarted(Exception):
     """The instance refused the call before running it: safe to send elsewhere."""
 
     def __init__(self, error: PluginUnavailableError) -> None:
@@ -134,7 +133,7 @@ def call(
     output_format: str,
     current_route: RouteLookup,
     abandon: Abandon | None = None,
-    pool: ClientPool[PluginClient] | None = None,
+    pool: ClientPool | None = None,
     environ: Mapping[str, str] | None = None,
     principal: str = "",
 ) -> Iterator[str | InvocationResult]:
@@ -144,10 +143,13 @@ def call(
     holds the caller's SYSOPS_COMMAND_TIMEOUT when the call comes from another process (default: ours).
     `principal` names the caller to the plugin (default, in the host: the local user, `cli:NAME`).
     """
-    hooks, timeout, caller = admitted(route, environ, principal)
+    hooks = _hooks
+    spec = pb.CommandSpec.FromString(route.spec)
+    timeout = command_timeout(spec.timeout_seconds, os.environ if environ is None else environ)
     if hooks is None:
         yield from _route_call(route, arguments, output_format, current_route, abandon, pool, timeout, None)
         return
+    caller = hooks.admit(route, spec.permissions, principal)  # refused here: the plugin is never called
     started, ok = time.monotonic(), False
     try:
         for item in _route_call(route, arguments, output_format, current_route, abandon, pool, timeout, caller):
@@ -158,95 +160,52 @@ def call(
         hooks.finished(route, time.monotonic() - started, ok)
 
 
-def admitted(
-    route: Route, environ: Mapping[str, str] | None, principal: str
-) -> tuple[RoutingHooks | None, float, pb.CallerIdentity | None]:
-    """Before a call: the host's hooks (None outside the host), its timeout in seconds, and the identity to send
-    (PolicyDeniedError when its plugin lacks a permission the command requires: the plugin is never called)."""
-    hooks = _hooks
-    spec = pb.CommandSpec.FromString(route.spec)
-    timeout = command_timeout(spec.timeout_seconds, os.environ if environ is None else environ)
-    caller = None if hooks is None else hooks.admit(route, spec.permissions, principal)
-    return hooks, timeout, caller
-
-
-def first_endpoint(route: Route) -> str:
-    """Where a call of `route` goes first (PluginUnavailableError when it has no ready instance)."""
-    endpoint = route.endpoint
-    if not endpoint:
-        raise PluginUnavailableError(
-            f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
-            hint=f"see `sysops plugin status {route.plugin}`",
-        )
-    return endpoint
-
-
-@dataclass
-class Refusals:
-    """The instances that refused one call before running it, and until when it may look for another."""
-
-    deadline: float  # monotonic: the end of the hand-over wait (or of the call's deadline, if sooner)
-    call_deadline: float
-    refused: set[str] = field(default_factory=set)
-    gone: set[str] = field(default_factory=set)
-
-    def next_instance(
-        self, route: Route, endpoint: str, not_started: NotStarted, current_route: RouteLookup
-    ) -> tuple[Route, str]:
-        """Where to send the call `endpoint` refused: the same one once the supervisor restarted it, else
-        another (`_next_instance`); the error to raise when there is none. Blocks (waits, polls the store)."""
-        if SUSPECTS.wait_restarted(endpoint, self.call_deadline):  # the supervisor restarted it: try it again
-            return route, endpoint
-        if _DRAINING not in str(not_started):  # its socket is gone: its route moved already
-            self.gone.add(endpoint)
-        self.refused.add(endpoint)
-        if len(self.refused) >= 1 + MAX_RESENDS:
-            raise PluginUnavailableError(
-                f"plugin {route.plugin!r} did not take command {route.command!r}: "
-                f"{len(self.refused)} instances in a row were shutting down",
-                hint=f"try again; see `sysops plugin status {route.plugin}`",
-            ) from None
-        successor = _next_instance(route.command, endpoint, self.refused, self.gone, current_route, self.deadline)
-        if successor is None:
-            from sysops.runtime.faults import unreachable_error  # only once a call found no instance
-
-            raise unreachable_error(route.plugin, endpoint, not_started.error) from None
-        return successor
-
-
-def refusals(timeout: float) -> Refusals:
-    """The refusals of a call starting now with `timeout` seconds."""
-    call_deadline = time.monotonic() + timeout
-    return Refusals(min(time.monotonic() + HANDOVER_WAIT_SECONDS, call_deadline), call_deadline)
-
-
-def never_started(error: PluginUnavailableError, received: bool) -> bool:
-    """Whether a call that failed with `error` was refused before it ran (safe to send elsewhere)."""
-    return not received and any(marker in str(error) for marker in _NOT_STARTED_MARKERS)
-
-
 def _route_call(
     route: Route,
     arguments: dict[str, Any],
     output_format: str,
     current_route: RouteLookup,
     abandon: Abandon | None,
-    pool: ClientPool[PluginClient] | None,
+    pool: ClientPool | None,
     timeout: float,
     caller: pb.CallerIdentity | None,
 ) -> Iterator[str | InvocationResult]:
     """`call` without the host's hooks (`caller` goes to the plugin with the call, within `timeout` seconds)."""
-    endpoint = first_endpoint(route)
-    tried = refusals(timeout)
+    endpoint = route.endpoint
+    if not endpoint:
+        raise PluginUnavailableError(
+            f"plugin {route.plugin!r} has no ready instance for command {route.command!r}",
+            hint=f"see `sysops plugin status {route.plugin}`",
+        )
+    call_deadline = time.monotonic() + timeout
+    refused: set[str] = set()
+    gone: set[str] = set()
+    deadline = min(time.monotonic() + HANDOVER_WAIT_SECONDS, call_deadline)
     while True:
         if abandon is not None and abandon.abandoned:
             raise CallInterruptedError(f"plugin {route.plugin!r}: command {route.command!r} abandoned by its caller")
         try:
-            deadline_pair = (timeout, tried.call_deadline)
+            deadline_pair = (timeout, call_deadline)
             yield from _call_once(route, endpoint, arguments, output_format, deadline_pair, abandon, pool, caller)
             return
-        except NotStarted as not_started:
-            route, endpoint = tried.next_instance(route, endpoint, not_started, current_route)
+        except _NotStarted as not_started:
+            if SUSPECTS.wait_restarted(endpoint, call_deadline):  # the supervisor restarted it: try it again
+                continue
+            if _DRAINING not in str(not_started):  # its socket is gone: its route moved already
+                gone.add(endpoint)
+            refused.add(endpoint)
+            if len(refused) >= 1 + MAX_RESENDS:
+                raise PluginUnavailableError(
+                    f"plugin {route.plugin!r} did not take command {route.command!r}: "
+                    f"{len(refused)} instances in a row were shutting down",
+                    hint=f"try again; see `sysops plugin status {route.plugin}`",
+                ) from None
+            successor = _next_instance(route.command, endpoint, refused, gone, current_route, deadline)
+            if successor is None:
+                from sysops.runtime.faults import unreachable_error  # only once a call found no instance
+
+                raise unreachable_error(route.plugin, endpoint, not_started.error) from None
+            route, endpoint = successor
 
 
 def _next_instance(
@@ -280,75 +239,45 @@ def _call_once(
     output_format: str,
     deadline: tuple[float, float],
     abandon: Abandon | None,
-    pool: ClientPool[PluginClient] | None,
+    pool: ClientPool | None,
     caller: pb.CallerIdentity | None = None,
 ) -> Iterator[str | InvocationResult]:
     """One attempt; `deadline` is (the call's timeout, the monotonic time it ends). Its outcome goes to
     the call meter (core/call_meter.py) unless it never started or its caller abandoned it."""
+    received = False
+    since = time.time()
+    ok: bool | None = None
     timeout, ends = deadline
-    attempt = Attempt(route, endpoint)
-    client = PluginClient(endpoint, route.plugin, attempt.token) if pool is None else attempt.client(pool)
+    token = route.token_for(endpoint)
+    client = PluginClient(endpoint, route.plugin, token) if pool is None else pool.client(endpoint, route.plugin, token)
     metered = METER.start(endpoint)
     try:
         items = client.invoke(
             route.command, arguments, output_format, timeout=remaining(ends), abandon=abandon, caller=caller
         )
         for item in items:
-            attempt.seen(item)
+            received = True
+            if isinstance(item, InvocationResult):
+                ok = item.exit_code == 0
             yield item
     except DeadlineExceededError:
-        attempt.overran()
-        raise deadline_error(route.plugin, route.command, endpoint, attempt.token, timeout, attempt.since) from None
+        ok = False
+        SUSPECTS.suspect(endpoint)  # the supervisor probes it at once (core/suspects.py)
+        raise deadline_error(route.plugin, route.command, endpoint, token, timeout, since) from None
     except PluginUnavailableError as exc:
-        attempt.broke(exc, pool)
-        raise failure(route, endpoint, attempt.since, exc) from exc
+        if pool is not None:
+            pool.drop(endpoint)  # its instance may be gone: the next call connects afresh
+        if not received and any(marker in str(exc) for marker in _NOT_STARTED_MARKERS):
+            raise _NotStarted(exc) from exc
+        ok = False
+        raise _failure(route, endpoint, since, exc) from exc
     finally:
         if pool is None:
             client.close()
-        METER.finish(endpoint, metered, attempt.ok)
+        METER.finish(endpoint, metered, ok)
 
 
-@dataclass
-class Attempt:
-    """What one attempt of a call to `endpoint` saw, for the threaded and the asyncio call paths alike."""
-
-    route: Route
-    endpoint: str
-    since: float = field(default_factory=time.time)  # epoch seconds, as the engine's events are
-    received: bool = False
-    ok: bool | None = None  # the call meter's outcome: None if it never started or was abandoned
-
-    @property
-    def token(self) -> str:
-        """The token of the instance at `endpoint`."""
-        return self.route.token_for(self.endpoint)
-
-    def client(self, pool: ClientPool[Client]) -> Client:
-        """The pool's open client of the instance."""
-        return pool.client(self.endpoint, self.route.plugin, self.token)
-
-    def seen(self, item: str | InvocationResult) -> None:
-        """The instance sent a line or the result."""
-        self.received = True
-        if isinstance(item, InvocationResult):
-            self.ok = item.exit_code == 0
-
-    def overran(self) -> None:
-        """The call overran its deadline: the supervisor probes the instance at once (core/suspects.py)."""
-        self.ok = False
-        SUSPECTS.suspect(self.endpoint)
-
-    def broke(self, error: PluginUnavailableError, pool: ClientPool[Any] | None) -> None:
-        """The instance failed the call: raise NotStarted if it refused it before running it (the caller
-        re-sends it), else the caller names why (`failure`). Its pooled client is forgotten either way."""
-        if pool is not None:
-            pool.drop(self.endpoint)  # its instance may be gone: the next call connects afresh
-        if never_started(error, self.received):
-            raise NotStarted(error) from error
-        self.ok = False
-
-
-def failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
+def _failure(route: Route, endpoint: str, since: float, error: PluginUnavailableError) -> PluginUnavailableError:
     """Name why the instance broke the call (e.g. OOMKilled), asking the engine without its SDK, or (a pod)
     the remote fault reader."""
     fault: str | None = None

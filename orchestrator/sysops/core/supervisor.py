@@ -41,7 +41,7 @@ from enum import StrEnum
 from sysops.core import events
 from sysops.core.catalog import parse_stored_manifest
 from sysops.core.client import PluginClient
-from sysops.core.client_pool import plugin_clients
+from sysops.core.client_pool import ClientPool
 from sysops.core.events import EventKind
 from sysops.core.manifest import Liveness, Manifest
 from sysops.core.orchestrator import Orchestrator
@@ -151,7 +151,7 @@ class KeptProbes:
     LIMIT = 4096
 
     def __init__(self) -> None:
-        self._pool = plugin_clients(self.LIMIT)
+        self._pool = ClientPool(self.LIMIT)
 
     def __call__(self, instance: InstanceRecord, timeout: float) -> str:
         """The instance's answer to a health check within `timeout` seconds ("SERVING", or why not)."""

@@ -11,7 +11,6 @@ the requests and replies.
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 import time
@@ -72,38 +71,16 @@ def send_text(connection: socket.socket, header: dict[str, Any], text: str) -> N
 
     Raises ValueError (before sending anything) if the text is larger than MAX_TEXT_BYTES.
     """
-    for frame in text_frames(header, text):
-        connection.sendall(frame)
-
-
-def text_frames(header: dict[str, Any], text: str) -> Iterator[bytes]:
-    """What `send_text` sends, in the pieces it sends them: the header line with the text when it is small,
-    else the line and then slices of at most SLICE_CHARACTERS (so the text is never held twice in full).
-
-    Raises ValueError (before it yields anything) if the text is larger than MAX_TEXT_BYTES.
-    """
     size = utf8_size(text)
     if size > MAX_TEXT_BYTES:
         raise ValueError(f"text of {size} bytes is larger than the {MAX_TEXT_BYTES} allowed")
     line = encode({**header, "bytes": size})
     if size <= _SMALL_TEXT:
-        return iter((line + text.encode("utf-8", "surrogatepass"),))
-    slices = (
-        text[start : start + SLICE_CHARACTERS].encode("utf-8", "surrogatepass")
-        for start in range(0, len(text), SLICE_CHARACTERS)
-    )
-    return itertools.chain((line,), slices)
-
-
-def parse_message(line: bytes) -> dict[str, Any]:
-    """One message from its line of JSON (WireError when it is not a JSON object)."""
-    try:
-        message = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        raise WireError(f"message is not JSON ({exc})") from None
-    if not isinstance(message, dict):
-        raise WireError("message is not a JSON object")
-    return message
+        connection.sendall(line + text.encode("utf-8", "surrogatepass"))
+        return
+    connection.sendall(line)
+    for start in range(0, len(text), SLICE_CHARACTERS):
+        connection.sendall(text[start : start + SLICE_CHARACTERS].encode("utf-8", "surrogatepass"))
 
 
 class Reader:
@@ -127,7 +104,13 @@ class Reader:
             if len(line) > limit:
                 raise OversizedMessageError(f"message longer than {limit} bytes")
             raise WireError("connection closed in the middle of a message")
-        return parse_message(line)
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise WireError(f"message is not JSON ({exc})") from None
+        if not isinstance(message, dict):
+            raise WireError("message is not a JSON object")
+        return message
 
     def _line_by(self, deadline: float, limit: int) -> bytes:
         """Up to `limit` + 1 bytes ending at the first newline, read by `deadline` (TimeoutError)."""

@@ -34,7 +34,7 @@ from sysops_sdk.protocol.v1 import plugin_pb2 as pb
 
 from sysops.core import events, instance_hooks, router
 from sysops.core.client import PluginClient
-from sysops.core.client_pool import plugin_clients
+from sysops.core.client_pool import ClientPool
 from sysops.core.events import EventKind
 from sysops.errors import PluginUnavailableError, PolicyDeniedError, SysopsError
 from sysops.services.bus import BusEvent, EventBus, Undeliverable
@@ -135,7 +135,7 @@ class Hosting:
         self._principal = local_principal()
         self._identities: dict[tuple[str, tuple[str, ...]], pb.CallerIdentity] = {}
         self._local = threading.local()
-        self._pool = plugin_clients()
+        self._pool = ClientPool()
         self._subscribed: dict[str, tuple[tuple[str, ...], bool]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
