@@ -170,8 +170,12 @@ class HostServices:
         which under load cost more than the call itself. Only a grant is taken from here: a refusal is
         always checked afresh, so a grant the operator adds works at once, and one removed stops working
         within RECHECK_SECONDS."""
+        return permission in (self._recent_grants(plugin) or ())
+
+    def _recent_grants(self, plugin: str) -> tuple[str, ...] | None:
+        """What `plugin` was granted at a check less than RECHECK_SECONDS ago, or None if none was that recent."""
         checked = self._checked.get(plugin)
-        return checked is not None and time.monotonic() - checked[0] < RECHECK_SECONDS and permission in checked[1]
+        return checked[1] if checked is not None and time.monotonic() - checked[0] < RECHECK_SECONDS else None
 
     def granted(self, plugin: str) -> frozenset[str]:
         """The permissions `plugin` holds (asked and granted)."""
@@ -182,10 +186,8 @@ class HostServices:
 
         What a routed call tells the plugin it was granted: a grant added or removed shows within
         RECHECK_SECONDS, as for host service calls (`_granted_lately`)."""
-        checked = self._checked.get(plugin)
-        if checked is not None and time.monotonic() - checked[0] < RECHECK_SECONDS:
-            return checked[1]
-        return self.permission_report(plugin).granted
+        recent = self._recent_grants(plugin)
+        return recent if recent is not None else self.permission_report(plugin).granted
 
     def refusal(self, plugin: str, permission: str, needed_for: str) -> str | None:
         """Why `plugin` may not use `permission` (for `needed_for`), naming where to grant it; None if it may."""
