@@ -9,16 +9,17 @@ weights a rollout analysis sets in `route_shares`), so it stays a single indexed
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sysops.errors import CommandConflictError
 from sysops.private_paths import create_private_file, ensure_private_dir, private_umask, tighten_file
@@ -28,6 +29,33 @@ SCHEMA_VERSION = 3
 #: Events kept: the latest of each plugin, and the latest in all (older ones are deleted as new ones come).
 EVENTS_PER_PLUGIN = 1000
 EVENTS_TOTAL = 20_000
+
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+#: Counts this process's writes to what routes read (routes, instances, route_shares): see routing_changes.
+_routing_changes = 0
+
+
+def routing_changes() -> int:
+    """A number that changes after each write this process made to what a route is read from (routes, instances,
+    their shares), once it is committed: a reader that kept routes (host/route_cache.py) compares it for free, where
+    asking SQLite whether anything committed is a statement. Other processes' writes do not change it."""
+    return _routing_changes
+
+
+def _changes_routing(method: Callable[_Params, _Result]) -> Callable[_Params, _Result]:
+    """Mark a Store method that writes what routes are read from: routing_changes() changes once it returns."""
+
+    @functools.wraps(method)
+    def counted(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+        global _routing_changes
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _routing_changes += 1  # also after a failure: part of it may have been written
+
+    return counted
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS plugins (
@@ -326,6 +354,7 @@ class Store:
         """Remember why a plugin last failed (empty to clear)."""
         self.db.execute("UPDATE plugins SET last_error=?, updated=? WHERE name=?", (error, time.time(), name))
 
+    @_changes_routing
     def delete_plugin(self, name: str, *, revisions: bool = False) -> None:
         """Forget a plugin, its instances and routes, and with `revisions` its revisions (events stay).
 
@@ -340,6 +369,7 @@ class Store:
             db.execute("DELETE FROM claims WHERE instance NOT IN (SELECT id FROM instances)")
 
     # instances
+    @_changes_routing
     def add_instance(self, instance: InstanceRecord) -> None:
         """Record a started instance."""
         self._put_instance(self.db, instance)
@@ -384,12 +414,14 @@ class Store:
         ).fetchall()
         return [InstanceRecord(*row) for row in rows]
 
+    @_changes_routing
     def delete_instance(self, instance_id: str) -> None:
         """Forget an instance."""
         self.db.execute("DELETE FROM instances WHERE id=?", (instance_id,))
         self.db.execute("DELETE FROM route_shares WHERE instance=?", (instance_id,))
         self.db.execute("DELETE FROM claims WHERE instance=?", (instance_id,))
 
+    @_changes_routing
     def claim(self, instance: InstanceRecord, fingerprint: str) -> None:
         """Record that a spare instance was given the code of `fingerprint` (core/spares.py) as `instance`'s
         revision: its container's labels cannot say so, and its socket directory may not outlive a reboot."""
@@ -446,6 +478,7 @@ class Store:
         ]
 
     # routes
+    @_changes_routing
     def switch(
         self,
         plugin: str,
@@ -504,12 +537,14 @@ class Store:
                 )
         return None
 
+    @_changes_routing
     def deactivate(self, plugin: str) -> None:
         """Take all of a plugin's instances out of routing and drop its commands."""
         with self.transaction() as db:
             db.execute("DELETE FROM routes WHERE plugin=?", (plugin,))
             db.execute("UPDATE instances SET active=0 WHERE plugin=?", (plugin,))
 
+    @_changes_routing
     def set_shares(self, plugin: str, shares: dict[str, float]) -> None:
         """Route `plugin`'s calls by weight during a rollout analysis: {instance id: relative share}. An
         instance with a share is routed even if not active (a new version on trial, which reconciliation

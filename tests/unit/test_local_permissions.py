@@ -16,6 +16,7 @@ from unittest.mock import patch
 import pytest
 from sysops import settings as settings_module
 from sysops.cli import contexts
+from sysops.core import client as client_module
 from sysops.core.client import PluginClient
 from sysops.core.orchestrator import Orchestrator
 from sysops.errors import PluginUnavailableError, UsageError
@@ -186,6 +187,34 @@ def test_impostor_socket_of_another_uid_never_receives_the_token(tmp_path: Path)
     finally:
         impostor.close()
     assert b"the-secret-token" not in impostor.received
+
+
+def test_a_socket_that_passed_is_asked_again_only_after_the_recheck_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = ensure_private_dir(tmp_path / "run")
+    path = directory / "plugin.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    checked: list[str] = []
+    real_check = client_module.check_socket_owner
+    monkeypatch.setattr(client_module, "check_socket_owner", lambda *a: checked.append(a[0]) or real_check(*a))
+    try:
+        with PluginClient(f"unix://{path}", "hello", "the-secret-token") as client:
+            for _ in range(3):
+                assert ("authorization", "Bearer the-secret-token") in client.metadata
+            assert checked == [str(path)]  # once per window, not once per call
+            listener.close()
+            path.unlink()
+            path.write_text("")  # now something else stands there
+            later = client_module.time.monotonic() + client_module.SOCKET_RECHECK_SECONDS
+            monkeypatch.setattr(client_module.time, "monotonic", lambda: later)
+            with pytest.raises(PluginUnavailableError, match=r"refusing to send its token .*it is not a socket"):
+                client.metadata  # noqa: B018 - the check
+            with pytest.raises(PluginUnavailableError, match="it is not a socket"):
+                client.metadata  # noqa: B018 - a refusal is not kept as a pass
+    finally:
+        listener.close()
 
 
 def test_socket_in_a_world_writable_directory_is_refused(tmp_path: Path) -> None:

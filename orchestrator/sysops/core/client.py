@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -51,6 +52,8 @@ PROTOCOL_METADATA = (("sysops-protocol", PROTOCOL_VERSION),)
 _RESULT_KINDS = {number: name.lower() for name, number in pb.Result.Kind.items()}
 #: How the error of an Invoke that the plugin's server dropped before running it reads (module docstring).
 DROPPED_UNSTARTED = "dropped by its stopping server before it ran"
+#: How long a plugin socket that passed check_socket_owner is trusted before a call asks again.
+SOCKET_RECHECK_SECONDS = 0.25
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 20),
     # Also the time one connection attempt may take (gRPC's MIN_CONNECT_TIMEOUT): at 20 ms, a call to a
@@ -139,21 +142,26 @@ def invocation_items(events: Iterable[pb.InvokeEvent], plugin: str) -> Iterator[
             return
 
 
-def check_socket_owner(path: str, plugin: str) -> None:
+def check_socket_owner(path: str, plugin: str) -> bool:
     """Refuse a plugin socket another local user could have put there, before a token is sent to it.
 
     The socket must be a socket owned by root, us, or the plugin, in a directory only its owner can write
     to. The plugin's uid is its own (`plugin_uid`), so it is trusted as the owner of the socket's directory
     when that directory sits in one of ours (root's or ours, writable by nobody else): only sysops could
     have made it and given it to the plugin. Anything else may be an impostor waiting for the next bearer
-    token. A missing socket passes (the call then fails to connect, and sends nothing).
+    token. A missing socket passes (the call then fails to connect, and sends nothing): False, where a socket
+    that passed is True.
+
+    Once a socket passed, nobody but its plugin, root or us can replace it, or loosen its directory, until
+    one of those does (and the plugin's own token is the only one sent to its socket); so a client asks again
+    only every SOCKET_RECHECK_SECONDS (three system calls per call cost the host's interpreter lock hand-offs).
     """
     try:
         info = os.lstat(path)
         directory = os.lstat(os.path.dirname(path) or ".")
         parent = os.lstat(os.path.dirname(os.path.dirname(path)) or ".")
     except FileNotFoundError:
-        return
+        return False
     ours = {0, os.geteuid()}
     trusted = ours | ({directory.st_uid} if _plugin_owned(directory, parent, ours) else set())
     problem = ""
@@ -168,6 +176,7 @@ def check_socket_owner(path: str, plugin: str) -> None:
             f"plugin {plugin!r}: refusing to send its token to {path}: {problem}",
             hint=f"another local user may have replaced it; `sysops plugin down {plugin}` and up again",
         )
+    return True
 
 
 def _private(directory: os.stat_result, owners: set[int]) -> bool:
@@ -199,14 +208,19 @@ class PluginClient:
         self.endpoint = endpoint
         self.plugin = plugin or endpoint
         self._metadata = PROTOCOL_METADATA + ((("authorization", f"Bearer {token}"),) if token else ())
+        self._socket = endpoint.removeprefix("unix://") if token and endpoint.startswith("unix://") else ""
+        self._socket_passed = -SOCKET_RECHECK_SECONDS  # when the socket last passed check_socket_owner
         self.channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.PluginServiceStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata of every call but health checks; checks first that the socket may be sent the token."""
-        if len(self._metadata) > len(PROTOCOL_METADATA) and self.endpoint.startswith("unix://"):
-            check_socket_owner(self.endpoint.removeprefix("unix://"), self.plugin)
+        """Metadata of every call but health checks; checks first that the socket may be sent the token (a socket
+        that passed less than SOCKET_RECHECK_SECONDS ago is not asked again)."""
+        if self._socket:
+            now = time.monotonic()
+            if now - self._socket_passed >= SOCKET_RECHECK_SECONDS and check_socket_owner(self._socket, self.plugin):
+                self._socket_passed = now
         return self._metadata
 
     def close(self) -> None:

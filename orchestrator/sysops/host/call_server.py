@@ -5,9 +5,9 @@ locally, as with the Docker socket; a peer of another uid is refused as well). E
 by a worker thread: `routes` is answered from the store, `invoke` runs core/router.py (arguments checked,
 re-send of calls refused during a roll, the command's deadline, failures named) over plugin connections
 kept open across calls (core/client_pool.py); each worker accepts its own next connection. While a call
-runs, one watcher thread (epoll over the connections of all calls) waits for its client's connection to
-close (Ctrl-C or kill -9 of the CLI) or to send anything, and cancels the plugin call then. `list` answers `plugin ls`
-(cli/plugin_ls.py) with the control server's statuses. At most
+runs, one watcher thread (_HangupWatch) sees its client's connection close (Ctrl-C or kill -9 of the
+CLI) or send anything, and cancels the plugin call then (within WATCH_AFTER_SECONDS + WATCH_TURN_SECONDS).
+`list` answers `plugin ls` (cli/plugin_ls.py) with the control server's statuses. At most
 `max_connections` connections are served at once: one more is told the host is busy, in one line; a
 client whose request line is not complete within `idle_seconds` (one deadline for the whole line, however
 slowly its bytes come) or does not read for `send_seconds` is dropped, and a request line longer than
@@ -63,6 +63,9 @@ WORKER_FLOOR = 4
 WORKER_IDLE_SECONDS = 60.0
 #: A send the client does not take for this long drops it (a result goes in slices: this is per slice).
 SEND_SECONDS = 60.0
+#: A call is watched for its client hanging up once it has run this long; then in turns of at most WATCH_TURN_SECONDS.
+WATCH_AFTER_SECONDS = 0.02
+WATCH_TURN_SECONDS = 0.25
 #: How often the pool's connections to instances no route names any more are closed.
 PRUNE_SECONDS = 5.0
 #: Command shapes kept ready to send (they are made again after a roll changes a spec).
@@ -75,56 +78,71 @@ Lister = Callable[[], str]
 class _HangupWatch:
     """One thread for all calls: abandons a call when its client's connection hangs up or sends anything.
 
-    Workers register and unregister a connection's descriptor themselves (epoll is thread-safe), so a call
-    waits for no other thread on its way. A readiness the kernel reported for a connection that has been
-    unregistered since (its descriptor number reused by a newer call) is checked again before acting.
+    A call costs its worker no system call here, only a lock: each system call on a routed call's way hands
+    the host's interpreter lock to another thread and waits to get it back, which under concurrent calls was a
+    large part of what limited the host (with epoll registered and unregistered per call). The thread looks only
+    at calls that have run WATCH_AFTER_SECONDS (most end sooner, and one that ends needs no cancelling), polling
+    their connections in turns of at most WATCH_TURN_SECONDS, so a hang-up is noticed within about their sum. A
+    connection found readable is checked again under the lock, where it is still that call's: a worker stops
+    watching, under the same lock, before it uses or closes the connection again.
     """
 
-    _HANGUP = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-
     def __init__(self) -> None:
-        self._epoll = select.epoll()
         self._lock = threading.Lock()
-        self._calls: dict[int, Abandon] = {}
-        self._wake_read, self._wake_write = os.pipe()
-        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._calls: dict[int, tuple[Abandon, float]] = {}
+        self._calling = threading.Event()  # set when a call comes while none was watched
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="sysops-call-hangups", daemon=True)
         self._thread.start()
 
     def start(self, fd: int, abandon: Abandon) -> None:
         """Abandon the call if `fd` becomes readable (closed, or the client sent bytes) before `stop(fd)`."""
         with self._lock:
-            self._calls[fd] = abandon
-            self._epoll.register(fd, self._HANGUP | select.EPOLLONESHOT)
+            if not self._calls:
+                self._calling.set()
+            self._calls[fd] = (abandon, time.monotonic())
 
     def stop(self, fd: int) -> None:
         """The call on `fd` ended: stop watching it (before the connection is used or closed again)."""
         with self._lock:
             self._calls.pop(fd, None)
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(fd)
 
     def close(self) -> None:
         """End the thread."""
-        os.write(self._wake_write, b"x")
+        self._closing = True
+        self._calling.set()
         self._thread.join(5)
-        self._epoll.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
 
     def _run(self) -> None:
-        while True:
-            for fd, _ in self._epoll.poll():
-                if fd == self._wake_read:
-                    return
-                with self._lock:
-                    abandon = self._calls.get(fd)
-                    if abandon is not None and _readable(fd):
-                        del self._calls[fd]
-                    else:
-                        abandon = None
-                if abandon is not None:
-                    abandon()  # the client hung up (or spoke out of turn): cancel the plugin call
+        while not self._closing:
+            with self._lock:
+                self._calling.clear()  # start() sets it again if a call comes while none is watched
+                now = time.monotonic()
+                watched = [(fd, call) for fd, call in self._calls.items() if now - call[1] >= WATCH_AFTER_SECONDS]
+                young = [call[1] for call in self._calls.values() if now - call[1] < WATCH_AFTER_SECONDS]
+            # the next young call is due to be watched this soon (or no call is young)
+            due = min(young) + WATCH_AFTER_SECONDS - now if young else WATCH_TURN_SECONDS
+            if not watched:
+                if young:
+                    time.sleep(due)
+                else:
+                    self._calling.wait()
+                continue
+            poller = select.poll()
+            for fd, _ in watched:
+                poller.register(fd, select.POLLIN | select.POLLRDHUP)
+            ready = {fd for fd, _ in poller.poll(due * 1000)}
+            for fd, call in watched:
+                if fd in ready:
+                    self._abandon_if_still(fd, call)
+
+    def _abandon_if_still(self, fd: int, call: tuple[Abandon, float]) -> None:
+        """Abandon `call` if `fd` is still its connection and readable (the client hung up or spoke out of turn)."""
+        with self._lock:
+            if self._calls.get(fd) is not call or not _readable(fd):
+                return
+            del self._calls[fd]
+        call[0]()  # cancel the plugin call
 
 
 def _readable(fd: int) -> bool:
@@ -353,7 +371,7 @@ class CallServer:
         abandon = Abandon()
         self._hangups.start(connection.fileno(), abandon)
         try:
-            call = router.call(route, arguments, output, self._store().route, abandon, self._pool, environ)
+            call = router.call(route, arguments, output, self._routes.fresh, abandon, self._pool, environ)
             with contextlib.closing(cast(Generator[str | InvocationResult, None, None], call)) as items:
                 for item in items:
                     if isinstance(item, str):

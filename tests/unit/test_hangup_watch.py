@@ -1,0 +1,105 @@
+"""The call socket's hang-up watch: a call whose client hangs up or speaks is abandoned, at no system call per call.
+
+Each test uses a socket pair: the host's end is watched, the client's end is closed or written to.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sysops.core.client import Abandon
+from sysops.host import call_server
+from sysops.host.call_server import _HangupWatch
+
+
+@pytest.fixture
+def watch() -> Iterator[_HangupWatch]:
+    watching = _HangupWatch()
+    yield watching
+    watching.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    host, client = socket.socketpair()
+    yield host, client
+    host.close()
+    client.close()
+
+
+def _abandoned(abandon: Abandon, within: float) -> bool:
+    ends = time.monotonic() + within
+    while time.monotonic() < ends and not abandon.abandoned:
+        time.sleep(0.005)
+    return abandon.abandoned
+
+
+@pytest.mark.parametrize("client_does", ["hangs up", "sends a byte"])
+def test_a_client_that_hangs_up_or_speaks_during_a_long_call_has_it_abandoned(
+    watch: _HangupWatch, pair: tuple[socket.socket, socket.socket], client_does: str
+) -> None:
+    host, client = pair
+    abandon = Abandon()
+    watch.start(host.fileno(), abandon)
+    time.sleep(call_server.WATCH_AFTER_SECONDS * 3)  # a call that runs on
+    if client_does == "hangs up":
+        client.close()
+    else:
+        client.sendall(b"x")
+    assert _abandoned(abandon, 2.0)
+    watch.stop(host.fileno())
+
+
+def test_a_call_that_ends_before_it_is_watched_costs_no_poll(
+    watch: _HangupWatch, pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_server, "WATCH_AFTER_SECONDS", 1.0)
+    polled: list[int] = []
+    real_poll = call_server.select.poll
+
+    class CountingPoll:
+        def __init__(self) -> None:
+            self._poll = real_poll()
+
+        def register(self, fd: int, mask: int) -> None:
+            polled.append(fd)
+            self._poll.register(fd, mask)
+
+        def poll(self, timeout: float) -> list[tuple[int, int]]:
+            return self._poll.poll(timeout)
+
+    monkeypatch.setattr(call_server.select, "poll", CountingPoll)
+    host, client = pair
+    abandon = Abandon()
+    watch.start(host.fileno(), abandon)
+    client.sendall(b"x")  # would abandon it, had it run long enough to be watched
+    time.sleep(0.1)
+    watch.stop(host.fileno())
+    time.sleep(0.05)
+    assert not abandon.abandoned
+    assert host.fileno() not in polled
+
+
+def test_a_descriptor_used_again_by_a_newer_call_abandons_only_that_call(
+    watch: _HangupWatch, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    host, client = pair
+    older, newer = Abandon(), Abandon()
+    watch.start(host.fileno(), older)
+    watch.stop(host.fileno())
+    watch.start(host.fileno(), newer)
+    client.close()
+    assert _abandoned(newer, 2.0)
+    assert not older.abandoned
+
+
+def test_close_ends_the_thread_while_calls_are_watched(pair: tuple[socket.socket, socket.socket]) -> None:
+    watching = _HangupWatch()
+    watching.start(pair[0].fileno(), Abandon())
+    time.sleep(call_server.WATCH_AFTER_SECONDS * 2)
+    watching.close()
+    assert not any(thread.name == "sysops-call-hangups" and thread.is_alive() for thread in threading.enumerate())
