@@ -61,7 +61,7 @@ IDLE_SECONDS = 30.0
 #: Workers kept however long they idle; more end after WORKER_IDLE_SECONDS without a connection.
 WORKER_FLOOR = 4
 WORKER_IDLE_SECONDS = 60.0
-#: A send the client does not take for this long drops it (a result goes in slices: this is per slice).
+#: A send the client takes nothing of for this long drops it (kept by the kernel: SO_SNDTIMEO).
 SEND_SECONDS = 60.0
 #: A call is watched for its client hanging up once it has run this long; then in turns of at most WATCH_TURN_SECONDS.
 WATCH_AFTER_SECONDS = 0.02
@@ -285,13 +285,13 @@ class CallServer:
     # serving
     def _serve(self, connection: socket.socket) -> None:
         """Answer requests until the client closes the connection, idles, stops reading or breaks the protocol."""
-        reader = wire.Reader(connection)
+        wire.keep_timeouts(connection, self._idle_seconds, self._send_seconds)
+        reader = wire.RequestReader(connection, self._idle_seconds)
         try:
             while True:
-                request = reader.message(wire.MAX_REQUEST_BYTES, time.monotonic() + self._idle_seconds)
+                request = reader.message(wire.MAX_REQUEST_BYTES)
                 if request is None:
                     return
-                connection.settimeout(self._send_seconds)
                 operation = request.get("op")
                 if operation == wire.ROUTES:
                     self._answer_routes(connection, request)
@@ -302,7 +302,7 @@ class CallServer:
                 else:
                     wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
                     return
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # a request late, or a send not taken (wire.keep_timeouts)
             LOG.debug("call socket: dropped a client that sent no request or did not read")
         except wire.OversizedMessageError as exc:
             LOG.debug("call socket: dropped a client: %s", exc)
@@ -316,8 +316,6 @@ class CallServer:
             LOG.debug("call socket: dropped a client: %s", exc)
         except OSError:
             pass  # the client went away (a call running for it was cancelled)
-        finally:
-            reader.close()
 
     def _store(self) -> Store:
         """This worker thread's store connection (core/thread_stores.py)."""

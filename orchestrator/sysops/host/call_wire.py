@@ -11,8 +11,10 @@ the requests and replies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -83,52 +85,101 @@ def send_text(connection: socket.socket, header: dict[str, Any], text: str) -> N
         connection.sendall(text[start : start + SLICE_CHARACTERS].encode("utf-8", "surrogatepass"))
 
 
+def parse_line(line: bytes, limit: int) -> dict[str, Any] | None:
+    """The message of one line read (up to `limit` + 1 bytes); None for no bytes (the peer closed between messages).
+
+    A line longer than `limit` bytes raises OversizedMessageError; one cut short, or not a JSON object, WireError.
+    """
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        if len(line) > limit:
+            raise OversizedMessageError(f"message longer than {limit} bytes")
+        raise WireError("connection closed in the middle of a message")
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"message is not JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise WireError("message is not a JSON object")
+    return message
+
+
+def keep_timeouts(connection: socket.socket, receive_seconds: float, send_seconds: float) -> None:
+    """Make `connection` blocking, with its receive and send timeouts kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO).
+
+    Python's own socket timeout costs a poll() before every receive and send (and an ioctl to change it): each a
+    system call that hands a busy host's interpreter lock to another thread. A kernel timeout costs nothing per
+    call; a receive or send that waited for it raises BlockingIOError (an OSError), or TimeoutError from
+    RequestReader.
+    """
+    connection.settimeout(None)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive_seconds))
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send_seconds))
+
+
+def _timeval(seconds: float) -> bytes:
+    """`seconds` as a struct timeval, at least a microsecond (zero would mean no timeout at all)."""
+    micros = max(1, round(seconds * 1_000_000))
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+
+
+class RequestReader:
+    """Reads request lines from a connection made by keep_timeouts (the host's side): one receive per request.
+
+    The whole line must arrive by its deadline, however slowly its bytes come: the kernel's receive timeout is
+    `idle_seconds` for the first receive of a line (set once per connection), and what is left of the deadline for
+    each later piece of the same line (set then, and back after: only for lines that come in pieces).
+    """
+
+    def __init__(self, connection: socket.socket, idle_seconds: float) -> None:
+        self._connection = connection
+        self._idle_seconds = idle_seconds
+        self._buffer = bytearray()
+
+    def message(self, limit: int) -> dict[str, Any] | None:
+        """The next request (None if the client closed between requests); TimeoutError when it is late."""
+        deadline = time.monotonic() + self._idle_seconds
+        shortened = False
+        try:
+            while True:
+                end = self._buffer.find(b"\n", 0, limit + 1)
+                if end >= 0 or len(self._buffer) > limit:
+                    line = bytes(self._buffer[: end + 1 if end >= 0 else limit + 1])
+                    del self._buffer[: len(line)]
+                    return parse_line(line, limit)
+                if self._buffer:  # a line in pieces: the next piece gets what is left of its deadline
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("the request did not arrive in time")
+                    self._connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(left))
+                    shortened = True
+                try:
+                    piece = self._connection.recv(1 << 16)
+                except BlockingIOError:
+                    raise TimeoutError("the request did not arrive in time") from None
+                if not piece:
+                    return parse_line(bytes(self._buffer), limit)
+                self._buffer += piece
+        finally:
+            if shortened:
+                with contextlib.suppress(OSError):
+                    self._connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self._idle_seconds))
+
+
 class Reader:
-    """Reads messages and the raw text that follows them from one connection."""
+    """Reads messages and the raw text that follows them from one connection (the CLI's side)."""
 
     def __init__(self, connection: socket.socket) -> None:
         self._connection = connection
         self._file = connection.makefile("rb")
 
-    def message(self, limit: int = MAX_LINE_BYTES, deadline: float | None = None) -> dict[str, Any] | None:
+    def message(self, limit: int = MAX_LINE_BYTES) -> dict[str, Any] | None:
         """The next message, or None if the peer closed the connection between messages.
 
-        A line longer than `limit` bytes raises OversizedMessageError. With a `deadline` (time.monotonic()),
-        the whole line must arrive by then (TimeoutError), however slowly its bytes come; the connection's
-        timeout is changed to what is left.
+        A line longer than `limit` bytes raises OversizedMessageError.
         """
-        line = self._file.readline(limit + 1) if deadline is None else self._line_by(deadline, limit)
-        if not line:
-            return None
-        if not line.endswith(b"\n"):
-            if len(line) > limit:
-                raise OversizedMessageError(f"message longer than {limit} bytes")
-            raise WireError("connection closed in the middle of a message")
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise WireError(f"message is not JSON ({exc})") from None
-        if not isinstance(message, dict):
-            raise WireError("message is not a JSON object")
-        return message
-
-    def _line_by(self, deadline: float, limit: int) -> bytes:
-        """Up to `limit` + 1 bytes ending at the first newline, read by `deadline` (TimeoutError)."""
-        line = bytearray()
-        while len(line) <= limit:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the request did not arrive in time")
-            self._connection.settimeout(left)
-            buffered = self._file.peek(1)  # what is buffered, or one receive
-            if not buffered:
-                break
-            end = buffered.find(b"\n", 0, limit + 1 - len(line))
-            taken = self._file.read(end + 1 if end >= 0 else min(len(buffered), limit + 1 - len(line)))
-            line += taken
-            if end >= 0:
-                break
-        return bytes(line)
+        return parse_line(self._file.readline(limit + 1), limit)
 
     def chunks(self, size: object) -> Iterator[bytes]:
         """The `size` raw bytes that follow a text header, as they arrive (in chunks of at most 1 MiB)."""
