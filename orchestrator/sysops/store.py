@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ _Params = ParamSpec("_Params")
 _Result = TypeVar("_Result")
 #: Counts this process's writes to what routes read (routes, instances, route_shares): see routing_changes.
 _routing_changes = 0
+_routing_changes_lock = threading.Lock()
 
 
 def routing_changes() -> int:
@@ -52,7 +54,8 @@ def _changes_routing(method: Callable[_Params, _Result]) -> Callable[_Params, _R
         try:
             return method(*args, **kwargs)
         finally:
-            _routing_changes += 1  # also after a failure: part of it may have been written
+            with _routing_changes_lock:  # writers in several threads: no increment is lost
+                _routing_changes += 1  # also after a failure: part of it may have been written
 
     return counted
 
