@@ -103,3 +103,40 @@ def test_close_ends_the_thread_while_calls_are_watched(pair: tuple[socket.socket
     time.sleep(call_server.WATCH_AFTER_SECONDS * 2)
     watching.close()
     assert not any(thread.name == "sysops-call-hangups" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_stream_of_calls_wakes_the_thread_at_most_twice_per_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    naps: list[float] = []
+
+    class CountingTime:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            naps.append(seconds)
+            time.sleep(seconds)
+
+    monkeypatch.setattr(call_server, "time", CountingTime)
+    pairs = [socket.socketpair() for _ in range(8)]
+    watching = _HangupWatch()
+    try:
+        # 8 calls in flight, each ending a little before it would be watched, one starting every 2 ms: the oldest
+        # call still running is always due soon, which woke the thread every few milliseconds
+        in_flight: list[int] = []
+        free = [host.fileno() for host, _ in pairs]
+        ends = time.monotonic() + 0.5
+        while time.monotonic() < ends:
+            if len(in_flight) == len(pairs):
+                fd = in_flight.pop(0)
+                watching.stop(fd)
+                free.append(fd)
+            fd = free.pop()
+            watching.start(fd, Abandon())
+            in_flight.append(fd)
+            time.sleep(0.002)
+    finally:
+        watching.close()
+        for ends_of_pair in pairs:
+            for end in ends_of_pair:
+                end.close()
+    assert len(naps) <= 0.5 / (call_server.WATCH_AFTER_SECONDS / 2) + 5  # one wake per half wait at most

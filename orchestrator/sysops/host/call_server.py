@@ -120,8 +120,9 @@ class _HangupWatch:
                 now = time.monotonic()
                 watched = [(fd, call) for fd, call in self._calls.items() if now - call[1] >= WATCH_AFTER_SECONDS]
                 young = [call[1] for call in self._calls.values() if now - call[1] < WATCH_AFTER_SECONDS]
-            # the next young call is due to be watched this soon (or no call is young)
-            due = min(young) + WATCH_AFTER_SECONDS - now if young else WATCH_TURN_SECONDS
+            # the next young call is due to be watched this soon (or no call is young); not sooner than half the wait,
+            # or a steady stream of short calls, each due soon after the one before, would wake this thread per call
+            due = max(min(young) + WATCH_AFTER_SECONDS - now, WATCH_AFTER_SECONDS / 2) if young else WATCH_TURN_SECONDS
             if not watched:
                 if young:
                     time.sleep(due)
