@@ -140,3 +140,22 @@ def test_a_stream_of_calls_wakes_the_thread_at_most_twice_per_wait(monkeypatch: 
             for end in ends_of_pair:
                 end.close()
     assert len(naps) <= 0.5 / (call_server.WATCH_AFTER_SECONDS / 2) + 5  # one wake per half wait at most
+
+
+def test_a_cancel_that_fails_does_not_end_the_watch(watch: _HangupWatch) -> None:
+    class FailingAbandon(Abandon):
+        def __call__(self) -> None:
+            raise RuntimeError("a bug in cancelling")
+
+    first, second = socket.socketpair(), socket.socketpair()
+    try:
+        watch.start(first[0].fileno(), FailingAbandon())
+        first[1].close()
+        time.sleep(call_server.WATCH_AFTER_SECONDS * 3 + 0.3)
+        abandon = Abandon()
+        watch.start(second[0].fileno(), abandon)
+        second[1].close()
+        assert _abandoned(abandon, 2.0)  # the next call's hang-up still cancels it
+    finally:
+        for end in (*first, *second):
+            end.close()

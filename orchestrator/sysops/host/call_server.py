@@ -61,7 +61,7 @@ IDLE_SECONDS = 30.0
 #: Workers kept however long they idle; more end after WORKER_IDLE_SECONDS without a connection.
 WORKER_FLOOR = 4
 WORKER_IDLE_SECONDS = 60.0
-#: A send the client takes nothing of for this long drops it (kept by the kernel: SO_SNDTIMEO).
+#: A send the client does not take within this long drops it (a result goes in slices: this is per slice).
 SEND_SECONDS = 60.0
 #: A call is watched for its client hanging up once it has run this long; then in turns of at most WATCH_TURN_SECONDS.
 WATCH_AFTER_SECONDS = 0.02
@@ -143,7 +143,10 @@ class _HangupWatch:
             if self._calls.get(fd) is not call or not _readable(fd):
                 return
             del self._calls[fd]
-        call[0]()  # cancel the plugin call
+        try:
+            call[0]()  # cancel the plugin call
+        except Exception:  # a bug: this call is not cancelled, but the thread goes on watching the others
+            LOG.exception("call socket: cancelling a call whose client went away failed")
 
 
 def _readable(fd: int) -> bool:
@@ -225,7 +228,8 @@ class CallServer:
     def _serve_next(self) -> bool:
         """Accept one connection and serve it; False once the server stops."""
         try:
-            connection, _ = self._listener.accept()
+            accepted, _ = self._listener.accept()
+            connection = wire.HostConnection.adopt(accepted, self._idle_seconds, self._send_seconds)
         except TimeoutError:
             return self._keep_idle_worker()
         except OSError:
@@ -284,9 +288,8 @@ class CallServer:
         connection.close()
 
     # serving
-    def _serve(self, connection: socket.socket) -> None:
+    def _serve(self, connection: wire.HostConnection) -> None:
         """Answer requests until the client closes the connection, idles, stops reading or breaks the protocol."""
-        wire.keep_timeouts(connection, self._idle_seconds, self._send_seconds)
         reader = wire.RequestReader(connection, self._idle_seconds)
         try:
             while True:
@@ -303,7 +306,7 @@ class CallServer:
                 else:
                     wire.send(connection, _error_message(UsageError(f"unknown request {str(operation)[:40]!r}")))
                     return
-        except (TimeoutError, BlockingIOError):  # a request late, or a send not taken (wire.keep_timeouts)
+        except TimeoutError:  # a request late, or a send not taken (wire.HostConnection)
             LOG.debug("call socket: dropped a client that sent no request or did not read")
         except wire.OversizedMessageError as exc:
             LOG.debug("call socket: dropped a client: %s", exc)

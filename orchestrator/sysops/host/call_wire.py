@@ -17,7 +17,10 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: Largest text of one streamed line or result, in UTF-8 bytes (the plugin protocol's MAX_REPLY_BYTES).
 MAX_TEXT_BYTES = 64 << 20
@@ -105,17 +108,47 @@ def parse_line(line: bytes, limit: int) -> dict[str, Any] | None:
     return message
 
 
-def keep_timeouts(connection: socket.socket, receive_seconds: float, send_seconds: float) -> None:
-    """Make `connection` blocking, with its receive and send timeouts kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO).
+class HostConnection(socket.socket):
+    """The host's side of a client connection: blocking, with its receive timeout kept by the kernel (SO_RCVTIMEO),
+    and sends that cost one system call when the client keeps up.
 
     Python's own socket timeout costs a poll() before every receive and send (and an ioctl to change it): each a
-    system call that hands a busy host's interpreter lock to another thread. A kernel timeout costs nothing per
-    call; a receive or send that waited for it raises BlockingIOError (an OSError), or TimeoutError from
-    RequestReader.
+    system call that hands a busy host's interpreter lock to another thread. A receive that waits for the kernel's
+    timeout raises BlockingIOError (TimeoutError from RequestReader). A send is first tried without waiting; what
+    the client does not take at once is sent under Python's timeout, `send_seconds` for all of it (a client that
+    takes a little now and then is still dropped then), and the connection is blocking again after.
     """
-    connection.settimeout(None)
-    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive_seconds))
-    connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send_seconds))
+
+    send_seconds = 60.0
+
+    @classmethod
+    def adopt(cls, accepted: socket.socket, receive_seconds: float, send_seconds: float) -> HostConnection:
+        """`accepted` (which is detached) as a HostConnection."""
+        connection = cls(fileno=accepted.detach())
+        connection.setblocking(True)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive_seconds))
+        connection.send_seconds = send_seconds
+        return connection
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        """Send all of `data`; TimeoutError when the client did not take it within send_seconds (or the timeout a
+        caller set)."""
+        if self.gettimeout() is not None:  # a caller's own timeout (a last error line before closing)
+            super().sendall(data, flags)
+            return
+        view = memoryview(data).cast("B")
+        try:
+            sent = self.send(view, flags | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(view):
+            return
+        self.settimeout(self.send_seconds)
+        try:
+            super().sendall(view[sent:], flags)
+        finally:
+            with contextlib.suppress(OSError):
+                self.settimeout(None)
 
 
 def _timeval(seconds: float) -> bytes:
@@ -125,7 +158,7 @@ def _timeval(seconds: float) -> bytes:
 
 
 class RequestReader:
-    """Reads request lines from a connection made by keep_timeouts (the host's side): one receive per request.
+    """Reads request lines from a HostConnection: one receive per request.
 
     The whole line must arrive by its deadline, however slowly its bytes come: the kernel's receive timeout is
     `idle_seconds` for the first receive of a line (set once per connection), and what is left of the deadline for
@@ -141,13 +174,15 @@ class RequestReader:
         """The next request (None if the client closed between requests); TimeoutError when it is late."""
         deadline = time.monotonic() + self._idle_seconds
         shortened = False
+        scanned = 0  # the bytes before this hold no newline (a line in many pieces is searched once)
         try:
             while True:
-                end = self._buffer.find(b"\n", 0, limit + 1)
+                end = self._buffer.find(b"\n", scanned, limit + 1)
                 if end >= 0 or len(self._buffer) > limit:
                     line = bytes(self._buffer[: end + 1 if end >= 0 else limit + 1])
                     del self._buffer[: len(line)]
                     return parse_line(line, limit)
+                scanned = len(self._buffer)
                 if self._buffer:  # a line in pieces: the next piece gets what is left of its deadline
                     left = deadline - time.monotonic()
                     if left <= 0:
