@@ -2,7 +2,7 @@
 
 In a private SYSOPS_HOME (bench/plugin_fleet.py), one plugin answers `<name>-ping`. With 8 and with 32
 concurrent clients (one process each, forked, so no client shares a GIL with another), in BENCH_TPUT_ROUNDS
-rounds (default 3) of a window of BENCH_TPUT_WINDOW seconds each (default 3):
+rounds (default 5) of a window of BENCH_TPUT_WINDOW seconds each (default 3):
   - routed: each client keeps a connection to the host's call socket and calls as the CLI does
     (cli/host_call.py: the host routes it through core/router.py and its client pool);
   - baseline: each client keeps a raw gRPC channel to the same plugin container's socket and calls Invoke.
@@ -43,7 +43,7 @@ def measure(smoke: bool) -> list[Figure]:
     """The throughput figures (see the module docstring)."""
     seconds = 1.0 if smoke else float(os.environ.get("BENCH_TPUT_SECONDS", "5"))
     window = 1.0 if smoke else float(os.environ.get("BENCH_TPUT_WINDOW", "3"))
-    rounds_of_each = 1 if smoke else int(os.environ.get("BENCH_TPUT_ROUNDS", "3"))
+    rounds_of_each = 1 if smoke else int(os.environ.get("BENCH_TPUT_ROUNDS", "5"))
     concurrencies = (2, 4) if smoke else (8, 32)
     rounds = 2000 if smoke else int(os.environ.get("BENCH_TPUT_SPIN", "20000"))
     judged = not smoke
