@@ -7,6 +7,7 @@ import os
 import stat
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sysops.core.manifest import load_manifest
 from sysops.imaging.context import IgnoreRules, plugin_entries
 from sysops.imaging.dev_code import code_dir, code_root, is_dev_fingerprint, prune_code, remove_code, snapshot_code
 from sysops.imaging.image import make_context
+from sysops.imaging.tests_copy import copy_tests
 
 IMAGE = "0" * 64
 
@@ -59,6 +61,35 @@ def test_a_snapshot_is_readable_by_the_plugin_and_private_to_its_installation(tm
     assert stat.S_IMODE(os.stat(directory / "demo_plugin" / "plugin.py").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(directory / "run.sh").st_mode) == 0o755
     assert not [p for p in code_root(home, "demo").iterdir() if p.name.startswith(".staging-")]
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    """The process's umask is 077 meanwhile: a user's, or another host thread's inside private_umask()."""
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("umask_077")
+def test_a_snapshot_made_under_umask_077_is_still_readable_by_the_plugin(tmp_path: Path) -> None:
+    home, plugin = tmp_path / "home", _plugin(tmp_path / "plugin")
+    directory = code_dir(home, "demo", _snapshot(home, plugin))
+    assert directory is not None
+    # a subdirectory made 0700 let the plugin's uid import demo_plugin only as an empty namespace package:
+    # "No module named 'demo_plugin.plugin'" (seen once in bench_reload's first development-mode start)
+    assert stat.S_IMODE(os.stat(directory / "demo_plugin").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(directory / "demo_plugin" / "plugin.py").st_mode) == 0o644
+
+
+@pytest.mark.usefixtures("umask_077")
+def test_a_tests_copy_made_under_umask_077_is_readable_by_the_plugin(tmp_path: Path) -> None:
+    plugin = _plugin(tmp_path / "plugin")
+    (plugin / "tests" / "unit").mkdir(parents=True)
+    (plugin / "tests" / "unit" / "test_x.py").write_text("def test_x() -> None: ...\n")
+    copy = copy_tests(plugin, tmp_path / "work")
+    assert stat.S_IMODE(os.stat(copy / "unit").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(copy / "unit" / "test_x.py").st_mode) == 0o644
 
 
 @pytest.mark.parametrize("fingerprint", ["", "0" * 64, "dev-../../etc", "dev-" + "0" * 63, "dev-" + "A" * 64])

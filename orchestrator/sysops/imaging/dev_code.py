@@ -68,7 +68,8 @@ def snapshot_code(home: Path, plugin: str, plugin_dir: Path, entries: list[Plugi
             target = staging / relative
             digest.update(f"{entry.kind}\0{relative}\0".encode())
             if entry.kind == "dir":
-                target.mkdir(mode=0o755, exist_ok=True)
+                target.mkdir(exist_ok=True)
+                os.chmod(target, 0o755)  # whatever the umask (another thread's private_umask, or the user's 077)
             elif entry.kind == "link":
                 digest.update(entry.link_target.encode() + b"\0")
                 os.symlink(entry.link_target, target)

@@ -46,7 +46,8 @@ def copy_tests(plugin_dir: Path, work_dir: Path) -> Path:
         for entry in entries:
             target = copy / entry.relative
             if entry.kind == "dir":
-                target.mkdir(mode=0o755)
+                target.mkdir()
+                os.chmod(target, 0o755)  # whatever the umask (a user's 077): the plugin's uid reads the copy
             elif entry.kind == "link":
                 os.symlink(entry.link_target, target)
             else:
