@@ -126,7 +126,7 @@ class HostConnection(socket.socket):
         """`accepted` (which is detached) as a HostConnection."""
         connection = cls(fileno=accepted.detach())
         connection.setblocking(True)
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive_seconds))
+        _set_receive_timeout(connection, receive_seconds)
         connection.send_seconds = send_seconds
         return connection
 
@@ -149,6 +149,11 @@ class HostConnection(socket.socket):
         finally:
             with contextlib.suppress(OSError):
                 self.settimeout(None)
+
+
+def _set_receive_timeout(connection: socket.socket, seconds: float) -> None:
+    """The kernel's receive timeout of `connection` (SO_RCVTIMEO)."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
 
 def _timeval(seconds: float) -> bytes:
@@ -187,7 +192,7 @@ class RequestReader:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError("the request did not arrive in time")
-                    self._connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(left))
+                    _set_receive_timeout(self._connection, left)
                     shortened = True
                 try:
                     piece = self._connection.recv(1 << 16)
@@ -199,7 +204,7 @@ class RequestReader:
         finally:
             if shortened:
                 with contextlib.suppress(OSError):
-                    self._connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self._idle_seconds))
+                    _set_receive_timeout(self._connection, self._idle_seconds)
 
 
 class Reader:
