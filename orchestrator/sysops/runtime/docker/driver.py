@@ -53,7 +53,7 @@ from sysops.runtime.docker.data_filesystems import (
     unmount_data_filesystem,
 )
 from sysops.runtime.docker.engine_view import EngineView, EventStream
-from sysops.runtime.docker.log_stream import LogStream
+from sysops.runtime.docker.log_stream import LINE_PIECE_BYTES, LogStream
 from sysops.runtime.faults import (
     MAX_RESTARTS,
     BudgetAction,
@@ -81,7 +81,7 @@ _ORPHAN_HOLDER_AGE = 120.0
 #: Seconds of events replayed when the engine view subscribes (engine_view.py).
 _EVENTS_REPLAY_SECONDS = 2
 #: Longest log line `logs` yields in one piece (a plugin may print megabytes without a newline).
-_MAX_LOG_LINE = 64 * 1024
+_MAX_LOG_LINE = LINE_PIECE_BYTES
 _TMPFS = {"/tmp": "rw,noexec,nosuid,size=16m"}
 _HARDENING: dict[str, Any] = {
     "read_only": True,

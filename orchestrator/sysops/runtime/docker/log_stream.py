@@ -21,6 +21,13 @@ takes lines as they come wakes once a line, which cost as much CPU again as the 
 (no follow), a read that found less than GATHER_BYTES waits GATHER_SECONDS before the next, so that the next one
 finds a few hundred lines; a read that found more reads again at once, so the engine's buffer does not fill and
 hold it up. A follow reads what has come at once, as before.
+
+The engine keeps a line in entries of at most 16 KiB, and copies stdout and stderr in a goroutine each, so a
+line of one stream may reach the log between the entries of a long line of the other (seen under load: a
+stderr line inside a 70,000-byte stdout line). The payloads are therefore joined per stream: a stream's line
+that has not ended is held until it does (up to LINE_PIECE_BYTES, the pieces the driver cuts a long line into,
+each then ended), while the other stream's lines go on. Joined in the engine's order instead, the two lines
+came out as one line and a piece, both wrong (`docker logs 2>&1` shows them so).
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ BLOCK_BYTES = 256 << 10
 #: A read of a whole log that got less than GATHER_BYTES waits GATHER_SECONDS before the next (module docstring).
 GATHER_BYTES = 16 << 10
 GATHER_SECONDS = 0.0005
+#: The pieces a line without an end is yielded in (the driver cuts a long line into pieces of this size).
+LINE_PIECE_BYTES = 64 << 10
 _HEADER_BYTES = 8
+_NEWLINE = 0x0A
 _FRAME_SIZE = struct.Struct(">I")
 #: The engine's URL scheme for a Unix socket in the docker SDK (its adapter knows the socket's path).
 _UNIX_SCHEME = "http+docker"
@@ -180,20 +190,44 @@ def _error_message(body: bytes) -> str:
 
 
 def _payloads(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """The payloads of the multiplexed frames in `blocks`, joined per block (a frame may span blocks)."""
+    """The payloads of the multiplexed frames in `blocks`, joined per block (a frame may span blocks), each
+    stream's lines whole (module docstring): a payload that does not end a line waits in `open_lines`."""
     pending = b""
     size_at = _FRAME_SIZE.unpack_from
+    open_lines: dict[int, bytes] = {}
     for block in blocks:
         data = pending + block if pending else block
         view = memoryview(data)  # slices of it are joined without a copy each
-        payloads: list[memoryview] = []
+        payloads: list[bytes | memoryview] = []
         offset, size = 0, len(data)
         while offset + _HEADER_BYTES <= size:
-            end = offset + _HEADER_BYTES + size_at(data, offset + 4)[0]
+            start = offset + _HEADER_BYTES
+            end = start + size_at(data, offset + 4)[0]
             if end > size:
                 break
-            payloads.append(view[offset + _HEADER_BYTES : end])
+            if open_lines or data[end - 1] != _NEWLINE:  # a line not ended (an empty payload never is one)
+                if end > start:
+                    payloads.extend(_line_pieces(open_lines, data[offset], data[start:end]))
+            else:  # a whole line, and none held: the usual case
+                payloads.append(view[start:end])
             offset = end
         pending = data[offset:]
         if payloads:
             yield b"".join(payloads)
+    if open_lines:  # the last output of a stream that ended without a newline
+        yield b"\n".join(open_lines.values())
+
+
+def _line_pieces(open_lines: dict[int, bytes], stream: int, payload: bytes) -> list[bytes]:
+    """What can be yielded of `stream`'s `payload`: its lines that end, joined to what `open_lines` held of the
+    first; the rest is held, except whole LINE_PIECE_BYTES pieces of it, each ended (the driver's own cut), so
+    that what is held stays bounded and another stream's line never joins it."""
+    line = open_lines.pop(stream, b"") + payload
+    ended = line.rfind(b"\n") + 1
+    pieces, rest = [line[:ended]], line[ended:]
+    while len(rest) > LINE_PIECE_BYTES:
+        pieces += [rest[:LINE_PIECE_BYTES], b"\n"]
+        rest = rest[LINE_PIECE_BYTES:]
+    if rest:
+        open_lines[stream] = rest
+    return pieces
