@@ -4,6 +4,9 @@ The public surface is exactly `__all__` (plus the typed host-service clients in 
 the test helpers in `sysops_sdk.testing`); everything in underscored modules may change without notice.
 """
 
+import sysops_sdk._deferred_imports  # noqa: F401  (first: in a plugin process, defers asyncio before grpc comes)
+
+# isort: split
 from sysops_sdk._cancel import CommandCancelled, cancel_event, cancelled
 from sysops_sdk._commands import CommandDefinitionError, argument, option, plugin_command, requires_permission
 from sysops_sdk._errors import HostUnavailableError, PermissionDeniedError, ServiceCallError, ServiceUnavailableError
