@@ -1,8 +1,10 @@
-"""A plugin process defers asyncio and gRPC's asyncio halves until something uses them (sdk/_deferred_imports.py).
+"""A plugin process imports gRPC without its asyncio halves (sdk/_deferred_imports.py), and asyncio stays whole.
 
 Checked in a fresh interpreter, as a plugin container starts one: with SYSOPS_ENTRYPOINT set, importing the SDK's
-server loads neither asyncio nor ssl; a plugin that uses asyncio (from eight threads at once, its first use) or
-grpc.aio still gets the whole module; without SYSOPS_ENTRYPOINT (the orchestrator, a test) nothing is deferred.
+server loads neither asyncio nor ssl; then a plugin that uses asyncio, from eight threads at once at its first
+use, half of them through `import asyncio.subprocess` (which deadlocked a loader design), gets one asyncio (a
+first use through `from asyncio.exceptions import ...` made a second CancelledError class in that design), and
+gRPC's own asyncio halves work through the stand-ins gRPC kept. Without SYSOPS_ENTRYPOINT nothing is deferred.
 The same probe runs in the real base image in tests/integration/test_plugin_boot_imports.py.
 """
 
@@ -18,9 +20,10 @@ SDK = Path(__file__).resolve().parents[2] / "sdk"
 
 #: Imports the plugin server as `python -m sysops_sdk` does, then uses what was deferred; prints a JSON report.
 PROBE = """
-import json, sys, threading
+import importlib, json, sys, threading
 import sysops_sdk._server
 report = {"asyncio_at_boot": "asyncio.base_events" in sys.modules, "ssl_at_boot": "ssl" in sys.modules}
+from asyncio.exceptions import CancelledError
 import asyncio
 
 async def answer(n):
@@ -32,22 +35,28 @@ results, errors, start = [], [], threading.Barrier(8)
 def first_use(n):
     start.wait()
     try:
-        results.append(asyncio.run(answer(n)))
+        if n % 2:
+            subprocess = importlib.import_module("asyncio.subprocess")  # not binding a local `asyncio`
+            results.append(n if subprocess.Process is asyncio.subprocess.Process else -n)
+        else:
+            results.append(asyncio.run(answer(n)))
     except BaseException as exc:
         errors.append(repr(exc))
 
-threads = [threading.Thread(target=first_use, args=(n,)) for n in range(8)]
+threads = [threading.Thread(target=first_use, args=(n,), daemon=True) for n in range(8)]
 for thread in threads:
     thread.start()
 for thread in threads:
-    thread.join()
-from grpc import aio
+    thread.join(10)
+errors += ["a thread hung"] * sum(thread.is_alive() for thread in threads)
+import grpc
 from grpc_health.v1 import health
 report.update(
     results=sorted(results),
     errors=errors,
+    one_cancelled_error=CancelledError is asyncio.CancelledError is sys.modules["asyncio"].CancelledError,
     module_type=type(sys.modules["asyncio"]).__name__,
-    aio_channel=callable(aio.insecure_channel),
+    aio_channel=callable(grpc.aio.insecure_channel),
     aio_health=hasattr(health.aio, "HealthServicer"),
 )
 print(json.dumps(report))
@@ -68,7 +77,7 @@ def test_a_plugin_process_loads_no_asyncio_until_used_and_then_gets_all_of_it() 
     report = probe("plugin.module:Plugin")
     assert report["asyncio_at_boot"] is False and report["ssl_at_boot"] is False
     assert report["results"] == list(range(8)) and report["errors"] == []  # eight threads' first use at once
-    assert report["module_type"] == "module"  # an ordinary module once loaded
+    assert report["one_cancelled_error"] is True and report["module_type"] == "module"  # the one, ordinary asyncio
     assert report["aio_channel"] is True and report["aio_health"] is True
 
 
