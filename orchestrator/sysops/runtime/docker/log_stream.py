@@ -4,7 +4,8 @@ line) with two reads of its own, which bounded `plugin logs` of a large log at a
 `LogStream` asks the engine for the log (stdout and stderr, `tail`, `follow`), reads the response in blocks of up
 to BLOCK_BYTES (a follow takes what has arrived, so its lines are not held back) and strips the engine's
 multiplexing headers (8 bytes: stream, 0, 0, 0, size big-endian) from many frames per block; a TTY container's
-log has none. Iterating it yields byte blocks whose concatenation is the log; `close` ends it from any thread.
+log has none. Iterating it yields byte blocks of whole lines, each stream's lines whole and in its order (see
+below: a line longer than LINE_PIECE_BYTES comes in pieces, each ended); `close` ends it from any thread.
 A follow waits for lines without the client's timeout (a quiet plugin's `plugin logs -f` raised "Read timed out"
 after 60 s), and `close` shuts its socket down, so that a read blocked in another thread returns at once (closing
 the response alone left it blocked until that timeout), as the docker SDK's own streams do.
