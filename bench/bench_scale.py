@@ -131,18 +131,19 @@ def _run_seconds(made: Fleet, argv: list[str]) -> float:
     return round(time.perf_counter() - started, 4)
 
 
-def _in_turn(first: tuple[Fleet, list[str]], second: tuple[Fleet, list[str]], runs: int) -> tuple[list[float], ...]:
+def _in_turn(
+    first: tuple[Fleet, list[str]], second: tuple[Fleet, list[str]], runs: int
+) -> tuple[list[float], list[float]]:
     """`runs` runs of each installation's CLI command, one of each in turn (after a warm-up run of each), the
     first side first in even turns and second in odd ones (a run after the other may find caches warmer)."""
     sides = (first, second)
     for made, argv in sides:
         made.sysops(*argv)
-    turns = []
+    samples: tuple[list[float], list[float]] = ([], [])
     for turn in range(runs):
-        order = (0, 1) if turn % 2 == 0 else (1, 0)
-        seconds = {side: _run_seconds(*sides[side]) for side in order}
-        turns.append([seconds[0], seconds[1]])
-    return tuple(list(side) for side in zip(*turns, strict=True))
+        for side in (0, 1) if turn % 2 == 0 else (1, 0):
+            samples[side].append(_run_seconds(*sides[side]))
+    return samples
 
 
 def _median(samples: list[float]) -> float:
